@@ -1,0 +1,19 @@
+//! facegate's core: the domain model, the `FaceService` use cases and the ports
+//! (`Engine`, `Store`, `Index`) that the adapter crates implement.
+//!
+//! This crate knows nothing of HTTP, ONNX Runtime or SQL; dependencies point inward to it.
+
+pub mod error;
+pub mod model;
+pub mod pool;
+pub mod ports;
+pub mod score;
+pub mod service;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use error::{Code, Error, Result};
+pub use model::*;
+pub use ports::{Engine, Index, Store};
+pub use score::Calibration;
+pub use service::{FaceService, ServiceConfig};

@@ -1,0 +1,129 @@
+//! Domain types shared by every layer. A miiCloud *person* and an NEC *subject* are the same
+//! [`Subject`]; an enrolled image and an NEC *event* are the same [`FaceSample`].
+
+use serde::{Deserialize, Serialize};
+
+/// A customer (miiCloud) or application (NEC). All data is scoped to exactly one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// Axis-aligned face box in source-image pixels. May extend past the image edges.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct BoundingBox {
+    pub left: f32,
+    pub top: f32,
+    pub right: f32,
+    pub bottom: f32,
+}
+
+impl BoundingBox {
+    pub fn width(&self) -> f32 {
+        (self.right - self.left).max(0.0)
+    }
+    pub fn height(&self) -> f32 {
+        (self.bottom - self.top).max(0.0)
+    }
+    pub fn area(&self) -> f32 {
+        self.width() * self.height()
+    }
+}
+
+/// One face found by the engine, with its template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectedFace {
+    pub bbox: BoundingBox,
+    /// Five keypoints in image pixels: subject's right eye (image left), left eye, nose,
+    /// right mouth corner, left mouth corner, as SCRFD emits them.
+    pub landmarks: [[f32; 2]; 5],
+    pub detector_score: f32,
+    /// L2-normalised embedding.
+    pub embedding: Vec<f32>,
+}
+
+/// Everything the engine found in one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageAnalysis {
+    pub width: u32,
+    pub height: u32,
+    /// Largest face first.
+    pub faces: Vec<DetectedFace>,
+}
+
+/// What identifies a model and how its similarities are read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub model_id: String,
+    pub embedding_size: usize,
+    pub calibration: crate::Calibration,
+}
+
+/// Optional profile fields of a person.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// UUID; miiCloud's `miicloud_person_id` and NEC's subject `id`.
+    pub id: String,
+    pub tenant_id: String,
+    /// miiCloud's `customer_person_id`, unique per tenant when present.
+    pub customer_person_id: Option<String>,
+    pub profile: Profile,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A stored face image of a subject, with the box and template made from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceSample {
+    /// UUID; NEC's event id.
+    pub id: String,
+    pub subject_id: String,
+    /// Stored name, e.g. `enroll/will_smith_001_Fkkx7eK.jpg`.
+    pub image_name: String,
+    pub bbox: BoundingBox,
+    pub detector_score: f32,
+    pub model_id: String,
+    pub created_at: String,
+}
+
+/// A sample to be written together with its image bytes and template.
+#[derive(Debug, Clone)]
+pub struct NewSample {
+    pub sample: FaceSample,
+    pub embedding: Vec<f32>,
+    pub image: Vec<u8>,
+}
+
+/// One template as the index holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub tenant_id: String,
+    pub subject_id: String,
+    pub sample_id: String,
+    pub embedding: Vec<f32>,
+}
+
+/// The best-scoring sample of one subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectHit {
+    pub subject_id: String,
+    pub sample_id: String,
+    pub similarity: f32,
+}
+
+/// An uploaded image with the client's file name.
+#[derive(Debug, Clone)]
+pub struct ImageUpload {
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+}

@@ -1,0 +1,52 @@
+//! The ports the adapters implement. All are synchronous: the service runs them on
+//! blocking threads so that async request handling never waits on inference or disk.
+
+use crate::{FaceSample, ImageAnalysis, ModelInfo, NewSample, Result, Subject, SubjectHit, Template, Tenant};
+
+/// Face detection and recognition on encoded image bytes.
+pub trait Engine: Send + Sync + 'static {
+    fn model_info(&self) -> &ModelInfo;
+
+    /// Decodes `image`, finds every face and embeds each one. Faces come largest first.
+    /// Errors: `TooLarge`, `UnsupportedImage`, `InvalidImage` for bad input; `Engine` otherwise.
+    fn analyze(&self, image: &[u8]) -> Result<ImageAnalysis>;
+}
+
+/// Durable storage of tenants, subjects, samples and image files.
+///
+/// Every method that writes commits before it returns.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a tenant; `Conflict` if the name is taken.
+    fn create_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant>;
+    /// Creates the tenant if missing and makes `token_hash` one of its valid tokens.
+    fn ensure_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant>;
+    fn tenant_by_token_hash(&self, token_hash: &str) -> Result<Option<Tenant>>;
+    fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
+    /// Inserts a subject and optionally its first sample (image file, row and template) in one
+    /// transaction. `Conflict` if the tenant already has the `customer_person_id`.
+    fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()>;
+    fn subject_by_id(&self, tenant_id: &str, subject_id: &str) -> Result<Option<Subject>>;
+    fn subject_by_customer_id(&self, tenant_id: &str, customer_person_id: &str) -> Result<Option<Subject>>;
+    /// Replaces the profile and `updated_at`, and optionally adds a sample, in one transaction.
+    fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>) -> Result<()>;
+    /// Samples of a subject, newest first.
+    fn samples_of(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<FaceSample>>;
+    /// Deletes the subject, its samples and their image files. `false` if it did not exist.
+    fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> Result<bool>;
+
+    /// Streams every stored template made by `model_id`, for building the index at start-up.
+    fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;
+}
+
+/// In-memory vector search, partitioned by tenant.
+pub trait Index: Send + Sync + 'static {
+    fn insert(&self, template: Template);
+    fn remove_subject(&self, tenant_id: &str, subject_id: &str);
+    /// The best sample of each subject, by cosine similarity, highest first, at most `limit`.
+    fn search(&self, tenant_id: &str, query: &[f32], limit: usize) -> Vec<SubjectHit>;
+    /// The best sample of one subject, if it has any.
+    fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit>;
+    /// Number of templates held for a tenant.
+    fn len(&self, tenant_id: &str) -> usize;
+}

@@ -1,0 +1,456 @@
+//! `FaceService`: the use cases both API dialects are translated into.
+
+use std::sync::Arc;
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::pool::InferencePool;
+use crate::{
+    BoundingBox, DetectedFace, Engine, Error, FaceSample, ImageAnalysis, ImageUpload, Index, NewSample, Profile,
+    Result, Store, Subject, Template, Tenant,
+};
+
+/// Longest accepted `customer_person_id` and profile field, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+pub const MAX_FIELD_CHARS: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// A face is "known" when its score (0–9999) reaches this. 7000 is FMR 1e-4 under the
+    /// pack's calibration.
+    pub known_threshold: u32,
+    /// Concurrent inference jobs; one per core keeps every core busy without oversubscribing.
+    pub inference_workers: usize,
+    /// Jobs allowed to wait for a worker before requests are refused with 503.
+    pub inference_queue: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self { known_threshold: 7000, inference_workers: cores, inference_queue: cores * 16 }
+    }
+}
+
+/// The best candidate for one face.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub subject: Subject,
+    pub sample_id: String,
+    pub similarity: f32,
+    pub score: u32,
+}
+
+/// One detected face of a probe image with its best candidate, if any.
+#[derive(Debug, Clone)]
+pub struct FaceMatch {
+    pub bbox: BoundingBox,
+    pub detector_score: f32,
+    pub candidate: Option<Candidate>,
+    /// The candidate's score reached the known threshold.
+    pub known: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub subject: Subject,
+    pub sample: FaceSample,
+}
+
+#[derive(Debug, Clone)]
+pub struct PersonRecord {
+    pub subject: Subject,
+    /// Newest first.
+    pub samples: Vec<FaceSample>,
+    /// The box of the face added by this request, if any.
+    pub new_face: Option<BoundingBox>,
+}
+
+/// A freshly created tenant with its plaintext token, shown once.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub tenant: Tenant,
+    pub token: String,
+}
+
+pub struct FaceService {
+    engine: Arc<dyn Engine>,
+    store: Arc<dyn Store>,
+    index: Arc<dyn Index>,
+    pool: InferencePool,
+    config: ServiceConfig,
+}
+
+impl FaceService {
+    pub fn new(engine: Arc<dyn Engine>, store: Arc<dyn Store>, index: Arc<dyn Index>, config: ServiceConfig) -> Self {
+        let pool = InferencePool::new(config.inference_workers, config.inference_queue);
+        Self { engine, store, index, pool, config }
+    }
+
+    /// Fills the index with every stored template of the engine's model. Returns the count.
+    pub fn load_index(&self) -> Result<usize> {
+        let model_id = self.engine.model_info().model_id.clone();
+        let mut count = 0usize;
+        self.store.for_each_template(&model_id, &mut |template| {
+            self.index.insert(template);
+            count += 1;
+        })?;
+        Ok(count)
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    // ---- tenants and auth -------------------------------------------------------------------
+
+    pub fn create_tenant(&self, name: &str) -> Result<NewTenant> {
+        validate_name("tenant name", name, MAX_ID_CHARS)?;
+        let token = random_token();
+        let tenant = self.store.create_tenant(name, &hash_secret(&token))?;
+        Ok(NewTenant { tenant, token })
+    }
+
+    /// Makes sure `name` exists and accepts `token` (the sandbox's public token).
+    pub fn ensure_tenant_with_token(&self, name: &str, token: &str) -> Result<Tenant> {
+        self.store.ensure_tenant(name, &hash_secret(token))
+    }
+
+    pub fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.store.list_tenants()
+    }
+
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<Tenant>> {
+        let store = self.store.clone();
+        let hash = hash_secret(token);
+        blocking(move || store.tenant_by_token_hash(&hash)).await
+    }
+
+    // ---- inference --------------------------------------------------------------------------
+
+    /// Detects and embeds every face, on the bounded inference pool.
+    pub async fn analyze(&self, image: Vec<u8>) -> Result<ImageAnalysis> {
+        let engine = self.engine.clone();
+        self.pool.run(move || engine.analyze(&image)).await
+    }
+
+    // ---- persons ----------------------------------------------------------------------------
+
+    /// Enrolls a new person from the largest face of `image`.
+    pub async fn enroll(
+        &self,
+        tenant: &Tenant,
+        customer_person_id: &str,
+        profile: Profile,
+        image: ImageUpload,
+    ) -> Result<Enrolled> {
+        validate_name("customer_person_id", customer_person_id, MAX_ID_CHARS)?;
+        let profile = validate_profile(profile)?;
+        if self.person(tenant, customer_person_id).await.is_ok() {
+            return Err(conflict(customer_person_id));
+        }
+        let analysis = self.analyze(image.bytes.clone()).await?;
+        let face = analysis.faces.into_iter().next().ok_or(Error::NoFace)?;
+        let now = now_rfc3339();
+        let subject = Subject {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant.id.clone(),
+            customer_person_id: Some(customer_person_id.to_owned()),
+            profile,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let new_sample = self.new_sample(&subject, &face, image);
+        let store = self.store.clone();
+        let (subject, new_sample) = {
+            let (subject, new_sample) = (subject.clone(), new_sample);
+            blocking(move || store.create_subject(&subject, Some(&new_sample)).map(|()| (subject, new_sample))).await?
+        };
+        self.index.insert(template_of(&subject, &new_sample));
+        tracing::info!(tenant = %tenant.name, subject = %subject.id, sample = %new_sample.sample.id, "enrolled person");
+        Ok(Enrolled { subject, sample: new_sample.sample })
+    }
+
+    /// Replaces the profile (blank or missing fields are cleared) and adds the largest face of
+    /// `image`, if one is given, to the person's samples.
+    pub async fn update(
+        &self,
+        tenant: &Tenant,
+        customer_person_id: &str,
+        profile: Profile,
+        image: Option<ImageUpload>,
+    ) -> Result<PersonRecord> {
+        let profile = validate_profile(profile)?;
+        let mut subject = self.person(tenant, customer_person_id).await?;
+        let new_sample = match image {
+            Some(image) => {
+                let analysis = self.analyze(image.bytes.clone()).await?;
+                let face = analysis.faces.into_iter().next().ok_or(Error::NoFace)?;
+                Some(self.new_sample(&subject, &face, image))
+            }
+            None => None,
+        };
+        subject.profile = profile;
+        subject.updated_at = now_rfc3339();
+        let store = self.store.clone();
+        let (subject, new_sample) =
+            blocking(move || store.update_subject(&subject, new_sample.as_ref()).map(|()| (subject, new_sample)))
+                .await?;
+        if let Some(ns) = &new_sample {
+            self.index.insert(template_of(&subject, ns));
+        }
+        let samples = self.samples(&subject).await?;
+        tracing::info!(tenant = %tenant.name, subject = %subject.id, added_sample = new_sample.is_some(), "updated person");
+        Ok(PersonRecord { subject, samples, new_face: new_sample.map(|ns| ns.sample.bbox) })
+    }
+
+    pub async fn get_person(&self, tenant: &Tenant, customer_person_id: &str) -> Result<PersonRecord> {
+        let subject = self.person(tenant, customer_person_id).await?;
+        let samples = self.samples(&subject).await?;
+        Ok(PersonRecord { subject, samples, new_face: None })
+    }
+
+    /// Deletes the person, their samples, index entries and image files.
+    pub async fn delete_person(&self, tenant: &Tenant, customer_person_id: &str) -> Result<Subject> {
+        let subject = self.person(tenant, customer_person_id).await?;
+        let store = self.store.clone();
+        let (tenant_id, subject_id) = (subject.tenant_id.clone(), subject.id.clone());
+        let existed = blocking(move || store.delete_subject(&tenant_id, &subject_id)).await?;
+        self.index.remove_subject(&subject.tenant_id, &subject.id);
+        if !existed {
+            return Err(Error::NotFound("person"));
+        }
+        tracing::info!(tenant = %tenant.name, subject = %subject.id, "deleted person");
+        Ok(subject)
+    }
+
+    // ---- matching ---------------------------------------------------------------------------
+
+    /// 1:N: every face of `image` against the tenant's whole gallery.
+    pub async fn identify(&self, tenant: &Tenant, image: Vec<u8>) -> Result<Vec<FaceMatch>> {
+        let analysis = self.analyze(image).await?;
+        let mut matches = Vec::with_capacity(analysis.faces.len());
+        for face in analysis.faces {
+            let hit = self.index.search(&tenant.id, &face.embedding, 1).into_iter().next();
+            let candidate = match hit {
+                Some(hit) => self.candidate(tenant, &hit.subject_id, hit.sample_id, hit.similarity).await?,
+                None => None,
+            };
+            matches.push(self.face_match(&face, candidate));
+        }
+        Ok(matches)
+    }
+
+    /// 1:1: every face of `image` against one person's samples only.
+    pub async fn verify(&self, tenant: &Tenant, customer_person_id: &str, image: Vec<u8>) -> Result<Vec<FaceMatch>> {
+        let subject = self.person(tenant, customer_person_id).await?;
+        let analysis = self.analyze(image).await?;
+        let calibration = &self.engine.model_info().calibration;
+        Ok(analysis
+            .faces
+            .iter()
+            .map(|face| {
+                let candidate = self.index.best_of_subject(&tenant.id, &subject.id, &face.embedding).map(|hit| {
+                    Candidate {
+                        subject: subject.clone(),
+                        sample_id: hit.sample_id,
+                        similarity: hit.similarity,
+                        score: calibration.score(hit.similarity),
+                    }
+                });
+                self.face_match(face, candidate)
+            })
+            .collect())
+    }
+
+    // ---- helpers ----------------------------------------------------------------------------
+
+    async fn person(&self, tenant: &Tenant, customer_person_id: &str) -> Result<Subject> {
+        let store = self.store.clone();
+        let (tenant_id, cpid) = (tenant.id.clone(), customer_person_id.to_owned());
+        blocking(move || store.subject_by_customer_id(&tenant_id, &cpid)).await?.ok_or(Error::NotFound("person"))
+    }
+
+    async fn samples(&self, subject: &Subject) -> Result<Vec<FaceSample>> {
+        let store = self.store.clone();
+        let (tenant_id, subject_id) = (subject.tenant_id.clone(), subject.id.clone());
+        blocking(move || store.samples_of(&tenant_id, &subject_id)).await
+    }
+
+    async fn candidate(
+        &self,
+        tenant: &Tenant,
+        subject_id: &str,
+        sample_id: String,
+        similarity: f32,
+    ) -> Result<Option<Candidate>> {
+        let store = self.store.clone();
+        let (tenant_id, sid) = (tenant.id.clone(), subject_id.to_owned());
+        // A subject deleted between search and lookup is simply no candidate.
+        let subject = blocking(move || store.subject_by_id(&tenant_id, &sid)).await?;
+        let score = self.engine.model_info().calibration.score(similarity);
+        Ok(subject.map(|subject| Candidate { subject, sample_id, similarity, score }))
+    }
+
+    fn face_match(&self, face: &DetectedFace, candidate: Option<Candidate>) -> FaceMatch {
+        let known = candidate.as_ref().is_some_and(|c| c.score >= self.config.known_threshold);
+        FaceMatch { bbox: face.bbox, detector_score: face.detector_score, candidate, known }
+    }
+
+    fn new_sample(&self, subject: &Subject, face: &DetectedFace, image: ImageUpload) -> NewSample {
+        NewSample {
+            sample: FaceSample {
+                id: uuid::Uuid::new_v4().to_string(),
+                subject_id: subject.id.clone(),
+                image_name: stored_image_name(&image.file_name, &image.bytes),
+                bbox: face.bbox,
+                detector_score: face.detector_score,
+                model_id: self.engine.model_info().model_id.clone(),
+                created_at: now_rfc3339(),
+            },
+            embedding: face.embedding.clone(),
+            image: image.bytes,
+        }
+    }
+}
+
+fn template_of(subject: &Subject, ns: &NewSample) -> Template {
+    Template {
+        tenant_id: subject.tenant_id.clone(),
+        subject_id: subject.id.clone(),
+        sample_id: ns.sample.id.clone(),
+        embedding: ns.embedding.clone(),
+    }
+}
+
+fn conflict(customer_person_id: &str) -> Error {
+    Error::Conflict(format!(
+        "a person with customer_person_id '{customer_person_id}' already exists; use PUT to add images"
+    ))
+}
+
+async fn blocking<T, F>(job: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(job).await.map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// SHA-256 hex of a token or key; only hashes are stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// 40 hex characters, the shape of the document's tokens.
+pub fn random_token() -> String {
+    let bytes: [u8; 20] = rand::thread_rng().gen();
+    hex::encode(bytes)
+}
+
+/// RFC 3339 UTC with microseconds, as the document's `created` values.
+pub fn now_rfc3339() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    OffsetDateTime::now_utc().format(&format).unwrap_or_else(|_| OffsetDateTime::now_utc().unix_timestamp().to_string())
+}
+
+/// `enroll/<stem>_<7 random letters>.<ext>`, from the client's file name, made safe for a path,
+/// with the extension taken from the bytes rather than trusted from the name.
+pub fn stored_image_name(file_name: &str, bytes: &[u8]) -> String {
+    let base = file_name.rsplit(['/', '\\']).next().unwrap_or("");
+    let stem = base.rsplit_once('.').map_or(base, |(stem, _)| stem);
+    let mut safe: String =
+        stem.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')).take(64).collect();
+    if safe.is_empty() {
+        safe.push_str("image");
+    }
+    let suffix: String = rand::thread_rng().sample_iter(&Alphanumeric).take(7).map(char::from).collect();
+    format!("enroll/{safe}_{suffix}.{}", image_extension(bytes))
+}
+
+/// File extension for the image format the bytes start with.
+pub fn image_extension(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [0xFF, 0xD8, 0xFF, ..] => "jpg",
+        [0x89, b'P', b'N', b'G', ..] => "png",
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => "webp",
+        [b'B', b'M', ..] => "bmp",
+        _ => "bin",
+    }
+}
+
+fn validate_name(what: &str, value: &str, max_chars: usize) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::InvalidRequest(format!("{what} is required")));
+    }
+    if value.chars().count() > max_chars {
+        return Err(Error::InvalidRequest(format!("{what} is longer than {max_chars} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::InvalidRequest(format!("{what} contains control characters")));
+    }
+    Ok(())
+}
+
+/// Blank fields become `None`; over-long fields or control characters are refused.
+fn validate_profile(profile: Profile) -> Result<Profile> {
+    let check = |what: &str, v: Option<String>| -> Result<Option<String>> {
+        match v {
+            Some(v) if !v.trim().is_empty() => {
+                validate_name(what, &v, MAX_FIELD_CHARS)?;
+                Ok(Some(v))
+            }
+            _ => Ok(None),
+        }
+    };
+    Ok(Profile {
+        first_name: check("first_name", profile.first_name)?,
+        last_name: check("last_name", profile.last_name)?,
+        email: check("email", profile.email)?,
+        phone: check("phone", profile.phone)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_keep_the_stem_and_take_the_extension_from_the_bytes() {
+        let name = stored_image_name("input/persons/will_smith/will_smith_001.jpg", &[0xFF, 0xD8, 0xFF, 0xE0]);
+        assert!(name.starts_with("enroll/will_smith_001_"), "{name}");
+        assert!(name.ends_with(".jpg"));
+        assert_eq!(name.len(), "enroll/will_smith_001_Fkkx7eK.jpg".len());
+        let hostile = stored_image_name("../../etc/pa ss\u{0}wd.png", b"\x89PNG\r\n");
+        assert!(hostile.starts_with("enroll/passwd_") && hostile.ends_with(".png"), "{hostile}");
+        assert!(stored_image_name("", b"nope").starts_with("enroll/image_"));
+    }
+
+    #[test]
+    fn validation_refuses_bad_ids() {
+        assert!(validate_name("id", "", 10).is_err());
+        assert!(validate_name("id", "a\u{7}b", 10).is_err());
+        assert!(validate_name("id", &"x".repeat(11), 10).is_err());
+        assert!(validate_name("id", "ok", 10).is_ok());
+        let p = validate_profile(Profile { first_name: Some("  ".into()), ..Default::default() }).expect("ok");
+        assert_eq!(p.first_name, None);
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 40);
+        assert_ne!(a, b);
+        assert_eq!(hash_secret(&a).len(), 64);
+        assert_ne!(hash_secret(&a), a);
+    }
+}

@@ -1,0 +1,233 @@
+//! Fakes of the ports for tests of the service and of the API layers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::{
+    BoundingBox, Calibration, DetectedFace, Engine, Error, FaceSample, ImageAnalysis, Index, ModelInfo, NewSample,
+    Result, Store, Subject, SubjectHit, Template, Tenant,
+};
+
+/// Reads "images" written as text: `face:<label>` lines. Each label becomes a face whose
+/// embedding is a unit vector chosen by the label, so equal labels match and others do not.
+pub struct FakeEngine {
+    info: ModelInfo,
+}
+
+impl Default for FakeEngine {
+    fn default() -> Self {
+        let calibration =
+            Calibration::new(vec![(-1.0, 0.0), (0.3, 7000.0), (1.0, 9999.0)]).expect("static knots are valid");
+        Self { info: ModelInfo { model_id: "fake@1".into(), embedding_size: 8, calibration } }
+    }
+}
+
+impl Engine for FakeEngine {
+    fn model_info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn analyze(&self, image: &[u8]) -> Result<ImageAnalysis> {
+        let text = std::str::from_utf8(image).map_err(|_| Error::UnsupportedImage("not a fake image".into()))?;
+        let faces = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("face:"))
+            .enumerate()
+            .map(|(i, label)| {
+                let mut embedding = vec![0.0; 8];
+                let slot = label.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % 8;
+                embedding[slot] = 1.0;
+                let size = 100.0 - i as f32;
+                DetectedFace {
+                    bbox: BoundingBox { left: 0.0, top: 0.0, right: size, bottom: size },
+                    landmarks: [[0.0; 2]; 5],
+                    detector_score: 0.9,
+                    embedding,
+                }
+            })
+            .collect();
+        Ok(ImageAnalysis { width: 200, height: 200, faces })
+    }
+}
+
+#[derive(Default)]
+struct MemoryData {
+    tenants: Vec<(Tenant, Vec<String>)>,
+    subjects: Vec<Subject>,
+    samples: Vec<(FaceSample, Vec<f32>, String)>,
+}
+
+/// A store in memory with the real one's conflict rules.
+#[derive(Default)]
+pub struct MemoryStore {
+    data: Mutex<MemoryData>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryData> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn create_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant> {
+        let mut d = self.lock();
+        if d.tenants.iter().any(|(t, _)| t.name == name) {
+            return Err(Error::Conflict(format!("tenant '{name}' exists")));
+        }
+        let t = Tenant { id: uuid::Uuid::new_v4().to_string(), name: name.into(), created_at: String::new() };
+        d.tenants.push((t.clone(), vec![token_hash.into()]));
+        Ok(t)
+    }
+
+    fn ensure_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant> {
+        let mut d = self.lock();
+        if let Some((t, tokens)) = d.tenants.iter_mut().find(|(t, _)| t.name == name) {
+            if !tokens.iter().any(|h| h == token_hash) {
+                tokens.push(token_hash.into());
+            }
+            return Ok(t.clone());
+        }
+        drop(d);
+        self.create_tenant(name, token_hash)
+    }
+
+    fn tenant_by_token_hash(&self, token_hash: &str) -> Result<Option<Tenant>> {
+        Ok(self.lock().tenants.iter().find(|(_, h)| h.iter().any(|h| h == token_hash)).map(|(t, _)| t.clone()))
+    }
+
+    fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        Ok(self.lock().tenants.iter().map(|(t, _)| t.clone()).collect())
+    }
+
+    fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()> {
+        let mut d = self.lock();
+        if subject.customer_person_id.is_some()
+            && d.subjects
+                .iter()
+                .any(|s| s.tenant_id == subject.tenant_id && s.customer_person_id == subject.customer_person_id)
+        {
+            return Err(Error::Conflict("customer_person_id exists".into()));
+        }
+        d.subjects.push(subject.clone());
+        if let Some(ns) = first_sample {
+            d.samples.push((ns.sample.clone(), ns.embedding.clone(), subject.tenant_id.clone()));
+        }
+        Ok(())
+    }
+
+    fn subject_by_id(&self, tenant_id: &str, subject_id: &str) -> Result<Option<Subject>> {
+        Ok(self.lock().subjects.iter().find(|s| s.tenant_id == tenant_id && s.id == subject_id).cloned())
+    }
+
+    fn subject_by_customer_id(&self, tenant_id: &str, cpid: &str) -> Result<Option<Subject>> {
+        Ok(self
+            .lock()
+            .subjects
+            .iter()
+            .find(|s| s.tenant_id == tenant_id && s.customer_person_id.as_deref() == Some(cpid))
+            .cloned())
+    }
+
+    fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>) -> Result<()> {
+        let mut d = self.lock();
+        let slot = d
+            .subjects
+            .iter_mut()
+            .find(|s| s.tenant_id == subject.tenant_id && s.id == subject.id)
+            .ok_or(Error::NotFound("subject"))?;
+        *slot = subject.clone();
+        if let Some(ns) = new_sample {
+            d.samples.push((ns.sample.clone(), ns.embedding.clone(), subject.tenant_id.clone()));
+        }
+        Ok(())
+    }
+
+    fn samples_of(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<FaceSample>> {
+        let d = self.lock();
+        let mut v: Vec<_> = d
+            .samples
+            .iter()
+            .filter(|(s, _, t)| t == tenant_id && s.subject_id == subject_id)
+            .map(|(s, _, _)| s.clone())
+            .collect();
+        v.reverse();
+        Ok(v)
+    }
+
+    fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> Result<bool> {
+        let mut d = self.lock();
+        let before = d.subjects.len();
+        d.subjects.retain(|s| !(s.tenant_id == tenant_id && s.id == subject_id));
+        d.samples.retain(|(s, _, t)| !(t == tenant_id && s.subject_id == subject_id));
+        Ok(d.subjects.len() != before)
+    }
+
+    fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
+        let d = self.lock();
+        for (s, e, t) in d.samples.iter().filter(|(s, _, _)| s.model_id == model_id) {
+            visit(Template {
+                tenant_id: t.clone(),
+                subject_id: s.subject_id.clone(),
+                sample_id: s.id.clone(),
+                embedding: e.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Brute-force index over a vector of templates.
+#[derive(Default)]
+pub struct BruteForceIndex {
+    templates: Mutex<Vec<Template>>,
+}
+
+impl BruteForceIndex {
+    fn hits(&self, tenant_id: &str, query: &[f32], subject: Option<&str>) -> Vec<SubjectHit> {
+        let templates = self.templates.lock().unwrap_or_else(|e| e.into_inner());
+        let mut best: HashMap<String, SubjectHit> = HashMap::new();
+        for t in templates.iter().filter(|t| t.tenant_id == tenant_id && subject.is_none_or(|s| s == t.subject_id)) {
+            let similarity = t.embedding.iter().zip(query).map(|(a, b)| a * b).sum::<f32>();
+            let entry = best.entry(t.subject_id.clone()).or_insert_with(|| SubjectHit {
+                subject_id: t.subject_id.clone(),
+                sample_id: t.sample_id.clone(),
+                similarity: f32::MIN,
+            });
+            if similarity > entry.similarity {
+                entry.similarity = similarity;
+                entry.sample_id = t.sample_id.clone();
+            }
+        }
+        let mut v: Vec<_> = best.into_values().collect();
+        v.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        v
+    }
+}
+
+impl Index for BruteForceIndex {
+    fn insert(&self, template: Template) {
+        self.templates.lock().unwrap_or_else(|e| e.into_inner()).push(template);
+    }
+
+    fn remove_subject(&self, tenant_id: &str, subject_id: &str) {
+        self.templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| !(t.tenant_id == tenant_id && t.subject_id == subject_id));
+    }
+
+    fn search(&self, tenant_id: &str, query: &[f32], limit: usize) -> Vec<SubjectHit> {
+        let mut v = self.hits(tenant_id, query, None);
+        v.truncate(limit);
+        v
+    }
+
+    fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {
+        self.hits(tenant_id, query, Some(subject_id)).into_iter().next()
+    }
+
+    fn len(&self, tenant_id: &str) -> usize {
+        self.templates.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|t| t.tenant_id == tenant_id).count()
+    }
+}

@@ -1,0 +1,132 @@
+//! FaceService use cases over the in-memory fakes.
+
+use std::sync::Arc;
+
+use facegate_core::testing::{BruteForceIndex, FakeEngine, MemoryStore};
+use facegate_core::{Error, FaceService, ImageUpload, Profile, ServiceConfig, Tenant};
+
+fn service() -> (FaceService, Tenant, Tenant) {
+    let svc = FaceService::new(
+        Arc::new(FakeEngine::default()),
+        Arc::new(MemoryStore::default()),
+        Arc::new(BruteForceIndex::default()),
+        ServiceConfig::default(),
+    );
+    let a = svc.create_tenant("a").expect("tenant a").tenant;
+    let b = svc.create_tenant("b").expect("tenant b").tenant;
+    (svc, a, b)
+}
+
+fn image(text: &str) -> ImageUpload {
+    ImageUpload { file_name: "photo.jpg".into(), bytes: text.as_bytes().to_vec() }
+}
+
+fn named(first: &str) -> Profile {
+    Profile { first_name: Some(first.into()), email: Some("x@y.z".into()), ..Profile::default() }
+}
+
+#[tokio::test]
+async fn enroll_then_identify_and_verify() {
+    let (svc, a, _) = service();
+    let e = svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    assert_eq!(e.subject.customer_person_id.as_deref(), Some("p1"));
+    assert!(e.sample.image_name.starts_with("enroll/photo_"));
+
+    let found = svc.identify(&a, b"face:ann\nface:bob".to_vec()).await.expect("identify");
+    assert_eq!(found.len(), 2);
+    assert!(found[0].known);
+    assert_eq!(found[0].candidate.as_ref().map(|c| c.subject.id.clone()), Some(e.subject.id.clone()));
+    assert!(!found[1].known);
+
+    let verified = svc.verify(&a, "p1", b"face:bob".to_vec()).await.expect("verify");
+    assert!(!verified[0].known);
+    assert!(verified[0].candidate.is_some(), "1:1 keeps the candidate for its confidence");
+}
+
+#[tokio::test]
+async fn duplicate_enrollment_conflicts_and_changes_nothing() {
+    let (svc, a, _) = service();
+    svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    let again = svc.enroll(&a, "p1", named("Other"), image("face:zed")).await;
+    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+    let rec = svc.get_person(&a, "p1").await.expect("get");
+    assert_eq!(rec.subject.profile.first_name.as_deref(), Some("Ann"));
+    assert_eq!(rec.samples.len(), 1);
+}
+
+#[tokio::test]
+async fn enroll_without_a_face_fails() {
+    let (svc, a, _) = service();
+    let r = svc.enroll(&a, "p1", named("Ann"), image("no faces here")).await;
+    assert!(matches!(r, Err(Error::NoFace)));
+    assert!(matches!(svc.get_person(&a, "p1").await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test]
+async fn update_clears_blank_fields_and_adds_images() {
+    let (svc, a, _) = service();
+    svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    let rec = svc
+        .update(&a, "p1", Profile { last_name: Some("Lee".into()), ..Profile::default() }, Some(image("face:ann")))
+        .await
+        .expect("update");
+    assert_eq!(rec.subject.profile.first_name, None);
+    assert_eq!(rec.subject.profile.last_name.as_deref(), Some("Lee"));
+    assert_eq!(rec.samples.len(), 2);
+    assert!(rec.new_face.is_some());
+    let rec = svc.update(&a, "p1", Profile::default(), None).await.expect("update without image");
+    assert_eq!(rec.samples.len(), 2);
+    assert!(rec.new_face.is_none());
+    assert!(matches!(svc.update(&a, "nobody", Profile::default(), None).await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test]
+async fn delete_removes_person_from_search() {
+    let (svc, a, _) = service();
+    svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    svc.delete_person(&a, "p1").await.expect("delete");
+    let found = svc.identify(&a, b"face:ann".to_vec()).await.expect("identify");
+    assert!(found[0].candidate.is_none());
+    assert!(matches!(svc.delete_person(&a, "p1").await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test]
+async fn tenants_do_not_see_each_other() {
+    let (svc, a, b) = service();
+    svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    assert!(matches!(svc.get_person(&b, "p1").await, Err(Error::NotFound(_))));
+    assert!(matches!(svc.delete_person(&b, "p1").await, Err(Error::NotFound(_))));
+    let found = svc.identify(&b, b"face:ann".to_vec()).await.expect("identify");
+    assert!(found[0].candidate.is_none());
+    svc.enroll(&b, "p1", named("Bob"), image("face:ann")).await.expect("same id in another tenant");
+}
+
+#[tokio::test]
+async fn tokens_authenticate_their_tenant_only() {
+    let (svc, _, _) = service();
+    let t = svc.create_tenant("c").expect("tenant");
+    let found = svc.authenticate_token(&t.token).await.expect("auth");
+    assert_eq!(found.map(|x| x.id), Some(t.tenant.id));
+    assert!(svc.authenticate_token("nope").await.expect("auth").is_none());
+    assert!(matches!(svc.create_tenant("c"), Err(Error::Conflict(_))));
+}
+
+#[tokio::test]
+async fn index_is_rebuilt_from_the_store() {
+    let store = Arc::new(MemoryStore::default());
+    let make = |store: Arc<MemoryStore>| {
+        FaceService::new(
+            Arc::new(FakeEngine::default()),
+            store,
+            Arc::new(BruteForceIndex::default()),
+            ServiceConfig::default(),
+        )
+    };
+    let first = make(store.clone());
+    let a = first.create_tenant("a").expect("tenant").tenant;
+    first.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    let second = make(store);
+    assert_eq!(second.load_index().expect("load"), 1);
+    let found = second.identify(&a, b"face:ann".to_vec()).await.expect("identify");
+    assert!(found[0].known);
+}

@@ -1,0 +1,121 @@
+//! Server settings. Every field can come from a TOML file (`--config`), an environment
+//! variable `FACEGATE_<FIELD>` or a command-line flag, the later overriding the earlier; the
+//! binary does the layering, this module owns the fields and their defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The public token printed in the miiCloud document, accepted by `serve --sandbox`.
+pub const SANDBOX_TOKEN: &str = "0e653da4969a757d21de0ffa6387d5fbd6401131";
+pub const SANDBOX_TENANT: &str = "sandbox";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on. Loopback by default so a fresh install is not exposed.
+    pub listen: SocketAddr,
+    /// Database, image files and everything else that must survive a restart.
+    pub data_dir: PathBuf,
+    /// Create the `sandbox` tenant with the document's public token. Loopback only.
+    pub sandbox: bool,
+    /// Largest request body. 10 MiB holds any reasonable photo; larger bodies get 413.
+    pub body_limit_bytes: usize,
+    /// Largest decoded image, in pixels. 40 MP covers current phone cameras and stops
+    /// decompression bombs before they allocate.
+    pub max_image_pixels: u64,
+    /// The ONNX Runtime shared library (fetched by `scripts/setup`).
+    pub runtime_library: PathBuf,
+    /// The model pack directory holding `manifest.toml`.
+    pub model_dir: PathBuf,
+    /// A face is "known" at or above this score (0–9999). 7000 is a false-match rate of 1e-4
+    /// under the pack's calibration.
+    pub known_threshold: u32,
+    /// Concurrent inference jobs; one per core keeps every core busy without oversubscribing.
+    pub inference_workers: usize,
+    /// Jobs that may wait for a worker before requests are refused with 503. A queue of
+    /// 16 per worker bounds the wait at about a second on this class of machine.
+    pub inference_queue: usize,
+    /// Long side cap of the detector input. SCRFD at 640 finds faces down to ~15 px.
+    pub max_detector_side: u32,
+    /// Minimum detector confidence; 0.5 is InsightFace's default.
+    pub detection_threshold: f32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            sandbox: false,
+            body_limit_bytes: 10 * 1024 * 1024,
+            max_image_pixels: 40_000_000,
+            runtime_library: PathBuf::from(".facegate/onnxruntime/libonnxruntime.so"),
+            model_dir: PathBuf::from(".facegate/models/buffalo_s"),
+            known_threshold: 7000,
+            inference_workers: cores,
+            inference_queue: cores * 16,
+            max_detector_side: 640,
+            detection_threshold: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    /// Checks combinations that no single field can.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sandbox && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "--sandbox accepts a public token, so it only listens on loopback; {} is not loopback",
+                self.listen
+            )));
+        }
+        if self.known_threshold > facegate_core::score::MAX_SCORE {
+            return Err(ConfigError::Invalid("known_threshold must be within 0..=9999".into()));
+        }
+        if self.body_limit_bytes < 1024 {
+            return Err(ConfigError::Invalid("body_limit_bytes must be at least 1024".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_refuses_public_addresses() {
+        let s = Settings { sandbox: true, listen: "0.0.0.0:8080".parse().expect("addr"), ..Default::default() };
+        assert!(s.validate().is_err());
+        let s = Settings { sandbox: true, ..Default::default() };
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn toml_fills_missing_fields_with_defaults() {
+        let s: Settings = toml::from_str("known_threshold = 8000\nlisten = \"127.0.0.1:9000\"").expect("parse");
+        assert_eq!(s.known_threshold, 8000);
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.body_limit_bytes, 10 * 1024 * 1024);
+        assert!(toml::from_str::<Settings>("no_such_field = 1").is_err());
+    }
+}

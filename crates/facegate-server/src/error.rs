@@ -1,0 +1,58 @@
+//! The server's error type. Dialects turn it into their own bodies; this module only holds
+//! what is shared by both.
+
+use std::any::Any;
+
+use axum::body::Body;
+use axum::http::{header, Response, StatusCode};
+use axum::response::IntoResponse;
+use facegate_core::Error;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Core(#[from] Error),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    UnsupportedContentType(String),
+    #[error("no such endpoint")]
+    NoRoute,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Core(Error::InvalidRequest(message.into()))
+    }
+}
+
+/// The generic body for routes no dialect owns.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let (status, message) = match &self {
+            ApiError::Core(e) => (
+                StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                e.public_message(),
+            ),
+            ApiError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, (*m).to_owned()),
+            ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
+        };
+        (status, axum::Json(serde_json::json!({"status": "fail", "message": message}))).into_response()
+    }
+}
+
+/// A panic in a handler becomes a JSON 500 without internals; the panic itself is logged.
+pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "handler panicked");
+    let body = serde_json::json!({"status": "fail", "message": "internal server error"}).to_string();
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    res
+}

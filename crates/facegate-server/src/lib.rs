@@ -1,0 +1,66 @@
+//! facegate's HTTP layer: authentication and the API dialects, translating each wire format
+//! into `facegate_core::FaceService` calls and back.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Request, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use facegate_core::FaceService;
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+pub use config::Settings;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<FaceService>,
+    pub settings: Arc<Settings>,
+}
+
+/// The whole HTTP surface: health probes plus every API dialect.
+pub fn build_router(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api::miicloud::router(state.clone()))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), tenant = tracing::field::Empty)
+                })
+                .on_request(())
+                .on_response(|res: &Response<_>, latency: Duration, _span: &Span| {
+                    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
+                }),
+        )
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready once the models are loaded, which happens before the listener opens.
+async fn readyz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let info = state.service.engine().model_info();
+    Json(json!({"status": "ready", "model_id": info.model_id}))
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::NoRoute
+}

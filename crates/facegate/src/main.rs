@@ -1,0 +1,57 @@
+//! The `facegate` command: the server and the operator tools around it.
+
+mod eval;
+mod inspect;
+mod runtime;
+mod serve;
+mod tenant;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "facegate", version, about = "Self-hosted face identity service")]
+struct Cli {
+    /// Log filter, e.g. `info` or `facegate=debug,tower_http=info`.
+    #[arg(long, env = "FACEGATE_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve(serve::ServeArgs),
+    /// Manage tenants (customers / applications) and their credentials.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// Print the faces found in an image as JSON.
+    Detect(inspect::DetectArgs),
+    /// Compare the largest faces of two images and print the similarity and decision.
+    Compare(inspect::CompareArgs),
+    /// Measure accuracy on labelled face data.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Tenant(cmd) => tenant::run(cmd),
+        Command::Detect(args) => inspect::detect(args),
+        Command::Compare(args) => inspect::compare(args),
+        Command::Eval(cmd) => eval::run(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("facegate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Composition root: builds the engine, store, index and service from settings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use facegate_core::{FaceService, ServiceConfig};
+use facegate_engine::{EngineConfig, OrtEngine};
+use facegate_index::FlatIndex;
+use facegate_server::Settings;
+use facegate_store::SqliteStore;
+
+/// Where the models and runtime are; shared by every command that runs inference.
+#[derive(Args, Clone, Debug, Default)]
+pub struct EngineArgs {
+    /// ONNX Runtime shared library [default: .facegate/onnxruntime/libonnxruntime.so]
+    #[arg(long, env = "FACEGATE_RUNTIME_LIBRARY")]
+    pub runtime_library: Option<PathBuf>,
+    /// Model pack directory with manifest.toml [default: .facegate/models/buffalo_s]
+    #[arg(long, env = "FACEGATE_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Inference workers [default: number of cores]
+    #[arg(long, env = "FACEGATE_INFERENCE_WORKERS")]
+    pub inference_workers: Option<usize>,
+}
+
+impl EngineArgs {
+    pub fn apply(&self, settings: &mut Settings) {
+        if let Some(v) = &self.runtime_library {
+            settings.runtime_library = v.clone();
+        }
+        if let Some(v) = &self.model_dir {
+            settings.model_dir = v.clone();
+        }
+        if let Some(v) = self.inference_workers {
+            settings.inference_workers = v;
+        }
+    }
+}
+
+pub fn load_engine(settings: &Settings) -> anyhow::Result<OrtEngine> {
+    let config = EngineConfig {
+        runtime_library: settings.runtime_library.clone(),
+        model_dir: settings.model_dir.clone(),
+        max_detector_side: settings.max_detector_side,
+        detection_threshold: settings.detection_threshold,
+        max_pixels: settings.max_image_pixels,
+        max_input_bytes: settings.body_limit_bytes,
+        workers: settings.inference_workers.max(1),
+        ..EngineConfig::default()
+    };
+    OrtEngine::load(&config).context("loading the face models")
+}
+
+pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    SqliteStore::open(&settings.data_dir)
+        .with_context(|| format!("opening the store in {}", settings.data_dir.display()))
+}
+
+/// The full service with its index loaded from the store.
+pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, Arc<SqliteStore>)> {
+    let engine = Arc::new(load_engine(settings)?);
+    let store = Arc::new(open_store(settings)?);
+    let swept = store.sweep_orphans().context("sweeping orphan image files")?;
+    if swept > 0 {
+        tracing::warn!(files = swept, "removed image files left without a row by an earlier crash");
+    }
+    let index = Arc::new(FlatIndex::new());
+    let config = ServiceConfig {
+        known_threshold: settings.known_threshold,
+        inference_workers: settings.inference_workers.max(1),
+        inference_queue: settings.inference_queue,
+    };
+    let service = Arc::new(FaceService::new(engine, store.clone(), index, config));
+    let started = std::time::Instant::now();
+    let templates = service.load_index().context("loading templates into the index")?;
+    tracing::info!(templates, ms = started.elapsed().as_millis() as u64, "index loaded");
+    Ok((service, store))
+}

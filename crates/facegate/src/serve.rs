@@ -1,0 +1,133 @@
+//! `facegate serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
+use facegate_server::{build_router, AppState, Settings};
+
+use crate::runtime::{build_service, EngineArgs};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below; flags and environment variables override it.
+    #[arg(long, env = "FACEGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "FACEGATE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./data]
+    #[arg(long, env = "FACEGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Create the `sandbox` tenant that accepts the miiCloud document's public token (loopback only).
+    #[arg(long, env = "FACEGATE_SANDBOX")]
+    sandbox: bool,
+    /// Largest request body in bytes [default: 10485760]
+    #[arg(long, env = "FACEGATE_BODY_LIMIT_BYTES")]
+    body_limit_bytes: Option<usize>,
+    /// Largest decoded image in pixels [default: 40000000]
+    #[arg(long, env = "FACEGATE_MAX_IMAGE_PIXELS")]
+    max_image_pixels: Option<u64>,
+    /// Score (0-9999) at which a face is "known" [default: 7000, a false-match rate of 1e-4]
+    #[arg(long, env = "FACEGATE_KNOWN_THRESHOLD")]
+    known_threshold: Option<u32>,
+    /// Inference jobs that may wait before requests get 503 [default: 16 per worker]
+    #[arg(long, env = "FACEGATE_INFERENCE_QUEUE")]
+    inference_queue: Option<usize>,
+    /// Long-side cap of the detector input [default: 640]
+    #[arg(long, env = "FACEGATE_MAX_DETECTOR_SIDE")]
+    max_detector_side: Option<u32>,
+    /// Minimum detector confidence [default: 0.5]
+    #[arg(long, env = "FACEGATE_DETECTION_THRESHOLD")]
+    detection_threshold: Option<f32>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = match &self.config {
+            Some(path) => Settings::from_toml_file(path)?,
+            None => Settings::default(),
+        };
+        if let Some(v) = self.listen {
+            s.listen = v;
+        }
+        if let Some(v) = &self.data_dir {
+            s.data_dir = v.clone();
+        }
+        s.sandbox |= self.sandbox;
+        if let Some(v) = self.body_limit_bytes {
+            s.body_limit_bytes = v;
+        }
+        if let Some(v) = self.max_image_pixels {
+            s.max_image_pixels = v;
+        }
+        if let Some(v) = self.known_threshold {
+            s.known_threshold = v;
+        }
+        if let Some(v) = self.inference_queue {
+            s.inference_queue = v;
+        }
+        if let Some(v) = self.max_detector_side {
+            s.max_detector_side = v;
+        }
+        if let Some(v) = self.detection_threshold {
+            s.detection_threshold = v;
+        }
+        self.engine.apply(&mut s);
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let (service, _store) = build_service(&settings)?;
+    if settings.sandbox {
+        service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).context("creating the sandbox tenant")?;
+        tracing::warn!(
+            token = SANDBOX_TOKEN,
+            "sandbox tenant enabled with the miiCloud document's public token; for local trials only"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let state = AppState { service, settings: std::sync::Arc::new(settings) };
+        tracing::info!(%addr, "facegate listening");
+        axum::serve(listener, build_router(state).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")?;
+        tracing::info!("shut down");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
