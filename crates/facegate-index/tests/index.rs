@@ -1,0 +1,176 @@
+//! FlatIndex against a brute-force reference, plus removal, isolation and bad input.
+
+use std::collections::HashMap;
+
+use facegate_core::{Index, SubjectHit, Template};
+use facegate_index::FlatIndex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn random_unit(rng: &mut StdRng, dim: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+fn template(tenant: &str, subject: &str, sample: &str, embedding: Vec<f32>) -> Template {
+    Template { tenant_id: tenant.into(), subject_id: subject.into(), sample_id: sample.into(), embedding }
+}
+
+/// Best sample per subject by a plain f64 dot product, highest first.
+fn reference(templates: &[Template], tenant: &str, query: &[f32]) -> Vec<(String, String, f64)> {
+    let mut best: HashMap<&str, (&str, f64)> = HashMap::new();
+    for t in templates.iter().filter(|t| t.tenant_id == tenant) {
+        let s: f64 = t.embedding.iter().zip(query).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+        let e = best.entry(&t.subject_id).or_insert((&t.sample_id, f64::MIN));
+        if s > e.1 {
+            *e = (&t.sample_id, s);
+        }
+    }
+    let mut v: Vec<_> = best.into_iter().map(|(subj, (samp, s))| (subj.to_owned(), samp.to_owned(), s)).collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2));
+    v
+}
+
+fn assert_matches_reference(hits: &[SubjectHit], expected: &[(String, String, f64)], limit: usize) {
+    assert_eq!(hits.len(), expected.len().min(limit));
+    for w in hits.windows(2) {
+        assert!(w[0].similarity >= w[1].similarity, "not sorted: {w:?}");
+    }
+    for (hit, (subject, sample, score)) in hits.iter().zip(expected) {
+        assert!((f64::from(hit.similarity) - score).abs() < 1e-5, "{hit:?} vs {score}");
+        // Random data has no exact ties, so the same subject and sample must win.
+        assert_eq!((&hit.subject_id, &hit.sample_id), (subject, sample));
+    }
+}
+
+#[test]
+fn search_matches_brute_force_on_random_data() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let dim = 37; // not a multiple of the SIMD width, to exercise the tail
+    let index = FlatIndex::new();
+    let mut templates = Vec::new();
+    for s in 0..300 {
+        for k in 0..rng.gen_range(1..5) {
+            let t = template("t", &format!("subj{s}"), &format!("s{s}-{k}"), random_unit(&mut rng, dim));
+            index.insert(t.clone());
+            templates.push(t);
+        }
+    }
+    assert_eq!(index.len("t"), templates.len());
+    for _ in 0..50 {
+        let query = random_unit(&mut rng, dim);
+        let expected = reference(&templates, "t", &query);
+        for limit in [1, 10, 299, 300, 1000] {
+            assert_matches_reference(&index.search("t", &query, limit), &expected, limit);
+        }
+        for (subject, sample, score) in expected.iter().take(20) {
+            let hit = index.best_of_subject("t", subject, &query).expect("subject has samples");
+            assert_eq!(&hit.sample_id, sample);
+            assert!((f64::from(hit.similarity) - score).abs() < 1e-5);
+        }
+    }
+    assert!(index.search("t", &random_unit(&mut rng, dim), 0).is_empty());
+}
+
+#[test]
+fn removal_drops_every_sample_of_the_subject_only() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let dim = 64;
+    let index = FlatIndex::new();
+    let mut templates = Vec::new();
+    for s in 0..100 {
+        for k in 0..3 {
+            let t = template("t", &format!("subj{s}"), &format!("s{s}-{k}"), random_unit(&mut rng, dim));
+            index.insert(t.clone());
+            templates.push(t);
+        }
+    }
+    for s in (0..100).filter(|s| s % 3 == 0) {
+        index.remove_subject("t", &format!("subj{s}"));
+    }
+    index.remove_subject("t", "never-existed");
+    templates.retain(|t| t.subject_id.trim_start_matches("subj").parse::<u32>().map_or(true, |s| s % 3 != 0));
+    assert_eq!(index.len("t"), templates.len());
+    for _ in 0..20 {
+        let query = random_unit(&mut rng, dim);
+        assert_matches_reference(&index.search("t", &query, 1000), &reference(&templates, "t", &query), 1000);
+    }
+    assert!(index.best_of_subject("t", "subj0", &random_unit(&mut rng, dim)).is_none());
+
+    // Removing everything, then inserting a different dimension, works: an emptied tenant
+    // takes whatever size comes next.
+    for s in 0..100 {
+        index.remove_subject("t", &format!("subj{s}"));
+    }
+    assert_eq!(index.len("t"), 0);
+    assert!(index.search("t", &random_unit(&mut rng, dim), 10).is_empty());
+    index.insert(template("t", "new", "n1", random_unit(&mut rng, 8)));
+    assert_eq!(index.search("t", &random_unit(&mut rng, 8), 10).len(), 1);
+}
+
+#[test]
+fn tenants_are_isolated() {
+    let index = FlatIndex::new();
+    let v = vec![1.0, 0.0, 0.0, 0.0];
+    index.insert(template("a", "alice", "a1", v.clone()));
+    index.insert(template("b", "bob", "b1", v.clone()));
+    // The same subject and sample ids in two tenants stay two templates.
+    index.insert(template("b", "alice", "a1", v.clone()));
+    assert_eq!(index.len("a"), 1);
+    assert_eq!(index.len("b"), 2);
+    assert_eq!(index.len("c"), 0);
+    let hits = index.search("a", &v, 10);
+    assert_eq!(hits.iter().map(|h| h.subject_id.as_str()).collect::<Vec<_>>(), ["alice"]);
+    assert!(index.best_of_subject("a", "bob", &v).is_none());
+    assert!(index.search("c", &v, 10).is_empty());
+    index.remove_subject("a", "alice");
+    assert_eq!(index.len("a"), 0);
+    assert_eq!(index.len("b"), 2);
+    assert!(index.best_of_subject("b", "alice", &v).is_some());
+}
+
+#[test]
+fn wrong_dimensions_give_no_hits_instead_of_panicking() {
+    let index = FlatIndex::new();
+    index.insert(template("t", "s", "x", vec![0.6, 0.8, 0.0]));
+    assert!(index.search("t", &[1.0, 0.0], 5).is_empty());
+    assert!(index.search("t", &[1.0, 0.0, 0.0, 0.0], 5).is_empty());
+    assert!(index.search("t", &[], 5).is_empty());
+    assert!(index.best_of_subject("t", "s", &[1.0]).is_none());
+    // A template of another length is refused, not mixed in.
+    index.insert(template("t", "s2", "y", vec![1.0, 0.0]));
+    index.insert(template("t", "s3", "z", vec![]));
+    assert_eq!(index.len("t"), 1);
+    let hits = index.search("t", &[1.0, 0.0, 0.0], 5);
+    assert_eq!(hits.len(), 1);
+    assert!((hits[0].similarity - 0.6).abs() < 1e-6);
+}
+
+#[test]
+fn concurrent_readers_and_writers() {
+    let index = std::sync::Arc::new(FlatIndex::new());
+    let threads: Vec<_> = (0..8)
+        .map(|w| {
+            let index = index.clone();
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(w);
+                for i in 0..200 {
+                    let tenant = if w % 2 == 0 { "even" } else { "odd" };
+                    index.insert(template(
+                        tenant,
+                        &format!("w{w}s{i}"),
+                        &format!("w{w}x{i}"),
+                        random_unit(&mut rng, 16),
+                    ));
+                    let hits = index.search(tenant, &random_unit(&mut rng, 16), 5);
+                    assert!(!hits.is_empty());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    assert_eq!(index.len("even") + index.len("odd"), 8 * 200);
+}

@@ -1,0 +1,14 @@
+//! SQLite storage for facegate: tenants, subjects, face samples with their templates, and the
+//! image files beside the database.
+//!
+//! [`SqliteStore`] implements [`facegate_core::Store`]. Open it with [`SqliteStore::open`] and
+//! call [`SqliteStore::sweep_orphans`] once at start-up to remove image files that a crash left
+//! without a row.
+
+mod blobs;
+pub mod error;
+mod migrations;
+mod sqlite;
+
+pub use error::{Result, StoreError};
+pub use sqlite::SqliteStore;

@@ -1,0 +1,632 @@
+//! [`SqliteStore`]: the embedded default [`Store`], one SQLite file in WAL mode plus the image
+//! files beside it.
+
+use std::fs;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Store, Subject, Template, Tenant};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use crate::blobs::{BlobInfo, BlobStore, StagedBlob};
+use crate::error::{unique_violation, Result, StoreError, UniqueKind};
+use crate::migrations;
+
+/// Long enough to ride out another process's checkpoint, short enough that a stuck lock
+/// surfaces as an error instead of a hung request.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+/// Idle reader connections kept open; more are opened on demand under load and closed after.
+const MAX_IDLE_READERS: usize = 4;
+/// A temporary image file older than this cannot belong to a write still in progress.
+const TMP_GRACE: Duration = Duration::from_secs(3600);
+
+const SUBJECT_COLUMNS: &str =
+    "id, tenant_id, customer_person_id, first_name, last_name, email, phone, created_at, updated_at";
+const SAMPLE_COLUMNS: &str =
+    "id, subject_id, image_name, bbox_left, bbox_top, bbox_right, bbox_bottom, detector_score, model_id, created_at";
+
+/// SQLite storage under one data directory: `facegate.db` and `images/`.
+///
+/// Every write goes through a single connection behind a mutex, so concurrent writers queue in
+/// the process instead of failing with "database is locked"; reads use a small pool of separate
+/// connections, which WAL lets run alongside the writer.
+pub struct SqliteStore {
+    db_path: PathBuf,
+    blobs: BlobStore,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `data_dir/facegate.db` and `data_dir/images/`, and applies
+    /// any pending schema migrations.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        fs::create_dir_all(data_dir).map_err(|e| StoreError::io(format!("create {}", data_dir.display()), e))?;
+        let db_path = data_dir.join("facegate.db");
+        let mut writer = Connection::open(&db_path)?;
+        configure(&writer)?;
+        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Still correct (the busy timeout covers the reader/writer overlap), only slower.
+            tracing::warn!(%mode, path = %db_path.display(), "SQLite refused WAL mode");
+        }
+        let version = migrations::migrate(&mut writer)?;
+        let blobs = BlobStore::open(data_dir.join("images"))?;
+        tracing::debug!(path = %db_path.display(), version, "opened SQLite store");
+        Ok(SqliteStore { db_path, blobs, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+    }
+
+    /// Removes image files that have no row (left by a crash between writing a file and
+    /// committing its row, or before removing the files of a deleted subject) and stale
+    /// temporary files. Call once at start-up; returns how many files were removed.
+    pub fn sweep_orphans(&self) -> Result<usize> {
+        // Holding the writer lock means no file is between publish and commit while we look.
+        let conn = self.writer.lock();
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM image_blobs WHERE path = ?1")?;
+        let removed = self.blobs.sweep(TMP_GRACE, &mut |rel| Ok(stmt.exists([rel])?))?;
+        if removed > 0 {
+            tracing::info!(removed, "swept orphaned image files");
+        }
+        Ok(removed)
+    }
+
+    /// Where the image of a sample lives on disk.
+    pub fn image_path(&self, tenant_id: &str, image_name: &str) -> Result<PathBuf> {
+        Ok(self.blobs.path_of(&BlobStore::rel_path(tenant_id, image_name)?))
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64> {
+        let conn = self.reader()?;
+        migrations::version(&conn)
+    }
+
+    fn reader(&self) -> Result<Reader<'_>> {
+        let pooled = self.readers.lock().pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.db_path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                )?;
+                configure(&conn)?;
+                // Reads only: a bug that writes through a reader would bypass the writer lock.
+                conn.pragma_update(None, "query_only", "ON")?;
+                conn
+            }
+        };
+        Ok(Reader { pool: &self.readers, conn: Some(conn) })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write_with_image(None, |tx, _| f(tx))
+    }
+
+    /// Runs `f` in a write transaction, with the staged image (if any) moved into place first so
+    /// that the row never commits without its file; the file is removed again if `f` or the
+    /// commit fails.
+    fn write_with_image<T>(
+        &self,
+        image: Option<StagedBlob>,
+        f: impl FnOnce(&Transaction<'_>, Option<&BlobInfo>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.writer.lock();
+        let published = image.map(StagedBlob::publish).transpose()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx, published.as_ref().map(|p| p.info()))?;
+        tx.commit()?;
+        if let Some(p) = published {
+            p.keep();
+        }
+        Ok(out)
+    }
+
+    /// Writes the sample's image to a temporary file, before any lock is taken.
+    fn stage(&self, subject: &Subject, sample: Option<&NewSample>) -> Result<Option<StagedBlob>> {
+        let Some(ns) = sample else { return Ok(None) };
+        if ns.sample.subject_id != subject.id {
+            return Err(StoreError::Inconsistent(format!(
+                "sample {} is for subject {}, not {}",
+                ns.sample.id, ns.sample.subject_id, subject.id
+            )));
+        }
+        let rel = BlobStore::rel_path(&subject.tenant_id, &ns.sample.image_name)?;
+        self.blobs.stage(&rel, &ns.image).map(Some)
+    }
+
+    fn insert_tenant(tx: &Transaction<'_>, name: &str) -> Result<Tenant> {
+        let tenant = Tenant {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            created_at: facegate_core::service::now_rfc3339(),
+        };
+        tx.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![tenant.id, tenant.name, tenant.created_at])
+            .map_err(|e| match unique_violation(&e) {
+                Some(_) => StoreError::Conflict(format!("tenant '{name}' already exists")),
+                None => e.into(),
+            })?;
+        Ok(tenant)
+    }
+
+    fn insert_token(tx: &Transaction<'_>, tenant_id: &str, token_hash: &str) -> Result<()> {
+        tx.prepare_cached("INSERT INTO tenant_tokens (token_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![token_hash, tenant_id, facegate_core::service::now_rfc3339()])
+            .map_err(|e| match unique_violation(&e) {
+                Some(_) => StoreError::Conflict("the token is already in use".into()),
+                None => e.into(),
+            })?;
+        Ok(())
+    }
+
+    fn create_subject_impl(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()> {
+        let staged = self.stage(subject, first_sample)?;
+        self.write_with_image(staged, |tx, blob| {
+            let p = &subject.profile;
+            tx.prepare_cached(&format!(
+                "INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![
+                subject.id,
+                subject.tenant_id,
+                subject.customer_person_id,
+                p.first_name,
+                p.last_name,
+                p.email,
+                p.phone,
+                subject.created_at,
+                subject.updated_at
+            ])
+            .map_err(|e| match unique_violation(&e) {
+                Some(UniqueKind::Unique) => StoreError::Conflict(format!(
+                    "a subject with customer_person_id '{}' already exists",
+                    subject.customer_person_id.as_deref().unwrap_or_default()
+                )),
+                Some(UniqueKind::PrimaryKey) => {
+                    StoreError::Conflict(format!("a subject with id '{}' already exists", subject.id))
+                }
+                None if is_foreign_key_violation(&e) => StoreError::NotFound("tenant"),
+                None => e.into(),
+            })?;
+            if let (Some(ns), Some(blob)) = (first_sample, blob) {
+                insert_sample(tx, &subject.tenant_id, ns, blob)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn update_subject_impl(&self, subject: &Subject, new_sample: Option<&NewSample>) -> Result<()> {
+        let staged = self.stage(subject, new_sample)?;
+        self.write_with_image(staged, |tx, blob| {
+            let p = &subject.profile;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE subjects SET first_name = ?3, last_name = ?4, email = ?5, phone = ?6, updated_at = ?7 \
+                     WHERE tenant_id = ?1 AND id = ?2",
+                )?
+                .execute(params![
+                    subject.tenant_id,
+                    subject.id,
+                    p.first_name,
+                    p.last_name,
+                    p.email,
+                    p.phone,
+                    subject.updated_at
+                ])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("subject"));
+            }
+            if let (Some(ns), Some(blob)) = (new_sample, blob) {
+                insert_sample(tx, &subject.tenant_id, ns, blob)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_subject_impl(&self, tenant_id: &str, subject_id: &str) -> Result<bool> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let paths = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT b.path FROM image_blobs b \
+                 JOIN face_samples s ON s.id = b.sample_id \
+                 JOIN subjects j ON j.id = s.subject_id \
+                 WHERE j.tenant_id = ?1 AND j.id = ?2",
+            )?;
+            let rows = stmt.query_map([tenant_id, subject_id], |row| row.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        // Samples and their image_blobs rows go by ON DELETE CASCADE.
+        let deleted = tx
+            .prepare_cached("DELETE FROM subjects WHERE tenant_id = ?1 AND id = ?2")?
+            .execute([tenant_id, subject_id])?;
+        tx.commit()?;
+        // Still under the writer lock, so no new file can take one of these paths meanwhile. A
+        // file that cannot be removed now has no row and is swept at the next start.
+        for path in &paths {
+            if let Err(e) = self.blobs.remove(path) {
+                tracing::warn!(%path, error = %e, "could not remove the image of a deleted subject");
+            }
+        }
+        if deleted > 0 {
+            scrub_wal(&conn);
+        }
+        Ok(deleted > 0)
+    }
+
+    fn for_each_template_impl(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
+        let conn = self.reader()?;
+        // One row at a time: the gallery can be far larger than what we want resident twice.
+        let mut stmt = conn.prepare(
+            "SELECT tenant_id, subject_id, id, embedding FROM face_samples WHERE model_id = ?1 ORDER BY rowid",
+        )?;
+        let mut rows = stmt.query([model_id])?;
+        while let Some(row) = rows.next()? {
+            let sample_id: String = row.get(2)?;
+            let blob = row
+                .get_ref(3)?
+                .as_blob()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, Box::new(e)))?;
+            let Some(embedding) = decode_embedding(blob) else {
+                tracing::warn!(sample = %sample_id, bytes = blob.len(), "skipping a template of invalid length");
+                continue;
+            };
+            visit(Template { tenant_id: row.get(0)?, subject_id: row.get(1)?, sample_id, embedding });
+        }
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_tenant(&self, name: &str, token_hash: &str) -> facegate_core::Result<Tenant> {
+        Ok(self.write(|tx| {
+            let tenant = Self::insert_tenant(tx, name)?;
+            Self::insert_token(tx, &tenant.id, token_hash)?;
+            Ok(tenant)
+        })?)
+    }
+
+    fn ensure_tenant(&self, name: &str, token_hash: &str) -> facegate_core::Result<Tenant> {
+        Ok(self.write(|tx| {
+            let existing = tx
+                .prepare_cached("SELECT id, name, created_at FROM tenants WHERE name = ?1")?
+                .query_row([name], tenant_from_row)
+                .optional()?;
+            let tenant = match existing {
+                Some(tenant) => tenant,
+                None => Self::insert_tenant(tx, name)?,
+            };
+            let owner: Option<String> = tx
+                .prepare_cached("SELECT tenant_id FROM tenant_tokens WHERE token_hash = ?1")?
+                .query_row([token_hash], |row| row.get(0))
+                .optional()?;
+            match owner {
+                Some(owner) if owner == tenant.id => {}
+                // Never silently let one token open two tenants.
+                Some(_) => return Err(StoreError::Conflict("the token is already in use".into())),
+                None => Self::insert_token(tx, &tenant.id, token_hash)?,
+            }
+            Ok(tenant)
+        })?)
+    }
+
+    fn tenant_by_token_hash(&self, token_hash: &str) -> facegate_core::Result<Option<Tenant>> {
+        let conn = self.reader()?;
+        let tenant = conn
+            .prepare_cached(
+                "SELECT t.id, t.name, t.created_at FROM tenant_tokens k JOIN tenants t ON t.id = k.tenant_id \
+                 WHERE k.token_hash = ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([token_hash], tenant_from_row).optional())
+            .map_err(StoreError::from)?;
+        Ok(tenant)
+    }
+
+    fn list_tenants(&self) -> facegate_core::Result<Vec<Tenant>> {
+        let conn = self.reader()?;
+        let tenants = conn
+            .prepare_cached("SELECT id, name, created_at FROM tenants ORDER BY rowid")
+            .and_then(|mut stmt| stmt.query_map([], tenant_from_row)?.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(StoreError::from)?;
+        Ok(tenants)
+    }
+
+    fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> facegate_core::Result<()> {
+        Ok(self.create_subject_impl(subject, first_sample)?)
+    }
+
+    fn subject_by_id(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<Option<Subject>> {
+        let conn = self.reader()?;
+        let subject = conn
+            .prepare_cached(&format!("SELECT {SUBJECT_COLUMNS} FROM subjects WHERE tenant_id = ?1 AND id = ?2"))
+            .and_then(|mut stmt| stmt.query_row([tenant_id, subject_id], subject_from_row).optional())
+            .map_err(StoreError::from)?;
+        Ok(subject)
+    }
+
+    fn subject_by_customer_id(
+        &self,
+        tenant_id: &str,
+        customer_person_id: &str,
+    ) -> facegate_core::Result<Option<Subject>> {
+        let conn = self.reader()?;
+        let subject = conn
+            .prepare_cached(&format!(
+                "SELECT {SUBJECT_COLUMNS} FROM subjects WHERE tenant_id = ?1 AND customer_person_id = ?2"
+            ))
+            .and_then(|mut stmt| stmt.query_row([tenant_id, customer_person_id], subject_from_row).optional())
+            .map_err(StoreError::from)?;
+        Ok(subject)
+    }
+
+    fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>) -> facegate_core::Result<()> {
+        Ok(self.update_subject_impl(subject, new_sample)?)
+    }
+
+    fn samples_of(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<Vec<FaceSample>> {
+        let conn = self.reader()?;
+        let samples = conn
+            .prepare_cached(&format!(
+                "SELECT {SAMPLE_COLUMNS} FROM face_samples WHERE tenant_id = ?1 AND subject_id = ?2 \
+                 ORDER BY created_at DESC, rowid DESC"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map([tenant_id, subject_id], sample_from_row)?.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(StoreError::from)?;
+        Ok(samples)
+    }
+
+    fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<bool> {
+        Ok(self.delete_subject_impl(tenant_id, subject_id)?)
+    }
+
+    fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
+        Ok(self.for_each_template_impl(model_id, visit)?)
+    }
+}
+
+/// A pooled read connection, handed back on drop.
+struct Reader<'a> {
+    pool: &'a Mutex<Vec<Connection>>,
+    conn: Option<Connection>,
+}
+
+impl Deref for Reader<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        // Only `drop` takes the connection out.
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("reader used after drop"),
+        }
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut pool = self.pool.lock();
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+        }
+    }
+}
+
+/// Settings that are per connection, so every connection needs them.
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // FULL: an acknowledged write survives power loss, not only a process crash (NORMAL in WAL
+    // mode may lose the last transactions).
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted biometric data is overwritten with zeros rather than left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    Ok(())
+}
+
+/// Deleted rows are zeroed in the database file, but older copies of their pages can stay in the
+/// WAL until it is reset. Checkpoint and truncate it now, without waiting: if a reader holds an
+/// old snapshot the checkpoint stops short, and the next one finishes the job.
+fn scrub_wal(conn: &Connection) {
+    if let Err(e) = conn.busy_timeout(Duration::ZERO) {
+        tracing::debug!(error = %e, "could not clear the busy timeout for a checkpoint");
+        return;
+    }
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0));
+    match result {
+        Ok(0) => {}
+        Ok(_) => tracing::debug!("WAL checkpoint after delete was blocked by a reader; deferred"),
+        Err(e) => tracing::debug!(error = %e, "WAL checkpoint after delete failed; deferred"),
+    }
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "could not restore the writer's busy timeout");
+    }
+}
+
+fn insert_sample(tx: &Transaction<'_>, tenant_id: &str, ns: &NewSample, blob: &BlobInfo) -> Result<()> {
+    let s = &ns.sample;
+    let embedding: Vec<u8> = ns.embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+    tx.prepare_cached(&format!(
+        "INSERT INTO face_samples ({SAMPLE_COLUMNS}, tenant_id, embedding) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?
+    .execute(params![
+        s.id,
+        s.subject_id,
+        s.image_name,
+        s.bbox.left,
+        s.bbox.top,
+        s.bbox.right,
+        s.bbox.bottom,
+        s.detector_score,
+        s.model_id,
+        s.created_at,
+        tenant_id,
+        embedding
+    ])
+    .map_err(|e| match unique_violation(&e) {
+        Some(_) => StoreError::Conflict(format!("a sample with id '{}' already exists", s.id)),
+        None => e.into(),
+    })?;
+    let bytes = i64::try_from(blob.bytes).map_err(|_| StoreError::Inconsistent("image too large".into()))?;
+    tx.prepare_cached("INSERT INTO image_blobs (sample_id, path, sha256, bytes) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![s.id, blob.rel_path, blob.sha256, bytes])
+        .map_err(|e| match unique_violation(&e) {
+            Some(_) => StoreError::Conflict(format!("image {} already exists", blob.rel_path)),
+            None => e.into(),
+        })?;
+    Ok(())
+}
+
+fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+/// Little-endian f32s; `None` if the length is not a whole number of floats.
+fn decode_embedding(blob: &[u8]) -> Option<Vec<f32>> {
+    let chunks = blob.chunks_exact(4);
+    if !chunks.remainder().is_empty() {
+        return None;
+    }
+    Some(chunks.filter_map(|c| c.first_chunk::<4>()).map(|b| f32::from_le_bytes(*b)).collect())
+}
+
+fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
+}
+
+fn subject_from_row(row: &Row<'_>) -> rusqlite::Result<Subject> {
+    Ok(Subject {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        customer_person_id: row.get(2)?,
+        profile: Profile { first_name: row.get(3)?, last_name: row.get(4)?, email: row.get(5)?, phone: row.get(6)? },
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+    })
+}
+
+fn sample_from_row(row: &Row<'_>) -> rusqlite::Result<FaceSample> {
+    Ok(FaceSample {
+        id: row.get(0)?,
+        subject_id: row.get(1)?,
+        image_name: row.get(2)?,
+        bbox: BoundingBox { left: row.get(3)?, top: row.get(4)?, right: row.get(5)?, bottom: row.get(6)? },
+        detector_score: row.get(7)?,
+        model_id: row.get(8)?,
+        created_at: row.get(9)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(conn: &Connection, name: &str) -> String {
+        conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .expect("pragma")
+    }
+
+    #[test]
+    fn every_connection_is_durable_and_scrubs_deletes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let reader = store.reader().expect("reader");
+        for conn in [&*store.writer.lock(), &*reader] {
+            assert_eq!(pragma(conn, "journal_mode"), "wal");
+            assert_eq!(pragma(conn, "synchronous"), "2", "FULL");
+            assert_eq!(pragma(conn, "foreign_keys"), "1");
+            assert_eq!(pragma(conn, "secure_delete"), "1");
+            assert_eq!(pragma(conn, "busy_timeout"), "5000");
+        }
+        assert_eq!(pragma(&reader, "query_only"), "1");
+        assert!(reader.execute_batch("DELETE FROM tenants").is_err(), "readers must not write");
+    }
+
+    #[test]
+    fn reader_pool_keeps_a_bounded_number_of_idle_connections() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let many: Vec<_> = (0..MAX_IDLE_READERS + 3).map(|_| store.reader().expect("reader")).collect();
+        assert!(store.readers.lock().is_empty());
+        drop(many);
+        assert_eq!(store.readers.lock().len(), MAX_IDLE_READERS);
+        let _again = store.reader().expect("reuse");
+        assert_eq!(store.readers.lock().len(), MAX_IDLE_READERS - 1);
+    }
+
+    #[test]
+    fn embeddings_decode_from_little_endian_and_reject_ragged_blobs() {
+        let v = [1.0f32, -2.5, f32::MAX, 0.0];
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(decode_embedding(&bytes), Some(v.to_vec()));
+        assert_eq!(decode_embedding(&[]), Some(vec![]));
+        assert_eq!(decode_embedding(&bytes[..5]), None);
+    }
+
+    #[test]
+    fn ragged_templates_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let tenant = store.create_tenant("t", "h").expect("tenant");
+        store
+            .write(|tx| {
+                tx.execute_batch(&format!(
+                    "INSERT INTO subjects (id, tenant_id, created_at, updated_at) VALUES ('s', '{0}', '', '');
+                     INSERT INTO face_samples (id, tenant_id, subject_id, image_name, bbox_left, bbox_top,
+                         bbox_right, bbox_bottom, detector_score, model_id, embedding, created_at)
+                     VALUES ('bad', '{0}', 's', 'enroll/x.jpg', 0, 0, 0, 0, 0, 'm', x'0102030405', ''),
+                            ('good', '{0}', 's', 'enroll/y.jpg', 0, 0, 0, 0, 0, 'm', x'0000803f', '');",
+                    tenant.id
+                ))?;
+                Ok(())
+            })
+            .expect("seed");
+        let mut seen = Vec::new();
+        store.for_each_template_impl("m", &mut |t| seen.push((t.sample_id, t.embedding))).expect("stream");
+        assert_eq!(seen, vec![("good".to_owned(), vec![1.0])]);
+    }
+
+    #[test]
+    fn a_failed_commit_removes_the_image_it_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        // No such tenant: the foreign key fails after the file was moved into place.
+        let subject = Subject {
+            id: "s".into(),
+            tenant_id: "no-such-tenant".into(),
+            customer_person_id: None,
+            profile: Profile::default(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let ns = NewSample {
+            sample: FaceSample {
+                id: "x".into(),
+                subject_id: "s".into(),
+                image_name: "enroll/x.jpg".into(),
+                bbox: BoundingBox::default(),
+                detector_score: 0.0,
+                model_id: "m".into(),
+                created_at: String::new(),
+            },
+            embedding: vec![1.0],
+            image: b"img".to_vec(),
+        };
+        let err = store.create_subject(&subject, Some(&ns)).expect_err("no tenant");
+        assert!(matches!(err, facegate_core::Error::NotFound("tenant")), "{err:?}");
+        let dir_of_image = dir.path().join("images/no-such-tenant/enroll");
+        assert_eq!(fs::read_dir(&dir_of_image).expect("dir").count(), 0, "file or temporary left behind");
+    }
+}
