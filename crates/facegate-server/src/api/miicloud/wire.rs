@@ -153,6 +153,7 @@ pub struct MatchFaces {
 pub struct MatchedFace {
     pub match_status: &'static str,
     pub bounding_box: WireBox,
+    #[serde(serialize_with = "confidence")]
     pub match_confidence: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub miicloud_person_id: Option<String>,
@@ -162,6 +163,15 @@ pub struct MatchedFace {
     pub person_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer_person_id: Option<String>,
+}
+
+/// The document writes a confidence of zero as the integer `0`.
+fn confidence<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if *value == 0.0 {
+        s.serialize_u8(0)
+    } else {
+        s.serialize_f64(*value)
+    }
 }
 
 impl MatchFaces {

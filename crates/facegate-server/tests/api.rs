@@ -1,0 +1,530 @@
+//! End-to-end tests of the HTTP API: the real router, real models and a real SQLite store in
+//! a temporary data directory, served on a random loopback port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use facegate_core::{FaceService, ServiceConfig};
+use facegate_engine::{EngineConfig, OrtEngine};
+use facegate_index::FlatIndex;
+use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
+use facegate_server::{build_router, AppState, Settings};
+use facegate_store::SqliteStore;
+use reqwest::multipart::{Form, Part};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const AUTH: &str = "Token 0e653da4969a757d21de0ffa6387d5fbd6401131";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn pack_dir() -> PathBuf {
+    workspace_root().join(".facegate/models/buffalo_s")
+}
+
+fn shared_datasets() -> Option<PathBuf> {
+    let dir = workspace_root().join("../shared/datasets");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipping: ../shared/datasets not found next to the repository");
+        None
+    }
+}
+
+fn engine() -> Arc<OrtEngine> {
+    static ENGINE: OnceLock<Arc<OrtEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let root = workspace_root();
+            let config = EngineConfig {
+                runtime_library: root.join(".facegate/onnxruntime/libonnxruntime.so"),
+                model_dir: pack_dir(),
+                ..EngineConfig::default()
+            };
+            Arc::new(OrtEngine::load(&config).expect("models present: run scripts/setup"))
+        })
+        .clone()
+}
+
+fn asset(name: &str) -> Vec<u8> {
+    std::fs::read(pack_dir().join(name)).expect("pack image present: run scripts/setup")
+}
+
+struct TestServer {
+    base: String,
+    data_dir: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, Settings::default()).await
+    }
+
+    async fn start_with(data_dir: &Path, mut settings: Settings) -> Self {
+        settings.data_dir = data_dir.to_owned();
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let store = Arc::new(SqliteStore::open(data_dir).expect("open store"));
+        let config = ServiceConfig { known_threshold: settings.known_threshold, ..ServiceConfig::default() };
+        let service = Arc::new(FaceService::new(engine(), store, Arc::new(FlatIndex::new()), config));
+        service.load_index().expect("load index");
+        service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let router = build_router(AppState { service, settings: Arc::new(settings) });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("serve");
+        });
+        Self { base: format!("http://{addr}"), data_dir: data_dir.to_owned(), shutdown: Some(tx), task: Some(task) }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// A multipart body as Python `requests` builds it from `data=` and `files=`.
+fn person_form(fields: &[(&str, &str)], image: Option<(&str, Vec<u8>)>) -> Form {
+    let mut form = Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    if let Some((name, bytes)) = image {
+        let part = Part::bytes(bytes).file_name(name.to_string()).mime_str("multipart/form-data").expect("mime");
+        form = form.part("image_path", part);
+    }
+    form
+}
+
+async fn json_of(res: reqwest::Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let text = res.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, value)
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+fn assert_fail(status: StatusCode, body: &Value, expected: StatusCode) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["status"], "fail", "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+async fn enroll(server: &TestServer, id: &str, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let form = person_form(
+        &[("customer_person_id", id), ("first_name", "John"), ("last_name", "Doe"), ("email", "test@domain.com")],
+        Some((name, bytes)),
+    );
+    json_of(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send"))
+        .await
+}
+
+async fn match_faces(server: &TestServer, bytes: Vec<u8>, customer_person_id: Option<&str>) -> (StatusCode, Value) {
+    let mut fields = vec![("image_path", "input/test_images/test_001.jpg")];
+    if let Some(id) = customer_person_id {
+        fields.push(("customer_person_id", id));
+    }
+    let form = person_form(&fields, Some(("test_001.jpg", bytes)));
+    json_of(client().post(server.url("/miicloud/match_faces")).header("Authorization", AUTH).multipart(form).send().await.expect("send"))
+        .await
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn person_lifecycle_has_the_documented_shapes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+
+    let (status, body) = enroll(&server, "5712f5242cf956c7c1d248e89", "will_smith_001.jpg", asset("yaoming.jpg")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        keys(&body),
+        ["bounding_box", "customer_person_id", "email", "first_name", "image", "last_name", "miicloud_person_id", "phone", "status"]
+    );
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["customer_person_id"], "5712f5242cf956c7c1d248e89");
+    assert_eq!(body["first_name"], "John");
+    let image = body["image"].as_str().expect("image");
+    assert!(image.starts_with("enroll/will_smith_001_") && image.ends_with(".jpg"), "{image}");
+    let b = &body["bounding_box"];
+    assert!(b["left_x"].as_i64() < b["right_x"].as_i64() && b["left_y"].as_i64() < b["right_y"].as_i64(), "{b}");
+    let person_id = body["miicloud_person_id"].as_str().expect("id").to_owned();
+    assert_eq!(person_id.len(), 36, "a UUID");
+
+    // Update through the form field, as the Python example does; a blank field clears it.
+    let form = person_form(
+        &[("customer_person_id", "5712f5242cf956c7c1d248e89"), ("first_name", "John"), ("email", "john_doe_2@domain.com"), ("phone", "")],
+        Some(("will_smith_003.jpg", asset("yaoming.jpg"))),
+    );
+    let (status, body) = json_of(
+        client().put(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        keys(&body),
+        ["bounding_box", "customer_person_id", "email", "first_name", "images", "last_name", "miicloud_person_id", "phone", "status"]
+    );
+    assert_eq!(body["miicloud_person_id"], person_id.as_str());
+    assert_eq!(body["email"], "john_doe_2@domain.com");
+    assert_eq!(body["last_name"], Value::Null, "a missing field is cleared");
+    assert_eq!(body["phone"], Value::Null);
+    let images = body["images"].as_array().expect("images");
+    assert_eq!(images.len(), 2);
+    assert!(images[0]["image"].as_str().is_some_and(|i| i.starts_with("enroll/will_smith_003_")), "newest first");
+    assert!(images[0]["created"].as_str().is_some_and(|c| c.ends_with('Z') && c.len() == 27), "{}", images[0]);
+
+    // Update through the path, as the curl example does, without an image.
+    let form = person_form(&[("first_name", "Johnny")], None);
+    let (status, body) = json_of(
+        client()
+            .put(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
+            .header("authorization", AUTH)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["first_name"], "Johnny");
+    assert!(body.get("bounding_box").is_none(), "no new face, no box");
+    assert_eq!(body["images"].as_array().map(Vec::len), Some(2));
+
+    let (status, body) = json_of(
+        client().get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH).send().await.expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        keys(&body),
+        ["customer_person_id", "email", "first_name", "images", "last_name", "miicloud_person_id", "phone"]
+    );
+    assert_eq!(body["images"].as_array().map(Vec::len), Some(2));
+
+    let stored = files_under(&dir.path().join("images"));
+    assert_eq!(stored.len(), 2, "{stored:?}");
+
+    let (status, body) = json_of(
+        client().delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH).send().await.expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(keys(&body), ["customer_person_id", "miicloud_person_id", "status"]);
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["miicloud_person_id"], person_id.as_str());
+    assert!(files_under(&dir.path().join("images")).is_empty(), "image files are deleted with the person");
+
+    let (status, body) = json_of(
+        client().get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH).send().await.expect("send"),
+    )
+    .await;
+    assert_fail(status, &body, StatusCode::NOT_FOUND);
+    let (status, body) = json_of(
+        client().delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH).send().await.expect("send"),
+    )
+    .await;
+    assert_fail(status, &body, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn match_faces_identifies_and_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let (status, body) = enroll(&server, "yao", "yaoming.jpg", asset("yaoming.jpg")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let person_id = body["miicloud_person_id"].as_str().expect("id").to_owned();
+
+    // 1:N, the enrolled photo itself.
+    let (status, body) = match_faces(&server, asset("yaoming.jpg"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let faces = body["faces"].as_array().expect("faces");
+    assert_eq!(faces.len(), 1, "{body}");
+    assert_eq!(faces[0]["match_status"], "known");
+    assert_eq!(faces[0]["customer_person_id"], "yao");
+    assert_eq!(faces[0]["miicloud_person_id"], person_id.as_str());
+    assert!(faces[0]["match_confidence"].as_f64().is_some_and(|c| c > 0.7 && c <= 1.0), "{body}");
+
+    // 1:N, strangers: every face is unknown with confidence 0.
+    let (status, body) = match_faces(&server, asset("gdp.jpg"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let faces = body["faces"].as_array().expect("faces");
+    assert!(faces.len() >= 4, "{body}");
+    for f in faces {
+        assert_eq!(f["match_status"], "unknown", "{f}");
+        assert_eq!(f["match_confidence"], 0, "{f}");
+        assert!(f.get("customer_person_id").is_none());
+    }
+
+    // 1:1 against Yao: known for his photo, unknown but with a real confidence for others.
+    let (status, body) = match_faces(&server, asset("yaoming.jpg"), Some("yao")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["faces"][0]["match_status"], "known");
+    let (status, body) = match_faces(&server, asset("gdp.jpg"), Some("yao")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for f in body["faces"].as_array().expect("faces") {
+        assert_eq!(f["match_status"], "unknown", "{f}");
+        let c = f["match_confidence"].as_f64().expect("confidence");
+        assert!((0.0..0.7).contains(&c), "{f}");
+    }
+    let (status, body) = match_faces(&server, asset("yaoming.jpg"), Some("nobody")).await;
+    assert_fail(status, &body, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn match_faces_reports_every_face_of_a_crowd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let (status, body) = match_faces(&server, asset("players.jpg"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let faces = body["faces"].as_array().expect("faces");
+    assert!((18..=26).contains(&faces.len()), "players.jpg has about 22 faces, got {}", faces.len());
+    for f in faces {
+        assert_eq!(keys(f), ["bounding_box", "match_confidence", "match_status"]);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn enrollment_errors_are_json_with_fitting_statuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let (status, body) = enroll(&server, "p1", "a.jpg", asset("yaoming.jpg")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Existing id: 409 and nothing changes.
+    let (status, body) = enroll(&server, "p1", "b.jpg", asset("yaoming.jpg")).await;
+    assert_fail(status, &body, StatusCode::CONFLICT);
+
+    // No face: a plain grey picture.
+    let grey = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(grey)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encode");
+    let (status, body) = enroll(&server, "p2", "grey.png", png.clone()).await;
+    assert_fail(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Not an image, and a truncated JPEG.
+    let (status, body) = enroll(&server, "p2", "notes.jpg", b"hello, this is text".to_vec()).await;
+    assert_fail(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut truncated = asset("yaoming.jpg");
+    truncated.truncate(truncated.len() / 3);
+    let (status, body) = enroll(&server, "p2", "cut.jpg", truncated).await;
+    assert!(status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::OK, "{status} {body}");
+
+    // Missing fields.
+    let form = person_form(&[("first_name", "x")], Some(("a.jpg", asset("yaoming.jpg"))));
+    let (status, body) = json_of(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send")).await;
+    assert_fail(status, &body, StatusCode::BAD_REQUEST);
+    let form = person_form(&[("customer_person_id", "p3")], None);
+    let (status, body) = json_of(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send")).await;
+    assert_fail(status, &body, StatusCode::BAD_REQUEST);
+
+    // image_path as a URL string instead of a file.
+    let form = person_form(&[("customer_person_id", "p3"), ("image_path", "https://example.com/a.jpg")], None);
+    let (status, body) = json_of(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send")).await;
+    assert_fail(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("URL")), "{body}");
+
+    // Over-long and control-character ids.
+    let long = "x".repeat(500);
+    let (status, body) = enroll(&server, &long, "a.jpg", asset("yaoming.jpg")).await;
+    assert_fail(status, &body, StatusCode::BAD_REQUEST);
+    let (status, body) = enroll(&server, "bad\u{1}id", "a.jpg", asset("yaoming.jpg")).await;
+    assert_fail(status, &body, StatusCode::BAD_REQUEST);
+
+    // Not multipart at all.
+    let res = client().post(server.url("/miicloud/person")).header("Authorization", AUTH).header("content-type", "text/plain").body("hi").send().await.expect("send");
+    let (status, body) = json_of(res).await;
+    assert_fail(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Update of an unknown person.
+    let form = person_form(&[("customer_person_id", "ghost")], None);
+    let (status, body) = json_of(client().put(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send")).await;
+    assert_fail(status, &body, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings { body_limit_bytes: 64 * 1024, ..Settings::default() };
+    let server = TestServer::start_with(dir.path(), settings).await;
+    let (status, body) = enroll(&server, "big", "big.jpg", vec![0xFF; 200 * 1024]).await;
+    assert_fail(status, &body, StatusCode::PAYLOAD_TOO_LARGE);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn authentication_is_required() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    for auth in [None, Some("Token wrong"), Some("Basic abc"), Some("Token")] {
+        let mut req = client().get(server.url("/miicloud/person/anyone"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let (status, body) = json_of(req.send().await.expect("send")).await;
+        assert_fail(status, &body, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = json_of(client().get(server.url("/nowhere")).send().await.expect("send")).await;
+    assert_fail(status, &body, StatusCode::NOT_FOUND);
+    let (status, body) = json_of(client().get(server.url("/healthz")).send().await.expect("send")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = json_of(client().get(server.url("/readyz")).send().await.expect("send")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn data_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let (status, body) = enroll(&server, "yao", "yaoming.jpg", asset("yaoming.jpg")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let data_dir = server.data_dir.clone();
+    server.stop().await;
+
+    let server = TestServer::start(&data_dir).await;
+    let (status, body) = json_of(
+        client().get(server.url("/miicloud/person/yao")).header("Authorization", AUTH).send().await.expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["first_name"], "John");
+    let (status, body) = match_faces(&server, asset("yaoming.jpg"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["faces"][0]["match_status"], "known", "the index is rebuilt from the store");
+    server.stop().await;
+}
+
+/// The `faceapi` set: enroll photo 1 of each of 8 people, then every other photo must be
+/// recognised as the right person, and group photos give one entry per face.
+#[tokio::test]
+async fn faceapi_people_are_recognised() {
+    let Some(datasets) = shared_datasets() else { return };
+    let root = datasets.join("faceapi");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let mut people: Vec<String> = std::fs::read_dir(root.join("identities"))
+        .expect("identities")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    people.sort();
+    assert_eq!(people.len(), 8);
+    for p in &people {
+        let bytes = std::fs::read(root.join("identities").join(p).join(format!("{p}1.png"))).expect("photo");
+        let (status, body) = enroll(&server, p, &format!("{p}1.png"), bytes).await;
+        assert_eq!(status, StatusCode::OK, "{p}: {body}");
+    }
+    let mut wrong = Vec::new();
+    for p in &people {
+        for n in 2..=5 {
+            let bytes = std::fs::read(root.join("identities").join(p).join(format!("{p}{n}.png"))).expect("photo");
+            let (status, body) = match_faces(&server, bytes, None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let face = &body["faces"][0];
+            if face["match_status"] != "known" || face["customer_person_id"] != p.as_str() {
+                wrong.push(format!("{p}{n}: {face}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "misrecognised: {wrong:#?}");
+    for g in 1..=5 {
+        let bytes = std::fs::read(root.join("groups").join(format!("bbt{g}.jpg"))).expect("group");
+        let (status, body) = match_faces(&server, bytes, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let faces = body["faces"].as_array().expect("faces");
+        assert!(faces.len() >= 2, "bbt{g}: {body}");
+        let known = faces.iter().filter(|f| f["match_status"] == "known").count();
+        assert!(known >= 1, "bbt{g}: {body}");
+    }
+    server.stop().await;
+}
+
+/// The document's own Python `requests` snippets, host changed, against this server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_python_snippets_work_unchanged() {
+    let has_requests = std::process::Command::new("python3")
+        .args(["-c", "import requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_requests {
+        eprintln!("skipping: python3 with the `requests` package is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let work = dir.path().join("client");
+    for (rel, src) in [
+        ("input/persons/will_smith/will_smith_001.jpg", "yaoming.jpg"),
+        ("input/persons/will_smith/will_smith_003.jpg", "yaoming.jpg"),
+        ("input/test_images/test_001.jpg", "yaoming.jpg"),
+    ] {
+        let path = work.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, asset(src)).expect("write");
+    }
+    let script = workspace_root().join("tests/python/miicloud_doc_snippets.py");
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").arg(script).arg(base).current_dir(work).output()
+    })
+    .await
+    .expect("join")
+    .expect("run python3");
+    assert!(
+        output.status.success(),
+        "snippets failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.stop().await;
+}

@@ -1,0 +1,134 @@
+//! The command-line contract operators and scripts rely on, run as a real process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn facegate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    // Defaults point into .facegate/ relative to the working directory, as for `make run`.
+    cmd.current_dir(root());
+    cmd.env_remove("FACEGATE_DATA_DIR").env_remove("FACEGATE_LISTEN");
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run facegate");
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn tenant_create_prints_json_and_list_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("path");
+    let created: Value =
+        serde_json::from_str(&run_ok(facegate().args(["tenant", "create", "acme", "--data-dir", data]))).expect("json");
+    assert_eq!(created["name"], "acme");
+    assert_eq!(created["id"].as_str().map(str::len), Some(36));
+    let token = created["token"].as_str().expect("token");
+    assert!(token.len() == 40 && token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+
+    let again = facegate().args(["tenant", "create", "acme", "--data-dir", data]).output().expect("run");
+    assert!(!again.status.success(), "a duplicate name is refused");
+
+    let listed: Value =
+        serde_json::from_str(&run_ok(facegate().args(["tenant", "list"]).env("FACEGATE_DATA_DIR", data))).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed[0]["name"], "acme");
+    assert!(listed[0].get("token").is_none(), "tokens are never listed");
+    let db = std::fs::read(dir.path().join("facegate.db")).expect("db");
+    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()), "the token is stored hashed");
+}
+
+#[test]
+fn sandbox_refuses_a_public_listen_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = facegate()
+        .args(["serve", "--sandbox", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn missing_models_are_named_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = facegate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--model-dir", "/nonexistent/pack", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/pack") && err.contains("setup"), "{err}");
+}
+
+#[test]
+fn detect_and_compare_print_json() {
+    let yao = root().join(".facegate/models/buffalo_s/yaoming.jpg");
+    let players = root().join(".facegate/models/buffalo_s/players.jpg");
+    let detected: Value = serde_json::from_str(&run_ok(facegate().arg("detect").arg(&yao))).expect("json");
+    assert_eq!(detected["faces"].as_array().map(Vec::len), Some(1), "{detected}");
+    let same: Value = serde_json::from_str(&run_ok(facegate().arg("compare").arg(&yao).arg(&yao))).expect("json");
+    assert_eq!(same["same_person"], true, "{same}");
+    let other: Value = serde_json::from_str(&run_ok(facegate().arg("compare").arg(&yao).arg(&players))).expect("json");
+    assert_eq!(other["same_person"], false, "{other}");
+}
+
+/// `facegate serve --sandbox` as `make run` starts it: answers /readyz and a miiCloud call.
+#[test]
+fn serve_answers_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = facegate()
+        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("FACEGATE_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server logs its address");
+    let get = |path: &str, auth: Option<&str>| -> String {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    let started = Instant::now();
+    let ready = loop {
+        let r = get("/readyz", None);
+        if r.starts_with("HTTP/1.1 200") || started.elapsed() > Duration::from_secs(30) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let missing = get("/miicloud/person/nobody", Some("Token 0e653da4969a757d21de0ffa6387d5fbd6401131"));
+    assert!(missing.starts_with("HTTP/1.1 404") && missing.contains("\"status\":\"fail\""), "{missing}");
+    let unauthorised = get("/miicloud/person/nobody", None);
+    assert!(unauthorised.starts_with("HTTP/1.1 401"), "{unauthorised}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
