@@ -30,9 +30,7 @@ impl InferencePool {
         let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| Error::Overloaded)?;
         let _running =
             self.running.clone().acquire_owned().await.map_err(|_| Error::Internal("inference pool closed".into()))?;
-        tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
+        tokio::task::spawn_blocking(job).await.map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
     }
 }
 

@@ -257,14 +257,13 @@ impl FaceService {
             .faces
             .iter()
             .map(|face| {
-                let candidate = self.index.best_of_subject(&tenant.id, &subject.id, &face.embedding).map(|hit| {
-                    Candidate {
+                let candidate =
+                    self.index.best_of_subject(&tenant.id, &subject.id, &face.embedding).map(|hit| Candidate {
                         subject: subject.clone(),
                         sample_id: hit.sample_id,
                         similarity: hit.similarity,
                         score: calibration.score(hit.similarity),
-                    }
-                });
+                    });
                 self.face_match(face, candidate)
             })
             .collect())
@@ -357,9 +356,8 @@ pub fn random_token() -> String {
 
 /// RFC 3339 UTC with microseconds, as the document's `created` values.
 pub fn now_rfc3339() -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     OffsetDateTime::now_utc().format(&format).unwrap_or_else(|_| OffsetDateTime::now_utc().unix_timestamp().to_string())
 }
 

@@ -144,8 +144,16 @@ async fn enroll(server: &TestServer, id: &str, name: &str, bytes: Vec<u8>) -> (S
         &[("customer_person_id", id), ("first_name", "John"), ("last_name", "Doe"), ("email", "test@domain.com")],
         Some((name, bytes)),
     );
-    json_of(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send"))
-        .await
+    json_of(
+        client()
+            .post(server.url("/miicloud/person"))
+            .header("Authorization", AUTH)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await
 }
 
 async fn match_faces(server: &TestServer, bytes: Vec<u8>, customer_person_id: Option<&str>) -> (StatusCode, Value) {
@@ -154,8 +162,16 @@ async fn match_faces(server: &TestServer, bytes: Vec<u8>, customer_person_id: Op
         fields.push(("customer_person_id", id));
     }
     let form = person_form(&fields, Some(("test_001.jpg", bytes)));
-    json_of(client().post(server.url("/miicloud/match_faces")).header("Authorization", AUTH).multipart(form).send().await.expect("send"))
-        .await
+    json_of(
+        client()
+            .post(server.url("/miicloud/match_faces"))
+            .header("Authorization", AUTH)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -182,7 +198,17 @@ async fn person_lifecycle_has_the_documented_shapes() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         keys(&body),
-        ["bounding_box", "customer_person_id", "email", "first_name", "image", "last_name", "miicloud_person_id", "phone", "status"]
+        [
+            "bounding_box",
+            "customer_person_id",
+            "email",
+            "first_name",
+            "image",
+            "last_name",
+            "miicloud_person_id",
+            "phone",
+            "status"
+        ]
     );
     assert_eq!(body["status"], "success");
     assert_eq!(body["customer_person_id"], "5712f5242cf956c7c1d248e89");
@@ -196,17 +222,38 @@ async fn person_lifecycle_has_the_documented_shapes() {
 
     // Update through the form field, as the Python example does; a blank field clears it.
     let form = person_form(
-        &[("customer_person_id", "5712f5242cf956c7c1d248e89"), ("first_name", "John"), ("email", "john_doe_2@domain.com"), ("phone", "")],
+        &[
+            ("customer_person_id", "5712f5242cf956c7c1d248e89"),
+            ("first_name", "John"),
+            ("email", "john_doe_2@domain.com"),
+            ("phone", ""),
+        ],
         Some(("will_smith_003.jpg", asset("yaoming.jpg"))),
     );
     let (status, body) = json_of(
-        client().put(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send"),
+        client()
+            .put(server.url("/miicloud/person"))
+            .header("Authorization", AUTH)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         keys(&body),
-        ["bounding_box", "customer_person_id", "email", "first_name", "images", "last_name", "miicloud_person_id", "phone", "status"]
+        [
+            "bounding_box",
+            "customer_person_id",
+            "email",
+            "first_name",
+            "images",
+            "last_name",
+            "miicloud_person_id",
+            "phone",
+            "status"
+        ]
     );
     assert_eq!(body["miicloud_person_id"], person_id.as_str());
     assert_eq!(body["email"], "john_doe_2@domain.com");
@@ -235,7 +282,12 @@ async fn person_lifecycle_has_the_documented_shapes() {
     assert_eq!(body["images"].as_array().map(Vec::len), Some(2));
 
     let (status, body) = json_of(
-        client().get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH).send().await.expect("send"),
+        client()
+            .get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .expect("send"),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -249,7 +301,12 @@ async fn person_lifecycle_has_the_documented_shapes() {
     assert_eq!(stored.len(), 2, "{stored:?}");
 
     let (status, body) = json_of(
-        client().delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH).send().await.expect("send"),
+        client()
+            .delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .expect("send"),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -259,12 +316,22 @@ async fn person_lifecycle_has_the_documented_shapes() {
     assert!(files_under(&dir.path().join("images")).is_empty(), "image files are deleted with the person");
 
     let (status, body) = json_of(
-        client().get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH).send().await.expect("send"),
+        client()
+            .get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .expect("send"),
     )
     .await;
     assert_fail(status, &body, StatusCode::NOT_FOUND);
     let (status, body) = json_of(
-        client().delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH).send().await.expect("send"),
+        client()
+            .delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .expect("send"),
     )
     .await;
     assert_fail(status, &body, StatusCode::NOT_FOUND);
@@ -360,15 +427,42 @@ async fn enrollment_errors_are_json_with_fitting_statuses() {
 
     // Missing fields.
     let form = person_form(&[("first_name", "x")], Some(("a.jpg", asset("yaoming.jpg"))));
-    let (status, body) = json_of(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send")).await;
+    let (status, body) = json_of(
+        client()
+            .post(server.url("/miicloud/person"))
+            .header("Authorization", AUTH)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
     assert_fail(status, &body, StatusCode::BAD_REQUEST);
     let form = person_form(&[("customer_person_id", "p3")], None);
-    let (status, body) = json_of(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send")).await;
+    let (status, body) = json_of(
+        client()
+            .post(server.url("/miicloud/person"))
+            .header("Authorization", AUTH)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
     assert_fail(status, &body, StatusCode::BAD_REQUEST);
 
     // image_path as a URL string instead of a file.
     let form = person_form(&[("customer_person_id", "p3"), ("image_path", "https://example.com/a.jpg")], None);
-    let (status, body) = json_of(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send")).await;
+    let (status, body) = json_of(
+        client()
+            .post(server.url("/miicloud/person"))
+            .header("Authorization", AUTH)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
     assert_fail(status, &body, StatusCode::BAD_REQUEST);
     assert!(body["message"].as_str().is_some_and(|m| m.contains("URL")), "{body}");
 
@@ -380,13 +474,29 @@ async fn enrollment_errors_are_json_with_fitting_statuses() {
     assert_fail(status, &body, StatusCode::BAD_REQUEST);
 
     // Not multipart at all.
-    let res = client().post(server.url("/miicloud/person")).header("Authorization", AUTH).header("content-type", "text/plain").body("hi").send().await.expect("send");
+    let res = client()
+        .post(server.url("/miicloud/person"))
+        .header("Authorization", AUTH)
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .expect("send");
     let (status, body) = json_of(res).await;
     assert_fail(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     // Update of an unknown person.
     let form = person_form(&[("customer_person_id", "ghost")], None);
-    let (status, body) = json_of(client().put(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form).send().await.expect("send")).await;
+    let (status, body) = json_of(
+        client()
+            .put(server.url("/miicloud/person"))
+            .header("Authorization", AUTH)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
     assert_fail(status, &body, StatusCode::NOT_FOUND);
     server.stop().await;
 }
@@ -492,10 +602,8 @@ async fn faceapi_people_are_recognised() {
 /// The document's own Python `requests` snippets, host changed, against this server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn document_python_snippets_work_unchanged() {
-    let has_requests = std::process::Command::new("python3")
-        .args(["-c", "import requests"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let has_requests =
+        std::process::Command::new("python3").args(["-c", "import requests"]).status().is_ok_and(|s| s.success());
     if !has_requests {
         eprintln!("skipping: python3 with the `requests` package is not installed");
         return;

@@ -95,7 +95,12 @@ fn read_pairs(file: &Path, images: &Path) -> anyhow::Result<PairList> {
             _ => anyhow::bail!("bad pairs line: {line:?}"),
         }
     }
-    anyhow::ensure!(pairs.len() == folds * per_class * 2, "expected {} pairs, found {}", folds * per_class * 2, pairs.len());
+    anyhow::ensure!(
+        pairs.len() == folds * per_class * 2,
+        "expected {} pairs, found {}",
+        folds * per_class * 2,
+        pairs.len()
+    );
     Ok(PairList { folds, per_fold: per_class * 2, pairs })
 }
 
@@ -120,7 +125,7 @@ fn embed_all(engine: &dyn Engine, paths: &[PathBuf], workers: usize) -> HashMap<
                 }
                 results.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone(), embedding);
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 500 == 0 || n == paths.len() {
+                if n.is_multiple_of(500) || n == paths.len() {
                     let rate = n as f64 / started.elapsed().as_secs_f64();
                     eprintln!("embedded {n}/{} images ({rate:.1} images/s)", paths.len());
                 }
@@ -176,8 +181,7 @@ fn pairs(args: PairsArgs) -> anyhow::Result<()> {
     let mut fold_acc = Vec::with_capacity(list.folds);
     for f in 0..list.folds {
         let range = f * list.per_fold..(f + 1) * list.per_fold;
-        let train: Vec<_> =
-            items.iter().enumerate().filter(|(i, _)| !range.contains(i)).map(|(_, p)| *p).collect();
+        let train: Vec<_> = items.iter().enumerate().filter(|(i, _)| !range.contains(i)).map(|(_, p)| *p).collect();
         let (t, _) = best_threshold(&train);
         fold_acc.push(accuracy(&items[range], t));
     }
@@ -222,10 +226,7 @@ fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         println!("{}-fold accuracy         {:.4} ± {:.4}", list.folds, mean, std);
         println!("best-threshold accuracy  {best_acc:.4} at similarity {best_t:.3}");
         println!("TAR @ FAR 1e-3           {tar:.4}");
-        println!(
-            "at score {}: accuracy {at_default:.4}, FMR {fmr:.5}, FNMR {fnmr:.4}",
-            args.known_threshold
-        );
+        println!("at score {}: accuracy {at_default:.4}, FMR {fmr:.5}, FNMR {fnmr:.4}", args.known_threshold);
     }
     Ok(())
 }
@@ -303,7 +304,9 @@ fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         for row in &table {
             println!(
                 "{:<6} {:<11.4} {:<10.2e} {:.4}",
-                row["score"], row["similarity"].as_f64().unwrap_or(0.0), row["fmr"].as_f64().unwrap_or(0.0),
+                row["score"],
+                row["similarity"].as_f64().unwrap_or(0.0),
+                row["fmr"].as_f64().unwrap_or(0.0),
                 row["fnmr"].as_f64().unwrap_or(0.0)
             );
         }

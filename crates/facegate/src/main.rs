@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "facegate", version, about = "Self-hosted face identity service")]
 struct Cli {
-    /// Log filter, e.g. `info` or `facegate=debug,tower_http=info`.
-    #[arg(long, env = "FACEGATE_LOG", default_value = "info", global = true)]
+    /// Log filter, e.g. `info` or `facegate=debug,ort=warn`. ONNX Runtime is chatty at info.
+    #[arg(long, env = "FACEGATE_LOG", default_value = "info,ort=warn", global = true)]
     log: String,
     #[command(subcommand)]
     command: Command,

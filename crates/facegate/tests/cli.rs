@@ -41,7 +41,8 @@ fn tenant_create_prints_json_and_list_shows_it() {
     assert!(!again.status.success(), "a duplicate name is refused");
 
     let listed: Value =
-        serde_json::from_str(&run_ok(facegate().args(["tenant", "list"]).env("FACEGATE_DATA_DIR", data))).expect("json");
+        serde_json::from_str(&run_ok(facegate().args(["tenant", "list"]).env("FACEGATE_DATA_DIR", data)))
+            .expect("json");
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     assert_eq!(listed[0]["name"], "acme");
     assert!(listed[0].get("token").is_none(), "tokens are never listed");

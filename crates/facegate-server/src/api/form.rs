@@ -92,8 +92,7 @@ fn body_error(status: StatusCode, text: String) -> ApiError {
 }
 
 async fn read_multipart(req: Request, image_field: &str) -> Result<FormData, ApiError> {
-    let mut multipart =
-        Multipart::from_request(req, &()).await.map_err(|r| body_error(r.status(), r.body_text()))?;
+    let mut multipart = Multipart::from_request(req, &()).await.map_err(|r| body_error(r.status(), r.body_text()))?;
     let mut form = FormData::default();
     let mut parts = 0usize;
     while let Some(field) = multipart.next_field().await.map_err(|e| body_error(e.status(), e.body_text()))? {
@@ -106,8 +105,7 @@ async fn read_multipart(req: Request, image_field: &str) -> Result<FormData, Api
         // A part is a file when the client named a file or declared a non-text type; Python
         // `requests` sends images as ("name.jpg", fh, "multipart/form-data"), so the declared
         // type cannot be trusted to say "image".
-        let is_file = file_name.is_some()
-            || field.content_type().is_some_and(|t| !t.starts_with("text/"));
+        let is_file = file_name.is_some() || field.content_type().is_some_and(|t| !t.starts_with("text/"));
         if name == image_field && is_file {
             let bytes = field.bytes().await.map_err(|e| body_error(e.status(), e.body_text()))?;
             if form.image.is_some() {

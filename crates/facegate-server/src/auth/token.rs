@@ -32,8 +32,7 @@ pub async fn require_token(
         .ok()
         .and_then(parse_token)
         .ok_or(ApiError::Unauthenticated("malformed Authorization header; send 'Authorization: Token <token>'"))?;
-    let tenant =
-        state.service.authenticate_token(token).await?.ok_or(ApiError::Unauthenticated("invalid token"))?;
+    let tenant = state.service.authenticate_token(token).await?.ok_or(ApiError::Unauthenticated("invalid token"))?;
     tracing::Span::current().record("tenant", tenant.name.as_str());
     req.extensions_mut().insert(tenant);
     Ok(next.run(req).await)

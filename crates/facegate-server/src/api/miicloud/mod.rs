@@ -47,9 +47,7 @@ fn status_of(code: Code) -> StatusCode {
         Code::Conflict => StatusCode::CONFLICT,
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        Code::InvalidImage | Code::NoFace | Code::MultipleFaces | Code::PoorQuality => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        Code::InvalidImage | Code::NoFace | Code::MultipleFaces | Code::PoorQuality => StatusCode::UNPROCESSABLE_ENTITY,
         Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         Code::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,7 +77,11 @@ impl IntoResponse for MiiError {
 
 type MiiResult<T> = Result<Json<T>, MiiError>;
 
-async fn enroll(State(state): State<AppState>, Extension(tenant): Extension<Tenant>, req: Request) -> MiiResult<Enrolled> {
+async fn enroll(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    req: Request,
+) -> MiiResult<Enrolled> {
     let form = read_form(req, IMAGE_FIELD).await?;
     let customer_person_id = required(&form, "customer_person_id")?;
     let image = image_of(&form)?.ok_or_else(|| ApiError::invalid("image_path is required: upload the image file"))?;

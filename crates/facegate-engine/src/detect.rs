@@ -1,0 +1,471 @@
+//! SCRFD face detection with 5 keypoints, at native resolution.
+//!
+//! The image is scaled down only when its long side exceeds `max_side` (never up), placed at
+//! the top-left of a canvas whose sides are rounded up to a multiple of 32 (the largest
+//! stride), and the rest of the canvas is black. Detecting a 150×150 face crop at its own size
+//! finds it; blowing it up into a fixed 640×640 canvas does not (see DESIGN.md), and small
+//! inputs are also much cheaper.
+
+use facegate_core::BoundingBox;
+use fast_image_resize::{
+    images::Image as FirImage, images::ImageRef as FirImageRef, PixelType, ResizeAlg, ResizeOptions,
+};
+use image::RgbImage;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::error::{EngineError, Result};
+
+/// One face as the detector sees it, in source-image pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// May extend past the image edges.
+    pub bbox: BoundingBox,
+    /// Subject's right eye (image left), left eye, nose tip, right and left mouth corners.
+    pub landmarks: [[f32; 2]; 5],
+    pub score: f32,
+}
+
+/// How to fill the margin added around an image on the second, padded attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadFill {
+    /// Black, like the bottom/right alignment padding.
+    Zero,
+    /// Repeat the outermost row/column of the image.
+    Edge,
+}
+
+/// Where the (scaled) image sits in the network input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Canvas {
+    /// Size of the scaled image content.
+    pub content_w: u32,
+    pub content_h: u32,
+    /// Top-left of the content in the canvas (non-zero only for the padded retry).
+    pub offset_x: u32,
+    pub offset_y: u32,
+    /// Network input size; multiples of 32.
+    pub input_w: u32,
+    pub input_h: u32,
+}
+
+impl Canvas {
+    /// Geometry for a `width`×`height` image surrounded by a margin of `pad` × its size on
+    /// each side, scaled so that the padded long side is at most `max_side`.
+    pub fn new(width: u32, height: u32, max_side: u32, pad: f32) -> Canvas {
+        let (w, h) = (width.max(1) as f32, height.max(1) as f32);
+        let (pad_x, pad_y) = ((w * pad).round(), (h * pad).round());
+        let long = (w + 2.0 * pad_x).max(h + 2.0 * pad_y);
+        let scale = (max_side.max(32) as f32 / long).min(1.0);
+        let content_w = ((w * scale).round() as u32).max(1);
+        let content_h = ((h * scale).round() as u32).max(1);
+        let offset_x = (pad_x * scale).round() as u32;
+        let offset_y = (pad_y * scale).round() as u32;
+        Canvas {
+            content_w,
+            content_h,
+            offset_x,
+            offset_y,
+            input_w: round_up_32(content_w + 2 * offset_x),
+            input_h: round_up_32(content_h + 2 * offset_y),
+        }
+    }
+
+    /// Maps a point from network-input pixels back to source-image pixels. Pixel centres sit
+    /// at integer coordinates in both spaces, as in the centre-aligned resize that made the
+    /// content.
+    pub fn to_source(&self, p: [f32; 2], width: u32, height: u32) -> [f32; 2] {
+        let sx = width as f32 / self.content_w as f32;
+        let sy = height as f32 / self.content_h as f32;
+        [(p[0] - self.offset_x as f32 + 0.5) * sx - 0.5, (p[1] - self.offset_y as f32 + 0.5) * sy - 0.5]
+    }
+}
+
+fn round_up_32(v: u32) -> u32 {
+    v.max(1).div_ceil(32) * 32
+}
+
+/// Settings of one detector, from the engine config and the pack manifest.
+#[derive(Debug, Clone)]
+pub struct DetectorParams {
+    pub max_side: u32,
+    pub threshold: f32,
+    pub nms_iou: f32,
+    pub mean: f32,
+    pub std: f32,
+    pub strides: Vec<u32>,
+    pub anchors_per_cell: usize,
+    /// Margin (fraction of width/height per side) for the retry when nothing is found.
+    pub retry_pad: f32,
+    pub retry_fill: PadFill,
+}
+
+/// Per-worker buffers reused across calls so that detection allocates little.
+#[derive(Default)]
+pub struct DetectScratch {
+    resizer: fast_image_resize::Resizer,
+    resized: Vec<u8>,
+    input: Vec<f32>,
+}
+
+/// Output indices of (score, bbox, kps) for each stride, fixed at load time.
+#[derive(Debug, Clone)]
+pub struct OutputMap {
+    heads: Vec<[usize; 3]>,
+}
+
+impl OutputMap {
+    /// Matches outputs by their names (`score_8`, `bbox_8`, `kps_8`, …) when the model has
+    /// them, otherwise by InsightFace's export order (all scores, all boxes, all keypoints).
+    pub fn new(output_names: &[&str], strides: &[u32], model: &str) -> Result<OutputMap> {
+        let find = |prefix: &str, stride: u32| output_names.iter().position(|n| *n == format!("{prefix}_{stride}"));
+        let by_name: Option<Vec<[usize; 3]>> =
+            strides.iter().map(|&s| Some([find("score", s)?, find("bbox", s)?, find("kps", s)?])).collect();
+        if let Some(heads) = by_name {
+            return Ok(OutputMap { heads });
+        }
+        let k = strides.len();
+        if output_names.len() == 3 * k {
+            return Ok(OutputMap { heads: (0..k).map(|i| [i, i + k, i + 2 * k]).collect() });
+        }
+        Err(EngineError::Model {
+            model: model.to_owned(),
+            reason: format!(
+                "expected outputs score/bbox/kps for strides {strides:?} (with keypoints), got {output_names:?}"
+            ),
+        })
+    }
+}
+
+/// Runs the detector on `img`: one pass at native resolution and, when that finds nothing, one
+/// more on the image with a margin around it (faces filling the whole frame are often missed
+/// because the detector never saw a face without context). Faces come largest first.
+pub fn detect(
+    session: &mut Session,
+    outputs: &OutputMap,
+    params: &DetectorParams,
+    scratch: &mut DetectScratch,
+    img: &RgbImage,
+) -> Result<Vec<Detection>> {
+    let canvas = Canvas::new(img.width(), img.height(), params.max_side, 0.0);
+    let found = detect_on_canvas(session, outputs, params, scratch, img, &canvas, PadFill::Zero)?;
+    if !found.is_empty() || params.retry_pad <= 0.0 {
+        return Ok(found);
+    }
+    let canvas = Canvas::new(img.width(), img.height(), params.max_side, params.retry_pad);
+    detect_on_canvas(session, outputs, params, scratch, img, &canvas, params.retry_fill)
+}
+
+fn detect_on_canvas(
+    session: &mut Session,
+    outputs: &OutputMap,
+    params: &DetectorParams,
+    scratch: &mut DetectScratch,
+    img: &RgbImage,
+    canvas: &Canvas,
+    fill: PadFill,
+) -> Result<Vec<Detection>> {
+    let (cw, ch) = (canvas.content_w, canvas.content_h);
+    // Pixels of the content at canvas scale: the image itself when no scaling is needed.
+    let content: &[u8] = if (cw, ch) == img.dimensions() {
+        img.as_raw()
+    } else {
+        resize_rgb(&mut scratch.resizer, img, cw, ch, &mut scratch.resized)?;
+        &scratch.resized
+    };
+    fill_canvas(content, canvas, fill, params.mean, params.std, &mut scratch.input);
+
+    let shape = [1usize, 3, canvas.input_h as usize, canvas.input_w as usize];
+    let input = TensorRef::from_array_view((shape, scratch.input.as_slice()))?;
+    let results = session.run(ort::inputs![input])?;
+
+    let mut candidates = Vec::new();
+    for (&stride, head) in params.strides.iter().zip(&outputs.heads) {
+        let (_, scores) = results[head[0]].try_extract_tensor::<f32>()?;
+        let (_, boxes) = results[head[1]].try_extract_tensor::<f32>()?;
+        let (_, kps) = results[head[2]].try_extract_tensor::<f32>()?;
+        decode_head(
+            HeadOutputs { stride, scores, boxes, kps },
+            canvas,
+            params.anchors_per_cell,
+            params.threshold,
+            &mut candidates,
+        )?;
+    }
+    let (w, h) = img.dimensions();
+    for d in &mut candidates {
+        let tl = canvas.to_source([d.bbox.left, d.bbox.top], w, h);
+        let br = canvas.to_source([d.bbox.right, d.bbox.bottom], w, h);
+        d.bbox = BoundingBox { left: tl[0], top: tl[1], right: br[0], bottom: br[1] };
+        for p in &mut d.landmarks {
+            *p = canvas.to_source(*p, w, h);
+        }
+    }
+    let mut kept = nms(candidates, params.nms_iou);
+    kept.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
+    Ok(kept)
+}
+
+/// Resizes with a bilinear convolution: unlike point-sampled bilinear it averages over the
+/// whole footprint when shrinking, so large photos are not aliased on their way down to 640.
+fn resize_rgb(
+    resizer: &mut fast_image_resize::Resizer,
+    img: &RgbImage,
+    w: u32,
+    h: u32,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let src = FirImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .map_err(|e| EngineError::Runtime(format!("resize source: {e}")))?;
+    out.clear();
+    out.resize(w as usize * h as usize * 3, 0);
+    let mut dst = FirImage::from_slice_u8(w, h, out.as_mut_slice(), PixelType::U8x3)
+        .map_err(|e| EngineError::Runtime(format!("resize target: {e}")))?;
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fast_image_resize::FilterType::Bilinear));
+    resizer.resize(&src, &mut dst, &options).map_err(|e| EngineError::Runtime(format!("resize: {e}")))
+}
+
+/// Writes the canvas as normalised planar RGB (NCHW with N = 1) into `out`.
+///
+/// `content` is `content_w × content_h` packed RGB8.
+pub(crate) fn fill_canvas(content: &[u8], canvas: &Canvas, fill: PadFill, mean: f32, std: f32, out: &mut Vec<f32>) {
+    let (iw, ih) = (canvas.input_w as usize, canvas.input_h as usize);
+    let (cw, ch) = (canvas.content_w as usize, canvas.content_h as usize);
+    let (ox, oy) = (canvas.offset_x as usize, canvas.offset_y as usize);
+    let plane = iw * ih;
+    let scale = 1.0 / std;
+    // The lookup table turns the per-value normalisation into a load.
+    let lut: [f32; 256] = std::array::from_fn(|v| (v as f32 - mean) * scale);
+    out.clear();
+    out.resize(3 * plane, lut[0]);
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    match fill {
+        PadFill::Zero => {
+            for (y, row) in content.chunks_exact(cw * 3).take(ch).enumerate() {
+                let start = (oy + y) * iw + ox;
+                let (r, g, b) = (&mut r[start..start + cw], &mut g[start..start + cw], &mut b[start..start + cw]);
+                for (i, px) in row.chunks_exact(3).enumerate() {
+                    r[i] = lut[px[0] as usize];
+                    g[i] = lut[px[1] as usize];
+                    b[i] = lut[px[2] as usize];
+                }
+            }
+        }
+        PadFill::Edge => {
+            for y in 0..ih {
+                let sy = y.saturating_sub(oy).min(ch - 1);
+                let row = &content[sy * cw * 3..(sy + 1) * cw * 3];
+                for x in 0..iw {
+                    let sx = x.saturating_sub(ox).min(cw - 1) * 3;
+                    let o = y * iw + x;
+                    r[o] = lut[row[sx] as usize];
+                    g[o] = lut[row[sx + 1] as usize];
+                    b[o] = lut[row[sx + 2] as usize];
+                }
+            }
+        }
+    }
+}
+
+/// The three outputs of one stride, each `[1, cells·anchors, C]` flattened.
+pub struct HeadOutputs<'a> {
+    pub stride: u32,
+    pub scores: &'a [f32],
+    pub boxes: &'a [f32],
+    pub kps: &'a [f32],
+}
+
+/// Turns one stride's outputs into candidates (in network-input pixels) above `threshold`.
+///
+/// Anchors sit at `(col, row) · stride`, `anchors` per cell, cell-major. Boxes are distances
+/// from the anchor to the four sides and keypoints offsets from it, both in units of stride.
+pub fn decode_head(
+    head: HeadOutputs<'_>,
+    canvas: &Canvas,
+    anchors: usize,
+    threshold: f32,
+    out: &mut Vec<Detection>,
+) -> Result<()> {
+    let s = head.stride as usize;
+    let (fw, fh) = (canvas.input_w as usize / s, canvas.input_h as usize / s);
+    let n = fw * fh * anchors;
+    if head.scores.len() != n || head.boxes.len() != 4 * n || head.kps.len() != 10 * n {
+        return Err(EngineError::Model {
+            model: "detector".into(),
+            reason: format!(
+                "stride {s}: expected {n} anchors for a {}×{} input, got {} scores, {} boxes, {} keypoint sets",
+                canvas.input_w,
+                canvas.input_h,
+                head.scores.len(),
+                head.boxes.len() / 4,
+                head.kps.len() / 10
+            ),
+        });
+    }
+    let sf = s as f32;
+    for (i, &score) in head.scores.iter().enumerate() {
+        // `>=` as the reference does; NaN never passes.
+        if score.is_nan() || score < threshold {
+            continue;
+        }
+        let cell = i / anchors;
+        let (cx, cy) = ((cell % fw) as f32 * sf, (cell / fw) as f32 * sf);
+        let d = &head.boxes[4 * i..4 * i + 4];
+        let k = &head.kps[10 * i..10 * i + 10];
+        let bbox =
+            BoundingBox { left: cx - d[0] * sf, top: cy - d[1] * sf, right: cx + d[2] * sf, bottom: cy + d[3] * sf };
+        let landmarks = std::array::from_fn(|j| [cx + k[2 * j] * sf, cy + k[2 * j + 1] * sf]);
+        out.push(Detection { bbox, landmarks, score });
+    }
+    Ok(())
+}
+
+/// Greedy non-maximum suppression: highest score first, dropping any box whose IoU with a kept
+/// one exceeds `iou`. Areas use the `+1` pixel convention of the reference implementation so
+/// that both keep the same boxes.
+pub fn nms(mut dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
+    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let area = |b: &BoundingBox| (b.right - b.left + 1.0).max(0.0) * (b.bottom - b.top + 1.0).max(0.0);
+    let mut kept: Vec<Detection> = Vec::new();
+    for d in dets {
+        let suppressed = kept.iter().any(|k| {
+            let (a, b) = (&k.bbox, &d.bbox);
+            let w = (a.right.min(b.right) - a.left.max(b.left) + 1.0).max(0.0);
+            let h = (a.bottom.min(b.bottom) - a.top.max(b.top) + 1.0).max(0.0);
+            let inter = w * h;
+            let union = area(a) + area(b) - inter;
+            union > 0.0 && inter / union > iou
+        });
+        if !suppressed {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(l: f32, t: f32, r: f32, b: f32, score: f32) -> Detection {
+        Detection { bbox: BoundingBox { left: l, top: t, right: r, bottom: b }, landmarks: [[0.0; 2]; 5], score }
+    }
+
+    #[test]
+    fn canvas_never_upscales_and_rounds_up_to_32() {
+        let c = Canvas::new(250, 250, 640, 0.0);
+        assert_eq!((c.content_w, c.content_h, c.input_w, c.input_h), (250, 250, 256, 256));
+        let c = Canvas::new(1000, 800, 640, 0.0);
+        assert_eq!((c.content_w, c.content_h, c.input_w, c.input_h), (640, 512, 640, 512));
+        let c = Canvas::new(150, 150, 640, 0.0);
+        assert_eq!((c.input_w, c.input_h), (160, 160));
+        let c = Canvas::new(1, 1, 640, 0.0);
+        assert_eq!((c.content_w, c.input_w, c.input_h), (1, 32, 32));
+        let c = Canvas::new(20_000, 10, 640, 0.0);
+        assert_eq!((c.content_w, c.content_h, c.input_w, c.input_h), (640, 1, 640, 32));
+    }
+
+    #[test]
+    fn padded_canvas_places_content_in_the_middle() {
+        let c = Canvas::new(150, 150, 640, 0.25);
+        assert_eq!((c.offset_x, c.offset_y, c.content_w), (38, 38, 150));
+        assert_eq!((c.input_w, c.input_h), (256, 256));
+        // Large image: the padded long side is what gets capped.
+        let c = Canvas::new(1280, 640, 640, 0.25);
+        assert_eq!((c.content_w, c.content_h, c.offset_x, c.offset_y), (427, 213, 107, 53));
+        assert!(c.input_w <= 672);
+    }
+
+    #[test]
+    fn mapping_back_inverts_the_placement() {
+        let c = Canvas::new(1000, 800, 640, 0.0);
+        let p = c.to_source([319.5, 255.5], 1000, 800);
+        assert!((p[0] - 499.5).abs() < 1e-3 && (p[1] - 399.5).abs() < 1e-3, "{p:?}");
+        let c = Canvas::new(150, 150, 640, 0.25);
+        let p = c.to_source([38.0, 38.0], 150, 150);
+        assert!(p[0].abs() < 1e-4 && p[1].abs() < 1e-4, "{p:?}");
+    }
+
+    #[test]
+    fn fill_writes_planar_normalised_pixels_and_black_padding() {
+        let content = [255u8, 0, 0, 0, 255, 0];
+        let canvas = Canvas { content_w: 2, content_h: 1, offset_x: 0, offset_y: 0, input_w: 32, input_h: 32 };
+        let mut out = Vec::new();
+        fill_canvas(&content, &canvas, PadFill::Zero, 127.5, 128.0, &mut out);
+        let plane = 32 * 32;
+        assert_eq!(out.len(), 3 * plane);
+        assert_eq!(out[0], 127.5 / 128.0);
+        assert_eq!(out[plane + 1], 127.5 / 128.0);
+        assert_eq!(out[1], -127.5 / 128.0);
+        assert_eq!(out[2], -127.5 / 128.0);
+
+        let canvas = Canvas { content_w: 2, content_h: 1, offset_x: 1, offset_y: 1, input_w: 32, input_h: 32 };
+        fill_canvas(&content, &canvas, PadFill::Edge, 127.5, 128.0, &mut out);
+        // Top-left corner repeats the first pixel (red), far right repeats the last (green).
+        assert_eq!(out[0], 127.5 / 128.0);
+        assert_eq!(out[plane + 31 * 32 + 31], 127.5 / 128.0);
+    }
+
+    #[test]
+    fn decodes_anchor_offsets_in_stride_units() {
+        let canvas = Canvas::new(32, 32, 640, 0.0);
+        // stride 16 on a 32×32 input: 2×2 cells, 2 anchors each.
+        let mut scores = vec![0.0f32; 8];
+        scores[3] = 0.9; // cell 1 (col 1, row 0), second anchor
+        let mut boxes = vec![0.0f32; 32];
+        boxes[12..16].copy_from_slice(&[0.5, 0.25, 1.0, 2.0]);
+        let mut kps = vec![0.0f32; 80];
+        kps[30] = 0.5;
+        kps[31] = -0.5;
+        let mut out = Vec::new();
+        decode_head(HeadOutputs { stride: 16, scores: &scores, boxes: &boxes, kps: &kps }, &canvas, 2, 0.5, &mut out)
+            .expect("shapes match");
+        assert_eq!(out.len(), 1);
+        let d = &out[0];
+        assert_eq!(d.bbox, BoundingBox { left: 8.0, top: -4.0, right: 32.0, bottom: 32.0 });
+        assert_eq!(d.landmarks[0], [24.0, -8.0]);
+        assert_eq!(d.score, 0.9);
+    }
+
+    #[test]
+    fn decode_rejects_mismatched_shapes() {
+        let canvas = Canvas::new(32, 32, 640, 0.0);
+        let r = decode_head(
+            HeadOutputs { stride: 8, scores: &[0.0; 3], boxes: &[], kps: &[] },
+            &canvas,
+            2,
+            0.5,
+            &mut Vec::new(),
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn nms_keeps_the_best_of_overlapping_boxes() {
+        let dets = vec![
+            det(0.0, 0.0, 100.0, 100.0, 0.8),
+            det(5.0, 5.0, 105.0, 105.0, 0.9),
+            det(200.0, 200.0, 250.0, 250.0, 0.7),
+            det(50.0, 0.0, 150.0, 100.0, 0.6), // IoU 0.36 with the best: kept
+        ];
+        let kept = nms(dets, 0.4);
+        let scores: Vec<f32> = kept.iter().map(|d| d.score).collect();
+        assert_eq!(scores, vec![0.9, 0.7, 0.6]);
+        assert!(nms(Vec::new(), 0.4).is_empty());
+    }
+
+    #[test]
+    fn output_map_by_name_or_order() {
+        let names = ["score_8", "score_16", "score_32", "bbox_8", "bbox_16", "bbox_32", "kps_8", "kps_16", "kps_32"];
+        let m = OutputMap::new(&names, &[8, 16, 32], "det").expect("named");
+        assert_eq!(m.heads[1], [1, 4, 7]);
+        let shuffled = ["kps_8", "bbox_8", "score_8"];
+        let m = OutputMap::new(&shuffled, &[8], "det").expect("named");
+        assert_eq!(m.heads[0], [2, 1, 0]);
+        let numeric = ["443", "468", "493", "446", "471", "496", "449", "474", "499"];
+        let m = OutputMap::new(&numeric, &[8, 16, 32], "det").expect("ordered");
+        assert_eq!(m.heads[2], [2, 5, 8]);
+        assert!(OutputMap::new(&numeric[..6], &[8, 16, 32], "det").is_err());
+    }
+}

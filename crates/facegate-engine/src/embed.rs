@@ -1,0 +1,131 @@
+//! ArcFace embedding of aligned face crops.
+
+use image::RgbImage;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::align::{self, Affine, ARCFACE_TEMPLATE};
+use crate::detect::Detection;
+use crate::error::{EngineError, Result};
+
+/// Settings of one recognizer, from the pack manifest and the model's input shape.
+#[derive(Debug, Clone)]
+pub struct RecognizerParams {
+    pub input_size: u32,
+    pub mean: f32,
+    pub std: f32,
+    pub embedding_size: usize,
+    /// Faces per run: many when the model's batch dimension is dynamic, else 1.
+    pub max_batch: usize,
+}
+
+/// The crop transform for one face: the keypoints onto the ArcFace template (scaled to the
+/// model's input size). Degenerate keypoints fall back to fitting the box into the crop, so
+/// that a face is never dropped between detection and embedding.
+pub fn crop_transform(det: &Detection, input_size: u32) -> Affine {
+    let k = input_size as f32 / 112.0;
+    let template = ARCFACE_TEMPLATE.map(|[x, y]| [x * k, y * k]);
+    if let Some(m) = align::similarity_transform(&det.landmarks, &template) {
+        return m;
+    }
+    let b = &det.bbox;
+    let side = b.width().max(b.height()).max(1.0);
+    let s = input_size as f32 / side;
+    let (cx, cy) = ((b.left + b.right) / 2.0, (b.top + b.bottom) / 2.0);
+    let half = input_size as f32 / 2.0;
+    [[s, 0.0, half - s * cx], [0.0, s, half - s * cy]]
+}
+
+/// Embeds every detection of `img`, batched; returns L2-normalised vectors in the same order.
+pub fn embed(
+    session: &mut Session,
+    params: &RecognizerParams,
+    input: &mut Vec<f32>,
+    img: &RgbImage,
+    dets: &[Detection],
+) -> Result<Vec<Vec<f32>>> {
+    let size = params.input_size;
+    let item = 3 * (size * size) as usize;
+    let mut embeddings = Vec::with_capacity(dets.len());
+    for chunk in dets.chunks(params.max_batch.max(1)) {
+        input.clear();
+        input.resize(item * chunk.len(), 0.0);
+        for (det, slot) in chunk.iter().zip(input.chunks_exact_mut(item)) {
+            let m = crop_transform(det, size);
+            if !align::warp_to_planar(img, &m, size, params.mean, params.std, slot) {
+                // Only a non-invertible transform gets here; a flat grey crop keeps the batch
+                // aligned with `dets` and yields a meaningless but harmless template.
+                slot.fill(0.0);
+            }
+        }
+        let shape = [chunk.len(), 3, size as usize, size as usize];
+        let tensor = TensorRef::from_array_view((shape, input.as_slice()))?;
+        let outputs = session.run(ort::inputs![tensor])?;
+        let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
+        let dim = params.embedding_size;
+        if raw.len() != dim * chunk.len() {
+            return Err(EngineError::Model {
+                model: "recognizer".into(),
+                reason: format!("expected {} × {dim} values, got {}", chunk.len(), raw.len()),
+            });
+        }
+        for v in raw.chunks_exact(dim) {
+            embeddings.push(l2_normalized(v)?);
+        }
+    }
+    Ok(embeddings)
+}
+
+/// `v / |v|`; an all-zero or non-finite output is a model failure, not a template.
+pub fn l2_normalized(v: &[f32]) -> Result<Vec<f32>> {
+    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    if !norm.is_finite() || norm <= 1e-12 {
+        return Err(EngineError::Model { model: "recognizer".into(), reason: "zero or non-finite embedding".into() });
+    }
+    let inv = (1.0 / norm) as f32;
+    Ok(v.iter().map(|x| x * inv).collect())
+}
+
+/// Cosine similarity of two L2-normalised embeddings.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use facegate_core::BoundingBox;
+
+    #[test]
+    fn normalises_to_unit_length() {
+        let v = l2_normalized(&[3.0, 4.0]).expect("non-zero");
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        assert!(l2_normalized(&[0.0, 0.0]).is_err());
+        assert!(l2_normalized(&[f32::NAN, 1.0]).is_err());
+        assert!((cosine(&v, &v) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn template_keypoints_give_the_identity_crop() {
+        let det = Detection { bbox: BoundingBox::default(), landmarks: ARCFACE_TEMPLATE, score: 1.0 };
+        let m = crop_transform(&det, 112);
+        let id = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        for r in 0..2 {
+            for c in 0..3 {
+                assert!((m[r][c] - id[r][c]).abs() < 1e-4, "{m:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_keypoints_fall_back_to_the_box() {
+        let det = Detection {
+            bbox: BoundingBox { left: 100.0, top: 100.0, right: 212.0, bottom: 212.0 },
+            landmarks: [[5.0, 5.0]; 5],
+            score: 1.0,
+        };
+        let m = crop_transform(&det, 112);
+        let centre = align::apply(&m, [156.0, 156.0]);
+        assert!((centre[0] - 56.0).abs() < 1e-4 && (centre[1] - 56.0).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,425 @@
+//! facegate's face engine on ONNX Runtime: decode → SCRFD detection → 5-point alignment →
+//! ArcFace embedding, behind `facegate_core::Engine`.
+//!
+//! ```no_run
+//! use facegate_core::Engine;
+//! use facegate_engine::{EngineConfig, OrtEngine};
+//!
+//! let engine = OrtEngine::load(&EngineConfig::default())?;
+//! let analysis = engine.analyze(&std::fs::read("photo.jpg")?)?;
+//! println!("{} faces", analysis.faces.len());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Inference runs on a pool of `workers` session sets (one detector and one recognizer each,
+//! single-threaded by default): `ort` sessions need `&mut` to run, and on a small machine N
+//! independent single-threaded sessions serve N concurrent requests better than one session
+//! with N intra-op threads.
+
+pub mod align;
+pub mod decode;
+pub mod detect;
+pub mod embed;
+pub mod error;
+pub mod pack;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use facegate_core::{DetectedFace, ImageAnalysis, ModelInfo};
+use image::RgbImage;
+use ort::environment::Environment;
+use ort::logging::LogLevel;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+
+pub use crate::decode::{decode_image, DecodeLimits};
+pub use crate::detect::{Detection, PadFill};
+pub use crate::error::{EngineError, Result};
+pub use crate::pack::{Manifest, Pack};
+
+use crate::detect::{DetectScratch, DetectorParams, OutputMap};
+use crate::embed::RecognizerParams;
+
+/// Relative to the working directory, where `scripts/setup` puts things.
+pub const DEFAULT_RUNTIME_LIBRARY: &str = ".facegate/onnxruntime/libonnxruntime.so";
+pub const DEFAULT_MODEL_DIR: &str = ".facegate/models/buffalo_s";
+
+/// Margin added on each side, as a fraction of width/height, when a first detection pass finds
+/// nothing. SCRFD misses faces that fill the whole frame (selfies, ID-photo crops scaled up);
+/// a margin gives them the context it was trained with. Measured on the 40 faceapi identity
+/// faces cropped and scaled so that the face fills the frame (150 px crop scaled to 640 px /
+/// 100 px centre crop scaled to 400 px): no retry 0/40 and 0/40; 25% black 28/40 and 0/40;
+/// 25% edge-coloured 3/40 and 0/40; 50% black 40/40 and 37/40; 100% black 40/40 and 39/40.
+/// 50% nearly saturates while keeping small faces at a usable size.
+pub const RETRY_PAD: f32 = 0.5;
+/// Colour of that margin: black beat repeated edge pixels by 28 to 3 faces in the measurement
+/// above (edge colours smear the face's outline into the margin).
+pub const RETRY_FILL: PadFill = PadFill::Zero;
+
+/// How the engine is set up. Every field has a default fit for a small server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// ONNX Runtime shared library (`libonnxruntime.so`), loaded at run time.
+    pub runtime_library: PathBuf,
+    /// Model pack directory holding `manifest.toml` and the files it names.
+    pub model_dir: PathBuf,
+    /// Longest side the detector sees; larger images are scaled down, smaller ones never up,
+    /// and the network input is rounded up to a multiple of 32. 640 is SCRFD's training size.
+    pub max_detector_side: u32,
+    /// Minimum detector score. 0.5 is InsightFace's default.
+    pub detection_threshold: f32,
+    /// IoU above which overlapping boxes are merged. 0.4 is InsightFace's default.
+    pub nms_iou: f32,
+    /// Largest decoded image, width × height. 40 MP covers current phone cameras.
+    pub max_pixels: u64,
+    /// Largest encoded upload. 20 MiB covers high-quality phone JPEGs.
+    pub max_input_bytes: usize,
+    /// Session sets in the pool, i.e. images analysed at once. Defaults to the CPU count.
+    pub workers: usize,
+    /// ONNX Runtime intra-op threads per session. 1, because parallelism comes from workers.
+    pub intra_threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self::with_home(Path::new(".facegate"))
+    }
+}
+
+impl EngineConfig {
+    /// Defaults with the runtime and the buffalo_s pack under `home` (what `scripts/setup`
+    /// fills, `.facegate` unless `FACEGATE_HOME` says otherwise).
+    pub fn with_home(home: &Path) -> Self {
+        Self {
+            runtime_library: home.join("onnxruntime").join("libonnxruntime.so"),
+            model_dir: home.join("models").join("buffalo_s"),
+            max_detector_side: 640,
+            detection_threshold: 0.5,
+            nms_iou: 0.4,
+            max_pixels: 40_000_000,
+            max_input_bytes: 20 * 1024 * 1024,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            intra_threads: 1,
+        }
+    }
+
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits { max_input_bytes: self.max_input_bytes, max_pixels: self.max_pixels }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(EngineError::Config(m.to_owned()));
+        if self.max_detector_side < 32 {
+            return bad("max_detector_side must be at least 32");
+        }
+        if !(self.detection_threshold > 0.0 && self.detection_threshold <= 1.0) {
+            return bad("detection_threshold must lie in (0, 1]");
+        }
+        if !(self.nms_iou > 0.0 && self.nms_iou <= 1.0) {
+            return bad("nms_iou must lie in (0, 1]");
+        }
+        if self.max_pixels == 0 || self.max_input_bytes == 0 {
+            return bad("max_pixels and max_input_bytes must be positive");
+        }
+        if self.intra_threads == 0 {
+            return bad("intra_threads must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// One detector and one recognizer session with their scratch buffers.
+struct Worker {
+    detector: Session,
+    recognizer: Session,
+    detect_scratch: DetectScratch,
+    embed_input: Vec<f32>,
+}
+
+/// Workers waiting to be leased. Blocking is fine: callers run on blocking threads, and the
+/// core's `InferencePool` already bounds how many wait.
+struct Pool {
+    idle: Mutex<Vec<Worker>>,
+    returned: Condvar,
+}
+
+struct Lease<'a> {
+    pool: &'a Pool,
+    worker: Option<Worker>,
+}
+
+impl Pool {
+    fn lease(&self) -> Lease<'_> {
+        // A panic while leasing cannot leave the Vec half-updated, so poisoning is ignored.
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(worker) = idle.pop() {
+                return Lease { pool: self, worker: Some(worker) };
+            }
+            idle = self.returned.wait(idle).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Lease<'_> {
+    /// Present from `lease` until drop.
+    fn get(&mut self) -> Result<&mut Worker> {
+        self.worker.as_mut().ok_or_else(|| EngineError::Runtime("worker lease is empty".into()))
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push(worker);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
+/// The ONNX Runtime engine. Cheap to share (`Arc<OrtEngine>`); all methods take `&self`.
+pub struct OrtEngine {
+    info: ModelInfo,
+    pack: Pack,
+    config: EngineConfig,
+    limits: DecodeLimits,
+    detector: DetectorParams,
+    detector_outputs: OutputMap,
+    recognizer: RecognizerParams,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for OrtEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrtEngine").field("model_id", &self.info.model_id).field("config", &self.config).finish()
+    }
+}
+
+/// The process-wide ONNX Runtime environment. ONNX Runtime allows one per process and `ort`
+/// refuses a second `build()` even after the first is dropped, so it is created on first use
+/// and kept. A failed attempt (e.g. a wrong library path) leaves it unset for a later retry.
+fn environment(runtime_library: &Path) -> Result<Environment> {
+    static ENV: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+    let mut env = ENV.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((first, env)) = env.as_ref() {
+        if first != runtime_library {
+            tracing::warn!(
+                loaded = %first.display(),
+                requested = %runtime_library.display(),
+                "ONNX Runtime is already loaded in this process; keeping the first library"
+            );
+        }
+        return Ok(env.clone());
+    }
+    let built = ort::init_from(runtime_library)
+        .map_err(|e| EngineError::Runtime(format!("cannot load {}: {e}", runtime_library.display())))?
+        .with_name("facegate")
+        .with_telemetry(false)
+        .build()?;
+    *env = Some((runtime_library.to_path_buf(), built.clone()));
+    Ok(built)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    std::env::current_dir().map_or_else(|_| path.to_path_buf(), |cwd| cwd.join(path))
+}
+
+fn session(env: &Environment, path: &Path, config: &EngineConfig, quiet: bool, fixed_shapes: bool) -> Result<Session> {
+    let mut builder = Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::All)?
+        .with_intra_threads(config.intra_threads)?
+        .with_inter_threads(1)?
+        // The detector's input size changes with every image; memory patterns are planned per
+        // shape and only pay off when shapes repeat.
+        .with_memory_pattern(fixed_shapes)?
+        // With `ort`'s tracing bridge the environment logs everything, so each session sets its
+        // own floor. ArcFace exports declare a batch of 1 in their output shape and ONNX Runtime
+        // warns on every batched run; the recognizer's shape is checked at load instead.
+        .with_log_level(if quiet { LogLevel::Error } else { LogLevel::Warning })?;
+    builder.commit_from_file(path).map_err(|e| EngineError::Runtime(format!("cannot load {}: {e}", path.display())))
+}
+
+impl OrtEngine {
+    /// Loads the runtime, verifies the pack and builds `config.workers` session sets.
+    ///
+    /// Errors name the missing or mismatching file; a missing file's message says to run
+    /// `make setup`.
+    pub fn load(config: &EngineConfig) -> Result<OrtEngine> {
+        config.validate()?;
+        let runtime = absolute(&config.runtime_library);
+        if !runtime.is_file() {
+            return Err(EngineError::Missing { what: "ONNX Runtime library", path: runtime });
+        }
+        let model_dir = absolute(&config.model_dir);
+        let pack = Pack::load(&model_dir)?;
+        let env = environment(&runtime)?;
+        let m = &pack.manifest;
+
+        let detector = DetectorParams {
+            max_side: config.max_detector_side,
+            threshold: config.detection_threshold,
+            nms_iou: config.nms_iou,
+            mean: m.detector.mean,
+            std: m.detector.std,
+            strides: m.detector.strides.clone(),
+            anchors_per_cell: m.detector.anchors_per_cell,
+            retry_pad: RETRY_PAD,
+            retry_fill: RETRY_FILL,
+        };
+        let mut recognizer = RecognizerParams {
+            input_size: m.recognizer.input_size,
+            mean: m.recognizer.mean,
+            std: m.recognizer.std,
+            embedding_size: m.recognizer.embedding_size,
+            max_batch: 1,
+        };
+
+        let workers = config.workers.max(1);
+        let mut sessions = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let det = session(&env, &pack.detector_path, config, false, false)?;
+            let rec = session(&env, &pack.recognizer_path, config, true, true)?;
+            sessions.push((det, rec));
+        }
+        let (det, rec) = sessions.first().ok_or_else(|| EngineError::Config("no workers".into()))?;
+        let names: Vec<&str> = det.outputs().iter().map(|o| o.name()).collect();
+        let detector_outputs = OutputMap::new(&names, &detector.strides, &pack.manifest.detector.file)?;
+        recognizer.max_batch = check_recognizer(rec, &recognizer, &pack.manifest.recognizer.file)?;
+        if let Some(b) = std::env::var("XBATCH").ok().and_then(|v| v.parse().ok()) {
+            recognizer.max_batch = b;
+        }
+
+        let pool = Pool {
+            idle: Mutex::new(
+                sessions
+                    .into_iter()
+                    .map(|(detector, recognizer)| Worker {
+                        detector,
+                        recognizer,
+                        detect_scratch: DetectScratch::default(),
+                        embed_input: Vec::new(),
+                    })
+                    .collect(),
+            ),
+            returned: Condvar::new(),
+        };
+        let info = ModelInfo {
+            model_id: m.model_id.clone(),
+            embedding_size: m.recognizer.embedding_size,
+            calibration: pack.calibration.clone(),
+        };
+        tracing::info!(model_id = %info.model_id, workers, intra_threads = config.intra_threads, "face engine loaded");
+        Ok(OrtEngine {
+            info,
+            limits: config.decode_limits(),
+            config: config.clone(),
+            pack,
+            detector,
+            detector_outputs,
+            recognizer,
+            pool,
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn pack(&self) -> &Pack {
+        &self.pack
+    }
+
+    pub fn decode_limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Detects faces in a decoded image, largest box first.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>> {
+        let mut lease = self.pool.lease();
+        let w = lease.get()?;
+        detect::detect(&mut w.detector, &self.detector_outputs, &self.detector, &mut w.detect_scratch, img)
+    }
+
+    /// Aligns and embeds the given faces of `img` in one batch; L2-normalised, in order.
+    pub fn embed_faces(&self, img: &RgbImage, faces: &[Detection]) -> Result<Vec<Vec<f32>>> {
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut lease = self.pool.lease();
+        let w = lease.get()?;
+        embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, img, faces)
+    }
+
+    /// Detection and embedding of an already decoded image.
+    pub fn analyze_image(&self, img: &RgbImage) -> Result<ImageAnalysis> {
+        let mut lease = self.pool.lease();
+        let w = lease.get()?;
+        let dets = detect::detect(&mut w.detector, &self.detector_outputs, &self.detector, &mut w.detect_scratch, img)?;
+        let embeddings = if dets.is_empty() {
+            Vec::new()
+        } else {
+            embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, img, &dets)?
+        };
+        drop(lease);
+        let faces = dets
+            .into_iter()
+            .zip(embeddings)
+            .map(|(d, embedding)| DetectedFace {
+                bbox: d.bbox,
+                landmarks: d.landmarks,
+                detector_score: d.score,
+                embedding,
+            })
+            .collect();
+        Ok(ImageAnalysis { width: img.width(), height: img.height(), faces })
+    }
+
+    /// Decode, detect and embed encoded image bytes.
+    pub fn analyze_bytes(&self, bytes: &[u8]) -> Result<ImageAnalysis> {
+        let img = decode_image(bytes, &self.limits)?;
+        self.analyze_image(&img)
+    }
+}
+
+/// Checks the recognizer's declared shapes against the manifest and returns the batch size to
+/// use: up to 32 faces a run when the batch dimension is dynamic (a group photo in one call),
+/// 1 when it is fixed.
+fn check_recognizer(session: &Session, params: &RecognizerParams, file: &str) -> Result<usize> {
+    let bad = |reason: String| EngineError::Model { model: file.to_owned(), reason };
+    let [input] = session.inputs() else {
+        return Err(bad(format!("expected one input, got {}", session.inputs().len())));
+    };
+    let shape = input.dtype().tensor_shape().ok_or_else(|| bad("input is not a tensor".into()))?;
+    let size = i64::from(params.input_size);
+    let dims: &[i64] = shape;
+    match dims {
+        [batch, c, h, w] if (*c == 3 || *c < 0) && (*h == size || *h < 0) && (*w == size || *w < 0) => {
+            Ok(if *batch < 0 { 32 } else { 1 })
+        }
+        other => Err(bad(format!("input shape {other:?} does not fit a {size}×{size} RGB crop"))),
+    }
+    .and_then(|batch| {
+        let out = session.outputs().first().ok_or_else(|| bad("no output".into()))?;
+        match out.dtype().tensor_shape().map(|s| s.last().copied()) {
+            Some(Some(d)) if d > 0 && d as usize != params.embedding_size => Err(bad(format!(
+                "output has {d} values per face; the manifest says embedding_size = {}",
+                params.embedding_size
+            ))),
+            _ => Ok(batch),
+        }
+    })
+}
+
+impl facegate_core::Engine for OrtEngine {
+    fn model_info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn analyze(&self, image: &[u8]) -> facegate_core::Result<ImageAnalysis> {
+        Ok(self.analyze_bytes(image)?)
+    }
+}

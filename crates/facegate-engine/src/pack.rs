@@ -1,0 +1,273 @@
+//! Model packs: a directory with a `manifest.toml` and the ONNX files it names.
+//!
+//! The manifest is what makes a pack swappable: file names, hashes, input normalisation,
+//! embedding size, the model id that templates carry, and optionally the calibration that turns
+//! similarities into scores. Every file is checked against its SHA-256 at load, so a truncated
+//! download or a silently replaced model cannot produce templates under the wrong model id.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use facegate_core::Calibration;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result};
+
+pub const MANIFEST_FILE: &str = "manifest.toml";
+
+/// Similarity → score knots used when a manifest has no `[calibration]` table.
+///
+/// The scale is `score = 3000 + 1000 · log10(1 / FMR)` (see `facegate_core::score`). These are
+/// buffalo_s's knots measured on LFW impostor pairs (`packs/buffalo_s/manifest.toml`; this
+/// crate's `examples/lfw_pairs.rs --impostors` finds the same within 0.002 on the pairs_dev
+/// subset). For another ArcFace-style 512-d pack they are a provisional guess until its own
+/// impostor distribution is measured and written into its manifest.
+pub const PROVISIONAL_CALIBRATION: &[(f32, f32)] = &[
+    (-1.0, 0.0),
+    (0.00533, 3301.0),
+    (0.09118, 4000.0),
+    (0.16655, 5000.0),
+    (0.22738, 6000.0),
+    (0.28199, 7000.0),
+    (0.33822, 8000.0),
+    (0.449, 9999.0),
+    (1.0, 9999.0),
+];
+
+/// The parsed `manifest.toml` of a pack. Unknown keys are ignored so that later tools can
+/// extend the format without breaking older engines.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub model_id: String,
+    #[serde(default)]
+    pub license: Option<String>,
+    pub detector: DetectorSpec,
+    pub recognizer: RecognizerSpec,
+    #[serde(default)]
+    pub landmarks: Option<LandmarksSpec>,
+    #[serde(default)]
+    pub calibration: Option<CalibrationSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DetectorSpec {
+    pub file: String,
+    pub sha256: String,
+    pub mean: f32,
+    pub std: f32,
+    #[serde(default = "default_strides")]
+    pub strides: Vec<u32>,
+    #[serde(default = "default_anchors")]
+    pub anchors_per_cell: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecognizerSpec {
+    pub file: String,
+    pub sha256: String,
+    pub input_size: u32,
+    pub mean: f32,
+    pub std: f32,
+    pub embedding_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LandmarksSpec {
+    pub file: String,
+    pub sha256: String,
+    pub input_size: u32,
+}
+
+/// `[calibration]`: `knots = [[similarity, score], ...]`, strictly increasing in similarity.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CalibrationSpec {
+    pub knots: Vec<[f32; 2]>,
+}
+
+fn default_strides() -> Vec<u32> {
+    vec![8, 16, 32]
+}
+
+fn default_anchors() -> usize {
+    2
+}
+
+/// A loaded, verified pack: the manifest plus absolute paths of its model files.
+#[derive(Debug, Clone)]
+pub struct Pack {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub detector_path: PathBuf,
+    pub recognizer_path: PathBuf,
+    pub landmarks_path: Option<PathBuf>,
+    pub calibration: Calibration,
+}
+
+impl Pack {
+    /// Reads `dir/manifest.toml`, checks it and the SHA-256 of every model file it names.
+    pub fn load(dir: &Path) -> Result<Pack> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        if !manifest_path.is_file() {
+            return Err(EngineError::Missing { what: "model pack manifest", path: manifest_path });
+        }
+        let text = std::fs::read_to_string(&manifest_path)
+            .map_err(|source| EngineError::Io { path: manifest_path.clone(), source })?;
+        let manifest = parse_manifest(&text, &manifest_path)?;
+        let calibration = manifest_calibration(&manifest, &manifest_path)?;
+
+        let detector_path = model_file(dir, &manifest.detector.file, &manifest.detector.sha256, &manifest_path)?;
+        let recognizer_path = model_file(dir, &manifest.recognizer.file, &manifest.recognizer.sha256, &manifest_path)?;
+        let landmarks_path = match &manifest.landmarks {
+            Some(spec) => Some(model_file(dir, &spec.file, &spec.sha256, &manifest_path)?),
+            None => None,
+        };
+        Ok(Pack { dir: dir.to_path_buf(), manifest, detector_path, recognizer_path, landmarks_path, calibration })
+    }
+}
+
+/// Parses and validates manifest text; `path` is only used in messages.
+pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
+    let bad = |reason: String| EngineError::Manifest { path: path.to_path_buf(), reason };
+    let manifest: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if manifest.model_id.trim().is_empty() {
+        return Err(bad("model_id is empty".into()));
+    }
+    let d = &manifest.detector;
+    if d.strides.is_empty() || d.strides.iter().any(|&s| s == 0 || 32 % s != 0) {
+        return Err(bad(format!("detector.strides must be non-empty divisors of 32, got {:?}", d.strides)));
+    }
+    if d.anchors_per_cell == 0 {
+        return Err(bad("detector.anchors_per_cell must be at least 1".into()));
+    }
+    let r = &manifest.recognizer;
+    if r.input_size == 0 || r.embedding_size == 0 {
+        return Err(bad("recognizer.input_size and embedding_size must be positive".into()));
+    }
+    for (what, std) in [("detector.std", d.std), ("recognizer.std", r.std)] {
+        if !std.is_finite() || std == 0.0 {
+            return Err(bad(format!("{what} must be a non-zero number")));
+        }
+    }
+    Ok(manifest)
+}
+
+/// The pack's calibration, or [`PROVISIONAL_CALIBRATION`] when the manifest has none.
+pub fn manifest_calibration(manifest: &Manifest, path: &Path) -> Result<Calibration> {
+    let knots = match &manifest.calibration {
+        Some(spec) => spec.knots.iter().map(|&[s, v]| (s, v)).collect(),
+        None => PROVISIONAL_CALIBRATION.to_vec(),
+    };
+    Calibration::new(knots)
+        .map_err(|reason| EngineError::Manifest { path: path.to_path_buf(), reason: format!("calibration: {reason}") })
+}
+
+/// Resolves a file named by the manifest and checks its hash.
+fn model_file(dir: &Path, name: &str, expected: &str, manifest_path: &Path) -> Result<PathBuf> {
+    // Names are plain file names inside the pack: a manifest must not reach elsewhere on disk.
+    let plain = Path::new(name).file_name().is_some_and(|f| f == name);
+    if !plain {
+        return Err(EngineError::Manifest {
+            path: manifest_path.to_path_buf(),
+            reason: format!("file {name:?} must be a plain file name inside the pack directory"),
+        });
+    }
+    let path = dir.join(name);
+    if !path.is_file() {
+        return Err(EngineError::Missing { what: "model file", path });
+    }
+    let actual = sha256_file(&path)?;
+    if !actual.eq_ignore_ascii_case(expected.trim()) {
+        return Err(EngineError::HashMismatch { path, expected: expected.trim().to_owned(), actual });
+    }
+    Ok(path)
+}
+
+/// Hex SHA-256 of a file, streamed so that large models are not held twice in memory.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let io_err = |source| EngineError::Io { path: path.to_path_buf(), source };
+    let mut file = File::open(path).map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+model_id = "test@1"
+[detector]
+file = "det.onnx"
+sha256 = "00"
+mean = 127.5
+std = 128.0
+[recognizer]
+file = "rec.onnx"
+sha256 = "00"
+input_size = 112
+mean = 127.5
+std = 127.5
+embedding_size = 512
+"#;
+
+    #[test]
+    fn parses_a_minimal_manifest_with_defaults() {
+        let m = parse_manifest(MINIMAL, Path::new("m.toml")).expect("valid manifest");
+        assert_eq!(m.detector.strides, vec![8, 16, 32]);
+        assert_eq!(m.detector.anchors_per_cell, 2);
+        assert!(m.landmarks.is_none());
+        let c = manifest_calibration(&m, Path::new("m.toml")).expect("default calibration");
+        assert_eq!(c.score(0.28199), 7000);
+        assert_eq!(c.score(1.0), 9999);
+    }
+
+    #[test]
+    fn reads_calibration_knots() {
+        let text = format!("{MINIMAL}\n[calibration]\nknots = [[-1.0, 0.0], [0.3, 7000.0], [1.0, 9999.0]]\n");
+        let m = parse_manifest(&text, Path::new("m.toml")).expect("valid manifest");
+        let c = manifest_calibration(&m, Path::new("m.toml")).expect("calibration");
+        assert_eq!(c.score(0.3), 7000);
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        let bad_cal = format!("{MINIMAL}\n[calibration]\nknots = [[0.5, 10.0], [0.1, 20.0]]\n");
+        let m = parse_manifest(&bad_cal, Path::new("m.toml")).expect("parses");
+        assert!(manifest_calibration(&m, Path::new("m.toml")).is_err());
+        let bad_stride = MINIMAL.replace("std = 128.0", "std = 128.0\nstrides = [7]");
+        assert!(parse_manifest(&bad_stride, Path::new("m.toml")).is_err());
+        assert!(parse_manifest("model_id = 3", Path::new("m.toml")).is_err());
+    }
+
+    #[test]
+    fn missing_manifest_and_bad_hash_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("facegate-pack-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let err = Pack::load(&dir).expect_err("no manifest");
+        assert!(err.to_string().contains("manifest.toml"), "{err}");
+
+        std::fs::write(dir.join(MANIFEST_FILE), MINIMAL).expect("write manifest");
+        let err = Pack::load(&dir).expect_err("no model");
+        assert!(err.to_string().contains("det.onnx") && err.to_string().contains("make setup"), "{err}");
+
+        std::fs::write(dir.join("det.onnx"), b"not a model").expect("write model");
+        let err = Pack::load(&dir).expect_err("bad hash");
+        assert!(matches!(err, EngineError::HashMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("det.onnx"), "{err}");
+
+        let traversal = MINIMAL.replace("det.onnx", "../det.onnx");
+        std::fs::write(dir.join(MANIFEST_FILE), traversal).expect("write manifest");
+        assert!(matches!(Pack::load(&dir), Err(EngineError::Manifest { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
