@@ -289,9 +289,6 @@ impl OrtEngine {
         let names: Vec<&str> = det.outputs().iter().map(|o| o.name()).collect();
         let detector_outputs = OutputMap::new(&names, &detector.strides, &pack.manifest.detector.file)?;
         recognizer.max_batch = check_recognizer(rec, &recognizer, &pack.manifest.recognizer.file)?;
-        if let Some(b) = std::env::var("XBATCH").ok().and_then(|v| v.parse().ok()) {
-            recognizer.max_batch = b;
-        }
 
         let pool = Pool {
             idle: Mutex::new(

@@ -70,7 +70,11 @@ impl TestServer {
         settings.data_dir = data_dir.to_owned();
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let store = Arc::new(SqliteStore::open(data_dir).expect("open store"));
-        let config = ServiceConfig { known_threshold: settings.known_threshold, ..ServiceConfig::default() };
+        let config = ServiceConfig {
+            known_threshold: settings.known_threshold,
+            inference_workers: settings.inference_workers,
+            inference_queue: settings.inference_queue,
+        };
         let service = Arc::new(FaceService::new(engine(), store, Arc::new(FlatIndex::new()), config));
         service.load_index().expect("load index");
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
@@ -509,6 +513,47 @@ async fn bodies_over_the_limit_get_413() {
     let (status, body) = enroll(&server, "big", "big.jpg", vec![0xFF; 200 * 1024]).await;
     assert_fail(status, &body, StatusCode::PAYLOAD_TOO_LARGE);
     server.stop().await;
+}
+
+/// A full inference queue answers 503 at once, with Retry-After, instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_gets_503_not_a_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings { inference_workers: 1, inference_queue: 0, ..Settings::default() };
+    let server = TestServer::start_with(dir.path(), settings).await;
+    let server = Arc::new(server);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let form = person_form(&[], Some(("players.jpg", asset("players.jpg"))));
+            let res = client()
+                .post(server.url("/miicloud/match_faces"))
+                .header("Authorization", AUTH)
+                .multipart(form)
+                .send()
+                .await
+                .expect("send");
+            let retry_after = res.headers().get("retry-after").is_some();
+            let (status, body) = json_of(res).await;
+            (status, body, retry_after)
+        }));
+    }
+    let mut ok = 0;
+    let mut busy = 0;
+    for t in tasks {
+        let (status, body, retry_after) = t.await.expect("join");
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_fail(status, &body, StatusCode::SERVICE_UNAVAILABLE);
+                assert!(retry_after, "503 carries Retry-After");
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
 }
 
 #[tokio::test]
