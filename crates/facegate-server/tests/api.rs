@@ -9,7 +9,7 @@ use facegate_core::{FaceService, ServiceConfig};
 use facegate_engine::{EngineConfig, OrtEngine};
 use facegate_index::FlatIndex;
 use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
-use facegate_server::{build_router, AppState, Settings};
+use facegate_server::{AppState, Settings};
 use facegate_store::SqliteStore;
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
@@ -80,15 +80,14 @@ impl TestServer {
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let router = build_router(AppState { service, settings: Arc::new(settings) });
+        let state = AppState { service, settings: Arc::new(settings) };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("serve");
+            facegate_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
         });
         Self { base: format!("http://{addr}"), data_dir: data_dir.to_owned(), shutdown: Some(tx), task: Some(task) }
     }

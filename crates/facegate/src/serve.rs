@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
-use facegate_server::{build_router, AppState, Settings};
+use facegate_server::{AppState, Settings};
 
 use crate::runtime::{build_service, EngineArgs};
 
@@ -101,10 +101,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let state = AppState { service, settings: std::sync::Arc::new(settings) };
         tracing::info!(%addr, "facegate listening");
-        axum::serve(listener, build_router(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")?;
+        facegate_server::serve(listener, state, shutdown_signal()).await.context("serving")?;
         tracing::info!("shut down");
         anyhow::Ok(())
     })
