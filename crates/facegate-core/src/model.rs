@@ -11,6 +11,16 @@ pub struct Tenant {
     pub created_at: String,
 }
 
+/// NEC ID credentials of a tenant, in plaintext: shown once at creation. The API key is
+/// stored hashed; the secret access key must be stored as is, because verifying an AWS
+/// Signature V4 needs the secret itself (an HMAC key), not a hash of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiCredentials {
+    pub api_key: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
 /// Axis-aligned face box in source-image pixels. May extend past the image edges.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct BoundingBox {

@@ -22,6 +22,12 @@ pub trait Store: Send + Sync + 'static {
     fn ensure_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant>;
     fn tenant_by_token_hash(&self, token_hash: &str) -> Result<Option<Tenant>>;
     fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    /// Adds NEC credentials to a tenant: the API key's hash, the access key id and its secret.
+    fn add_api_credentials(&self, tenant_id: &str, api_key_hash: &str, access_key_id: &str, secret: &str)
+        -> Result<()>;
+    fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> Result<Option<Tenant>>;
+    /// The secret of an access key id, if it belongs to `tenant_id`.
+    fn access_key_secret(&self, tenant_id: &str, access_key_id: &str) -> Result<Option<String>>;
 
     /// Inserts a subject and optionally its first sample (image file, row and template) in one
     /// transaction. `Conflict` if the tenant already has the `customer_person_id`.

@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::pool::InferencePool;
 use crate::{
-    BoundingBox, DetectedFace, Engine, Error, FaceSample, ImageAnalysis, ImageUpload, Index, NewSample, Profile,
-    Result, Store, Subject, Template, Tenant,
+    ApiCredentials, BoundingBox, DetectedFace, Engine, Error, FaceSample, ImageAnalysis, ImageUpload, Index, NewSample,
+    Profile, Result, Store, Subject, Template, Tenant,
 };
 
 /// Longest accepted `customer_person_id` and profile field, in characters.
@@ -69,11 +69,14 @@ pub struct PersonRecord {
     pub new_face: Option<BoundingBox>,
 }
 
-/// A freshly created tenant with its plaintext token, shown once.
+/// A freshly created tenant with its plaintext credentials, shown once.
 #[derive(Debug, Clone)]
 pub struct NewTenant {
     pub tenant: Tenant,
+    /// miiCloud `Authorization: Token …`.
     pub token: String,
+    /// NEC ID `x-api-key` and AWS Signature V4 keys.
+    pub credentials: ApiCredentials,
 }
 
 pub struct FaceService {
@@ -112,10 +115,21 @@ impl FaceService {
     // ---- tenants and auth -------------------------------------------------------------------
 
     pub fn create_tenant(&self, name: &str) -> Result<NewTenant> {
-        validate_name("tenant name", name, MAX_ID_CHARS)?;
-        let token = random_token();
-        let tenant = self.store.create_tenant(name, &hash_secret(&token))?;
-        Ok(NewTenant { tenant, token })
+        create_tenant(self.store.as_ref(), name)
+    }
+
+    /// The tenant an NEC `x-api-key` belongs to.
+    pub async fn authenticate_api_key(&self, api_key: &str) -> Result<Option<Tenant>> {
+        let store = self.store.clone();
+        let hash = hash_secret(api_key);
+        blocking(move || store.tenant_by_api_key_hash(&hash)).await
+    }
+
+    /// The secret of `access_key_id` when it belongs to `tenant`, for signature verification.
+    pub async fn access_key_secret(&self, tenant: &Tenant, access_key_id: &str) -> Result<Option<String>> {
+        let store = self.store.clone();
+        let (tenant_id, akid) = (tenant.id.clone(), access_key_id.to_owned());
+        blocking(move || store.access_key_secret(&tenant_id, &akid)).await
     }
 
     /// Makes sure `name` exists and accepts `token` (the sandbox's public token).
@@ -354,6 +368,34 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
+/// Creates a tenant with a miiCloud token and NEC credentials; only their hashes (and the
+/// signing secret) are stored. Shared by the service and the `tenant create` command, which
+/// works on a data directory without loading models.
+pub fn create_tenant(store: &dyn Store, name: &str) -> Result<NewTenant> {
+    validate_name("tenant name", name, MAX_ID_CHARS)?;
+    let token = random_token();
+    let tenant = store.create_tenant(name, &hash_secret(&token))?;
+    let credentials = random_credentials();
+    store.add_api_credentials(
+        &tenant.id,
+        &hash_secret(&credentials.api_key),
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+    )?;
+    Ok(NewTenant { tenant, token, credentials })
+}
+
+/// Fresh NEC credentials, shaped like AWS's: a 20-character `AKIA…` access key id and a
+/// 40-character secret; the API key is 40 alphanumerics.
+pub fn random_credentials() -> ApiCredentials {
+    let mut rng = rand::thread_rng();
+    let mut alnum = |n: usize| -> String { (&mut rng).sample_iter(&Alphanumeric).take(n).map(char::from).collect() };
+    let api_key = alnum(40);
+    let access_key_id = format!("AKIA{}", alnum(16).to_ascii_uppercase());
+    let secret_access_key = alnum(40);
+    ApiCredentials { api_key, access_key_id, secret_access_key }
+}
+
 /// RFC 3339 UTC with microseconds, as the document's `created` values.
 pub fn now_rfc3339() -> String {
     let format =
@@ -450,5 +492,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(hash_secret(&a).len(), 64);
         assert_ne!(hash_secret(&a), a);
+        let c = random_credentials();
+        assert_eq!(c.access_key_id.len(), 20);
+        assert!(c.access_key_id.starts_with("AKIA"));
+        assert_eq!(c.secret_access_key.len(), 40);
+        assert_ne!(c.api_key, random_credentials().api_key);
     }
 }

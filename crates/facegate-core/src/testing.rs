@@ -53,6 +53,8 @@ impl Engine for FakeEngine {
 #[derive(Default)]
 struct MemoryData {
     tenants: Vec<(Tenant, Vec<String>)>,
+    /// (tenant id, api key hash, access key id, secret)
+    credentials: Vec<(String, String, String, String)>,
     subjects: Vec<Subject>,
     samples: Vec<(FaceSample, Vec<f32>, String)>,
 }
@@ -98,6 +100,33 @@ impl Store for MemoryStore {
 
     fn list_tenants(&self) -> Result<Vec<Tenant>> {
         Ok(self.lock().tenants.iter().map(|(t, _)| t.clone()).collect())
+    }
+
+    fn add_api_credentials(
+        &self,
+        tenant_id: &str,
+        api_key_hash: &str,
+        access_key_id: &str,
+        secret: &str,
+    ) -> Result<()> {
+        let mut d = self.lock();
+        if d.credentials.iter().any(|c| c.1 == api_key_hash || c.2 == access_key_id) {
+            return Err(Error::Conflict("credentials exist".into()));
+        }
+        d.credentials.push((tenant_id.into(), api_key_hash.into(), access_key_id.into(), secret.into()));
+        Ok(())
+    }
+
+    fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> Result<Option<Tenant>> {
+        let d = self.lock();
+        let Some(tenant_id) = d.credentials.iter().find(|c| c.1 == api_key_hash).map(|c| c.0.clone()) else {
+            return Ok(None);
+        };
+        Ok(d.tenants.iter().find(|(t, _)| t.id == tenant_id).map(|(t, _)| t.clone()))
+    }
+
+    fn access_key_secret(&self, tenant_id: &str, access_key_id: &str) -> Result<Option<String>> {
+        Ok(self.lock().credentials.iter().find(|c| c.0 == tenant_id && c.2 == access_key_id).map(|c| c.3.clone()))
     }
 
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()> {

@@ -106,8 +106,16 @@ async fn tokens_authenticate_their_tenant_only() {
     let (svc, _, _) = service();
     let t = svc.create_tenant("c").expect("tenant");
     let found = svc.authenticate_token(&t.token).await.expect("auth");
-    assert_eq!(found.map(|x| x.id), Some(t.tenant.id));
+    assert_eq!(found.map(|x| x.id), Some(t.tenant.id.clone()));
     assert!(svc.authenticate_token("nope").await.expect("auth").is_none());
+    let by_key = svc.authenticate_api_key(&t.credentials.api_key).await.expect("auth");
+    assert_eq!(by_key.as_ref().map(|x| x.id.clone()), Some(t.tenant.id.clone()));
+    assert!(svc.authenticate_api_key(&t.token).await.expect("auth").is_none(), "a token is not an API key");
+    let tenant = by_key.expect("tenant");
+    let secret = svc.access_key_secret(&tenant, &t.credentials.access_key_id).await.expect("secret");
+    assert_eq!(secret.as_deref(), Some(t.credentials.secret_access_key.as_str()));
+    let (_, other, _) = service();
+    assert!(svc.access_key_secret(&other, &t.credentials.access_key_id).await.expect("secret").is_none());
     assert!(matches!(svc.create_tenant("c"), Err(Error::Conflict(_))));
 }
 

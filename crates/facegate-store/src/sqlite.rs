@@ -334,6 +334,55 @@ impl Store for SqliteStore {
         Ok(tenants)
     }
 
+    fn add_api_credentials(
+        &self,
+        tenant_id: &str,
+        api_key_hash: &str,
+        access_key_id: &str,
+        secret: &str,
+    ) -> facegate_core::Result<()> {
+        let in_use = |e: rusqlite::Error| match unique_violation(&e) {
+            Some(_) => StoreError::Conflict("the API key or access key id is already in use".into()),
+            None => e.into(),
+        };
+        Ok(self.write(|tx| {
+            let now = facegate_core::service::now_rfc3339();
+            tx.prepare_cached("INSERT INTO tenant_api_keys (api_key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![api_key_hash, tenant_id, now])
+                .map_err(in_use)?;
+            tx.prepare_cached(
+                "INSERT INTO tenant_access_keys (access_key_id, tenant_id, secret_access_key, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![access_key_id, tenant_id, secret, now])
+            .map_err(in_use)?;
+            Ok(())
+        })?)
+    }
+
+    fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> facegate_core::Result<Option<Tenant>> {
+        let conn = self.reader()?;
+        let tenant = conn
+            .prepare_cached(
+                "SELECT t.id, t.name, t.created_at FROM tenant_api_keys k JOIN tenants t ON t.id = k.tenant_id \
+                 WHERE k.api_key_hash = ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([api_key_hash], tenant_from_row).optional())
+            .map_err(StoreError::from)?;
+        Ok(tenant)
+    }
+
+    fn access_key_secret(&self, tenant_id: &str, access_key_id: &str) -> facegate_core::Result<Option<String>> {
+        let conn = self.reader()?;
+        let secret = conn
+            .prepare_cached(
+                "SELECT secret_access_key FROM tenant_access_keys WHERE access_key_id = ?1 AND tenant_id = ?2",
+            )
+            .and_then(|mut stmt| stmt.query_row([access_key_id, tenant_id], |row| row.get(0)).optional())
+            .map_err(StoreError::from)?;
+        Ok(secret)
+    }
+
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> facegate_core::Result<()> {
         Ok(self.create_subject_impl(subject, first_sample)?)
     }

@@ -194,7 +194,7 @@ fn data_survives_reopening() {
         (tenant, s)
     };
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 1);
+    assert_eq!(store.schema_version().expect("version"), 2);
     assert_eq!(store.tenant_by_token_hash("h").expect("tenant"), Some(tenant.clone()));
     assert_eq!(store.subject_by_customer_id(&tenant.id, "cp").expect("subject"), Some(s));
     assert_eq!(store.samples_of(&tenant.id, "s1").expect("samples").len(), 1);
@@ -203,7 +203,7 @@ fn data_survives_reopening() {
     drop(store);
     // Opening a third time re-applies nothing and loses nothing.
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 1);
+    assert_eq!(store.schema_version().expect("version"), 2);
     assert_eq!(store.list_tenants().expect("tenants").len(), 1);
 }
 
@@ -316,4 +316,23 @@ fn sweep_removes_only_files_without_rows() {
     assert_eq!(store.sweep_orphans().expect("sweep"), 2);
     assert_eq!(files_under(&images), [format!("{}/enroll/x1_Fkkx7eK.jpg", t.id)]);
     assert_eq!(store.sweep_orphans().expect("again"), 0);
+}
+
+#[test]
+fn api_credentials_resolve_to_their_tenant_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    store.add_api_credentials(&a.id, "keyhash-a", "AKIAAAAA", "secret-a").expect("creds a");
+    store.add_api_credentials(&b.id, "keyhash-b", "AKIABBBB", "secret-b").expect("creds b");
+    assert_eq!(store.tenant_by_api_key_hash("keyhash-a").expect("lookup"), Some(a.clone()));
+    assert_eq!(store.tenant_by_api_key_hash("ha").expect("lookup"), None, "a token hash is not an API key");
+    assert_eq!(store.access_key_secret(&a.id, "AKIAAAAA").expect("secret").as_deref(), Some("secret-a"));
+    assert_eq!(store.access_key_secret(&a.id, "AKIABBBB").expect("secret"), None, "b's key does not open a");
+    let dup = store.add_api_credentials(&b.id, "keyhash-a", "AKIACCCC", "s");
+    assert!(matches!(dup, Err(facegate_core::Error::Conflict(_))), "{dup:?}");
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.access_key_secret(&b.id, "AKIABBBB").expect("secret").as_deref(), Some("secret-b"));
 }

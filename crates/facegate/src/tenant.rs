@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use facegate_core::service::{hash_secret, random_token};
+use facegate_core::service::create_tenant;
 use facegate_core::Store;
 use facegate_server::Settings;
 
@@ -36,14 +36,19 @@ pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
     match cmd {
         TenantCommand::Create { name, data } => {
             let store = store(&data)?;
-            if name.trim().is_empty() || name.chars().any(char::is_control) || name.chars().count() > 128 {
-                anyhow::bail!("tenant name must be 1-128 printable characters");
-            }
-            let token = random_token();
-            let tenant = store.create_tenant(&name, &hash_secret(&token))?;
+            let created = create_tenant(store.as_ref(), &name)?;
+            let c = &created.credentials;
             println!(
                 "{}",
-                serde_json::json!({"id": tenant.id, "name": tenant.name, "token": token, "created_at": tenant.created_at})
+                serde_json::json!({
+                    "id": created.tenant.id,
+                    "name": created.tenant.name,
+                    "created_at": created.tenant.created_at,
+                    "token": created.token,
+                    "api_key": c.api_key,
+                    "access_key_id": c.access_key_id,
+                    "secret_access_key": c.secret_access_key,
+                })
             );
         }
         TenantCommand::List { data } => {

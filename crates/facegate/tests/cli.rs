@@ -36,6 +36,9 @@ fn tenant_create_prints_json_and_list_shows_it() {
     assert_eq!(created["id"].as_str().map(str::len), Some(36));
     let token = created["token"].as_str().expect("token");
     assert!(token.len() == 40 && token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    assert_eq!(created["api_key"].as_str().map(str::len), Some(40));
+    assert!(created["access_key_id"].as_str().is_some_and(|k| k.len() == 20 && k.starts_with("AKIA")), "{created}");
+    assert_eq!(created["secret_access_key"].as_str().map(str::len), Some(40));
 
     let again = facegate().args(["tenant", "create", "acme", "--data-dir", data]).output().expect("run");
     assert!(!again.status.success(), "a duplicate name is refused");
@@ -46,8 +49,13 @@ fn tenant_create_prints_json_and_list_shows_it() {
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     assert_eq!(listed[0]["name"], "acme");
     assert!(listed[0].get("token").is_none(), "tokens are never listed");
-    let db = std::fs::read(dir.path().join("facegate.db")).expect("db");
+    assert!(listed[0].get("secret_access_key").is_none() && listed[0].get("api_key").is_none());
+    // The database and its WAL, where a fresh write may still sit.
+    let mut db = std::fs::read(dir.path().join("facegate.db")).expect("db");
+    db.extend(std::fs::read(dir.path().join("facegate.db-wal")).unwrap_or_default());
     assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()), "the token is stored hashed");
+    let api_key = created["api_key"].as_str().expect("api key");
+    assert!(!db.windows(api_key.len()).any(|w| w == api_key.as_bytes()), "the API key is stored hashed");
 }
 
 #[test]
