@@ -41,6 +41,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the subject, its samples and their image files. `false` if it did not exist.
     fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> Result<bool>;
 
+    /// Creates a tag; `Conflict` if the tenant has it, `InvalidRequest` past `max_tags`.
+    fn create_tag(&self, tenant_id: &str, name: &str, max_tags: usize) -> Result<()>;
+    /// Renames a tag; `NotFound` if missing, `Conflict` if the new name exists.
+    fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str) -> Result<()>;
+    /// Deletes a tag; `false` if it did not exist. Subjects and events keep their labels.
+    fn delete_tag(&self, tenant_id: &str, name: &str) -> Result<bool>;
+    /// Tag names in creation order.
+    fn list_tags(&self, tenant_id: &str) -> Result<Vec<String>>;
+
     /// Streams every stored template made by `model_id`, for building the index at start-up.
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;
 }

@@ -16,6 +16,10 @@ use crate::{
 /// Longest accepted `customer_person_id` and profile field, in characters.
 pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_FIELD_CHARS: usize = 256;
+/// NEC ID's documented hard limit of tags per application.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag name, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -145,6 +149,35 @@ impl FaceService {
         let store = self.store.clone();
         let hash = hash_secret(token);
         blocking(move || store.tenant_by_token_hash(&hash)).await
+    }
+
+    // ---- tags -------------------------------------------------------------------------------
+
+    pub async fn create_tag(&self, tenant: &Tenant, name: &str) -> Result<()> {
+        validate_name("tag name", name, MAX_TAG_CHARS)?;
+        let (store, tenant_id, name) = (self.store.clone(), tenant.id.clone(), name.to_owned());
+        blocking(move || store.create_tag(&tenant_id, &name, MAX_TAGS)).await
+    }
+
+    pub async fn rename_tag(&self, tenant: &Tenant, old_name: &str, new_name: &str) -> Result<()> {
+        validate_name("newName", new_name, MAX_TAG_CHARS)?;
+        let (store, tenant_id) = (self.store.clone(), tenant.id.clone());
+        let (old_name, new_name) = (old_name.to_owned(), new_name.to_owned());
+        blocking(move || store.rename_tag(&tenant_id, &old_name, &new_name)).await
+    }
+
+    pub async fn delete_tag(&self, tenant: &Tenant, name: &str) -> Result<()> {
+        let (store, tenant_id, name) = (self.store.clone(), tenant.id.clone(), name.to_owned());
+        if blocking(move || store.delete_tag(&tenant_id, &name)).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound("tag"))
+        }
+    }
+
+    pub async fn list_tags(&self, tenant: &Tenant) -> Result<Vec<String>> {
+        let (store, tenant_id) = (self.store.clone(), tenant.id.clone());
+        blocking(move || store.list_tags(&tenant_id)).await
     }
 
     // ---- inference --------------------------------------------------------------------------

@@ -53,6 +53,8 @@ impl Engine for FakeEngine {
 #[derive(Default)]
 struct MemoryData {
     tenants: Vec<(Tenant, Vec<String>)>,
+    /// (tenant id, tag name)
+    tags: Vec<(String, String)>,
     /// (tenant id, api key hash, access key id, secret)
     credentials: Vec<(String, String, String, String)>,
     subjects: Vec<Subject>,
@@ -190,6 +192,39 @@ impl Store for MemoryStore {
         d.subjects.retain(|s| !(s.tenant_id == tenant_id && s.id == subject_id));
         d.samples.retain(|(s, _, t)| !(t == tenant_id && s.subject_id == subject_id));
         Ok(d.subjects.len() != before)
+    }
+
+    fn create_tag(&self, tenant_id: &str, name: &str, max_tags: usize) -> Result<()> {
+        let mut d = self.lock();
+        if d.tags.iter().any(|(t, n)| t == tenant_id && n == name) {
+            return Err(Error::Conflict(format!("tag '{name}' exists")));
+        }
+        if d.tags.iter().filter(|(t, _)| t == tenant_id).count() >= max_tags {
+            return Err(Error::InvalidRequest("tag limit reached".into()));
+        }
+        d.tags.push((tenant_id.into(), name.into()));
+        Ok(())
+    }
+
+    fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str) -> Result<()> {
+        let mut d = self.lock();
+        if d.tags.iter().any(|(t, n)| t == tenant_id && n == new_name) {
+            return Err(Error::Conflict(format!("tag '{new_name}' exists")));
+        }
+        let tag = d.tags.iter_mut().find(|(t, n)| t == tenant_id && n == old_name).ok_or(Error::NotFound("tag"))?;
+        tag.1 = new_name.into();
+        Ok(())
+    }
+
+    fn delete_tag(&self, tenant_id: &str, name: &str) -> Result<bool> {
+        let mut d = self.lock();
+        let before = d.tags.len();
+        d.tags.retain(|(t, n)| !(t == tenant_id && n == name));
+        Ok(d.tags.len() != before)
+    }
+
+    fn list_tags(&self, tenant_id: &str) -> Result<Vec<String>> {
+        Ok(self.lock().tags.iter().filter(|(t, _)| t == tenant_id).map(|(_, n)| n.clone()).collect())
     }
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {

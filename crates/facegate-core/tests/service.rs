@@ -138,3 +138,23 @@ async fn index_is_rebuilt_from_the_store() {
     let found = second.identify(&a, b"face:ann".to_vec()).await.expect("identify");
     assert!(found[0].known);
 }
+
+#[tokio::test]
+async fn tags_are_unique_bounded_and_per_tenant() {
+    let (svc, a, b) = service();
+    svc.create_tag(&a, "staff").await.expect("create");
+    assert!(matches!(svc.create_tag(&a, "staff").await, Err(Error::Conflict(_))));
+    assert!(matches!(svc.create_tag(&a, "").await, Err(Error::InvalidRequest(_))));
+    svc.create_tag(&b, "staff").await.expect("same name in another tenant");
+    svc.rename_tag(&a, "staff", "employees").await.expect("rename");
+    assert!(matches!(svc.rename_tag(&a, "staff", "x").await, Err(Error::NotFound(_))));
+    assert_eq!(svc.list_tags(&a).await.expect("list"), ["employees"]);
+    for i in 1..64 {
+        svc.create_tag(&a, &format!("t{i}")).await.expect("under the limit");
+    }
+    assert!(matches!(svc.create_tag(&a, "one-too-many").await, Err(Error::InvalidRequest(_))));
+    svc.delete_tag(&a, "employees").await.expect("delete");
+    assert!(matches!(svc.delete_tag(&a, "employees").await, Err(Error::NotFound(_))));
+    svc.create_tag(&a, "room-again").await.expect("a slot freed");
+    assert_eq!(svc.list_tags(&b).await.expect("list"), ["staff"]);
+}

@@ -25,6 +25,9 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: usize },
     #[error("inconsistent request: {0}")]
     Inconsistent(String),
+    /// A per-tenant limit (such as the number of tags) would be exceeded.
+    #[error("{0}")]
+    LimitReached(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -83,7 +86,9 @@ impl From<StoreError> for facegate_core::Error {
         match e {
             StoreError::Conflict(msg) => facegate_core::Error::Conflict(msg),
             StoreError::NotFound(what) => facegate_core::Error::NotFound(what),
-            StoreError::InvalidImageName(_) => facegate_core::Error::InvalidRequest(e.to_string()),
+            StoreError::InvalidImageName(_) | StoreError::LimitReached(_) => {
+                facegate_core::Error::InvalidRequest(e.to_string())
+            }
             StoreError::Sqlite(_)
             | StoreError::Io { .. }
             | StoreError::SchemaTooNew { .. }

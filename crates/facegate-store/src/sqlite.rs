@@ -383,6 +383,60 @@ impl Store for SqliteStore {
         Ok(secret)
     }
 
+    fn create_tag(&self, tenant_id: &str, name: &str, max_tags: usize) -> facegate_core::Result<()> {
+        Ok(self.write(|tx| {
+            let count: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM tags WHERE tenant_id = ?1")?
+                .query_row([tenant_id], |r| r.get(0))?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM tags WHERE tenant_id = ?1 AND name = ?2")?
+                .query_row([tenant_id, name], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if exists {
+                return Err(StoreError::Conflict(format!("tag '{name}' already exists")));
+            }
+            if usize::try_from(count).unwrap_or(usize::MAX) >= max_tags {
+                return Err(StoreError::LimitReached(format!("the limit of {max_tags} tags is reached")));
+            }
+            tx.prepare_cached("INSERT INTO tags (tenant_id, name, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![tenant_id, name, facegate_core::service::now_rfc3339()])?;
+            Ok(())
+        })?)
+    }
+
+    fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str) -> facegate_core::Result<()> {
+        Ok(self.write(|tx| {
+            let changed = tx
+                .prepare_cached("UPDATE tags SET name = ?3 WHERE tenant_id = ?1 AND name = ?2")?
+                .execute(params![tenant_id, old_name, new_name])
+                .map_err(|e| match unique_violation(&e) {
+                    Some(_) => StoreError::Conflict(format!("tag '{new_name}' already exists")),
+                    None => e.into(),
+                })?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("tag"));
+            }
+            Ok(())
+        })?)
+    }
+
+    fn delete_tag(&self, tenant_id: &str, name: &str) -> facegate_core::Result<bool> {
+        Ok(self.write(|tx| {
+            Ok(tx.prepare_cached("DELETE FROM tags WHERE tenant_id = ?1 AND name = ?2")?.execute([tenant_id, name])?
+                > 0)
+        })?)
+    }
+
+    fn list_tags(&self, tenant_id: &str) -> facegate_core::Result<Vec<String>> {
+        let conn = self.reader()?;
+        let tags = conn
+            .prepare_cached("SELECT name FROM tags WHERE tenant_id = ?1 ORDER BY rowid")
+            .and_then(|mut stmt| stmt.query_map([tenant_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(StoreError::from)?;
+        Ok(tags)
+    }
+
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> facegate_core::Result<()> {
         Ok(self.create_subject_impl(subject, first_sample)?)
     }

@@ -194,7 +194,7 @@ fn data_survives_reopening() {
         (tenant, s)
     };
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 2);
+    assert_eq!(store.schema_version().expect("version"), 3);
     assert_eq!(store.tenant_by_token_hash("h").expect("tenant"), Some(tenant.clone()));
     assert_eq!(store.subject_by_customer_id(&tenant.id, "cp").expect("subject"), Some(s));
     assert_eq!(store.samples_of(&tenant.id, "s1").expect("samples").len(), 1);
@@ -203,7 +203,7 @@ fn data_survives_reopening() {
     drop(store);
     // Opening a third time re-applies nothing and loses nothing.
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 2);
+    assert_eq!(store.schema_version().expect("version"), 3);
     assert_eq!(store.list_tenants().expect("tenants").len(), 1);
 }
 
@@ -335,4 +335,28 @@ fn api_credentials_resolve_to_their_tenant_only() {
     drop(store);
     let store = open(dir.path());
     assert_eq!(store.access_key_secret(&b.id, "AKIABBBB").expect("secret").as_deref(), Some("secret-b"));
+}
+
+#[test]
+fn tags_are_unique_per_tenant_and_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    store.create_tag(&a.id, "staff", 3).expect("create");
+    assert!(matches!(store.create_tag(&a.id, "staff", 3), Err(facegate_core::Error::Conflict(_))));
+    store.create_tag(&b.id, "staff", 3).expect("same name, other tenant");
+    store.create_tag(&a.id, "x", 3).expect("x");
+    store.create_tag(&a.id, "y", 3).expect("y");
+    assert!(matches!(store.create_tag(&a.id, "z", 3), Err(facegate_core::Error::InvalidRequest(_))));
+    assert!(matches!(store.rename_tag(&a.id, "x", "y"), Err(facegate_core::Error::Conflict(_))));
+    assert!(matches!(store.rename_tag(&a.id, "nope", "q"), Err(facegate_core::Error::NotFound(_))));
+    store.rename_tag(&a.id, "x", "ex").expect("rename");
+    assert!(store.delete_tag(&a.id, "y").expect("delete"));
+    assert!(!store.delete_tag(&a.id, "y").expect("delete again"));
+    assert!(!store.delete_tag(&a.id, "staff-of-b").expect("unknown"));
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.list_tags(&a.id).expect("list"), ["staff", "ex"]);
+    assert_eq!(store.list_tags(&b.id).expect("list"), ["staff"]);
 }
