@@ -41,6 +41,10 @@ pub struct Settings {
     pub max_detector_side: u32,
     /// Minimum detector confidence; 0.5 is InsightFace's default.
     pub detection_threshold: f32,
+    /// AWS Signature V4 scope NEC ID clients sign for. NEC's SDKs and documentation use
+    /// `ap-southeast-2` and `execute-api`, so existing clients work unchanged.
+    pub sigv4_region: String,
+    pub sigv4_service: String,
 }
 
 impl Default for Settings {
@@ -59,6 +63,8 @@ impl Default for Settings {
             inference_queue: cores * 16,
             max_detector_side: 640,
             detection_threshold: 0.5,
+            sigv4_region: "ap-southeast-2".into(),
+            sigv4_service: "execute-api".into(),
         }
     }
 }
@@ -78,6 +84,15 @@ impl Settings {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    /// The signature verifier's settings; the allowed clock skew is AWS's five minutes.
+    pub fn sigv4(&self) -> crate::auth::sigv4::SigV4Config {
+        crate::auth::sigv4::SigV4Config {
+            region: self.sigv4_region.clone(),
+            service: self.sigv4_service.clone(),
+            ..Default::default()
+        }
     }
 
     /// Checks combinations that no single field can.

@@ -14,6 +14,9 @@ pub enum ApiError {
     Core(#[from] Error),
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// NEC ID's 403: a missing or unknown API key, or a refused signature.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     UnsupportedContentType(String),
     #[error("no such endpoint")]
@@ -35,6 +38,7 @@ impl IntoResponse for ApiError {
                 e.public_message(),
             ),
             ApiError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, (*m).to_owned()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
         };

@@ -56,6 +56,7 @@ fn asset(name: &str) -> Vec<u8> {
 
 struct TestServer {
     base: String,
+    service: Arc<FaceService>,
     data_dir: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -80,7 +81,7 @@ impl TestServer {
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let state = AppState { service, settings: Arc::new(settings) };
+        let state = AppState { service: service.clone(), settings: Arc::new(settings) };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             facegate_server::serve(listener, state, async {
@@ -89,7 +90,13 @@ impl TestServer {
             .await
             .expect("serve");
         });
-        Self { base: format!("http://{addr}"), data_dir: data_dir.to_owned(), shutdown: Some(tx), task: Some(task) }
+        Self {
+            base: format!("http://{addr}"),
+            service,
+            data_dir: data_dir.to_owned(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -687,5 +694,43 @@ async fn document_python_snippets_work_unchanged() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    server.stop().await;
+}
+
+/// NEC ID requests signed by botocore, NEC's own client stack, against this server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn necid_requests_signed_by_botocore_are_verified() {
+    let has_botocore = std::process::Command::new("python3")
+        .args(["-c", "import botocore, requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_botocore {
+        eprintln!("skipping: python3 with `botocore` and `requests` is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let created = server.service.create_tenant("nec-app").expect("tenant");
+    let c = created.credentials.clone();
+    let script = workspace_root().join("tests/python/necid_botocore_client.py");
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args([base, c.api_key, c.access_key_id, c.secret_access_key])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run python3");
+    assert!(
+        output.status.success(),
+        "botocore client failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Another tenant's key sees none of these tags.
+    let other = server.service.create_tenant("other").expect("tenant");
+    assert!(server.service.list_tags(&other.tenant).await.expect("tags").is_empty());
     server.stop().await;
 }

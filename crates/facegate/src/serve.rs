@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// Minimum detector confidence [default: 0.5]
     #[arg(long, env = "FACEGATE_DETECTION_THRESHOLD")]
     detection_threshold: Option<f32>,
+    /// AWS Signature V4 region NEC ID clients sign for [default: ap-southeast-2]
+    #[arg(long, env = "FACEGATE_SIGV4_REGION")]
+    sigv4_region: Option<String>,
+    /// AWS Signature V4 service NEC ID clients sign for [default: execute-api]
+    #[arg(long, env = "FACEGATE_SIGV4_SERVICE")]
+    sigv4_service: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -76,6 +82,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.detection_threshold {
             s.detection_threshold = v;
+        }
+        if let Some(v) = &self.sigv4_region {
+            s.sigv4_region = v.clone();
+        }
+        if let Some(v) = &self.sigv4_service {
+            s.sigv4_service = v.clone();
         }
         self.engine.apply(&mut s);
         s.validate()?;

@@ -64,6 +64,7 @@ impl IntoResponse for MiiError {
                 (status_of(e.code()), e.public_message())
             }
             ApiError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, (*m).to_owned()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.0.to_string()),
         };

@@ -1,0 +1,158 @@
+//! The NEC ID v1.1 dialect: JSON bodies with base64 images, 0–9999 scores, tags, and
+//! `{message, errorCode, errorType}` errors. Authenticated by `x-api-key` plus AWS Signature V4
+//! (`crate::auth::necid`).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Extension, Json, Router};
+use facegate_core::{Code, Tenant};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1.1/tags", get(list_tags))
+        .route("/v1.1/tags/{name}", post(create_tag).put(rename_tag).delete(delete_tag))
+        .route("/v1.1/tags/{old_name}/{new_name}", post(rename_tag_by_path).put(rename_tag_by_path))
+        .route_layer(middleware::from_fn_with_state(state, crate::auth::necid::require_signed_request))
+}
+
+/// Every NEC ID failure. Client errors carry the documented `errorCode` and `errorType`;
+/// the rest carry only a `message`, as the API gateway in front of NEC ID does.
+#[derive(Debug)]
+pub struct NecError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for NecError {
+    fn from(e: E) -> Self {
+        NecError(e.into())
+    }
+}
+
+/// The documented error codes.
+fn documented(code: Code) -> Option<(u16, &'static str)> {
+    match code {
+        Code::InvalidRequest | Code::Conflict | Code::UnsupportedMediaType | Code::InvalidImage => {
+            Some((1001, "InvalidRequest"))
+        }
+        Code::NoFace => Some((2001, "NoFace")),
+        Code::PoorQuality => Some((2002, "PoorQuality")),
+        Code::MultipleFaces => Some((2003, "MultipleFaces")),
+        Code::NotFound | Code::PayloadTooLarge | Code::Overloaded | Code::InsufficientStorage | Code::Internal => None,
+    }
+}
+
+fn status_of(code: Code) -> StatusCode {
+    match code {
+        Code::InvalidRequest
+        | Code::Conflict
+        | Code::UnsupportedMediaType
+        | Code::InvalidImage
+        | Code::NoFace
+        | Code::PoorQuality
+        | Code::MultipleFaces => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        Code::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for NecError {
+    fn into_response(self) -> Response {
+        match &self.0 {
+            ApiError::Core(e) => {
+                let code = e.code();
+                if code == Code::Internal {
+                    tracing::error!(error = %e, "request failed");
+                }
+                let message = e.public_message();
+                let body = match documented(code) {
+                    Some((number, name)) => json!({"message": message, "errorCode": number, "errorType": name}),
+                    None => json!({"message": message}),
+                };
+                let mut res = (status_of(code), Json(body)).into_response();
+                if code == Code::Overloaded {
+                    res.headers_mut()
+                        .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                }
+                res
+            }
+            // NEC ID answers every authentication failure with 403.
+            ApiError::Unauthenticated(m) => (StatusCode::FORBIDDEN, Json(json!({"message": m}))).into_response(),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, Json(json!({"message": m}))).into_response(),
+            ApiError::UnsupportedContentType(m) => {
+                (StatusCode::BAD_REQUEST, Json(json!({"message": m, "errorCode": 1001, "errorType": "InvalidRequest"})))
+                    .into_response()
+            }
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
+        }
+    }
+}
+
+type NecResult<T> = Result<T, NecError>;
+
+/// Parses a JSON body into `T`, with NEC's InvalidRequest for anything malformed.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return serde_json::from_slice(b"{}").map_err(|e| ApiError::invalid(format!("request body is required: {e}")));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+async fn list_tags(State(state): State<AppState>, Extension(tenant): Extension<Tenant>) -> NecResult<Json<Value>> {
+    let tags = state.service.list_tags(&tenant).await?;
+    Ok(Json(json!({"tags": tags})))
+}
+
+async fn create_tag(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(name): Path<String>,
+) -> NecResult<Json<Value>> {
+    state.service.create_tag(&tenant, &name).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct RenameTag {
+    #[serde(rename = "newName")]
+    new_name: Option<String>,
+}
+
+async fn rename_tag(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(old_name): Path<String>,
+    body: Bytes,
+) -> NecResult<Json<Value>> {
+    let req: RenameTag = parse_json(&body)?;
+    let new_name = req.new_name.ok_or_else(|| ApiError::invalid("newName property must be provided."))?;
+    state.service.rename_tag(&tenant, &old_name, &new_name).await?;
+    Ok(Json(json!({})))
+}
+
+/// The document's example renames with `/v1.1/tags/{old}/{new}`; accepted too.
+async fn rename_tag_by_path(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((old_name, new_name)): Path<(String, String)>,
+) -> NecResult<Json<Value>> {
+    state.service.rename_tag(&tenant, &old_name, &new_name).await?;
+    Ok(Json(json!({})))
+}
+
+async fn delete_tag(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(name): Path<String>,
+) -> NecResult<Json<Value>> {
+    state.service.delete_tag(&tenant, &name).await?;
+    Ok(Json(json!({})))
+}
