@@ -11,12 +11,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`OrtEngine::attributes`] adds the NEC face attributes (pose, quality, head area; see
+//! [`attributes`]) on request; `analyze` never pays for them.
+//!
 //! Inference runs on a pool of `workers` session sets (one detector and one recognizer each,
 //! single-threaded by default): `ort` sessions need `&mut` to run, and on a small machine N
 //! independent single-threaded sessions serve N concurrent requests better than one session
 //! with N intra-op threads.
 
 pub mod align;
+pub mod attributes;
 pub mod decode;
 pub mod detect;
 pub mod embed;
@@ -33,11 +37,13 @@ use ort::logging::LogLevel;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
+pub use crate::attributes::{FaceAttributes, PixelBox, PixelPoint, Pose, QualityParts, DEFAULT_MIN_QUALITY};
 pub use crate::decode::{decode_image, DecodeLimits};
 pub use crate::detect::{Detection, PadFill};
 pub use crate::error::{EngineError, Result};
 pub use crate::pack::{Manifest, Pack};
 
+use crate::attributes::LandmarkParams;
 use crate::detect::{DetectScratch, DetectorParams, OutputMap};
 use crate::embed::RecognizerParams;
 
@@ -129,12 +135,15 @@ impl EngineConfig {
     }
 }
 
-/// One detector and one recognizer session with their scratch buffers.
+/// One detector and one recognizer session with their scratch buffers, and the landmark session,
+/// made on the worker's first attributes request so that loading and `analyze` never pay for it.
 struct Worker {
     detector: Session,
     recognizer: Session,
+    landmarks: Option<Session>,
     detect_scratch: DetectScratch,
     embed_input: Vec<f32>,
+    landmark_input: Vec<f32>,
 }
 
 /// Workers waiting to be leased. Blocking is fine: callers run on blocking threads, and the
@@ -187,6 +196,9 @@ pub struct OrtEngine {
     detector: DetectorParams,
     detector_outputs: OutputMap,
     recognizer: RecognizerParams,
+    /// The landmark model's file and settings, when the pack has one.
+    landmarks: Option<(PathBuf, LandmarkParams)>,
+    env: Environment,
     pool: Pool,
 }
 
@@ -297,8 +309,10 @@ impl OrtEngine {
                     .map(|(detector, recognizer)| Worker {
                         detector,
                         recognizer,
+                        landmarks: None,
                         detect_scratch: DetectScratch::default(),
                         embed_input: Vec::new(),
+                        landmark_input: Vec::new(),
                     })
                     .collect(),
             ),
@@ -309,8 +323,14 @@ impl OrtEngine {
             embedding_size: m.recognizer.embedding_size,
             calibration: pack.calibration.clone(),
         };
+        let landmarks =
+            pack.landmarks_path.clone().zip(m.landmarks.as_ref()).map(|(path, spec)| {
+                (path, LandmarkParams { input_size: spec.input_size, mean: spec.mean, std: spec.std })
+            });
         tracing::info!(model_id = %info.model_id, workers, intra_threads = config.intra_threads, "face engine loaded");
         Ok(OrtEngine {
+            landmarks,
+            env,
             info,
             limits: config.decode_limits(),
             config: config.clone(),
@@ -349,6 +369,31 @@ impl OrtEngine {
         let mut lease = self.pool.lease();
         let w = lease.get()?;
         embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, img, faces)
+    }
+
+    /// The NEC face attributes of the given faces of `img`, in order: one landmark run per face
+    /// on a pooled worker, then pose and quality (see [`attributes`]). A pack without a landmark
+    /// model gets eyes and pose from the detector's five keypoints instead.
+    pub fn attributes(&self, img: &RgbImage, faces: &[Detection]) -> Result<Vec<FaceAttributes>> {
+        let Some((path, params)) = &self.landmarks else {
+            return Ok(faces.iter().map(|d| attributes::compute(img, d, None)).collect());
+        };
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut lease = self.pool.lease();
+        let w = lease.get()?;
+        let session = match &mut w.landmarks {
+            Some(session) => session,
+            slot @ None => slot.insert(session(&self.env, path, &self.config, false, true)?),
+        };
+        let mut points = Vec::with_capacity(faces.len());
+        for det in faces {
+            points.push(attributes::run_landmarks(session, params, &mut w.landmark_input, img, det)?);
+        }
+        // Pose and quality need no session; let another caller have the worker.
+        drop(lease);
+        Ok(faces.iter().zip(points).map(|(det, p)| attributes::compute(img, det, Some(p))).collect())
     }
 
     /// Detection and embedding of an already decoded image.

@@ -78,6 +78,12 @@ pub struct LandmarksSpec {
     pub file: String,
     pub sha256: String,
     pub input_size: u32,
+    /// Input normalisation, `(x - mean) / std` on RGB. InsightFace's 2d106det normalises inside
+    /// its graph, hence the defaults 0 and 1.
+    #[serde(default)]
+    pub mean: f32,
+    #[serde(default = "default_landmark_std")]
+    pub std: f32,
 }
 
 /// `[calibration]`: `knots = [[similarity, score], ...]`, strictly increasing in similarity.
@@ -92,6 +98,10 @@ fn default_strides() -> Vec<u32> {
 
 fn default_anchors() -> usize {
     2
+}
+
+fn default_landmark_std() -> f32 {
+    1.0
 }
 
 /// A loaded, verified pack: the manifest plus absolute paths of its model files.
@@ -144,6 +154,11 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
     let r = &manifest.recognizer;
     if r.input_size == 0 || r.embedding_size == 0 {
         return Err(bad("recognizer.input_size and embedding_size must be positive".into()));
+    }
+    if let Some(l) = &manifest.landmarks {
+        if l.input_size < 2 || !l.std.is_finite() || l.std == 0.0 {
+            return Err(bad("landmarks.input_size must be at least 2 and landmarks.std a non-zero number".into()));
+        }
     }
     for (what, std) in [("detector.std", d.std), ("recognizer.std", r.std)] {
         if !std.is_finite() || std == 0.0 {
@@ -226,6 +241,10 @@ embedding_size = 512
         assert_eq!(m.detector.strides, vec![8, 16, 32]);
         assert_eq!(m.detector.anchors_per_cell, 2);
         assert!(m.landmarks.is_none());
+        let with_landmarks = format!("{MINIMAL}\n[landmarks]\nfile = \"lm.onnx\"\nsha256 = \"00\"\ninput_size = 192\n");
+        let l = parse_manifest(&with_landmarks, Path::new("m.toml")).expect("valid").landmarks.expect("landmarks");
+        assert_eq!((l.input_size, l.mean, l.std), (192, 0.0, 1.0));
+        assert!(parse_manifest(&with_landmarks.replace("192", "0"), Path::new("m.toml")).is_err());
         let c = manifest_calibration(&m, Path::new("m.toml")).expect("default calibration");
         assert_eq!(c.score(0.28199), 7000);
         assert_eq!(c.score(1.0), 9999);

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use facegate_core::{Code, Engine};
 use facegate_engine::embed::cosine;
-use facegate_engine::{EngineConfig, EngineError, OrtEngine};
+use facegate_engine::{Detection, EngineConfig, EngineError, FaceAttributes, OrtEngine, DEFAULT_MIN_QUALITY};
 use image::{DynamicImage, ImageFormat, RgbImage};
 
 fn workspace() -> PathBuf {
@@ -311,4 +311,219 @@ fn load_errors_name_the_file_and_the_fix() {
     // Loading again in the same process reuses the ONNX Runtime environment.
     let again = OrtEngine::load(&good).expect("second load");
     assert_eq!(again.analyze(&pack_file("yaoming.jpg")).expect("analyze").faces.len(), 1);
+}
+
+// Face attributes (pose, quality, areas): see `facegate_engine::attributes`.
+
+fn decode(bytes: &[u8]) -> RgbImage {
+    facegate_engine::decode_image(bytes, engine().decode_limits()).expect("decode")
+}
+
+/// `<name>_0001.jpg` of an LFW person, when the shared datasets are there.
+fn lfw_first(data: &Path, name: &str) -> RgbImage {
+    let path = data.join("lfw/images").join(name).join(format!("{name}_0001.jpg"));
+    decode(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// Detection and attributes of the largest face.
+fn largest_face(img: &RgbImage) -> Option<(Detection, FaceAttributes)> {
+    let engine = engine();
+    let det = engine.detect(img).expect("detect").into_iter().next()?;
+    let attrs = engine.attributes(img, std::slice::from_ref(&det)).expect("attributes").pop()?;
+    Some((det, attrs))
+}
+
+/// `img` turned `degrees` counter-clockwise on screen, on a canvas grown to hold all of it.
+fn rotate_expanded(img: &RgbImage, degrees: f32) -> RgbImage {
+    let (s, c) = degrees.to_radians().sin_cos();
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let (nw, nh) = ((w * c.abs() + h * s.abs()).ceil(), (w * s.abs() + h * c.abs()).ceil());
+    let src = DynamicImage::ImageRgb8(img.clone()).into_rgb32f();
+    RgbImage::from_fn(nw as u32, nh as u32, |x, y| {
+        let (dx, dy) = (x as f32 + 0.5 - nw / 2.0, y as f32 + 0.5 - nh / 2.0);
+        let (u, v) = (dx * c - dy * s + w / 2.0 - 0.5, dx * s + dy * c + h / 2.0 - 0.5);
+        match image::imageops::sample_bilinear(&src, (u + 0.5) / w, (v + 0.5) / h) {
+            Some(p) if u >= 0.0 && v >= 0.0 && u <= w - 1.0 && v <= h - 1.0 => {
+                image::Rgb(p.0.map(|c| (c * 255.0).round().clamp(0.0, 255.0) as u8))
+            }
+            _ => image::Rgb([0, 0, 0]),
+        }
+    })
+}
+
+#[test]
+fn attributes_of_the_sample_faces() {
+    let engine = engine();
+    let yao = decode(&pack_file("yaoming.jpg"));
+    let (det, a) = largest_face(&yao).expect("a face");
+    println!("yaoming.jpg: {a:?}");
+    assert_eq!(a.landmarks106.len(), 106);
+    assert_eq!(a.face_score, det.score);
+    let (f, head) = (a.face_area, a.head_area);
+    assert!(head.left <= f.left && head.top < f.top && head.right >= f.right && head.bottom >= f.bottom);
+    // The subject's right eye is on the image's left, both inside the face, near SCRFD's.
+    let (r, l) = (a.right_eye_center, a.left_eye_center);
+    assert!(r.x < l.x && r.x > f.left && l.x < f.right && r.y > f.top && r.y < f.bottom);
+    for (eye, kp) in [(r, det.landmarks[0]), (l, det.landmarks[1])] {
+        let d = (eye.x as f32 - kp[0]).hypot(eye.y as f32 - kp[1]);
+        assert!(d < 0.1 * f.width() as f32, "eye {eye:?} vs keypoint {kp:?}");
+    }
+    assert!(a.pan.abs() < 20.0 && a.tilt.abs() < 20.0 && a.roll.abs() < 10.0, "{a:?}");
+    assert!(a.quality >= DEFAULT_MIN_QUALITY && a.frontal_face_score > 0.8, "{a:?}");
+    assert!(engine.attributes(&yao, &[]).expect("no faces").is_empty());
+
+    // A group photo: one attribute set per face, in order; and the time it takes.
+    let players = decode(&pack_file("players.jpg"));
+    let dets = engine.detect(&players).expect("detect");
+    let _warm = engine.attributes(&players, &dets[..1]).expect("attributes");
+    let start = std::time::Instant::now();
+    let all = engine.attributes(&players, &dets).expect("attributes");
+    let per_face = start.elapsed().as_secs_f64() * 1000.0 / dets.len() as f64;
+    println!("players.jpg: {} faces, attributes {per_face:.2} ms per face", dets.len());
+    assert_eq!(all.len(), dets.len());
+    for (d, a) in dets.iter().zip(&all) {
+        assert_eq!(a.face_score, d.score);
+        assert!((0.0..=1.0).contains(&a.quality) && (0.0..=1.0).contains(&a.frontal_face_score));
+        assert!(a.right_eye_center.x < a.left_eye_center.x, "{a:?}");
+    }
+}
+
+#[test]
+fn mirroring_negates_pan_and_turning_shifts_roll() {
+    let mut photos = vec![("yaoming".to_owned(), decode(&pack_file("yaoming.jpg")))];
+    if let Some(data) = datasets() {
+        // Turned both ways (|pan| > 10°), one far (≈ 40°), and two nearly frontal.
+        for name in ["AJ_Cook", "Aaron_Sorkin", "Abbas_Kiarostami", "Abdullatif_Sener", "Abdul_Majeed_Shobokshi"]
+            .into_iter()
+            .chain(["Abdullah", "Abdul_Rahman"])
+        {
+            photos.push((name.to_owned(), lfw_first(&data, name)));
+        }
+    }
+    for (name, img) in &photos {
+        let (_, a) = largest_face(img).expect("a face");
+        let (_, m) = largest_face(&image::imageops::flip_horizontal(img)).expect("a mirrored face");
+        println!(
+            "{name}: pan {:.1} tilt {:.1} roll {:.1}; mirrored pan {:.1} tilt {:.1} roll {:.1}",
+            a.pan, a.tilt, a.roll, m.pan, m.tilt, m.roll
+        );
+        if a.pan.abs() > 10.0 {
+            assert!((a.pan + m.pan).abs() <= 0.25 * a.pan.abs(), "{name}: pan {} mirrored {}", a.pan, m.pan);
+        } else {
+            assert!(m.pan.abs() < 10.0 && (a.pan + m.pan).abs() < 5.0, "{name}: pan {} mirrored {}", a.pan, m.pan);
+        }
+        assert!((a.roll + m.roll).abs() < 3.0, "{name}: roll {} mirrored {}", a.roll, m.roll);
+        assert!((a.tilt - m.tilt).abs() < 5.0, "{name}: tilt {} mirrored {}", a.tilt, m.tilt);
+    }
+
+    let yao = &photos[0].1;
+    let (_, upright) = largest_face(yao).expect("a face");
+    for degrees in [-30.0f32, -15.0, 15.0, 30.0] {
+        let (_, turned) = largest_face(&rotate_expanded(yao, degrees)).expect("a turned face");
+        let shift = turned.roll - upright.roll;
+        println!(
+            "yaoming turned {degrees}°: roll {:.1} (shift {shift:.1}), pan {:.1}, tilt {:.1}",
+            turned.roll, turned.pan, turned.tilt
+        );
+        assert!((shift - degrees).abs() < 5.0, "turned {degrees}°: roll moved {shift}°");
+        assert!((turned.pan - upright.pan).abs() < 5.0 && (turned.tilt - upright.tilt).abs() < 5.0);
+    }
+}
+
+#[test]
+fn quality_passes_clear_photos_and_fails_tiny_and_blurred_faces() {
+    let Some(data) = datasets() else { return };
+    let engine = engine();
+    // The first 21 LFW people in name order, less Abdul_Majeed_Shobokshi (turned ≈ 45°).
+    let clear = [
+        "AJ_Cook",
+        "Aaron_Patterson",
+        "Aaron_Pena",
+        "Aaron_Sorkin",
+        "Abba_Eban",
+        "Abbas_Kiarostami",
+        "Abdel_Madi_Shabneh",
+        "Abdoulaye_Wade",
+        "Abdul_Rahman",
+        "Abdulaziz_Kamilov",
+        "Abdullah",
+        "Abdullah_Ahmad_Badawi",
+        "Abdullah_Gul",
+        "Abdullatif_Sener",
+        "Abel_Aguilar",
+        "Abel_Pacheco",
+        "Abid_Hamid_Mahmud_Al-Tikriti",
+        "Abner_Martinez",
+        "Aby_Har-Even",
+        "Adam_Freier",
+    ];
+    let mut lowest = f32::INFINITY;
+    for (i, name) in clear.iter().enumerate() {
+        let img = lfw_first(&data, name);
+        let (det, a) = largest_face(&img).expect("a face");
+        let p = &a.quality_parts;
+        println!(
+            "{name}: quality {:.3} (size {:.2}, sharpness {:.2} [{:.0}], pose {:.2}, detection {:.2}, exposure {:.2}); \
+             pan {:.1} tilt {:.1} roll {:.1}",
+            a.quality,
+            p.size,
+            p.sharpness,
+            p.laplacian_variance,
+            p.pose,
+            p.detection,
+            p.exposure,
+            a.pan,
+            a.tilt,
+            a.roll
+        );
+        assert!(a.quality >= DEFAULT_MIN_QUALITY, "{name}: {a:?}");
+        lowest = lowest.min(a.quality);
+        if i % 4 != 0 {
+            continue;
+        }
+
+        // The same face about 20 px wide, centred on a 250×250 grey canvas.
+        let k = 20.0 / det.bbox.width();
+        let (sw, sh) =
+            (((img.width() as f32 * k).round() as u32).max(1), ((img.height() as f32 * k).round() as u32).max(1));
+        let small = image::imageops::resize(&img, sw, sh, image::imageops::FilterType::Triangle);
+        let mut canvas = RgbImage::from_pixel(250, 250, image::Rgb([128, 128, 128]));
+        let (ox, oy) = ((250 - sw) / 2, (250 - sh) / 2);
+        image::imageops::replace(&mut canvas, &small, i64::from(ox), i64::from(oy));
+        let moved = |p: [f32; 2]| [p[0] * k + ox as f32, p[1] * k + oy as f32];
+        let tiny_det = engine.detect(&canvas).expect("detect").into_iter().next().unwrap_or_else(|| Detection {
+            bbox: facegate_core::BoundingBox {
+                left: det.bbox.left * k + ox as f32,
+                top: det.bbox.top * k + oy as f32,
+                right: det.bbox.right * k + ox as f32,
+                bottom: det.bbox.bottom * k + oy as f32,
+            },
+            landmarks: det.landmarks.map(moved),
+            score: det.score,
+        });
+        let tiny = engine.attributes(&canvas, std::slice::from_ref(&tiny_det)).expect("attributes");
+        // Blurred with a Gaussian of σ = 6 px; the sharp photo's box if the detector gives up.
+        let blurred = image::imageops::blur(&img, 6.0);
+        let blur_det = engine.detect(&blurred).expect("detect").into_iter().next().unwrap_or_else(|| det.clone());
+        let blur = engine.attributes(&blurred, std::slice::from_ref(&blur_det)).expect("attributes");
+        println!(
+            "  {:.0} px wide: quality {:.3} (size {:.2}); blurred: quality {:.3} (sharpness {:.2} [{:.1}])",
+            tiny[0].quality_parts.face_width_px,
+            tiny[0].quality,
+            tiny[0].quality_parts.size,
+            blur[0].quality,
+            blur[0].quality_parts.sharpness,
+            blur[0].quality_parts.laplacian_variance
+        );
+        assert!(tiny[0].quality < DEFAULT_MIN_QUALITY, "{name} at 20 px: {:?}", tiny[0]);
+        assert!(blur[0].quality < DEFAULT_MIN_QUALITY, "{name} blurred: {:?}", blur[0]);
+    }
+    println!("lowest quality of the clear photos: {lowest:.3}");
+
+    // A nearly frontal photo reads as frontal.
+    let (_, a) = largest_face(&lfw_first(&data, "Abdullah")).expect("a face");
+    assert!(a.pan.abs() < 15.0 && a.tilt.abs() < 15.0 && a.frontal_face_score > 0.9, "{a:?}");
+    // A face turned ≈ 45° loses on pose.
+    let (_, a) = largest_face(&lfw_first(&data, "Abdul_Majeed_Shobokshi")).expect("a face");
+    assert!(a.quality_parts.pose < 0.5 && a.frontal_face_score < 0.7, "{a:?}");
 }
