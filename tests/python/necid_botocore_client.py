@@ -2,13 +2,18 @@
 """NEC ID requests signed by botocore's SigV4Auth (region ap-southeast-2, service execute-api),
 as NEC's own examples sign them, against facegate.
 
-usage: necid_botocore_client.py BASE_URL API_KEY ACCESS_KEY_ID SECRET_ACCESS_KEY
+usage: necid_botocore_client.py BASE_URL API_KEY ACCESS_KEY_ID SECRET_ACCESS_KEY PACK_DIR
+(PACK_DIR holds the model pack's sample photos: yaoming.jpg, players.jpg)
 needs: python3 with botocore and requests
 """
 import json
 import sys
 
+import base64
 import datetime
+import os
+import struct
+import zlib
 
 import botocore.auth
 import requests
@@ -17,6 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 BASE, API_KEY, AKID, SECRET = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3], sys.argv[4]
+PACK = sys.argv[5]
 
 
 def call(method, path, body=None, api_key=API_KEY, secret=SECRET, region="ap-southeast-2", tamper=None, at=None):
@@ -82,4 +88,44 @@ def tamper_body(prepared):
 expect(call("PUT", "/v1.1/tags/passport", {"newName": "ok"}, tamper=tamper_body), 403, "tampered body")
 unsigned = requests.get(BASE + "/v1.1/tags", headers={"x-api-key": API_KEY})
 expect(unsigned, 403, "no signature")
+
+
+# ---- Face extract ----
+def b64(name):
+    with open(os.path.join(PACK, name), "rb") as f:
+        return base64.b64encode(f.read()).decode()
+
+
+def grey_png(w=64, h=64):
+    raw = b"".join(b"\x00" + b"\x80" * (w * 3) for _ in range(h))
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+ATTRIBUTE_KEYS = sorted(["faceArea", "headArea", "rightEyeCenter", "leftEyeCenter", "frontalFaceScore", "faceRoll",
+                         "facePan", "faceTilt", "faceScore", "faceQualityScore"])
+body = expect(call("POST", "/v1.1/face/extract", {"faces": b64("yaoming.jpg")}), 200, "extract one face")
+assert len(body["faces"]) == 1, body
+a = body["faces"][0]["attributes"]
+assert sorted(a) == ATTRIBUTE_KEYS, a
+assert sorted(a["faceArea"]) == ["bottom", "left", "right", "top"] and all(isinstance(v, str) for v in a["faceArea"].values()), a
+assert int(a["rightEyeCenter"]["x"]) < int(a["leftEyeCenter"]["x"]), "the subject's right eye is on the image's left"
+assert 0.5 <= float(a["faceQualityScore"]) <= 1 and float(a["faceScore"]) > 0.5, a
+body = expect(call("POST", "/v1.1/face/extract", {"faces": b64("players.jpg")}), 200, "extract a crowd")
+areas = [(int(f["attributes"]["faceArea"]["right"]) - int(f["attributes"]["faceArea"]["left"])) *
+         (int(f["attributes"]["faceArea"]["bottom"]) - int(f["attributes"]["faceArea"]["top"])) for f in body["faces"]]
+assert len(areas) == 20, f"at most 20 faces, got {len(areas)}"
+# faceArea is clipped to the image, so an edge face may look smaller than its detector box.
+assert areas[0] == max(areas) and areas[-1] <= sorted(areas)[len(areas) // 2], f"largest first: {areas}"
+body = expect(call("POST", "/v1.1/face/extract", {"faces": grey_png()}), 400, "no face")
+assert body["errorCode"] == 2001 and body["errorType"] == "NoFace", body
+body = expect(call("POST", "/v1.1/face/extract", {"faces": "%%% not base64 %%%"}), 400, "bad base64")
+assert body["errorCode"] == 1001 and body["errorType"] == "InvalidRequest", body
+body = expect(call("POST", "/v1.1/face/extract", {}), 400, "missing faces")
+assert body["message"] == "faces property must be provided.", body
+body = expect(call("POST", "/v1.1/face/extract", {"faces": 42}), 400, "ill-typed faces")
+assert body["errorCode"] == 1001, body
+
 print("NEC ID botocore client: all passed")

@@ -63,6 +63,34 @@ pub struct ImageAnalysis {
     pub faces: Vec<DetectedFace>,
 }
 
+/// NEC ID face attributes of one face, in source-image pixels and degrees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceAttributes {
+    /// left, top, right, bottom
+    pub face_area: [i32; 4],
+    /// left, top, right, bottom: the face box expanded to the whole head.
+    pub head_area: [i32; 4],
+    /// The subject's right eye, which sits on the image's left.
+    pub right_eye_center: [i32; 2],
+    pub left_eye_center: [i32; 2],
+    /// Detector confidence.
+    pub face_score: f32,
+    /// 1 facing the camera, 0 in profile.
+    pub frontal_face_score: f32,
+    pub roll: f32,
+    pub pan: f32,
+    pub tilt: f32,
+    /// 0..1; see the engine's attributes module for the formula.
+    pub quality: f32,
+}
+
+/// A detected face with its attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributedFace {
+    pub face: DetectedFace,
+    pub attributes: FaceAttributes,
+}
+
 /// What identifies a model and how its similarities are read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {

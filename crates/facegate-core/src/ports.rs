@@ -1,7 +1,9 @@
 //! The ports the adapters implement. All are synchronous: the service runs them on
 //! blocking threads so that async request handling never waits on inference or disk.
 
-use crate::{FaceSample, ImageAnalysis, ModelInfo, NewSample, Result, Subject, SubjectHit, Template, Tenant};
+use crate::{
+    AttributedFace, FaceSample, ImageAnalysis, ModelInfo, NewSample, Result, Subject, SubjectHit, Template, Tenant,
+};
 
 /// Face detection and recognition on encoded image bytes.
 pub trait Engine: Send + Sync + 'static {
@@ -10,6 +12,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Decodes `image`, finds every face and embeds each one. Faces come largest first.
     /// Errors: `TooLarge`, `UnsupportedImage`, `InvalidImage` for bad input; `Engine` otherwise.
     fn analyze(&self, image: &[u8]) -> Result<ImageAnalysis>;
+
+    /// As `analyze`, with NEC ID attributes for the largest `max_faces` faces (the rest are
+    /// dropped). Costs a landmark model run per face, so only the NEC endpoints ask for it.
+    fn analyze_with_attributes(&self, image: &[u8], max_faces: usize) -> Result<(u32, u32, Vec<AttributedFace>)>;
 }
 
 /// Durable storage of tenants, subjects, samples and image files.

@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::pool::InferencePool;
 use crate::{
-    ApiCredentials, BoundingBox, DetectedFace, Engine, Error, FaceSample, ImageAnalysis, ImageUpload, Index, NewSample,
-    Profile, Result, Store, Subject, Template, Tenant,
+    ApiCredentials, AttributedFace, BoundingBox, DetectedFace, Engine, Error, FaceSample, ImageAnalysis, ImageUpload,
+    Index, NewSample, Profile, Result, Store, Subject, Template, Tenant,
 };
 
 /// Longest accepted `customer_person_id` and profile field, in characters.
@@ -186,6 +186,13 @@ impl FaceService {
     pub async fn analyze(&self, image: Vec<u8>) -> Result<ImageAnalysis> {
         let engine = self.engine.clone();
         self.pool.run(move || engine.analyze(&image)).await
+    }
+
+    /// Every face of `image` (at most `max_faces`, largest first) with its attributes.
+    pub async fn extract(&self, image: Vec<u8>, max_faces: usize) -> Result<Vec<AttributedFace>> {
+        let engine = self.engine.clone();
+        let (_, _, faces) = self.pool.run(move || engine.analyze_with_attributes(&image, max_faces)).await?;
+        Ok(faces)
     }
 
     // ---- persons ----------------------------------------------------------------------------

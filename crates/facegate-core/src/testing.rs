@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::{
-    BoundingBox, Calibration, DetectedFace, Engine, Error, FaceSample, ImageAnalysis, Index, ModelInfo, NewSample,
-    Result, Store, Subject, SubjectHit, Template, Tenant,
+    AttributedFace, BoundingBox, Calibration, DetectedFace, Engine, Error, FaceAttributes, FaceSample, ImageAnalysis,
+    Index, ModelInfo, NewSample, Result, Store, Subject, SubjectHit, Template, Tenant,
 };
 
 /// Reads "images" written as text: `face:<label>` lines. Each label becomes a face whose
@@ -47,6 +47,33 @@ impl Engine for FakeEngine {
             })
             .collect();
         Ok(ImageAnalysis { width: 200, height: 200, faces })
+    }
+
+    fn analyze_with_attributes(&self, image: &[u8], max_faces: usize) -> Result<(u32, u32, Vec<AttributedFace>)> {
+        let analysis = self.analyze(image)?;
+        let faces = analysis
+            .faces
+            .into_iter()
+            .take(max_faces)
+            .map(|face| {
+                let b = face.bbox;
+                let area = [b.left as i32, b.top as i32, b.right as i32, b.bottom as i32];
+                let attributes = FaceAttributes {
+                    face_area: area,
+                    head_area: area,
+                    right_eye_center: [area[0] + 30, area[1] + 40],
+                    left_eye_center: [area[2] - 30, area[1] + 40],
+                    face_score: face.detector_score,
+                    frontal_face_score: 1.0,
+                    roll: 0.0,
+                    pan: 0.0,
+                    tilt: 0.0,
+                    quality: 0.9,
+                };
+                AttributedFace { face, attributes }
+            })
+            .collect();
+        Ok((analysis.width, analysis.height, faces))
     }
 }
 

@@ -464,4 +464,41 @@ impl facegate_core::Engine for OrtEngine {
     fn analyze(&self, image: &[u8]) -> facegate_core::Result<ImageAnalysis> {
         Ok(self.analyze_bytes(image)?)
     }
+
+    fn analyze_with_attributes(
+        &self,
+        image: &[u8],
+        max_faces: usize,
+    ) -> facegate_core::Result<(u32, u32, Vec<facegate_core::AttributedFace>)> {
+        let img = decode_image(image, &self.limits)?;
+        let mut analysis = self.analyze_image(&img)?;
+        analysis.faces.truncate(max_faces);
+        let detections: Vec<Detection> = analysis
+            .faces
+            .iter()
+            .map(|f| Detection { bbox: f.bbox, landmarks: f.landmarks, score: f.detector_score })
+            .collect();
+        let attributes = self.attributes(&img, &detections)?;
+        let faces = analysis
+            .faces
+            .into_iter()
+            .zip(attributes)
+            .map(|(face, a)| facegate_core::AttributedFace {
+                face,
+                attributes: facegate_core::FaceAttributes {
+                    face_area: [a.face_area.left, a.face_area.top, a.face_area.right, a.face_area.bottom],
+                    head_area: [a.head_area.left, a.head_area.top, a.head_area.right, a.head_area.bottom],
+                    right_eye_center: [a.right_eye_center.x, a.right_eye_center.y],
+                    left_eye_center: [a.left_eye_center.x, a.left_eye_center.y],
+                    face_score: a.face_score,
+                    frontal_face_score: a.frontal_face_score,
+                    roll: a.roll,
+                    pan: a.pan,
+                    tilt: a.tilt,
+                    quality: a.quality,
+                },
+            })
+            .collect();
+        Ok((analysis.width, analysis.height, faces))
+    }
 }

@@ -718,6 +718,7 @@ async fn necid_requests_signed_by_botocore_are_verified() {
         std::process::Command::new("python3")
             .arg(script)
             .args([base, c.api_key, c.access_key_id, c.secret_access_key])
+            .arg(pack_dir())
             .output()
     })
     .await

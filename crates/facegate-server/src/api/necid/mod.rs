@@ -15,8 +15,14 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::AppState;
 
+mod wire;
+
+/// NEC ID returns at most this many faces from extract.
+const MAX_EXTRACT_FACES: usize = 20;
+
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
+        .route("/v1.1/face/extract", post(extract))
         .route("/v1.1/tags", get(list_tags))
         .route("/v1.1/tags/{name}", post(create_tag).put(rename_tag).delete(delete_tag))
         .route("/v1.1/tags/{old_name}/{new_name}", post(rename_tag_by_path).put(rename_tag_by_path))
@@ -104,6 +110,23 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
         return serde_json::from_slice(b"{}").map_err(|e| ApiError::invalid(format!("request body is required: {e}")));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+#[derive(Deserialize)]
+struct ExtractRequest {
+    faces: Option<String>,
+}
+
+/// Every face, largest first, up to 20, each with its attributes.
+async fn extract(State(state): State<AppState>, body: Bytes) -> NecResult<Json<Value>> {
+    let req: ExtractRequest = parse_json(&body)?;
+    let image = wire::decode_image_field("faces", req.faces.as_deref())?;
+    let faces = state.service.extract(image, MAX_EXTRACT_FACES).await?;
+    if faces.is_empty() {
+        return Err(facegate_core::Error::NoFace.into());
+    }
+    let faces: Vec<Value> = faces.iter().map(|f| json!({"attributes": wire::attributes(&f.attributes)})).collect();
+    Ok(Json(json!({"faces": faces})))
 }
 
 async fn list_tags(State(state): State<AppState>, Extension(tenant): Extension<Tenant>) -> NecResult<Json<Value>> {

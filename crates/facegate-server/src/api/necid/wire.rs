@@ -1,0 +1,97 @@
+//! NEC ID bodies: base64 images in, attributes out with every value written as a string, as
+//! the NEC ID reference shows them.
+
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use facegate_core::FaceAttributes;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+
+/// Standard alphabet, padding optional: clients differ on padding, never on the alphabet.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Decodes a base64 image field. A `data:image/...;base64,` prefix and line breaks are allowed.
+pub fn decode_image_field(name: &str, value: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    let value = value.ok_or_else(|| ApiError::invalid(format!("{name} property must be provided.")))?;
+    let payload = match value.split_once(";base64,") {
+        Some((prefix, rest)) if prefix.starts_with("data:") => rest,
+        _ => value,
+    };
+    let cleaned: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if cleaned.is_empty() {
+        return Err(ApiError::invalid(format!("{name} property must be provided.")));
+    }
+    BASE64.decode(cleaned.as_bytes()).map_err(|_| ApiError::invalid(format!("{name} property is not valid base64.")))
+}
+
+/// A number the way NEC ID writes it: six significant digits, trailing zeros dropped
+/// (`4.93922`, `0.569824`, `7.613`, `-0`).
+pub fn number(x: f32) -> String {
+    if !x.is_finite() {
+        return "0".into();
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    let magnitude = f64::from(x).abs().log10().floor() as i32;
+    let decimals = (5 - magnitude).clamp(0, 12) as usize;
+    let mut s = format!("{:.*}", decimals, x);
+    if s.contains('.') {
+        while s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    s
+}
+
+pub fn attributes(a: &FaceAttributes) -> Value {
+    let area = |b: &[i32; 4]| json!({"left": b[0].to_string(), "top": b[1].to_string(), "right": b[2].to_string(), "bottom": b[3].to_string()});
+    let point = |p: &[i32; 2]| json!({"x": p[0].to_string(), "y": p[1].to_string()});
+    json!({
+        "faceArea": area(&a.face_area),
+        "headArea": area(&a.head_area),
+        "rightEyeCenter": point(&a.right_eye_center),
+        "leftEyeCenter": point(&a.left_eye_center),
+        "frontalFaceScore": number(a.frontal_face_score),
+        "faceRoll": number(a.roll),
+        "facePan": number(a.pan),
+        "faceTilt": number(a.tilt),
+        "faceScore": number(a.face_score),
+        "faceQualityScore": number(a.quality),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_like_the_reference() {
+        assert_eq!(number(4.939_22), "4.93922");
+        assert_eq!(number(-9.348_63), "-9.34863");
+        assert_eq!(number(7.613), "7.613");
+        assert_eq!(number(0.569_824), "0.569824");
+        assert_eq!(number(0.999_591), "0.999591");
+        assert_eq!(number(-0.0), "-0");
+        assert_eq!(number(12.0), "12");
+        assert_eq!(number(f32::NAN), "0");
+    }
+
+    #[test]
+    fn base64_fields_decode_or_fail_cleanly() {
+        assert_eq!(decode_image_field("face", Some("aGVsbG8=")).expect("padded"), b"hello");
+        assert_eq!(decode_image_field("face", Some("aGVsbG8")).expect("unpadded"), b"hello");
+        assert_eq!(decode_image_field("face", Some("data:image/jpeg;base64,aGVs\nbG8=")).expect("data url"), b"hello");
+        assert!(decode_image_field("face", Some("not base64!!")).is_err());
+        assert!(decode_image_field("face", Some("")).is_err());
+        assert!(decode_image_field("face", None).is_err());
+    }
+}
