@@ -2,8 +2,9 @@
 """NEC ID requests signed by botocore's SigV4Auth (region ap-southeast-2, service execute-api),
 as NEC's own examples sign them, against facegate.
 
-usage: necid_botocore_client.py BASE_URL API_KEY ACCESS_KEY_ID SECRET_ACCESS_KEY PACK_DIR
-(PACK_DIR holds the model pack's sample photos: yaoming.jpg, players.jpg)
+usage: necid_botocore_client.py BASE_URL API_KEY ACCESS_KEY_ID SECRET_ACCESS_KEY PACK_DIR MIICLOUD_PERSON_ID STRANGER_JPG
+(PACK_DIR holds the model pack's sample photos; MIICLOUD_PERSON_ID is a person enrolled through
+miiCloud from yaoming.jpg; STRANGER_JPG holds one face of someone else)
 needs: python3 with botocore and requests
 """
 import json
@@ -22,7 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 BASE, API_KEY, AKID, SECRET = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3], sys.argv[4]
-PACK = sys.argv[5]
+PACK, MII_PERSON, STRANGER = sys.argv[5], sys.argv[6], sys.argv[7]
 
 
 def call(method, path, body=None, api_key=API_KEY, secret=SECRET, region="ap-southeast-2", tamper=None, at=None):
@@ -127,5 +128,37 @@ body = expect(call("POST", "/v1.1/face/extract", {}), 400, "missing faces")
 assert body["message"] == "faces property must be provided.", body
 body = expect(call("POST", "/v1.1/face/extract", {"faces": 42}), 400, "ill-typed faces")
 assert body["errorCode"] == 1001, body
+
+
+# ---- Subjects, events, verify ----
+body = expect(call("POST", "/v1.1/subjects", {"face": b64("yaoming.jpg"), "tags": ["passport"]}), 201, "register")
+assert sorted(body) == ["attributes", "eventId", "id"] and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body
+subject, event = body["id"], body["eventId"]
+body = expect(call("POST", "/v1.1/subjects", {"face": b64("yaoming.jpg"), "tags": ["no-such-tag"]}), 400, "unknown tag")
+assert body["errorCode"] == 1001, body
+body = expect(call("POST", "/v1.1/subjects", {"face": b64("players.jpg")}), 400, "many faces")
+assert body["errorCode"] == 2003 and body["errorType"] == "MultipleFaces", body
+body = expect(call("POST", "/v1.1/subjects", {"face": grey_png()}), 400, "no face")
+assert body["errorCode"] == 2001, body
+body = expect(call("POST", "/v1.1/subjects", {"tags": []}), 400, "no face property")
+assert body["message"] == "face property must be provided." and body["errorCode"] == 1001, body
+body = expect(call("GET", f"/v1.1/subjects/{subject}/events"), 200, "list events")
+assert body == {"id": subject, "events": [{"id": event}]}, body
+
+body = expect(call("POST", "/v1.1/face/verify", {"probe": b64("yaoming.jpg"), "id": subject}), 200, "verify")
+assert body["id"] == subject and 7000 <= body["score"] <= 9999, body
+with open(STRANGER, "rb") as f:
+    stranger = base64.b64encode(f.read()).decode()
+body = expect(call("POST", "/v1.1/face/verify", {"probe": stranger, "id": subject}), 404, "verify a stranger")
+assert 0 <= body["score"] < 7000, body
+# The miiCloud person is the same identity: NEC verifies against it by its miicloud_person_id.
+body = expect(call("POST", "/v1.1/face/verify", {"probe": b64("yaoming.jpg"), "id": MII_PERSON}), 200, "cross-dialect")
+assert body["score"] >= 7000, body
+expect(call("POST", "/v1.1/face/verify", {"probe": b64("yaoming.jpg"), "id": "00000000-0000-0000-0000-000000000000"}),
+       404, "unknown subject")
+
+expect(call("DELETE", f"/v1.1/subjects/{subject}"), 204, "unregister")
+expect(call("DELETE", f"/v1.1/subjects/{subject}"), 404, "unregister again")
+expect(call("GET", f"/v1.1/subjects/{subject}/events"), 404, "events of a deleted subject")
 
 print("NEC ID botocore client: all passed")

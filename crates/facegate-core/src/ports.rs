@@ -55,6 +55,9 @@ pub trait Store: Send + Sync + 'static {
     fn delete_tag(&self, tenant_id: &str, name: &str) -> Result<bool>;
     /// Tag names in creation order.
     fn list_tags(&self, tenant_id: &str) -> Result<Vec<String>>;
+    /// Replaces the tag labels of a subject.
+    fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) -> Result<()>;
+    fn subject_tags(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<String>>;
 
     /// Streams every stored template made by `model_id`, for building the index at start-up.
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;

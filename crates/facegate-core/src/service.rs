@@ -30,12 +30,14 @@ pub struct ServiceConfig {
     pub inference_workers: usize,
     /// Jobs allowed to wait for a worker before requests are refused with 503.
     pub inference_queue: usize,
+    /// NEC ID registrations below this `faceQualityScore` are refused with PoorQuality.
+    pub min_face_quality: f32,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self { known_threshold: 7000, inference_workers: cores, inference_queue: cores * 16 }
+        Self { known_threshold: 7000, inference_workers: cores, inference_queue: cores * 16, min_face_quality: 0.5 }
     }
 }
 
@@ -193,6 +195,105 @@ impl FaceService {
         let engine = self.engine.clone();
         let (_, _, faces) = self.pool.run(move || engine.analyze_with_attributes(&image, max_faces)).await?;
         Ok(faces)
+    }
+
+    /// The one face of `image` with its attributes: NoFace or MultipleFaces otherwise.
+    async fn single_face(&self, image: Vec<u8>) -> Result<AttributedFace> {
+        let mut faces = self.extract(image, 2).await?;
+        match faces.len() {
+            0 => Err(Error::NoFace),
+            1 => faces.pop().ok_or(Error::NoFace),
+            _ => Err(Error::MultipleFaces),
+        }
+    }
+
+    async fn check_tags_exist(&self, tenant: &Tenant, tags: &[String]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let known = self.list_tags(tenant).await?;
+        match tags.iter().find(|t| !known.contains(t)) {
+            Some(unknown) => Err(Error::InvalidRequest(format!("tag '{unknown}' does not exist; create it first"))),
+            None => Ok(()),
+        }
+    }
+
+    // ---- NEC ID subjects ----------------------------------------------------------------------
+
+    /// Registers a new subject from the single face of `image`, refusing poor quality.
+    pub async fn register_subject(
+        &self,
+        tenant: &Tenant,
+        image: Vec<u8>,
+        tags: Vec<String>,
+    ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
+        self.check_tags_exist(tenant, &tags).await?;
+        let found = self.single_face(image.clone()).await?;
+        if found.attributes.quality < self.config.min_face_quality {
+            return Err(Error::PoorQuality(format!(
+                "faceQualityScore {:.3} is below the minimum {:.3}",
+                found.attributes.quality, self.config.min_face_quality
+            )));
+        }
+        let now = now_rfc3339();
+        let subject = Subject {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant.id.clone(),
+            customer_person_id: None,
+            profile: Profile::default(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let new_sample =
+            self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
+        let store = self.store.clone();
+        let (subject, new_sample) = {
+            let (subject, new_sample) = (subject.clone(), new_sample);
+            blocking(move || {
+                store.create_subject(&subject, Some(&new_sample))?;
+                store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)?;
+                Ok((subject, new_sample))
+            })
+            .await?
+        };
+        self.index.insert(template_of(&subject, &new_sample));
+        tracing::info!(tenant = %tenant.name, subject = %subject.id, "registered subject");
+        Ok((subject, new_sample.sample, found.attributes))
+    }
+
+    /// A subject by id, `NotFound` if it is not this tenant's.
+    pub async fn subject(&self, tenant: &Tenant, subject_id: &str) -> Result<Subject> {
+        let store = self.store.clone();
+        let (tenant_id, sid) = (tenant.id.clone(), subject_id.to_owned());
+        blocking(move || store.subject_by_id(&tenant_id, &sid)).await?.ok_or(Error::NotFound("subject"))
+    }
+
+    /// The subject's events (face samples), newest first.
+    pub async fn events(&self, tenant: &Tenant, subject_id: &str) -> Result<Vec<FaceSample>> {
+        let subject = self.subject(tenant, subject_id).await?;
+        self.samples(&subject).await
+    }
+
+    /// Deletes a subject (an NEC subject or a miiCloud person) with everything it holds.
+    pub async fn delete_subject(&self, tenant: &Tenant, subject_id: &str) -> Result<()> {
+        let subject = self.subject(tenant, subject_id).await?;
+        let store = self.store.clone();
+        let (tid, sid) = (subject.tenant_id.clone(), subject.id.clone());
+        let existed = blocking(move || store.delete_subject(&tid, &sid)).await?;
+        self.index.remove_subject(&subject.tenant_id, &subject.id);
+        if !existed {
+            return Err(Error::NotFound("subject"));
+        }
+        tracing::info!(tenant = %tenant.name, subject = %subject.id, "deleted subject");
+        Ok(())
+    }
+
+    /// 1:1 score (0–9999) of the single face of `image` against one subject's best event.
+    pub async fn verify_subject(&self, tenant: &Tenant, subject_id: &str, image: Vec<u8>) -> Result<u32> {
+        let subject = self.subject(tenant, subject_id).await?;
+        let found = self.single_face(image).await?;
+        let hit = self.index.best_of_subject(&tenant.id, &subject.id, &found.face.embedding);
+        Ok(hit.map_or(0, |h| self.engine.model_info().calibration.score(h.similarity)))
     }
 
     // ---- persons ----------------------------------------------------------------------------

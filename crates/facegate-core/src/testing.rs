@@ -82,6 +82,8 @@ struct MemoryData {
     tenants: Vec<(Tenant, Vec<String>)>,
     /// (tenant id, tag name)
     tags: Vec<(String, String)>,
+    /// (tenant id, subject id, tag)
+    subject_tags: Vec<(String, String, String)>,
     /// (tenant id, api key hash, access key id, secret)
     credentials: Vec<(String, String, String, String)>,
     subjects: Vec<Subject>,
@@ -252,6 +254,25 @@ impl Store for MemoryStore {
 
     fn list_tags(&self, tenant_id: &str) -> Result<Vec<String>> {
         Ok(self.lock().tags.iter().filter(|(t, _)| t == tenant_id).map(|(_, n)| n.clone()).collect())
+    }
+
+    fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) -> Result<()> {
+        let mut d = self.lock();
+        d.subject_tags.retain(|(t, s, _)| !(t == tenant_id && s == subject_id));
+        for tag in tags {
+            d.subject_tags.push((tenant_id.into(), subject_id.into(), tag.clone()));
+        }
+        Ok(())
+    }
+
+    fn subject_tags(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .subject_tags
+            .iter()
+            .filter(|(t, s, _)| t == tenant_id && s == subject_id)
+            .map(|(_, _, tag)| tag.clone())
+            .collect())
     }
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {

@@ -41,6 +41,9 @@ pub struct Settings {
     pub max_detector_side: u32,
     /// Minimum detector confidence; 0.5 is InsightFace's default.
     pub detection_threshold: f32,
+    /// NEC ID registrations with a `faceQualityScore` below this are refused (PoorQuality).
+    /// 0.5 passes 99 % of LFW photos and refuses tiny (~20 px) or heavily blurred faces.
+    pub min_face_quality: f32,
     /// AWS Signature V4 scope NEC ID clients sign for. NEC's SDKs and documentation use
     /// `ap-southeast-2` and `execute-api`, so existing clients work unchanged.
     pub sigv4_region: String,
@@ -63,6 +66,7 @@ impl Default for Settings {
             inference_queue: cores * 16,
             max_detector_side: 640,
             detection_threshold: 0.5,
+            min_face_quality: 0.5,
             sigv4_region: "ap-southeast-2".into(),
             sigv4_service: "execute-api".into(),
         }

@@ -75,6 +75,7 @@ impl TestServer {
             known_threshold: settings.known_threshold,
             inference_workers: settings.inference_workers,
             inference_queue: settings.inference_queue,
+            min_face_quality: settings.min_face_quality,
         };
         let service = Arc::new(FaceService::new(engine(), store, Arc::new(FlatIndex::new()), config));
         service.load_index().expect("load index");
@@ -712,6 +713,25 @@ async fn necid_requests_signed_by_botocore_are_verified() {
     let server = TestServer::start(dir.path()).await;
     let created = server.service.create_tenant("nec-app").expect("tenant");
     let c = created.credentials.clone();
+    // A miiCloud person in the same tenant, and one face of a stranger cut from gdp.jpg.
+    let person = server
+        .service
+        .enroll(
+            &created.tenant,
+            "yao",
+            facegate_core::Profile::default(),
+            facegate_core::ImageUpload { file_name: "yao.jpg".into(), bytes: asset("yaoming.jpg") },
+        )
+        .await
+        .expect("enroll");
+    let gdp = asset("gdp.jpg");
+    let face = engine().analyze_bytes(&gdp).expect("analyze").faces[0].bbox;
+    let img = image::load_from_memory(&gdp).expect("decode").to_rgb8();
+    let (w, h) = (face.width() * 2.0, face.height() * 2.0);
+    let (x, y) = ((face.left - face.width() / 2.0).max(0.0), (face.top - face.height() / 2.0).max(0.0));
+    let crop = image::imageops::crop_imm(&img, x as u32, y as u32, w as u32, h as u32).to_image();
+    let stranger = dir.path().join("stranger.jpg");
+    crop.save(&stranger).expect("save crop");
     let script = workspace_root().join("tests/python/necid_botocore_client.py");
     let base = server.base.clone();
     let output = tokio::task::spawn_blocking(move || {
@@ -719,6 +739,8 @@ async fn necid_requests_signed_by_botocore_are_verified() {
             .arg(script)
             .args([base, c.api_key, c.access_key_id, c.secret_access_key])
             .arg(pack_dir())
+            .arg(person.subject.id)
+            .arg(stranger)
             .output()
     })
     .await

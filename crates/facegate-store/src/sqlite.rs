@@ -437,6 +437,38 @@ impl Store for SqliteStore {
         Ok(tags)
     }
 
+    fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) -> facegate_core::Result<()> {
+        Ok(self.write(|tx| {
+            let owned = tx
+                .prepare_cached("SELECT 1 FROM subjects WHERE id = ?1 AND tenant_id = ?2")?
+                .query_row([subject_id, tenant_id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !owned {
+                return Err(StoreError::NotFound("subject"));
+            }
+            tx.prepare_cached("DELETE FROM subject_tags WHERE subject_id = ?1")?.execute([subject_id])?;
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO subject_tags (subject_id, tenant_id, tag) VALUES (?1, ?2, ?3)",
+            )?;
+            for tag in tags {
+                insert.execute(params![subject_id, tenant_id, tag])?;
+            }
+            Ok(())
+        })?)
+    }
+
+    fn subject_tags(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<Vec<String>> {
+        let conn = self.reader()?;
+        let tags = conn
+            .prepare_cached("SELECT tag FROM subject_tags WHERE tenant_id = ?1 AND subject_id = ?2 ORDER BY rowid")
+            .and_then(|mut stmt| {
+                stmt.query_map([tenant_id, subject_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(StoreError::from)?;
+        Ok(tags)
+    }
+
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> facegate_core::Result<()> {
         Ok(self.create_subject_impl(subject, first_sample)?)
     }

@@ -194,7 +194,7 @@ fn data_survives_reopening() {
         (tenant, s)
     };
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 3);
+    assert_eq!(store.schema_version().expect("version"), 4);
     assert_eq!(store.tenant_by_token_hash("h").expect("tenant"), Some(tenant.clone()));
     assert_eq!(store.subject_by_customer_id(&tenant.id, "cp").expect("subject"), Some(s));
     assert_eq!(store.samples_of(&tenant.id, "s1").expect("samples").len(), 1);
@@ -203,7 +203,7 @@ fn data_survives_reopening() {
     drop(store);
     // Opening a third time re-applies nothing and loses nothing.
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 3);
+    assert_eq!(store.schema_version().expect("version"), 4);
     assert_eq!(store.list_tenants().expect("tenants").len(), 1);
 }
 
@@ -359,4 +359,20 @@ fn tags_are_unique_per_tenant_and_bounded() {
     let store = open(dir.path());
     assert_eq!(store.list_tags(&a.id).expect("list"), ["staff", "ex"]);
     assert_eq!(store.list_tags(&b.id).expect("list"), ["staff"]);
+}
+
+#[test]
+fn subject_tags_are_replaced_and_scoped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    let s = subject(&a, "s1", None);
+    store.create_subject(&s, Some(&sample("s1", "x1", "2024-01-01T00:00:00.000000Z", "m", 0.5))).expect("create");
+    store.set_subject_tags(&a.id, "s1", &["passport".into(), "staff".into()]).expect("tags");
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["passport", "staff"]);
+    store.set_subject_tags(&a.id, "s1", &["staff".into()]).expect("replace");
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["staff"]);
+    assert!(matches!(store.set_subject_tags(&b.id, "s1", &[]), Err(facegate_core::Error::NotFound(_))));
+    assert!(store.subject_tags(&b.id, "s1").expect("tags").is_empty());
 }

@@ -73,6 +73,7 @@ pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, A
         known_threshold: settings.known_threshold,
         inference_workers: settings.inference_workers.max(1),
         inference_queue: settings.inference_queue,
+        min_face_quality: settings.min_face_quality,
     };
     let service = Arc::new(FaceService::new(engine, store.clone(), index, config));
     let started = std::time::Instant::now();

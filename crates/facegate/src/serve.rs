@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Minimum detector confidence [default: 0.5]
     #[arg(long, env = "FACEGATE_DETECTION_THRESHOLD")]
     detection_threshold: Option<f32>,
+    /// Minimum faceQualityScore (0-1) for NEC ID registrations [default: 0.5]
+    #[arg(long, env = "FACEGATE_MIN_FACE_QUALITY")]
+    min_face_quality: Option<f32>,
     /// AWS Signature V4 region NEC ID clients sign for [default: ap-southeast-2]
     #[arg(long, env = "FACEGATE_SIGV4_REGION")]
     sigv4_region: Option<String>,
@@ -82,6 +85,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.detection_threshold {
             s.detection_threshold = v;
+        }
+        if let Some(v) = self.min_face_quality {
+            s.min_face_quality = v;
         }
         if let Some(v) = &self.sigv4_region {
             s.sigv4_region = v.clone();

@@ -9,8 +9,12 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Result, StoreError};
 
-pub(crate) const MIGRATIONS: &[&str] =
-    &[include_str!("0001_initial.sql"), include_str!("0002_api_credentials.sql"), include_str!("0003_tags.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("0001_initial.sql"),
+    include_str!("0002_api_credentials.sql"),
+    include_str!("0003_tags.sql"),
+    include_str!("0004_subject_tags.sql"),
+];
 
 /// Brings the schema up to date and returns the version it is at.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<usize> {

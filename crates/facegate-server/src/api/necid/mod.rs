@@ -22,7 +22,11 @@ const MAX_EXTRACT_FACES: usize = 20;
 
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
+        .route("/v1.1/subjects", post(register_subject))
+        .route("/v1.1/subjects/{subject_id}", axum::routing::delete(delete_subject))
+        .route("/v1.1/subjects/{subject_id}/events", get(list_events))
         .route("/v1.1/face/extract", post(extract))
+        .route("/v1.1/face/verify", post(verify))
         .route("/v1.1/tags", get(list_tags))
         .route("/v1.1/tags/{name}", post(create_tag).put(rename_tag).delete(delete_tag))
         .route("/v1.1/tags/{old_name}/{new_name}", post(rename_tag_by_path).put(rename_tag_by_path))
@@ -110,6 +114,69 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
         return serde_json::from_slice(b"{}").map_err(|e| ApiError::invalid(format!("request body is required: {e}")));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+#[derive(Deserialize)]
+struct FaceRequest {
+    face: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+async fn register_subject(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    body: Bytes,
+) -> NecResult<(StatusCode, Json<Value>)> {
+    let req: FaceRequest = parse_json(&body)?;
+    let image = wire::decode_image_field("face", req.face.as_deref())?;
+    let (subject, sample, attributes) = state.service.register_subject(&tenant, image, req.tags).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": subject.id, "eventId": sample.id, "attributes": wire::attributes(&attributes)})),
+    ))
+}
+
+async fn delete_subject(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(subject_id): Path<String>,
+) -> NecResult<StatusCode> {
+    state.service.delete_subject(&tenant, &subject_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(subject_id): Path<String>,
+) -> NecResult<Json<Value>> {
+    let events = state.service.events(&tenant, &subject_id).await?;
+    let events: Vec<Value> = events.iter().map(|e| json!({"id": e.id})).collect();
+    Ok(Json(json!({"id": subject_id, "events": events})))
+}
+
+#[derive(Deserialize)]
+struct VerifyRequest {
+    probe: Option<String>,
+    id: Option<String>,
+}
+
+/// 200 `{id, score}` at or above the known threshold; 404 with the score otherwise.
+async fn verify(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    body: Bytes,
+) -> NecResult<(StatusCode, Json<Value>)> {
+    let req: VerifyRequest = parse_json(&body)?;
+    let image = wire::decode_image_field("probe", req.probe.as_deref())?;
+    let id = req.id.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::invalid("id property must be provided."))?;
+    let score = state.service.verify_subject(&tenant, &id, image).await?;
+    if score >= state.service.config().known_threshold {
+        Ok((StatusCode::OK, Json(json!({"id": id, "score": score}))))
+    } else {
+        Ok((StatusCode::NOT_FOUND, Json(json!({"id": id, "score": score, "message": "Subject not verified"}))))
+    }
 }
 
 #[derive(Deserialize)]
