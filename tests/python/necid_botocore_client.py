@@ -157,6 +157,42 @@ assert body["score"] >= 7000, body
 expect(call("POST", "/v1.1/face/verify", {"probe": b64("yaoming.jpg"), "id": "00000000-0000-0000-0000-000000000000"}),
        404, "unknown subject")
 
+# ---- Search ----
+body = expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg")}), 200, "search")
+ids = [c["id"] for c in body["candidates"]]
+assert sorted(ids) == sorted([subject, MII_PERSON]), body
+assert sorted(body) == ["attributes", "candidates"] and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body
+for c in body["candidates"]:
+    assert c["score"] >= 7000 and c["events"][0]["score"] == c["score"], c
+scores = [c["score"] for c in body["candidates"]]
+assert scores == sorted(scores, reverse=True), body
+body = expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "limit": 1}), 200, "limit 1")
+assert len(body["candidates"]) == 1, body
+body = expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "tags": ["passport"]}), 200, "tag filter")
+assert [c["id"] for c in body["candidates"]] == [subject], body
+expect(call("POST", "/v1.1/face/search", {"probe": stranger}), 404, "nobody like the stranger")
+for bad in [{"threshold": 10000}, {"threshold": -1}, {"limit": 0}, {"limit": 51}, {"tags": ["no-such-tag"]},
+            {"threshold": "high"}]:
+    body = expect(call("POST", "/v1.1/face/search", dict(bad, probe=b64("yaoming.jpg"))), 400, f"search {bad}")
+    assert body["errorCode"] == 1001, body
+
+# ---- Events ----
+body = expect(call("POST", f"/v1.1/subjects/{subject}/events", {"face": b64("yaoming.jpg")}), 201, "add event")
+second = body["eventId"]
+assert body["id"] == subject and second != event, body
+body = expect(call("GET", f"/v1.1/subjects/{subject}/events"), 200, "two events")
+assert sorted(e["id"] for e in body["events"]) == sorted([event, second]), body
+body = expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "tags": ["passport"]}), 200, "events")
+assert sorted(e["id"] for e in body["candidates"][0]["events"]) == sorted([event, second]), body
+body = expect(call("PUT", f"/v1.1/subjects/{subject}", {"face": b64("yaoming.jpg"), "tags": []}), 200, "update subject")
+assert body["id"] == subject and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body
+expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "tags": ["passport"]}), 404, "tags cleared")
+expect(call("DELETE", f"/v1.1/subjects/{subject}/events/{second}"), 204, "delete event")
+expect(call("DELETE", f"/v1.1/subjects/{subject}/events/{second}"), 404, "delete event again")
+body = expect(call("GET", f"/v1.1/subjects/{subject}/events"), 200, "events left")
+assert len(body["events"]) == 2, body
+expect(call("POST", f"/v1.1/subjects/{MII_PERSON}/events", {"face": "%%"}), 400, "bad face")
+
 expect(call("DELETE", f"/v1.1/subjects/{subject}"), 204, "unregister")
 expect(call("DELETE", f"/v1.1/subjects/{subject}"), 404, "unregister again")
 expect(call("GET", f"/v1.1/subjects/{subject}/events"), 404, "events of a deleted subject")

@@ -44,6 +44,8 @@ pub trait Store: Send + Sync + 'static {
     fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>) -> Result<()>;
     /// Samples of a subject, newest first.
     fn samples_of(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<FaceSample>>;
+    /// Deletes one sample of a subject and its image file. `false` if it did not exist.
+    fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool>;
     /// Deletes the subject, its samples and their image files. `false` if it did not exist.
     fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> Result<bool>;
 
@@ -71,6 +73,9 @@ pub trait Index: Send + Sync + 'static {
     fn search(&self, tenant_id: &str, query: &[f32], limit: usize) -> Vec<SubjectHit>;
     /// The best sample of one subject, if it has any.
     fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit>;
+    /// Every sample of one subject with its similarity, highest first.
+    fn subject_samples(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Vec<SubjectHit>;
+    fn remove_sample(&self, tenant_id: &str, sample_id: &str);
     /// Number of templates held for a tenant.
     fn len(&self, tenant_id: &str) -> usize;
 }

@@ -60,6 +60,16 @@ pub struct FaceMatch {
     pub known: bool,
 }
 
+/// One subject found by an NEC search.
+#[derive(Debug, Clone)]
+pub struct SearchCandidate {
+    pub subject_id: String,
+    /// The best event's score, 0–9999.
+    pub score: u32,
+    /// (event id, score), best first.
+    pub events: Vec<(String, u32)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Enrolled {
     pub subject: Subject,
@@ -259,6 +269,101 @@ impl FaceService {
         self.index.insert(template_of(&subject, &new_sample));
         tracing::info!(tenant = %tenant.name, subject = %subject.id, "registered subject");
         Ok((subject, new_sample.sample, found.attributes))
+    }
+
+    /// Adds an event (a face sample) to a subject from the single face of `image`; replaces the
+    /// subject's tags when `tags` is given.
+    pub async fn add_event(
+        &self,
+        tenant: &Tenant,
+        subject_id: &str,
+        image: Vec<u8>,
+        tags: Option<Vec<String>>,
+    ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
+        let mut subject = self.subject(tenant, subject_id).await?;
+        if let Some(tags) = &tags {
+            self.check_tags_exist(tenant, tags).await?;
+        }
+        let found = self.single_face(image.clone()).await?;
+        if found.attributes.quality < self.config.min_face_quality {
+            return Err(Error::PoorQuality(format!(
+                "faceQualityScore {:.3} is below the minimum {:.3}",
+                found.attributes.quality, self.config.min_face_quality
+            )));
+        }
+        subject.updated_at = now_rfc3339();
+        let new_sample =
+            self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
+        let store = self.store.clone();
+        let (subject, new_sample) = blocking(move || {
+            store.update_subject(&subject, Some(&new_sample))?;
+            if let Some(tags) = tags {
+                store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)?;
+            }
+            Ok((subject, new_sample))
+        })
+        .await?;
+        self.index.insert(template_of(&subject, &new_sample));
+        tracing::info!(tenant = %tenant.name, subject = %subject.id, event = %new_sample.sample.id, "added event");
+        Ok((subject, new_sample.sample, found.attributes))
+    }
+
+    /// Deletes one event of a subject.
+    pub async fn delete_event(&self, tenant: &Tenant, subject_id: &str, event_id: &str) -> Result<()> {
+        let subject = self.subject(tenant, subject_id).await?;
+        let store = self.store.clone();
+        let (tid, sid, eid) = (subject.tenant_id.clone(), subject.id.clone(), event_id.to_owned());
+        if !blocking(move || store.delete_sample(&tid, &sid, &eid)).await? {
+            return Err(Error::NotFound("event"));
+        }
+        self.index.remove_sample(&tenant.id, event_id);
+        tracing::info!(tenant = %tenant.name, subject = %subject.id, event = %event_id, "deleted event");
+        Ok(())
+    }
+
+    /// 1:N search of the single face of `image`: subjects scoring at least `threshold`, best
+    /// first, at most `limit`, optionally only those carrying one of `tags`, each with the
+    /// scores of all its events.
+    pub async fn search(
+        &self,
+        tenant: &Tenant,
+        image: Vec<u8>,
+        threshold: u32,
+        limit: usize,
+        tags: Vec<String>,
+    ) -> Result<(Vec<SearchCandidate>, crate::FaceAttributes)> {
+        self.check_tags_exist(tenant, &tags).await?;
+        let found = self.single_face(image).await?;
+        let calibration = &self.engine.model_info().calibration;
+        // With a tag filter, rank everyone and filter: exact, and cheap at flat-index sizes.
+        let wanted = if tags.is_empty() { limit } else { usize::MAX };
+        let hits = self.index.search(&tenant.id, &found.face.embedding, wanted);
+        let mut candidates = Vec::new();
+        for hit in hits {
+            if candidates.len() >= limit {
+                break;
+            }
+            let score = calibration.score(hit.similarity);
+            if score < threshold {
+                break;
+            }
+            if !tags.is_empty() {
+                let store = self.store.clone();
+                let (tid, sid) = (tenant.id.clone(), hit.subject_id.clone());
+                let carried = blocking(move || store.subject_tags(&tid, &sid)).await?;
+                if !carried.iter().any(|t| tags.contains(t)) {
+                    continue;
+                }
+            }
+            let events = self
+                .index
+                .subject_samples(&tenant.id, &hit.subject_id, &found.face.embedding)
+                .into_iter()
+                .map(|e| (e.sample_id, calibration.score(e.similarity)))
+                .collect();
+            candidates.push(SearchCandidate { subject_id: hit.subject_id, score, events });
+        }
+        Ok((candidates, found.attributes))
     }
 
     /// A subject by id, `NotFound` if it is not this tenant's.

@@ -215,6 +215,13 @@ impl Store for MemoryStore {
         Ok(v)
     }
 
+    fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool> {
+        let mut d = self.lock();
+        let before = d.samples.len();
+        d.samples.retain(|(s, _, t)| !(t == tenant_id && s.subject_id == subject_id && s.id == sample_id));
+        Ok(d.samples.len() != before)
+    }
+
     fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> Result<bool> {
         let mut d = self.lock();
         let before = d.subjects.len();
@@ -337,6 +344,28 @@ impl Index for BruteForceIndex {
 
     fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {
         self.hits(tenant_id, query, Some(subject_id)).into_iter().next()
+    }
+
+    fn subject_samples(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Vec<SubjectHit> {
+        let templates = self.templates.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<SubjectHit> = templates
+            .iter()
+            .filter(|t| t.tenant_id == tenant_id && t.subject_id == subject_id)
+            .map(|t| SubjectHit {
+                subject_id: t.subject_id.clone(),
+                sample_id: t.sample_id.clone(),
+                similarity: t.embedding.iter().zip(query).map(|(a, b)| a * b).sum(),
+            })
+            .collect();
+        v.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        v
+    }
+
+    fn remove_sample(&self, tenant_id: &str, sample_id: &str) {
+        self.templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| !(t.tenant_id == tenant_id && t.sample_id == sample_id));
     }
 
     fn len(&self, tenant_id: &str) -> usize {

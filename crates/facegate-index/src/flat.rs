@@ -64,6 +64,19 @@ impl Index for FlatIndex {
         self.tenant(tenant_id)?.read().best_of_subject(subject_id, query)
     }
 
+    fn subject_samples(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Vec<SubjectHit> {
+        self.tenant(tenant_id).map_or_else(Vec::new, |t| t.read().subject_samples(subject_id, query))
+    }
+
+    fn remove_sample(&self, tenant_id: &str, sample_id: &str) {
+        if let Some(t) = self.tenant(tenant_id) {
+            let mut t = t.write();
+            if let Some(&row) = t.sample_rows.get(sample_id) {
+                t.remove_row(row);
+            }
+        }
+    }
+
     fn len(&self, tenant_id: &str) -> usize {
         self.tenant(tenant_id).map_or(0, |t| t.read().len())
     }
@@ -235,6 +248,32 @@ impl TenantIndex {
             .filter(|s| !s.score.is_nan())
             .max()?;
         Some(self.hit(best))
+    }
+
+    fn subject_samples(&self, subject_id: &str, query: &[f32]) -> Vec<SubjectHit> {
+        if query.len() != self.dim {
+            return Vec::new();
+        }
+        let Some(rows) = self
+            .subject_ids
+            .get(subject_id)
+            .and_then(|&id| self.subjects.get(id as usize))
+            .and_then(|s| s.as_ref())
+            .map(|s| &s.rows)
+        else {
+            return Vec::new();
+        };
+        let mut scored: Vec<Scored> = rows
+            .iter()
+            .filter_map(|&row| {
+                let r = row as usize;
+                let vector = self.vectors.get(r * self.dim..(r + 1) * self.dim)?;
+                Some(Scored { score: dot(vector, query), row })
+            })
+            .filter(|s| !s.score.is_nan())
+            .collect();
+        scored.sort_by(|a, b| b.cmp(a));
+        scored.into_iter().map(|s| self.hit(s)).collect()
     }
 
     fn hit(&self, s: Scored) -> SubjectHit {

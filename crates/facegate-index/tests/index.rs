@@ -174,3 +174,27 @@ fn concurrent_readers_and_writers() {
     }
     assert_eq!(index.len("even") + index.len("odd"), 8 * 200);
 }
+
+#[test]
+fn subject_samples_are_ranked_and_samples_can_be_removed() {
+    let index = FlatIndex::new();
+    let e = |x: f32, y: f32| {
+        let n = (x * x + y * y).sqrt();
+        vec![x / n, y / n]
+    };
+    index.insert(template("t", "s", "a", e(1.0, 0.0)));
+    index.insert(template("t", "s", "b", e(1.0, 1.0)));
+    index.insert(template("t", "s", "c", e(0.0, 1.0)));
+    index.insert(template("t", "other", "d", e(1.0, 0.0)));
+    let ranked: Vec<String> = index.subject_samples("t", "s", &e(1.0, 0.1)).into_iter().map(|h| h.sample_id).collect();
+    assert_eq!(ranked, ["a", "b", "c"]);
+    index.remove_sample("t", "a");
+    let ranked: Vec<String> = index.subject_samples("t", "s", &e(1.0, 0.1)).into_iter().map(|h| h.sample_id).collect();
+    assert_eq!(ranked, ["b", "c"]);
+    assert_eq!(index.best_of_subject("t", "s", &e(1.0, 0.0)).map(|h| h.sample_id).as_deref(), Some("b"));
+    assert_eq!(index.len("t"), 3);
+    assert!(index.subject_samples("t", "nobody", &e(1.0, 0.0)).is_empty());
+    assert!(index.subject_samples("elsewhere", "s", &e(1.0, 0.0)).is_empty());
+    index.remove_sample("elsewhere", "b");
+    assert_eq!(index.len("t"), 3, "removing in another tenant touches nothing");
+}

@@ -257,6 +257,31 @@ impl SqliteStore {
         Ok(deleted > 0)
     }
 
+    fn delete_sample_impl(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let path: Option<String> = tx
+            .prepare_cached(
+                "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id \
+                 WHERE s.tenant_id = ?1 AND s.subject_id = ?2 AND s.id = ?3",
+            )?
+            .query_row([tenant_id, subject_id, sample_id], |row| row.get(0))
+            .optional()?;
+        let deleted = tx
+            .prepare_cached("DELETE FROM face_samples WHERE tenant_id = ?1 AND subject_id = ?2 AND id = ?3")?
+            .execute([tenant_id, subject_id, sample_id])?;
+        tx.commit()?;
+        if let Some(path) = path {
+            if let Err(e) = self.blobs.remove(&path) {
+                tracing::warn!(%path, error = %e, "could not remove the image of a deleted sample");
+            }
+        }
+        if deleted > 0 {
+            scrub_wal(&conn);
+        }
+        Ok(deleted > 0)
+    }
+
     fn for_each_template_impl(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
         let conn = self.reader()?;
         // One row at a time: the gallery can be far larger than what we want resident twice.
@@ -513,6 +538,10 @@ impl Store for SqliteStore {
             })
             .map_err(StoreError::from)?;
         Ok(samples)
+    }
+
+    fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> facegate_core::Result<bool> {
+        Ok(self.delete_sample_impl(tenant_id, subject_id, sample_id)?)
     }
 
     fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<bool> {

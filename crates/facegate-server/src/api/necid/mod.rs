@@ -23,8 +23,10 @@ const MAX_EXTRACT_FACES: usize = 20;
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1.1/subjects", post(register_subject))
-        .route("/v1.1/subjects/{subject_id}", axum::routing::delete(delete_subject))
-        .route("/v1.1/subjects/{subject_id}/events", get(list_events))
+        .route("/v1.1/subjects/{subject_id}", axum::routing::put(update_subject).delete(delete_subject))
+        .route("/v1.1/subjects/{subject_id}/events", get(list_events).post(add_event))
+        .route("/v1.1/subjects/{subject_id}/events/{event_id}", axum::routing::delete(delete_event))
+        .route("/v1.1/face/search", post(search))
         .route("/v1.1/face/extract", post(extract))
         .route("/v1.1/face/verify", post(verify))
         .route("/v1.1/tags", get(list_tags))
@@ -135,6 +137,93 @@ async fn register_subject(
         StatusCode::CREATED,
         Json(json!({"id": subject.id, "eventId": sample.id, "attributes": wire::attributes(&attributes)})),
     ))
+}
+
+#[derive(Deserialize)]
+struct EventRequest {
+    face: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+fn event_body(
+    subject: &facegate_core::Subject,
+    sample: &facegate_core::FaceSample,
+    a: &facegate_core::FaceAttributes,
+) -> Value {
+    json!({"id": subject.id, "eventId": sample.id, "attributes": wire::attributes(a)})
+}
+
+/// Adds a new event from the new face and updates the tags.
+async fn update_subject(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(subject_id): Path<String>,
+    body: Bytes,
+) -> NecResult<Json<Value>> {
+    let req: EventRequest = parse_json(&body)?;
+    let image = wire::decode_image_field("face", req.face.as_deref())?;
+    let (subject, sample, attributes) = state.service.add_event(&tenant, &subject_id, image, req.tags).await?;
+    Ok(Json(event_body(&subject, &sample, &attributes)))
+}
+
+async fn add_event(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(subject_id): Path<String>,
+    body: Bytes,
+) -> NecResult<(StatusCode, Json<Value>)> {
+    let req: EventRequest = parse_json(&body)?;
+    let image = wire::decode_image_field("face", req.face.as_deref())?;
+    let (subject, sample, attributes) = state.service.add_event(&tenant, &subject_id, image, req.tags).await?;
+    Ok((StatusCode::CREATED, Json(event_body(&subject, &sample, &attributes))))
+}
+
+async fn delete_event(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((subject_id, event_id)): Path<(String, String)>,
+) -> NecResult<StatusCode> {
+    state.service.delete_event(&tenant, &subject_id, &event_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct SearchRequest {
+    probe: Option<String>,
+    threshold: Option<i64>,
+    limit: Option<i64>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+async fn search(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    body: Bytes,
+) -> NecResult<Json<Value>> {
+    let req: SearchRequest = parse_json(&body)?;
+    let image = wire::decode_image_field("probe", req.probe.as_deref())?;
+    let threshold = req.threshold.unwrap_or(7000);
+    if !(0..=9999).contains(&threshold) {
+        return Err(ApiError::invalid("threshold must be between 0 and 9999.").into());
+    }
+    let limit = req.limit.unwrap_or(10);
+    if !(1..=50).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 50.").into());
+    }
+    let (candidates, attributes) =
+        state.service.search(&tenant, image, threshold as u32, limit as usize, req.tags).await?;
+    if candidates.is_empty() {
+        return Err(facegate_core::Error::NotFound("candidate").into());
+    }
+    let candidates: Vec<Value> = candidates
+        .iter()
+        .map(|c| {
+            let events: Vec<Value> = c.events.iter().map(|(id, score)| json!({"id": id, "score": score})).collect();
+            json!({"id": c.subject_id, "score": c.score, "events": events})
+        })
+        .collect();
+    Ok(Json(json!({"candidates": candidates, "attributes": wire::attributes(&attributes)})))
 }
 
 async fn delete_subject(
