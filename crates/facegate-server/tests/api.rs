@@ -1,6 +1,7 @@
 //! End-to-end tests of the HTTP API: the real router, real models and a real SQLite store in
 //! a temporary data directory, served on a random loopback port.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -755,5 +756,37 @@ async fn necid_requests_signed_by_botocore_are_verified() {
     // Another tenant's key sees none of these tags.
     let other = server.service.create_tenant("other").expect("tenant");
     assert!(server.service.list_tags(&other.tenant).await.expect("tags").is_empty());
+    server.stop().await;
+}
+
+/// NEC ID on `faceapi`: register photo 1 of each person as a subject, then search with the
+/// default threshold; the right person must come first for every other photo.
+#[tokio::test]
+async fn faceapi_people_are_found_by_nec_search() {
+    let Some(datasets) = shared_datasets() else { return };
+    let root = datasets.join("faceapi/identities");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let tenant = server.service.create_tenant("nec").expect("tenant").tenant;
+    let people = ["amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon", "stuart"];
+    let mut subjects = HashMap::new();
+    for p in people {
+        let bytes = std::fs::read(root.join(p).join(format!("{p}1.png"))).expect("photo");
+        let (subject, _, attributes) =
+            server.service.register_subject(&tenant, bytes, Vec::new()).await.unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(attributes.quality >= 0.5, "{p}: quality {}", attributes.quality);
+        subjects.insert(subject.id, p);
+    }
+    let mut wrong = Vec::new();
+    for p in people {
+        for n in 2..=5 {
+            let bytes = std::fs::read(root.join(p).join(format!("{p}{n}.png"))).expect("photo");
+            match server.service.search(&tenant, bytes, 7000, 10, Vec::new()).await {
+                Ok((candidates, _)) if candidates.first().and_then(|c| subjects.get(&c.subject_id)) == Some(&p) => {}
+                other => wrong.push(format!("{p}{n}: {other:?}")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "not found first: {wrong:#?}");
     server.stop().await;
 }
