@@ -187,6 +187,10 @@ assert sorted(e["id"] for e in body["candidates"][0]["events"]) == sorted([event
 body = expect(call("PUT", f"/v1.1/subjects/{subject}", {"face": b64("yaoming.jpg"), "tags": []}), 200, "update subject")
 assert body["id"] == subject and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body
 expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "tags": ["passport"]}), 404, "tags cleared")
+body = expect(call("PUT", f"/v1.1/subjects/{subject}/events/{second}", {"face": b64("yaoming.jpg")}), 200, "update event")
+assert body["id"] == subject and body["eventId"] == second, body
+expect(call("PUT", f"/v1.1/subjects/{subject}/events/00000000-0000-0000-0000-000000000000",
+            {"face": b64("yaoming.jpg")}), 404, "update an unknown event")
 expect(call("DELETE", f"/v1.1/subjects/{subject}/events/{second}"), 204, "delete event")
 expect(call("DELETE", f"/v1.1/subjects/{subject}/events/{second}"), 404, "delete event again")
 body = expect(call("GET", f"/v1.1/subjects/{subject}/events"), 200, "events left")

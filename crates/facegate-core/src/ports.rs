@@ -44,6 +44,9 @@ pub trait Store: Send + Sync + 'static {
     fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>) -> Result<()>;
     /// Samples of a subject, newest first.
     fn samples_of(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<FaceSample>>;
+    /// Replaces the sample with `sample.sample.id` (image, box, template) in one transaction;
+    /// `NotFound` if the subject has no such sample.
+    fn replace_sample(&self, subject: &Subject, sample: &NewSample) -> Result<()>;
     /// Deletes one sample of a subject and its image file. `false` if it did not exist.
     fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool>;
     /// Deletes the subject, its samples and their image files. `false` if it did not exist.

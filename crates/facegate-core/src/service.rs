@@ -308,6 +308,45 @@ impl FaceService {
         Ok((subject, new_sample.sample, found.attributes))
     }
 
+    /// Replaces the face of one event, keeping its id; replaces the subject's tags when given.
+    pub async fn update_event(
+        &self,
+        tenant: &Tenant,
+        subject_id: &str,
+        event_id: &str,
+        image: Vec<u8>,
+        tags: Option<Vec<String>>,
+    ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
+        let mut subject = self.subject(tenant, subject_id).await?;
+        if let Some(tags) = &tags {
+            self.check_tags_exist(tenant, tags).await?;
+        }
+        let found = self.single_face(image.clone()).await?;
+        if found.attributes.quality < self.config.min_face_quality {
+            return Err(Error::PoorQuality(format!(
+                "faceQualityScore {:.3} is below the minimum {:.3}",
+                found.attributes.quality, self.config.min_face_quality
+            )));
+        }
+        subject.updated_at = now_rfc3339();
+        let mut new_sample =
+            self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
+        new_sample.sample.id = event_id.to_owned();
+        let store = self.store.clone();
+        let (subject, new_sample) = blocking(move || {
+            store.replace_sample(&subject, &new_sample)?;
+            if let Some(tags) = tags {
+                store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)?;
+            }
+            Ok((subject, new_sample))
+        })
+        .await?;
+        // Inserting under an existing sample id replaces that template.
+        self.index.insert(template_of(&subject, &new_sample));
+        tracing::info!(tenant = %tenant.name, subject = %subject.id, event = %event_id, "replaced event");
+        Ok((subject, new_sample.sample, found.attributes))
+    }
+
     /// Deletes one event of a subject.
     pub async fn delete_event(&self, tenant: &Tenant, subject_id: &str, event_id: &str) -> Result<()> {
         let subject = self.subject(tenant, subject_id).await?;

@@ -215,6 +215,17 @@ impl Store for MemoryStore {
         Ok(v)
     }
 
+    fn replace_sample(&self, subject: &Subject, sample: &NewSample) -> Result<()> {
+        let mut d = self.lock();
+        let slot = d
+            .samples
+            .iter_mut()
+            .find(|(s, _, t)| *t == subject.tenant_id && s.subject_id == subject.id && s.id == sample.sample.id)
+            .ok_or(Error::NotFound("event"))?;
+        *slot = (sample.sample.clone(), sample.embedding.clone(), subject.tenant_id.clone());
+        Ok(())
+    }
+
     fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool> {
         let mut d = self.lock();
         let before = d.samples.len();

@@ -226,6 +226,34 @@ impl SqliteStore {
         })
     }
 
+    /// Swaps the face of one sample in one transaction: the new row keeps the sample id, the
+    /// old image file is removed after the commit.
+    fn replace_sample_impl(&self, subject: &Subject, sample: &NewSample) -> Result<()> {
+        let staged = self.stage(subject, Some(sample))?;
+        let old_path = self.write_with_image(staged, |tx, blob| {
+            let old_path: Option<String> = tx
+                .prepare_cached(
+                    "SELECT b.path FROM face_samples s LEFT JOIN image_blobs b ON b.sample_id = s.id \
+                     WHERE s.tenant_id = ?1 AND s.subject_id = ?2 AND s.id = ?3",
+                )?
+                .query_row([&subject.tenant_id, &subject.id, &sample.sample.id], |row| row.get(0))
+                .optional()?
+                .ok_or(StoreError::NotFound("event"))?;
+            tx.prepare_cached("DELETE FROM face_samples WHERE id = ?1")?.execute([&sample.sample.id])?;
+            let blob = blob.ok_or_else(|| StoreError::Inconsistent("replacement sample without an image".into()))?;
+            insert_sample(tx, &subject.tenant_id, sample, blob)?;
+            tx.prepare_cached("UPDATE subjects SET updated_at = ?3 WHERE tenant_id = ?1 AND id = ?2")?
+                .execute(params![subject.tenant_id, subject.id, subject.updated_at])?;
+            Ok(old_path)
+        })?;
+        if let Some(path) = old_path {
+            if let Err(e) = self.blobs.remove(&path) {
+                tracing::warn!(%path, error = %e, "could not remove the replaced image");
+            }
+        }
+        Ok(())
+    }
+
     fn delete_subject_impl(&self, tenant_id: &str, subject_id: &str) -> Result<bool> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -538,6 +566,10 @@ impl Store for SqliteStore {
             })
             .map_err(StoreError::from)?;
         Ok(samples)
+    }
+
+    fn replace_sample(&self, subject: &Subject, sample: &NewSample) -> facegate_core::Result<()> {
+        Ok(self.replace_sample_impl(subject, sample)?)
     }
 
     fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> facegate_core::Result<bool> {

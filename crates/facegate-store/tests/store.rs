@@ -376,3 +376,26 @@ fn subject_tags_are_replaced_and_scoped() {
     assert!(matches!(store.set_subject_tags(&b.id, "s1", &[]), Err(facegate_core::Error::NotFound(_))));
     assert!(store.subject_tags(&b.id, "s1").expect("tags").is_empty());
 }
+
+#[test]
+fn replacing_a_sample_keeps_its_id_and_swaps_the_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let a = store.create_tenant("a", "ha").expect("a");
+    let s = subject(&a, "s1", None);
+    store.create_subject(&s, Some(&sample("s1", "e1", "2024-01-01T00:00:00.000000Z", "m", 0.5))).expect("create");
+    let mut replacement = sample("s1", "e1", "2024-02-01T00:00:00.000000Z", "m", 0.25);
+    replacement.sample.image_name = "enroll/e1_NewName.jpg".into();
+    store.replace_sample(&s, &replacement).expect("replace");
+    let samples = store.samples_of(&a.id, "s1").expect("samples");
+    assert_eq!(samples.len(), 1);
+    assert_eq!(samples[0].image_name, "enroll/e1_NewName.jpg");
+    let files = files_under(&dir.path().join("images"));
+    assert_eq!(files.len(), 1, "the old image is gone: {files:?}");
+    assert!(files[0].ends_with("e1_NewName.jpg"), "{files:?}");
+    assert_eq!(templates(&store, "m")[0].embedding[0], 0.25);
+    let mut ghost = sample("s1", "nope", "2024-02-01T00:00:00.000000Z", "m", 0.1);
+    ghost.sample.image_name = "enroll/ghost_X.jpg".into();
+    assert!(matches!(store.replace_sample(&s, &ghost), Err(facegate_core::Error::NotFound(_))));
+    assert_eq!(files_under(&dir.path().join("images")).len(), 1, "a refused replacement leaves no file");
+}

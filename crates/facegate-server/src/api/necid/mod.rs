@@ -25,7 +25,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1.1/subjects", post(register_subject))
         .route("/v1.1/subjects/{subject_id}", axum::routing::put(update_subject).delete(delete_subject))
         .route("/v1.1/subjects/{subject_id}/events", get(list_events).post(add_event))
-        .route("/v1.1/subjects/{subject_id}/events/{event_id}", axum::routing::delete(delete_event))
+        .route("/v1.1/subjects/{subject_id}/events/{event_id}", axum::routing::put(update_event).delete(delete_event))
         .route("/v1.1/face/search", post(search))
         .route("/v1.1/face/extract", post(extract))
         .route("/v1.1/face/verify", post(verify))
@@ -176,6 +176,19 @@ async fn add_event(
     let image = wire::decode_image_field("face", req.face.as_deref())?;
     let (subject, sample, attributes) = state.service.add_event(&tenant, &subject_id, image, req.tags).await?;
     Ok((StatusCode::CREATED, Json(event_body(&subject, &sample, &attributes))))
+}
+
+async fn update_event(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((subject_id, event_id)): Path<(String, String)>,
+    body: Bytes,
+) -> NecResult<Json<Value>> {
+    let req: EventRequest = parse_json(&body)?;
+    let image = wire::decode_image_field("face", req.face.as_deref())?;
+    let (subject, sample, attributes) =
+        state.service.update_event(&tenant, &subject_id, &event_id, image, req.tags).await?;
+    Ok(Json(event_body(&subject, &sample, &attributes)))
 }
 
 async fn delete_event(
