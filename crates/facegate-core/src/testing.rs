@@ -260,6 +260,11 @@ impl Store for MemoryStore {
         }
         let tag = d.tags.iter_mut().find(|(t, n)| t == tenant_id && n == old_name).ok_or(Error::NotFound("tag"))?;
         tag.1 = new_name.into();
+        for (t, _, label) in d.subject_tags.iter_mut() {
+            if t == tenant_id && label == old_name {
+                *label = new_name.into();
+            }
+        }
         Ok(())
     }
 

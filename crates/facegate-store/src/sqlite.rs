@@ -470,6 +470,9 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Err(StoreError::NotFound("tag"));
             }
+            // Subjects follow a rename, so searches by the new name still find them.
+            tx.prepare_cached("UPDATE OR IGNORE subject_tags SET tag = ?3 WHERE tenant_id = ?1 AND tag = ?2")?
+                .execute(params![tenant_id, old_name, new_name])?;
             Ok(())
         })?)
     }

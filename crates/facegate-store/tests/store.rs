@@ -374,6 +374,9 @@ fn subject_tags_are_replaced_and_scoped() {
     store.set_subject_tags(&a.id, "s1", &["staff".into()]).expect("replace");
     assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["staff"]);
     assert!(matches!(store.set_subject_tags(&b.id, "s1", &[]), Err(facegate_core::Error::NotFound(_))));
+    store.create_tag(&a.id, "staff", 64).expect("tag");
+    store.rename_tag(&a.id, "staff", "employees").expect("rename");
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["employees"], "labels follow a rename");
     assert!(store.subject_tags(&b.id, "s1").expect("tags").is_empty());
 }
 
