@@ -2,7 +2,7 @@
 """NEC ID requests signed by botocore's SigV4Auth (region ap-southeast-2, service execute-api),
 as NEC's own examples sign them, against facegate.
 
-usage: necid_botocore_client.py BASE_URL API_KEY ACCESS_KEY_ID SECRET_ACCESS_KEY PACK_DIR MIICLOUD_PERSON_ID STRANGER_JPG
+usage: necid_botocore_client.py BASE_URL API_KEY ACCESS_KEY_ID SECRET_ACCESS_KEY PACK_DIR MIICLOUD_PERSON_ID STRANGER_JPG BLURRED_PNG
 (PACK_DIR holds the model pack's sample photos; MIICLOUD_PERSON_ID is a person enrolled through
 miiCloud from yaoming.jpg; STRANGER_JPG holds one face of someone else)
 needs: python3 with botocore and requests
@@ -23,7 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 BASE, API_KEY, AKID, SECRET = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3], sys.argv[4]
-PACK, MII_PERSON, STRANGER = sys.argv[5], sys.argv[6], sys.argv[7]
+PACK, MII_PERSON, STRANGER, BLURRED = sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8]
 
 
 def call(method, path, body=None, api_key=API_KEY, secret=SECRET, region="ap-southeast-2", tamper=None, at=None):
@@ -140,6 +140,10 @@ body = expect(call("POST", "/v1.1/subjects", {"face": b64("players.jpg")}), 400,
 assert body["errorCode"] == 2003 and body["errorType"] == "MultipleFaces", body
 body = expect(call("POST", "/v1.1/subjects", {"face": grey_png()}), 400, "no face")
 assert body["errorCode"] == 2001, body
+with open(BLURRED, "rb") as f:
+    blurred = base64.b64encode(f.read()).decode()
+body = expect(call("POST", "/v1.1/subjects", {"face": blurred}), 400, "poor quality")
+assert body["errorCode"] == 2002 and body["errorType"] == "PoorQuality", body
 body = expect(call("POST", "/v1.1/subjects", {"tags": []}), 400, "no face property")
 assert body["message"] == "face property must be provided." and body["errorCode"] == 1001, body
 body = expect(call("GET", f"/v1.1/subjects/{subject}/events"), 200, "list events")

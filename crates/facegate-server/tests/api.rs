@@ -733,6 +733,10 @@ async fn necid_requests_signed_by_botocore_are_verified() {
     let crop = image::imageops::crop_imm(&img, x as u32, y as u32, w as u32, h as u32).to_image();
     let stranger = dir.path().join("stranger.jpg");
     crop.save(&stranger).expect("save crop");
+    // A heavily blurred face is still found but is too poor to register.
+    let yao = image::load_from_memory(&asset("yaoming.jpg")).expect("decode").to_rgb8();
+    let blurred = dir.path().join("blurred.png");
+    image::imageops::blur(&yao, 6.0).save(&blurred).expect("save blurred");
     let script = workspace_root().join("tests/python/necid_botocore_client.py");
     let base = server.base.clone();
     let output = tokio::task::spawn_blocking(move || {
@@ -742,6 +746,7 @@ async fn necid_requests_signed_by_botocore_are_verified() {
             .arg(pack_dir())
             .arg(person.subject.id)
             .arg(stranger)
+            .arg(blurred)
             .output()
     })
     .await
