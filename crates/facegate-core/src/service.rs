@@ -217,6 +217,18 @@ impl FaceService {
         }
     }
 
+    /// The single face of `image`, refused when its quality is below the registration minimum.
+    async fn registrable_face(&self, image: Vec<u8>) -> Result<AttributedFace> {
+        let found = self.single_face(image).await?;
+        if found.attributes.quality < self.config.min_face_quality {
+            return Err(Error::PoorQuality(format!(
+                "faceQualityScore {:.3} is below the minimum {:.3}",
+                found.attributes.quality, self.config.min_face_quality
+            )));
+        }
+        Ok(found)
+    }
+
     async fn check_tags_exist(&self, tenant: &Tenant, tags: &[String]) -> Result<()> {
         if tags.is_empty() {
             return Ok(());
@@ -238,13 +250,7 @@ impl FaceService {
         tags: Vec<String>,
     ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
         self.check_tags_exist(tenant, &tags).await?;
-        let found = self.single_face(image.clone()).await?;
-        if found.attributes.quality < self.config.min_face_quality {
-            return Err(Error::PoorQuality(format!(
-                "faceQualityScore {:.3} is below the minimum {:.3}",
-                found.attributes.quality, self.config.min_face_quality
-            )));
-        }
+        let found = self.registrable_face(image.clone()).await?;
         let now = now_rfc3339();
         let subject = Subject {
             id: uuid::Uuid::new_v4().to_string(),
@@ -284,13 +290,7 @@ impl FaceService {
         if let Some(tags) = &tags {
             self.check_tags_exist(tenant, tags).await?;
         }
-        let found = self.single_face(image.clone()).await?;
-        if found.attributes.quality < self.config.min_face_quality {
-            return Err(Error::PoorQuality(format!(
-                "faceQualityScore {:.3} is below the minimum {:.3}",
-                found.attributes.quality, self.config.min_face_quality
-            )));
-        }
+        let found = self.registrable_face(image.clone()).await?;
         subject.updated_at = now_rfc3339();
         let new_sample =
             self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
@@ -321,13 +321,7 @@ impl FaceService {
         if let Some(tags) = &tags {
             self.check_tags_exist(tenant, tags).await?;
         }
-        let found = self.single_face(image.clone()).await?;
-        if found.attributes.quality < self.config.min_face_quality {
-            return Err(Error::PoorQuality(format!(
-                "faceQualityScore {:.3} is below the minimum {:.3}",
-                found.attributes.quality, self.config.min_face_quality
-            )));
-        }
+        let found = self.registrable_face(image.clone()).await?;
         subject.updated_at = now_rfc3339();
         let mut new_sample =
             self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
