@@ -232,25 +232,9 @@ impl TenantIndex {
         top.into_iter().map(|s| self.hit(s)).collect()
     }
 
-    fn best_of_subject(&self, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {
-        if query.len() != self.dim {
-            return None;
-        }
-        let id = *self.subject_ids.get(subject_id)?;
-        let rows = &self.subjects.get(id as usize)?.as_ref()?.rows;
-        let best = rows
-            .iter()
-            .filter_map(|&row| {
-                let r = row as usize;
-                let vector = self.vectors.get(r * self.dim..(r + 1) * self.dim)?;
-                Some(Scored { score: dot(vector, query), row })
-            })
-            .filter(|s| !s.score.is_nan())
-            .max()?;
-        Some(self.hit(best))
-    }
-
-    fn subject_samples(&self, subject_id: &str, query: &[f32]) -> Vec<SubjectHit> {
+    /// Every row of one subject scored against `query`, NaNs dropped; empty for an unknown
+    /// subject or a query of the wrong length.
+    fn scored_subject_rows(&self, subject_id: &str, query: &[f32]) -> Vec<Scored> {
         if query.len() != self.dim {
             return Vec::new();
         }
@@ -263,15 +247,23 @@ impl TenantIndex {
         else {
             return Vec::new();
         };
-        let mut scored: Vec<Scored> = rows
-            .iter()
+        rows.iter()
             .filter_map(|&row| {
                 let r = row as usize;
                 let vector = self.vectors.get(r * self.dim..(r + 1) * self.dim)?;
                 Some(Scored { score: dot(vector, query), row })
             })
             .filter(|s| !s.score.is_nan())
-            .collect();
+            .collect()
+    }
+
+    fn best_of_subject(&self, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {
+        let best = self.scored_subject_rows(subject_id, query).into_iter().max()?;
+        Some(self.hit(best))
+    }
+
+    fn subject_samples(&self, subject_id: &str, query: &[f32]) -> Vec<SubjectHit> {
+        let mut scored = self.scored_subject_rows(subject_id, query);
         scored.sort_by(|a, b| b.cmp(a));
         scored.into_iter().map(|s| self.hit(s)).collect()
     }
