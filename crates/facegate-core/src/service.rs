@@ -286,26 +286,7 @@ impl FaceService {
         image: Vec<u8>,
         tags: Option<Vec<String>>,
     ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
-        let mut subject = self.subject(tenant, subject_id).await?;
-        if let Some(tags) = &tags {
-            self.check_tags_exist(tenant, tags).await?;
-        }
-        let found = self.registrable_face(image.clone()).await?;
-        subject.updated_at = now_rfc3339();
-        let new_sample =
-            self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
-        let store = self.store.clone();
-        let (subject, new_sample) = blocking(move || {
-            store.update_subject(&subject, Some(&new_sample))?;
-            if let Some(tags) = tags {
-                store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)?;
-            }
-            Ok((subject, new_sample))
-        })
-        .await?;
-        self.index.insert(template_of(&subject, &new_sample));
-        tracing::info!(tenant = %tenant.name, subject = %subject.id, event = %new_sample.sample.id, "added event");
-        Ok((subject, new_sample.sample, found.attributes))
+        self.write_event(tenant, subject_id, None, image, tags).await
     }
 
     /// Replaces the face of one event, keeping its id; replaces the subject's tags when given.
@@ -317,6 +298,19 @@ impl FaceService {
         image: Vec<u8>,
         tags: Option<Vec<String>>,
     ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
+        self.write_event(tenant, subject_id, Some(event_id), image, tags).await
+    }
+
+    /// Adds a new event, or replaces `replacing` when given, from the single registrable face of
+    /// `image`, and the subject's tags with `tags` when given, in one store transaction.
+    async fn write_event(
+        &self,
+        tenant: &Tenant,
+        subject_id: &str,
+        replacing: Option<&str>,
+        image: Vec<u8>,
+        tags: Option<Vec<String>>,
+    ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
         let mut subject = self.subject(tenant, subject_id).await?;
         if let Some(tags) = &tags {
             self.check_tags_exist(tenant, tags).await?;
@@ -325,10 +319,17 @@ impl FaceService {
         subject.updated_at = now_rfc3339();
         let mut new_sample =
             self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
-        new_sample.sample.id = event_id.to_owned();
+        if let Some(event_id) = replacing {
+            new_sample.sample.id = event_id.to_owned();
+        }
+        let replace = replacing.is_some();
         let store = self.store.clone();
         let (subject, new_sample) = blocking(move || {
-            store.replace_sample(&subject, &new_sample)?;
+            if replace {
+                store.replace_sample(&subject, &new_sample)?;
+            } else {
+                store.update_subject(&subject, Some(&new_sample))?;
+            }
             if let Some(tags) = tags {
                 store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)?;
             }
@@ -337,7 +338,10 @@ impl FaceService {
         .await?;
         // Inserting under an existing sample id replaces that template.
         self.index.insert(template_of(&subject, &new_sample));
-        tracing::info!(tenant = %tenant.name, subject = %subject.id, event = %event_id, "replaced event");
+        tracing::info!(
+            tenant = %tenant.name, subject = %subject.id, event = %new_sample.sample.id, replaced = replace,
+            "wrote event"
+        );
         Ok((subject, new_sample.sample, found.attributes))
     }
 
