@@ -207,6 +207,11 @@ impl FaceService {
         Ok(faces)
     }
 
+    /// The largest face of `image`, as miiCloud enrolls it; NoFace when there is none.
+    async fn largest_face(&self, image: Vec<u8>) -> Result<DetectedFace> {
+        self.analyze(image).await?.faces.into_iter().next().ok_or(Error::NoFace)
+    }
+
     /// The one face of `image` with its attributes: NoFace or MultipleFaces otherwise.
     async fn single_face(&self, image: Vec<u8>) -> Result<AttributedFace> {
         let mut faces = self.extract(image, 2).await?;
@@ -453,8 +458,7 @@ impl FaceService {
         if self.person(tenant, customer_person_id).await.is_ok() {
             return Err(conflict(customer_person_id));
         }
-        let analysis = self.analyze(image.bytes.clone()).await?;
-        let face = analysis.faces.into_iter().next().ok_or(Error::NoFace)?;
+        let face = self.largest_face(image.bytes.clone()).await?;
         let now = now_rfc3339();
         let subject = Subject {
             id: uuid::Uuid::new_v4().to_string(),
@@ -488,8 +492,7 @@ impl FaceService {
         let mut subject = self.person(tenant, customer_person_id).await?;
         let new_sample = match image {
             Some(image) => {
-                let analysis = self.analyze(image.bytes.clone()).await?;
-                let face = analysis.faces.into_iter().next().ok_or(Error::NoFace)?;
+                let face = self.largest_face(image.bytes.clone()).await?;
                 Some(self.new_sample(&subject, &face, image))
             }
             None => None,
