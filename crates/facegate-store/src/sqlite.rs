@@ -137,6 +137,13 @@ impl SqliteStore {
         self.blobs.stage(&rel, &ns.image).map(Some)
     }
 
+    /// The tenant a hashed credential belongs to; `sql` selects the tenant row by `?1`.
+    fn tenant_by_credential(&self, sql: &str, credential_hash: &str) -> Result<Option<Tenant>> {
+        let conn = self.reader()?;
+        let tenant = conn.prepare_cached(sql)?.query_row([credential_hash], tenant_from_row).optional()?;
+        Ok(tenant)
+    }
+
     fn insert_tenant(tx: &Transaction<'_>, name: &str) -> Result<Tenant> {
         let tenant = Tenant {
             id: uuid::Uuid::new_v4().to_string(),
@@ -367,15 +374,11 @@ impl Store for SqliteStore {
     }
 
     fn tenant_by_token_hash(&self, token_hash: &str) -> facegate_core::Result<Option<Tenant>> {
-        let conn = self.reader()?;
-        let tenant = conn
-            .prepare_cached(
-                "SELECT t.id, t.name, t.created_at FROM tenant_tokens k JOIN tenants t ON t.id = k.tenant_id \
-                 WHERE k.token_hash = ?1",
-            )
-            .and_then(|mut stmt| stmt.query_row([token_hash], tenant_from_row).optional())
-            .map_err(StoreError::from)?;
-        Ok(tenant)
+        Ok(self.tenant_by_credential(
+            "SELECT t.id, t.name, t.created_at FROM tenant_tokens k JOIN tenants t ON t.id = k.tenant_id \
+             WHERE k.token_hash = ?1",
+            token_hash,
+        )?)
     }
 
     fn list_tenants(&self) -> facegate_core::Result<Vec<Tenant>> {
@@ -414,15 +417,11 @@ impl Store for SqliteStore {
     }
 
     fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> facegate_core::Result<Option<Tenant>> {
-        let conn = self.reader()?;
-        let tenant = conn
-            .prepare_cached(
-                "SELECT t.id, t.name, t.created_at FROM tenant_api_keys k JOIN tenants t ON t.id = k.tenant_id \
-                 WHERE k.api_key_hash = ?1",
-            )
-            .and_then(|mut stmt| stmt.query_row([api_key_hash], tenant_from_row).optional())
-            .map_err(StoreError::from)?;
-        Ok(tenant)
+        Ok(self.tenant_by_credential(
+            "SELECT t.id, t.name, t.created_at FROM tenant_api_keys k JOIN tenants t ON t.id = k.tenant_id \
+             WHERE k.api_key_hash = ?1",
+            api_key_hash,
+        )?)
     }
 
     fn access_key_secret(&self, tenant_id: &str, access_key_id: &str) -> facegate_core::Result<Option<String>> {
