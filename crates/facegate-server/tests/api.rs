@@ -139,6 +139,11 @@ async fn json_of(res: reqwest::Response) -> (StatusCode, Value) {
     (status, value)
 }
 
+/// Sends a request and reads its JSON answer.
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    json_of(req.send().await.expect("send")).await
+}
+
 fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
     k.sort();
@@ -156,16 +161,7 @@ async fn enroll(server: &TestServer, id: &str, name: &str, bytes: Vec<u8>) -> (S
         &[("customer_person_id", id), ("first_name", "John"), ("last_name", "Doe"), ("email", "test@domain.com")],
         Some((name, bytes)),
     );
-    json_of(
-        client()
-            .post(server.url("/miicloud/person"))
-            .header("Authorization", AUTH)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await
+    send(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form)).await
 }
 
 async fn match_faces(server: &TestServer, bytes: Vec<u8>, customer_person_id: Option<&str>) -> (StatusCode, Value) {
@@ -174,16 +170,7 @@ async fn match_faces(server: &TestServer, bytes: Vec<u8>, customer_person_id: Op
         fields.push(("customer_person_id", id));
     }
     let form = person_form(&fields, Some(("test_001.jpg", bytes)));
-    json_of(
-        client()
-            .post(server.url("/miicloud/match_faces"))
-            .header("Authorization", AUTH)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await
+    send(client().post(server.url("/miicloud/match_faces")).header("Authorization", AUTH).multipart(form)).await
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -242,16 +229,8 @@ async fn person_lifecycle_has_the_documented_shapes() {
         ],
         Some(("will_smith_003.jpg", asset("yaoming.jpg"))),
     );
-    let (status, body) = json_of(
-        client()
-            .put(server.url("/miicloud/person"))
-            .header("Authorization", AUTH)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().put(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         keys(&body),
@@ -278,14 +257,11 @@ async fn person_lifecycle_has_the_documented_shapes() {
 
     // Update through the path, as the curl example does, without an image.
     let form = person_form(&[("first_name", "Johnny")], None);
-    let (status, body) = json_of(
+    let (status, body) = send(
         client()
             .put(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
             .header("authorization", AUTH)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
+            .multipart(form),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -293,15 +269,9 @@ async fn person_lifecycle_has_the_documented_shapes() {
     assert!(body.get("bounding_box").is_none(), "no new face, no box");
     assert_eq!(body["images"].as_array().map(Vec::len), Some(2));
 
-    let (status, body) = json_of(
-        client()
-            .get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
-            .header("Authorization", AUTH)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH))
+            .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         keys(&body),
@@ -312,40 +282,22 @@ async fn person_lifecycle_has_the_documented_shapes() {
     let stored = files_under(&dir.path().join("images"));
     assert_eq!(stored.len(), 2, "{stored:?}");
 
-    let (status, body) = json_of(
-        client()
-            .delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
-            .header("Authorization", AUTH)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH))
+            .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(keys(&body), ["customer_person_id", "miicloud_person_id", "status"]);
     assert_eq!(body["status"], "success");
     assert_eq!(body["miicloud_person_id"], person_id.as_str());
     assert!(files_under(&dir.path().join("images")).is_empty(), "image files are deleted with the person");
 
-    let (status, body) = json_of(
-        client()
-            .get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
-            .header("Authorization", AUTH)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH))
+            .await;
     assert_fail(status, &body, StatusCode::NOT_FOUND);
-    let (status, body) = json_of(
-        client()
-            .delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89"))
-            .header("Authorization", AUTH)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH))
+            .await;
     assert_fail(status, &body, StatusCode::NOT_FOUND);
     server.stop().await;
 }
@@ -439,42 +391,18 @@ async fn enrollment_errors_are_json_with_fitting_statuses() {
 
     // Missing fields.
     let form = person_form(&[("first_name", "x")], Some(("a.jpg", asset("yaoming.jpg"))));
-    let (status, body) = json_of(
-        client()
-            .post(server.url("/miicloud/person"))
-            .header("Authorization", AUTH)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form)).await;
     assert_fail(status, &body, StatusCode::BAD_REQUEST);
     let form = person_form(&[("customer_person_id", "p3")], None);
-    let (status, body) = json_of(
-        client()
-            .post(server.url("/miicloud/person"))
-            .header("Authorization", AUTH)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form)).await;
     assert_fail(status, &body, StatusCode::BAD_REQUEST);
 
     // image_path as a URL string instead of a file.
     let form = person_form(&[("customer_person_id", "p3"), ("image_path", "https://example.com/a.jpg")], None);
-    let (status, body) = json_of(
-        client()
-            .post(server.url("/miicloud/person"))
-            .header("Authorization", AUTH)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form)).await;
     assert_fail(status, &body, StatusCode::BAD_REQUEST);
     assert!(body["message"].as_str().is_some_and(|m| m.contains("URL")), "{body}");
 
@@ -486,29 +414,20 @@ async fn enrollment_errors_are_json_with_fitting_statuses() {
     assert_fail(status, &body, StatusCode::BAD_REQUEST);
 
     // Not multipart at all.
-    let res = client()
-        .post(server.url("/miicloud/person"))
-        .header("Authorization", AUTH)
-        .header("content-type", "text/plain")
-        .body("hi")
-        .send()
-        .await
-        .expect("send");
-    let (status, body) = json_of(res).await;
+    let (status, body) = send(
+        client()
+            .post(server.url("/miicloud/person"))
+            .header("Authorization", AUTH)
+            .header("content-type", "text/plain")
+            .body("hi"),
+    )
+    .await;
     assert_fail(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     // Update of an unknown person.
     let form = person_form(&[("customer_person_id", "ghost")], None);
-    let (status, body) = json_of(
-        client()
-            .put(server.url("/miicloud/person"))
-            .header("Authorization", AUTH)
-            .multipart(form)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) =
+        send(client().put(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form)).await;
     assert_fail(status, &body, StatusCode::NOT_FOUND);
     server.stop().await;
 }
@@ -573,14 +492,14 @@ async fn authentication_is_required() {
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
-        let (status, body) = json_of(req.send().await.expect("send")).await;
+        let (status, body) = send(req).await;
         assert_fail(status, &body, StatusCode::UNAUTHORIZED);
     }
-    let (status, body) = json_of(client().get(server.url("/nowhere")).send().await.expect("send")).await;
+    let (status, body) = send(client().get(server.url("/nowhere"))).await;
     assert_fail(status, &body, StatusCode::NOT_FOUND);
-    let (status, body) = json_of(client().get(server.url("/healthz")).send().await.expect("send")).await;
+    let (status, body) = send(client().get(server.url("/healthz"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = json_of(client().get(server.url("/readyz")).send().await.expect("send")).await;
+    let (status, body) = send(client().get(server.url("/readyz"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     server.stop().await;
 }
@@ -595,10 +514,7 @@ async fn data_survives_a_restart() {
     server.stop().await;
 
     let server = TestServer::start(&data_dir).await;
-    let (status, body) = json_of(
-        client().get(server.url("/miicloud/person/yao")).header("Authorization", AUTH).send().await.expect("send"),
-    )
-    .await;
+    let (status, body) = send(client().get(server.url("/miicloud/person/yao")).header("Authorization", AUTH)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["first_name"], "John");
     let (status, body) = match_faces(&server, asset("yaoming.jpg"), None).await;
