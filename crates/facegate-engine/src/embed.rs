@@ -15,8 +15,10 @@ pub struct RecognizerParams {
     pub mean: f32,
     pub std: f32,
     pub embedding_size: usize,
-    /// Faces per run: many when the model's batch dimension is dynamic, else 1.
+    /// Crops per run: many when the model's batch dimension is dynamic, else 1.
     pub max_batch: usize,
+    /// Also embed the mirrored crop and add the two before normalising ("flip test").
+    pub flip_test: bool,
 }
 
 /// The crop transform for one face: the keypoints onto the ArcFace template (scaled to the
@@ -37,6 +39,10 @@ pub fn crop_transform(det: &Detection, input_size: u32) -> Affine {
 }
 
 /// Embeds every detection of `img`, batched; returns L2-normalised vectors in the same order.
+///
+/// With `flip_test`, each face is embedded twice, as aligned and mirrored, and the two raw
+/// outputs are added: a face and its mirror image are the same person, so the sum cancels
+/// some of the noise from pose and lighting that falls on one side of the face.
 pub fn embed(
     session: &mut Session,
     params: &RecognizerParams,
@@ -46,34 +52,57 @@ pub fn embed(
 ) -> Result<Vec<Vec<f32>>> {
     let size = params.input_size;
     let item = 3 * (size * size) as usize;
+    let views = if params.flip_test { 2 } else { 1 };
+    let dim = params.embedding_size;
+    let faces_per_fill = (params.max_batch / views).max(1);
     let mut embeddings = Vec::with_capacity(dets.len());
-    for chunk in dets.chunks(params.max_batch.max(1)) {
+    let mut raw_sum = vec![0f32; dim];
+    for chunk in dets.chunks(faces_per_fill) {
         input.clear();
-        input.resize(item * chunk.len(), 0.0);
-        for (det, slot) in chunk.iter().zip(input.chunks_exact_mut(item)) {
+        input.resize(item * views * chunk.len(), 0.0);
+        for (det, slots) in chunk.iter().zip(input.chunks_exact_mut(item * views)) {
+            let (slot, mirror) = slots.split_at_mut(item);
             let m = crop_transform(det, size);
             if !align::warp_to_planar(img, &m, size, params.mean, params.std, slot) {
                 // Only a non-invertible transform gets here; a flat grey crop keeps the batch
                 // aligned with `dets` and yields a meaningless but harmless template.
                 slot.fill(0.0);
             }
+            if views == 2 {
+                mirror_planar(slot, mirror, size as usize);
+            }
         }
-        let shape = [chunk.len(), 3, size as usize, size as usize];
-        let tensor = TensorRef::from_array_view((shape, input.as_slice()))?;
-        let outputs = session.run(ort::inputs![tensor])?;
-        let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
-        let dim = params.embedding_size;
-        if raw.len() != dim * chunk.len() {
-            return Err(EngineError::Model {
-                model: "recognizer".into(),
-                reason: format!("expected {} × {dim} values, got {}", chunk.len(), raw.len()),
-            });
+        let mut raw = Vec::with_capacity(dim * views * chunk.len());
+        for run in input.chunks(item * params.max_batch.max(1)) {
+            let crops = run.len() / item;
+            let shape = [crops, 3, size as usize, size as usize];
+            let tensor = TensorRef::from_array_view((shape, run))?;
+            let outputs = session.run(ort::inputs![tensor])?;
+            let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
+            if out.len() != dim * crops {
+                return Err(EngineError::Model {
+                    model: "recognizer".into(),
+                    reason: format!("expected {crops} × {dim} values, got {}", out.len()),
+                });
+            }
+            raw.extend_from_slice(out);
         }
-        for v in raw.chunks_exact(dim) {
-            embeddings.push(l2_normalized(v)?);
+        for face in raw.chunks_exact(dim * views) {
+            raw_sum.fill(0.0);
+            for view in face.chunks_exact(dim) {
+                raw_sum.iter_mut().zip(view).for_each(|(s, v)| *s += v);
+            }
+            embeddings.push(l2_normalized(&raw_sum)?);
         }
     }
     Ok(embeddings)
+}
+
+/// Writes the left-right mirror image of a planar `3 × side × side` crop into `out`.
+fn mirror_planar(crop: &[f32], out: &mut [f32], side: usize) {
+    for (src, dst) in crop.chunks_exact(side).zip(out.chunks_exact_mut(side)) {
+        dst.iter_mut().zip(src.iter().rev()).for_each(|(d, s)| *d = *s);
+    }
 }
 
 /// `v / |v|`; an all-zero or non-finite output is a model failure, not a template.
@@ -103,6 +132,19 @@ mod tests {
         assert!(l2_normalized(&[0.0, 0.0]).is_err());
         assert!(l2_normalized(&[f32::NAN, 1.0]).is_err());
         assert!((cosine(&v, &v) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mirroring_reverses_every_row_of_every_plane() {
+        let side = 3;
+        let crop: Vec<f32> = (0..3 * side * side).map(|v| v as f32).collect();
+        let mut out = vec![0.0; crop.len()];
+        mirror_planar(&crop, &mut out, side);
+        assert_eq!(&out[..3], &[2.0, 1.0, 0.0]);
+        assert_eq!(&out[24..], &[26.0, 25.0, 24.0]);
+        let mut back = vec![0.0; crop.len()];
+        mirror_planar(&out, &mut back, side);
+        assert_eq!(back, crop);
     }
 
     #[test]

@@ -288,6 +288,7 @@ impl OrtEngine {
             std: m.recognizer.std,
             embedding_size: m.recognizer.embedding_size,
             max_batch: 1,
+            flip_test: m.recognizer.flip_test,
         };
 
         let workers = config.workers.max(1);

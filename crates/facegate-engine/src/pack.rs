@@ -71,6 +71,10 @@ pub struct RecognizerSpec {
     pub mean: f32,
     pub std: f32,
     pub embedding_size: usize,
+    /// Embed each face and its mirror image and add the two (see `embed::embed`). Changes the
+    /// templates, so a pack that turns it on or off needs a new `model_id` and calibration.
+    #[serde(default)]
+    pub flip_test: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -527,3 +527,52 @@ fn quality_passes_clear_photos_and_fails_tiny_and_blurred_faces() {
     let (_, a) = largest_face(&lfw_first(&data, "Abdul_Majeed_Shobokshi")).expect("a face");
     assert!(a.quality_parts.pose < 0.5 && a.frontal_face_score < 0.7, "{a:?}");
 }
+
+/// A copy of the default pack (manifest rewritten, model files linked) with the flip test on.
+fn flip_test_pack() -> (tempfile::TempDir, EngineConfig) {
+    let pack = home().join("models/buffalo_s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(&pack).expect("read pack") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "onnx") {
+            std::os::unix::fs::symlink(&path, dir.path().join(path.file_name().expect("name"))).expect("link");
+        }
+    }
+    let manifest = std::fs::read_to_string(pack.join("manifest.toml")).expect("manifest");
+    let manifest = manifest
+        .replace("model_id = \"buffalo_s/w600k_mbf@1\"", "model_id = \"buffalo_s/w600k_mbf+flip@1\"")
+        .replace("embedding_size = 512", "embedding_size = 512\nflip_test = true");
+    assert!(manifest.contains("flip_test = true"), "manifest layout changed");
+    std::fs::write(dir.path().join("manifest.toml"), manifest).expect("write manifest");
+    let config = EngineConfig { workers: 1, model_dir: dir.path().to_owned(), ..EngineConfig::with_home(&home()) };
+    (dir, config)
+}
+
+#[test]
+fn flip_test_templates_do_not_change_when_the_photo_is_mirrored() {
+    let (_dir, config) = flip_test_pack();
+    let flip = OrtEngine::load(&config).expect("flip pack loads");
+    assert_eq!(flip.model_info().model_id, "buffalo_s/w600k_mbf+flip@1");
+    let photo = decode(&pack_file("yaoming.jpg"));
+    let mirrored = image::imageops::flip_horizontal(&photo);
+    // The same face in the mirrored photo: box and keypoints flipped, left and right swapped, so
+    // that only the recognizer differs between the two runs.
+    let face = engine().detect(&photo).expect("detect").remove(0);
+    let w = photo.width() as f32;
+    let m = |p: [f32; 2]| [w - p[0], p[1]];
+    let l = face.landmarks;
+    let mut mirrored_face = face.clone();
+    mirrored_face.bbox.left = w - face.bbox.right;
+    mirrored_face.bbox.right = w - face.bbox.left;
+    mirrored_face.landmarks = [m(l[1]), m(l[0]), m(l[2]), m(l[4]), m(l[3])];
+    let embed = |e: &OrtEngine, img: &RgbImage, det: &Detection| {
+        e.embed_faces(img, std::slice::from_ref(det)).expect("embed").remove(0)
+    };
+    let plain = cosine(&embed(&engine(), &photo, &face), &embed(&engine(), &mirrored, &mirrored_face));
+    let flipped = cosine(&embed(&flip, &photo, &face), &embed(&flip, &mirrored, &mirrored_face));
+    // Crop + mirror and mirror + crop differ only by resampling.
+    assert!(flipped > 0.995, "flip-test similarity of a face and its mirror image: {flipped}");
+    assert!(flipped > plain, "flip test {flipped} should beat plain {plain}");
+    // Same person either way: a flip-test template still matches a plain one.
+    assert!(cosine(&embed(&flip, &photo, &face), &embed(&engine(), &photo, &face)) > 0.9);
+}
