@@ -1,5 +1,5 @@
-//! `facegate eval pairs|calibrate`: accuracy and score calibration on labelled photos, through
-//! the same engine code path as the server.
+//! `facegate eval pairs|identify|calibrate`: accuracy and score calibration on labelled photos,
+//! through the same engine code path as the server.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use facegate_core::score::{score_for_fmr, FIT_FMRS};
-use facegate_core::{Calibration, Engine};
+use facegate_core::{Calibration, DetectedFace, Engine};
 use facegate_server::Settings;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::runtime::{load_engine, EngineArgs};
@@ -19,6 +21,9 @@ pub enum EvalCommand {
     /// LFW-style verification: N-fold accuracy with held-out thresholds, TAR@FAR, and the
     /// error rates at the service's default threshold.
     Pairs(PairsArgs),
+    /// 1:N identification: enroll one photo of every person, search with the others, and report
+    /// rank-1, FNIR at FPIR 0.01 and 0.003 (NIST FRTE 1:N), and the gallery size.
+    Identify(IdentifyArgs),
     /// Measure impostor and genuine similarity distributions over every pair of a folder of
     /// people (one sub-folder each) and print calibration knots for the pack manifest.
     Calibrate(CalibrateArgs),
@@ -39,7 +44,73 @@ pub struct PairsArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    embed: EmbedArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct IdentifyArgs {
+    /// Folder with one sub-folder per person.
+    #[arg(long)]
+    images: PathBuf,
+    /// Photos enrolled per person. People with more photos than this are searched for with the
+    /// rest; people with fewer are enrolled whole and serve as distractors.
+    #[arg(long, default_value_t = 1)]
+    enroll: usize,
+    /// How a subject's samples make one score: `max` (what the service does) or `mean`.
+    #[arg(long, value_enum, default_value_t = Aggregate::Max)]
+    aggregate: Aggregate,
+    /// Skip enrollment photos whose face quality (0–1, as NEC reports it) is below this; the
+    /// person's next photo is tried instead. 0 disables the gate (and the landmark model).
+    #[arg(long, default_value_t = 0.0)]
+    min_quality: f32,
+    /// Known threshold to report error rates at [default: 7000]
+    #[arg(long, default_value_t = 7000)]
+    known_threshold: u32,
+    /// A file naming people (folder names, one per line, `#` comments) to leave out: known
+    /// label noise, such as one person filed under two spellings.
+    #[arg(long)]
+    exclude_people: Option<PathBuf>,
+    /// Also list the N probes with the highest non-mated scores and the N lowest mated ones:
+    /// where label noise and hard cases are.
+    #[arg(long, default_value_t = 0)]
+    show_worst: usize,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    embed: EmbedArgs,
+}
+
+/// How photos become templates, shared by every eval command.
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Which face of a photo with several is the labelled person's.
+    #[arg(long, value_enum, default_value_t = FaceChoice::Center)]
+    face: FaceChoice,
+    /// Keep templates in this file and reuse them on the next run with the same model and face
+    /// choice, so that trying report options does not embed every photo again.
+    #[arg(long)]
+    embeddings_cache: Option<PathBuf>,
+    #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// Which face of a photo with several stands for the labelled person.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaceChoice {
+    /// The face whose box centre is nearest the image centre: how LFW and most face datasets
+    /// are made (each photo is cropped around the labelled person).
+    Center,
+    /// The largest face: the rule miiCloud enrollment follows.
+    Largest,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregate {
+    /// The best sample's similarity.
+    Max,
+    /// The mean of the samples' similarities.
+    Mean,
 }
 
 #[derive(Args, Debug)]
@@ -47,16 +118,21 @@ pub struct CalibrateArgs {
     /// Folder with one sub-folder per person.
     #[arg(long)]
     images: PathBuf,
+    /// A file naming people (folder names, one per line, `#` comments) to leave out: known
+    /// label noise, such as one person filed under two spellings.
+    #[arg(long)]
+    exclude_people: Option<PathBuf>,
     /// Print a JSON report instead of text.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    engine: EngineArgs,
+    embed: EmbedArgs,
 }
 
 pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Pairs(args) => pairs(args),
+        EvalCommand::Identify(args) => identify(args),
         EvalCommand::Calibrate(args) => calibrate(args),
     }
 }
@@ -104,35 +180,131 @@ fn read_pairs(file: &Path, images: &Path) -> anyhow::Result<PairList> {
     Ok(PairList { folds, per_fold: per_class * 2, pairs })
 }
 
-/// Embeds the largest face of each image on all cores; `None` where no face was found.
-fn embed_all(engine: &dyn Engine, paths: &[PathBuf], workers: usize) -> HashMap<PathBuf, Option<Vec<f32>>> {
+/// What `embed_all` keeps of an image's chosen face.
+#[derive(Clone, Serialize, Deserialize)]
+struct Embedded {
+    embedding: Vec<f32>,
+    /// Present only when qualities were asked for.
+    quality: Option<f32>,
+}
+
+/// The `--embeddings-cache` file: templates by image path, valid for one model and face choice.
+#[derive(Default, Serialize, Deserialize)]
+struct EmbeddingCache {
+    model_id: String,
+    face: String,
+    entries: HashMap<PathBuf, Option<Embedded>>,
+}
+
+/// Embeds the chosen face of each image on all cores, with a progress bar; `None` where no
+/// face was found. With `qualities`, also runs the landmark model for the face quality.
+fn embed_all(
+    engine: &dyn Engine,
+    paths: &[PathBuf],
+    workers: usize,
+    args: &EmbedArgs,
+    qualities: bool,
+) -> anyhow::Result<HashMap<PathBuf, Option<Embedded>>> {
+    let model_id = engine.model_info().model_id.clone();
+    let face = format!("{:?}", args.face).to_lowercase();
+    let mut cache = match &args.embeddings_cache {
+        Some(file) if file.exists() => {
+            let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let cache: EmbeddingCache = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not an embeddings cache", file.display()))?;
+            if cache.model_id == model_id && cache.face == face {
+                let entries =
+                    cache.entries.into_iter().map(|(k, v)| (std::fs::canonicalize(&k).unwrap_or(k), v)).collect();
+                EmbeddingCache { entries, ..cache }
+            } else {
+                eprintln!("{}: made with another model or face choice; starting afresh", file.display());
+                EmbeddingCache { model_id, face, ..EmbeddingCache::default() }
+            }
+        }
+        _ => EmbeddingCache { model_id, face, ..EmbeddingCache::default() },
+    };
+    // Keyed by the real path, so that a tree of links to the same photos hits the cache.
+    let keys: Vec<PathBuf> = paths.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
+    let cached = |key: &PathBuf| {
+        cache.entries.get(key).is_some_and(|e| !qualities || e.as_ref().is_none_or(|e| e.quality.is_some()))
+    };
+    let todo: Vec<&PathBuf> = keys.iter().filter(|k| !cached(k)).collect();
+    if !todo.is_empty() {
+        let fresh = embed_paths(engine, &todo, workers, args.face, qualities);
+        cache.entries.extend(fresh);
+        if let Some(file) = &args.embeddings_cache {
+            std::fs::write(file, serde_json::to_vec(&cache)?).with_context(|| format!("writing {}", file.display()))?;
+        }
+    }
+    Ok(paths.iter().zip(&keys).map(|(p, key)| (p.clone(), cache.entries.get(key).cloned().flatten())).collect())
+}
+
+fn embed_paths(
+    engine: &dyn Engine,
+    paths: &[&PathBuf],
+    workers: usize,
+    choice: FaceChoice,
+    qualities: bool,
+) -> HashMap<PathBuf, Option<Embedded>> {
     let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let started = std::time::Instant::now();
+    let progress = ProgressBar::new(paths.len() as u64).with_style(
+        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} images, {per_sec}, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress.set_message("embedding");
     let results = std::sync::Mutex::new(HashMap::with_capacity(paths.len()));
     std::thread::scope(|scope| {
         for _ in 0..workers.max(1) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = paths.get(i) else { break };
-                let embedding = std::fs::read(path)
-                    .ok()
-                    .and_then(|bytes| engine.analyze(&bytes).ok())
-                    .and_then(|a| a.faces.into_iter().next())
-                    .map(|f| f.embedding);
-                if embedding.is_none() {
-                    tracing::warn!(path = %path.display(), "no face");
+                let Some(&path) = paths.get(i) else { break };
+                let embedded =
+                    std::fs::read(path).ok().and_then(|bytes| chosen_face(engine, &bytes, choice, qualities));
+                if embedded.is_none() {
+                    progress.suspend(|| tracing::warn!(path = %path.display(), "no face"));
                 }
-                results.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone(), embedding);
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_multiple_of(500) || n == paths.len() {
-                    let rate = n as f64 / started.elapsed().as_secs_f64();
-                    eprintln!("embedded {n}/{} images ({rate:.1} images/s)", paths.len());
-                }
+                results.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone(), embedded);
+                progress.inc(1);
             });
         }
     });
+    progress.finish_and_clear();
+    let elapsed = progress.elapsed().as_secs_f64();
+    eprintln!("embedded {} images in {elapsed:.1} s ({:.1} images/s)", paths.len(), paths.len() as f64 / elapsed);
     results.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+fn chosen_face(engine: &dyn Engine, bytes: &[u8], choice: FaceChoice, quality: bool) -> Option<Embedded> {
+    if quality {
+        let max_faces = if choice == FaceChoice::Largest { 1 } else { usize::MAX };
+        let (width, height, faces) = engine.analyze_with_attributes(bytes, max_faces).ok()?;
+        let i = pick(faces.iter().map(|f| &f.face), width, height, choice)?;
+        let face = faces.into_iter().nth(i)?;
+        Some(Embedded { embedding: face.face.embedding, quality: Some(face.attributes.quality) })
+    } else {
+        let analysis = engine.analyze(bytes).ok()?;
+        let i = pick(analysis.faces.iter(), analysis.width, analysis.height, choice)?;
+        let face = analysis.faces.into_iter().nth(i)?;
+        Some(Embedded { embedding: face.embedding, quality: None })
+    }
+}
+
+/// Index of the chosen face among `faces` (largest first, as the engine returns them).
+fn pick<'a>(
+    mut faces: impl Iterator<Item = &'a DetectedFace>,
+    width: u32,
+    height: u32,
+    choice: FaceChoice,
+) -> Option<usize> {
+    let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+    let offset = |f: &DetectedFace| {
+        let b = &f.bbox;
+        ((b.left + b.right) / 2.0 - cx).powi(2) + ((b.top + b.bottom) / 2.0 - cy).powi(2)
+    };
+    match choice {
+        FaceChoice::Largest => faces.next().map(|_| 0),
+        FaceChoice::Center => faces.enumerate().min_by(|a, b| offset(a.1).total_cmp(&offset(b.1))).map(|(i, _)| i),
+    }
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -158,20 +330,20 @@ fn best_threshold(items: &[(f32, bool)]) -> (f32, f64) {
 
 fn pairs(args: PairsArgs) -> anyhow::Result<()> {
     let mut settings = Settings::default();
-    args.engine.apply(&mut settings);
+    args.embed.engine.apply(&mut settings);
     let engine = load_engine(&settings)?;
     let list = read_pairs(&args.pairs, &args.images)?;
     let mut unique: Vec<PathBuf> = list.pairs.iter().flat_map(|(a, b, _)| [a.clone(), b.clone()]).collect();
     unique.sort();
     unique.dedup();
-    let embeddings = embed_all(&engine, &unique, settings.inference_workers);
+    let embeddings = embed_all(&engine, &unique, settings.inference_workers, &args.embed, false)?;
     let no_face = embeddings.values().filter(|e| e.is_none()).count();
     let items: Vec<(f32, bool)> = list
         .pairs
         .iter()
         .map(|(a, b, same)| {
             let sim = match (embeddings.get(a).and_then(Option::as_ref), embeddings.get(b).and_then(Option::as_ref)) {
-                (Some(x), Some(y)) => dot(x, y),
+                (Some(x), Some(y)) => dot(&x.embedding, &y.embedding),
                 _ => -1.0,
             };
             (sim, *same)
@@ -217,6 +389,7 @@ fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         "accuracy_at_default_threshold": at_default,
         "fmr_at_default_threshold": fmr,
         "fnmr_at_default_threshold": fnmr,
+        "face": format!("{:?}", args.embed.face).to_lowercase(),
         "model_id": engine.model_info().model_id,
     });
     if args.json {
@@ -233,32 +406,18 @@ fn pairs(args: PairsArgs) -> anyhow::Result<()> {
 
 fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     let mut settings = Settings::default();
-    args.engine.apply(&mut settings);
+    args.embed.engine.apply(&mut settings);
     let engine = load_engine(&settings)?;
-    let mut people: Vec<(String, Vec<PathBuf>)> = Vec::new();
-    for dir in std::fs::read_dir(&args.images).with_context(|| format!("reading {}", args.images.display()))? {
-        let dir = dir?.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("jpg") || x.eq_ignore_ascii_case("png")))
-            .collect();
-        photos.sort();
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        people.push((name, photos));
-    }
-    people.sort();
+    let people = read_people(&args.images, args.exclude_people.as_deref())?;
     let all: Vec<PathBuf> = people.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
-    let embeddings = embed_all(&engine, &all, settings.inference_workers);
+    let embeddings = embed_all(&engine, &all, settings.inference_workers, &args.embed, false)?;
     let mut owners: Vec<usize> = Vec::new();
     let mut vectors: Vec<&[f32]> = Vec::new();
     for (person, (_, photos)) in people.iter().enumerate() {
         for p in photos {
             if let Some(Some(e)) = embeddings.get(p) {
                 owners.push(person);
-                vectors.push(e);
+                vectors.push(&e.embedding);
             }
         }
     }
@@ -282,6 +441,17 @@ fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         let t = lowest_similarity_with_score(&calibration, score);
         table.push(json!({"score": score, "similarity": t, "fmr": fmr_of(t), "fnmr": fnmr_of(t)}));
     }
+    // The same table under the pack's shipped calibration: on photos it was not fitted on, this
+    // is the held-out check of what its scores mean.
+    let shipped = &engine.model_info().calibration;
+    let mut shipped_table = Vec::new();
+    for score in [4000u32, 5000, 6000, 7000, 8000] {
+        let t = lowest_similarity_with_score(shipped, score);
+        let target = 10f64.powf(-(f64::from(score) - 3000.0) / 1000.0);
+        let fmr = fmr_of(t);
+        shipped_table.push(json!({"score": score, "similarity": t, "target_fmr": target, "fmr": fmr,
+            "fmr_over_target": fmr / target, "fnmr": fnmr_of(t)}));
+    }
     let report = json!({
         "people": people.len(),
         "images": all.len(),
@@ -290,7 +460,10 @@ fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         "genuine_pairs": genuine.len(),
         "target_fmrs": FIT_FMRS.iter().map(|&f| json!({"fmr": f, "score": score_for_fmr(f).round()})).collect::<Vec<_>>(),
         "knots": calibration.knots,
+        "face": format!("{:?}", args.embed.face).to_lowercase(),
+        "model_id": engine.model_info().model_id,
         "table": table,
+        "shipped_calibration_table": shipped_table,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -310,8 +483,234 @@ fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
                 row["fnmr"].as_f64().unwrap_or(0.0)
             );
         }
+        println!("\nwith the pack's shipped calibration ({}):", engine.model_info().model_id);
+        println!("score  similarity  target FMR  FMR        FMR/target  FNMR");
+        for row in &shipped_table {
+            let f = |k: &str| row[k].as_f64().unwrap_or(0.0);
+            println!(
+                "{:<6} {:<11.4} {:<11.0e} {:<10.2e} {:<11.2} {:.4}",
+                row["score"],
+                f("similarity"),
+                f("target_fmr"),
+                f("fmr"),
+                f("fmr_over_target"),
+                f("fnmr")
+            );
+        }
     }
     Ok(())
+}
+
+/// Image files a person folder may hold.
+const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
+
+/// People (sub-folder name) and their photos, both sorted so that runs are repeatable.
+fn read_people(images: &Path, exclude: Option<&Path>) -> anyhow::Result<Vec<(String, Vec<PathBuf>)>> {
+    let excluded: Vec<String> = match exclude {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut people = Vec::new();
+    for dir in std::fs::read_dir(images).with_context(|| format!("reading {}", images.display()))? {
+        let dir = dir?.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| IMAGE_EXTENSIONS.iter().any(|e| x.eq_ignore_ascii_case(e))))
+            .collect();
+        photos.sort();
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !excluded.contains(&name) {
+            people.push((name, photos));
+        }
+    }
+    people.sort();
+    anyhow::ensure!(!people.is_empty(), "{} holds no person folders", images.display());
+    Ok(people)
+}
+
+/// One mated search: where the probe's own subject landed, and the best other subject.
+struct MatedSearch {
+    /// Index into the probe list.
+    probe: usize,
+    mate: f32,
+    best_non_mate: f32,
+    /// The person the best non-mated score belongs to.
+    non_mate: usize,
+}
+
+impl MatedSearch {
+    /// Found at rank 1 with a score at or over `t` (NIST's FNIR at rank 1 counts the rest).
+    fn hit(&self, t: f32) -> bool {
+        self.mate >= t && self.mate > self.best_non_mate
+    }
+}
+
+fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.enroll >= 1, "--enroll must be at least 1");
+    let mut settings = Settings::default();
+    args.embed.engine.apply(&mut settings);
+    let engine = load_engine(&settings)?;
+    let people = read_people(&args.images, args.exclude_people.as_deref())?;
+    let all: Vec<PathBuf> = people.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
+    let gate = args.min_quality > 0.0;
+    let embeddings = embed_all(&engine, &all, settings.inference_workers, &args.embed, gate)?;
+
+    // Gallery: up to `enroll` photos per person that have a face and pass the quality gate, in
+    // file order. Probes: every other photo with a face of a person who has a gallery entry.
+    let mut gallery: Vec<(usize, &[f32])> = Vec::new();
+    let mut probes: Vec<(usize, &[f32], &Path)> = Vec::new();
+    let mut gated_out_people = 0usize;
+    let mut gallery_people = 0usize;
+    for (person, (_, photos)) in people.iter().enumerate() {
+        let faces: Vec<(&Embedded, &Path)> = photos
+            .iter()
+            .filter_map(|p| embeddings.get(p).and_then(Option::as_ref).map(|e| (e, p.as_path())))
+            .collect();
+        let passes = |e: &Embedded| e.quality.is_none_or(|q| q >= args.min_quality);
+        let enrolled: Vec<usize> = (0..faces.len()).filter(|&i| passes(faces[i].0)).take(args.enroll).collect();
+        if enrolled.is_empty() {
+            if !faces.is_empty() {
+                gated_out_people += 1;
+            }
+            continue;
+        }
+        gallery_people += 1;
+        for (i, &(face, path)) in faces.iter().enumerate() {
+            if enrolled.contains(&i) {
+                gallery.push((person, &face.embedding));
+            } else if faces.len() > args.enroll {
+                probes.push((person, &face.embedding, path));
+            }
+        }
+    }
+    anyhow::ensure!(!probes.is_empty(), "no person has more than {} photo(s) with a face", args.enroll);
+
+    let searches = search_all(&gallery, &probes, people.len(), args.aggregate);
+    let n = searches.len() as f64;
+    let rank1 = searches.iter().filter(|s| s.mate > s.best_non_mate).count() as f64 / n;
+    let mut non_mates: Vec<f32> = searches.iter().map(|s| s.best_non_mate).collect();
+    non_mates.sort_by(|a, b| b.total_cmp(a));
+    // The lowest threshold at which at most `fpir` of non-mated searches return a candidate.
+    let threshold_at = |fpir: f64| {
+        let allowed = (n * fpir).floor() as usize;
+        non_mates.get(allowed).map_or(f32::MIN, |s| s.next_up())
+    };
+    let fnir_at = |t: f32| searches.iter().filter(|s| !s.hit(t)).count() as f64 / n;
+    let fpir_at = |t: f32| searches.iter().filter(|s| s.best_non_mate >= t).count() as f64 / n;
+    let (t_01, t_003) = (threshold_at(0.01), threshold_at(0.003));
+    let calibration = &engine.model_info().calibration;
+    let known = lowest_similarity_with_score(calibration, args.known_threshold);
+
+    let report = json!({
+        "people": people.len(),
+        "images": all.len(),
+        "gallery_size": gallery_people,
+        "gallery_templates": gallery.len(),
+        "mated_searches": searches.len(),
+        "people_without_enrollable_photo": gated_out_people,
+        "enroll_per_person": args.enroll,
+        "aggregate": format!("{:?}", args.aggregate).to_lowercase(),
+        "min_quality": args.min_quality,
+        "rank1": rank1,
+        "fnir_at_fpir_0_01": fnir_at(t_01),
+        "threshold_at_fpir_0_01": t_01,
+        "fnir_at_fpir_0_003": fnir_at(t_003),
+        "threshold_at_fpir_0_003": t_003,
+        "default_threshold": args.known_threshold,
+        "fnir_at_default_threshold": fnir_at(known),
+        "fpir_at_default_threshold": fpir_at(known),
+        "face": format!("{:?}", args.embed.face).to_lowercase(),
+        "model_id": engine.model_info().model_id,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "gallery {gallery_people} people ({} templates), {} mated searches, {} images",
+            gallery.len(),
+            searches.len(),
+            all.len()
+        );
+        println!("rank-1 identification    {rank1:.4}");
+        println!("FNIR @ FPIR 0.01         {:.4} (similarity {t_01:.3})", fnir_at(t_01));
+        println!("FNIR @ FPIR 0.003        {:.4} (similarity {t_003:.3})", fnir_at(t_003));
+        println!("at score {}: FNIR {:.4}, FPIR {:.4}", args.known_threshold, fnir_at(known), fpir_at(known));
+    }
+    if args.show_worst > 0 {
+        let mut by_non_mate: Vec<&MatedSearch> = searches.iter().collect();
+        by_non_mate.sort_by(|a, b| b.best_non_mate.total_cmp(&a.best_non_mate));
+        eprintln!("highest non-mated scores (probe → other person):");
+        for s in by_non_mate.iter().take(args.show_worst) {
+            let other = people.get(s.non_mate).map_or("?", |p| p.0.as_str());
+            eprintln!("  {:.3}  {} → {other}", s.best_non_mate, probes[s.probe].2.display());
+        }
+        by_non_mate.sort_by(|a, b| a.mate.total_cmp(&b.mate));
+        eprintln!("lowest mated scores:");
+        for s in by_non_mate.iter().take(args.show_worst) {
+            eprintln!("  {:.3}  {}", s.mate, probes[s.probe].2.display());
+        }
+    }
+    Ok(())
+}
+
+/// Scores every probe against the whole gallery. The non-mated search of a probe is the same
+/// search with its own subject left out, so every probe is also a non-mated search against a
+/// gallery one person smaller: the usual way to get FPIR from a closed set.
+fn search_all(
+    gallery: &[(usize, &[f32])],
+    probes: &[(usize, &[f32], &Path)],
+    people: usize,
+    aggregate: Aggregate,
+) -> Vec<MatedSearch> {
+    let next = AtomicUsize::new(0);
+    let out = std::sync::Mutex::new(Vec::with_capacity(probes.len()));
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut sum = vec![0f32; people];
+                let mut count = vec![0u32; people];
+                let mut local = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(owner, probe, _)) = probes.get(i) else { break };
+                    sum.fill(match aggregate {
+                        Aggregate::Max => f32::MIN,
+                        Aggregate::Mean => 0.0,
+                    });
+                    count.fill(0);
+                    for &(person, template) in gallery {
+                        let s = facegate_index::dot(probe, template);
+                        match aggregate {
+                            Aggregate::Max => sum[person] = sum[person].max(s),
+                            Aggregate::Mean => sum[person] += s,
+                        }
+                        count[person] += 1;
+                    }
+                    let score = |p: usize| match aggregate {
+                        Aggregate::Max => sum[p],
+                        Aggregate::Mean => sum[p] / count[p] as f32,
+                    };
+                    let (non_mate, best_non_mate) = (0..people)
+                        .filter(|&p| p != owner && count[p] > 0)
+                        .map(|p| (p, score(p)))
+                        .fold((usize::MAX, f32::MIN), |best, x| if x.1 > best.1 { x } else { best });
+                    local.push(MatedSearch { probe: i, mate: score(owner), best_non_mate, non_mate });
+                }
+                out.lock().unwrap_or_else(|e| e.into_inner()).extend(local);
+            });
+        }
+    });
+    out.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Lowest similarity (to 1e-5) whose score reaches `score`.
@@ -326,4 +725,75 @@ fn lowest_similarity_with_score(c: &Calibration, score: u32) -> f32 {
         }
     }
     hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use facegate_core::BoundingBox;
+
+    fn face(left: f32, top: f32, side: f32) -> DetectedFace {
+        DetectedFace {
+            bbox: BoundingBox { left, top, right: left + side, bottom: top + side },
+            landmarks: [[0.0; 2]; 5],
+            detector_score: 0.9,
+            embedding: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn center_choice_takes_the_face_nearest_the_middle_not_the_largest() {
+        // Largest first, as the engine orders them: a big face in a corner, a smaller one centred.
+        let faces = [face(0.0, 0.0, 120.0), face(80.0, 80.0, 90.0)];
+        assert_eq!(pick(faces.iter(), 250, 250, FaceChoice::Largest), Some(0));
+        assert_eq!(pick(faces.iter(), 250, 250, FaceChoice::Center), Some(1));
+        assert_eq!(pick([].iter(), 250, 250, FaceChoice::Center), None);
+    }
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn searches_score_the_mate_and_the_best_other_subject() {
+        let a = unit(&[1.0, 0.0, 0.0]);
+        let a2 = unit(&[0.9, 0.1, 0.0]);
+        let b = unit(&[0.0, 1.0, 0.0]);
+        let b_near_a = unit(&[0.8, 0.2, 0.0]);
+        let c = unit(&[0.0, 0.0, 1.0]);
+        let gallery: Vec<(usize, &[f32])> = vec![(0, &a), (0, &a2), (1, &b), (1, &b_near_a), (2, &c)];
+        let probe = unit(&[1.0, 0.05, 0.0]);
+        let probes = vec![(0usize, probe.as_slice(), Path::new("p"))];
+
+        let max = search_all(&gallery, &probes, 3, Aggregate::Max);
+        let s = &max[0];
+        assert!((s.mate - dot(&probe, &a)).abs() < 1e-6);
+        assert_eq!(s.non_mate, 1);
+        assert!((s.best_non_mate - dot(&probe, &b_near_a)).abs() < 1e-6);
+        assert!(s.hit(0.5) && !s.hit(0.9999));
+
+        let mean = search_all(&gallery, &probes, 3, Aggregate::Mean);
+        let expected = (dot(&probe, &b) + dot(&probe, &b_near_a)) / 2.0;
+        assert!((mean[0].best_non_mate - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_mate_outscored_by_another_subject_is_a_miss_at_any_threshold() {
+        let s = MatedSearch { probe: 0, mate: 0.6, best_non_mate: 0.7, non_mate: 1 };
+        assert!(!s.hit(0.0) && !s.hit(0.65));
+    }
+
+    #[test]
+    fn pairs_files_are_read_fold_by_fold() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pairs.txt");
+        std::fs::write(&file, "1\t1\nAl\t1\t2\nAl\t1\tBo\t3\n").expect("write");
+        let list = read_pairs(&file, Path::new("/img")).expect("parse");
+        assert_eq!((list.folds, list.per_fold), (1, 2));
+        assert_eq!(list.pairs[0], (PathBuf::from("/img/Al/Al_0001.jpg"), PathBuf::from("/img/Al/Al_0002.jpg"), true));
+        assert_eq!(list.pairs[1].1, PathBuf::from("/img/Bo/Bo_0003.jpg"));
+        std::fs::write(&file, "2\t1\nAl\t1\t2\n").expect("write");
+        assert!(read_pairs(&file, Path::new("/img")).is_err(), "a short file is refused");
+    }
 }

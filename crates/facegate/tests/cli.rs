@@ -141,3 +141,69 @@ fn serve_answers_http() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The faceapi identities (8 people × 5 cropped photos), or `None` with a message where the
+/// shared datasets are absent.
+fn faceapi_identities() -> Option<PathBuf> {
+    let dir = root().join("../shared/datasets/faceapi/identities");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: {} is absent (the shared datasets are not on this machine)", dir.display());
+        None
+    }
+}
+
+#[test]
+fn eval_identify_reports_nist_metrics_as_json() {
+    let Some(identities) = faceapi_identities() else { return };
+    let report: Value =
+        serde_json::from_str(&run_ok(facegate().args(["eval", "identify", "--json", "--images"]).arg(&identities)))
+            .expect("json");
+    // One photo of each of 8 people enrolled, the other 4 of each searched for.
+    assert_eq!(report["gallery_size"], 8, "{report}");
+    assert_eq!(report["mated_searches"], 32, "{report}");
+    assert_eq!(report["rank1"], 1.0, "{report}");
+    for key in ["fnir_at_fpir_0_01", "fnir_at_fpir_0_003"] {
+        let v = report[key].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&v), "{key}: {report}");
+    }
+}
+
+#[test]
+fn eval_pairs_reads_the_lfw_format_and_reports_folds() {
+    let Some(identities) = faceapi_identities() else { return };
+    // An LFW-style tree (`Name/Name_0001.jpg`) and a one-fold pairs file over the 8 people.
+    let tree = tempfile::tempdir().expect("tempdir");
+    let mut people = Vec::new();
+    for entry in std::fs::read_dir(&identities).expect("read identities") {
+        let dir = entry.expect("entry").path();
+        let name = dir.file_name().expect("name").to_string_lossy().into_owned();
+        std::fs::create_dir(tree.path().join(&name)).expect("mkdir");
+        for n in 1..=5 {
+            let from = dir.join(format!("{name}{n}.png"));
+            std::fs::copy(&from, tree.path().join(&name).join(format!("{name}_{n:04}.jpg"))).expect("copy");
+        }
+        people.push(name);
+    }
+    people.sort();
+    // Two folds, each the 8 positives then the 8 negatives.
+    let mut lines = vec![format!("2\t{}", people.len())];
+    for (a, b, c) in [(1, 2, 5), (3, 4, 1)] {
+        lines.extend(people.iter().map(|p| format!("{p}\t{a}\t{b}")));
+        lines.extend(
+            people.iter().enumerate().map(|(i, p)| format!("{p}\t{c}\t{}\t{c}", people[(i + 1) % people.len()])),
+        );
+    }
+    let pairs = tree.path().join("pairs.txt");
+    std::fs::write(&pairs, lines.join("\n")).expect("write pairs");
+    let report: Value = serde_json::from_str(&run_ok(
+        facegate().args(["eval", "pairs", "--json", "--pairs"]).arg(&pairs).arg("--images").arg(tree.path()),
+    ))
+    .expect("json");
+    assert_eq!(report["pairs"], 32, "{report}");
+    for key in ["accuracy", "accuracy_std", "tar_at_far_1e_3", "accuracy_at_default_threshold"] {
+        assert!(report[key].is_f64(), "{key}: {report}");
+    }
+    assert!(report["accuracy_at_default_threshold"].as_f64().unwrap_or(0.0) >= 0.9, "{report}");
+}
