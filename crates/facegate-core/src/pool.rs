@@ -2,8 +2,14 @@
 //!
 //! `workers` jobs run at once; up to `queue` more may wait. Anything past that is refused at
 //! once with `Overloaded` (HTTP 503) instead of piling up unbounded latency.
+//!
+//! Background work (bulk registration jobs) goes through [`InferencePool::run_background`]: it
+//! takes a free worker only while no interactive request is waiting, and never queues in front
+//! of one, so a request waits at most for the background image already running to finish.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -13,12 +19,30 @@ use crate::{Error, Result};
 pub struct InferencePool {
     running: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
+    /// Interactive jobs admitted and not yet running.
+    interactive_waiting: Arc<AtomicUsize>,
+}
+
+/// How often background work looks for a free worker when none is free.
+const BACKGROUND_POLL: Duration = Duration::from_millis(3);
+
+/// Decrements the waiting count however the wait ends (granted, cancelled or failed).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl InferencePool {
     pub fn new(workers: usize, queue: usize) -> Self {
         let workers = workers.max(1);
-        Self { running: Arc::new(Semaphore::new(workers)), admitted: Arc::new(Semaphore::new(workers + queue)) }
+        Self {
+            running: Arc::new(Semaphore::new(workers)),
+            admitted: Arc::new(Semaphore::new(workers + queue)),
+            interactive_waiting: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Runs `job` on a blocking thread once a worker is free; `Overloaded` if the queue is full.
@@ -28,8 +52,29 @@ impl InferencePool {
         T: Send + 'static,
     {
         let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| Error::Overloaded)?;
+        self.interactive_waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting(self.interactive_waiting.clone());
         let _running =
             self.running.clone().acquire_owned().await.map_err(|_| Error::Internal("inference pool closed".into()))?;
+        drop(waiting);
+        tokio::task::spawn_blocking(job).await.map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
+    }
+
+    /// Runs `job` when a worker is free and no interactive job is waiting for one. Never refused:
+    /// background callers bound their own concurrency.
+    pub async fn run_background<T, F>(&self, job: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _running = loop {
+            if self.interactive_waiting.load(Ordering::SeqCst) == 0 {
+                if let Ok(permit) = self.running.clone().try_acquire_owned() {
+                    break permit;
+                }
+            }
+            tokio::time::sleep(BACKGROUND_POLL).await;
+        };
         tokio::task::spawn_blocking(job).await.map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
     }
 }
@@ -65,5 +110,53 @@ mod tests {
             h.await.expect("join").expect("job");
         }
         pool.run(|| Ok(())).await.expect("pool accepts again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_work_yields_to_waiting_requests() {
+        let pool = InferencePool::new(1, 4);
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // An interactive job holds the only worker; then background work and a second
+        // interactive job both wait for it.
+        let holder = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(move || {
+                    let _ = rx.recv_timeout(Duration::from_secs(5));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let background = {
+            let (pool, order) = (pool.clone(), order.clone());
+            tokio::spawn(async move {
+                pool.run_background(move || {
+                    order.lock().map(|mut o| o.push("background")).ok();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let interactive = {
+            let (pool, order) = (pool.clone(), order.clone());
+            tokio::spawn(async move {
+                pool.run(move || {
+                    order.lock().map(|mut o| o.push("interactive")).ok();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(()).expect("release the worker");
+        for h in [holder, background, interactive] {
+            h.await.expect("join").expect("job");
+        }
+        let order = order.lock().map(|o| o.clone()).unwrap_or_default();
+        assert_eq!(order, ["interactive", "background"], "the request that came later still went first");
     }
 }
