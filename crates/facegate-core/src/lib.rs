@@ -4,6 +4,7 @@
 //! This crate knows nothing of HTTP, ONNX Runtime or SQL; dependencies point inward to it.
 
 pub mod error;
+pub mod jobs;
 pub mod model;
 pub mod pool;
 pub mod ports;
@@ -13,7 +14,8 @@ pub mod service;
 pub mod testing;
 
 pub use error::{Code, Error, Result};
+pub use jobs::{BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, SourceError};
 pub use model::*;
 pub use ports::{Engine, Index, Store};
 pub use score::Calibration;
-pub use service::{FaceService, ServiceConfig};
+pub use service::{BulkConfig, FaceService, ServiceConfig};

@@ -64,7 +64,7 @@ pub struct ImageAnalysis {
 }
 
 /// NEC ID face attributes of one face, in source-image pixels and degrees.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaceAttributes {
     /// left, top, right, bottom
     pub face_area: [i32; 4],

@@ -1,6 +1,7 @@
 //! The ports the adapters implement. All are synchronous: the service runs them on
 //! blocking threads so that async request handling never waits on inference or disk.
 
+use crate::jobs::{BulkJob, BulkRecord, PendingRecord};
 use crate::{
     AttributedFace, FaceSample, ImageAnalysis, ModelInfo, NewSample, Result, Subject, SubjectHit, Template, Tenant,
 };
@@ -63,6 +64,17 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the tag labels of a subject.
     fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) -> Result<()>;
     fn subject_tags(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<String>>;
+
+    /// Stores a new bulk job and all its records in one transaction.
+    fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()>;
+    /// The job, if it exists and belongs to the tenant.
+    fn bulk_job(&self, tenant_id: &str, job_id: &str) -> Result<Option<BulkJob>>;
+    /// Up to `limit` records of a job with `seq` after `after` (from the start when `None`).
+    fn bulk_records(&self, job_id: &str, after: Option<u64>, limit: usize) -> Result<Vec<BulkRecord>>;
+    /// Up to `limit` records still `New`, oldest job first, in request order.
+    fn pending_bulk_records(&self, limit: usize) -> Result<Vec<PendingRecord>>;
+    /// Saves a record's progress (attempts, status, outcome).
+    fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> Result<()>;
 
     /// Streams every stored template made by `model_id`, for building the index at start-up.
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;

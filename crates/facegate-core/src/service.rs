@@ -21,6 +21,9 @@ pub const MAX_TAGS: usize = 64;
 /// Longest tag name, in characters.
 pub const MAX_TAG_CHARS: usize = 64;
 
+mod bulk;
+pub use bulk::BulkConfig;
+
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// A face is "known" when its score (0–9999) reaches this. 7000 is FMR 1e-4 under the
@@ -101,12 +104,14 @@ pub struct FaceService {
     index: Arc<dyn Index>,
     pool: InferencePool,
     config: ServiceConfig,
+    /// Wakes the bulk runner when a job is created.
+    bulk_wakeup: tokio::sync::Notify,
 }
 
 impl FaceService {
     pub fn new(engine: Arc<dyn Engine>, store: Arc<dyn Store>, index: Arc<dyn Index>, config: ServiceConfig) -> Self {
         let pool = InferencePool::new(config.inference_workers, config.inference_queue);
-        Self { engine, store, index, pool, config }
+        Self { engine, store, index, pool, config, bulk_wakeup: tokio::sync::Notify::new() }
     }
 
     /// Fills the index with every stored template of the engine's model. Returns the count.
@@ -122,6 +127,17 @@ impl FaceService {
 
     pub fn config(&self) -> &ServiceConfig {
         &self.config
+    }
+
+    /// Templates the index holds for a tenant: every stored face sample of the current model.
+    pub fn template_count(&self, tenant: &Tenant) -> usize {
+        self.index.len(&tenant.id)
+    }
+
+    /// The tag labels of a subject.
+    pub async fn subject_tags(&self, tenant: &Tenant, subject_id: &str) -> Result<Vec<String>> {
+        let (store, tid, sid) = (self.store.clone(), tenant.id.clone(), subject_id.to_owned());
+        blocking(move || store.subject_tags(&tid, &sid)).await
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -214,17 +230,18 @@ impl FaceService {
 
     /// The one face of `image` with its attributes: NoFace or MultipleFaces otherwise.
     async fn single_face(&self, image: Vec<u8>) -> Result<AttributedFace> {
-        let mut faces = self.extract(image, 2).await?;
-        match faces.len() {
-            0 => Err(Error::NoFace),
-            1 => faces.pop().ok_or(Error::NoFace),
-            _ => Err(Error::MultipleFaces),
-        }
+        only_face(self.extract(image, 2).await?)
     }
 
     /// The single face of `image`, refused when its quality is below the registration minimum.
     async fn registrable_face(&self, image: Vec<u8>) -> Result<AttributedFace> {
-        let found = self.single_face(image).await?;
+        self.registrable(self.extract(image, 2).await?)
+    }
+
+    /// The one face among `faces` (at least the two largest of an image), if it is good enough
+    /// to register.
+    fn registrable(&self, faces: Vec<AttributedFace>) -> Result<AttributedFace> {
+        let found = only_face(faces)?;
         if found.attributes.quality < self.config.min_face_quality {
             return Err(Error::PoorQuality(format!(
                 "faceQualityScore {:.3} is below the minimum {:.3}",
@@ -633,6 +650,15 @@ fn conflict(customer_person_id: &str) -> Error {
     Error::Conflict(format!(
         "a person with customer_person_id '{customer_person_id}' already exists; use PUT to add images"
     ))
+}
+
+/// The face of an image that must hold exactly one.
+fn only_face(mut faces: Vec<AttributedFace>) -> Result<AttributedFace> {
+    match faces.len() {
+        0 => Err(Error::NoFace),
+        1 => faces.pop().ok_or(Error::NoFace),
+        _ => Err(Error::MultipleFaces),
+    }
 }
 
 async fn blocking<T, F>(job: F) -> Result<T>

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus};
+
 use crate::{
     AttributedFace, BoundingBox, Calibration, DetectedFace, Engine, Error, FaceAttributes, FaceSample, ImageAnalysis,
     Index, ModelInfo, NewSample, Result, Store, Subject, SubjectHit, Template, Tenant,
@@ -88,6 +90,7 @@ struct MemoryData {
     credentials: Vec<(String, String, String, String)>,
     subjects: Vec<Subject>,
     samples: Vec<(FaceSample, Vec<f32>, String)>,
+    bulk_jobs: Vec<(BulkJob, Vec<BulkRecord>)>,
 }
 
 /// A store in memory with the real one's conflict rules.
@@ -296,6 +299,43 @@ impl Store for MemoryStore {
             .filter(|(t, s, _)| t == tenant_id && s == subject_id)
             .map(|(_, _, tag)| tag.clone())
             .collect())
+    }
+
+    fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()> {
+        self.lock().bulk_jobs.push((job.clone(), records.to_vec()));
+        Ok(())
+    }
+
+    fn bulk_job(&self, tenant_id: &str, job_id: &str) -> Result<Option<BulkJob>> {
+        Ok(self.lock().bulk_jobs.iter().map(|(j, _)| j).find(|j| j.id == job_id && j.tenant_id == tenant_id).cloned())
+    }
+
+    fn bulk_records(&self, job_id: &str, after: Option<u64>, limit: usize) -> Result<Vec<BulkRecord>> {
+        let d = self.lock();
+        let records = d.bulk_jobs.iter().find(|(j, _)| j.id == job_id).map(|(_, r)| r.as_slice()).unwrap_or(&[]);
+        Ok(records.iter().filter(|r| after.is_none_or(|a| r.seq > a)).take(limit).cloned().collect())
+    }
+
+    fn pending_bulk_records(&self, limit: usize) -> Result<Vec<PendingRecord>> {
+        let d = self.lock();
+        let mut out = Vec::new();
+        for (job, records) in &d.bulk_jobs {
+            let Some((tenant, _)) = d.tenants.iter().find(|(t, _)| t.id == job.tenant_id) else { continue };
+            for r in records.iter().filter(|r| r.status == RecordStatus::New) {
+                out.push(PendingRecord { tenant: tenant.clone(), job_id: job.id.clone(), record: r.clone() });
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> Result<()> {
+        let mut d = self.lock();
+        let records =
+            d.bulk_jobs.iter_mut().find(|(j, _)| j.id == job_id).map(|(_, r)| r).ok_or(Error::NotFound("batch"))?;
+        let slot = records.iter_mut().find(|r| r.seq == record.seq).ok_or(Error::NotFound("record"))?;
+        *slot = record.clone();
+        Ok(())
     }
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {

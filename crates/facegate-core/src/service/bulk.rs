@@ -1,0 +1,280 @@
+//! Bulk registration: creating jobs, paging their progress, and the background runner that
+//! registers their files through the same face checks as a single NEC registration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{blocking, now_rfc3339, template_of, FaceService};
+use crate::jobs::{
+    check_filename, BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, RecordStatus,
+    RegisterStatus, SourceError, BULK_PAGE_SIZE, MAX_BULK_REGISTRATIONS,
+};
+use crate::{Error, FaceAttributes, ImageUpload, Profile, Result, Subject, Tenant};
+
+/// How the background runner works through pending records.
+#[derive(Debug, Clone)]
+pub struct BulkConfig {
+    /// Files processed at once; the inference pool still gives live requests priority.
+    pub concurrency: usize,
+    /// Tries per file when reading it fails in a way worth retrying.
+    pub max_attempts: u32,
+    /// Wait before the second try; each later try waits four times longer.
+    pub retry_base: Duration,
+    /// Largest file read from the source.
+    pub max_file_bytes: u64,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        Self { concurrency: 2, max_attempts: 3, retry_base: Duration::from_millis(200), max_file_bytes: 10 << 20 }
+    }
+}
+
+/// Records claimed from the store per round.
+const CLAIM_BATCH: usize = 64;
+/// How long an idle runner sleeps when nobody wakes it (a job written by another process).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// Why one try at a record did not register it.
+enum Attempt {
+    /// Final: the reason goes into the record.
+    Fail(String),
+    /// Worth another try.
+    Retry(String),
+}
+
+impl FaceService {
+    /// Stores a job with one `New` record per registration and wakes the runner. Per-file
+    /// problems (bad names, missing files, unknown tags) are not checked here: they become
+    /// per-record failures, as NEC reports them.
+    pub async fn create_bulk_job(&self, tenant: &Tenant, registrations: Vec<BulkRegistration>) -> Result<String> {
+        if registrations.is_empty() {
+            return Err(Error::InvalidRequest("registrations must hold at least one entry".into()));
+        }
+        if registrations.len() > MAX_BULK_REGISTRATIONS {
+            return Err(Error::InvalidRequest(format!(
+                "a job holds at most {MAX_BULK_REGISTRATIONS} registrations, not {}",
+                registrations.len()
+            )));
+        }
+        let job =
+            BulkJob { id: uuid::Uuid::new_v4().to_string(), tenant_id: tenant.id.clone(), created_at: now_rfc3339() };
+        let records: Vec<BulkRecord> = registrations
+            .into_iter()
+            .enumerate()
+            .map(|(seq, r)| BulkRecord {
+                seq: seq as u64,
+                id: uuid::Uuid::new_v4().to_string(),
+                filename: r.filename,
+                tags: r.tags,
+                subject_id: uuid::Uuid::new_v4().to_string(),
+                attempts: 0,
+                status: RecordStatus::New,
+                register_status: None,
+                reason: String::new(),
+                event_id: None,
+                attributes_json: String::new(),
+            })
+            .collect();
+        let count = records.len();
+        let store = self.store.clone();
+        let stored = job.clone();
+        blocking(move || store.create_bulk_job(&stored, &records)).await?;
+        self.bulk_wakeup.notify_one();
+        tracing::info!(tenant = %tenant.name, batch = %job.id, files = count, "bulk register job created");
+        Ok(job.id)
+    }
+
+    /// One page of a job's records. `paging_id` is the previous page's `last_evaluated_key`.
+    pub async fn bulk_job_page(&self, tenant: &Tenant, batch_id: &str, paging_id: Option<&str>) -> Result<BulkPage> {
+        let after = match paging_id.filter(|p| !p.is_empty()) {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u64>()
+                    .map_err(|_| Error::InvalidRequest(format!("pagingId '{p}' is not a lastEvaluatedKey")))?,
+            ),
+        };
+        let store = self.store.clone();
+        let (tenant_id, batch) = (tenant.id.clone(), batch_id.to_owned());
+        let mut records = blocking(move || {
+            store.bulk_job(&tenant_id, &batch)?.ok_or(Error::NotFound("batch"))?;
+            store.bulk_records(&batch, after, BULK_PAGE_SIZE + 1)
+        })
+        .await?;
+        let more = records.len() > BULK_PAGE_SIZE;
+        records.truncate(BULK_PAGE_SIZE);
+        let last_evaluated_key = match records.last() {
+            Some(last) if more => last.seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(BulkPage { batch_id: batch_id.to_owned(), records, last_evaluated_key })
+    }
+
+    /// Works through pending records for as long as the server runs, including those a
+    /// previous run left unfinished. Never returns.
+    pub async fn run_bulk_jobs(self: Arc<Self>, source: Arc<dyn ImageSource>, config: BulkConfig) {
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        loop {
+            let store = self.store.clone();
+            let batch = match blocking(move || store.pending_bulk_records(CLAIM_BATCH)).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading pending bulk records failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    () = self.bulk_wakeup.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
+            let mut running = JoinSet::new();
+            for pending in batch {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let (service, source, config) = (self.clone(), source.clone(), config.clone());
+                running.spawn(async move {
+                    let _slot = slot;
+                    service.process_record(&*source, &config, pending).await;
+                });
+            }
+            while running.join_next().await.is_some() {}
+        }
+    }
+
+    /// Registers one record's file, retrying transient failures, and saves the outcome.
+    async fn process_record(&self, source: &dyn ImageSource, config: &BulkConfig, pending: PendingRecord) {
+        let PendingRecord { tenant, job_id, mut record } = pending;
+        let outcome = loop {
+            record.attempts += 1;
+            match self.register_record(source, config, &tenant, &record).await {
+                Ok(done) => break Ok(done),
+                Err(Attempt::Retry(why)) if record.attempts < config.max_attempts => {
+                    tracing::warn!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
+                        attempt = record.attempts, reason = %why, "bulk register: retrying");
+                    if let Err(e) = self.save_record(&job_id, &record).await {
+                        tracing::error!(error = %e, "saving bulk record attempts failed");
+                    }
+                    let backoff = config.retry_base * 4u32.saturating_pow(record.attempts - 1);
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(Attempt::Retry(why) | Attempt::Fail(why)) => break Err(why),
+            }
+        };
+        record.status = RecordStatus::Processed;
+        match outcome {
+            Ok((event_id, attributes)) => {
+                record.register_status = Some(RegisterStatus::Success);
+                record.event_id = Some(event_id);
+                record.attributes_json = serde_json::to_string(&attributes).unwrap_or_default();
+                tracing::debug!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
+                    subject = %record.subject_id, "bulk register: registered");
+            }
+            Err(reason) => {
+                record.register_status = Some(RegisterStatus::Failed);
+                tracing::info!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
+                    reason = %reason, "bulk register: failed");
+                record.reason = reason;
+            }
+        }
+        if let Err(e) = self.save_record(&job_id, &record).await {
+            // The record stays New and is tried again on the next round or start.
+            tracing::error!(batch = %job_id, file = %record.filename, error = %e, "saving bulk record failed");
+        }
+    }
+
+    async fn save_record(&self, job_id: &str, record: &BulkRecord) -> Result<()> {
+        let (store, job_id, record) = (self.store.clone(), job_id.to_owned(), record.clone());
+        blocking(move || store.save_bulk_record(&job_id, &record)).await
+    }
+
+    /// One try: read, check, register. Returns the event id and the face's attributes.
+    async fn register_record(
+        &self,
+        source: &dyn ImageSource,
+        config: &BulkConfig,
+        tenant: &Tenant,
+        record: &BulkRecord,
+    ) -> Result<(String, FaceAttributes), Attempt> {
+        check_filename(&record.filename).map_err(|e| Attempt::Fail(e.to_string()))?;
+        if !record.tags.is_empty() {
+            let known = self.list_tags(tenant).await.map_err(|e| Attempt::Retry(e.to_string()))?;
+            if let Some(unknown) = record.tags.iter().find(|t| !known.contains(t)) {
+                return Err(Attempt::Fail(format!("unknown tag '{unknown}'")));
+            }
+        }
+        let bytes = source.fetch(tenant, &record.filename, config.max_file_bytes).await.map_err(|e| match e {
+            SourceError::Transient(_) => Attempt::Retry(e.to_string()),
+            other => Attempt::Fail(other.to_string()),
+        })?;
+        let engine = self.engine.clone();
+        let image = bytes.clone();
+        let faces = self
+            .pool
+            .run_background(move || engine.analyze_with_attributes(&image, 2))
+            .await
+            .map(|(_, _, faces)| faces)
+            .map_err(failure_reason)?;
+        let face = self.registrable(faces).map_err(failure_reason)?;
+
+        // A crash after the subject committed but before the record did leaves the subject
+        // in place: find it instead of registering the file twice.
+        let store = self.store.clone();
+        let (tenant_id, subject_id) = (tenant.id.clone(), record.subject_id.clone());
+        let existing = blocking(move || {
+            let subject = store.subject_by_id(&tenant_id, &subject_id)?;
+            Ok(match subject {
+                Some(_) => store.samples_of(&tenant_id, &subject_id)?.pop(),
+                None => None,
+            })
+        })
+        .await
+        .map_err(|e| Attempt::Retry(e.to_string()))?;
+        if let Some(sample) = existing {
+            return Ok((sample.id, face.attributes));
+        }
+
+        let now = now_rfc3339();
+        let subject = Subject {
+            id: record.subject_id.clone(),
+            tenant_id: tenant.id.clone(),
+            customer_person_id: None,
+            profile: Profile::default(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let file_name = record.filename.rsplit('/').next().unwrap_or("bulk").to_owned();
+        let new_sample = self.new_sample(&subject, &face.face, ImageUpload { file_name, bytes });
+        let event_id = new_sample.sample.id.clone();
+        let template = template_of(&subject, &new_sample);
+        let (store, tags) = (self.store.clone(), record.tags.clone());
+        blocking(move || {
+            store.create_subject(&subject, Some(&new_sample))?;
+            store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)
+        })
+        .await
+        .map_err(|e| match e {
+            Error::StorageFull => Attempt::Fail(e.to_string()),
+            other => Attempt::Retry(other.to_string()),
+        })?;
+        self.index.insert(template);
+        Ok((event_id, face.attributes))
+    }
+}
+
+/// The record's `reason` for an error of the face checks; `Retry` for the server's own trouble.
+fn failure_reason(e: Error) -> Attempt {
+    match e {
+        Error::NoFace => Attempt::Fail("NoFace".into()),
+        Error::MultipleFaces => Attempt::Fail("MultipleFaces".into()),
+        Error::PoorQuality(why) => Attempt::Fail(format!("PoorQuality: {why}")),
+        Error::UnsupportedImage(why) | Error::InvalidImage(why) => Attempt::Fail(format!("not an image: {why}")),
+        Error::TooLarge(why) => Attempt::Fail(format!("too large: {why}")),
+        other => Attempt::Retry(other.to_string()),
+    }
+}
