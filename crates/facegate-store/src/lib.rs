@@ -6,9 +6,12 @@
 //! without a row.
 
 mod blobs;
+mod bucket;
+mod bulk;
 pub mod error;
 mod migrations;
 mod sqlite;
 
+pub use bucket::BucketSource;
 pub use error::{Result, StoreError};
 pub use sqlite::SqliteStore;

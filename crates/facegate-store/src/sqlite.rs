@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use facegate_core::jobs::{BulkJob, BulkRecord, PendingRecord};
 use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Store, Subject, Template, Tenant};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
@@ -83,7 +84,7 @@ impl SqliteStore {
         migrations::version(&conn)
     }
 
-    fn reader(&self) -> Result<Reader<'_>> {
+    pub(crate) fn reader(&self) -> Result<Reader<'_>> {
         let pooled = self.readers.lock().pop();
         let conn = match pooled {
             Some(conn) => conn,
@@ -101,7 +102,7 @@ impl SqliteStore {
         Ok(Reader { pool: &self.readers, conn: Some(conn) })
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         self.write_with_image(None, |tx, _| f(tx))
     }
 
@@ -582,13 +583,33 @@ impl Store for SqliteStore {
         Ok(self.delete_subject_impl(tenant_id, subject_id)?)
     }
 
+    fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> facegate_core::Result<()> {
+        Ok(self.create_bulk_job_impl(job, records)?)
+    }
+
+    fn bulk_job(&self, tenant_id: &str, job_id: &str) -> facegate_core::Result<Option<BulkJob>> {
+        Ok(self.bulk_job_impl(tenant_id, job_id)?)
+    }
+
+    fn bulk_records(&self, job_id: &str, after: Option<u64>, limit: usize) -> facegate_core::Result<Vec<BulkRecord>> {
+        Ok(self.bulk_records_impl(job_id, after, limit)?)
+    }
+
+    fn pending_bulk_records(&self, limit: usize) -> facegate_core::Result<Vec<PendingRecord>> {
+        Ok(self.pending_bulk_records_impl(limit)?)
+    }
+
+    fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> facegate_core::Result<()> {
+        Ok(self.save_bulk_record_impl(job_id, record)?)
+    }
+
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
         Ok(self.for_each_template_impl(model_id, visit)?)
     }
 }
 
 /// A pooled read connection, handed back on drop.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     pool: &'a Mutex<Vec<Connection>>,
     conn: Option<Connection>,
 }

@@ -1,0 +1,140 @@
+//! Bulk registration jobs and their records in SQLite.
+
+use facegate_core::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus, RegisterStatus};
+use facegate_core::Tenant;
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::error::{Result, StoreError};
+use crate::sqlite::SqliteStore;
+
+const RECORD_COLUMNS: &str = "seq, id, filename, tags_json, subject_id, attempts, processed, register_status, reason, \
+                              event_id, attributes_json";
+
+impl SqliteStore {
+    pub(crate) fn create_bulk_job_impl(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached("INSERT INTO bulk_jobs (id, tenant_id, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![job.id, job.tenant_id, job.created_at])?;
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO bulk_records ({RECORD_COLUMNS}, job_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                 ?11, ?12)"
+            ))?;
+            for r in records {
+                let tags = serde_json::to_string(&r.tags).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+                insert.execute(params![
+                    i64::try_from(r.seq).unwrap_or(i64::MAX),
+                    r.id,
+                    r.filename,
+                    tags,
+                    r.subject_id,
+                    r.attempts,
+                    r.status == RecordStatus::Processed,
+                    register_status_name(r.register_status),
+                    r.reason,
+                    r.event_id,
+                    r.attributes_json,
+                    job.id
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(crate) fn bulk_job_impl(&self, tenant_id: &str, job_id: &str) -> Result<Option<BulkJob>> {
+        let conn = self.reader()?;
+        let job = conn
+            .prepare_cached("SELECT id, tenant_id, created_at FROM bulk_jobs WHERE id = ?1 AND tenant_id = ?2")?
+            .query_row([job_id, tenant_id], |r| {
+                Ok(BulkJob { id: r.get(0)?, tenant_id: r.get(1)?, created_at: r.get(2)? })
+            })
+            .optional()?;
+        Ok(job)
+    }
+
+    pub(crate) fn bulk_records_impl(&self, job_id: &str, after: Option<u64>, limit: usize) -> Result<Vec<BulkRecord>> {
+        let conn = self.reader()?;
+        let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM bulk_records WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))?;
+        let records =
+            stmt.query_map(params![job_id, after, limit], record_from_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(records)
+    }
+
+    pub(crate) fn pending_bulk_records_impl(&self, limit: usize) -> Result<Vec<PendingRecord>> {
+        let conn = self.reader()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let columns = RECORD_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ");
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {columns}, j.id, t.id, t.name, t.created_at FROM bulk_records r \
+             JOIN bulk_jobs j ON j.id = r.job_id JOIN tenants t ON t.id = j.tenant_id \
+             WHERE r.processed = 0 ORDER BY j.created_at, j.id, r.seq LIMIT ?1"
+        ))?;
+        let pending = stmt
+            .query_map([limit], |row| {
+                Ok(PendingRecord {
+                    record: record_from_row(row)?,
+                    job_id: row.get(11)?,
+                    tenant: Tenant { id: row.get(12)?, name: row.get(13)?, created_at: row.get(14)? },
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(pending)
+    }
+
+    pub(crate) fn save_bulk_record_impl(&self, job_id: &str, record: &BulkRecord) -> Result<()> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE bulk_records SET attempts = ?3, processed = ?4, register_status = ?5, reason = ?6, \
+                     event_id = ?7, attributes_json = ?8 WHERE job_id = ?1 AND seq = ?2",
+                )?
+                .execute(params![
+                    job_id,
+                    i64::try_from(record.seq).unwrap_or(i64::MAX),
+                    record.attempts,
+                    record.status == RecordStatus::Processed,
+                    register_status_name(record.register_status),
+                    record.reason,
+                    record.event_id,
+                    record.attributes_json
+                ])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("bulk record"));
+            }
+            Ok(())
+        })
+    }
+}
+
+fn register_status_name(status: Option<RegisterStatus>) -> &'static str {
+    match status {
+        None => "",
+        Some(RegisterStatus::Success) => "Success",
+        Some(RegisterStatus::Failed) => "Failed",
+    }
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<BulkRecord> {
+    let tags: String = row.get(3)?;
+    let status: String = row.get(7)?;
+    Ok(BulkRecord {
+        seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+        id: row.get(1)?,
+        filename: row.get(2)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        subject_id: row.get(4)?,
+        attempts: row.get(5)?,
+        status: if row.get::<_, bool>(6)? { RecordStatus::Processed } else { RecordStatus::New },
+        register_status: match status.as_str() {
+            "Success" => Some(RegisterStatus::Success),
+            "Failed" => Some(RegisterStatus::Failed),
+            _ => None,
+        },
+        reason: row.get(8)?,
+        event_id: row.get(9)?,
+        attributes_json: row.get(10)?,
+    })
+}
