@@ -48,6 +48,14 @@ pub struct Settings {
     /// `ap-southeast-2` and `execute-api`, so existing clients work unchanged.
     pub sigv4_region: String,
     pub sigv4_service: String,
+    /// Where NEC bulk registration reads `filename`s, per tenant under `<tenant name>/`: a
+    /// directory, or `s3://bucket/prefix` for an S3-compatible store (credentials and region
+    /// from the `AWS_*` variables). Unset: `<data_dir>/bucket`.
+    pub bulk_source: Option<String>,
+    /// An S3-compatible endpoint (MinIO, moto, Ceph) for an `s3://` bulk source.
+    pub bulk_s3_endpoint: Option<String>,
+    /// Tries per file when reading it fails in a way worth retrying.
+    pub bulk_max_attempts: u32,
 }
 
 impl Default for Settings {
@@ -69,6 +77,9 @@ impl Default for Settings {
             min_face_quality: 0.5,
             sigv4_region: "ap-southeast-2".into(),
             sigv4_service: "execute-api".into(),
+            bulk_source: None,
+            bulk_s3_endpoint: None,
+            bulk_max_attempts: 3,
         }
     }
 }
@@ -95,6 +106,16 @@ impl Settings {
         crate::auth::sigv4::SigV4Config {
             region: self.sigv4_region.clone(),
             service: self.sigv4_service.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The bulk runner's settings: as many files at once as inference workers.
+    pub fn bulk(&self) -> facegate_core::BulkConfig {
+        facegate_core::BulkConfig {
+            concurrency: self.inference_workers.max(1),
+            max_attempts: self.bulk_max_attempts.max(1),
+            max_file_bytes: self.body_limit_bytes as u64,
             ..Default::default()
         }
     }

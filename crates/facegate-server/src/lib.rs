@@ -26,6 +26,8 @@ pub use config::Settings;
 pub struct AppState {
     pub service: Arc<FaceService>,
     pub settings: Arc<Settings>,
+    /// Where bulk registration jobs read files; `serve` runs the job runner when present.
+    pub bulk_source: Option<Arc<dyn facegate_core::ImageSource>>,
 }
 
 /// The whole HTTP surface: health probes plus every API dialect.
@@ -63,14 +65,26 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    // Jobs left unfinished by an earlier run resume here; the runner stops with the server.
+    let runner = state
+        .bulk_source
+        .clone()
+        .map(|source| tokio::spawn(state.service.clone().run_bulk_jobs(source, state.settings.bulk())));
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, build_router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let served =
+        axum::serve(listener, build_router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+    if let Some(runner) = runner {
+        // A record being registered now is not yet saved as processed, so it is redone on the
+        // next start; registration finds the subject it may already have made.
+        runner.abort();
+    }
+    served
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -83,7 +83,9 @@ impl TestServer {
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let state = AppState { service: service.clone(), settings: Arc::new(settings) };
+        let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
+        let state =
+            AppState { service: service.clone(), settings: Arc::new(settings), bulk_source: Some(Arc::new(bucket)) };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             facegate_server::serve(listener, state, async {
@@ -709,5 +711,230 @@ async fn faceapi_people_are_found_by_nec_search() {
         }
     }
     assert!(wrong.is_empty(), "not found first: {wrong:#?}");
+    server.stop().await;
+}
+
+/// A request to the NEC dialect signed with AWS Signature V4 by the `aws-sigv4` crate, as a
+/// Rust NEC client signs it.
+fn nec_request(
+    server: &TestServer,
+    creds: &facegate_core::ApiCredentials,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::sign::v4;
+    use aws_smithy_runtime_api::client::identity::Identity;
+
+    let url = server.url(path);
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let host = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
+    let identity: Identity =
+        Credentials::new(&creds.access_key_id, &creds.secret_access_key, None, None, "facegate-tests").into();
+    let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("ap-southeast-2")
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing params")
+        .into();
+    let headers =
+        [("host", host.as_str()), ("x-api-key", creds.api_key.as_str()), ("content-type", "application/json")];
+    let signable = SignableRequest::new(method, url.clone(), headers.iter().copied(), SignableBody::Bytes(&body))
+        .expect("signable");
+    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+    let mut req = client()
+        .request(method.parse().expect("method"), &url)
+        .header("x-api-key", &creds.api_key)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in instructions.headers() {
+        req = req.header(name, value);
+    }
+    req
+}
+
+/// Polls a bulk job until every record is processed, then returns all its records, following
+/// `lastEvaluatedKey` across pages.
+async fn finished_bulk_records(
+    server: &TestServer,
+    creds: &facegate_core::ApiCredentials,
+    batch_id: &str,
+) -> (Vec<Value>, usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (mut records, mut pages, mut key) = (Vec::new(), 0usize, String::new());
+        loop {
+            let path = if key.is_empty() {
+                format!("/v1.1/jobs/bulkregister/{batch_id}")
+            } else {
+                format!("/v1.1/jobs/bulkregister/{batch_id}/{key}")
+            };
+            let (status, page) = send(nec_request(server, creds, "GET", &path, None)).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert_eq!(page["batchId"], batch_id);
+            assert_eq!(page["processed"], page["processsed"], "both spellings carry the records");
+            records.extend(page["processed"].as_array().cloned().unwrap_or_default());
+            pages += 1;
+            key = page["lastEvaluatedKey"].as_str().unwrap_or_default().to_owned();
+            if key.is_empty() {
+                break;
+            }
+        }
+        if records.iter().all(|r| r["status"] == "Processed") {
+            return (records, pages);
+        }
+        assert!(std::time::Instant::now() < deadline, "bulk job did not finish: {records:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_register_jobs_register_files_and_name_each_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let created = server.service.create_tenant("bulk-app").expect("tenant");
+    let creds = created.credentials.clone();
+    server.service.create_tag(&created.tenant, "passport").await.expect("tag");
+
+    // The tenant's area of the default local source, with good and planted bad files.
+    let bucket = dir.path().join("bucket/bulk-app");
+    std::fs::create_dir_all(bucket.join("people")).expect("bucket");
+    std::fs::write(bucket.join("yao.jpg"), asset("yaoming.jpg")).expect("write");
+    std::fs::write(bucket.join("people/yao-again.jpg"), asset("yaoming.jpg")).expect("write");
+    std::fs::write(bucket.join("notes.jpg"), b"these are not image bytes").expect("write");
+    std::fs::write(bucket.join("crowd.jpg"), asset("players.jpg")).expect("write");
+    let mut grey = Vec::new();
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(200, 200, image::Rgb([128, 128, 128])))
+        .write_to(&mut std::io::Cursor::new(&mut grey), image::ImageFormat::Png)
+        .expect("encode");
+    std::fs::write(bucket.join("blank.png"), grey).expect("write");
+    std::fs::write(dir.path().join("bucket/outside.jpg"), asset("yaoming.jpg")).expect("write");
+
+    let registrations = serde_json::json!({"registrations": [
+        {"filename": "yao.jpg", "tags": ["passport"]},
+        {"filename": "people/yao-again.jpg"},
+        {"filename": "notes.jpg", "tags": []},
+        {"filename": "blank.png"},
+        {"filename": "crowd.jpg"},
+        {"filename": "missing.jpg"},
+        {"filename": "../outside.jpg"},
+        {"filename": "/etc/passwd"},
+        {"filename": "yao.jpg", "tags": ["no-such-tag"]},
+    ]});
+    let (status, created_job) =
+        send(nec_request(&server, &creds, "POST", "/v1.1/jobs/bulkregister", Some(&registrations))).await;
+    assert_eq!(status, StatusCode::OK, "{created_job}");
+    let batch_id = created_job["batchId"].as_str().expect("batchId").to_owned();
+
+    let (records, pages) = finished_bulk_records(&server, &creds, &batch_id).await;
+    assert_eq!(pages, 1);
+    let outcome: Vec<(String, String, String)> = records
+        .iter()
+        .map(|r| {
+            let reason = r["reason"].as_str().unwrap_or_default();
+            // Reasons carry details after a colon; the kind comes first.
+            let kind = reason.split(':').next().unwrap_or_default().to_owned();
+            (
+                r["filename"].as_str().unwrap_or_default().to_owned(),
+                r["registerStatus"].as_str().unwrap_or_default().to_owned(),
+                kind,
+            )
+        })
+        .collect();
+    let expected = [
+        ("yao.jpg", "Success", ""),
+        ("people/yao-again.jpg", "Success", ""),
+        ("notes.jpg", "Failed", "not an image"),
+        ("blank.png", "Failed", "NoFace"),
+        ("crowd.jpg", "Failed", "MultipleFaces"),
+        ("missing.jpg", "Failed", "file not found"),
+        ("../outside.jpg", "Failed", "invalid filename"),
+        ("/etc/passwd", "Failed", "invalid filename"),
+        ("yao.jpg", "Failed", "unknown tag 'no-such-tag'"),
+    ];
+    let expected: Vec<(String, String, String)> =
+        expected.iter().map(|(f, s, r)| (f.to_string(), s.to_string(), r.to_string())).collect();
+    assert_eq!(outcome, expected, "{records:#?}");
+
+    // Successes are real subjects with their event, tags and attributes; failures carry none.
+    let first = &records[0];
+    assert_eq!(first["attempts"], "1");
+    let subject_id = first["subjectId"].as_str().expect("subjectId");
+    let (status, events) =
+        send(nec_request(&server, &creds, "GET", &format!("/v1.1/subjects/{subject_id}/events"), None)).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    assert!(events.to_string().contains(first["eventId"].as_str().expect("eventId")), "{events}");
+    assert_eq!(server.service.subject_tags(&created.tenant, subject_id).await.expect("tags"), ["passport"]);
+    let attributes: Value = serde_json::from_str(first["attributesJson"].as_str().expect("string")).expect("json");
+    assert!(attributes["faceQualityScore"].is_string(), "{attributes}");
+    assert_eq!(records[2]["subjectId"], "");
+
+    // Another tenant cannot see the job.
+    let other = server.service.create_tenant("other-app").expect("tenant").credentials;
+    let (status, body) =
+        send(nec_request(&server, &other, "GET", &format!("/v1.1/jobs/bulkregister/{batch_id}"), None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // Malformed requests are refused whole.
+    for bad in [
+        serde_json::json!({}),
+        serde_json::json!({"registrations": []}),
+        serde_json::json!({"registrations": [{"tags": []}]}),
+    ] {
+        let (status, body) = send(nec_request(&server, &creds, "POST", "/v1.1/jobs/bulkregister", Some(&bad))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} -> {body}");
+        assert!(body["errorCode"].is_string() || body["message"].is_string(), "{body}");
+    }
+    server.stop().await;
+}
+
+/// 1,005 records page as 1,000 + 5; a job interrupted by a stop resumes on the next start and
+/// registers every file exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_jobs_page_by_a_thousand_and_resume_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let created = server.service.create_tenant("resume-app").expect("tenant");
+    let creds = created.credentials.clone();
+    let bucket = dir.path().join("bucket/resume-app");
+    std::fs::create_dir_all(&bucket).expect("bucket");
+    let good = 24;
+    for i in 0..good {
+        std::fs::write(bucket.join(format!("{i}.jpg")), asset("yaoming.jpg")).expect("write");
+    }
+    let mut entries: Vec<Value> = (0..good).map(|i| serde_json::json!({"filename": format!("{i}.jpg")})).collect();
+    entries.extend((0..1005 - good).map(|i| serde_json::json!({"filename": format!("absent/{i}.jpg")})));
+    let body = serde_json::json!({"registrations": entries});
+    let (status, job) = send(nec_request(&server, &creds, "POST", "/v1.1/jobs/bulkregister", Some(&body))).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    let batch_id = job["batchId"].as_str().expect("batchId").to_owned();
+
+    // Stop while files are still being registered.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (_, first_page) =
+        send(nec_request(&server, &creds, "GET", &format!("/v1.1/jobs/bulkregister/{batch_id}"), None)).await;
+    let done = |page: &Value| {
+        page["processed"].as_array().map_or(0, |r| r.iter().filter(|r| r["status"] == "Processed").count())
+    };
+    assert!(done(&first_page) < good, "the job should still be running when the server stops: {}", done(&first_page));
+    server.stop().await;
+    let server = TestServer::start(dir.path()).await;
+    let (records, pages) = finished_bulk_records(&server, &creds, &batch_id).await;
+    assert_eq!(pages, 2);
+    assert_eq!(records.len(), 1005);
+    let seqs: Vec<String> = records.iter().map(|r| r["filename"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(seqs[0], "0.jpg");
+    assert_eq!(seqs[1004], format!("absent/{}.jpg", 1005 - good - 1));
+    let successes: Vec<&Value> = records.iter().filter(|r| r["registerStatus"] == "Success").collect();
+    assert_eq!(successes.len(), good);
+    assert!(records.iter().filter(|r| r["registerStatus"] == "Failed").all(|r| r["reason"] == "file not found"));
+    // Exactly once: one subject per good file, and no other subjects.
+    let ids: std::collections::HashSet<&str> = successes.iter().filter_map(|r| r["subjectId"].as_str()).collect();
+    assert_eq!(ids.len(), good);
+    assert_eq!(server.service.template_count(&created.tenant), good);
     server.stop().await;
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
 use facegate_server::{AppState, Settings};
+use facegate_store::BucketSource;
 
 use crate::runtime::{build_service, EngineArgs};
 
@@ -51,6 +52,16 @@ pub struct ServeArgs {
     /// AWS Signature V4 service NEC ID clients sign for [default: execute-api]
     #[arg(long, env = "FACEGATE_SIGV4_SERVICE")]
     sigv4_service: Option<String>,
+    /// Where NEC bulk registration reads files: a directory or s3://bucket/prefix, one
+    /// `<tenant name>/` folder per tenant [default: <data-dir>/bucket]
+    #[arg(long, env = "FACEGATE_BULK_SOURCE")]
+    bulk_source: Option<String>,
+    /// S3-compatible endpoint URL for an s3:// bulk source (MinIO, moto, Ceph)
+    #[arg(long, env = "FACEGATE_BULK_S3_ENDPOINT")]
+    bulk_s3_endpoint: Option<String>,
+    /// Tries per bulk file when reading it fails transiently [default: 3]
+    #[arg(long, env = "FACEGATE_BULK_MAX_ATTEMPTS")]
+    bulk_max_attempts: Option<u32>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -95,6 +106,15 @@ impl ServeArgs {
         if let Some(v) = &self.sigv4_service {
             s.sigv4_service = v.clone();
         }
+        if let Some(v) = &self.bulk_source {
+            s.bulk_source = Some(v.clone());
+        }
+        if let Some(v) = &self.bulk_s3_endpoint {
+            s.bulk_s3_endpoint = Some(v.clone());
+        }
+        if let Some(v) = self.bulk_max_attempts {
+            s.bulk_max_attempts = v;
+        }
         self.engine.apply(&mut s);
         s.validate()?;
         Ok(s)
@@ -117,12 +137,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let addr = listener.local_addr()?;
-        let state = AppState { service, settings: std::sync::Arc::new(settings) };
+        let bucket = bulk_source(&settings)?;
+        tracing::info!(source = bucket.location(), "bulk registration source");
+        let state = AppState {
+            service,
+            bulk_source: Some(std::sync::Arc::new(bucket)),
+            settings: std::sync::Arc::new(settings),
+        };
         tracing::info!(%addr, "facegate listening");
         facegate_server::serve(listener, state, shutdown_signal()).await.context("serving")?;
         tracing::info!("shut down");
         anyhow::Ok(())
     })
+}
+
+fn bulk_source(settings: &Settings) -> anyhow::Result<BucketSource> {
+    let source = match settings.bulk_source.as_deref() {
+        Some(url) if url.starts_with("s3://") => BucketSource::s3(url, settings.bulk_s3_endpoint.as_deref()),
+        Some(dir) => BucketSource::local(std::path::Path::new(dir)),
+        None => BucketSource::local(&settings.data_dir.join("bucket")),
+    };
+    source.context("setting up the bulk registration source")
 }
 
 async fn shutdown_signal() {

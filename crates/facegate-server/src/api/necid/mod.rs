@@ -32,6 +32,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1.1/tags", get(list_tags))
         .route("/v1.1/tags/{name}", post(create_tag).put(rename_tag).delete(delete_tag))
         .route("/v1.1/tags/{old_name}/{new_name}", post(rename_tag_by_path).put(rename_tag_by_path))
+        .route("/v1.1/jobs/bulkregister", post(create_bulk_job))
+        .route("/v1.1/jobs/bulkregister/{batch_id}", get(bulk_job_first_page))
+        .route("/v1.1/jobs/bulkregister/{batch_id}/{paging_id}", get(bulk_job_page))
         .route_layer(middleware::from_fn_with_state(state, crate::auth::necid::require_signed_request))
 }
 
@@ -296,6 +299,56 @@ async fn extract(State(state): State<AppState>, body: Bytes) -> NecResult<Json<V
     }
     let faces: Vec<Value> = faces.iter().map(|f| json!({"attributes": wire::attributes(&f.attributes)})).collect();
     Ok(Json(json!({"faces": faces})))
+}
+
+#[derive(Deserialize)]
+struct BulkRegisterRequest {
+    registrations: Option<Vec<BulkRegistrationEntry>>,
+}
+
+#[derive(Deserialize)]
+struct BulkRegistrationEntry {
+    filename: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+async fn create_bulk_job(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    body: Bytes,
+) -> NecResult<Json<Value>> {
+    let req: BulkRegisterRequest = parse_json(&body)?;
+    let entries = req.registrations.ok_or_else(|| ApiError::invalid("registrations is required"))?;
+    let registrations = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let filename =
+                e.filename.ok_or_else(|| ApiError::invalid(format!("registrations[{i}].filename is required")))?;
+            Ok(facegate_core::BulkRegistration { filename, tags: e.tags })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let batch_id = state.service.create_bulk_job(&tenant, registrations).await?;
+    Ok(Json(json!({"batchId": batch_id})))
+}
+
+async fn bulk_job_first_page(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(batch_id): Path<String>,
+) -> NecResult<Json<Value>> {
+    let page = state.service.bulk_job_page(&tenant, &batch_id, None).await?;
+    Ok(Json(wire::bulk_page(&page)))
+}
+
+async fn bulk_job_page(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((batch_id, paging_id)): Path<(String, String)>,
+) -> NecResult<Json<Value>> {
+    let page = state.service.bulk_job_page(&tenant, &batch_id, Some(&paging_id)).await?;
+    Ok(Json(wire::bulk_page(&page)))
 }
 
 async fn list_tags(State(state): State<AppState>, Extension(tenant): Extension<Tenant>) -> NecResult<Json<Value>> {

@@ -69,6 +69,47 @@ pub fn attributes(a: &FaceAttributes) -> Value {
     })
 }
 
+/// A page of bulk register progress. The records go out under both `processed` (the field
+/// list's name) and `processsed` (the example response's spelling), so that clients written
+/// against either find them.
+pub fn bulk_page(page: &facegate_core::BulkPage) -> Value {
+    use facegate_core::jobs::{RecordStatus, RegisterStatus};
+    let records: Vec<Value> = page
+        .records
+        .iter()
+        .map(|r| {
+            let success = r.register_status == Some(RegisterStatus::Success);
+            let attributes = serde_json::from_str::<FaceAttributes>(&r.attributes_json)
+                .map(|a| attributes(&a).to_string())
+                .unwrap_or_default();
+            json!({
+                "id": r.id,
+                "filename": r.filename,
+                "attempts": r.attempts.to_string(),
+                "eventId": if success { r.event_id.clone().unwrap_or_default() } else { String::new() },
+                "subjectId": if success { r.subject_id.clone() } else { String::new() },
+                "registerStatus": match r.register_status {
+                    Some(RegisterStatus::Success) => "Success",
+                    Some(RegisterStatus::Failed) => "Failed",
+                    None => "",
+                },
+                "reason": r.reason,
+                "status": match r.status {
+                    RecordStatus::New => "New",
+                    RecordStatus::Processed => "Processed",
+                },
+                "attributesJson": attributes,
+            })
+        })
+        .collect();
+    json!({
+        "batchId": page.batch_id,
+        "processed": records,
+        "processsed": records,
+        "lastEvaluatedKey": page.last_evaluated_key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
