@@ -19,6 +19,7 @@ run: build
 
 # Release profile: the tests run real models on real photos, and the build is shared with `make run`.
 test: setup
+	@bash scripts/setup-test-tools
 	$(CARGO) test --release --locked --workspace
 
 lint:

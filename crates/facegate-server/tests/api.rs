@@ -68,7 +68,16 @@ impl TestServer {
         Self::start_with(data_dir, Settings::default()).await
     }
 
-    async fn start_with(data_dir: &Path, mut settings: Settings) -> Self {
+    async fn start_with(data_dir: &Path, settings: Settings) -> Self {
+        let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
+        Self::start_with_source(data_dir, settings, Arc::new(bucket)).await
+    }
+
+    async fn start_with_source(
+        data_dir: &Path,
+        mut settings: Settings,
+        bulk_source: Arc<dyn facegate_core::ImageSource>,
+    ) -> Self {
         settings.data_dir = data_dir.to_owned();
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let store = Arc::new(SqliteStore::open(data_dir).expect("open store"));
@@ -83,9 +92,7 @@ impl TestServer {
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
-        let state =
-            AppState { service: service.clone(), settings: Arc::new(settings), bulk_source: Some(Arc::new(bucket)) };
+        let state = AppState { service: service.clone(), settings: Arc::new(settings), bulk_source: Some(bulk_source) };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             facegate_server::serve(listener, state, async {
@@ -936,5 +943,112 @@ async fn bulk_jobs_page_by_a_thousand_and_resume_after_a_restart() {
     let ids: std::collections::HashSet<&str> = successes.iter().filter_map(|r| r["subjectId"].as_str()).collect();
     assert_eq!(ids.len(), good);
     assert_eq!(server.service.template_count(&created.tenant), good);
+    server.stop().await;
+}
+
+/// `python3 -m moto.server` on a free loopback port: a real S3-compatible server. `None` (with a
+/// message) where Python or moto is missing; `make test` installs moto into `.facegate/python`.
+struct MotoServer {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl MotoServer {
+    fn start() -> Option<Self> {
+        let python_path = workspace_root().join(".facegate/python");
+        let has_moto = std::process::Command::new("python3")
+            .env("PYTHONPATH", &python_path)
+            .args(["-c", "import moto.server"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_moto {
+            eprintln!("skipping: python3 with moto[server] is missing (make test installs it)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let child = std::process::Command::new("python3")
+            .env("PYTHONPATH", &python_path)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let server = Self { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(server)
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_register_reads_from_an_s3_bucket() {
+    let Some(moto) = MotoServer::start() else { return };
+    // moto accepts any credentials; the bucket and objects are made with plain HTTP calls.
+    let http = client();
+    let put = |path: String, body: Vec<u8>| http.put(format!("{}{path}", moto.endpoint)).body(body).send();
+    assert!(put("/faces".into(), Vec::new()).await.expect("create bucket").status().is_success());
+    for (name, bytes) in [("yao.jpg", asset("yaoming.jpg")), ("notes.jpg", b"not an image".to_vec())] {
+        let res = put(format!("/faces/incoming/s3-app/{name}"), bytes).await.expect("put object");
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+    let source = facegate_store::BucketSource::s3_with_key(
+        "s3://faces/incoming",
+        Some(&moto.endpoint),
+        "test",
+        "test",
+        "us-east-1",
+    )
+    .expect("s3 source");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with_source(dir.path(), Settings::default(), Arc::new(source)).await;
+    let creds = server.service.create_tenant("s3-app").expect("tenant").credentials;
+    let body = serde_json::json!({"registrations": [
+        {"filename": "yao.jpg"}, {"filename": "notes.jpg"}, {"filename": "missing.jpg"}, {"filename": "../s3-app/yao.jpg"},
+    ]});
+    let (status, job) = send(nec_request(&server, &creds, "POST", "/v1.1/jobs/bulkregister", Some(&body))).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    let (records, _) = finished_bulk_records(&server, &creds, job["batchId"].as_str().expect("batchId")).await;
+    let reasons: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r["registerStatus"].as_str().unwrap_or_default(), r["reason"].as_str().unwrap_or_default()))
+        .map(|(s, r)| (s, r.split(':').next().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("Success", ""), ("Failed", "not an image"), ("Failed", "file not found"), ("Failed", "invalid filename")],
+        "{records:#?}"
+    );
+    server.stop().await;
+}
+
+/// A source that cannot be reached is a transient failure: retried with backoff up to the
+/// configured attempts, then reported with the attempts it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_sources_are_retried_then_reported() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let source = facegate_store::BucketSource::s3_with_key("s3://nowhere", Some(&endpoint), "k", "s", "us-east-1")
+        .expect("s3 source");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings { bulk_max_attempts: 2, ..Settings::default() };
+    let server = TestServer::start_with_source(dir.path(), settings, Arc::new(source)).await;
+    let creds = server.service.create_tenant("flaky-app").expect("tenant").credentials;
+    let body = serde_json::json!({"registrations": [{"filename": "a.jpg"}]});
+    let (status, job) = send(nec_request(&server, &creds, "POST", "/v1.1/jobs/bulkregister", Some(&body))).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    let (records, _) = finished_bulk_records(&server, &creds, job["batchId"].as_str().expect("batchId")).await;
+    assert_eq!(records[0]["registerStatus"], "Failed", "{records:?}");
+    assert_eq!(records[0]["attempts"], "2", "{records:?}");
+    assert!(records[0]["reason"].as_str().unwrap_or_default().starts_with("read error"), "{records:?}");
     server.stop().await;
 }

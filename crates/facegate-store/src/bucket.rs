@@ -3,13 +3,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use facegate_core::jobs::{check_filename, ImageSource, SourceError, SourceFuture};
 use facegate_core::Tenant;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, RetryConfig};
 
 use crate::error::{Result, StoreError};
 
@@ -32,13 +33,30 @@ impl BucketSource {
     /// Files under `s3://bucket/prefix/<tenant name>/`. Credentials and region come from the
     /// usual `AWS_*` variables; `endpoint` points at an S3-compatible server instead of AWS.
     pub fn s3(url: &str, endpoint: Option<&str>) -> Result<Self> {
+        Self::s3_with(url, endpoint, AmazonS3Builder::from_env())
+    }
+
+    /// As [`BucketSource::s3`] with an explicit access key instead of the environment's.
+    pub fn s3_with_key(url: &str, endpoint: Option<&str>, key_id: &str, secret: &str, region: &str) -> Result<Self> {
+        let builder =
+            AmazonS3Builder::new().with_access_key_id(key_id).with_secret_access_key(secret).with_region(region);
+        Self::s3_with(url, endpoint, builder)
+    }
+
+    fn s3_with(url: &str, endpoint: Option<&str>, mut builder: AmazonS3Builder) -> Result<Self> {
         let bad = |why: &str| StoreError::Inconsistent(format!("bulk source '{url}': {why}"));
         let rest = url.strip_prefix("s3://").ok_or_else(|| bad("must start with s3://"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(bad("names no bucket"));
         }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        builder = builder.with_bucket_name(bucket).with_retry(RetryConfig {
+            // Jobs retry a failed file themselves, with backoff, and record each attempt; the
+            // client's own retries only smooth over single dropped requests.
+            max_retries: 1,
+            retry_timeout: Duration::from_secs(10),
+            ..RetryConfig::default()
+        });
         if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
         }
