@@ -75,6 +75,16 @@ pub trait Store: Send + Sync + 'static {
     fn pending_bulk_records(&self, limit: usize) -> Result<Vec<PendingRecord>>;
     /// Saves a record's progress (attempts, status, outcome).
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> Result<()>;
+    /// Creates the subject with its first sample and tags and saves the (processed) record, in
+    /// one transaction, so that a crash can never register a file twice or lose a registration.
+    fn register_bulk_record(
+        &self,
+        subject: &Subject,
+        sample: &NewSample,
+        tags: &[String],
+        job_id: &str,
+        record: &BulkRecord,
+    ) -> Result<()>;
 
     /// Streams every stored template made by `model_id`, for building the index at start-up.
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;

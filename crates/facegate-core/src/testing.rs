@@ -338,6 +338,19 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn register_bulk_record(
+        &self,
+        subject: &Subject,
+        sample: &NewSample,
+        tags: &[String],
+        job_id: &str,
+        record: &BulkRecord,
+    ) -> Result<()> {
+        self.create_subject(subject, Some(sample))?;
+        self.set_subject_tags(&subject.tenant_id, &subject.id, tags)?;
+        self.save_bulk_record(job_id, record)
+    }
+
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
         let d = self.lock();
         for (s, e, t) in d.samples.iter().filter(|(s, _, _)| s.model_id == model_id) {

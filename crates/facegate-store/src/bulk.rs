@@ -2,7 +2,7 @@
 
 use facegate_core::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus, RegisterStatus};
 use facegate_core::Tenant;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use crate::error::{Result, StoreError};
 use crate::sqlite::SqliteStore;
@@ -85,28 +85,31 @@ impl SqliteStore {
     }
 
     pub(crate) fn save_bulk_record_impl(&self, job_id: &str, record: &BulkRecord) -> Result<()> {
-        self.write(|tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE bulk_records SET attempts = ?3, processed = ?4, register_status = ?5, reason = ?6, \
-                     event_id = ?7, attributes_json = ?8 WHERE job_id = ?1 AND seq = ?2",
-                )?
-                .execute(params![
-                    job_id,
-                    i64::try_from(record.seq).unwrap_or(i64::MAX),
-                    record.attempts,
-                    record.status == RecordStatus::Processed,
-                    register_status_name(record.register_status),
-                    record.reason,
-                    record.event_id,
-                    record.attributes_json
-                ])?;
-            if changed == 0 {
-                return Err(StoreError::NotFound("bulk record"));
-            }
-            Ok(())
-        })
+        self.write(|tx| update_record(tx, job_id, record))
     }
+}
+
+/// Saves a record's progress inside `tx`.
+pub(crate) fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Result<()> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE bulk_records SET attempts = ?3, processed = ?4, register_status = ?5, reason = ?6, event_id = ?7, \
+             attributes_json = ?8 WHERE job_id = ?1 AND seq = ?2",
+        )?
+        .execute(params![
+            job_id,
+            i64::try_from(record.seq).unwrap_or(i64::MAX),
+            record.attempts,
+            record.status == RecordStatus::Processed,
+            register_status_name(record.register_status),
+            record.reason,
+            record.event_id,
+            record.attributes_json
+        ])?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("bulk record"));
+    }
+    Ok(())
 }
 
 fn register_status_name(status: Option<RegisterStatus>) -> &'static str {

@@ -173,36 +173,32 @@ impl SqliteStore {
     fn create_subject_impl(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()> {
         let staged = self.stage(subject, first_sample)?;
         self.write_with_image(staged, |tx, blob| {
-            let p = &subject.profile;
-            tx.prepare_cached(&format!(
-                "INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            ))?
-            .execute(params![
-                subject.id,
-                subject.tenant_id,
-                subject.customer_person_id,
-                p.first_name,
-                p.last_name,
-                p.email,
-                p.phone,
-                subject.created_at,
-                subject.updated_at
-            ])
-            .map_err(|e| match unique_violation(&e) {
-                Some(UniqueKind::Unique) => StoreError::Conflict(format!(
-                    "a subject with customer_person_id '{}' already exists",
-                    subject.customer_person_id.as_deref().unwrap_or_default()
-                )),
-                Some(UniqueKind::PrimaryKey) => {
-                    StoreError::Conflict(format!("a subject with id '{}' already exists", subject.id))
-                }
-                None if is_foreign_key_violation(&e) => StoreError::NotFound("tenant"),
-                None => e.into(),
-            })?;
+            insert_subject(tx, subject)?;
             if let (Some(ns), Some(blob)) = (first_sample, blob) {
                 insert_sample(tx, &subject.tenant_id, ns, blob)?;
             }
             Ok(())
+        })
+    }
+
+    /// A subject with its first sample and tags, and the bulk record saying so, in one
+    /// transaction: a crash leaves either all of it or none.
+    pub(crate) fn register_bulk_record_impl(
+        &self,
+        subject: &Subject,
+        sample: &NewSample,
+        tags: &[String],
+        job_id: &str,
+        record: &BulkRecord,
+    ) -> Result<()> {
+        let staged = self.stage(subject, Some(sample))?;
+        self.write_with_image(staged, |tx, blob| {
+            insert_subject(tx, subject)?;
+            if let Some(blob) = blob {
+                insert_sample(tx, &subject.tenant_id, sample, blob)?;
+            }
+            replace_subject_tags(tx, &subject.tenant_id, &subject.id, tags)?;
+            crate::bulk::update_record(tx, job_id, record)
         })
     }
 
@@ -503,13 +499,7 @@ impl Store for SqliteStore {
             if !owned {
                 return Err(StoreError::NotFound("subject"));
             }
-            tx.prepare_cached("DELETE FROM subject_tags WHERE subject_id = ?1")?.execute([subject_id])?;
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO subject_tags (subject_id, tenant_id, tag) VALUES (?1, ?2, ?3)",
-            )?;
-            for tag in tags {
-                insert.execute(params![subject_id, tenant_id, tag])?;
-            }
+            replace_subject_tags(tx, tenant_id, subject_id, tags)?;
             Ok(())
         })?)
     }
@@ -603,6 +593,17 @@ impl Store for SqliteStore {
         Ok(self.save_bulk_record_impl(job_id, record)?)
     }
 
+    fn register_bulk_record(
+        &self,
+        subject: &Subject,
+        sample: &NewSample,
+        tags: &[String],
+        job_id: &str,
+        record: &BulkRecord,
+    ) -> facegate_core::Result<()> {
+        Ok(self.register_bulk_record_impl(subject, sample, tags, job_id, record)?)
+    }
+
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
         Ok(self.for_each_template_impl(model_id, visit)?)
     }
@@ -666,6 +667,46 @@ fn scrub_wal(conn: &Connection) {
     if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
         tracing::warn!(error = %e, "could not restore the writer's busy timeout");
     }
+}
+
+fn insert_subject(tx: &Transaction<'_>, subject: &Subject) -> Result<()> {
+    let p = &subject.profile;
+    tx.prepare_cached(&format!(
+        "INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?
+    .execute(params![
+        subject.id,
+        subject.tenant_id,
+        subject.customer_person_id,
+        p.first_name,
+        p.last_name,
+        p.email,
+        p.phone,
+        subject.created_at,
+        subject.updated_at
+    ])
+    .map_err(|e| match unique_violation(&e) {
+        Some(UniqueKind::Unique) => StoreError::Conflict(format!(
+            "a subject with customer_person_id '{}' already exists",
+            subject.customer_person_id.as_deref().unwrap_or_default()
+        )),
+        Some(UniqueKind::PrimaryKey) => {
+            StoreError::Conflict(format!("a subject with id '{}' already exists", subject.id))
+        }
+        None if is_foreign_key_violation(&e) => StoreError::NotFound("tenant"),
+        None => e.into(),
+    })?;
+    Ok(())
+}
+
+fn replace_subject_tags(tx: &Transaction<'_>, tenant_id: &str, subject_id: &str, tags: &[String]) -> Result<()> {
+    tx.prepare_cached("DELETE FROM subject_tags WHERE subject_id = ?1")?.execute([subject_id])?;
+    let mut insert =
+        tx.prepare_cached("INSERT OR IGNORE INTO subject_tags (subject_id, tenant_id, tag) VALUES (?1, ?2, ?3)")?;
+    for tag in tags {
+        insert.execute(params![subject_id, tenant_id, tag])?;
+    }
+    Ok(())
 }
 
 fn insert_sample(tx: &Transaction<'_>, tenant_id: &str, ns: &NewSample, blob: &BlobInfo) -> Result<()> {

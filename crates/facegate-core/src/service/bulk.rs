@@ -12,7 +12,7 @@ use crate::jobs::{
     check_filename, BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, RecordStatus,
     RegisterStatus, SourceError, BULK_PAGE_SIZE, MAX_BULK_REGISTRATIONS,
 };
-use crate::{Error, FaceAttributes, ImageUpload, Profile, Result, Subject, Tenant};
+use crate::{Error, ImageUpload, Profile, Result, Subject, Tenant};
 
 /// How the background runner works through pending records.
 #[derive(Debug, Clone)]
@@ -150,10 +150,14 @@ impl FaceService {
     /// Registers one record's file, retrying transient failures, and saves the outcome.
     async fn process_record(&self, source: &dyn ImageSource, config: &BulkConfig, pending: PendingRecord) {
         let PendingRecord { tenant, job_id, mut record } = pending;
-        let outcome = loop {
+        let failure = loop {
             record.attempts += 1;
-            match self.register_record(source, config, &tenant, &record).await {
-                Ok(done) => break Ok(done),
+            match self.register_record(source, config, &tenant, &job_id, &record).await {
+                Ok(()) => {
+                    tracing::debug!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
+                        subject = %record.subject_id, "bulk register: registered");
+                    return;
+                }
                 Err(Attempt::Retry(why)) if record.attempts < config.max_attempts => {
                     tracing::warn!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
                         attempt = record.attempts, reason = %why, "bulk register: retrying");
@@ -163,25 +167,14 @@ impl FaceService {
                     let backoff = config.retry_base * 4u32.saturating_pow(record.attempts - 1);
                     tokio::time::sleep(backoff).await;
                 }
-                Err(Attempt::Retry(why) | Attempt::Fail(why)) => break Err(why),
+                Err(Attempt::Retry(why) | Attempt::Fail(why)) => break why,
             }
         };
+        tracing::info!(tenant = %tenant.name, batch = %job_id, file = %record.filename, reason = %failure,
+            "bulk register: failed");
         record.status = RecordStatus::Processed;
-        match outcome {
-            Ok((event_id, attributes)) => {
-                record.register_status = Some(RegisterStatus::Success);
-                record.event_id = Some(event_id);
-                record.attributes_json = serde_json::to_string(&attributes).unwrap_or_default();
-                tracing::debug!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
-                    subject = %record.subject_id, "bulk register: registered");
-            }
-            Err(reason) => {
-                record.register_status = Some(RegisterStatus::Failed);
-                tracing::info!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
-                    reason = %reason, "bulk register: failed");
-                record.reason = reason;
-            }
-        }
+        record.register_status = Some(RegisterStatus::Failed);
+        record.reason = failure;
         if let Err(e) = self.save_record(&job_id, &record).await {
             // The record stays New and is tried again on the next round or start.
             tracing::error!(batch = %job_id, file = %record.filename, error = %e, "saving bulk record failed");
@@ -193,14 +186,16 @@ impl FaceService {
         blocking(move || store.save_bulk_record(&job_id, &record)).await
     }
 
-    /// One try: read, check, register. Returns the event id and the face's attributes.
+    /// One try: read, check, register. On success the subject and the processed record are
+    /// saved together.
     async fn register_record(
         &self,
         source: &dyn ImageSource,
         config: &BulkConfig,
         tenant: &Tenant,
+        job_id: &str,
         record: &BulkRecord,
-    ) -> Result<(String, FaceAttributes), Attempt> {
+    ) -> Result<(), Attempt> {
         check_filename(&record.filename).map_err(|e| Attempt::Fail(e.to_string()))?;
         if !record.tags.is_empty() {
             let known = self.list_tags(tenant).await.map_err(|e| Attempt::Retry(e.to_string()))?;
@@ -222,23 +217,6 @@ impl FaceService {
             .map_err(failure_reason)?;
         let face = self.registrable(faces).map_err(failure_reason)?;
 
-        // A crash after the subject committed but before the record did leaves the subject
-        // in place: find it instead of registering the file twice.
-        let store = self.store.clone();
-        let (tenant_id, subject_id) = (tenant.id.clone(), record.subject_id.clone());
-        let existing = blocking(move || {
-            let subject = store.subject_by_id(&tenant_id, &subject_id)?;
-            Ok(match subject {
-                Some(_) => store.samples_of(&tenant_id, &subject_id)?.pop(),
-                None => None,
-            })
-        })
-        .await
-        .map_err(|e| Attempt::Retry(e.to_string()))?;
-        if let Some(sample) = existing {
-            return Ok((sample.id, face.attributes));
-        }
-
         let now = now_rfc3339();
         let subject = Subject {
             id: record.subject_id.clone(),
@@ -250,20 +228,21 @@ impl FaceService {
         };
         let file_name = record.filename.rsplit('/').next().unwrap_or("bulk").to_owned();
         let new_sample = self.new_sample(&subject, &face.face, ImageUpload { file_name, bytes });
-        let event_id = new_sample.sample.id.clone();
         let template = template_of(&subject, &new_sample);
-        let (store, tags) = (self.store.clone(), record.tags.clone());
-        blocking(move || {
-            store.create_subject(&subject, Some(&new_sample))?;
-            store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)
-        })
-        .await
-        .map_err(|e| match e {
-            Error::StorageFull => Attempt::Fail(e.to_string()),
-            other => Attempt::Retry(other.to_string()),
-        })?;
+        let mut done = record.clone();
+        done.status = RecordStatus::Processed;
+        done.register_status = Some(RegisterStatus::Success);
+        done.event_id = Some(new_sample.sample.id.clone());
+        done.attributes_json = serde_json::to_string(&face.attributes).unwrap_or_default();
+        let (store, job_id) = (self.store.clone(), job_id.to_owned());
+        blocking(move || store.register_bulk_record(&subject, &new_sample, &done.tags, &job_id, &done)).await.map_err(
+            |e| match e {
+                Error::StorageFull => Attempt::Fail(e.to_string()),
+                other => Attempt::Retry(other.to_string()),
+            },
+        )?;
         self.index.insert(template);
-        Ok((event_id, face.attributes))
+        Ok(())
     }
 }
 
