@@ -207,3 +207,32 @@ fn eval_pairs_reads_the_lfw_format_and_reports_folds() {
     }
     assert!(report["accuracy_at_default_threshold"].as_f64().unwrap_or(0.0) >= 0.9, "{report}");
 }
+
+/// `tests/python/bulk_kill9.py`, short: a bulk job over the pack's photos, the server killed
+/// with SIGKILL twice mid-job, and every file registered exactly once in the end.
+#[test]
+fn bulk_jobs_survive_sigkill() {
+    let has_botocore = Command::new("python3")
+        .args(["-c", "import botocore, requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_botocore {
+        eprintln!("skipped: python3 with botocore and requests is not installed");
+        return;
+    }
+    let photos = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(root().join(".facegate/models/buffalo_s/yaoming.jpg"), photos.path().join("yao.jpg")).expect("copy");
+    let out = Command::new("python3")
+        .arg(root().join("tests/python/bulk_kill9.py"))
+        .arg(env!("CARGO_BIN_EXE_facegate"))
+        .arg(photos.path())
+        .args(["40", "--kills", "2"])
+        .current_dir(root())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("summary json");
+    assert_eq!(summary["registered"], 40, "{summary}");
+    assert_eq!(summary["kills"], 2, "{summary}");
+}

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""A bulk register job survives SIGKILL: every file ends up registered exactly once.
+
+Creates a tenant in a fresh data directory, fills its bucket folder with N photos plus planted
+bad files, starts `facegate serve`, submits one job through a botocore-signed NEC request,
+kills the server with SIGKILL once part of the job is done, restarts it, and waits for the job
+to finish. Then it checks every record (paged 1,000 at a time), the failure reasons, and that
+the database holds exactly one subject per successful record.
+
+usage: bulk_kill9.py FACEGATE_BIN PHOTOS_DIR N [--kills K]
+  PHOTOS_DIR: photos to copy into the bucket (searched recursively, .jpg/.png), reused in turn
+  N:          good files in the job (plus 4 planted bad ones)
+needs: python3 with botocore and requests
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+BIN, PHOTOS, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
+KILLS = int(sys.argv[sys.argv.index("--kills") + 1]) if "--kills" in sys.argv else 1
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(data, port):
+    proc = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
+                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "serve.log"), "a"))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
+                return proc
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("server did not become ready")
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="facegate-kill9-")
+    data = os.path.join(work, "data")
+    os.makedirs(data)
+    created = json.loads(subprocess.check_output([BIN, "tenant", "create", "bulk", "--data-dir", data]))
+    creds = Credentials(created["access_key_id"], created["secret_access_key"])
+    api_key = created["api_key"]
+
+    photos = sorted(os.path.join(d, f) for d, _, fs in os.walk(PHOTOS) for f in fs
+                    if f.lower().endswith((".jpg", ".jpeg", ".png")))
+    bucket = os.path.join(data, "bucket", "bulk")
+    os.makedirs(bucket)
+    names = []
+    for i in range(N):
+        name = f"p{i:05d}{os.path.splitext(photos[i % len(photos)])[1]}"
+        shutil.copyfile(photos[i % len(photos)], os.path.join(bucket, name))
+        names.append(name)
+    with open(os.path.join(bucket, "notes.jpg"), "w") as f:
+        f.write("not an image")
+    planted = {"notes.jpg": "not an image", "missing.jpg": "file not found", "../escape.jpg": "invalid filename"}
+    names += list(planted)
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def call(method, path, body=None):
+        data_ = json.dumps(body) if body is not None else None
+        headers = {"Accept": "application/json", "x-api-key": api_key}
+        if data_ is not None:
+            headers["Content-Type"] = "application/json"
+        req = AWSRequest(method=method, url=base + path, data=data_, headers=headers)
+        SigV4Auth(creds, "execute-api", "ap-southeast-2").add_auth(req)
+        p = req.prepare()
+        return requests.request(p.method, p.url, headers=dict(p.headers), data=p.body, timeout=60)
+
+    def records(batch):
+        out, key = [], ""
+        while True:
+            r = call("GET", f"/v1.1/jobs/bulkregister/{batch}" + (f"/{key}" if key else ""))
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert len(page["processed"]) <= 1000
+            out += page["processed"]
+            key = page["lastEvaluatedKey"]
+            if not key:
+                return out
+
+    server = start(data, port)
+    r = call("POST", "/v1.1/jobs/bulkregister", {"registrations": [{"filename": n} for n in names]})
+    assert r.status_code == 200, r.text
+    batch = r.json()["batchId"]
+    started = time.time()
+    for k in range(KILLS):
+        # Kill at a different point of the job each time.
+        target = len(names) * (k + 1) // (KILLS + 2)
+        while sum(rec["status"] == "Processed" for rec in records(batch)) < target:
+            time.sleep(0.2)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        print(f"kill {k + 1}: SIGKILL after {target}+ of {len(names)} records", flush=True)
+        server = start(data, port)
+    while True:
+        recs = records(batch)
+        if all(rec["status"] == "Processed" for rec in recs):
+            break
+        time.sleep(0.5)
+    elapsed = time.time() - started
+    server.send_signal(signal.SIGTERM)
+    server.wait()
+
+    assert [rec["filename"] for rec in recs] == names, "records keep the request's order"
+    bad = [rec for rec in recs if rec["filename"] in planted]
+    for rec in bad:
+        assert rec["registerStatus"] == "Failed" and rec["reason"].startswith(planted[rec["filename"]]), rec
+    good = [rec for rec in recs if rec["filename"] not in planted]
+    ok = [rec for rec in good if rec["registerStatus"] == "Success"]
+    failed = [rec for rec in good if rec["registerStatus"] != "Success"]
+    reasons = {}
+    for rec in failed:
+        reasons[rec["reason"].split(":")[0]] = reasons.get(rec["reason"].split(":")[0], 0) + 1
+    ids = {rec["subjectId"] for rec in ok}
+    assert len(ids) == len(ok), "one subject per success"
+    db = sqlite3.connect(os.path.join(data, "facegate.db"))
+    tenant_id = db.execute("SELECT id FROM tenants WHERE name = 'bulk'").fetchone()[0]
+    stored = {row[0] for row in db.execute("SELECT id FROM subjects WHERE tenant_id = ?", (tenant_id,))}
+    samples = db.execute("SELECT COUNT(*) FROM face_samples WHERE tenant_id = ?", (tenant_id,)).fetchone()[0]
+    assert stored == ids, f"database has {len(stored)} subjects, records name {len(ids)}"
+    assert samples == len(ok), f"{samples} samples for {len(ok)} registrations"
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    print(json.dumps({"records": len(recs), "registered": len(ok), "failed_good_files": reasons,
+                      "kills": KILLS, "seconds": round(elapsed, 1),
+                      "files_per_s": round(len(recs) / elapsed, 1)}))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
