@@ -1,6 +1,7 @@
 //! The `facegate` command: the server and the operator tools around it.
 
 mod eval;
+mod import;
 mod inspect;
 mod runtime;
 mod serve;
@@ -32,6 +33,9 @@ enum Command {
     /// Measure accuracy on labelled face data.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Bulk-enroll photos (one folder per person, or a CSV list) into a tenant of a stopped
+    /// server's data directory; re-running skips what is already imported.
+    Import(import::ImportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Detect(args) => inspect::detect(args),
         Command::Compare(args) => inspect::compare(args),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::Import(args) => import::run(args, &cli.log),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

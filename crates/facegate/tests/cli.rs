@@ -212,10 +212,8 @@ fn eval_pairs_reads_the_lfw_format_and_reports_folds() {
 /// with SIGKILL twice mid-job, and every file registered exactly once in the end.
 #[test]
 fn bulk_jobs_survive_sigkill() {
-    let has_botocore = Command::new("python3")
-        .args(["-c", "import botocore, requests"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let has_botocore =
+        Command::new("python3").args(["-c", "import botocore, requests"]).status().is_ok_and(|s| s.success());
     if !has_botocore {
         eprintln!("skipped: python3 with botocore and requests is not installed");
         return;

@@ -1,0 +1,455 @@
+//! `facegate import DIR --tenant NAME`: bulk enrollment of many photos into a stopped server's
+//! data directory, for an operator's first load.
+//!
+//! Every image goes through `FaceService::enroll` (a person's first image) or `update` (the
+//! rest), so validation, stored names and templates are exactly what the miiCloud API would
+//! produce.
+//!
+//! # Resuming
+//!
+//! A stored image is named `enroll/<sanitized file stem>_<random>.<ext>` (see
+//! [`stored_image_name`]). A file counts as already imported when its person (by
+//! `customer_person_id`) exists and holds an image with the same sanitized stem. Stems are
+//! counted, not just looked up, so that two files whose stems sanitize alike (`a b.jpg` and
+//! `ab.png`) are two images: the first N files with a stem are skipped when N images with that
+//! stem are stored. Files that failed (no face, not an image, ...) stored nothing, so a re-run
+//! tries them again and reports them as failed again. An import killed half-way loses at most the
+//! images in flight: each image is stored in its own transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use facegate_core::service::{create_tenant, stored_image_name};
+use facegate_core::{Error, FaceService, ImageUpload, Profile, Store, Tenant};
+use facegate_server::Settings;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::runtime::{build_service, EngineArgs};
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Folder with one sub-folder per person (the folder name is the `customer_person_id`, every
+    /// image in it one enrolled image), or the folder the `--csv` paths are relative to.
+    dir: PathBuf,
+    /// Tenant to import into, by name; created when it does not exist.
+    #[arg(long)]
+    tenant: String,
+    /// Comma-separated list of `path,customer_person_id[,first_name,last_name,email,phone]`
+    /// lines instead of person folders. Fields are not quoted; a header line starting with
+    /// `path,` is skipped.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Data directory of the (stopped) server [default: ./data]
+    #[arg(long, env = "FACEGATE_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Image files a person folder may hold.
+const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
+
+/// One person to import: who, with which profile, and their image files in order.
+struct PersonSource {
+    customer_person_id: String,
+    profile: Profile,
+    files: Vec<PathBuf>,
+}
+
+/// A person's images still to import, after leaving out those already stored.
+struct PersonWork {
+    customer_person_id: String,
+    profile: Profile,
+    /// The person exists already, so every file is added with `update`.
+    exists: bool,
+    files: Vec<PathBuf>,
+}
+
+/// Counts shared by the import tasks.
+#[derive(Default)]
+struct Tally {
+    imported: usize,
+    /// Short reason -> images.
+    failures: BTreeMap<String, usize>,
+}
+
+/// What every import task needs.
+struct ImportContext {
+    service: Arc<FaceService>,
+    tenant: Tenant,
+    /// Bounds the images in flight so that the service's inference queue never overflows,
+    /// while keeping a little more than one job per worker so workers do not wait for the store.
+    in_flight: Semaphore,
+    tally: Mutex<Tally>,
+    progress: ProgressBar,
+    /// Set when the disk is full: the remaining images are not attempted.
+    stop: AtomicBool,
+}
+
+pub fn run(args: ImportArgs, log_filter: &str) -> anyhow::Result<()> {
+    let people = match &args.csv {
+        Some(csv) => read_csv(csv, &args.dir)?,
+        None => read_person_folders(&args.dir)?,
+    };
+    let mut settings = Settings { data_dir: args.data_dir.clone(), ..Settings::default() };
+    args.engine.apply(&mut settings);
+    let workers = settings.inference_workers.max(1);
+    let in_flight = workers * 2;
+    settings.inference_queue = settings.inference_queue.max(in_flight);
+    let (service, store) = build_service(&settings)?;
+
+    let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == args.tenant) {
+        Some(tenant) => tenant,
+        None => {
+            let created = create_tenant(store.as_ref(), &args.tenant)
+                .with_context(|| format!("creating tenant {:?}", args.tenant))?;
+            // Shown once, as `tenant create` does: only hashes are stored.
+            let c = &created.credentials;
+            eprintln!(
+                "created tenant {:?} (id {}); its credentials, shown only now: token {} api_key {} \
+                 access_key_id {} secret_access_key {}",
+                created.tenant.name, created.tenant.id, created.token, c.api_key, c.access_key_id, c.secret_access_key
+            );
+            created.tenant
+        }
+    };
+
+    let (mut work, skipped) = plan(store.as_ref(), &tenant, people)?;
+    // Longest first, so that a person with hundreds of photos does not start last and leave
+    // the other workers idle at the end.
+    work.sort_by_key(|p| std::cmp::Reverse(p.files.len()));
+    let total: usize = work.iter().map(|p| p.files.len()).sum();
+
+    let progress = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} images, {per_sec}, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress.set_message("importing");
+    let context = Arc::new(ImportContext {
+        service,
+        tenant,
+        in_flight: Semaphore::new(in_flight),
+        tally: Mutex::new(Tally::default()),
+        progress,
+        stop: AtomicBool::new(false),
+    });
+
+    // The service logs every enrollment at info, which would bury the progress bar; the import
+    // tasks all run on this thread, so a thread-local subscriber quiets just them.
+    let quiet = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(format!("{log_filter},facegate_core::service=warn"))
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish();
+    let started = Instant::now();
+    {
+        let _quiet = tracing::subscriber::set_default(quiet);
+        // One thread drives the tasks: they only wait, while inference runs on the service's
+        // worker pool and the store writes on blocking threads.
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+        let context = context.clone();
+        runtime.block_on(async move {
+            let mut people = JoinSet::new();
+            for person in work {
+                people.spawn(import_person(context.clone(), person));
+            }
+            while let Some(done) = people.join_next().await {
+                done.context("an import task failed")?;
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    context.progress.finish_and_clear();
+
+    let tally = std::mem::take(&mut *context.tally.lock().unwrap_or_else(|e| e.into_inner()));
+    let failed: usize = tally.failures.values().sum();
+    let processed = tally.imported + failed;
+    let images_per_s = if seconds > 0.0 { processed as f64 / seconds } else { 0.0 };
+    if args.json {
+        let summary = json!({
+            "imported": tally.imported,
+            "skipped": skipped,
+            "failed": failed,
+            "failures": tally.failures,
+            "seconds": seconds,
+            "images_per_s": images_per_s,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "imported {}, skipped {skipped} (already imported), failed {failed} in {seconds:.1} s \
+             ({images_per_s:.1} images/s)",
+            tally.imported
+        );
+        for (reason, count) in &tally.failures {
+            println!("  {reason}: {count}");
+        }
+    }
+    if context.stop.load(Ordering::Relaxed) {
+        anyhow::bail!("stopped: storage is full; {} images were not attempted", total - processed);
+    }
+    Ok(())
+}
+
+/// Imports one person's images: the first that has a face creates the person, one at a time;
+/// the rest are then added concurrently.
+async fn import_person(context: Arc<ImportContext>, person: PersonWork) {
+    let PersonWork { customer_person_id, profile, exists, files } = person;
+    let mut files = files.into_iter();
+    if !exists {
+        let mut enrolled = false;
+        for path in files.by_ref() {
+            if import_image(&context, &customer_person_id, &profile, &path, false).await {
+                enrolled = true;
+                break;
+            }
+        }
+        if !enrolled {
+            return;
+        }
+    }
+    let (customer_person_id, profile) = (Arc::new(customer_person_id), Arc::new(profile));
+    let mut updates = JoinSet::new();
+    for path in files {
+        let (context, customer_person_id, profile) = (context.clone(), customer_person_id.clone(), profile.clone());
+        updates.spawn(async move { import_image(&context, &customer_person_id, &profile, &path, true).await });
+    }
+    while updates.join_next().await.is_some() {}
+}
+
+/// Enrolls (or, with `add`, adds to an existing person) one image and counts the outcome.
+/// Returns whether it was imported.
+async fn import_image(
+    context: &ImportContext,
+    customer_person_id: &str,
+    profile: &Profile,
+    path: &Path,
+    add: bool,
+) -> bool {
+    let Ok(_permit) = context.in_flight.acquire().await else { return false };
+    if context.stop.load(Ordering::Relaxed) {
+        return false;
+    }
+    let outcome = match tokio::fs::read(path).await {
+        Ok(bytes) => {
+            let upload = ImageUpload { file_name: file_name_of(path), bytes };
+            let tenant = &context.tenant;
+            let result = if add {
+                context.service.update(tenant, customer_person_id, profile.clone(), Some(upload)).await.map(|_| ())
+            } else {
+                context.service.enroll(tenant, customer_person_id, profile.clone(), upload).await.map(|_| ())
+            };
+            result.map_err(|e| {
+                if matches!(e, Error::StorageFull) {
+                    context.stop.store(true, Ordering::Relaxed);
+                }
+                (failure_reason(&e), e.to_string())
+            })
+        }
+        Err(e) => Err(("unreadable file", e.to_string())),
+    };
+    let imported = outcome.is_ok();
+    {
+        let mut tally = context.tally.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => tally.imported += 1,
+            Err((reason, detail)) => {
+                *tally.failures.entry(reason.to_owned()).or_default() += 1;
+                context.progress.suspend(|| tracing::warn!(path = %path.display(), reason, "{detail}"));
+            }
+        }
+    }
+    context.progress.inc(1);
+    imported
+}
+
+/// A short, stable name for why an image was not imported, for the summary's counts.
+fn failure_reason(error: &Error) -> &'static str {
+    match error {
+        Error::NoFace => "no face",
+        Error::MultipleFaces => "multiple faces",
+        Error::PoorQuality(_) => "poor quality",
+        Error::TooLarge(_) => "too large",
+        Error::UnsupportedImage(_) => "unsupported image",
+        Error::InvalidImage(_) => "invalid image",
+        Error::InvalidRequest(_) => "invalid request",
+        Error::NotFound(_) => "not found",
+        Error::Conflict(_) => "conflict",
+        Error::Overloaded => "overloaded",
+        Error::StorageFull => "storage full",
+        Error::Storage(_) => "storage error",
+        Error::Engine(_) => "inference error",
+        Error::Internal(_) => "internal error",
+    }
+}
+
+fn file_name_of(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The part of a stored image name that comes from the uploaded file name: what a re-run
+/// compares to recognise a file it has imported before. Derived through `stored_image_name`
+/// itself, so it sanitizes exactly as enrollment did.
+fn stored_stem(stored_name: &str) -> &str {
+    let without_ext = stored_name.rsplit_once('.').map_or(stored_name, |(stem, _)| stem);
+    // `<stem>_<7 random letters>`
+    without_ext.rsplit_once('_').map_or(without_ext, |(stem, _)| stem)
+}
+
+fn stem_of_file(path: &Path) -> String {
+    stored_stem(&stored_image_name(&file_name_of(path), &[])).to_owned()
+}
+
+/// Leaves out the files already imported (see the module docs); returns the work left and the
+/// number of files skipped.
+fn plan(store: &dyn Store, tenant: &Tenant, people: Vec<PersonSource>) -> anyhow::Result<(Vec<PersonWork>, usize)> {
+    let mut work = Vec::with_capacity(people.len());
+    let mut skipped = 0usize;
+    for person in people {
+        let existing = store.subject_by_customer_id(&tenant.id, &person.customer_person_id)?;
+        let Some(subject) = existing else {
+            work.push(PersonWork {
+                customer_person_id: person.customer_person_id,
+                profile: person.profile,
+                exists: false,
+                files: person.files,
+            });
+            continue;
+        };
+        let mut stored: HashMap<String, usize> = HashMap::new();
+        for sample in store.samples_of(&tenant.id, &subject.id)? {
+            *stored.entry(stored_stem(&sample.image_name).to_owned()).or_default() += 1;
+        }
+        let mut files = Vec::new();
+        for file in person.files {
+            match stored.get_mut(&stem_of_file(&file)) {
+                Some(left) if *left > 0 => {
+                    *left -= 1;
+                    skipped += 1;
+                }
+                _ => files.push(file),
+            }
+        }
+        // `update` replaces the profile: keep the stored one unless the CSV gives one.
+        let profile = if person.profile == Profile::default() { subject.profile } else { person.profile };
+        if !files.is_empty() {
+            work.push(PersonWork { customer_person_id: person.customer_person_id, profile, exists: true, files });
+        }
+    }
+    Ok((work, skipped))
+}
+
+/// People from `dir/<customer_person_id>/<image>`, both sorted so that runs are repeatable.
+fn read_person_folders(dir: &Path) -> anyhow::Result<Vec<PersonSource>> {
+    let mut people = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let folder = entry?.path();
+        if !folder.is_dir() {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .with_context(|| format!("reading {}", folder.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_image_file(p))
+            .collect();
+        files.sort();
+        let customer_person_id = file_name_of(&folder);
+        if !files.is_empty() {
+            people.push(PersonSource { customer_person_id, profile: Profile::default(), files });
+        }
+    }
+    people.sort_by(|a, b| a.customer_person_id.cmp(&b.customer_person_id));
+    anyhow::ensure!(!people.is_empty(), "{} holds no person folders with images", dir.display());
+    Ok(people)
+}
+
+fn is_image_file(path: &Path) -> bool {
+    path.extension().is_some_and(|x| IMAGE_EXTENSIONS.iter().any(|e| x.eq_ignore_ascii_case(e)))
+}
+
+/// People from a `path,customer_person_id[,first_name,last_name,email,phone]` file, in the order
+/// they first appear. A person's profile is the first non-empty one given on their lines.
+fn read_csv(csv: &Path, dir: &Path) -> anyhow::Result<Vec<PersonSource>> {
+    let text = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let mut people: Vec<PersonSource> = Vec::new();
+    let mut position: HashMap<String, usize> = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (number == 0 && line.starts_with("path,")) {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let (path, customer_person_id) = match fields[..] {
+            [path, id, ..] if !path.is_empty() && !id.is_empty() => (path, id),
+            _ => anyhow::bail!(
+                "{} line {}: expected `path,customer_person_id[,first_name,last_name,email,phone]`",
+                csv.display(),
+                number + 1
+            ),
+        };
+        anyhow::ensure!(fields.len() <= 6, "{} line {}: more than 6 fields", csv.display(), number + 1);
+        let field = |i: usize| fields.get(i).filter(|v| !v.is_empty()).map(|v| (*v).to_owned());
+        let profile = Profile { first_name: field(2), last_name: field(3), email: field(4), phone: field(5) };
+        let index = *position.entry(customer_person_id.to_owned()).or_insert_with(|| {
+            people.push(PersonSource {
+                customer_person_id: customer_person_id.to_owned(),
+                profile: Profile::default(),
+                files: Vec::new(),
+            });
+            people.len() - 1
+        });
+        let person = &mut people[index];
+        if person.profile == Profile::default() {
+            person.profile = profile;
+        }
+        person.files.push(dir.join(path));
+    }
+    anyhow::ensure!(!people.is_empty(), "{} lists no images", csv.display());
+    Ok(people)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_match_what_enrollment_stores() {
+        let stored = stored_image_name("Aaron Peirsol_0001.jpg", &[0xFF, 0xD8, 0xFF]);
+        assert_eq!(stored_stem(&stored), stem_of_file(Path::new("/x/Aaron Peirsol_0001.jpg")));
+        assert_eq!(stem_of_file(Path::new("a/b_c.png")), "enroll/b_c");
+        assert_ne!(stem_of_file(Path::new("b_c.png")), stem_of_file(Path::new("b_d.png")));
+    }
+
+    #[test]
+    fn csv_lines_group_by_person_and_skip_the_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let csv = dir.path().join("people.csv");
+        std::fs::write(&csv, "path,customer_person_id,first_name\na.jpg,p1\nb.jpg, p2 ,Bo,,b@x\nc.jpg,p1,Al\n\n")
+            .expect("write");
+        let people = read_csv(&csv, Path::new("/img")).expect("parse");
+        assert_eq!(people.len(), 2);
+        assert_eq!(people[0].customer_person_id, "p1");
+        assert_eq!(people[0].files, [PathBuf::from("/img/a.jpg"), PathBuf::from("/img/c.jpg")]);
+        assert_eq!(people[0].profile.first_name.as_deref(), Some("Al"));
+        assert_eq!(people[1].profile.email.as_deref(), Some("b@x"));
+        assert_eq!(people[1].profile.last_name, None);
+        std::fs::write(&csv, "a.jpg\n").expect("write");
+        assert!(read_csv(&csv, Path::new("/img")).is_err(), "a line without an id is refused");
+    }
+}

@@ -1,0 +1,119 @@
+//! `facegate import`: bulk enrollment from person folders or a CSV list, resumable, run as a
+//! real process against the model pack's sample photos.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn sample_photo(name: &str) -> PathBuf {
+    root().join(".facegate/models/buffalo_s").join(name)
+}
+
+/// Runs `facegate import` with `args`, expecting success, and returns its JSON summary.
+fn import(args: &[&str], data_dir: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        // Defaults point into .facegate/ relative to the working directory, as for `make run`.
+        .current_dir(root())
+        .env_remove("FACEGATE_DATA_DIR")
+        .arg("import")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--json", "--inference-workers", "2"])
+        .output()
+        .expect("run facegate");
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("a JSON summary")
+}
+
+/// `yao/` with two photos, `gdp/` with one, `bad/` with a text file named like a photo and
+/// `blank/` with an all-grey picture.
+fn person_folders(base: &Path) {
+    let folder = |name: &str| {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    };
+    let yao = folder("yao");
+    std::fs::copy(sample_photo("yaoming.jpg"), yao.join("yao_1.jpg")).expect("copy");
+    std::fs::copy(sample_photo("yaoming.jpg"), yao.join("yao_2.jpg")).expect("copy");
+    std::fs::copy(sample_photo("gdp.jpg"), folder("gdp").join("gdp.jpg")).expect("copy");
+    std::fs::write(folder("bad").join("bad.jpg"), "this is not a photo").expect("write");
+    image::RgbImage::from_pixel(160, 160, image::Rgb([128, 128, 128]))
+        .save(folder("blank").join("grey.png"))
+        .expect("save png");
+    // Not an image by its name: ignored, not counted.
+    std::fs::write(yao.join("notes.txt"), "ignored").expect("write");
+}
+
+fn count(summary: &Value, key: &str) -> u64 {
+    summary[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {summary}"))
+}
+
+#[test]
+fn person_folders_import_once_and_a_rerun_skips_them() {
+    let photos = tempfile::tempdir().expect("tempdir");
+    let data = tempfile::tempdir().expect("tempdir");
+    person_folders(photos.path());
+    let dir = photos.path().to_str().expect("path");
+
+    let first = import(&[dir, "--tenant", "acme"], data.path());
+    assert_eq!(count(&first, "imported"), 3, "{first}");
+    assert_eq!(count(&first, "skipped"), 0, "{first}");
+    assert_eq!(count(&first, "failed"), 2, "{first}");
+    assert_eq!(first["failures"]["no face"], 1, "the grey picture: {first}");
+    let failures = first["failures"].as_object().expect("failures");
+    assert_eq!(failures.values().filter_map(Value::as_u64).sum::<u64>(), 2, "{first}");
+    assert!(first["seconds"].as_f64().is_some() && first["images_per_s"].as_f64().is_some(), "{first}");
+
+    let second = import(&[dir, "--tenant", "acme"], data.path());
+    assert_eq!(count(&second, "imported"), 0, "{second}");
+    assert_eq!(count(&second, "skipped"), 3, "{second}");
+    assert_eq!(count(&second, "failed"), 2, "failures stored nothing and are tried again: {second}");
+
+    // A third photo for an existing person is the only thing a later run adds.
+    std::fs::copy(sample_photo("yaoming.jpg"), photos.path().join("yao/yao_3.jpg")).expect("copy");
+    let third = import(&[dir, "--tenant", "acme"], data.path());
+    assert_eq!((count(&third, "imported"), count(&third, "skipped")), (1, 3), "{third}");
+
+    let tenants = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["tenant", "list", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("run");
+    let tenants: Value = serde_json::from_slice(&tenants.stdout).expect("json");
+    assert_eq!(tenants.as_array().map(Vec::len), Some(1), "the tenant was created once: {tenants}");
+}
+
+#[test]
+fn a_csv_list_imports_with_profiles_and_resumes() {
+    let photos = tempfile::tempdir().expect("tempdir");
+    let data = tempfile::tempdir().expect("tempdir");
+    person_folders(photos.path());
+    let csv = photos.path().join("people.csv");
+    std::fs::write(
+        &csv,
+        "path,customer_person_id,first_name,last_name,email,phone\n\
+         yao/yao_1.jpg,p-yao,Yao,Ming,yao@example.com,\n\
+         yao/yao_2.jpg,p-yao\n\
+         gdp/gdp.jpg,p-gdp\n\
+         bad/bad.jpg,p-bad\n\
+         missing/nothing.jpg,p-missing\n",
+    )
+    .expect("write csv");
+    let dir = photos.path().to_str().expect("path");
+    let csv = csv.to_str().expect("path");
+
+    let first = import(&[dir, "--tenant", "csv", "--csv", csv], data.path());
+    assert_eq!(count(&first, "imported"), 3, "{first}");
+    assert_eq!(count(&first, "failed"), 2, "{first}");
+    assert_eq!(first["failures"]["unreadable file"], 1, "{first}");
+
+    let second = import(&[dir, "--tenant", "csv", "--csv", csv], data.path());
+    assert_eq!((count(&second, "imported"), count(&second, "skipped")), (0, 3), "{second}");
+}
