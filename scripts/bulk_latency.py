@@ -40,7 +40,7 @@ def main():
     os.makedirs(data)
     created = json.loads(subprocess.check_output([BIN, "tenant", "create", "bulk", "--data-dir", data]))
     creds = Credentials(created["access_key_id"], created["secret_access_key"])
-    photos = sorted(os.path.join(d, f) for d, _, fs in os.walk(PHOTOS) for f in fs if f.lower().endswith(".jpg"))
+    photos = sorted(os.path.join(d, f) for d, _, fs in os.walk(PHOTOS, followlinks=True) for f in fs if f.lower().endswith(".jpg"))
     bucket = os.path.join(data, "bucket", "bulk")
     os.makedirs(bucket)
     names = []

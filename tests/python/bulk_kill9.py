@@ -9,7 +9,8 @@ the database holds exactly one subject per successful record.
 
 usage: bulk_kill9.py FACEGATE_BIN PHOTOS_DIR N [--kills K]
   PHOTOS_DIR: photos to copy into the bucket (searched recursively, .jpg/.png), reused in turn
-  N:          good files in the job (plus 4 planted bad ones)
+  N:          good files in the job (plus 4 planted bad ones: not an image, no face, missing,
+              path traversal)
 needs: python3 with botocore and requests
 """
 import json
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import struct
+import zlib
 
 import requests
 from botocore.auth import SigV4Auth
@@ -52,6 +55,15 @@ def start(data, port):
     raise SystemExit("server did not become ready")
 
 
+def grey_png(side=200):
+    """A flat grey PNG: an image with no face in it."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    rows = b"".join(b"\x00" + b"\x80" * side * 3 for _ in range(side))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 def main():
     work = tempfile.mkdtemp(prefix="facegate-kill9-")
     data = os.path.join(work, "data")
@@ -60,7 +72,7 @@ def main():
     creds = Credentials(created["access_key_id"], created["secret_access_key"])
     api_key = created["api_key"]
 
-    photos = sorted(os.path.join(d, f) for d, _, fs in os.walk(PHOTOS) for f in fs
+    photos = sorted(os.path.join(d, f) for d, _, fs in os.walk(PHOTOS, followlinks=True) for f in fs
                     if f.lower().endswith((".jpg", ".jpeg", ".png")))
     bucket = os.path.join(data, "bucket", "bulk")
     os.makedirs(bucket)
@@ -71,7 +83,10 @@ def main():
         names.append(name)
     with open(os.path.join(bucket, "notes.jpg"), "w") as f:
         f.write("not an image")
-    planted = {"notes.jpg": "not an image", "missing.jpg": "file not found", "../escape.jpg": "invalid filename"}
+    with open(os.path.join(bucket, "blank.png"), "wb") as f:
+        f.write(grey_png())
+    planted = {"notes.jpg": "not an image", "blank.png": "NoFace", "missing.jpg": "file not found",
+               "../escape.jpg": "invalid filename"}
     names += list(planted)
 
     port = free_port()
