@@ -39,6 +39,9 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a subject and optionally its first sample (image file, row and template) in one
     /// transaction. `Conflict` if the tenant already has the `customer_person_id`.
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()>;
+    /// As `create_subject` with a first sample, plus the subject's tag labels, in the same
+    /// transaction.
+    fn create_tagged_subject(&self, subject: &Subject, first_sample: &NewSample, tags: &[String]) -> Result<()>;
     fn subject_by_id(&self, tenant_id: &str, subject_id: &str) -> Result<Option<Subject>>;
     fn subject_by_customer_id(&self, tenant_id: &str, customer_person_id: &str) -> Result<Option<Subject>>;
     /// Replaces the profile and `updated_at`, and optionally adds a sample, in one transaction.

@@ -288,8 +288,7 @@ impl FaceService {
         let (subject, new_sample) = {
             let (subject, new_sample) = (subject.clone(), new_sample);
             blocking(move || {
-                store.create_subject(&subject, Some(&new_sample))?;
-                store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)?;
+                store.create_tagged_subject(&subject, &new_sample, &tags)?;
                 Ok((subject, new_sample))
             })
             .await?

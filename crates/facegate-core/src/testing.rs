@@ -338,6 +338,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn create_tagged_subject(&self, subject: &Subject, first_sample: &NewSample, tags: &[String]) -> Result<()> {
+        self.create_subject(subject, Some(first_sample))?;
+        self.set_subject_tags(&subject.tenant_id, &subject.id, tags)
+    }
+
     fn register_bulk_record(
         &self,
         subject: &Subject,

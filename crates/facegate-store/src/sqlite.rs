@@ -181,15 +181,14 @@ impl SqliteStore {
         })
     }
 
-    /// A subject with its first sample and tags, and the bulk record saying so, in one
-    /// transaction: a crash leaves either all of it or none.
-    pub(crate) fn register_bulk_record_impl(
+    /// A subject with its first sample and tags, and optionally the bulk record saying so, in
+    /// one transaction: a crash leaves either all of it or none.
+    pub(crate) fn create_tagged_subject_impl(
         &self,
         subject: &Subject,
         sample: &NewSample,
         tags: &[String],
-        job_id: &str,
-        record: &BulkRecord,
+        bulk_record: Option<(&str, &BulkRecord)>,
     ) -> Result<()> {
         let staged = self.stage(subject, Some(sample))?;
         self.write_with_image(staged, |tx, blob| {
@@ -198,7 +197,10 @@ impl SqliteStore {
                 insert_sample(tx, &subject.tenant_id, sample, blob)?;
             }
             replace_subject_tags(tx, &subject.tenant_id, &subject.id, tags)?;
-            crate::bulk::update_record(tx, job_id, record)
+            match bulk_record {
+                Some((job_id, record)) => crate::bulk::update_record(tx, job_id, record),
+                None => Ok(()),
+            }
         })
     }
 
@@ -519,6 +521,15 @@ impl Store for SqliteStore {
         Ok(self.create_subject_impl(subject, first_sample)?)
     }
 
+    fn create_tagged_subject(
+        &self,
+        subject: &Subject,
+        first_sample: &NewSample,
+        tags: &[String],
+    ) -> facegate_core::Result<()> {
+        Ok(self.create_tagged_subject_impl(subject, first_sample, tags, None)?)
+    }
+
     fn subject_by_id(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<Option<Subject>> {
         let conn = self.reader()?;
         let subject = conn
@@ -601,7 +612,7 @@ impl Store for SqliteStore {
         job_id: &str,
         record: &BulkRecord,
     ) -> facegate_core::Result<()> {
-        Ok(self.register_bulk_record_impl(subject, sample, tags, job_id, record)?)
+        Ok(self.create_tagged_subject_impl(subject, sample, tags, Some((job_id, record)))?)
     }
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
