@@ -1,24 +1,12 @@
 //! The command-line contract operators and scripts rely on, run as a real process.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn facegate() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facegate"));
-    // Defaults point into .facegate/ relative to the working directory, as for `make run`.
-    cmd.current_dir(root());
-    cmd.env_remove("FACEGATE_DATA_DIR").env_remove("FACEGATE_LISTEN");
-    cmd
-}
+mod common;
+use common::{facegate, root, SandboxServer, SANDBOX_TOKEN};
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run facegate");
@@ -99,47 +87,11 @@ fn detect_and_compare_print_json() {
 #[test]
 fn serve_answers_http() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = facegate()
-        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("FACEGATE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server logs its address");
-    let get = |path: &str, auth: Option<&str>| -> String {
-        let mut s = TcpStream::connect(&addr).expect("connect");
-        let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").expect("write");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read");
-        out
-    };
-    let started = Instant::now();
-    let ready = loop {
-        let r = get("/readyz", None);
-        if r.starts_with("HTTP/1.1 200") || started.elapsed() > Duration::from_secs(30) {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
-    let missing = get("/miicloud/person/nobody", Some("Token 0e653da4969a757d21de0ffa6387d5fbd6401131"));
+    let server = SandboxServer::start(dir.path());
+    let missing = server.get("/miicloud/person/nobody", Some(&format!("Token {SANDBOX_TOKEN}")));
     assert!(missing.starts_with("HTTP/1.1 404") && missing.contains("\"status\":\"fail\""), "{missing}");
-    let unauthorised = get("/miicloud/person/nobody", None);
+    let unauthorised = server.get("/miicloud/person/nobody", None);
     assert!(unauthorised.starts_with("HTTP/1.1 401"), "{unauthorised}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// The faceapi identities (8 people × 5 cropped photos), or `None` with a message where the

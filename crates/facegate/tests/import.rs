@@ -6,27 +6,23 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{facegate, root, SandboxServer, SANDBOX_TOKEN};
 
 fn sample_photo(name: &str) -> PathBuf {
     root().join(".facegate/models/buffalo_s").join(name)
 }
 
-/// Runs `facegate import` with `args`, expecting success, and returns its JSON summary.
+/// Runs `facegate import` with `args` into `data_dir`, expecting success, and returns its JSON
+/// summary.
 fn import(args: &[&str], data_dir: &Path) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        // Defaults point into .facegate/ relative to the working directory, as for `make run`.
-        .current_dir(root())
-        .env_remove("FACEGATE_DATA_DIR")
-        .arg("import")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--json", "--inference-workers", "2"])
-        .output()
-        .expect("run facegate");
+    let mut cmd = facegate();
+    cmd.arg("import").args(args).arg("--data-dir").arg(data_dir).args(["--inference-workers", "2"]);
+    summary_of(&mut cmd)
+}
+
+fn summary_of(cmd: &mut Command) -> Value {
+    let out = cmd.arg("--json").output().expect("run facegate");
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("a JSON summary")
 }
@@ -116,4 +112,38 @@ fn a_csv_list_imports_with_profiles_and_resumes() {
 
     let second = import(&[dir, "--tenant", "csv", "--csv", csv], data.path());
     assert_eq!((count(&second, "imported"), count(&second, "skipped")), (0, 3), "{second}");
+}
+
+/// `--url`: the same folders through a running server's miiCloud API, with the same counts and
+/// the same resuming, and the people then answer a miiCloud GET.
+#[test]
+fn import_through_a_running_server_api_resumes_too() {
+    let photos = tempfile::tempdir().expect("tempdir");
+    let data = tempfile::tempdir().expect("tempdir");
+    person_folders(photos.path());
+    let server = SandboxServer::start(data.path());
+    let dir = photos.path().to_str().expect("path");
+    let url = server.url();
+    let over_http = || {
+        let mut cmd = facegate();
+        cmd.args(["import", dir, "--url", &url, "--concurrency", "3"]).env("FACEGATE_TOKEN", SANDBOX_TOKEN);
+        summary_of(&mut cmd)
+    };
+
+    let first = over_http();
+    assert_eq!((count(&first, "imported"), count(&first, "failed")), (3, 2), "{first}");
+    assert_eq!(first["failures"]["no face"], 1, "the grey picture: {first}");
+    assert_eq!(first["failures"]["unsupported image"], 1, "the text file: {first}");
+    let yao = server.get("/miicloud/person/yao", Some(&format!("Token {SANDBOX_TOKEN}")));
+    assert!(yao.starts_with("HTTP/1.1 200") && yao.matches("enroll/yao_").count() == 2, "{yao}");
+
+    let second = over_http();
+    assert_eq!((count(&second, "imported"), count(&second, "skipped")), (0, 3), "{second}");
+
+    let refused = facegate()
+        .args(["import", dir, "--url", &url, "--token", "not-a-token", "--json"])
+        .output()
+        .expect("run facegate");
+    assert!(!refused.status.success(), "a wrong token stops the import");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"), "{}", String::from_utf8_lossy(&refused.stderr));
 }

@@ -1,9 +1,10 @@
-//! `facegate import DIR --tenant NAME`: bulk enrollment of many photos into a stopped server's
-//! data directory, for an operator's first load.
+//! `facegate import DIR`: bulk enrollment of many photos, for an operator's first load, either
+//! straight into a stopped server's data directory (`--tenant NAME`) or through a running
+//! server's miiCloud API (`--url URL --token TOKEN`).
 //!
-//! Every image goes through `FaceService::enroll` (a person's first image) or `update` (the
-//! rest), so validation, stored names and templates are exactly what the miiCloud API would
-//! produce.
+//! Every image goes through enrollment (a person's first image) or update (the rest), in the
+//! service itself or over HTTP, so validation, stored names and templates are exactly what the
+//! miiCloud API produces.
 //!
 //! # Resuming
 //!
@@ -16,6 +17,8 @@
 //! tries them again and reports them as failed again. An import killed half-way loses at most the
 //! images in flight: each image is stored in its own transaction.
 
+mod destination;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +28,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use facegate_core::service::{create_tenant, stored_image_name};
-use facegate_core::{Error, FaceService, ImageUpload, Profile, Store, Tenant};
+use facegate_core::{ImageUpload, Profile, Store};
 use facegate_server::Settings;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -33,15 +36,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::runtime::{build_service, EngineArgs};
+use destination::{ApiClient, Destination, Failure};
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// Folder with one sub-folder per person (the folder name is the `customer_person_id`, every
     /// image in it one enrolled image), or the folder the `--csv` paths are relative to.
     dir: PathBuf,
-    /// Tenant to import into, by name; created when it does not exist.
-    #[arg(long)]
-    tenant: String,
+    /// Tenant to import into, by name, in the data directory; created when it does not exist.
+    #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+    tenant: Option<String>,
     /// Comma-separated list of `path,customer_person_id[,first_name,last_name,email,phone]`
     /// lines instead of person folders. Fields are not quoted; a header line starting with
     /// `path,` is skipped.
@@ -50,6 +54,16 @@ pub struct ImportArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Import through a running server's miiCloud API at this address (e.g.
+    /// `http://127.0.0.1:8080`) instead of into a data directory.
+    #[arg(long, requires = "token")]
+    url: Option<String>,
+    /// The tenant's miiCloud token, with `--url`.
+    #[arg(long, env = "FACEGATE_TOKEN", hide_env_values = true, requires = "url")]
+    token: Option<String>,
+    /// Uploads in flight with `--url` [default: 2 × this machine's cores]
+    #[arg(long, requires = "url")]
+    concurrency: Option<usize>,
     /// Data directory of the (stopped) server [default: ./data]
     #[arg(long, env = "FACEGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
@@ -82,18 +96,20 @@ struct Tally {
     imported: usize,
     /// Short reason -> images.
     failures: BTreeMap<String, usize>,
+    /// Why the import stopped early, if it did.
+    fatal: Option<String>,
 }
 
 /// What every import task needs.
 struct ImportContext {
-    service: Arc<FaceService>,
-    tenant: Tenant,
+    destination: Destination,
     /// Bounds the images in flight so that the service's inference queue never overflows,
     /// while keeping a little more than one job per worker so workers do not wait for the store.
     in_flight: Semaphore,
     tally: Mutex<Tally>,
     progress: ProgressBar,
-    /// Set when the disk is full: the remaining images are not attempted.
+    /// Set when nothing more can succeed (disk full, credentials refused): the remaining images
+    /// are not attempted.
     stop: AtomicBool,
 }
 
@@ -102,30 +118,21 @@ pub fn run(args: ImportArgs, log_filter: &str) -> anyhow::Result<()> {
         Some(csv) => read_csv(csv, &args.dir)?,
         None => read_person_folders(&args.dir)?,
     };
-    let mut settings = Settings { data_dir: args.data_dir.clone(), ..Settings::default() };
-    args.engine.apply(&mut settings);
-    let workers = settings.inference_workers.max(1);
-    let in_flight = workers * 2;
-    settings.inference_queue = settings.inference_queue.max(in_flight);
-    let (service, store) = build_service(&settings)?;
-
-    let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == args.tenant) {
-        Some(tenant) => tenant,
-        None => {
-            let created = create_tenant(store.as_ref(), &args.tenant)
-                .with_context(|| format!("creating tenant {:?}", args.tenant))?;
-            // Shown once, as `tenant create` does: only hashes are stored.
-            let c = &created.credentials;
-            eprintln!(
-                "created tenant {:?} (id {}); its credentials, shown only now: token {} api_key {} \
-                 access_key_id {} secret_access_key {}",
-                created.tenant.name, created.tenant.id, created.token, c.api_key, c.access_key_id, c.secret_access_key
-            );
-            created.tenant
+    // One thread drives the tasks: they only wait, while inference runs on the service's worker
+    // pool (or the server) and the store writes on blocking threads.
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let (destination, in_flight) = match (&args.url, &args.tenant) {
+        (Some(url), _) => {
+            let token = args.token.as_deref().context("--url needs --token (or FACEGATE_TOKEN)")?;
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            (Destination::Api(ApiClient::new(url, token)?), args.concurrency.unwrap_or(2 * cores).max(1))
         }
+        (None, Some(tenant)) => open_data_dir(&args, tenant)?,
+        (None, None) => anyhow::bail!("give --tenant NAME (a data directory) or --url URL (a running server)"),
     };
 
-    let (mut work, skipped) = plan(store.as_ref(), &tenant, people)?;
+    let (mut work, skipped) = runtime.block_on(plan(&destination, people))?;
     // Longest first, so that a person with hundreds of photos does not start last and leave
     // the other workers idle at the end.
     work.sort_by_key(|p| std::cmp::Reverse(p.files.len()));
@@ -137,8 +144,7 @@ pub fn run(args: ImportArgs, log_filter: &str) -> anyhow::Result<()> {
     );
     progress.set_message("importing");
     let context = Arc::new(ImportContext {
-        service,
-        tenant,
+        destination,
         in_flight: Semaphore::new(in_flight),
         tally: Mutex::new(Tally::default()),
         progress,
@@ -158,10 +164,6 @@ pub fn run(args: ImportArgs, log_filter: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     {
         let _quiet = tracing::subscriber::set_default(quiet);
-        // One thread drives the tasks: they only wait, while inference runs on the service's
-        // worker pool and the store writes on blocking threads.
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
         let context = context.clone();
         runtime.block_on(async move {
             let mut people = JoinSet::new();
@@ -202,7 +204,7 @@ pub fn run(args: ImportArgs, log_filter: &str) -> anyhow::Result<()> {
         }
     }
     if context.stop.load(Ordering::Relaxed) {
-        anyhow::bail!("stopped: storage is full; {} images were not attempted", total - processed);
+        anyhow::bail!("stopped: {}; {} images were not attempted", tally.fatal.unwrap_or_default(), total - processed);
     }
     Ok(())
 }
@@ -249,54 +251,26 @@ async fn import_image(
     let outcome = match tokio::fs::read(path).await {
         Ok(bytes) => {
             let upload = ImageUpload { file_name: file_name_of(path), bytes };
-            let tenant = &context.tenant;
-            let result = if add {
-                context.service.update(tenant, customer_person_id, profile.clone(), Some(upload)).await.map(|_| ())
-            } else {
-                context.service.enroll(tenant, customer_person_id, profile.clone(), upload).await.map(|_| ())
-            };
-            result.map_err(|e| {
-                if matches!(e, Error::StorageFull) {
-                    context.stop.store(true, Ordering::Relaxed);
-                }
-                (failure_reason(&e), e.to_string())
-            })
+            context.destination.add_image(customer_person_id, profile, upload, add).await
         }
-        Err(e) => Err(("unreadable file", e.to_string())),
+        Err(e) => Err(Failure { reason: "unreadable file", detail: e.to_string(), fatal: false }),
     };
     let imported = outcome.is_ok();
     {
         let mut tally = context.tally.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
             Ok(()) => tally.imported += 1,
-            Err((reason, detail)) => {
+            Err(Failure { reason, detail, fatal }) => {
                 *tally.failures.entry(reason.to_owned()).or_default() += 1;
+                if fatal && !context.stop.swap(true, Ordering::Relaxed) {
+                    tally.fatal = Some(format!("{reason} ({detail})"));
+                }
                 context.progress.suspend(|| tracing::warn!(path = %path.display(), reason, "{detail}"));
             }
         }
     }
     context.progress.inc(1);
     imported
-}
-
-/// A short, stable name for why an image was not imported, for the summary's counts.
-fn failure_reason(error: &Error) -> &'static str {
-    match error {
-        Error::NoFace => "no face",
-        Error::MultipleFaces => "multiple faces",
-        Error::PoorQuality(_) => "poor quality",
-        Error::TooLarge(_) => "too large",
-        Error::UnsupportedImage(_) => "unsupported image",
-        Error::InvalidImage(_) => "invalid image",
-        Error::InvalidRequest(_) => "invalid request",
-        Error::NotFound(_) => "not found",
-        Error::Conflict(_) => "conflict",
-        Error::Overloaded => "overloaded",
-        Error::StorageFull => "storage full",
-        Error::Storage(_) => "storage error",
-        Error::Engine(_) => "inference error",
-        Error::Internal(_) => "internal error",
-    }
 }
 
 fn file_name_of(path: &Path) -> String {
@@ -316,14 +290,39 @@ fn stem_of_file(path: &Path) -> String {
     stored_stem(&stored_image_name(&file_name_of(path), &[])).to_owned()
 }
 
+/// Opens the data directory's service and finds (or creates) the tenant; returns the
+/// destination and how many images to keep in flight.
+fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destination, usize)> {
+    let mut settings = Settings { data_dir: args.data_dir.clone(), ..Settings::default() };
+    args.engine.apply(&mut settings);
+    let in_flight = settings.inference_workers.max(1) * 2;
+    settings.inference_queue = settings.inference_queue.max(in_flight);
+    let (service, store) = build_service(&settings)?;
+    let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == tenant_name) {
+        Some(tenant) => tenant,
+        None => {
+            let created = create_tenant(store.as_ref(), tenant_name)
+                .with_context(|| format!("creating tenant {tenant_name:?}"))?;
+            // Shown once, as `tenant create` does: only hashes are stored.
+            let c = &created.credentials;
+            eprintln!(
+                "created tenant {:?} (id {}); its credentials, shown only now: token {} api_key {} \
+                 access_key_id {} secret_access_key {}",
+                created.tenant.name, created.tenant.id, created.token, c.api_key, c.access_key_id, c.secret_access_key
+            );
+            created.tenant
+        }
+    };
+    Ok((Destination::DataDir { service, store, tenant }, in_flight))
+}
+
 /// Leaves out the files already imported (see the module docs); returns the work left and the
 /// number of files skipped.
-fn plan(store: &dyn Store, tenant: &Tenant, people: Vec<PersonSource>) -> anyhow::Result<(Vec<PersonWork>, usize)> {
+async fn plan(destination: &Destination, people: Vec<PersonSource>) -> anyhow::Result<(Vec<PersonWork>, usize)> {
     let mut work = Vec::with_capacity(people.len());
     let mut skipped = 0usize;
     for person in people {
-        let existing = store.subject_by_customer_id(&tenant.id, &person.customer_person_id)?;
-        let Some(subject) = existing else {
+        let Some(stored_person) = destination.stored_person(&person.customer_person_id).await? else {
             work.push(PersonWork {
                 customer_person_id: person.customer_person_id,
                 profile: person.profile,
@@ -333,8 +332,8 @@ fn plan(store: &dyn Store, tenant: &Tenant, people: Vec<PersonSource>) -> anyhow
             continue;
         };
         let mut stored: HashMap<String, usize> = HashMap::new();
-        for sample in store.samples_of(&tenant.id, &subject.id)? {
-            *stored.entry(stored_stem(&sample.image_name).to_owned()).or_default() += 1;
+        for name in &stored_person.image_names {
+            *stored.entry(stored_stem(name).to_owned()).or_default() += 1;
         }
         let mut files = Vec::new();
         for file in person.files {
@@ -347,7 +346,7 @@ fn plan(store: &dyn Store, tenant: &Tenant, people: Vec<PersonSource>) -> anyhow
             }
         }
         // `update` replaces the profile: keep the stored one unless the CSV gives one.
-        let profile = if person.profile == Profile::default() { subject.profile } else { person.profile };
+        let profile = if person.profile == Profile::default() { stored_person.profile } else { person.profile };
         if !files.is_empty() {
             work.push(PersonWork { customer_person_id: person.customer_person_id, profile, exists: true, files });
         }
