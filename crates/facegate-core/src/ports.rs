@@ -91,6 +91,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Streams every stored template made by `model_id`, for building the index at start-up.
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;
+    /// Streams each tagged subject's tags as `(tenant_id, subject_id, tags)`, for the index at
+    /// start-up.
+    fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()>;
 }
 
 /// In-memory vector search, partitioned by tenant.
@@ -99,6 +102,14 @@ pub trait Index: Send + Sync + 'static {
     fn remove_subject(&self, tenant_id: &str, subject_id: &str);
     /// The best sample of each subject, by cosine similarity, highest first, at most `limit`.
     fn search(&self, tenant_id: &str, query: &[f32], limit: usize) -> Vec<SubjectHit>;
+    /// As `search`, over the subjects holding at least one of `tags` (all subjects when `tags`
+    /// is empty).
+    fn search_tagged(&self, tenant_id: &str, query: &[f32], limit: usize, tags: &[String]) -> Vec<SubjectHit>;
+    /// Replaces a subject's tags; may come before the subject's first template.
+    fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]);
+    fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str);
+    /// Takes a tag off every subject.
+    fn remove_tag(&self, tenant_id: &str, name: &str);
     /// The best sample of one subject, if it has any.
     fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit>;
     /// Every sample of one subject with its similarity, highest first.

@@ -122,6 +122,9 @@ impl FaceService {
             self.index.insert(template);
             count += 1;
         })?;
+        self.store.for_each_subject_tags(&mut |tenant_id, subject_id, tags| {
+            self.index.set_subject_tags(tenant_id, subject_id, &tags);
+        })?;
         Ok(count)
     }
 
@@ -190,13 +193,16 @@ impl FaceService {
     pub async fn rename_tag(&self, tenant: &Tenant, old_name: &str, new_name: &str) -> Result<()> {
         validate_name("newName", new_name, MAX_TAG_CHARS)?;
         let (store, tenant_id) = (self.store.clone(), tenant.id.clone());
-        let (old_name, new_name) = (old_name.to_owned(), new_name.to_owned());
-        blocking(move || store.rename_tag(&tenant_id, &old_name, &new_name)).await
+        let (old, new) = (old_name.to_owned(), new_name.to_owned());
+        blocking(move || store.rename_tag(&tenant_id, &old, &new)).await?;
+        self.index.rename_tag(&tenant.id, old_name, new_name);
+        Ok(())
     }
 
     pub async fn delete_tag(&self, tenant: &Tenant, name: &str) -> Result<()> {
-        let (store, tenant_id, name) = (self.store.clone(), tenant.id.clone(), name.to_owned());
-        if blocking(move || store.delete_tag(&tenant_id, &name)).await? {
+        let (store, tenant_id, owned_name) = (self.store.clone(), tenant.id.clone(), name.to_owned());
+        if blocking(move || store.delete_tag(&tenant_id, &owned_name)).await? {
+            self.index.remove_tag(&tenant.id, name);
             Ok(())
         } else {
             Err(Error::NotFound("tag"))
@@ -285,14 +291,17 @@ impl FaceService {
         let new_sample =
             self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
         let store = self.store.clone();
-        let (subject, new_sample) = {
+        let (subject, new_sample, tags) = {
             let (subject, new_sample) = (subject.clone(), new_sample);
             blocking(move || {
                 store.create_tagged_subject(&subject, &new_sample, &tags)?;
-                Ok((subject, new_sample))
+                Ok((subject, new_sample, tags))
             })
             .await?
         };
+        if !tags.is_empty() {
+            self.index.set_subject_tags(&tenant.id, &subject.id, &tags);
+        }
         self.index.insert(template_of(&subject, &new_sample));
         tracing::info!(tenant = %tenant.name, subject = %subject.id, "registered subject");
         Ok((subject, new_sample.sample, found.attributes))
@@ -345,18 +354,21 @@ impl FaceService {
         }
         let replace = replacing.is_some();
         let store = self.store.clone();
-        let (subject, new_sample) = blocking(move || {
+        let (subject, new_sample, tags) = blocking(move || {
             if replace {
                 store.replace_sample(&subject, &new_sample)?;
             } else {
                 store.update_subject(&subject, Some(&new_sample))?;
             }
-            if let Some(tags) = tags {
-                store.set_subject_tags(&subject.tenant_id, &subject.id, &tags)?;
+            if let Some(tags) = &tags {
+                store.set_subject_tags(&subject.tenant_id, &subject.id, tags)?;
             }
-            Ok((subject, new_sample))
+            Ok((subject, new_sample, tags))
         })
         .await?;
+        if let Some(tags) = tags {
+            self.index.set_subject_tags(&subject.tenant_id, &subject.id, &tags);
+        }
         // Inserting under an existing sample id replaces that template.
         self.index.insert(template_of(&subject, &new_sample));
         tracing::info!(
@@ -393,25 +405,15 @@ impl FaceService {
         self.check_tags_exist(tenant, &tags).await?;
         let found = self.single_face(image).await?;
         let calibration = &self.engine.model_info().calibration;
-        // With a tag filter, rank everyone and filter: exact, and cheap at flat-index sizes.
-        let wanted = if tags.is_empty() { limit } else { usize::MAX };
-        let hits = self.index.search(&tenant.id, &found.face.embedding, wanted);
+        let index = self.index.clone();
+        let (tenant_id, embedding) = (tenant.id.clone(), found.face.embedding.clone());
+        // A scan of a large gallery takes milliseconds: off the async threads.
+        let hits = blocking(move || Ok(index.search_tagged(&tenant_id, &embedding, limit, &tags))).await?;
         let mut candidates = Vec::new();
         for hit in hits {
-            if candidates.len() >= limit {
-                break;
-            }
             let score = calibration.score(hit.similarity);
             if score < threshold {
                 break;
-            }
-            if !tags.is_empty() {
-                let store = self.store.clone();
-                let (tid, sid) = (tenant.id.clone(), hit.subject_id.clone());
-                let carried = blocking(move || store.subject_tags(&tid, &sid)).await?;
-                if !carried.iter().any(|t| tags.contains(t)) {
-                    continue;
-                }
             }
             let events = self
                 .index
@@ -554,7 +556,9 @@ impl FaceService {
         let analysis = self.analyze(image).await?;
         let mut matches = Vec::with_capacity(analysis.faces.len());
         for face in analysis.faces {
-            let hit = self.index.search(&tenant.id, &face.embedding, 1).into_iter().next();
+            let (index, tenant_id, embedding) = (self.index.clone(), tenant.id.clone(), face.embedding.clone());
+            // A scan of a large gallery takes milliseconds: off the async threads.
+            let hit = blocking(move || Ok(index.search(&tenant_id, &embedding, 1))).await?.into_iter().next();
             let candidate = match hit {
                 Some(hit) => self.candidate(tenant, &hit.subject_id, hit.sample_id, hit.similarity).await?,
                 None => None,

@@ -368,12 +368,29 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+
+    fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()> {
+        let d = self.lock();
+        let mut grouped: Vec<((String, String), Vec<String>)> = Vec::new();
+        for (tenant, subject, tag) in &d.subject_tags {
+            match grouped.iter_mut().find(|((t, s), _)| t == tenant && s == subject) {
+                Some((_, tags)) => tags.push(tag.clone()),
+                None => grouped.push(((tenant.clone(), subject.clone()), vec![tag.clone()])),
+            }
+        }
+        for ((tenant, subject), tags) in grouped {
+            visit(&tenant, &subject, tags);
+        }
+        Ok(())
+    }
 }
 
 /// Brute-force index over a vector of templates.
 #[derive(Default)]
 pub struct BruteForceIndex {
     templates: Mutex<Vec<Template>>,
+    /// (tenant, subject) -> tags.
+    tags: Mutex<HashMap<(String, String), Vec<String>>>,
 }
 
 impl BruteForceIndex {
@@ -404,6 +421,7 @@ impl Index for BruteForceIndex {
     }
 
     fn remove_subject(&self, tenant_id: &str, subject_id: &str) {
+        self.tags.lock().unwrap_or_else(|e| e.into_inner()).remove(&(tenant_id.to_owned(), subject_id.to_owned()));
         self.templates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -414,6 +432,45 @@ impl Index for BruteForceIndex {
         let mut v = self.hits(tenant_id, query, None);
         v.truncate(limit);
         v
+    }
+
+    fn search_tagged(&self, tenant_id: &str, query: &[f32], limit: usize, tags: &[String]) -> Vec<SubjectHit> {
+        if tags.is_empty() {
+            return self.search(tenant_id, query, limit);
+        }
+        let held = self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut v = self.hits(tenant_id, query, None);
+        v.retain(|hit| {
+            held.get(&(tenant_id.to_owned(), hit.subject_id.clone()))
+                .is_some_and(|t| t.iter().any(|x| tags.contains(x)))
+        });
+        v.truncate(limit);
+        v
+    }
+
+    fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) {
+        self.tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((tenant_id.into(), subject_id.into()), tags.to_vec());
+    }
+
+    fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str) {
+        let mut held = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        for ((tenant, _), tags) in held.iter_mut() {
+            if tenant == tenant_id {
+                tags.iter_mut().filter(|t| *t == old_name).for_each(|t| *t = new_name.to_owned());
+            }
+        }
+    }
+
+    fn remove_tag(&self, tenant_id: &str, name: &str) {
+        let mut held = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        for ((tenant, _), tags) in held.iter_mut() {
+            if tenant == tenant_id {
+                tags.retain(|t| t != name);
+            }
+        }
     }
 
     fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {

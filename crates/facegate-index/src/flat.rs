@@ -1,25 +1,110 @@
-//! [`FlatIndex`]: exact cosine search over contiguous per-tenant vectors.
+//! [`FlatIndex`]: per-tenant vectors in one contiguous block, searched by a full scan.
+//!
+//! # Layout
+//! Each tenant's templates are rows: an f16 vector (`dim` values), a sign sketch (`dim / 64`
+//! u64 words), a tag mask, an interned subject and a sample id, each in its own array so a
+//! scan streams through memory in order. f16 halves the memory of f32 (1 KiB per 512-d
+//! template) and changes a cosine similarity by less than 1e-3.
+//!
+//! # Search
+//! Up to [`SearchTuning::exact_rows`] rows, every row is scored exactly. Above that, a search
+//! runs in two stages: the Hamming distance of every row's sign sketch to the query's (64 bytes
+//! a row, a few milliseconds over a million rows) picks the closest
+//! [`SearchTuning::candidates`] rows, and only those are scored exactly. A sign sketch
+//! preserves angles (SimHash), so a mate at similarity 0.4 or more sits far inside the
+//! candidates; `facegate bench search` measures the recall against exact search.
+//!
+//! # Tags
+//! Subjects carry tags; each tenant's tag names (at most 64, the NEC limit) map to bits, and
+//! every row holds its subject's mask, so a filtered search skips rows with one AND in the
+//! sketch scan and the filter never shrinks the candidates.
+//!
+//! Deletes swap the last row into the freed place, so they are visible to the next search.
+//! Each tenant has its own lock, so a long scan of one tenant never delays another's writes.
 
+use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use facegate_core::{Index, SubjectHit, Template};
+use half::f16;
 use parking_lot::RwLock;
 
-/// Exact search over every template of a tenant.
-///
-/// Each tenant's templates sit in one `Vec<f32>` of `rows × dim`, so a search streams through
-/// memory in order; subject and sample ids sit in parallel arrays, subjects interned to `u32`.
-/// Each tenant has its own lock, so a long scan of one tenant never delays another's writes.
+use crate::kernels::{dot_f16, hamming_distances, sketch_into, TagFilter};
+
+/// Per-thread buffers of the sketch stage, kept between searches: a million-row search would
+/// otherwise allocate and zero 2 MB each time.
+#[derive(Default)]
+struct Scratch {
+    distances: Vec<u16>,
+    histogram: Vec<u32>,
+}
+
+/// Threads of one sketch scan, at most.
+const MAX_SCAN_THREADS: usize = 4;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// When a tenant is searched exactly and how many candidates the sketch stage keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchTuning {
+    /// Tenants with at most this many templates are scored exactly, row by row.
+    pub exact_rows: usize,
+    /// Rows the sketch stage passes on for exact scoring, at least.
+    pub min_candidates: usize,
+    /// ... or this fraction of the rows, whichever is more.
+    pub candidate_fraction: f64,
+    /// Tenants from this many rows scan their sketches on several threads.
+    pub parallel_scan_rows: usize,
+}
+
+impl Default for SearchTuning {
+    fn default() -> Self {
+        Self { exact_rows: 32_768, min_candidates: 4_096, candidate_fraction: 0.002, parallel_scan_rows: 200_000 }
+    }
+}
+
+impl SearchTuning {
+    fn candidates(&self, rows: usize) -> usize {
+        self.min_candidates.max((rows as f64 * self.candidate_fraction).ceil() as usize)
+    }
+}
+
+/// Per-tenant template search; see the module documentation.
 #[derive(Default)]
 pub struct FlatIndex {
     tenants: RwLock<HashMap<String, Arc<RwLock<TenantIndex>>>>,
+    tuning: SearchTuning,
 }
 
 impl FlatIndex {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_tuning(tuning: SearchTuning) -> Self {
+        Self { tuning, ..Self::default() }
+    }
+
+    /// Bytes held by every tenant's rows (vectors, sketches, masks, subjects; not the id strings).
+    pub fn row_bytes(&self) -> usize {
+        self.tenants.read().values().map(|t| t.read().row_bytes()).sum()
+    }
+
+    /// Exact search, every row scored whatever the tenant's size: the reference the two-stage
+    /// search is measured against.
+    pub fn search_exact(&self, tenant_id: &str, query: &[f32], limit: usize, tags: &[String]) -> Vec<SubjectHit> {
+        let Some(tenant) = self.tenant(tenant_id) else { return Vec::new() };
+        let tenant = tenant.read();
+        let filter = match tenant.tag_mask(tags) {
+            TagMask::All => None,
+            TagMask::Bits(bits) => Some(bits),
+            TagMask::NoneKnown => return Vec::new(),
+        };
+        tenant.search_exact(query, limit, filter)
     }
 
     fn tenant(&self, tenant_id: &str) -> Option<Arc<RwLock<TenantIndex>>> {
@@ -36,8 +121,8 @@ impl FlatIndex {
 
 impl Index for FlatIndex {
     fn insert(&self, template: Template) {
-        if template.embedding.is_empty() {
-            tracing::warn!(sample = %template.sample_id, "ignoring an empty template");
+        if template.embedding.is_empty() || !template.embedding.iter().all(|x| x.is_finite()) {
+            tracing::warn!(sample = %template.sample_id, "ignoring an empty or non-finite template");
             return;
         }
         let tenant = self.tenant_or_insert(&template.tenant_id);
@@ -54,9 +139,41 @@ impl Index for FlatIndex {
     }
 
     fn search(&self, tenant_id: &str, query: &[f32], limit: usize) -> Vec<SubjectHit> {
-        match self.tenant(tenant_id) {
-            Some(tenant) => tenant.read().search(query, limit),
-            None => Vec::new(),
+        self.search_tagged(tenant_id, query, limit, &[])
+    }
+
+    fn search_tagged(&self, tenant_id: &str, query: &[f32], limit: usize, tags: &[String]) -> Vec<SubjectHit> {
+        let Some(tenant) = self.tenant(tenant_id) else { return Vec::new() };
+        let tenant = tenant.read();
+        let filter = match tenant.tag_mask(tags) {
+            TagMask::All => None,
+            TagMask::Bits(bits) => Some(bits),
+            TagMask::NoneKnown => return Vec::new(),
+        };
+        if tenant.len() <= self.tuning.exact_rows {
+            tenant.search_exact(query, limit, filter)
+        } else {
+            tenant.search_two_stage(query, limit, filter, &self.tuning)
+        }
+    }
+
+    fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) {
+        let tenant = self.tenant_or_insert(tenant_id);
+        tenant.write().set_subject_tags(subject_id, tags);
+    }
+
+    fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str) {
+        if let Some(tenant) = self.tenant(tenant_id) {
+            let mut tenant = tenant.write();
+            if let Some(bit) = tenant.tag_bits.remove(old_name) {
+                tenant.tag_bits.insert(new_name.to_owned(), bit);
+            }
+        }
+    }
+
+    fn remove_tag(&self, tenant_id: &str, name: &str) {
+        if let Some(tenant) = self.tenant(tenant_id) {
+            tenant.write().remove_tag(name);
         }
     }
 
@@ -82,12 +199,27 @@ impl Index for FlatIndex {
     }
 }
 
+/// What a list of tag names filters to.
+enum TagMask {
+    /// No tags asked for: no filter.
+    All,
+    Bits(u64),
+    /// Tags asked for, none of them held by any subject: nothing matches.
+    NoneKnown,
+}
+
 #[derive(Default)]
 struct TenantIndex {
     /// Length of every vector; set by the first insert into an empty tenant.
     dim: usize,
-    /// `len() × dim` floats, row after row.
-    vectors: Vec<f32>,
+    /// Sketch words per row: `dim` bits rounded up to u64s.
+    words: usize,
+    /// `len() × dim` values, row after row.
+    vectors: Vec<f16>,
+    /// `len() × words` sign bits, row after row.
+    sketches: Vec<u64>,
+    /// Each row's subject's tag bits.
+    row_tags: Vec<u64>,
     row_subject: Vec<u32>,
     row_sample: Vec<Arc<str>>,
     sample_rows: HashMap<Arc<str>, u32>,
@@ -95,6 +227,11 @@ struct TenantIndex {
     /// Indexed by interned subject id; `None` for a freed id awaiting reuse.
     subjects: Vec<Option<SubjectRows>>,
     free_subjects: Vec<u32>,
+    /// Tag bits of subjects with at least one tag, rows or not: tags may be set before the
+    /// first template arrives.
+    subject_tags: HashMap<String, u64>,
+    /// Tag name -> bit.
+    tag_bits: HashMap<String, u32>,
 }
 
 struct SubjectRows {
@@ -107,6 +244,14 @@ impl TenantIndex {
         self.row_subject.len()
     }
 
+    fn row_bytes(&self) -> usize {
+        self.vectors.capacity() * std::mem::size_of::<f16>()
+            + self.sketches.capacity() * 8
+            + self.row_tags.capacity() * 8
+            + self.row_subject.capacity() * 4
+            + self.row_sample.capacity() * std::mem::size_of::<Arc<str>>()
+    }
+
     fn insert(&mut self, subject_id: &str, sample_id: &str, embedding: &[f32]) -> Result<(), &'static str> {
         if let Some(&row) = self.sample_rows.get(sample_id) {
             // Re-inserting a sample replaces it (it may even have moved subject).
@@ -114,13 +259,18 @@ impl TenantIndex {
         }
         if self.len() == 0 {
             self.dim = embedding.len();
+            self.words = embedding.len().div_ceil(64);
         } else if embedding.len() != self.dim {
             return Err("embedding length differs from the tenant's other templates");
         }
         let row = u32::try_from(self.len()).map_err(|_| "tenant holds too many templates")?;
         let subject = self.intern(subject_id);
         let sample: Arc<str> = Arc::from(sample_id);
-        self.vectors.extend_from_slice(embedding);
+        self.vectors.extend(embedding.iter().map(|&x| f16::from_f32(x)));
+        let start = self.sketches.len();
+        self.sketches.resize(start + self.words, 0);
+        sketch_into(embedding, &mut self.sketches[start..]);
+        self.row_tags.push(self.subject_tags.get(subject_id).copied().unwrap_or(0));
         self.row_subject.push(subject);
         self.row_sample.push(sample.clone());
         self.sample_rows.insert(sample, row);
@@ -129,7 +279,6 @@ impl TenantIndex {
         }
         Ok(())
     }
-
     fn intern(&mut self, subject_id: &str) -> u32 {
         if let Some(&id) = self.subject_ids.get(subject_id) {
             return id;
@@ -153,6 +302,7 @@ impl TenantIndex {
     }
 
     fn remove_subject(&mut self, subject_id: &str) {
+        self.subject_tags.remove(subject_id);
         let Some(&id) = self.subject_ids.get(subject_id) else { return };
         // Each removal updates this subject's row list (and frees the id after the last row).
         while let Some(&row) = self.subjects.get(id as usize).and_then(|s| s.as_ref()).and_then(|s| s.rows.last()) {
@@ -161,6 +311,7 @@ impl TenantIndex {
         // Give memory back after a large purge, keeping headroom for growth.
         if self.vectors.capacity() > 4 * self.vectors.len().max(1 << 16) {
             self.vectors.shrink_to(self.vectors.len() * 2);
+            self.sketches.shrink_to(self.sketches.len() * 2);
         }
     }
 
@@ -181,8 +332,9 @@ impl TenantIndex {
         }
         self.sample_rows.remove(&self.row_sample[r]);
         if r != last {
-            let dim = self.dim;
+            let (dim, words) = (self.dim, self.words);
             self.vectors.copy_within(last * dim..(last + 1) * dim, r * dim);
+            self.sketches.copy_within(last * words..(last + 1) * words, r * words);
             let moved_subject = self.row_subject[last];
             if let Some(Some(s)) = self.subjects.get_mut(moved_subject as usize) {
                 if let Some(pos) = s.rows.iter().position(|&x| x as usize == last) {
@@ -194,18 +346,82 @@ impl TenantIndex {
             }
         }
         self.vectors.truncate(last * self.dim);
+        self.sketches.truncate(last * self.words);
+        self.row_tags.swap_remove(r);
         self.row_subject.swap_remove(r);
         self.row_sample.swap_remove(r);
     }
 
-    fn search(&self, query: &[f32], limit: usize) -> Vec<SubjectHit> {
+    fn set_subject_tags(&mut self, subject_id: &str, tags: &[String]) {
+        let mut mask = 0u64;
+        for tag in tags {
+            match self.tag_bit(tag) {
+                Some(bit) => mask |= 1 << bit,
+                None => tracing::warn!(tag, "more than 64 tags in one tenant; this one is not indexed"),
+            }
+        }
+        if mask == 0 {
+            self.subject_tags.remove(subject_id);
+        } else {
+            self.subject_tags.insert(subject_id.to_owned(), mask);
+        }
+        if let Some(s) = self.subject_ids.get(subject_id).and_then(|&id| self.subjects.get(id as usize)) {
+            for &row in s.as_ref().map_or(&[][..], |s| &s.rows[..]) {
+                if let Some(t) = self.row_tags.get_mut(row as usize) {
+                    *t = mask;
+                }
+            }
+        }
+    }
+
+    /// The bit of a tag name, given one now if it has none.
+    fn tag_bit(&mut self, tag: &str) -> Option<u32> {
+        if let Some(&bit) = self.tag_bits.get(tag) {
+            return Some(bit);
+        }
+        let used = self.tag_bits.values().fold(0u64, |m, &b| m | 1 << b);
+        let bit = (!used).trailing_zeros();
+        (bit < 64).then(|| {
+            self.tag_bits.insert(tag.to_owned(), bit);
+            bit
+        })
+    }
+
+    fn remove_tag(&mut self, name: &str) {
+        let Some(bit) = self.tag_bits.remove(name) else { return };
+        let keep = !(1u64 << bit);
+        self.row_tags.iter_mut().for_each(|t| *t &= keep);
+        self.subject_tags.retain(|_, mask| {
+            *mask &= keep;
+            *mask != 0
+        });
+    }
+
+    fn tag_mask(&self, tags: &[String]) -> TagMask {
+        if tags.is_empty() {
+            return TagMask::All;
+        }
+        let bits = tags.iter().filter_map(|t| self.tag_bits.get(t)).fold(0u64, |m, &b| m | 1 << b);
+        if bits == 0 {
+            TagMask::NoneKnown
+        } else {
+            TagMask::Bits(bits)
+        }
+    }
+
+    /// Every row (that passes the filter) scored exactly.
+    fn search_exact(&self, query: &[f32], limit: usize, filter: Option<u64>) -> Vec<SubjectHit> {
         if limit == 0 || self.len() == 0 || query.len() != self.dim {
             return Vec::new();
         }
         // Best row per interned subject; a plain array indexed by id is cheaper than a map.
         let mut best: Vec<(f32, u32)> = vec![(f32::NEG_INFINITY, u32::MAX); self.subjects.len()];
-        for ((row, vector), &subject) in self.vectors.chunks_exact(self.dim).enumerate().zip(&self.row_subject) {
-            let score = dot(vector, query);
+        let rows = self.vectors.chunks_exact(self.dim).zip(&self.row_subject).zip(&self.row_tags).enumerate();
+        for (row, ((vector, &subject), &tags)) in rows {
+            if filter.is_some_and(|f| f & tags == 0) {
+                continue;
+            }
+            let score = dot_f16(vector, query);
             if let Some(b) = best.get_mut(subject as usize) {
                 // `>` keeps the earliest row on ties and never takes a NaN.
                 if score > b.0 {
@@ -232,6 +448,134 @@ impl TenantIndex {
         top.into_iter().map(|s| self.hit(s)).collect()
     }
 
+    /// Sketch distances pick `candidates` rows; those are scored exactly.
+    fn search_two_stage(
+        &self,
+        query: &[f32],
+        limit: usize,
+        filter: Option<u64>,
+        tuning: &SearchTuning,
+    ) -> Vec<SubjectHit> {
+        if limit == 0 || self.len() == 0 || query.len() != self.dim {
+            return Vec::new();
+        }
+        let mut query_sketch = vec![0u64; self.words];
+        sketch_into(query, &mut query_sketch);
+        let max_distance = self.words * 64;
+        let filter = filter.map(|any_of| TagFilter { row_tags: &self.row_tags, any_of });
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.distances.resize(self.len(), 0);
+            scratch.histogram.clear();
+            scratch.histogram.resize(max_distance + 1, 0);
+            let parallel = self.len() >= tuning.parallel_scan_rows;
+            self.sketch_distances(&query_sketch, filter, parallel, &mut scratch.distances, &mut scratch.histogram);
+            let candidates = tuning.candidates(self.len());
+            self.rerank_closest(query, limit, candidates, &scratch.distances, &scratch.histogram)
+        })
+    }
+
+    /// The sketch scan, split across the cores for large tenants: one core cannot draw the
+    /// memory bandwidth that streaming 64 MB of sketches per million rows needs.
+    fn sketch_distances(
+        &self,
+        query_sketch: &[u64],
+        filter: Option<TagFilter>,
+        parallel: bool,
+        out: &mut [u16],
+        histogram: &mut [u32],
+    ) {
+        let parts = if parallel {
+            std::thread::available_parallelism().map_or(1, usize::from).min(MAX_SCAN_THREADS)
+        } else {
+            1
+        };
+        if parts <= 1 {
+            hamming_distances(&self.sketches, query_sketch, filter, out, histogram);
+            return;
+        }
+        let rows_per_part = self.len().div_ceil(parts);
+        let words = self.words;
+        let partial: Vec<Vec<u32>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = out
+                .chunks_mut(rows_per_part)
+                .enumerate()
+                .map(|(part, out)| {
+                    let start = part * rows_per_part;
+                    let end = start + out.len();
+                    let sketches = &self.sketches[start * words..end * words];
+                    let filter = filter.map(|f| TagFilter { row_tags: &f.row_tags[start..end], any_of: f.any_of });
+                    let bins = histogram.len();
+                    scope.spawn(move || {
+                        let mut part_histogram = vec![0u32; bins];
+                        hamming_distances(sketches, query_sketch, filter, out, &mut part_histogram);
+                        part_histogram
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        for part in partial {
+            for (total, count) in histogram.iter_mut().zip(part) {
+                *total += count;
+            }
+        }
+    }
+
+    /// Scores the `candidates` rows of smallest sketch distance exactly and returns the best
+    /// row of each subject, best first.
+    fn rerank_closest(
+        &self,
+        query: &[f32],
+        limit: usize,
+        candidates: usize,
+        distances: &[u16],
+        histogram: &[u32],
+    ) -> Vec<SubjectHit> {
+        let max_distance = self.words * 64;
+        let mut cutoff = 0usize;
+        let mut below = 0usize;
+        for (d, &count) in histogram.iter().enumerate() {
+            cutoff = d;
+            let count = count as usize;
+            if below + count >= candidates {
+                break;
+            }
+            below += count;
+        }
+        // Rows under the cutoff all pass; rows at it fill what is left of the budget.
+        let mut at_cutoff_left = candidates.saturating_sub(below);
+        let mut scored: Vec<Scored> = Vec::with_capacity(candidates.min(self.len()));
+        for (row, &d) in distances.iter().enumerate() {
+            let d = usize::from(d);
+            if d > cutoff || d > max_distance {
+                continue;
+            }
+            if d == cutoff {
+                if at_cutoff_left == 0 {
+                    continue;
+                }
+                at_cutoff_left -= 1;
+            }
+            let vector = &self.vectors[row * self.dim..(row + 1) * self.dim];
+            let score = dot_f16(vector, query);
+            if !score.is_nan() {
+                scored.push(Scored { score, row: row as u32 });
+            }
+        }
+        scored.sort_unstable_by(|a, b| b.cmp(a));
+        let mut seen = HashSet::with_capacity(limit);
+        let mut hits = Vec::with_capacity(limit);
+        for s in scored {
+            if seen.insert(self.row_subject[s.row as usize]) {
+                hits.push(self.hit(s));
+                if hits.len() == limit {
+                    break;
+                }
+            }
+        }
+        hits
+    }
+
     /// Every row of one subject scored against `query`, NaNs dropped; empty for an unknown
     /// subject or a query of the wrong length.
     fn scored_subject_rows(&self, subject_id: &str, query: &[f32]) -> Vec<Scored> {
@@ -251,7 +595,7 @@ impl TenantIndex {
             .filter_map(|&row| {
                 let r = row as usize;
                 let vector = self.vectors.get(r * self.dim..(r + 1) * self.dim)?;
-                Some(Scored { score: dot(vector, query), row })
+                Some(Scored { score: dot_f16(vector, query), row })
             })
             .filter(|s| !s.score.is_nan())
             .collect()
@@ -306,35 +650,6 @@ impl PartialEq for Scored {
 
 impl Eq for Scored {}
 
-/// Accumulators kept in flight. Float addition is not associative, so the compiler will not
-/// split one running sum across SIMD lanes by itself; 16 independent sums give it two AVX (or
-/// four SSE) registers of lanes plus enough independent chains to hide the add latency.
-const LANES: usize = 16;
-
-/// Dot product of the common prefix of `a` and `b` (cosine similarity for unit vectors).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    // Pairwise reduction of the lanes, which also vectorises.
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-        width /= 2;
-    }
-    acc[0] + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,17 +661,6 @@ mod tests {
 
     fn template(subject: &str, sample: &str, embedding: Vec<f32>) -> Template {
         Template { tenant_id: "t".into(), subject_id: subject.into(), sample_id: sample.into(), embedding }
-    }
-
-    #[test]
-    fn dot_matches_the_naive_sum_for_every_length() {
-        for n in 0..80 {
-            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - naive).abs() < 1e-4, "n={n}");
-        }
-        assert_eq!(dot(&[1.0, 2.0, 3.0], &[1.0]), 1.0);
     }
 
     #[test]

@@ -316,6 +316,30 @@ impl SqliteStore {
         Ok(deleted > 0)
     }
 
+    fn for_each_subject_tags_impl(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()> {
+        let conn = self.reader()?;
+        let mut stmt =
+            conn.prepare("SELECT tenant_id, subject_id, tag FROM subject_tags ORDER BY tenant_id, subject_id, rowid")?;
+        let mut rows = stmt.query([])?;
+        let mut current: Option<(String, String, Vec<String>)> = None;
+        while let Some(row) = rows.next()? {
+            let (tenant_id, subject_id, tag): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            match &mut current {
+                Some((t, s, tags)) if *t == tenant_id && *s == subject_id => tags.push(tag),
+                _ => {
+                    if let Some((t, s, tags)) = current.take() {
+                        visit(&t, &s, tags);
+                    }
+                    current = Some((tenant_id, subject_id, vec![tag]));
+                }
+            }
+        }
+        if let Some((t, s, tags)) = current {
+            visit(&t, &s, tags);
+        }
+        Ok(())
+    }
+
     fn for_each_template_impl(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
         let conn = self.reader()?;
         // One row at a time: the gallery can be far larger than what we want resident twice.
@@ -617,6 +641,10 @@ impl Store for SqliteStore {
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
         Ok(self.for_each_template_impl(model_id, visit)?)
+    }
+
+    fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> facegate_core::Result<()> {
+        Ok(self.for_each_subject_tags_impl(visit)?)
     }
 }
 

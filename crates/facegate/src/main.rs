@@ -1,5 +1,6 @@
 //! The `facegate` command: the server and the operator tools around it.
 
+mod bench;
 mod eval;
 mod import;
 mod inspect;
@@ -34,8 +35,12 @@ enum Command {
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Bulk-enroll photos (one folder per person, or a CSV list) into a tenant of a stopped
-    /// server's data directory; re-running skips what is already imported.
+    /// server's data directory, or through a running server's API; re-running skips what is
+    /// already imported.
     Import(import::ImportArgs),
+    /// Measure speed: search over synthetic galleries.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Compare(args) => inspect::compare(args),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Import(args) => import::run(args, &cli.log),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

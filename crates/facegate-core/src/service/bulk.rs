@@ -235,12 +235,16 @@ impl FaceService {
         done.event_id = Some(new_sample.sample.id.clone());
         done.attributes_json = serde_json::to_string(&face.attributes).unwrap_or_default();
         let (store, job_id) = (self.store.clone(), job_id.to_owned());
+        let tags = done.tags.clone();
         blocking(move || store.register_bulk_record(&subject, &new_sample, &done.tags, &job_id, &done)).await.map_err(
             |e| match e {
                 Error::StorageFull => Attempt::Fail(e.to_string()),
                 other => Attempt::Retry(other.to_string()),
             },
         )?;
+        if !tags.is_empty() {
+            self.index.set_subject_tags(&template.tenant_id, &template.subject_id, &tags);
+        }
         self.index.insert(template);
         Ok(())
     }

@@ -1,0 +1,312 @@
+//! `facegate bench search`: the index at gallery sizes no test photo set reaches.
+//!
+//! # The synthetic gallery
+//! Uniform random unit vectors would make search look easier than it is: real face embeddings
+//! crowd together by age, sex and ethnicity, and a probe is a new photo of someone enrolled,
+//! not a copy of a template. So:
+//! - 256 group directions `g`; identity `i` has the centre `normalize(0.5·g + u)`, `u` a random
+//!   unit vector, so two identities of one group have a similarity near 0.2 and of different
+//!   groups near 0;
+//! - a template, and a probe, is `normalize(centre + 0.75·n)`, `n` a random unit vector: mates
+//!   score about 0.64, much like ArcFace mates at moderate pose;
+//! - every fourth identity has two templates;
+//! - each identity holds one of 8 common tags, and one in a thousand also the tag `rare`.
+//!
+//! Identities are regenerated from their number, so probes need no stored centres.
+//! Mated probes come from enrolled identities, non-mated ones from identities never enrolled;
+//! a quarter of the probes filter by a common tag and one in twenty by `rare`.
+
+use std::time::Instant;
+
+use clap::Args;
+use facegate_core::{Index, SubjectHit, Template};
+use facegate_index::{FlatIndex, SearchTuning};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use super::{quantile, resident_bytes};
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Templates in the gallery.
+    #[arg(long, default_value_t = 100_000)]
+    templates: usize,
+    /// Embedding length.
+    #[arg(long, default_value_t = 512)]
+    dim: usize,
+    /// Timed searches.
+    #[arg(long, default_value_t = 1_000)]
+    queries: usize,
+    /// Searches also run exactly, for recall (the exact scan is slow at millions).
+    #[arg(long, default_value_t = 200)]
+    recall_queries: usize,
+    /// Results per search.
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// Tenants up to this many templates are searched exactly.
+    #[arg(long, default_value_t = SearchTuning::default().exact_rows)]
+    exact_rows: usize,
+    /// Candidates the sketch stage keeps, at least.
+    #[arg(long, default_value_t = SearchTuning::default().min_candidates)]
+    min_candidates: usize,
+    /// ... or this fraction of the rows, whichever is more.
+    #[arg(long, default_value_t = SearchTuning::default().candidate_fraction)]
+    candidate_fraction: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+const TENANT: &str = "bench";
+const GROUPS: u64 = 256;
+const COMMON_TAGS: u64 = 8;
+/// Every this many identities, one holds the rare tag.
+const RARE_EVERY: u64 = 1_000;
+
+/// The synthetic population; see the module documentation.
+struct Population {
+    dim: usize,
+    groups: Vec<Vec<f32>>,
+}
+
+impl Population {
+    fn new(dim: usize) -> Self {
+        let mut rng = SmallRng::seed_from_u64(0x6a7e);
+        Self { dim, groups: (0..GROUPS).map(|_| random_unit(&mut rng, dim)).collect() }
+    }
+
+    fn centre(&self, identity: u64) -> Vec<f32> {
+        let mut rng = SmallRng::seed_from_u64(identity.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
+        let own = random_unit(&mut rng, self.dim);
+        let group = &self.groups[(identity % GROUPS) as usize];
+        normalized(own.iter().zip(group).map(|(u, g)| u + 0.5 * g).collect())
+    }
+
+    /// A photo of `identity`: its centre plus noise.
+    fn sample(&self, centre: &[f32], rng: &mut SmallRng) -> Vec<f32> {
+        let noise = random_unit(rng, self.dim);
+        normalized(centre.iter().zip(&noise).map(|(c, n)| c + 0.75 * n).collect())
+    }
+
+    fn templates_of(identity: u64) -> usize {
+        if identity.is_multiple_of(4) {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn tags_of(identity: u64) -> Vec<String> {
+        let mut tags = vec![format!("group-{}", identity % COMMON_TAGS)];
+        if identity % RARE_EVERY == 7 {
+            tags.push("rare".to_owned());
+        }
+        tags
+    }
+}
+
+fn random_unit(rng: &mut SmallRng, dim: usize) -> Vec<f32> {
+    // Box–Muller: a Gaussian vector has a uniformly random direction.
+    let gaussian: Vec<f32> = (0..dim)
+        .map(|_| {
+            let (u1, u2): (f32, f32) = (rng.gen_range(f32::EPSILON..1.0), rng.gen());
+            (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect();
+    normalized(gaussian)
+}
+
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+struct Probe {
+    embedding: Vec<f32>,
+    tags: Vec<String>,
+    mated: bool,
+}
+
+pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.templates > 0 && args.dim > 0 && args.queries > 0, "templates, dim and queries must be > 0");
+    let tuning = SearchTuning {
+        exact_rows: args.exact_rows,
+        min_candidates: args.min_candidates,
+        candidate_fraction: args.candidate_fraction,
+        ..SearchTuning::default()
+    };
+    let index = FlatIndex::with_tuning(tuning);
+    let population = Population::new(args.dim);
+    let rss_before = resident_bytes();
+
+    // Build: generation is not timed, inserts are.
+    let mut rng = SmallRng::seed_from_u64(1);
+    let (mut inserted, mut identities, mut insert_seconds) = (0usize, 0u64, 0.0f64);
+    while inserted < args.templates {
+        let identity = identities;
+        identities += 1;
+        let centre = population.centre(identity);
+        let subject_id = format!("subject-{identity}");
+        let templates: Vec<Template> = (0..Population::templates_of(identity).min(args.templates - inserted))
+            .map(|k| Template {
+                tenant_id: TENANT.to_owned(),
+                subject_id: subject_id.clone(),
+                sample_id: format!("sample-{identity}-{k}"),
+                embedding: population.sample(&centre, &mut rng),
+            })
+            .collect();
+        inserted += templates.len();
+        let tags = Population::tags_of(identity);
+        let started = Instant::now();
+        index.set_subject_tags(TENANT, &subject_id, &tags);
+        for t in templates {
+            index.insert(t);
+        }
+        insert_seconds += started.elapsed().as_secs_f64();
+    }
+    let rss_after = resident_bytes();
+
+    // Probes: 70% mated; a quarter filtered by a common tag, one in twenty by `rare`.
+    let probes: Vec<Probe> = (0..args.queries)
+        .map(|q| {
+            let mated = rng.gen_bool(0.7);
+            let identity = if mated { rng.gen_range(0..identities) } else { identities + rng.gen_range(0..1u64 << 40) };
+            let embedding = population.sample(&population.centre(identity), &mut rng);
+            let tags = match q % 20 {
+                0 => vec!["rare".to_owned()],
+                1..=5 => vec![format!("group-{}", identity % COMMON_TAGS)],
+                _ => Vec::new(),
+            };
+            Probe { embedding, tags, mated }
+        })
+        .collect();
+
+    let mut latencies_ms = Vec::with_capacity(probes.len());
+    let mut results: Vec<Vec<SubjectHit>> = Vec::with_capacity(probes.len());
+    for probe in &probes {
+        let started = Instant::now();
+        let hits = index.search_tagged(TENANT, &probe.embedding, args.limit, &probe.tags);
+        latencies_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        results.push(hits);
+    }
+    let mut sorted = latencies_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+
+    let exact = args.templates <= args.exact_rows;
+    let recall = (!exact).then(|| recall(&index, &probes, &results, args.limit, args.recall_queries));
+
+    let row_bytes = index.row_bytes();
+    let memory = rss_after.zip(rss_before).map(|(a, b)| a.saturating_sub(b));
+    let summary = json!({
+        "templates": args.templates,
+        "subjects": identities,
+        "dim": args.dim,
+        "queries": probes.len(),
+        "limit": args.limit,
+        "search": if exact { "exact" } else { "two-stage" },
+        "candidates": if exact { args.templates } else { tuning_candidates(&tuning, args.templates) },
+        "build_s": insert_seconds,
+        "memory_bytes": memory,
+        "vector_bytes": row_bytes,
+        "p50_ms": quantile(&sorted, 0.5),
+        "p99_ms": quantile(&sorted, 0.99),
+        "max_ms": sorted.last().copied().unwrap_or(0.0),
+        "recall_at_1": recall.as_ref().map(|r| r.at_1),
+        "recall_at_10": recall.as_ref().map(|r| r.at_10),
+        "recall_at_1_mated": recall.as_ref().map(|r| r.at_1_mated),
+        "recall_at_1_filtered": recall.as_ref().map(|r| r.at_1_filtered),
+        "recall_queries": recall.as_ref().map(|r| r.queries),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "search bench: {} templates of {} subjects, dim {}, top-{}",
+        args.templates, identities, args.dim, args.limit
+    );
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!("  {:<28} {}", "search", summary["search"].as_str().unwrap_or(""));
+    println!("  {:<28} {:.1} s", "build (inserts)", insert_seconds);
+    println!("  {:<28} {:.0} MiB", "index rows", mib(row_bytes as u64));
+    if let Some(m) = memory {
+        println!("  {:<28} {:.0} MiB", "resident growth", mib(m));
+    }
+    println!("  {:<28} {:.2} ms / {:.2} ms", "latency p50 / p99", quantile(&sorted, 0.5), quantile(&sorted, 0.99));
+    match recall {
+        Some(r) => println!(
+            "  {:<28} @1 {:.4}  @10 {:.4}  (mated @1 {:.4}, filtered @1 {:.4}; {} queries)",
+            "recall vs exact", r.at_1, r.at_10, r.at_1_mated, r.at_1_filtered, r.queries
+        ),
+        None => println!("  {:<28} 1 (exact search)", "recall vs exact"),
+    }
+    Ok(())
+}
+
+fn tuning_candidates(tuning: &SearchTuning, rows: usize) -> usize {
+    tuning.min_candidates.max((rows as f64 * tuning.candidate_fraction).ceil() as usize)
+}
+
+struct Recall {
+    at_1: f64,
+    at_10: f64,
+    at_1_mated: f64,
+    at_1_filtered: f64,
+    queries: usize,
+}
+
+/// Top-1 agreement and top-10 overlap with exact search, by subject.
+fn recall(index: &FlatIndex, probes: &[Probe], results: &[Vec<SubjectHit>], limit: usize, queries: usize) -> Recall {
+    let (mut top1, mut top10, mut n) = (0usize, 0.0f64, 0usize);
+    let (mut mated_hits, mut mated_n, mut filtered_hits, mut filtered_n) = (0usize, 0usize, 0usize, 0usize);
+    for (probe, got) in probes.iter().zip(results).take(queries) {
+        let want = index.search_exact(TENANT, &probe.embedding, limit, &probe.tags);
+        n += 1;
+        let first_agrees = want.first().map(|h| &h.subject_id) == got.first().map(|h| &h.subject_id);
+        top1 += usize::from(first_agrees);
+        if !want.is_empty() {
+            let found = want.iter().filter(|w| got.iter().any(|g| g.subject_id == w.subject_id)).count();
+            top10 += found as f64 / want.len() as f64;
+        } else {
+            top10 += 1.0;
+        }
+        if probe.mated {
+            mated_n += 1;
+            mated_hits += usize::from(first_agrees);
+        }
+        if !probe.tags.is_empty() {
+            filtered_n += 1;
+            filtered_hits += usize::from(first_agrees);
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    Recall {
+        at_1: ratio(top1, n),
+        at_10: if n == 0 { 1.0 } else { top10 / n as f64 },
+        at_1_mated: ratio(mated_hits, mated_n),
+        at_1_filtered: ratio(filtered_hits, filtered_n),
+        queries: n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use facegate_index::dot;
+
+    #[test]
+    fn the_population_looks_like_face_embeddings() {
+        let population = Population::new(512);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let centre = population.centre(42);
+        let (a, b) = (population.sample(&centre, &mut rng), population.sample(&centre, &mut rng));
+        let mate = dot(&a, &b);
+        assert!((0.5..0.8).contains(&mate), "mates score {mate}");
+        let same_group = dot(&a, &population.sample(&population.centre(42 + GROUPS), &mut rng));
+        let other_group = dot(&a, &population.sample(&population.centre(43), &mut rng));
+        assert!(same_group > other_group && same_group < 0.3, "{same_group} {other_group}");
+        assert_eq!(population.centre(42), centre, "identities regenerate from their number");
+    }
+}
