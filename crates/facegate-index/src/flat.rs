@@ -31,7 +31,7 @@ use facegate_core::{Index, SubjectHit, Template};
 use half::f16;
 use parking_lot::RwLock;
 
-use crate::kernels::{dot_f16, hamming_distances, sketch_into, TagFilter};
+use crate::kernels::{dot_f16, hamming_distances, prefetch, sketch_into, TagFilter};
 
 /// Per-thread buffers of the sketch stage, kept between searches: a million-row search would
 /// otherwise allocate and zero 2 MB each time.
@@ -41,6 +41,8 @@ struct Scratch {
     histogram: Vec<u32>,
 }
 
+/// Rows requested from memory ahead of the one being scored.
+const PREFETCH_AHEAD: usize = 8;
 /// Threads of one sketch scan, at most.
 const MAX_SCAN_THREADS: usize = 4;
 
@@ -55,21 +57,31 @@ pub struct SearchTuning {
     pub exact_rows: usize,
     /// Rows the sketch stage passes on for exact scoring, at least.
     pub min_candidates: usize,
-    /// ... or this fraction of the rows, whichever is more.
+    /// ... or this fraction of the rows, whichever is more ...
     pub candidate_fraction: f64,
+    /// ... but never more than this many.
+    pub max_candidates: usize,
     /// Tenants from this many rows scan their sketches on several threads.
     pub parallel_scan_rows: usize,
 }
 
 impl Default for SearchTuning {
     fn default() -> Self {
-        Self { exact_rows: 32_768, min_candidates: 4_096, candidate_fraction: 0.002, parallel_scan_rows: 200_000 }
+        Self {
+            exact_rows: 32_768,
+            min_candidates: 4_096,
+            candidate_fraction: 0.016,
+            max_candidates: 32_768,
+            parallel_scan_rows: 200_000,
+        }
     }
 }
 
 impl SearchTuning {
-    fn candidates(&self, rows: usize) -> usize {
-        self.min_candidates.max((rows as f64 * self.candidate_fraction).ceil() as usize)
+    /// Rows the sketch stage keeps for exact scoring out of `rows`.
+    pub fn candidates(&self, rows: usize) -> usize {
+        let by_fraction = (rows as f64 * self.candidate_fraction).ceil() as usize;
+        by_fraction.min(self.max_candidates).max(self.min_candidates)
     }
 }
 
@@ -89,7 +101,8 @@ impl FlatIndex {
         Self { tuning, ..Self::default() }
     }
 
-    /// Bytes held by every tenant's rows (vectors, sketches, masks, subjects; not the id strings).
+    /// Bytes of every tenant's rows in use (vectors, sketches, masks, subjects; not the id
+    /// strings, nor the spare capacity of growing arrays).
     pub fn row_bytes(&self) -> usize {
         self.tenants.read().values().map(|t| t.read().row_bytes()).sum()
     }
@@ -244,12 +257,17 @@ impl TenantIndex {
         self.row_subject.len()
     }
 
+    fn row_vector(&self, row: u32) -> &[f16] {
+        let start = row as usize * self.dim;
+        &self.vectors[start..start + self.dim]
+    }
+
     fn row_bytes(&self) -> usize {
-        self.vectors.capacity() * std::mem::size_of::<f16>()
-            + self.sketches.capacity() * 8
-            + self.row_tags.capacity() * 8
-            + self.row_subject.capacity() * 4
-            + self.row_sample.capacity() * std::mem::size_of::<Arc<str>>()
+        self.vectors.len() * std::mem::size_of::<f16>()
+            + self.sketches.len() * 8
+            + self.row_tags.len() * 8
+            + self.row_subject.len() * 4
+            + self.row_sample.len() * std::mem::size_of::<Arc<str>>()
     }
 
     fn insert(&mut self, subject_id: &str, sample_id: &str, embedding: &[f32]) -> Result<(), &'static str> {
@@ -544,7 +562,7 @@ impl TenantIndex {
         }
         // Rows under the cutoff all pass; rows at it fill what is left of the budget.
         let mut at_cutoff_left = candidates.saturating_sub(below);
-        let mut scored: Vec<Scored> = Vec::with_capacity(candidates.min(self.len()));
+        let mut rows: Vec<u32> = Vec::with_capacity(candidates.min(self.len()));
         for (row, &d) in distances.iter().enumerate() {
             let d = usize::from(d);
             if d > cutoff || d > max_distance {
@@ -556,10 +574,16 @@ impl TenantIndex {
                 }
                 at_cutoff_left -= 1;
             }
-            let vector = &self.vectors[row * self.dim..(row + 1) * self.dim];
-            let score = dot_f16(vector, query);
+            rows.push(row as u32);
+        }
+        let mut scored: Vec<Scored> = Vec::with_capacity(rows.len());
+        for (i, &row) in rows.iter().enumerate() {
+            if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+                prefetch(self.row_vector(ahead));
+            }
+            let score = dot_f16(self.row_vector(row), query);
             if !score.is_nan() {
-                scored.push(Scored { score, row: row as u32 });
+                scored.push(Scored { score, row });
             }
         }
         scored.sort_unstable_by(|a, b| b.cmp(a));

@@ -230,8 +230,13 @@ fn noisy(rng: &mut StdRng, centre: &[f32]) -> Vec<f32> {
 fn two_stage_search_finds_what_exact_search_finds_for_mates() {
     let mut rng = StdRng::seed_from_u64(11);
     // Force the two-stage path on a small gallery, with a small candidate budget.
-    let tuning =
-        SearchTuning { exact_rows: 100, min_candidates: 64, candidate_fraction: 0.0, parallel_scan_rows: 1_000 };
+    let tuning = SearchTuning {
+        exact_rows: 100,
+        min_candidates: 64,
+        candidate_fraction: 0.0,
+        parallel_scan_rows: 1_000,
+        ..SearchTuning::default()
+    };
     let index = FlatIndex::with_tuning(tuning);
     let centres = clustered(&mut rng, &index, 2_000, 2, 512);
     for (s, centre) in centres.iter().enumerate().step_by(37) {
@@ -251,8 +256,13 @@ fn two_stage_search_finds_what_exact_search_finds_for_mates() {
 #[test]
 fn tag_filters_keep_only_tagged_subjects_in_both_search_paths() {
     let tags = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<String>>();
-    let two_stage =
-        SearchTuning { exact_rows: 10, min_candidates: 16, candidate_fraction: 0.0, parallel_scan_rows: 100 };
+    let two_stage = SearchTuning {
+        exact_rows: 10,
+        min_candidates: 16,
+        candidate_fraction: 0.0,
+        parallel_scan_rows: 100,
+        ..SearchTuning::default()
+    };
     for tuning in [SearchTuning::default(), two_stage] {
         let mut rng = StdRng::seed_from_u64(5);
         let index = FlatIndex::with_tuning(tuning);

@@ -38,7 +38,8 @@ enum Command {
     /// server's data directory, or through a running server's API; re-running skips what is
     /// already imported.
     Import(import::ImportArgs),
-    /// Measure speed: search over synthetic galleries.
+    /// Measure speed: the face pipeline on photos, search over synthetic galleries, and
+    /// `match_faces` over HTTP under load.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }

@@ -1,11 +1,19 @@
 //! `facegate bench`: speed figures measured in the repo, printed as a table or as JSON.
 
+mod http;
+mod pipeline;
 mod search;
 
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// `match_faces` against a running server at concurrency 1, 4 and 16: throughput,
+    /// p50/p99, and how many requests the server turned away with 503.
+    Http(http::HttpArgs),
+    /// Time per stage (decode, detect, align, embed) and images/s and faces/s end to end, at 1
+    /// thread and at the configured workers.
+    Pipeline(pipeline::PipelineArgs),
     /// 1:N search over N synthetic templates: build time, memory, p50/p99 latency of top-10
     /// search (some with tag filters), and recall against exact search.
     Search(search::SearchArgs),
@@ -13,6 +21,8 @@ pub enum BenchCommand {
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Http(args) => http::run(args),
+        BenchCommand::Pipeline(args) => pipeline::run(args),
         BenchCommand::Search(args) => search::run(args),
     }
 }

@@ -50,9 +50,12 @@ pub struct SearchArgs {
     /// Candidates the sketch stage keeps, at least.
     #[arg(long, default_value_t = SearchTuning::default().min_candidates)]
     min_candidates: usize,
-    /// ... or this fraction of the rows, whichever is more.
+    /// ... or this fraction of the rows, whichever is more ...
     #[arg(long, default_value_t = SearchTuning::default().candidate_fraction)]
     candidate_fraction: f64,
+    /// ... but never more than this many.
+    #[arg(long, default_value_t = SearchTuning::default().max_candidates)]
+    max_candidates: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -135,6 +138,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         exact_rows: args.exact_rows,
         min_candidates: args.min_candidates,
         candidate_fraction: args.candidate_fraction,
+        max_candidates: args.max_candidates,
         ..SearchTuning::default()
     };
     let index = FlatIndex::with_tuning(tuning);
@@ -206,7 +210,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         "queries": probes.len(),
         "limit": args.limit,
         "search": if exact { "exact" } else { "two-stage" },
-        "candidates": if exact { args.templates } else { tuning_candidates(&tuning, args.templates) },
+        "candidates": if exact { args.templates } else { tuning.candidates(args.templates) },
         "build_s": insert_seconds,
         "memory_bytes": memory,
         "vector_bytes": row_bytes,
@@ -243,10 +247,6 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         None => println!("  {:<28} 1 (exact search)", "recall vs exact"),
     }
     Ok(())
-}
-
-fn tuning_candidates(tuning: &SearchTuning, rows: usize) -> usize {
-    tuning.min_candidates.max((rows as f64 * tuning.candidate_fraction).ceil() as usize)
 }
 
 struct Recall {
