@@ -4,8 +4,10 @@
 //! once with `Overloaded` (HTTP 503) instead of piling up unbounded latency.
 //!
 //! Background work (bulk registration jobs) goes through [`InferencePool::run_background`]: it
-//! takes a free worker only while no interactive request is waiting, and never queues in front
-//! of one, so a request waits at most for the background image already running to finish.
+//! takes a free worker only while no interactive request is waiting or running, and never
+//! queues in front of one, so a request waits at most for the background images already
+//! running, and shares the CPU with nothing new while it runs (with two ONNX Runtime threads per
+//! job, a background image started beside a request would halve its speed).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,17 +21,17 @@ use crate::{Error, Result};
 pub struct InferencePool {
     running: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
-    /// Interactive jobs admitted and not yet running.
-    interactive_waiting: Arc<AtomicUsize>,
+    /// Interactive jobs admitted and not yet finished.
+    interactive_in_flight: Arc<AtomicUsize>,
 }
 
 /// How often background work looks for a free worker when none is free.
 const BACKGROUND_POLL: Duration = Duration::from_millis(3);
 
-/// Decrements the waiting count however the wait ends (granted, cancelled or failed).
-struct Waiting(Arc<AtomicUsize>);
+/// Decrements the in-flight count however the job ends (done, cancelled or failed).
+struct InFlight(Arc<AtomicUsize>);
 
-impl Drop for Waiting {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -41,7 +43,7 @@ impl InferencePool {
         Self {
             running: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(Semaphore::new(workers + queue)),
-            interactive_waiting: Arc::new(AtomicUsize::new(0)),
+            interactive_in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -52,15 +54,14 @@ impl InferencePool {
         T: Send + 'static,
     {
         let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| Error::Overloaded)?;
-        self.interactive_waiting.fetch_add(1, Ordering::SeqCst);
-        let waiting = Waiting(self.interactive_waiting.clone());
+        self.interactive_in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(self.interactive_in_flight.clone());
         let _running =
             self.running.clone().acquire_owned().await.map_err(|_| Error::Internal("inference pool closed".into()))?;
-        drop(waiting);
         tokio::task::spawn_blocking(job).await.map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
     }
 
-    /// Runs `job` when a worker is free and no interactive job is waiting for one. Never refused:
+    /// Runs `job` when a worker is free and no interactive job is waiting or running. Never refused:
     /// background callers bound their own concurrency.
     pub async fn run_background<T, F>(&self, job: F) -> Result<T>
     where
@@ -68,7 +69,7 @@ impl InferencePool {
         T: Send + 'static,
     {
         let _running = loop {
-            if self.interactive_waiting.load(Ordering::SeqCst) == 0 {
+            if self.interactive_in_flight.load(Ordering::SeqCst) == 0 {
                 if let Ok(permit) = self.running.clone().try_acquire_owned() {
                     break permit;
                 }
@@ -158,5 +159,39 @@ mod tests {
         }
         let order = order.lock().map(|o| o.clone()).unwrap_or_default();
         assert_eq!(order, ["interactive", "background"], "the request that came later still went first");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_work_waits_while_a_request_runs_even_with_a_free_worker() {
+        let pool = InferencePool::new(2, 4);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let request = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(move || {
+                    let _ = rx.recv_timeout(Duration::from_secs(5));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let background = {
+            let (pool, started) = (pool.clone(), started.clone());
+            tokio::spawn(async move {
+                pool.run_background(move || {
+                    started.store(true, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!started.load(Ordering::SeqCst), "background work started beside a running request");
+        tx.send(()).expect("finish the request");
+        request.await.expect("join").expect("request");
+        background.await.expect("join").expect("background");
+        assert!(started.load(Ordering::SeqCst));
     }
 }

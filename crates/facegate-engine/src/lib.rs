@@ -83,7 +83,8 @@ pub struct EngineConfig {
     pub max_input_bytes: usize,
     /// Session sets in the pool, i.e. images analysed at once. Defaults to the CPU count.
     pub workers: usize,
-    /// ONNX Runtime intra-op threads per session. 1, because parallelism comes from workers.
+    /// ONNX Runtime intra-op threads per session. 1 by default, because parallelism comes from
+    /// workers; the server uses 2 so that a lone request gets two cores.
     pub intra_threads: usize,
 }
 
@@ -244,6 +245,9 @@ fn session(env: &Environment, path: &Path, config: &EngineConfig, quiet: bool, f
     let mut builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(config.intra_threads)?
+        // Idle pool threads sleep instead of spinning: with several workers on few cores a
+        // spinning thread steals the core another worker's inference needs.
+        .with_intra_op_spinning(false)?
         .with_inter_threads(1)?
         // The detector's input size changes with every image; memory patterns are planned per
         // shape and only pay off when shapes repeat.

@@ -23,6 +23,9 @@ pub struct EngineArgs {
     /// Inference workers [default: number of cores]
     #[arg(long, env = "FACEGATE_INFERENCE_WORKERS")]
     pub inference_workers: Option<usize>,
+    /// ONNX Runtime threads per inference job [default: 2 for serve (1 on one core), 1 for import]
+    #[arg(long, env = "FACEGATE_INTRA_OP_THREADS")]
+    pub intra_op_threads: Option<usize>,
 }
 
 impl EngineArgs {
@@ -36,6 +39,9 @@ impl EngineArgs {
         if let Some(v) = self.inference_workers {
             settings.inference_workers = v;
         }
+        if let Some(v) = self.intra_op_threads {
+            settings.intra_op_threads = v;
+        }
     }
 }
 
@@ -48,6 +54,7 @@ pub fn load_engine(settings: &Settings) -> anyhow::Result<OrtEngine> {
         max_pixels: settings.max_image_pixels,
         max_input_bytes: settings.body_limit_bytes,
         workers: settings.inference_workers.max(1),
+        intra_threads: settings.intra_op_threads.max(1),
         ..EngineConfig::default()
     };
     OrtEngine::load(&config).context("loading the face models")

@@ -53,6 +53,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
         .collect::<anyhow::Result<_>>()?;
+    // Throughput configuration unless asked otherwise: one ONNX Runtime thread per worker.
+    let intra_threads = args.engine.intra_op_threads.unwrap_or(1).max(1);
     let config = |workers: usize| EngineConfig {
         runtime_library: settings.runtime_library.clone(),
         model_dir: settings.model_dir.clone(),
@@ -61,6 +63,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         max_pixels: settings.max_image_pixels,
         max_input_bytes: settings.body_limit_bytes,
         workers,
+        intra_threads,
         ..EngineConfig::default()
     };
 

@@ -293,7 +293,8 @@ fn stem_of_file(path: &Path) -> String {
 /// Opens the data directory's service and finds (or creates) the tenant; returns the
 /// destination and how many images to keep in flight.
 fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destination, usize)> {
-    let mut settings = Settings { data_dir: args.data_dir.clone(), ..Settings::default() };
+    // A bulk load wants throughput: one ONNX Runtime thread per worker, unless asked otherwise.
+    let mut settings = Settings { data_dir: args.data_dir.clone(), intra_op_threads: 1, ..Settings::default() };
     args.engine.apply(&mut settings);
     let in_flight = settings.inference_workers.max(1) * 2;
     settings.inference_queue = settings.inference_queue.max(in_flight);
