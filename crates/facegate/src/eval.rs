@@ -91,8 +91,28 @@ pub struct EmbedArgs {
     /// choice, so that trying report options does not embed every photo again.
     #[arg(long)]
     embeddings_cache: Option<PathBuf>,
+    /// Round every template to this precision before scoring: `f16` measures what storing
+    /// templates as half floats (as the index holds them) would cost in accuracy.
+    #[arg(long, value_enum, default_value_t = TemplatePrecision::F32)]
+    template_precision: TemplatePrecision,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplatePrecision {
+    /// As the model returns them.
+    F32,
+    /// IEEE half precision, 2 bytes a value.
+    F16,
+}
+
+impl TemplatePrecision {
+    fn apply(self, embedding: &mut [f32]) {
+        if self == TemplatePrecision::F16 {
+            embedding.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+        }
+    }
 }
 
 /// Which face of a photo with several stands for the labelled person.
@@ -236,7 +256,18 @@ fn embed_all(
             std::fs::write(file, serde_json::to_vec(&cache)?).with_context(|| format!("writing {}", file.display()))?;
         }
     }
-    Ok(paths.iter().zip(&keys).map(|(p, key)| (p.clone(), cache.entries.get(key).cloned().flatten())).collect())
+    let precision = args.template_precision;
+    Ok(paths
+        .iter()
+        .zip(&keys)
+        .map(|(p, key)| {
+            let mut embedded = cache.entries.get(key).cloned().flatten();
+            if let Some(e) = &mut embedded {
+                precision.apply(&mut e.embedding);
+            }
+            (p.clone(), embedded)
+        })
+        .collect())
 }
 
 fn embed_paths(

@@ -158,6 +158,17 @@ fn eval_pairs_reads_the_lfw_format_and_reports_folds() {
         assert!(report[key].is_f64(), "{key}: {report}");
     }
     assert!(report["accuracy_at_default_threshold"].as_f64().unwrap_or(0.0) >= 0.9, "{report}");
+
+    // Half-precision templates: the same decisions on these pairs.
+    let half: Value = serde_json::from_str(&run_ok(
+        facegate()
+            .args(["eval", "pairs", "--json", "--template-precision", "f16", "--pairs"])
+            .arg(&pairs)
+            .arg("--images")
+            .arg(tree.path()),
+    ))
+    .expect("json");
+    assert_eq!(half["accuracy_at_default_threshold"], report["accuracy_at_default_threshold"], "{half}");
 }
 
 /// `tests/python/bulk_kill9.py`, short: a bulk job over the pack's photos, the server killed
