@@ -344,7 +344,8 @@ impl SqliteStore {
         let conn = self.reader()?;
         // One row at a time: the gallery can be far larger than what we want resident twice.
         let mut stmt = conn.prepare(
-            "SELECT tenant_id, subject_id, id, embedding FROM face_samples WHERE model_id = ?1 ORDER BY rowid",
+            "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
+             WHERE model_id = ?1 ORDER BY rowid",
         )?;
         let mut rows = stmt.query([model_id])?;
         while let Some(row) = rows.next()? {
@@ -353,8 +354,9 @@ impl SqliteStore {
                 .get_ref(3)?
                 .as_blob()
                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, Box::new(e)))?;
-            let Some(embedding) = decode_embedding(blob) else {
-                tracing::warn!(sample = %sample_id, bytes = blob.len(), "skipping a template of invalid length");
+            let encoding: String = row.get(4)?;
+            let Some(embedding) = decode_embedding(blob, &encoding) else {
+                tracing::warn!(sample = %sample_id, bytes = blob.len(), encoding, "skipping an undecodable template");
                 continue;
             };
             visit(Template { tenant_id: row.get(0)?, subject_id: row.get(1)?, sample_id, embedding });
@@ -750,10 +752,10 @@ fn replace_subject_tags(tx: &Transaction<'_>, tenant_id: &str, subject_id: &str,
 
 fn insert_sample(tx: &Transaction<'_>, tenant_id: &str, ns: &NewSample, blob: &BlobInfo) -> Result<()> {
     let s = &ns.sample;
-    let embedding: Vec<u8> = ns.embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let embedding = encode_embedding_f16(&ns.embedding);
     tx.prepare_cached(&format!(
-        "INSERT INTO face_samples ({SAMPLE_COLUMNS}, tenant_id, embedding) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO face_samples ({SAMPLE_COLUMNS}, tenant_id, embedding, embedding_encoding) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, '{F16_LE}')"
     ))?
     .execute(params![
         s.id,
@@ -787,13 +789,35 @@ fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
 }
 
-/// Little-endian f32s; `None` if the length is not a whole number of floats.
-fn decode_embedding(blob: &[u8]) -> Option<Vec<f32>> {
-    let chunks = blob.chunks_exact(4);
-    if !chunks.remainder().is_empty() {
-        return None;
+/// `face_samples.embedding_encoding` of little-endian f16 templates, what new rows get.
+const F16_LE: &str = "f16le";
+/// ... and of little-endian f32 ones, what rows written before schema v6 hold.
+const F32_LE: &str = "f32le";
+
+fn encode_embedding_f16(embedding: &[f32]) -> Vec<u8> {
+    embedding.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
+}
+
+/// A template from its stored bytes; `None` for an unknown encoding or a length that is not a
+/// whole number of values.
+fn decode_embedding(blob: &[u8], encoding: &str) -> Option<Vec<f32>> {
+    match encoding {
+        F32_LE => {
+            let chunks = blob.chunks_exact(4);
+            if !chunks.remainder().is_empty() {
+                return None;
+            }
+            Some(chunks.filter_map(|c| c.first_chunk::<4>()).map(|b| f32::from_le_bytes(*b)).collect())
+        }
+        F16_LE => {
+            let chunks = blob.chunks_exact(2);
+            if !chunks.remainder().is_empty() {
+                return None;
+            }
+            Some(chunks.filter_map(|c| c.first_chunk::<2>()).map(|b| half::f16::from_le_bytes(*b).to_f32()).collect())
+        }
+        _ => None,
     }
-    Some(chunks.filter_map(|c| c.first_chunk::<4>()).map(|b| f32::from_le_bytes(*b)).collect())
 }
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
@@ -869,9 +893,17 @@ mod tests {
     fn embeddings_decode_from_little_endian_and_reject_ragged_blobs() {
         let v = [1.0f32, -2.5, f32::MAX, 0.0];
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        assert_eq!(decode_embedding(&bytes), Some(v.to_vec()));
-        assert_eq!(decode_embedding(&[]), Some(vec![]));
-        assert_eq!(decode_embedding(&bytes[..5]), None);
+        assert_eq!(decode_embedding(&bytes, F32_LE), Some(v.to_vec()));
+        assert_eq!(decode_embedding(&[], F32_LE), Some(vec![]));
+        assert_eq!(decode_embedding(&bytes[..5], F32_LE), None);
+        assert_eq!(decode_embedding(&bytes, "bf16"), None);
+
+        let unit = [0.5f32, -0.25, 0.041_37, 0.0];
+        let half_bytes = encode_embedding_f16(&unit);
+        assert_eq!(half_bytes.len(), 8, "two bytes a value");
+        let back = decode_embedding(&half_bytes, F16_LE).expect("decodes");
+        assert!(back.iter().zip(&unit).all(|(a, b)| (a - b).abs() < 1e-4), "{back:?}");
+        assert_eq!(decode_embedding(&half_bytes[..3], F16_LE), None);
     }
 
     #[test]

@@ -127,10 +127,10 @@ fn subjects_and_samples_round_trip() {
             tenant_id: tenant.id.clone(),
             subject_id: "subj-1".into(),
             sample_id: "sample-1".into(),
-            embedding: first.embedding.clone(),
+            embedding: as_stored(&first.embedding),
         }
     );
-    assert_eq!(by_model[1].embedding, second.embedding);
+    assert_eq!(by_model[1].embedding, as_stored(&second.embedding));
     assert_eq!(templates(&store, "m@2").len(), 1);
     assert!(templates(&store, "other").is_empty());
 
@@ -194,7 +194,7 @@ fn data_survives_reopening() {
         (tenant, s)
     };
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 5);
+    assert_eq!(store.schema_version().expect("version"), 6);
     assert_eq!(store.tenant_by_token_hash("h").expect("tenant"), Some(tenant.clone()));
     assert_eq!(store.subject_by_customer_id(&tenant.id, "cp").expect("subject"), Some(s));
     assert_eq!(store.samples_of(&tenant.id, "s1").expect("samples").len(), 1);
@@ -203,7 +203,7 @@ fn data_survives_reopening() {
     drop(store);
     // Opening a third time re-applies nothing and loses nothing.
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 5);
+    assert_eq!(store.schema_version().expect("version"), 6);
     assert_eq!(store.list_tenants().expect("tenants").len(), 1);
 }
 
@@ -401,4 +401,9 @@ fn replacing_a_sample_keeps_its_id_and_swaps_the_image() {
     ghost.sample.image_name = "enroll/ghost_X.jpg".into();
     assert!(matches!(store.replace_sample(&s, &ghost), Err(facegate_core::Error::NotFound(_))));
     assert_eq!(files_under(&dir.path().join("images")).len(), 1, "a refused replacement leaves no file");
+}
+
+/// A template as the store gives it back: rounded to half precision (schema v6).
+fn as_stored(embedding: &[f32]) -> Vec<f32> {
+    embedding.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
