@@ -115,13 +115,37 @@ impl FaceService {
     }
 
     /// Fills the index with every stored template of the engine's model. Returns the count.
+    ///
+    /// Reading the store and filling the index take about as long as each other (5 and 7.5 s at
+    /// a million templates), so one thread reads while this one inserts.
     pub fn load_index(&self) -> Result<usize> {
+        const BATCH: usize = 4096;
         let model_id = self.engine.model_info().model_id.clone();
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Template>>(8);
+        let store = self.store.clone();
+        let reader = std::thread::Builder::new()
+            .name("template-reader".into())
+            .spawn(move || -> Result<()> {
+                let mut batch = Vec::with_capacity(BATCH);
+                store.for_each_template(&model_id, &mut |template| {
+                    batch.push(template);
+                    if batch.len() == BATCH {
+                        // Only fails once the receiver is gone, and then nothing waits for more.
+                        let _ = batches.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                    }
+                })?;
+                if !batch.is_empty() {
+                    let _ = batches.send(batch);
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the template reader: {e}")))?;
         let mut count = 0usize;
-        self.store.for_each_template(&model_id, &mut |template| {
-            self.index.insert(template);
-            count += 1;
-        })?;
+        for batch in received {
+            count += batch.len();
+            batch.into_iter().for_each(|template| self.index.insert(template));
+        }
+        reader.join().map_err(|_| Error::Internal("the template reader panicked".into()))??;
         self.store.for_each_subject_tags(&mut |tenant_id, subject_id, tags| {
             self.index.set_subject_tags(tenant_id, subject_id, &tags);
         })?;
