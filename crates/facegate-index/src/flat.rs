@@ -110,14 +110,24 @@ impl FlatIndex {
     /// Exact search, every row scored whatever the tenant's size: the reference the two-stage
     /// search is measured against.
     pub fn search_exact(&self, tenant_id: &str, query: &[f32], limit: usize, tags: &[String]) -> Vec<SubjectHit> {
+        self.search_filtered(tenant_id, tags, |tenant, filter| tenant.search_exact(query, limit, filter))
+    }
+
+    /// Runs `search` on the tenant with the tag filter `tags` makes; nothing when the tenant is
+    /// unknown or none of the tags is held by anyone.
+    fn search_filtered(
+        &self,
+        tenant_id: &str,
+        tags: &[String],
+        search: impl FnOnce(&TenantIndex, Option<u64>) -> Vec<SubjectHit>,
+    ) -> Vec<SubjectHit> {
         let Some(tenant) = self.tenant(tenant_id) else { return Vec::new() };
         let tenant = tenant.read();
-        let filter = match tenant.tag_mask(tags) {
-            TagMask::All => None,
-            TagMask::Bits(bits) => Some(bits),
-            TagMask::NoneKnown => return Vec::new(),
-        };
-        tenant.search_exact(query, limit, filter)
+        match tenant.tag_mask(tags) {
+            TagMask::All => search(&tenant, None),
+            TagMask::Bits(bits) => search(&tenant, Some(bits)),
+            TagMask::NoneKnown => Vec::new(),
+        }
     }
 
     fn tenant(&self, tenant_id: &str) -> Option<Arc<RwLock<TenantIndex>>> {
@@ -156,18 +166,13 @@ impl Index for FlatIndex {
     }
 
     fn search_tagged(&self, tenant_id: &str, query: &[f32], limit: usize, tags: &[String]) -> Vec<SubjectHit> {
-        let Some(tenant) = self.tenant(tenant_id) else { return Vec::new() };
-        let tenant = tenant.read();
-        let filter = match tenant.tag_mask(tags) {
-            TagMask::All => None,
-            TagMask::Bits(bits) => Some(bits),
-            TagMask::NoneKnown => return Vec::new(),
-        };
-        if tenant.len() <= self.tuning.exact_rows {
-            tenant.search_exact(query, limit, filter)
-        } else {
-            tenant.search_two_stage(query, limit, filter, &self.tuning)
-        }
+        self.search_filtered(tenant_id, tags, |tenant, filter| {
+            if tenant.len() <= self.tuning.exact_rows {
+                tenant.search_exact(query, limit, filter)
+            } else {
+                tenant.search_two_stage(query, limit, filter, &self.tuning)
+            }
+        })
     }
 
     fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) {

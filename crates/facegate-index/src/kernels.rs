@@ -26,7 +26,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    // Pairwise reduction of the lanes, which also vectorises.
+    sum_lanes(acc) + tail
+}
+
+/// Pairwise reduction of the accumulators, which also vectorises.
+#[inline(always)]
+fn sum_lanes(mut acc: [f32; LANES]) -> f32 {
     let mut width = LANES / 2;
     while width > 0 {
         for i in 0..width {
@@ -34,7 +39,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
         width /= 2;
     }
-    acc[0] + tail
+    acc[0]
 }
 
 /// Dot product of an f16 row with an f32 query of the same length (the common prefix
@@ -127,14 +132,7 @@ fn dot_f16_portable(row: &[f16], query: &[f32]) -> f32 {
         }
     }
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| widen(x.to_bits()) * y).sum();
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-        width /= 2;
-    }
-    acc[0] + tail
+    sum_lanes(acc) + tail
 }
 
 /// The sign sketch of a vector: bit `i` is set when component `i` is positive. The Hamming

@@ -46,7 +46,12 @@ impl EngineArgs {
 }
 
 pub fn load_engine(settings: &Settings) -> anyhow::Result<OrtEngine> {
-    let config = EngineConfig {
+    OrtEngine::load(&engine_config(settings)).context("loading the face models")
+}
+
+/// The engine's configuration from the settings.
+pub fn engine_config(settings: &Settings) -> EngineConfig {
+    EngineConfig {
         runtime_library: settings.runtime_library.clone(),
         model_dir: settings.model_dir.clone(),
         max_detector_side: settings.max_detector_side,
@@ -56,8 +61,7 @@ pub fn load_engine(settings: &Settings) -> anyhow::Result<OrtEngine> {
         workers: settings.inference_workers.max(1),
         intra_threads: settings.intra_op_threads.max(1),
         ..EngineConfig::default()
-    };
-    OrtEngine::load(&config).context("loading the face models")
+    }
 }
 
 pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {

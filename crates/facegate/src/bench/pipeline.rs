@@ -17,7 +17,7 @@ use facegate_server::Settings;
 use serde_json::json;
 
 use super::quantile;
-use crate::runtime::EngineArgs;
+use crate::runtime::{engine_config, EngineArgs};
 
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
@@ -55,17 +55,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     // Throughput configuration unless asked otherwise: one ONNX Runtime thread per worker.
     let intra_threads = args.engine.intra_op_threads.unwrap_or(1).max(1);
-    let config = |workers: usize| EngineConfig {
-        runtime_library: settings.runtime_library.clone(),
-        model_dir: settings.model_dir.clone(),
-        max_detector_side: settings.max_detector_side,
-        detection_threshold: settings.detection_threshold,
-        max_pixels: settings.max_image_pixels,
-        max_input_bytes: settings.body_limit_bytes,
-        workers,
-        intra_threads,
-        ..EngineConfig::default()
-    };
+    let config = |workers: usize| EngineConfig { workers, intra_threads, ..engine_config(&settings) };
 
     let single = OrtEngine::load(&config(1)).context("loading the face models")?;
     let stages = time_stages(&single, &images, args.rounds.max(1))?;
