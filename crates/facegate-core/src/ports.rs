@@ -108,8 +108,6 @@ pub trait Index: Send + Sync + 'static {
     /// Replaces a subject's tags; may come before the subject's first template.
     fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]);
     fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str);
-    /// Takes a tag off every subject.
-    fn remove_tag(&self, tenant_id: &str, name: &str);
     /// The best sample of one subject, if it has any.
     fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit>;
     /// Every sample of one subject with its similarity, highest first.

@@ -225,8 +225,9 @@ impl FaceService {
 
     pub async fn delete_tag(&self, tenant: &Tenant, name: &str) -> Result<()> {
         let (store, tenant_id, owned_name) = (self.store.clone(), tenant.id.clone(), name.to_owned());
+        // Subjects keep the label of a deleted tag (NEC ID documents this), in the store and so
+        // in the index: searching by it is refused until a tag of that name exists again.
         if blocking(move || store.delete_tag(&tenant_id, &owned_name)).await? {
-            self.index.remove_tag(&tenant.id, name);
             Ok(())
         } else {
             Err(Error::NotFound("tag"))

@@ -464,15 +464,6 @@ impl Index for BruteForceIndex {
         }
     }
 
-    fn remove_tag(&self, tenant_id: &str, name: &str) {
-        let mut held = self.tags.lock().unwrap_or_else(|e| e.into_inner());
-        for ((tenant, _), tags) in held.iter_mut() {
-            if tenant == tenant_id {
-                tags.retain(|t| t != name);
-            }
-        }
-    }
-
     fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {
         self.hits(tenant_id, query, Some(subject_id)).into_iter().next()
     }

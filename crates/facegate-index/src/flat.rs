@@ -189,12 +189,6 @@ impl Index for FlatIndex {
         }
     }
 
-    fn remove_tag(&self, tenant_id: &str, name: &str) {
-        if let Some(tenant) = self.tenant(tenant_id) {
-            tenant.write().remove_tag(name);
-        }
-    }
-
     fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {
         self.tenant(tenant_id)?.read().best_of_subject(subject_id, query)
     }
@@ -408,16 +402,6 @@ impl TenantIndex {
             self.tag_bits.insert(tag.to_owned(), bit);
             bit
         })
-    }
-
-    fn remove_tag(&mut self, name: &str) {
-        let Some(bit) = self.tag_bits.remove(name) else { return };
-        let keep = !(1u64 << bit);
-        self.row_tags.iter_mut().for_each(|t| *t &= keep);
-        self.subject_tags.retain(|_, mask| {
-            *mask &= keep;
-            *mask != 0
-        });
     }
 
     fn tag_mask(&self, tags: &[String]) -> TagMask {
