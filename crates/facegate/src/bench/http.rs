@@ -16,7 +16,7 @@ use reqwest::{multipart, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use super::quantile;
+use super::{quantile, sorted};
 
 #[derive(Args, Debug)]
 pub struct HttpArgs {
@@ -153,11 +153,6 @@ async fn run_level(request: Arc<Request>, concurrency: usize, requests: usize) -
 }
 
 fn summarize(concurrency: usize, o: &Outcomes, elapsed: Duration) -> Value {
-    let sorted = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v
-    };
     let (ok, busy) = (sorted(&o.ok_ms), sorted(&o.busy_ms));
     let requests = ok.len() + busy.len() + o.other_status + o.transport_errors;
     json!({

@@ -27,6 +27,13 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A sorted copy of timings, for [`quantile`].
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
 /// The value at quantile `q` (0..=1) of `sorted`, nearest rank; 0 when empty.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

@@ -16,7 +16,7 @@ use facegate_engine::{align, decode_image, embed, EngineConfig, OrtEngine};
 use facegate_server::Settings;
 use serde_json::json;
 
-use super::quantile;
+use super::{quantile, sorted};
 use crate::runtime::{engine_config, EngineArgs};
 
 #[derive(Args, Debug)]
@@ -65,11 +65,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     throughput(&pool, &images[..images.len().min(8)], workers); // warm every worker
     let many = throughput(&pool, &images, workers);
 
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        quantile(&v, 0.5)
-    };
+    let median = |v: &[f64]| quantile(&sorted(v), 0.5);
     let summary = json!({
         "images": images.len(),
         "rounds": args.rounds,

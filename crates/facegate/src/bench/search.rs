@@ -25,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::{quantile, resident_bytes};
+use super::{quantile, resident_bytes, sorted};
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
@@ -195,8 +195,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         latencies_ms.push(started.elapsed().as_secs_f64() * 1e3);
         results.push(hits);
     }
-    let mut sorted = latencies_ms.clone();
-    sorted.sort_by(f64::total_cmp);
+    let sorted = sorted(&latencies_ms);
 
     let exact = args.templates <= args.exact_rows;
     let recall = (!exact).then(|| recall(&index, &probes, &results, args.limit, args.recall_queries));
