@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""Crash safety under load: acknowledged writes survive SIGKILL, and store, index and files agree.
+
+Runs `facegate serve` on a fresh data directory with several client threads that enroll
+(POST /miicloud/person) and delete (DELETE /miicloud/person/ID) persons at random. After a
+random delay the server is killed with SIGKILL, restarted, and checked while the clients wait:
+
+1. durability: every acknowledged enrollment is present (GET answers 200 with the same
+   miicloud_person_id and its one image) and every acknowledged delete is gone (404). An
+   operation in flight at the kill is "uncertain": either outcome is allowed, but all or
+   nothing (present with exactly one face, or absent), and the GET resolves it.
+2. the database: `PRAGMA integrity_check` is ok and `PRAGMA foreign_key_check` finds nothing;
+   the subjects, face_samples and image_blobs rows of the tenant are exactly the persons the API
+   shows (one sample and one image row each).
+3. the index agrees with the store: everybody is enrolled from the same photo, and the id pool
+   is at most 48 persons, so an NEC search with threshold 0 and limit 50 returns every subject
+   the index holds with every sample (events). That set must equal the store's subjects and
+   samples: a template the index missed, or one it kept after a delete, fails the cycle.
+4. files: after the start-up orphan sweep, the files under images/ are exactly the image_blobs
+   paths, with the recorded size and SHA-256. Temporary files (`.NAME.UUID.tmp`, left by a kill
+   mid-write) are swept only once an hour old, so they are counted, not failed.
+
+Each client owns its own ids, so the operations on one id are sequential and the expected state
+of every id is exact. Clients also check as they go: an enroll answered 409 for an id whose
+delete was acknowledged, or a delete answered 404 for an acknowledged enrollment, is a violation.
+
+usage: crash_kill9.py FACEGATE_BIN [--cycles N] [--clients C] [--seed S] [--photo JPG]
+                     [--min-delay S] [--max-delay S]
+  --cycles:  kill cycles [default: 25]     --clients: concurrent clients [default: 6]
+  --seed:    seeds the clients' choices and the kill delays [default: random, printed]; the
+             interleaving still depends on timing, so a seed makes a failure likelier to recur,
+             not certain
+  --photo:   a one-face photo [default: .facegate/models/buffalo_s/yaoming.jpg]
+  --min-delay, --max-delay: the random time between a restart and the next kill [0.3, 2.5 s]
+prints one JSON summary as its last line; exits 1 and lists every violation on failure (the
+data directory is kept for inspection). needs: python3 with requests
+"""
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+POOL = 48  # ids in play; an NEC search returns at most 50 subjects, so it sees the whole index
+REGION, SERVICE = "ap-southeast-2", "execute-api"
+TIMEOUT = 120
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("bin")
+    p.add_argument("--cycles", type=int, default=25)
+    p.add_argument("--clients", type=int, default=6)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--photo", default=os.path.join(ROOT, ".facegate/models/buffalo_s/yaoming.jpg"))
+    p.add_argument("--min-delay", type=float, default=0.3)
+    p.add_argument("--max-delay", type=float, default=2.5)
+    args = p.parse_args()
+    if not 1 <= args.clients <= POOL:
+        p.error(f"--clients must be between 1 and {POOL}")
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1 << 31)
+    return args
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Violations:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.items = []
+
+    def add(self, cycle, what):
+        with self.lock:
+            self.items.append(f"cycle {cycle}: {what}")
+        print(f"VIOLATION cycle {cycle}: {what}", file=sys.stderr, flush=True)
+
+
+class Gate:
+    """Lets the clients run between a restart and the next kill, and parks them meanwhile."""
+
+    def __init__(self, clients):
+        self.cond = threading.Condition()
+        self.running = False
+        self.done = False
+        self.generation = 0  # one per running phase
+        self.busy = 0
+        self.clients = clients
+
+    def enter(self, after_generation=None):
+        """Blocks until the clients may run (in a later phase than `after_generation`, if given);
+        returns the phase's generation, or None when the run is over."""
+        with self.cond:
+            while not self.done and (not self.running or
+                                     (after_generation is not None and self.generation <= after_generation)):
+                self.cond.wait()
+            if self.done:
+                return None
+            self.busy += 1
+            return self.generation
+
+    def leave(self):
+        with self.cond:
+            self.busy -= 1
+            self.cond.notify_all()
+
+    def hold(self):
+        """Stops new operations from starting; returns how many are in flight."""
+        with self.cond:
+            self.running = False
+            return self.busy
+
+    def wait_idle(self):
+        """Waits until no operation is in flight."""
+        with self.cond:
+            while self.busy:
+                self.cond.wait()
+
+    def resume(self):
+        with self.cond:
+            self.generation += 1
+            self.running = True
+            self.cond.notify_all()
+
+    def finish(self):
+        with self.cond:
+            self.done = True
+            self.running = False
+            self.cond.notify_all()
+
+
+class Person:
+    """What the harness knows about one customer_person_id."""
+
+    def __init__(self, cpid):
+        self.cpid = cpid
+        self.state = "absent"  # present | absent | uncertain
+        self.subject = None  # miicloud_person_id while present, once known
+        self.image = None  # the stored image name while present, once known
+        self.last_ack = None  # the last acknowledged operation: enroll | delete
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.work = tempfile.mkdtemp(prefix="facegate-crash-")
+        self.data = os.path.join(self.work, "data")
+        os.makedirs(self.data)
+        self.log = os.path.join(self.work, "serve.log")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        with open(args.photo, "rb") as f:
+            self.photo = f.read()
+        self.probe = base64.b64encode(self.photo).decode()
+        self.proc = None
+        self.cycle = 0
+        self.violations = Violations()
+        self.gate = Gate(args.clients)
+        self.stats_lock = threading.Lock()
+        self.stats = {"acknowledged_enrolls": 0, "acknowledged_deletes": 0, "expected_refusals": 0,
+                      "uncertain_ops": 0, "server_errors": 0, "uncertain_resolved_present": 0,
+                      "uncertain_resolved_absent": 0, "checks_passed": 0, "leftover_tmp_files": 0,
+                      "max_persons": 0}
+        self.persons = {}
+        self.owned = [[] for _ in range(args.clients)]
+        for i in range(POOL):
+            cpid = f"crash-{i:02d}"
+            self.persons[cpid] = Person(cpid)
+            self.owned[i % args.clients].append(cpid)
+        out = subprocess.run([args.bin, "tenant", "create", "crash", "--data-dir", self.data],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"facegate tenant create failed: {out.stderr}")
+        created = json.loads(out.stdout)
+        self.tenant_id = created["id"]
+        self.token = created["token"]
+        self.api_key = created["api_key"]
+        self.akid, self.secret = created["access_key_id"], created["secret_access_key"]
+
+    def count(self, key, n=1):
+        with self.stats_lock:
+            self.stats[key] += n
+
+    # ---- server -------------------------------------------------------------------------------
+
+    def start(self):
+        with open(self.log, "a") as log:
+            log.write(f"==== start before cycle {self.cycle + 1}\n")
+            self.proc = subprocess.Popen(
+                [self.args.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data,
+                 "--inference-workers", "2"],
+                stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"facegate serve exited with {self.proc.returncode}; see {self.log}")
+            try:
+                if requests.get(f"{self.base}/readyz", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise SystemExit(f"server did not become ready; see {self.log}")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    # ---- requests -----------------------------------------------------------------------------
+
+    def mii(self, method, path, **kw):
+        # A new connection per request: a kept-alive one would die with the server and make the
+        # first request after a restart fail without ever reaching it.
+        headers = {"Authorization": f"Token {self.token}", "Connection": "close"}
+        return requests.request(method, self.base + path, headers=headers, timeout=TIMEOUT, **kw)
+
+    def enroll(self, cpid):
+        form = {"customer_person_id": cpid, "first_name": "Crash", "last_name": cpid}
+        files = {"image_path": ("yao.jpg", self.photo, "image/jpeg")}
+        return self.mii("POST", "/miicloud/person", data=form, files=files)
+
+    def nec_search(self):
+        """The NEC search over the whole gallery: {subject id: {sample ids}} as the index holds."""
+        path = "/v1.1/face/search"
+        body = json.dumps({"probe": self.probe, "threshold": 0, "limit": 50}).encode()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        headers = {"host": f"127.0.0.1:{self.port}", "x-amz-date": amz_date, "x-api-key": self.api_key,
+                   "content-type": "application/json"}
+        signed = sorted(headers)
+        canonical = "\n".join(["POST", path, ""] + [f"{h}:{headers[h]}" for h in signed]
+                              + ["", ";".join(signed), hashlib.sha256(body).hexdigest()])
+        scope = f"{day}/{REGION}/{SERVICE}/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        key = ("AWS4" + self.secret).encode()
+        for part in (day, REGION, SERVICE, "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={self.akid}/{scope}, "
+                                    f"SignedHeaders={';'.join(signed)}, Signature={signature}")
+        headers["connection"] = "close"
+        r = requests.post(self.base + path, data=body, headers=headers, timeout=TIMEOUT)
+        if r.status_code == 404:  # no candidate at all: an empty gallery
+            return {}
+        if r.status_code != 200:
+            raise SystemExit(f"NEC search answered {r.status_code}: {r.text}")
+        candidates = r.json()["candidates"]
+        if len(candidates) >= 50:
+            raise SystemExit("NEC search hit its limit of 50; the pool is too large for this check")
+        return {c["id"]: {e["id"] for e in c["events"]} for c in candidates}
+
+    # ---- clients ------------------------------------------------------------------------------
+
+    def client(self, n):
+        rng = random.Random(self.args.seed * 1000 + n)
+        ids = self.owned[n]
+        generation = self.gate.enter()
+        while generation is not None:
+            cpid = rng.choice(ids)
+            failed = not self.operate(rng, self.persons[cpid], generation)
+            self.gate.leave()
+            # After a failed request the server is most likely gone: wait for the next phase
+            # instead of piling up refused connections.
+            generation = self.gate.enter(after_generation=generation if failed else None)
+
+    def operate(self, rng, p, generation):
+        """One operation on `p`; False when the request got no answer."""
+        if p.state == "present":
+            op = "delete" if rng.random() < 0.8 else "enroll"
+        elif p.state == "absent":
+            op = "enroll" if rng.random() < 0.8 else "delete"
+        else:
+            op = rng.choice(["enroll", "delete"])
+        before = p.state
+        try:
+            r = self.enroll(p.cpid) if op == "enroll" else self.mii("DELETE", f"/miicloud/person/{p.cpid}")
+        except requests.RequestException:
+            p.state = "uncertain"
+            self.count("uncertain_ops")
+            return False
+        cycle = self.cycle + 1
+        if r.status_code == 200:
+            body = r.json()
+            if before == "present" and op == "enroll":
+                self.violations.add(cycle, f"enroll of {p.cpid} succeeded though its enrollment "
+                                           f"({p.subject}) was acknowledged: the person was lost")
+            if before == "absent" and op == "delete":
+                self.violations.add(cycle, f"delete of {p.cpid} succeeded though it was absent "
+                                           f"(last acknowledged: {p.last_ack}): a resurrected person")
+            if op == "enroll":
+                p.state, p.subject, p.image, p.last_ack = "present", body["miicloud_person_id"], body["image"], "enroll"
+                self.count("acknowledged_enrolls")
+            else:
+                if p.subject is not None and body["miicloud_person_id"] != p.subject:
+                    self.violations.add(cycle, f"delete of {p.cpid} removed {body['miicloud_person_id']}, "
+                                               f"expected {p.subject}")
+                p.state, p.subject, p.image, p.last_ack = "absent", None, None, "delete"
+                self.count("acknowledged_deletes")
+        elif op == "enroll" and r.status_code == 409:
+            if before == "absent":
+                self.violations.add(cycle, f"enroll of {p.cpid} answered 409 though it was absent "
+                                           f"(last acknowledged: {p.last_ack})")
+            if before != "present":
+                p.state, p.subject, p.image = "present", None, None  # its ids come from the next GET
+            self.count("expected_refusals")
+        elif op == "delete" and r.status_code == 404:
+            if before == "present":
+                self.violations.add(cycle, f"delete of {p.cpid} answered 404 though its enrollment "
+                                           f"({p.subject}) was acknowledged: the person was lost")
+            p.state, p.subject, p.image = "absent", None, None
+            self.count("expected_refusals")
+        elif r.status_code >= 500:
+            # Not acknowledged; whether it happened is not known (a 503 would not have, a 500
+            # might have).
+            p.state = "uncertain"
+            self.count("server_errors")
+        else:
+            self.violations.add(cycle, f"{op} of {p.cpid} answered {r.status_code}: {r.text[:200]}")
+        return True
+
+    # ---- checks -------------------------------------------------------------------------------
+
+    def passed(self, n=1):
+        self.count("checks_passed", n)
+
+    def verify(self):
+        cycle = self.cycle
+        bad = lambda what: self.violations.add(cycle, what)  # noqa: E731
+
+        # 1. Durability, through the API.
+        shown = {}  # cpid -> (subject id, image name) for everyone present
+        for cpid, p in self.persons.items():
+            r = self.mii("GET", f"/miicloud/person/{cpid}")
+            if r.status_code == 200:
+                body = r.json()
+                images = [i["image"] for i in body["images"]]
+                shown[cpid] = (body["miicloud_person_id"], images[0] if images else None)
+                if len(images) != 1:
+                    bad(f"{cpid} is present with {len(images)} images, expected exactly one")
+                if p.state == "absent":
+                    bad(f"{cpid} is present ({body['miicloud_person_id']}) though absent "
+                        f"(last acknowledged: {p.last_ack}): " + ("a resurrected delete" if p.last_ack == "delete"
+                                                                 else "a person nobody enrolled"))
+                elif p.state == "present" and p.subject is not None and (body["miicloud_person_id"], images) != (
+                        p.subject, [p.image]):
+                    bad(f"{cpid} is {body['miicloud_person_id']} with {images}, acknowledged as {p.subject} "
+                        f"with [{p.image}]")
+                else:
+                    self.passed()
+                if p.state == "uncertain":
+                    self.count("uncertain_resolved_present")
+                p.state, p.subject, p.image = "present", body["miicloud_person_id"], shown[cpid][1]
+            elif r.status_code == 404:
+                if p.state == "present":
+                    bad(f"{cpid} is gone though its enrollment ({p.subject}) was acknowledged: a lost write")
+                else:
+                    self.passed()
+                if p.state == "uncertain":
+                    self.count("uncertain_resolved_absent")
+                p.state, p.subject, p.image = "absent", None, None
+            else:
+                bad(f"GET {cpid} answered {r.status_code}: {r.text[:200]}")
+        with self.stats_lock:
+            self.stats["max_persons"] = max(self.stats["max_persons"], len(shown))
+
+        # 2. The database, read-only beside the running server (WAL lets it).
+        db = sqlite3.connect(f"file:{os.path.join(self.data, 'facegate.db')}?mode=ro", uri=True)
+        try:
+            integrity = [row[0] for row in db.execute("PRAGMA integrity_check")]
+            if integrity != ["ok"]:
+                bad(f"PRAGMA integrity_check: {integrity[:10]}")
+            else:
+                self.passed()
+            fk = db.execute("PRAGMA foreign_key_check").fetchall()
+            if fk:
+                bad(f"PRAGMA foreign_key_check: {fk[:10]}")
+            else:
+                self.passed()
+            subjects = dict(db.execute("SELECT customer_person_id, id FROM subjects WHERE tenant_id = ?",
+                                       (self.tenant_id,)).fetchall())
+            samples = db.execute("SELECT s.subject_id, s.id, s.image_name, b.path, b.bytes, b.sha256 "
+                                 "FROM face_samples s LEFT JOIN image_blobs b ON b.sample_id = s.id "
+                                 "WHERE s.tenant_id = ?", (self.tenant_id,)).fetchall()
+            blobs = dict(((path, (size, sha)) for path, size, sha in
+                          db.execute("SELECT path, bytes, sha256 FROM image_blobs").fetchall()))
+        finally:
+            db.close()
+        api = {cpid: sid for cpid, (sid, _) in shown.items()}
+        if subjects != api:
+            bad(f"store subjects differ from the API: only in store {sorted(set(subjects.items()) - set(api.items()))}, "
+                f"only in API {sorted(set(api.items()) - set(subjects.items()))}")
+        else:
+            self.passed()
+        store_index = {}  # subject id -> {sample ids}
+        images_of = {sid: img for sid, img in shown.values()}
+        for subject_id, sample_id, image_name, path, _, _ in samples:
+            store_index.setdefault(subject_id, set()).add(sample_id)
+            if path is None:
+                bad(f"sample {sample_id} of {subject_id} has no image_blobs row")
+            elif path != f"{self.tenant_id}/{image_name}":
+                bad(f"sample {sample_id}: image_blobs path {path} for image {image_name}")
+            elif images_of.get(subject_id) != image_name:
+                bad(f"sample {sample_id} of {subject_id}: image {image_name}, the API shows "
+                    f"{images_of.get(subject_id)}")
+            else:
+                self.passed()
+        if set(store_index) != set(subjects.values()):
+            bad(f"subjects without a sample: {sorted(set(subjects.values()) - set(store_index))}; "
+                f"samples without a subject: {sorted(set(store_index) - set(subjects.values()))}")
+        elif any(len(s) != 1 for s in store_index.values()):
+            bad(f"subjects with more than one sample: {[k for k, s in store_index.items() if len(s) != 1]}")
+        else:
+            self.passed()
+
+        # 3. The index against the store.
+        index = self.nec_search()
+        if index != store_index:
+            missing = {k: sorted(v - index.get(k, set())) for k, v in store_index.items() if v - index.get(k, set())}
+            extra = {k: sorted(v - store_index.get(k, set())) for k, v in index.items()
+                     if v - store_index.get(k, set())}
+            bad(f"index and store disagree: templates missing from the index {missing}, "
+                f"templates only in the index {extra}")
+        else:
+            self.passed()
+
+        # 4. Image files against image_blobs rows.
+        images_dir = os.path.join(self.data, "images")
+        files, tmp = {}, 0
+        for d, _, names in os.walk(images_dir):
+            for name in names:
+                full = os.path.join(d, name)
+                rel = os.path.relpath(full, images_dir).replace(os.sep, "/")
+                if name.startswith(".") and name.endswith(".tmp"):
+                    tmp += 1
+                    continue
+                files[rel] = full
+        with self.stats_lock:
+            self.stats["leftover_tmp_files"] = max(self.stats["leftover_tmp_files"], tmp)
+        if set(files) != set(blobs):
+            bad(f"image files without a row: {sorted(set(files) - set(blobs))}; "
+                f"rows without a file: {sorted(set(blobs) - set(files))}")
+        else:
+            self.passed()
+        for rel in set(files) & set(blobs):
+            with open(files[rel], "rb") as f:
+                content = f.read()
+            if (len(content), hashlib.sha256(content).hexdigest()) != blobs[rel]:
+                bad(f"{rel}: {len(content)} bytes, sha256 {hashlib.sha256(content).hexdigest()}; "
+                    f"the row says {blobs[rel]}")
+            else:
+                self.passed()
+
+    # ---- run ----------------------------------------------------------------------------------
+
+    def run(self):
+        rng = random.Random(self.args.seed)
+        started = time.time()
+        self.start()
+        threads = [threading.Thread(target=self.client, args=(n,), daemon=True) for n in range(self.args.clients)]
+        for t in threads:
+            t.start()
+        delays = []
+        for c in range(self.args.cycles):
+            self.gate.resume()
+            delay = rng.uniform(self.args.min_delay, self.args.max_delay)
+            delays.append(delay)
+            time.sleep(delay)
+            # No new operation starts from here on, so the ones in flight at the kill are the only
+            # uncertain ones (plus any answered 5xx).
+            in_flight = self.gate.hold()
+            self.kill()
+            self.gate.wait_idle()
+            self.cycle = c + 1
+            self.start()
+            self.verify()
+            print(f"cycle {self.cycle}: SIGKILL after {delay:.2f} s with {in_flight} operations in flight; "
+                  f"{self.stats['acknowledged_enrolls']} enrolls and {self.stats['acknowledged_deletes']} "
+                  f"deletes acknowledged so far, {len(self.violations.items)} violations", flush=True)
+        self.gate.finish()
+        for t in threads:
+            t.join(timeout=TIMEOUT)
+        self.stop()
+        elapsed = time.time() - started
+        summary = dict(cycles=self.args.cycles, clients=self.args.clients, seed=self.args.seed, pool=POOL,
+                       **self.stats, violations=len(self.violations.items), seconds=round(elapsed, 1),
+                       kill_delay_s=[round(min(delays), 2), round(max(delays), 2)])
+        if self.violations.items:
+            print(f"{len(self.violations.items)} violations (seed {self.args.seed}); data kept in {self.work}:",
+                  file=sys.stderr)
+            for v in self.violations.items:
+                print("  " + v, file=sys.stderr)
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+        print(json.dumps(summary), flush=True)
+        return 1 if self.violations.items else 0
+
+
+def main():
+    harness = Harness(parse_args())
+    try:
+        code = harness.run()
+    except BaseException:
+        if harness.proc is not None and harness.proc.poll() is None:
+            harness.kill()
+        print(f"harness failed (seed {harness.args.seed}); data kept in {harness.work}", file=sys.stderr)
+        raise
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
