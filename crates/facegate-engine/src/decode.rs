@@ -60,6 +60,18 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         return Err(EngineError::InvalidImage("truncated JPEG: no end-of-image marker after the last scan".into()));
     }
 
+    let stripped;
+    let bytes = match format {
+        ImageFormat::Png => match without_png_icc_profile(bytes) {
+            Some(b) => {
+                stripped = b;
+                &stripped[..]
+            }
+            None => bytes,
+        },
+        _ => bytes,
+    };
+
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits));
     // Reading the decoder's header is cheap; the pixel buffer is only allocated by
@@ -86,6 +98,39 @@ fn decoder_limits(limits: &DecodeLimits) -> Limits {
     let needed = limits.max_pixels.saturating_mul(8).saturating_add(64 << 20);
     l.max_alloc = Some(needed.max(512 << 20));
     l
+}
+
+/// The PNG without its ICC profile chunks (`iCCP`), or `None` when it has none.
+///
+/// A profile is zlib-compressed, and the PNG decoder inflates it while reading the header, up to
+/// its whole allocation budget (hundreds of MB, see [`decoder_limits`]): a few MB of profile
+/// would be a decompression bomb that no dimension check sees. The engine does no colour
+/// management, so the profile would never be used. The chunks are walked by their lengths,
+/// without inflating anything, up to the first image data, which an `iCCP` must precede.
+fn without_png_icc_profile(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 8; // the signature
+    let mut spans = Vec::new();
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let end = at.saturating_add(12).saturating_add(len).min(bytes.len());
+        match &header[4..] {
+            b"IDAT" | b"IEND" => break,
+            b"iCCP" => spans.push(at..end),
+            _ => {}
+        }
+        at = end;
+    }
+    if spans.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut from = 0;
+    for span in spans {
+        out.extend_from_slice(&bytes[from..span.start]);
+        from = span.end;
+    }
+    out.extend_from_slice(&bytes[from..]);
+    Some(out)
 }
 
 /// Whether an end-of-image marker (FF D9) follows the last start-of-scan (FF DA).
@@ -191,6 +236,28 @@ mod tests {
         assert!(matches!(r, Err(EngineError::TooLarge(_))), "{r:?}");
         // Header alone: an error either way, and no allocation of 30 GB.
         assert!(decode_image(&png_header(100_000, 100_000), &limits()).is_err());
+    }
+
+    #[test]
+    fn a_png_icc_profile_is_dropped_before_it_is_inflated() {
+        let png = encode(ImageFormat::Png, &DynamicImage::ImageRgb8(gradient(20, 10)));
+        // A profile chunk after IHDR; its content does not matter, since it is never inflated.
+        let mut chunk = b"iCCP".to_vec();
+        chunk.extend_from_slice(b"p\0\0\x78\x01junk that is not deflate");
+        let mut with_icc = png[..33].to_vec();
+        with_icc.extend_from_slice(&((chunk.len() - 4) as u32).to_be_bytes());
+        with_icc.extend_from_slice(&chunk);
+        with_icc.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        with_icc.extend_from_slice(&png[33..]);
+        assert_eq!(without_png_icc_profile(&with_icc).as_deref(), Some(&png[..]));
+        assert_eq!(without_png_icc_profile(&png), None);
+        let rgb = decode_image(&with_icc, &limits()).expect("decodes without its profile");
+        assert_eq!(rgb.dimensions(), (20, 10));
+        // A chunk length past the end stops the walk, and the decoder reports the truncation.
+        let mut cut = with_icc[..45].to_vec();
+        cut[33..37].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(without_png_icc_profile(&cut).as_deref(), Some(&with_icc[..33]));
+        assert!(decode_image(&cut, &limits()).is_err());
     }
 
     #[test]

@@ -8,8 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Extension, Json, Router};
+use facegate_core::jobs::MAX_BULK_REGISTRATIONS;
+use facegate_core::service::MAX_TAGS;
 use facegate_core::{Code, Tenant};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -121,10 +123,29 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
 }
 
+// Lists are bounded while they are parsed (`wire::at_most`): a tenant holds at most
+// `MAX_TAGS` tags and a job at most `MAX_BULK_REGISTRATIONS` records, so a longer list is
+// refused before a body of millions of tiny items is built in memory.
+fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    wire::at_most(d, MAX_TAGS, "tags")
+}
+
+fn some_tags<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    wire::optional_at_most(d, MAX_TAGS, "tags")
+}
+
+fn registrations<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    wire::optional_at_most(d, MAX_BULK_REGISTRATIONS, "registrations")
+}
+
 #[derive(Deserialize)]
 struct FaceRequest {
     face: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     tags: Vec<String>,
 }
 
@@ -145,6 +166,7 @@ async fn register_subject(
 #[derive(Deserialize)]
 struct EventRequest {
     face: Option<String>,
+    #[serde(default, deserialize_with = "some_tags")]
     tags: Option<Vec<String>>,
 }
 
@@ -208,7 +230,7 @@ struct SearchRequest {
     probe: Option<String>,
     threshold: Option<i64>,
     limit: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     tags: Vec<String>,
 }
 
@@ -303,13 +325,14 @@ async fn extract(State(state): State<AppState>, body: Bytes) -> NecResult<Json<V
 
 #[derive(Deserialize)]
 struct BulkRegisterRequest {
+    #[serde(default, deserialize_with = "registrations")]
     registrations: Option<Vec<BulkRegistrationEntry>>,
 }
 
 #[derive(Deserialize)]
 struct BulkRegistrationEntry {
     filename: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     tags: Vec<String>,
 }
 

@@ -3,8 +3,12 @@
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use std::fmt;
+use std::marker::PhantomData;
+
 use base64::Engine as _;
 use facegate_core::FaceAttributes;
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -27,6 +31,72 @@ pub fn decode_image_field(name: &str, value: Option<&str>) -> Result<Vec<u8>, Ap
         return Err(ApiError::invalid(format!("{name} property must be provided.")));
     }
     BASE64.decode(cleaned.as_bytes()).map_err(|_| ApiError::invalid(format!("{name} property is not valid base64.")))
+}
+
+/// A JSON array of at most `max` items, refused at item `max + 1` while it is parsed, so that
+/// a body of millions of tiny items is never built in memory.
+pub fn at_most<'de, D, T>(d: D, max: usize, what: &'static str) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    d.deserialize_seq(AtMost { max, what, item: PhantomData })
+}
+
+/// As [`at_most`], for a list that may be absent or null.
+pub fn optional_at_most<'de, D, T>(d: D, max: usize, what: &'static str) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    d.deserialize_option(Optional(AtMost { max, what, item: PhantomData }))
+}
+
+struct AtMost<T> {
+    max: usize,
+    what: &'static str,
+    item: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for AtMost<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an array of at most {} {}", self.max, self.what)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            if items.len() == self.max {
+                return Err(de::Error::custom(format!("{} holds more than {} items", self.what, self.max)));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+struct Optional<V>(V);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Optional<AtMost<T>> {
+    type Value = Option<Vec<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self.0).map(Some)
+    }
 }
 
 /// A number the way NEC ID writes it: six significant digits, trailing zeros dropped
@@ -124,6 +194,32 @@ mod tests {
         assert_eq!(number(-0.0), "-0");
         assert_eq!(number(12.0), "12");
         assert_eq!(number(f32::NAN), "0");
+    }
+
+    #[test]
+    fn lists_are_bounded_while_parsed() {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(default, deserialize_with = "three")]
+            tags: Vec<String>,
+            #[serde(default, deserialize_with = "some_three")]
+            more: Option<Vec<u8>>,
+        }
+        fn three<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+            at_most(d, 3, "tags")
+        }
+        fn some_three<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+            optional_at_most(d, 3, "more")
+        }
+        let ok: Body = serde_json::from_str(r#"{"tags":["a","b","c"],"more":[1,2,3]}"#).expect("three");
+        assert_eq!((ok.tags.len(), ok.more.map(|m| m.len())), (3, Some(3)));
+        let absent: Body = serde_json::from_str(r#"{"more":null}"#).expect("absent and null");
+        assert_eq!((absent.tags.len(), absent.more), (0, None));
+        let e = serde_json::from_str::<Body>(r#"{"tags":["a","b","c","d"]}"#).err().expect("four tags");
+        assert!(e.to_string().contains("tags holds more than 3 items"), "{e}");
+        assert!(serde_json::from_str::<Body>(r#"{"more":[1,2,3,4]}"#).is_err());
+        assert!(serde_json::from_str::<Body>(r#"{"tags":"a"}"#).is_err());
+        assert!(serde_json::from_str::<Body>(r#"{"tags":null}"#).is_err());
     }
 
     #[test]
