@@ -43,6 +43,12 @@ pub use crate::detect::{Detection, PadFill};
 pub use crate::error::{EngineError, Result};
 pub use crate::pack::{Manifest, Pack};
 
+/// The detector's crate-private canvas fill (`norm` is mean, std), for the `fuzz/` targets only.
+#[doc(hidden)]
+pub fn fuzz_fill_canvas(content: &[u8], canvas: &detect::Canvas, fill: PadFill, norm: [f32; 2], out: &mut Vec<f32>) {
+    detect::fill_canvas(content, canvas, fill, norm[0], norm[1], out)
+}
+
 use crate::attributes::LandmarkParams;
 use crate::detect::{DetectScratch, DetectorParams, OutputMap};
 use crate::embed::RecognizerParams;
