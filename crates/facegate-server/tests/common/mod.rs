@@ -1,0 +1,244 @@
+//! What the API integration tests share: a real server on a random loopback port (real models,
+//! real SQLite in a temporary directory), and clients for both dialects.
+
+#![allow(dead_code, unused_imports)] // each test binary uses its own part of this module
+
+pub use std::collections::HashMap;
+pub use std::net::SocketAddr;
+pub use std::path::{Path, PathBuf};
+pub use std::sync::{Arc, OnceLock};
+
+pub use facegate_core::{FaceService, ServiceConfig};
+pub use facegate_engine::{EngineConfig, OrtEngine};
+pub use facegate_index::FlatIndex;
+pub use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
+pub use facegate_server::{AppState, Settings};
+pub use facegate_store::SqliteStore;
+pub use reqwest::multipart::{Form, Part};
+pub use reqwest::StatusCode;
+pub use serde_json::Value;
+
+pub const AUTH: &str = "Token 0e653da4969a757d21de0ffa6387d5fbd6401131";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn pack_dir() -> PathBuf {
+    workspace_root().join(".facegate/models/buffalo_s")
+}
+
+pub fn shared_datasets() -> Option<PathBuf> {
+    let dir = workspace_root().join("../shared/datasets");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipping: ../shared/datasets not found next to the repository");
+        None
+    }
+}
+
+pub fn engine() -> Arc<OrtEngine> {
+    static ENGINE: OnceLock<Arc<OrtEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let root = workspace_root();
+            let config = EngineConfig {
+                runtime_library: root.join(".facegate/onnxruntime/libonnxruntime.so"),
+                model_dir: pack_dir(),
+                ..EngineConfig::default()
+            };
+            Arc::new(OrtEngine::load(&config).expect("models present: run scripts/setup"))
+        })
+        .clone()
+}
+
+pub fn asset(name: &str) -> Vec<u8> {
+    std::fs::read(pack_dir().join(name)).expect("pack image present: run scripts/setup")
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub service: Arc<FaceService>,
+    pub data_dir: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, Settings::default()).await
+    }
+
+    pub async fn start_with(data_dir: &Path, settings: Settings) -> Self {
+        let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
+        Self::start_with_source(data_dir, settings, Arc::new(bucket)).await
+    }
+
+    pub async fn start_with_source(
+        data_dir: &Path,
+        mut settings: Settings,
+        bulk_source: Arc<dyn facegate_core::ImageSource>,
+    ) -> Self {
+        settings.data_dir = data_dir.to_owned();
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let store = Arc::new(SqliteStore::open(data_dir).expect("open store"));
+        let config = ServiceConfig {
+            known_threshold: settings.known_threshold,
+            inference_workers: settings.inference_workers,
+            inference_queue: settings.inference_queue,
+            min_face_quality: settings.min_face_quality,
+        };
+        let service = Arc::new(FaceService::new(engine(), store, Arc::new(FlatIndex::new()), config));
+        service.load_index().expect("load index");
+        service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let state = AppState { service: service.clone(), settings: Arc::new(settings), bulk_source: Some(bulk_source) };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            facegate_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Self {
+            base: format!("http://{addr}"),
+            service,
+            data_dir: data_dir.to_owned(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// A multipart body as Python `requests` builds it from `data=` and `files=`.
+pub fn person_form(fields: &[(&str, &str)], image: Option<(&str, Vec<u8>)>) -> Form {
+    let mut form = Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    if let Some((name, bytes)) = image {
+        let part = Part::bytes(bytes).file_name(name.to_string()).mime_str("multipart/form-data").expect("mime");
+        form = form.part("image_path", part);
+    }
+    form
+}
+
+pub async fn json_of(res: reqwest::Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let text = res.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, value)
+}
+
+/// Sends a request and reads its JSON answer.
+pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    json_of(req.send().await.expect("send")).await
+}
+
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+pub fn assert_fail(status: StatusCode, body: &Value, expected: StatusCode) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["status"], "fail", "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+pub async fn enroll(server: &TestServer, id: &str, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let form = person_form(
+        &[("customer_person_id", id), ("first_name", "John"), ("last_name", "Doe"), ("email", "test@domain.com")],
+        Some((name, bytes)),
+    );
+    send(client().post(server.url("/miicloud/person")).header("Authorization", AUTH).multipart(form)).await
+}
+
+pub async fn match_faces(server: &TestServer, bytes: Vec<u8>, customer_person_id: Option<&str>) -> (StatusCode, Value) {
+    let mut fields = vec![("image_path", "input/test_images/test_001.jpg")];
+    if let Some(id) = customer_person_id {
+        fields.push(("customer_person_id", id));
+    }
+    let form = person_form(&fields, Some(("test_001.jpg", bytes)));
+    send(client().post(server.url("/miicloud/match_faces")).header("Authorization", AUTH).multipart(form)).await
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A request to the NEC dialect signed with AWS Signature V4 by the `aws-sigv4` crate, as a
+/// Rust NEC client signs it.
+pub fn nec_request(
+    server: &TestServer,
+    creds: &facegate_core::ApiCredentials,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::sign::v4;
+    use aws_smithy_runtime_api::client::identity::Identity;
+
+    let url = server.url(path);
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let host = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
+    let identity: Identity =
+        Credentials::new(&creds.access_key_id, &creds.secret_access_key, None, None, "facegate-tests").into();
+    let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("ap-southeast-2")
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing params")
+        .into();
+    let headers =
+        [("host", host.as_str()), ("x-api-key", creds.api_key.as_str()), ("content-type", "application/json")];
+    let signable = SignableRequest::new(method, url.clone(), headers.iter().copied(), SignableBody::Bytes(&body))
+        .expect("signable");
+    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+    let mut req = client()
+        .request(method.parse().expect("method"), &url)
+        .header("x-api-key", &creds.api_key)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in instructions.headers() {
+        req = req.header(name, value);
+    }
+    req
+}
