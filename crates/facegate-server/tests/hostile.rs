@@ -9,8 +9,6 @@
 // The counting allocator is the only unsafe code: `GlobalAlloc` is an unsafe trait.
 #![allow(unsafe_code)]
 
-// Not every shared re-export is used here.
-#[allow(unused_imports)]
 mod common;
 
 use common::*;
