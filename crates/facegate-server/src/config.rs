@@ -61,6 +61,9 @@ pub struct Settings {
     pub bulk_s3_endpoint: Option<String>,
     /// Tries per file when reading it fails in a way worth retrying.
     pub bulk_max_attempts: u32,
+    /// A file holding the 256-bit key that templates and image files are encrypted with
+    /// (AES-256-GCM). Unset: they are stored in the clear.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -86,6 +89,7 @@ impl Default for Settings {
             bulk_source: None,
             bulk_s3_endpoint: None,
             bulk_max_attempts: 3,
+            encryption_key_file: None,
         }
     }
 }

@@ -110,6 +110,26 @@ impl BlobStore {
         Ok(staged)
     }
 
+    /// The bytes of a stored file.
+    pub fn read(&self, rel_path: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(rel_path);
+        fs::read(&path).map_err(|e| StoreError::io(format!("read {}", path.display()), e))
+    }
+
+    /// Replaces a stored file's contents atomically: a crash leaves the old file or the new one.
+    pub fn replace(&self, rel_path: &str, bytes: &[u8]) -> Result<BlobInfo> {
+        let mut staged = self.stage(rel_path, bytes)?;
+        let tmp = std::mem::take(&mut staged.tmp);
+        if let Err(e) = fs::rename(&tmp, &staged.final_path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io(format!("rename to {}", staged.final_path.display()), e));
+        }
+        if let Some(dir) = staged.final_path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(staged.info.clone())
+    }
+
     /// Removes a stored file; one already gone is not an error.
     pub fn remove(&self, rel_path: &str) -> Result<()> {
         let path = self.path_of(rel_path);

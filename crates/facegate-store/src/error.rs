@@ -25,6 +25,9 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: usize },
     #[error("inconsistent request: {0}")]
     Inconsistent(String),
+    /// A missing, wrong or unusable encryption key, or a value that fails authentication.
+    #[error("encryption: {0}")]
+    Key(String),
     /// A per-tenant limit (such as the number of tags) would be exceeded.
     #[error("{0}")]
     LimitReached(String),
@@ -92,7 +95,8 @@ impl From<StoreError> for facegate_core::Error {
             StoreError::Sqlite(_)
             | StoreError::Io { .. }
             | StoreError::SchemaTooNew { .. }
-            | StoreError::Inconsistent(_) => facegate_core::Error::Storage(e.to_string()),
+            | StoreError::Inconsistent(_)
+            | StoreError::Key(_) => facegate_core::Error::Storage(e.to_string()),
         }
     }
 }

@@ -8,10 +8,14 @@
 mod blobs;
 mod bucket;
 mod bulk;
+pub mod crypto;
 pub mod error;
 mod migrations;
+mod rotate;
 mod sqlite;
 
 pub use bucket::BucketSource;
+pub use crypto::DataKey;
 pub use error::{Result, StoreError};
+pub use rotate::{rotate_key, RotationReport};
 pub use sqlite::SqliteStore;

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::blobs::{BlobInfo, BlobStore, StagedBlob};
+use crate::crypto::DataKey;
 use crate::error::{unique_violation, Result, StoreError, UniqueKind};
 use crate::migrations;
 
@@ -38,12 +39,22 @@ pub struct SqliteStore {
     blobs: BlobStore,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Seals templates and image files when the data directory is encrypted.
+    key: Option<DataKey>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) `data_dir/facegate.db` and `data_dir/images/`, and applies
-    /// any pending schema migrations.
+    /// any pending schema migrations. The data directory must not be encrypted.
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        Self::open_with_key(data_dir, None)
+    }
+
+    /// Opens the store with templates and images encrypted under `key`, or in the clear when
+    /// `None`. A directory encrypted under another key, or opened without its key, is refused;
+    /// so is encrypting a directory that already holds plaintext data (`facegate keys rotate`
+    /// does that).
+    pub fn open_with_key(data_dir: &Path, key: Option<DataKey>) -> Result<SqliteStore> {
         fs::create_dir_all(data_dir).map_err(|e| StoreError::io(format!("create {}", data_dir.display()), e))?;
         let db_path = data_dir.join("facegate.db");
         let mut writer = Connection::open(&db_path)?;
@@ -54,9 +65,10 @@ impl SqliteStore {
             tracing::warn!(%mode, path = %db_path.display(), "SQLite refused WAL mode");
         }
         let version = migrations::migrate(&mut writer)?;
+        check_key(&writer, key.as_ref())?;
         let blobs = BlobStore::open(data_dir.join("images"))?;
-        tracing::debug!(path = %db_path.display(), version, "opened SQLite store");
-        Ok(SqliteStore { db_path, blobs, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        tracing::debug!(path = %db_path.display(), version, encrypted = key.is_some(), "opened SQLite store");
+        Ok(SqliteStore { db_path, blobs, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), key })
     }
 
     /// Removes image files that have no row (left by a crash between writing a file and
@@ -135,7 +147,10 @@ impl SqliteStore {
             )));
         }
         let rel = BlobStore::rel_path(&subject.tenant_id, &ns.sample.image_name)?;
-        self.blobs.stage(&rel, &ns.image).map(Some)
+        match &self.key {
+            Some(key) => self.blobs.stage(&rel, &key.seal(&ns.image, subject.id.as_bytes())?).map(Some),
+            None => self.blobs.stage(&rel, &ns.image).map(Some),
+        }
     }
 
     /// The tenant a hashed credential belongs to; `sql` selects the tenant row by `?1`.
@@ -175,7 +190,7 @@ impl SqliteStore {
         self.write_with_image(staged, |tx, blob| {
             insert_subject(tx, subject)?;
             if let (Some(ns), Some(blob)) = (first_sample, blob) {
-                insert_sample(tx, &subject.tenant_id, ns, blob)?;
+                insert_sample(tx, self.key.as_ref(), &subject.tenant_id, ns, blob)?;
             }
             Ok(())
         })
@@ -194,7 +209,7 @@ impl SqliteStore {
         self.write_with_image(staged, |tx, blob| {
             insert_subject(tx, subject)?;
             if let Some(blob) = blob {
-                insert_sample(tx, &subject.tenant_id, sample, blob)?;
+                insert_sample(tx, self.key.as_ref(), &subject.tenant_id, sample, blob)?;
             }
             replace_subject_tags(tx, &subject.tenant_id, &subject.id, tags)?;
             match bulk_record {
@@ -226,7 +241,7 @@ impl SqliteStore {
                 return Err(StoreError::NotFound("subject"));
             }
             if let (Some(ns), Some(blob)) = (new_sample, blob) {
-                insert_sample(tx, &subject.tenant_id, ns, blob)?;
+                insert_sample(tx, self.key.as_ref(), &subject.tenant_id, ns, blob)?;
             }
             Ok(())
         })
@@ -247,7 +262,7 @@ impl SqliteStore {
                 .ok_or(StoreError::NotFound("event"))?;
             tx.prepare_cached("DELETE FROM face_samples WHERE id = ?1")?.execute([&sample.sample.id])?;
             let blob = blob.ok_or_else(|| StoreError::Inconsistent("replacement sample without an image".into()))?;
-            insert_sample(tx, &subject.tenant_id, sample, blob)?;
+            insert_sample(tx, self.key.as_ref(), &subject.tenant_id, sample, blob)?;
             tx.prepare_cached("UPDATE subjects SET updated_at = ?3 WHERE tenant_id = ?1 AND id = ?2")?
                 .execute(params![subject.tenant_id, subject.id, subject.updated_at])?;
             Ok(old_path)
@@ -355,11 +370,12 @@ impl SqliteStore {
                 .as_blob()
                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, Box::new(e)))?;
             let encoding: String = row.get(4)?;
-            let Some(embedding) = decode_embedding(blob, &encoding) else {
+            let subject_id: String = row.get(1)?;
+            let Some(embedding) = decode_template(blob, &encoding, &subject_id, self.key.as_ref())? else {
                 tracing::warn!(sample = %sample_id, bytes = blob.len(), encoding, "skipping an undecodable template");
                 continue;
             };
-            visit(Template { tenant_id: row.get(0)?, subject_id: row.get(1)?, sample_id, embedding });
+            visit(Template { tenant_id: row.get(0)?, subject_id, sample_id, embedding });
         }
         Ok(())
     }
@@ -750,12 +766,18 @@ fn replace_subject_tags(tx: &Transaction<'_>, tenant_id: &str, subject_id: &str,
     Ok(())
 }
 
-fn insert_sample(tx: &Transaction<'_>, tenant_id: &str, ns: &NewSample, blob: &BlobInfo) -> Result<()> {
+fn insert_sample(
+    tx: &Transaction<'_>,
+    key: Option<&DataKey>,
+    tenant_id: &str,
+    ns: &NewSample,
+    blob: &BlobInfo,
+) -> Result<()> {
     let s = &ns.sample;
-    let embedding = encode_embedding_f16(&ns.embedding);
+    let (embedding, encoding) = encode_template(&ns.embedding, &s.subject_id, key)?;
     tx.prepare_cached(&format!(
         "INSERT INTO face_samples ({SAMPLE_COLUMNS}, tenant_id, embedding, embedding_encoding) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, '{F16_LE}')"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     ))?
     .execute(params![
         s.id,
@@ -769,7 +791,8 @@ fn insert_sample(tx: &Transaction<'_>, tenant_id: &str, ns: &NewSample, blob: &B
         s.model_id,
         s.created_at,
         tenant_id,
-        embedding
+        embedding,
+        encoding
     ])
     .map_err(|e| match unique_violation(&e) {
         Some(_) => StoreError::Conflict(format!("a sample with id '{}' already exists", s.id)),
@@ -793,6 +816,75 @@ fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
 const F16_LE: &str = "f16le";
 /// ... and of little-endian f32 ones, what rows written before schema v6 hold.
 const F32_LE: &str = "f32le";
+
+/// Suffix of `embedding_encoding` for a template sealed with the data key, subject id as AAD.
+const SEALED_SUFFIX: &str = "+aes256gcm";
+const F16_LE_SEALED: &str = "f16le+aes256gcm";
+
+/// A template's stored bytes and `embedding_encoding`: f16, sealed when there is a key.
+pub(crate) fn encode_template(
+    embedding: &[f32],
+    subject_id: &str,
+    key: Option<&DataKey>,
+) -> Result<(Vec<u8>, &'static str)> {
+    let plain = encode_embedding_f16(embedding);
+    Ok(match key {
+        Some(key) => (key.seal(&plain, subject_id.as_bytes())?, F16_LE_SEALED),
+        None => (plain, F16_LE),
+    })
+}
+
+/// A template from its stored bytes, opening it with the data key when sealed. `Ok(None)` for
+/// bytes that decode to no template (an unknown encoding or a ragged length).
+pub(crate) fn decode_template(
+    blob: &[u8],
+    encoding: &str,
+    subject_id: &str,
+    key: Option<&DataKey>,
+) -> Result<Option<Vec<f32>>> {
+    match encoding.strip_suffix(SEALED_SUFFIX) {
+        Some(inner) => {
+            let key = key.ok_or_else(|| StoreError::Key("an encrypted template, and no key to open it".into()))?;
+            Ok(decode_embedding(&key.open(blob, subject_id.as_bytes())?, inner))
+        }
+        None => Ok(decode_embedding(blob, encoding)),
+    }
+}
+
+/// `store_meta` row naming the key the data directory is encrypted under.
+pub(crate) const META_KEY_ID: &str = "encryption_key_id";
+
+pub(crate) fn recorded_key_id(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn.query_row("SELECT value FROM store_meta WHERE name = ?1", [META_KEY_ID], |row| row.get(0)).optional()?)
+}
+
+/// Refuses a key that does not match the directory's, and a directory opened without its key.
+fn check_key(conn: &Connection, key: Option<&DataKey>) -> Result<()> {
+    match (recorded_key_id(conn)?, key) {
+        (None, None) => Ok(()),
+        (Some(recorded), Some(key)) if recorded == key.id_hex() => Ok(()),
+        (Some(recorded), Some(key)) => Err(StoreError::Key(format!(
+            "the data directory is encrypted under key {recorded}, and the key given is {}",
+            key.id_hex()
+        ))),
+        (Some(recorded), None) => Err(StoreError::Key(format!(
+            "the data directory is encrypted (key {recorded}); give its key with --encryption-key-file"
+        ))),
+        (None, Some(key)) => {
+            let has_samples: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM face_samples)", [], |r| r.get(0))?;
+            if has_samples {
+                return Err(StoreError::Key(
+                    "the data directory holds unencrypted faces; encrypt them first with \
+                     `facegate keys rotate --new-key-file`"
+                        .into(),
+                ));
+            }
+            conn.execute("INSERT INTO store_meta (name, value) VALUES (?1, ?2)", params![META_KEY_ID, key.id_hex()])?;
+            tracing::info!(key_id = %key.id_hex(), "data directory set to encrypt templates and images");
+            Ok(())
+        }
+    }
+}
 
 fn encode_embedding_f16(embedding: &[f32]) -> Vec<u8> {
     embedding.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()

@@ -194,7 +194,7 @@ fn data_survives_reopening() {
         (tenant, s)
     };
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 6);
+    assert_eq!(store.schema_version().expect("version"), 7);
     assert_eq!(store.tenant_by_token_hash("h").expect("tenant"), Some(tenant.clone()));
     assert_eq!(store.subject_by_customer_id(&tenant.id, "cp").expect("subject"), Some(s));
     assert_eq!(store.samples_of(&tenant.id, "s1").expect("samples").len(), 1);
@@ -203,7 +203,7 @@ fn data_survives_reopening() {
     drop(store);
     // Opening a third time re-applies nothing and loses nothing.
     let store = open(dir.path());
-    assert_eq!(store.schema_version().expect("version"), 6);
+    assert_eq!(store.schema_version().expect("version"), 7);
     assert_eq!(store.list_tenants().expect("tenants").len(), 1);
 }
 

@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod import;
 mod inspect;
+mod keys;
 mod runtime;
 mod serve;
 mod tenant;
@@ -42,6 +43,9 @@ enum Command {
     /// `match_faces` over HTTP under load.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Encryption keys: make one, or re-encrypt a stopped server's data under a new one.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(cmd) => eval::run(cmd),
         Command::Import(args) => import::run(args, &cli.log),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Keys(cmd) => keys::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! Composition root: builds the engine, store, index and service from settings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -9,7 +9,7 @@ use facegate_core::{FaceService, ServiceConfig};
 use facegate_engine::{EngineConfig, OrtEngine};
 use facegate_index::FlatIndex;
 use facegate_server::Settings;
-use facegate_store::SqliteStore;
+use facegate_store::{DataKey, SqliteStore};
 
 /// Where the models and runtime are; shared by every command that runs inference.
 #[derive(Args, Clone, Debug, Default)]
@@ -64,10 +64,25 @@ pub fn engine_config(settings: &Settings) -> EngineConfig {
     }
 }
 
+/// The data key of an encrypted data directory.
+#[derive(Args, Clone, Debug, Default)]
+pub struct KeyFileArg {
+    /// File with the 256-bit key (32 bytes, 64 hex digits or base64) that templates and face
+    /// images are encrypted with; `facegate keys generate` makes one
+    #[arg(long, env = "FACEGATE_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+pub fn read_key(path: Option<&Path>) -> anyhow::Result<Option<DataKey>> {
+    path.map(|p| DataKey::from_file(p).with_context(|| format!("reading the encryption key {}", p.display())))
+        .transpose()
+}
+
 pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    SqliteStore::open(&settings.data_dir)
+    let key = read_key(settings.encryption_key_file.as_deref())?;
+    SqliteStore::open_with_key(&settings.data_dir, key)
         .with_context(|| format!("opening the store in {}", settings.data_dir.display()))
 }
 

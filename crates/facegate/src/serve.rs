@@ -9,7 +9,7 @@ use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
 use facegate_server::{AppState, Settings};
 use facegate_store::BucketSource;
 
-use crate::runtime::{build_service, EngineArgs};
+use crate::runtime::{build_service, EngineArgs, KeyFileArg};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -63,6 +63,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FACEGATE_BULK_MAX_ATTEMPTS")]
     bulk_max_attempts: Option<u32>,
     #[command(flatten)]
+    key: KeyFileArg,
+    #[command(flatten)]
     engine: EngineArgs,
 }
 
@@ -115,6 +117,9 @@ impl ServeArgs {
         if let Some(v) = self.bulk_max_attempts {
             s.bulk_max_attempts = v;
         }
+        if let Some(v) = &self.key.encryption_key_file {
+            s.encryption_key_file = Some(v.clone());
+        }
         self.engine.apply(&mut s);
         s.validate()?;
         Ok(s)
@@ -124,6 +129,9 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let (service, _store) = build_service(&settings)?;
+    if settings.encryption_key_file.is_none() {
+        tracing::warn!("templates and face images are stored unencrypted; see --encryption-key-file");
+    }
     if settings.sandbox {
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).context("creating the sandbox tenant")?;
         tracing::warn!(

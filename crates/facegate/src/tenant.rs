@@ -8,7 +8,7 @@ use facegate_core::service::create_tenant;
 use facegate_core::Store;
 use facegate_server::Settings;
 
-use crate::runtime::open_store;
+use crate::runtime::{open_store, KeyFileArg};
 
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
@@ -30,6 +30,8 @@ pub struct DataDirArg {
     /// Data directory [default: ./data]
     #[arg(long, env = "FACEGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    key: KeyFileArg,
 }
 
 pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
@@ -64,6 +66,10 @@ pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
 }
 
 fn store(data: &DataDirArg) -> anyhow::Result<Arc<dyn Store>> {
-    let settings = Settings { data_dir: data.data_dir.clone(), ..Settings::default() };
+    let settings = Settings {
+        data_dir: data.data_dir.clone(),
+        encryption_key_file: data.key.encryption_key_file.clone(),
+        ..Settings::default()
+    };
     Ok(Arc::new(open_store(&settings)?))
 }

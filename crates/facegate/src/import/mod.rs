@@ -35,7 +35,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::runtime::{build_service, EngineArgs};
+use crate::runtime::{build_service, EngineArgs, KeyFileArg};
 use destination::{ApiClient, Destination, Failure};
 
 #[derive(Args, Debug)]
@@ -67,6 +67,8 @@ pub struct ImportArgs {
     /// Data directory of the (stopped) server [default: ./data]
     #[arg(long, env = "FACEGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    key: KeyFileArg,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -294,7 +296,12 @@ fn stem_of_file(path: &Path) -> String {
 /// destination and how many images to keep in flight.
 fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destination, usize)> {
     // A bulk load wants throughput: one ONNX Runtime thread per worker, unless asked otherwise.
-    let mut settings = Settings { data_dir: args.data_dir.clone(), intra_op_threads: 1, ..Settings::default() };
+    let mut settings = Settings {
+        data_dir: args.data_dir.clone(),
+        intra_op_threads: 1,
+        encryption_key_file: args.key.encryption_key_file.clone(),
+        ..Settings::default()
+    };
     args.engine.apply(&mut settings);
     let in_flight = settings.inference_workers.max(1) * 2;
     settings.inference_queue = settings.inference_queue.max(in_flight);

@@ -1,0 +1,158 @@
+//! Encryption at rest: templates and image files sealed with AES-256-GCM under an operator's key,
+//! the subject id as associated data so a sealed value cannot be moved to another subject.
+//!
+//! A sealed value is `FGE1 | key id (8 bytes) | nonce (12 bytes) | ciphertext and tag`. Carrying
+//! the key id in every value is what lets `facegate keys rotate` stop halfway through and run
+//! again: each value says which key opens it. Nonces are random; at 2^32 values per key the
+//! chance of a repeat stays below 2^-32, and rotation starts a fresh key well before that.
+
+use std::fmt;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, StoreError};
+
+const MAGIC: &[u8; 4] = b"FGE1";
+const KEY_ID_LEN: usize = 8;
+const NONCE_LEN: usize = 12;
+const HEADER_LEN: usize = MAGIC.len() + KEY_ID_LEN + NONCE_LEN;
+
+/// A 256-bit data key. Its bytes never leave this type: `Debug` prints only the key id.
+#[derive(Clone)]
+pub struct DataKey {
+    cipher: Aes256Gcm,
+    id: [u8; KEY_ID_LEN],
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DataKey({})", self.id_hex())
+    }
+}
+
+impl DataKey {
+    /// Reads a key file: 32 raw bytes, or 64 hex digits, or the base64 of 32 bytes (as
+    /// `openssl rand -hex 32` or `openssl rand -base64 32` write them).
+    pub fn from_file(path: &Path) -> Result<DataKey> {
+        let bytes = std::fs::read(path).map_err(|e| StoreError::io(format!("read key file {}", path.display()), e))?;
+        let invalid = || {
+            StoreError::Key(format!(
+                "{} holds no 256-bit key: expected 32 raw bytes, 64 hex digits or base64 of 32 bytes",
+                path.display()
+            ))
+        };
+        if bytes.len() == 32 {
+            return Ok(DataKey::from_bytes(&bytes));
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?.trim();
+        let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).map_err(|_| invalid())?
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| invalid())?
+        };
+        if decoded.len() != 32 {
+            return Err(invalid());
+        }
+        Ok(DataKey::from_bytes(&decoded))
+    }
+
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> DataKey {
+        let digest = Sha256::new().chain_update(b"facegate key id\0").chain_update(bytes).finalize();
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        DataKey { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(bytes)), id }
+    }
+
+    /// A short public name for the key, recorded in the database so a wrong key is refused at
+    /// start-up rather than failing on the first template.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+
+    pub fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Vec<u8>> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let sealed = self
+            .cipher
+            .encrypt(&nonce, Payload { msg: plaintext, aad: associated_data })
+            .map_err(|_| StoreError::Key("encryption failed".into()))?;
+        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens a value this key sealed with the same associated data.
+    pub fn open(&self, sealed: &[u8], associated_data: &[u8]) -> Result<Vec<u8>> {
+        let Some(key_id) = sealed_key_id(sealed) else {
+            return Err(StoreError::Key("not an encrypted value".into()));
+        };
+        if key_id != self.id {
+            return Err(StoreError::Key(format!("encrypted under key {}, not {}", hex::encode(key_id), self.id_hex())));
+        }
+        let nonce = Nonce::from_slice(&sealed[MAGIC.len() + KEY_ID_LEN..HEADER_LEN]);
+        self.cipher
+            .decrypt(nonce, Payload { msg: &sealed[HEADER_LEN..], aad: associated_data })
+            .map_err(|_| StoreError::Key("an encrypted value failed authentication (tampered or moved)".into()))
+    }
+
+    pub(crate) fn id(&self) -> [u8; KEY_ID_LEN] {
+        self.id
+    }
+}
+
+/// The id of the key a value was sealed with, or `None` when it is not a sealed value.
+pub fn sealed_key_id(value: &[u8]) -> Option<[u8; KEY_ID_LEN]> {
+    if value.len() < HEADER_LEN || &value[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let mut id = [0u8; KEY_ID_LEN];
+    id.copy_from_slice(&value[MAGIC.len()..MAGIC.len() + KEY_ID_LEN]);
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_subject() {
+        let key = DataKey::from_bytes(&[7u8; 32]);
+        let other = DataKey::from_bytes(&[8u8; 32]);
+        let sealed = key.seal(b"template bytes", b"subject-1").expect("seal");
+        assert!(!sealed.windows(8).any(|w| w == b"template"));
+        assert_eq!(key.open(&sealed, b"subject-1").expect("open"), b"template bytes");
+        assert!(key.open(&sealed, b"subject-2").is_err(), "moved to another subject");
+        assert!(other.open(&sealed, b"subject-1").is_err(), "another key");
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(key.open(&tampered, b"subject-1").is_err());
+        assert_eq!(sealed_key_id(&sealed), Some(key.id()));
+        assert_eq!(sealed_key_id(b"\xff\xd8\xff\xe0 a jpeg"), None);
+    }
+
+    #[test]
+    fn key_files_take_raw_hex_and_base64() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = dir.path().join("raw");
+        std::fs::write(&raw, [3u8; 32]).expect("write");
+        let hexed = dir.path().join("hex");
+        std::fs::write(&hexed, format!("{}\n", hex::encode([3u8; 32]))).expect("write");
+        let b64 = dir.path().join("b64");
+        std::fs::write(&b64, base64::engine::general_purpose::STANDARD.encode([3u8; 32])).expect("write");
+        let ids: Vec<String> =
+            [&raw, &hexed, &b64].iter().map(|p| DataKey::from_file(p).expect("key").id_hex()).collect();
+        assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+        let short = dir.path().join("short");
+        std::fs::write(&short, "abcd").expect("write");
+        assert!(DataKey::from_file(&short).is_err());
+        assert!(format!("{:?}", DataKey::from_file(&raw).expect("key")).starts_with("DataKey("));
+    }
+}
