@@ -529,7 +529,6 @@ async fn faceapi_people_are_found_by_nec_search() {
     server.stop().await;
 }
 
-
 /// Polls a bulk job until every record is processed, then returns all its records, following
 /// `lastEvaluatedKey` across pages.
 async fn finished_bulk_records(
