@@ -64,6 +64,17 @@ pub struct Settings {
     /// A file holding the 256-bit key that templates and image files are encrypted with
     /// (AES-256-GCM). Unset: they are stored in the clear.
     pub encryption_key_file: Option<PathBuf>,
+    /// Failed authentications one address may make in a burst before it gets 429; 0 turns
+    /// the limit off. Behind a reverse proxy every caller shares the proxy's address, so raise
+    /// it there.
+    pub auth_failure_burst: u32,
+    /// Seconds after which an address may fail once more (20 a minute at 3).
+    pub auth_failure_refill_secs: u64,
+    /// Largest the database may grow, in bytes; writes beyond it fail with 507 as on a full
+    /// disk. Unset: as large as the disk allows.
+    pub max_database_bytes: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGTERM before the server stops anyway.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Settings {
@@ -90,6 +101,10 @@ impl Default for Settings {
             bulk_s3_endpoint: None,
             bulk_max_attempts: 3,
             encryption_key_file: None,
+            auth_failure_burst: 20,
+            auth_failure_refill_secs: 3,
+            max_database_bytes: None,
+            shutdown_grace_secs: 30,
         }
     }
 }

@@ -21,6 +21,22 @@ pub enum ApiError {
     UnsupportedContentType(String),
     #[error("no such endpoint")]
     NoRoute,
+    /// Too many failed authentications from the caller's address.
+    #[error("too many failed authentication attempts from this address; retry later")]
+    TooManyAuthFailures { retry_after: std::time::Duration },
+}
+
+impl ApiError {
+    /// The 429 every dialect sends for `TooManyAuthFailures`, with `body` as its JSON.
+    pub fn too_many_auth_failures(
+        retry_after: std::time::Duration,
+        body: serde_json::Value,
+    ) -> axum::response::Response {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut res = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds.max(1)));
+        res
+    }
 }
 
 impl ApiError {
@@ -41,6 +57,10 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
+            ApiError::TooManyAuthFailures { retry_after } => {
+                let body = serde_json::json!({"status": "fail", "message": self.to_string()});
+                return ApiError::too_many_auth_failures(*retry_after, body);
+            }
         };
         (status, axum::Json(serde_json::json!({"status": "fail", "message": message}))).into_response()
     }

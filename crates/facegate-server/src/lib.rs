@@ -28,6 +28,21 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Where bulk registration jobs read files; `serve` runs the job runner when present.
     pub bulk_source: Option<Arc<dyn facegate_core::ImageSource>>,
+    pub auth_throttle: Arc<auth::throttle::AuthFailureThrottle>,
+}
+
+impl AppState {
+    pub fn new(
+        service: Arc<FaceService>,
+        settings: Settings,
+        bulk_source: Option<Arc<dyn facegate_core::ImageSource>>,
+    ) -> Self {
+        let auth_throttle = Arc::new(auth::throttle::AuthFailureThrottle::new(
+            settings.auth_failure_burst,
+            Duration::from_secs(settings.auth_failure_refill_secs),
+        ));
+        Self { service, settings: Arc::new(settings), bulk_source, auth_throttle }
+    }
 }
 
 /// The whole HTTP surface: health probes plus every API dialect.

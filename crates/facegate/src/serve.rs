@@ -147,11 +147,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let bucket = bulk_source(&settings)?;
         tracing::info!(source = bucket.location(), "bulk registration source");
-        let state = AppState {
-            service,
-            bulk_source: Some(std::sync::Arc::new(bucket)),
-            settings: std::sync::Arc::new(settings),
-        };
+        let state = AppState::new(service, settings, Some(std::sync::Arc::new(bucket)));
         tracing::info!(%addr, "facegate listening");
         facegate_server::serve(listener, state, shutdown_signal()).await.context("serving")?;
         tracing::info!("shut down");

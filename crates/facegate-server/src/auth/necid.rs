@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::api::necid::NecError;
 use crate::auth::sigv4::{authorization_from_headers, verify, SigV4Error, SignedRequest};
+use crate::auth::{peer_ip, record_if_refused, throttle_check};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -21,6 +22,19 @@ pub async fn require_signed_request(
     req: Request,
     next: Next,
 ) -> Result<Response, NecError> {
+    let peer = peer_ip(&req);
+    throttle_check(&state, peer)?;
+    match verified(&state, req).await {
+        Ok(req) => Ok(next.run(req).await),
+        Err(e) => {
+            record_if_refused(&state, peer, &e.0);
+            Err(e)
+        }
+    }
+}
+
+/// The request with its tenant attached, once its API key and signature check out.
+async fn verified(state: &AppState, req: Request) -> Result<Request, NecError> {
     let api_key = req
         .headers()
         .get("x-api-key")
@@ -55,7 +69,7 @@ pub async fn require_signed_request(
     tracing::Span::current().record("tenant", tenant.name.as_str());
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(tenant);
-    Ok(next.run(req).await)
+    Ok(req)
 }
 
 fn forbidden(e: SigV4Error) -> NecError {

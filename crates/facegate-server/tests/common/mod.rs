@@ -94,7 +94,7 @@ impl TestServer {
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let state = AppState { service: service.clone(), settings: Arc::new(settings), bulk_source: Some(bulk_source) };
+        let state = AppState::new(service.clone(), settings, Some(bulk_source));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             facegate_server::serve(listener, state, async {

@@ -67,6 +67,10 @@ impl IntoResponse for MiiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.0.to_string()),
+            ApiError::TooManyAuthFailures { retry_after } => {
+                let body = serde_json::json!({"status": "fail", "message": self.0.to_string()});
+                return ApiError::too_many_auth_failures(*retry_after, body);
+            }
         };
         let mut res = (status, Json(Failure { status: "fail", message })).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -109,6 +109,9 @@ impl IntoResponse for NecError {
                     .into_response()
             }
             ApiError::NoRoute => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
+            ApiError::TooManyAuthFailures { retry_after } => {
+                ApiError::too_many_auth_failures(*retry_after, json!({"message": self.0.to_string()}))
+            }
         }
     }
 }
