@@ -84,6 +84,7 @@ pub(crate) enum UniqueKind {
 impl From<StoreError> for facegate_core::Error {
     fn from(e: StoreError) -> Self {
         if e.is_storage_full() {
+            tracing::error!(error = %e, "write refused: the disk or the database size cap is full");
             return facegate_core::Error::StorageFull;
         }
         match e {

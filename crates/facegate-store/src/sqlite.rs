@@ -85,9 +85,39 @@ impl SqliteStore {
         Ok(removed)
     }
 
+    /// Caps the database at about `bytes` (SQLite's `max_page_count`): writes that would grow it
+    /// further fail as on a full disk, and succeed again once deletes free pages. The cap never
+    /// falls below the current size. Returns the cap in effect, in bytes.
+    pub fn set_max_database_bytes(&self, bytes: u64) -> Result<u64> {
+        let conn = self.writer.lock();
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let wanted = i64::try_from(bytes / page_size.max(1) as u64).unwrap_or(i64::MAX).max(1);
+        let pages: i64 = conn.query_row(&format!("PRAGMA max_page_count = {wanted}"), [], |row| row.get(0))?;
+        let cap = u64::try_from(pages.saturating_mul(page_size)).unwrap_or(u64::MAX);
+        tracing::info!(cap_bytes = cap, "database size capped");
+        Ok(cap)
+    }
+
     /// Where the image of a sample lives on disk.
     pub fn image_path(&self, tenant_id: &str, image_name: &str) -> Result<PathBuf> {
         Ok(self.blobs.path_of(&BlobStore::rel_path(tenant_id, image_name)?))
+    }
+
+    /// Copies the WAL into the database file and empties it, waiting out readers for up to the
+    /// busy timeout. Called at shutdown, so the data directory is one self-contained file plus
+    /// images. Returns whether the WAL was fully checkpointed.
+    pub fn checkpoint(&self) -> Result<bool> {
+        let conn = self.writer.lock();
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+        Ok(busy == 0)
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: "ok", or the problems it found.
+    pub fn integrity_check(&self) -> Result<String> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let lines = stmt.query_map([], |row| row.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(lines.join("\n"))
     }
 
     /// The schema version the database is at.

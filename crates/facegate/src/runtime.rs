@@ -82,8 +82,12 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let key = read_key(settings.encryption_key_file.as_deref())?;
-    SqliteStore::open_with_key(&settings.data_dir, key)
-        .with_context(|| format!("opening the store in {}", settings.data_dir.display()))
+    let store = SqliteStore::open_with_key(&settings.data_dir, key)
+        .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
+    if let Some(bytes) = settings.max_database_bytes {
+        store.set_max_database_bytes(bytes).context("capping the database size")?;
+    }
+    Ok(store)
 }
 
 /// The full service with its index loaded from the store.

@@ -83,6 +83,9 @@ impl TestServer {
         settings.data_dir = data_dir.to_owned();
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let store = Arc::new(SqliteStore::open(data_dir).expect("open store"));
+        if let Some(bytes) = settings.max_database_bytes {
+            store.set_max_database_bytes(bytes).expect("cap the database");
+        }
         let config = ServiceConfig {
             known_threshold: settings.known_threshold,
             inference_workers: settings.inference_workers,
