@@ -21,7 +21,11 @@ pub const MAX_TAGS: usize = 64;
 /// Longest tag name, in characters.
 pub const MAX_TAG_CHARS: usize = 64;
 
+mod audit;
 mod bulk;
+
+pub use audit::AUDIT_TARGET;
+use audit::{audit_candidates, audit_matches, audited};
 pub use bulk::BulkConfig;
 
 #[derive(Debug, Clone)]
@@ -302,34 +306,43 @@ impl FaceService {
         image: Vec<u8>,
         tags: Vec<String>,
     ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
-        self.check_tags_exist(tenant, &tags).await?;
-        let found = self.registrable_face(image.clone()).await?;
-        let now = now_rfc3339();
-        let subject = Subject {
-            id: uuid::Uuid::new_v4().to_string(),
-            tenant_id: tenant.id.clone(),
-            customer_person_id: None,
-            profile: Profile::default(),
-            created_at: now.clone(),
-            updated_at: now,
-        };
-        let new_sample =
-            self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
-        let store = self.store.clone();
-        let (subject, new_sample, tags) = {
-            let (subject, new_sample) = (subject.clone(), new_sample);
-            blocking(move || {
-                store.create_tagged_subject(&subject, &new_sample, &tags)?;
-                Ok((subject, new_sample, tags))
-            })
-            .await?
-        };
-        if !tags.is_empty() {
-            self.index.set_subject_tags(&tenant.id, &subject.id, &tags);
-        }
-        self.index.insert(template_of(&subject, &new_sample));
-        tracing::info!(tenant = %tenant.name, subject = %subject.id, "registered subject");
-        Ok((subject, new_sample.sample, found.attributes))
+        audited(
+            tenant,
+            "register_subject",
+            format!("tags={}", tags.join(",")),
+            |(subject, sample, _)| format!("subject={} event={}", subject.id, sample.id),
+            async {
+                self.check_tags_exist(tenant, &tags).await?;
+                let found = self.registrable_face(image.clone()).await?;
+                let now = now_rfc3339();
+                let subject = Subject {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    tenant_id: tenant.id.clone(),
+                    customer_person_id: None,
+                    profile: Profile::default(),
+                    created_at: now.clone(),
+                    updated_at: now,
+                };
+                let new_sample =
+                    self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
+                let store = self.store.clone();
+                let (subject, new_sample, tags) = {
+                    let (subject, new_sample) = (subject.clone(), new_sample);
+                    blocking(move || {
+                        store.create_tagged_subject(&subject, &new_sample, &tags)?;
+                        Ok((subject, new_sample, tags))
+                    })
+                    .await?
+                };
+                if !tags.is_empty() {
+                    self.index.set_subject_tags(&tenant.id, &subject.id, &tags);
+                }
+                self.index.insert(template_of(&subject, &new_sample));
+                tracing::info!(tenant = %tenant.name, subject = %subject.id, "registered subject");
+                Ok((subject, new_sample.sample, found.attributes))
+            },
+        )
+        .await
     }
 
     /// Adds an event (a face sample) to a subject from the single face of `image`; replaces the
@@ -341,7 +354,14 @@ impl FaceService {
         image: Vec<u8>,
         tags: Option<Vec<String>>,
     ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
-        self.write_event(tenant, subject_id, None, image, tags).await
+        audited(
+            tenant,
+            "add_event",
+            format!("subject={subject_id}"),
+            |(_, sample, _)| format!("event={}", sample.id),
+            async { self.write_event(tenant, subject_id, None, image, tags).await },
+        )
+        .await
     }
 
     /// Replaces the face of one event, keeping its id; replaces the subject's tags when given.
@@ -353,7 +373,14 @@ impl FaceService {
         image: Vec<u8>,
         tags: Option<Vec<String>>,
     ) -> Result<(Subject, FaceSample, crate::FaceAttributes)> {
-        self.write_event(tenant, subject_id, Some(event_id), image, tags).await
+        audited(
+            tenant,
+            "update_event",
+            format!("subject={subject_id} event={event_id}"),
+            |(_, sample, _)| format!("event={}", sample.id),
+            async { self.write_event(tenant, subject_id, Some(event_id), image, tags).await },
+        )
+        .await
     }
 
     /// Adds a new event, or replaces `replacing` when given, from the single registrable face of
@@ -405,15 +432,18 @@ impl FaceService {
 
     /// Deletes one event of a subject.
     pub async fn delete_event(&self, tenant: &Tenant, subject_id: &str, event_id: &str) -> Result<()> {
-        let subject = self.subject(tenant, subject_id).await?;
-        let store = self.store.clone();
-        let (tid, sid, eid) = (subject.tenant_id.clone(), subject.id.clone(), event_id.to_owned());
-        if !blocking(move || store.delete_sample(&tid, &sid, &eid)).await? {
-            return Err(Error::NotFound("event"));
-        }
-        self.index.remove_sample(&tenant.id, event_id);
-        tracing::info!(tenant = %tenant.name, subject = %subject.id, event = %event_id, "deleted event");
-        Ok(())
+        audited(tenant, "delete_event", format!("subject={subject_id} event={event_id}"), |()| String::new(), async {
+            let subject = self.subject(tenant, subject_id).await?;
+            let store = self.store.clone();
+            let (tid, sid, eid) = (subject.tenant_id.clone(), subject.id.clone(), event_id.to_owned());
+            if !blocking(move || store.delete_sample(&tid, &sid, &eid)).await? {
+                return Err(Error::NotFound("event"));
+            }
+            self.index.remove_sample(&tenant.id, event_id);
+            tracing::info!(tenant = %tenant.name, subject = %subject.id, event = %event_id, "deleted event");
+            Ok(())
+        })
+        .await
     }
 
     /// 1:N search of the single face of `image`: subjects scoring at least `threshold`, best
@@ -427,28 +457,37 @@ impl FaceService {
         limit: usize,
         tags: Vec<String>,
     ) -> Result<(Vec<SearchCandidate>, crate::FaceAttributes)> {
-        self.check_tags_exist(tenant, &tags).await?;
-        let found = self.single_face(image).await?;
-        let calibration = &self.engine.model_info().calibration;
-        let index = self.index.clone();
-        let (tenant_id, embedding) = (tenant.id.clone(), found.face.embedding.clone());
-        // A scan of a large gallery takes milliseconds: off the async threads.
-        let hits = blocking(move || Ok(index.search_tagged(&tenant_id, &embedding, limit, &tags))).await?;
-        let mut candidates = Vec::new();
-        for hit in hits {
-            let score = calibration.score(hit.similarity);
-            if score < threshold {
-                break;
-            }
-            let events = self
-                .index
-                .subject_samples(&tenant.id, &hit.subject_id, &found.face.embedding)
-                .into_iter()
-                .map(|e| (e.sample_id, calibration.score(e.similarity)))
-                .collect();
-            candidates.push(SearchCandidate { subject_id: hit.subject_id, score, events });
-        }
-        Ok((candidates, found.attributes))
+        audited(
+            tenant,
+            "search",
+            format!("threshold={threshold} limit={limit} tags={}", tags.join(",")),
+            |(candidates, _)| audit_candidates(candidates.iter().map(|c| (c.subject_id.as_str(), c.score))),
+            async {
+                self.check_tags_exist(tenant, &tags).await?;
+                let found = self.single_face(image).await?;
+                let calibration = &self.engine.model_info().calibration;
+                let index = self.index.clone();
+                let (tenant_id, embedding) = (tenant.id.clone(), found.face.embedding.clone());
+                // A scan of a large gallery takes milliseconds: off the async threads.
+                let hits = blocking(move || Ok(index.search_tagged(&tenant_id, &embedding, limit, &tags))).await?;
+                let mut candidates = Vec::new();
+                for hit in hits {
+                    let score = calibration.score(hit.similarity);
+                    if score < threshold {
+                        break;
+                    }
+                    let events = self
+                        .index
+                        .subject_samples(&tenant.id, &hit.subject_id, &found.face.embedding)
+                        .into_iter()
+                        .map(|e| (e.sample_id, calibration.score(e.similarity)))
+                        .collect();
+                    candidates.push(SearchCandidate { subject_id: hit.subject_id, score, events });
+                }
+                Ok((candidates, found.attributes))
+            },
+        )
+        .await
     }
 
     /// A subject by id, `NotFound` if it is not this tenant's.
@@ -466,24 +505,30 @@ impl FaceService {
 
     /// Deletes a subject (an NEC subject or a miiCloud person) with everything it holds.
     pub async fn delete_subject(&self, tenant: &Tenant, subject_id: &str) -> Result<()> {
-        let subject = self.subject(tenant, subject_id).await?;
-        let store = self.store.clone();
-        let (tid, sid) = (subject.tenant_id.clone(), subject.id.clone());
-        let existed = blocking(move || store.delete_subject(&tid, &sid)).await?;
-        self.index.remove_subject(&subject.tenant_id, &subject.id);
-        if !existed {
-            return Err(Error::NotFound("subject"));
-        }
-        tracing::info!(tenant = %tenant.name, subject = %subject.id, "deleted subject");
-        Ok(())
+        audited(tenant, "delete_subject", format!("subject={subject_id}"), |()| String::new(), async {
+            let subject = self.subject(tenant, subject_id).await?;
+            let store = self.store.clone();
+            let (tid, sid) = (subject.tenant_id.clone(), subject.id.clone());
+            let existed = blocking(move || store.delete_subject(&tid, &sid)).await?;
+            self.index.remove_subject(&subject.tenant_id, &subject.id);
+            if !existed {
+                return Err(Error::NotFound("subject"));
+            }
+            tracing::info!(tenant = %tenant.name, subject = %subject.id, "deleted subject");
+            Ok(())
+        })
+        .await
     }
 
     /// 1:1 score (0–9999) of the single face of `image` against one subject's best event.
     pub async fn verify_subject(&self, tenant: &Tenant, subject_id: &str, image: Vec<u8>) -> Result<u32> {
-        let subject = self.subject(tenant, subject_id).await?;
-        let found = self.single_face(image).await?;
-        let hit = self.index.best_of_subject(&tenant.id, &subject.id, &found.face.embedding);
-        Ok(hit.map_or(0, |h| self.engine.model_info().calibration.score(h.similarity)))
+        audited(tenant, "verify_subject", format!("subject={subject_id}"), |score| format!("score={score}"), async {
+            let subject = self.subject(tenant, subject_id).await?;
+            let found = self.single_face(image).await?;
+            let hit = self.index.best_of_subject(&tenant.id, &subject.id, &found.face.embedding);
+            Ok(hit.map_or(0, |h| self.engine.model_info().calibration.score(h.similarity)))
+        })
+        .await
     }
 
     // ---- persons ----------------------------------------------------------------------------
@@ -496,30 +541,33 @@ impl FaceService {
         profile: Profile,
         image: ImageUpload,
     ) -> Result<Enrolled> {
-        validate_name("customer_person_id", customer_person_id, MAX_ID_CHARS)?;
-        let profile = validate_profile(profile)?;
-        if self.person(tenant, customer_person_id).await.is_ok() {
-            return Err(conflict(customer_person_id));
-        }
-        let face = self.largest_face(image.bytes.clone()).await?;
-        let now = now_rfc3339();
-        let subject = Subject {
-            id: uuid::Uuid::new_v4().to_string(),
-            tenant_id: tenant.id.clone(),
-            customer_person_id: Some(customer_person_id.to_owned()),
-            profile,
-            created_at: now.clone(),
-            updated_at: now,
-        };
-        let new_sample = self.new_sample(&subject, &face, image);
-        let store = self.store.clone();
-        let (subject, new_sample) = {
-            let (subject, new_sample) = (subject.clone(), new_sample);
-            blocking(move || store.create_subject(&subject, Some(&new_sample)).map(|()| (subject, new_sample))).await?
-        };
-        self.index.insert(template_of(&subject, &new_sample));
-        tracing::info!(tenant = %tenant.name, subject = %subject.id, sample = %new_sample.sample.id, "enrolled person");
-        Ok(Enrolled { subject, sample: new_sample.sample })
+        audited(tenant, "enroll", format!("customer_person_id={customer_person_id}"), |e| format!("subject={} sample={}", e.subject.id, e.sample.id), async {
+            validate_name("customer_person_id", customer_person_id, MAX_ID_CHARS)?;
+            let profile = validate_profile(profile)?;
+            if self.person(tenant, customer_person_id).await.is_ok() {
+                return Err(conflict(customer_person_id));
+            }
+            let face = self.largest_face(image.bytes.clone()).await?;
+            let now = now_rfc3339();
+            let subject = Subject {
+                id: uuid::Uuid::new_v4().to_string(),
+                tenant_id: tenant.id.clone(),
+                customer_person_id: Some(customer_person_id.to_owned()),
+                profile,
+                created_at: now.clone(),
+                updated_at: now,
+            };
+            let new_sample = self.new_sample(&subject, &face, image);
+            let store = self.store.clone();
+            let (subject, new_sample) = {
+                let (subject, new_sample) = (subject.clone(), new_sample);
+                blocking(move || store.create_subject(&subject, Some(&new_sample)).map(|()| (subject, new_sample))).await?
+            };
+            self.index.insert(template_of(&subject, &new_sample));
+            tracing::info!(tenant = %tenant.name, subject = %subject.id, sample = %new_sample.sample.id, "enrolled person");
+            Ok(Enrolled { subject, sample: new_sample.sample })
+        })
+        .await
     }
 
     /// Replaces the profile (blank or missing fields are cleared) and adds the largest face of
@@ -531,27 +579,30 @@ impl FaceService {
         profile: Profile,
         image: Option<ImageUpload>,
     ) -> Result<PersonRecord> {
-        let profile = validate_profile(profile)?;
-        let mut subject = self.person(tenant, customer_person_id).await?;
-        let new_sample = match image {
-            Some(image) => {
-                let face = self.largest_face(image.bytes.clone()).await?;
-                Some(self.new_sample(&subject, &face, image))
+        audited(tenant, "update", format!("customer_person_id={customer_person_id}"), |r| format!("subject={} added_face={}", r.subject.id, r.new_face.is_some()), async {
+            let profile = validate_profile(profile)?;
+            let mut subject = self.person(tenant, customer_person_id).await?;
+            let new_sample = match image {
+                Some(image) => {
+                    let face = self.largest_face(image.bytes.clone()).await?;
+                    Some(self.new_sample(&subject, &face, image))
+                }
+                None => None,
+            };
+            subject.profile = profile;
+            subject.updated_at = now_rfc3339();
+            let store = self.store.clone();
+            let (subject, new_sample) =
+                blocking(move || store.update_subject(&subject, new_sample.as_ref()).map(|()| (subject, new_sample)))
+                    .await?;
+            if let Some(ns) = &new_sample {
+                self.index.insert(template_of(&subject, ns));
             }
-            None => None,
-        };
-        subject.profile = profile;
-        subject.updated_at = now_rfc3339();
-        let store = self.store.clone();
-        let (subject, new_sample) =
-            blocking(move || store.update_subject(&subject, new_sample.as_ref()).map(|()| (subject, new_sample)))
-                .await?;
-        if let Some(ns) = &new_sample {
-            self.index.insert(template_of(&subject, ns));
-        }
-        let samples = self.samples(&subject).await?;
-        tracing::info!(tenant = %tenant.name, subject = %subject.id, added_sample = new_sample.is_some(), "updated person");
-        Ok(PersonRecord { subject, samples, new_face: new_sample.map(|ns| ns.sample.bbox) })
+            let samples = self.samples(&subject).await?;
+            tracing::info!(tenant = %tenant.name, subject = %subject.id, added_sample = new_sample.is_some(), "updated person");
+            Ok(PersonRecord { subject, samples, new_face: new_sample.map(|ns| ns.sample.bbox) })
+        })
+        .await
     }
 
     pub async fn get_person(&self, tenant: &Tenant, customer_person_id: &str) -> Result<PersonRecord> {
@@ -562,56 +613,77 @@ impl FaceService {
 
     /// Deletes the person, their samples, index entries and image files.
     pub async fn delete_person(&self, tenant: &Tenant, customer_person_id: &str) -> Result<Subject> {
-        let subject = self.person(tenant, customer_person_id).await?;
-        let store = self.store.clone();
-        let (tenant_id, subject_id) = (subject.tenant_id.clone(), subject.id.clone());
-        let existed = blocking(move || store.delete_subject(&tenant_id, &subject_id)).await?;
-        self.index.remove_subject(&subject.tenant_id, &subject.id);
-        if !existed {
-            return Err(Error::NotFound("person"));
-        }
-        tracing::info!(tenant = %tenant.name, subject = %subject.id, "deleted person");
-        Ok(subject)
+        audited(
+            tenant,
+            "delete_person",
+            format!("customer_person_id={customer_person_id}"),
+            |subject| format!("subject={}", subject.id),
+            async {
+                let subject = self.person(tenant, customer_person_id).await?;
+                let store = self.store.clone();
+                let (tenant_id, subject_id) = (subject.tenant_id.clone(), subject.id.clone());
+                let existed = blocking(move || store.delete_subject(&tenant_id, &subject_id)).await?;
+                self.index.remove_subject(&subject.tenant_id, &subject.id);
+                if !existed {
+                    return Err(Error::NotFound("person"));
+                }
+                tracing::info!(tenant = %tenant.name, subject = %subject.id, "deleted person");
+                Ok(subject)
+            },
+        )
+        .await
     }
 
     // ---- matching ---------------------------------------------------------------------------
 
     /// 1:N: every face of `image` against the tenant's whole gallery.
     pub async fn identify(&self, tenant: &Tenant, image: Vec<u8>) -> Result<Vec<FaceMatch>> {
-        let analysis = self.analyze(image).await?;
-        let mut matches = Vec::with_capacity(analysis.faces.len());
-        for face in analysis.faces {
-            let (index, tenant_id, embedding) = (self.index.clone(), tenant.id.clone(), face.embedding.clone());
-            // A scan of a large gallery takes milliseconds: off the async threads.
-            let hit = blocking(move || Ok(index.search(&tenant_id, &embedding, 1))).await?.into_iter().next();
-            let candidate = match hit {
-                Some(hit) => self.candidate(tenant, &hit.subject_id, hit.sample_id, hit.similarity).await?,
-                None => None,
-            };
-            matches.push(self.face_match(&face, candidate));
-        }
-        Ok(matches)
+        audited(tenant, "identify", String::new(), |faces: &Vec<FaceMatch>| audit_matches(faces), async {
+            let analysis = self.analyze(image).await?;
+            let mut matches = Vec::with_capacity(analysis.faces.len());
+            for face in analysis.faces {
+                let (index, tenant_id, embedding) = (self.index.clone(), tenant.id.clone(), face.embedding.clone());
+                // A scan of a large gallery takes milliseconds: off the async threads.
+                let hit = blocking(move || Ok(index.search(&tenant_id, &embedding, 1))).await?.into_iter().next();
+                let candidate = match hit {
+                    Some(hit) => self.candidate(tenant, &hit.subject_id, hit.sample_id, hit.similarity).await?,
+                    None => None,
+                };
+                matches.push(self.face_match(&face, candidate));
+            }
+            Ok(matches)
+        })
+        .await
     }
 
     /// 1:1: every face of `image` against one person's samples only.
     pub async fn verify(&self, tenant: &Tenant, customer_person_id: &str, image: Vec<u8>) -> Result<Vec<FaceMatch>> {
-        let subject = self.person(tenant, customer_person_id).await?;
-        let analysis = self.analyze(image).await?;
-        let calibration = &self.engine.model_info().calibration;
-        Ok(analysis
-            .faces
-            .iter()
-            .map(|face| {
-                let candidate =
-                    self.index.best_of_subject(&tenant.id, &subject.id, &face.embedding).map(|hit| Candidate {
-                        subject: subject.clone(),
-                        sample_id: hit.sample_id,
-                        similarity: hit.similarity,
-                        score: calibration.score(hit.similarity),
-                    });
-                self.face_match(face, candidate)
-            })
-            .collect())
+        audited(
+            tenant,
+            "verify",
+            format!("customer_person_id={customer_person_id}"),
+            |faces: &Vec<FaceMatch>| audit_matches(faces),
+            async {
+                let subject = self.person(tenant, customer_person_id).await?;
+                let analysis = self.analyze(image).await?;
+                let calibration = &self.engine.model_info().calibration;
+                Ok(analysis
+                    .faces
+                    .iter()
+                    .map(|face| {
+                        let candidate =
+                            self.index.best_of_subject(&tenant.id, &subject.id, &face.embedding).map(|hit| Candidate {
+                                subject: subject.clone(),
+                                sample_id: hit.sample_id,
+                                similarity: hit.similarity,
+                                score: calibration.score(hit.similarity),
+                            });
+                        self.face_match(face, candidate)
+                    })
+                    .collect())
+            },
+        )
+        .await
     }
 
     // ---- helpers ----------------------------------------------------------------------------

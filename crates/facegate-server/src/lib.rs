@@ -21,6 +21,9 @@ use tracing::Span;
 
 pub use config::Settings;
 
+/// How long shutdown waits for bulk records being registered to be saved.
+const BULK_STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -81,10 +84,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     // Jobs left unfinished by an earlier run resume here; the runner stops with the server.
+    let (stop_runner, runner_stop) = tokio::sync::watch::channel(false);
     let runner = state
         .bulk_source
         .clone()
-        .map(|source| tokio::spawn(state.service.clone().run_bulk_jobs(source, state.settings.bulk())));
+        .map(|source| tokio::spawn(state.service.clone().run_bulk_jobs(source, state.settings.bulk(), runner_stop)));
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
@@ -94,10 +98,14 @@ pub async fn serve(
         axum::serve(listener, build_router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;
-    if let Some(runner) = runner {
-        // A record being registered now is not yet saved as processed, so it is redone on the
-        // next start; registration finds the subject it may already have made.
-        runner.abort();
+    if let Some(mut runner) = runner {
+        // Records in progress finish and are saved; the rest wait for the next start. One that
+        // takes too long is abandoned unsaved and redone then.
+        let _ = stop_runner.send(true);
+        if tokio::time::timeout(BULK_STOP_GRACE, &mut runner).await.is_err() {
+            tracing::warn!("bulk records still in progress at shutdown are left for the next start");
+            runner.abort();
+        }
     }
     served
 }

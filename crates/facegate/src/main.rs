@@ -1,5 +1,6 @@
 //! The `facegate` command: the server and the operator tools around it.
 
+mod audit_log;
 mod bench;
 mod eval;
 mod import;
@@ -48,13 +49,32 @@ enum Command {
     Keys(keys::KeysCommand),
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+/// The log on stderr, filtered by `--log`, and the audit trail, which `serve` sends to
+/// `<data_dir>/audit.log` whatever the filter says.
+fn init_logging(filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()));
+    let audit = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(audit_log::AuditWriter)
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(facegate_core::service::AUDIT_TARGET, tracing::Level::INFO),
+        );
+    tracing_subscriber::registry().with(stderr).with(audit).init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Tenant(cmd) => tenant::run(cmd),

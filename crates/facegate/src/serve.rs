@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -62,6 +63,18 @@ pub struct ServeArgs {
     /// Tries per bulk file when reading it fails transiently [default: 3]
     #[arg(long, env = "FACEGATE_BULK_MAX_ATTEMPTS")]
     bulk_max_attempts: Option<u32>,
+    /// Failed authentications one address may make before it gets 429; 0 turns the limit off [default: 20]
+    #[arg(long, env = "FACEGATE_AUTH_FAILURE_BURST")]
+    auth_failure_burst: Option<u32>,
+    /// Seconds after which a limited address may fail once more [default: 3]
+    #[arg(long, env = "FACEGATE_AUTH_FAILURE_REFILL_SECS")]
+    auth_failure_refill_secs: Option<u64>,
+    /// Largest the database may grow, in bytes; writes beyond it get 507 [default: no cap]
+    #[arg(long, env = "FACEGATE_MAX_DATABASE_BYTES")]
+    max_database_bytes: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGTERM [default: 30]
+    #[arg(long, env = "FACEGATE_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<u64>,
     #[command(flatten)]
     key: KeyFileArg,
     #[command(flatten)]
@@ -117,6 +130,18 @@ impl ServeArgs {
         if let Some(v) = self.bulk_max_attempts {
             s.bulk_max_attempts = v;
         }
+        if let Some(v) = self.auth_failure_burst {
+            s.auth_failure_burst = v;
+        }
+        if let Some(v) = self.auth_failure_refill_secs {
+            s.auth_failure_refill_secs = v;
+        }
+        if let Some(v) = self.max_database_bytes {
+            s.max_database_bytes = Some(v);
+        }
+        if let Some(v) = self.shutdown_grace_secs {
+            s.shutdown_grace_secs = v;
+        }
         if let Some(v) = &self.key.encryption_key_file {
             s.encryption_key_file = Some(v.clone());
         }
@@ -128,19 +153,21 @@ impl ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let (service, _store) = build_service(&settings)?;
+    let (service, store) = build_service(&settings)?;
+    crate::audit_log::open(&settings.data_dir.join("audit.log"))?;
     if settings.encryption_key_file.is_none() {
         tracing::warn!("templates and face images are stored unencrypted; see --encryption-key-file");
     }
     if settings.sandbox {
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).context("creating the sandbox tenant")?;
         tracing::warn!(
-            token = SANDBOX_TOKEN,
-            "sandbox tenant enabled with the miiCloud document's public token; for local trials only"
+            tenant = SANDBOX_TENANT,
+            "sandbox tenant enabled with the miiCloud document's public example token; for local trials only"
         );
     }
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -149,10 +176,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(source = bucket.location(), "bulk registration source");
         let state = AppState::new(service, settings, Some(std::sync::Arc::new(bucket)));
         tracing::info!(%addr, "facegate listening");
-        facegate_server::serve(listener, state, shutdown_signal()).await.context("serving")?;
-        tracing::info!("shut down");
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown_signal().await;
+            let _ = signalled_tx.send(());
+        };
+        let deadline = async move {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = facegate_server::serve(listener, state, shutdown) => served.context("serving")?,
+            () = deadline => tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "in-flight requests did not finish within the shutdown grace period; stopping anyway"
+            ),
+        }
         anyhow::Ok(())
-    })
+    });
+    // Past the deadline, work still running (a long inference, the bulk runner) is abandoned
+    // rather than waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served?;
+    // Acknowledged writes are already durable in the WAL; this folds them into the database file
+    // so a backup of the stopped directory needs no WAL.
+    match store.checkpoint() {
+        Ok(true) => tracing::info!("database checkpointed"),
+        Ok(false) => tracing::warn!("database checkpoint incomplete; the WAL is replayed on the next start"),
+        Err(e) => tracing::warn!(error = %e, "database checkpoint failed; the WAL is replayed on the next start"),
+    }
+    tracing::info!("shut down");
+    Ok(())
 }
 
 fn bulk_source(settings: &Settings) -> anyhow::Result<BucketSource> {

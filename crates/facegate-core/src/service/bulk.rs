@@ -51,41 +51,48 @@ impl FaceService {
     /// problems (bad names, missing files, unknown tags) are not checked here: they become
     /// per-record failures, as NEC reports them.
     pub async fn create_bulk_job(&self, tenant: &Tenant, registrations: Vec<BulkRegistration>) -> Result<String> {
-        if registrations.is_empty() {
-            return Err(Error::InvalidRequest("registrations must hold at least one entry".into()));
-        }
-        if registrations.len() > MAX_BULK_REGISTRATIONS {
-            return Err(Error::InvalidRequest(format!(
-                "a job holds at most {MAX_BULK_REGISTRATIONS} registrations, not {}",
-                registrations.len()
-            )));
-        }
-        let job =
-            BulkJob { id: uuid::Uuid::new_v4().to_string(), tenant_id: tenant.id.clone(), created_at: now_rfc3339() };
-        let records: Vec<BulkRecord> = registrations
-            .into_iter()
-            .enumerate()
-            .map(|(seq, r)| BulkRecord {
-                seq: seq as u64,
+        let files = registrations.len();
+        super::audited(tenant, "create_bulk_job", format!("files={files}"), |batch| format!("batch={batch}"), async {
+            if registrations.is_empty() {
+                return Err(Error::InvalidRequest("registrations must hold at least one entry".into()));
+            }
+            if registrations.len() > MAX_BULK_REGISTRATIONS {
+                return Err(Error::InvalidRequest(format!(
+                    "a job holds at most {MAX_BULK_REGISTRATIONS} registrations, not {}",
+                    registrations.len()
+                )));
+            }
+            let job = BulkJob {
                 id: uuid::Uuid::new_v4().to_string(),
-                filename: r.filename,
-                tags: r.tags,
-                subject_id: uuid::Uuid::new_v4().to_string(),
-                attempts: 0,
-                status: RecordStatus::New,
-                register_status: None,
-                reason: String::new(),
-                event_id: None,
-                attributes_json: String::new(),
-            })
-            .collect();
-        let count = records.len();
-        let store = self.store.clone();
-        let stored = job.clone();
-        blocking(move || store.create_bulk_job(&stored, &records)).await?;
-        self.bulk_wakeup.notify_one();
-        tracing::info!(tenant = %tenant.name, batch = %job.id, files = count, "bulk register job created");
-        Ok(job.id)
+                tenant_id: tenant.id.clone(),
+                created_at: now_rfc3339(),
+            };
+            let records: Vec<BulkRecord> = registrations
+                .into_iter()
+                .enumerate()
+                .map(|(seq, r)| BulkRecord {
+                    seq: seq as u64,
+                    id: uuid::Uuid::new_v4().to_string(),
+                    filename: r.filename,
+                    tags: r.tags,
+                    subject_id: uuid::Uuid::new_v4().to_string(),
+                    attempts: 0,
+                    status: RecordStatus::New,
+                    register_status: None,
+                    reason: String::new(),
+                    event_id: None,
+                    attributes_json: String::new(),
+                })
+                .collect();
+            let count = records.len();
+            let store = self.store.clone();
+            let stored = job.clone();
+            blocking(move || store.create_bulk_job(&stored, &records)).await?;
+            self.bulk_wakeup.notify_one();
+            tracing::info!(tenant = %tenant.name, batch = %job.id, files = count, "bulk register job created");
+            Ok(job.id)
+        })
+        .await
     }
 
     /// One page of a job's records. `paging_id` is the previous page's `last_evaluated_key`.
@@ -113,11 +120,20 @@ impl FaceService {
         Ok(BulkPage { batch_id: batch_id.to_owned(), records, last_evaluated_key })
     }
 
-    /// Works through pending records for as long as the server runs, including those a
-    /// previous run left unfinished. Never returns.
-    pub async fn run_bulk_jobs(self: Arc<Self>, source: Arc<dyn ImageSource>, config: BulkConfig) {
+    /// Works through pending records, including those a previous run left unfinished, until
+    /// `stop` turns true; then it starts no new record and returns once those in progress are
+    /// saved, so nothing is half-done when the caller moves on.
+    pub async fn run_bulk_jobs(
+        self: Arc<Self>,
+        source: Arc<dyn ImageSource>,
+        config: BulkConfig,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         loop {
+            if *stop.borrow() {
+                return;
+            }
             let store = self.store.clone();
             let batch = match blocking(move || store.pending_bulk_records(CLAIM_BATCH)).await {
                 Ok(batch) => batch,
@@ -131,12 +147,16 @@ impl FaceService {
                 tokio::select! {
                     () = self.bulk_wakeup.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stop.changed() => {}
                 }
                 continue;
             }
             let mut running = JoinSet::new();
             for pending in batch {
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                if *stop.borrow() {
+                    break;
+                }
                 let (service, source, config) = (self.clone(), source.clone(), config.clone());
                 running.spawn(async move {
                     let _slot = slot;
@@ -156,6 +176,14 @@ impl FaceService {
                 Ok(()) => {
                     tracing::debug!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
                         subject = %record.subject_id, "bulk register: registered");
+                    let input = format!("batch={job_id} file={}", record.filename);
+                    super::audit::record(
+                        &tenant,
+                        "bulk_register",
+                        &input,
+                        &format!("subject={}", record.subject_id),
+                        "ok",
+                    );
                     return;
                 }
                 Err(Attempt::Retry(why)) if record.attempts < config.max_attempts => {
@@ -172,6 +200,8 @@ impl FaceService {
         };
         tracing::info!(tenant = %tenant.name, batch = %job_id, file = %record.filename, reason = %failure,
             "bulk register: failed");
+        let input = format!("batch={job_id} file={}", record.filename);
+        super::audit::record(&tenant, "bulk_register", &input, &format!("reason={failure}"), "failed");
         record.status = RecordStatus::Processed;
         record.register_status = Some(RegisterStatus::Failed);
         record.reason = failure;

@@ -3,10 +3,12 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The token the miiCloud document's examples use; `serve --sandbox` creates a tenant with it.
@@ -24,34 +26,50 @@ pub fn facegate() -> Command {
     cmd
 }
 
-/// A running `facegate serve --sandbox`, killed on drop.
+/// A running `facegate serve`, killed on drop, with its log lines kept.
 pub struct SandboxServer {
     child: Child,
     pub addr: String,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl SandboxServer {
-    /// Starts the server on `data_dir` and waits until `/readyz` answers 200.
+    /// `facegate serve --sandbox` on `data_dir`, once `/readyz` answers 200.
     pub fn start(data_dir: &Path) -> Self {
-        let mut child = facegate()
-            .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--inference-workers", "2", "--data-dir"])
-            .arg(data_dir)
-            .env("FACEGATE_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn facegate serve");
+        let args: Vec<OsString> = vec!["--sandbox".into(), "--data-dir".into(), data_dir.into()];
+        Self::spawn(&args, &[("FACEGATE_LOG", "info")])
+    }
+
+    /// `facegate serve <args>` on a random loopback port with two inference workers, once
+    /// `/readyz` answers 200.
+    pub fn spawn(args: &[OsString], envs: &[(&str, &str)]) -> Self {
+        let mut cmd = facegate();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--inference-workers", "2"]).args(args);
+        cmd.env("FACEGATE_LOG", "info");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn facegate serve");
         let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("addr=").nth(1) {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
                 }
+                kept.lock().expect("logs").push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server logs its address");
-        let server = Self { child, addr };
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server never logged its address:\n{}", logs.lock().expect("logs").join("\n"));
+            }
+        };
+        let server = Self { child, addr, logs };
         let started = Instant::now();
         loop {
             let ready = server.get("/readyz", None);
@@ -66,6 +84,31 @@ impl SandboxServer {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Everything the server has logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The reader thread may still be draining the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// A raw HTTP/1.1 GET, answered as text with the status line.
@@ -84,4 +127,53 @@ impl Drop for SandboxServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `multipart/form-data` body: text fields, then an optional file; returns its content type.
+pub fn multipart(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "facegate-test-boundary-7d1f0c";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        write!(body, "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+            .expect("write");
+    }
+    if let Some((name, file_name, bytes)) = file {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: image/jpeg\r\n\r\n"
+        )
+        .expect("write");
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").expect("write");
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The head of an HTTP/1.1 request with a body of `content_length` bytes.
+pub fn request_head(method: &str, path: &str, headers: &[(&str, &str)], content_length: usize) -> String {
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {content_length}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Sends one request and returns the status code and the body.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(request_head(method, path, headers, body.len()).as_bytes()).expect("write head");
+    s.write_all(body).expect("write body");
+    read_response(&mut s)
+}
+
+/// Reads a `Connection: close` response: the status code and the body.
+pub fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

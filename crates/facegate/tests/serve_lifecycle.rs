@@ -1,0 +1,172 @@
+//! `facegate serve` as a process: SIGTERM lets in-flight requests finish within the grace
+//! period and checkpoints the database; the audit log records who did what without biometric
+//! data.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+mod common;
+use common::{http, multipart, read_response, request_head, root, SandboxServer, SANDBOX_TOKEN};
+
+fn yao() -> Vec<u8> {
+    std::fs::read(root().join(".facegate/models/buffalo_s/yaoming.jpg")).expect("pack photo: run scripts/setup")
+}
+
+fn auth() -> String {
+    format!("Token {SANDBOX_TOKEN}")
+}
+
+fn serve(data_dir: &Path, grace_secs: u64) -> SandboxServer {
+    let args: Vec<OsString> = vec![
+        "--sandbox".into(),
+        "--data-dir".into(),
+        data_dir.into(),
+        "--shutdown-grace-secs".into(),
+        grace_secs.to_string().into(),
+    ];
+    SandboxServer::spawn(&args, &[])
+}
+
+/// A match_faces request whose head and first half of body are sent; the rest is returned.
+fn start_match_faces(server: &SandboxServer) -> (TcpStream, Vec<u8>) {
+    let (content_type, body) = multipart(&[], Some(("image_path", "probe.jpg", &yao())));
+    let auth = auth();
+    let head = request_head(
+        "POST",
+        "/miicloud/match_faces",
+        &[("Authorization", &auth), ("Content-Type", &content_type)],
+        body.len(),
+    );
+    let mut conn = TcpStream::connect(&server.addr).expect("connect");
+    conn.write_all(head.as_bytes()).expect("head");
+    let half = body.len() / 2;
+    conn.write_all(&body[..half]).expect("first half");
+    conn.flush().expect("flush");
+    (conn, body[half..].to_vec())
+}
+
+fn wal_len(data_dir: &Path) -> u64 {
+    std::fs::metadata(data_dir.join("facegate.db-wal")).map(|m| m.len()).unwrap_or(0)
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_checkpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = serve(dir.path(), 30);
+    let (content_type, body) = multipart(&[("customer_person_id", "yao")], Some(("image_path", "yao.jpg", &yao())));
+    let (status, answer) = http(
+        &server.addr,
+        "POST",
+        "/miicloud/person",
+        &[("Authorization", &auth()), ("Content-Type", &content_type)],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(wal_len(dir.path()) > 0, "the enrollment is in the WAL until a checkpoint");
+
+    let (mut in_flight, rest) = start_match_faces(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    in_flight.write_all(&rest).expect("the in-flight request may still send its body");
+    let (status, answer) = read_response(&mut in_flight);
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["faces"][0]["match_status"], "known", "{answer}");
+
+    let exit = server.wait_exit(Duration::from_secs(20)).expect("exits after SIGTERM");
+    assert!(exit.success(), "{exit:?}\n{}", server.logs());
+    let logs = server.logs();
+    for line in ["shutdown signal received", "database checkpointed", "shut down"] {
+        assert!(logs.contains(line), "missing '{line}':\n{logs}");
+    }
+    assert_eq!(wal_len(dir.path()), 0, "the WAL is folded into the database at shutdown");
+}
+
+#[test]
+fn a_request_that_never_finishes_does_not_hold_shutdown_past_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = serve(dir.path(), 1);
+    let (_stalled, _never_sent) = start_match_faces(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = std::time::Instant::now();
+    server.terminate();
+    let exit = server.wait_exit(Duration::from_secs(15)).expect("exits after the grace period");
+    assert!(exit.success(), "{exit:?}\n{}", server.logs());
+    assert!(signalled.elapsed() >= Duration::from_secs(1), "it waited for the request first");
+    let logs = server.logs();
+    assert!(logs.contains("did not finish within the shutdown grace period"), "{logs}");
+    assert!(logs.contains("database checkpointed"), "{logs}");
+}
+
+#[test]
+fn the_audit_log_records_writes_searches_and_verifications_without_biometric_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = serve(dir.path(), 30);
+    let auth = auth();
+    let photo = yao();
+    let enroll = multipart(
+        &[("customer_person_id", "yao-1"), ("first_name", "Ming"), ("last_name", "Yao"), ("email", "yao@example.com")],
+        Some(("image_path", "yao.jpg", &photo)),
+    );
+    let probe = multipart(&[], Some(("image_path", "probe.jpg", &photo)));
+    let verify = multipart(&[("customer_person_id", "yao-1")], Some(("image_path", "probe.jpg", &photo)));
+    let send = |method: &str, path: &str, form: Option<&(String, Vec<u8>)>| {
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if let Some((content_type, _)) = form {
+            headers.push(("Content-Type", content_type.as_str()));
+        }
+        http(&server.addr, method, path, &headers, form.map_or(&[][..], |(_, body)| body)).0
+    };
+    assert_eq!(send("POST", "/miicloud/person", Some(&enroll)), 200);
+    assert_eq!(send("POST", "/miicloud/person", Some(&enroll)), 409);
+    assert_eq!(send("POST", "/miicloud/match_faces", Some(&probe)), 200);
+    assert_eq!(send("POST", "/miicloud/match_faces", Some(&verify)), 200);
+    assert_eq!(send("DELETE", "/miicloud/person/yao-1", None), 200);
+    assert_eq!(send("DELETE", "/miicloud/person/yao-1", None), 404);
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.logs());
+
+    let log = std::fs::read_to_string(dir.path().join("audit.log")).expect("audit.log");
+    let events: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let summary: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["fields"]["action"].as_str().unwrap_or("").to_owned(),
+                e["fields"]["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("enroll", "ok"),
+        ("enroll", "Conflict"),
+        ("identify", "ok"),
+        ("verify", "ok"),
+        ("delete_person", "ok"),
+        ("delete_person", "NotFound"),
+    ];
+    assert_eq!(summary, expected.map(|(a, o)| (a.to_owned(), o.to_owned())), "{log}");
+
+    let subject = events[0]["fields"]["output"].as_str().and_then(|o| o.split_whitespace().next()).expect("output");
+    assert!(subject.starts_with("subject=") && subject.len() == "subject=".len() + 36, "{subject}");
+    let subject = &subject["subject=".len()..];
+    for e in &events {
+        assert_eq!(e["fields"]["tenant"], "sandbox", "{e}");
+        assert!(e["timestamp"].as_str().is_some_and(|t| t.starts_with("20")), "{e}");
+    }
+    assert_eq!(events[0]["fields"]["input"], "customer_person_id=yao-1");
+    assert!(events[2]["fields"]["output"].as_str().is_some_and(|o| o.contains(subject)), "who was identified: {log}");
+    assert!(events[3]["fields"]["output"].as_str().is_some_and(|o| o.contains(subject)), "{log}");
+    assert!(events[4]["fields"]["output"].as_str().is_some_and(|o| o.contains(subject)), "{log}");
+    // Ids and scores only: no image bytes (raw or base64), no template, no profile.
+    for needle in ["JFIF", "/9j/", "Ming", "yao@example.com", "embedding"] {
+        assert!(!log.contains(needle), "'{needle}' in the audit log:\n{log}");
+    }
+    assert!(log.lines().all(|l| l.len() < 600), "{log}");
+}
