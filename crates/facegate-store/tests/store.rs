@@ -392,7 +392,7 @@ fn sixteen_writers_and_four_readers_lose_nothing_and_never_see_locked() {
                     let id = format!("w{}-s{}", reads as usize % WRITERS, reads as usize % SUBJECTS_PER_WRITER);
                     store.subject_by_id(&tenant.id, &id).unwrap_or_else(|e| panic!("reader {r}: {e}"));
                     store.samples_of(&tenant.id, &id).unwrap_or_else(|e| panic!("reader {r}: {e}"));
-                    if reads % 50 == 0 {
+                    if reads.is_multiple_of(50) {
                         let mut n = 0;
                         store.for_each_template("m", &mut |_| n += 1).unwrap_or_else(|e| panic!("reader {r}: {e}"));
                     }
