@@ -170,3 +170,75 @@ fn the_audit_log_records_writes_searches_and_verifications_without_biometric_dat
     }
     assert!(log.lines().all(|l| l.len() < 600), "{log}");
 }
+
+/// Every byte under the data directory, file by file.
+fn raw_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read");
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn serve_with_a_key_file_keeps_faces_sealed_and_refuses_to_start_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let key_file = dir.path().join("data.key");
+    let generated = common::facegate().args(["keys", "generate"]).output().expect("keys generate");
+    assert!(generated.status.success());
+    std::fs::write(&key_file, &generated.stdout).expect("key file");
+
+    let args: Vec<OsString> = vec![
+        "--sandbox".into(),
+        "--data-dir".into(),
+        data.clone().into(),
+        "--encryption-key-file".into(),
+        key_file.clone().into(),
+    ];
+    let mut server = SandboxServer::spawn(&args, &[]);
+    let photo = yao();
+    let (content_type, body) = multipart(&[("customer_person_id", "yao")], Some(("image_path", "yao.jpg", &photo)));
+    let (status, answer) = http(
+        &server.addr,
+        "POST",
+        "/miicloud/person",
+        &[("Authorization", &auth()), ("Content-Type", &content_type)],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.logs());
+    assert!(!server.logs().contains("stored unencrypted"), "{}", server.logs());
+
+    let files = raw_files(&data);
+    assert!(files.iter().any(|(p, _)| p.starts_with(data.join("images"))), "the image was stored");
+    for (path, bytes) in &files {
+        for marker in [&b"\xff\xd8\xff"[..], b"JFIF", b"Exif", &photo[..64]] {
+            assert!(!bytes.windows(marker.len()).any(|w| w == marker), "{} holds JPEG data", path.display());
+        }
+    }
+
+    let without_key = common::facegate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run serve");
+    assert!(!without_key.status.success());
+    let stderr = String::from_utf8_lossy(&without_key.stderr);
+    assert!(stderr.contains("key"), "the refusal names the key: {stderr}");
+
+    // With the key it starts again and still knows the person.
+    let server = SandboxServer::spawn(&args, &[]);
+    let (status, answer) = http(&server.addr, "GET", "/miicloud/person/yao", &[("Authorization", &auth())], &[]);
+    assert_eq!(status, 200, "{answer}");
+}
