@@ -17,8 +17,8 @@ random delay the server is killed with SIGKILL, restarted, and checked while the
    the index holds with every sample (events). That set must equal the store's subjects and
    samples: a template the index missed, or one it kept after a delete, fails the cycle.
 4. files: after the start-up orphan sweep, the files under images/ are exactly the image_blobs
-   paths, with the recorded size and SHA-256. Temporary files (`.NAME.UUID.tmp`, left by a kill
-   mid-write) are swept only once an hour old, so they are counted, not failed.
+   paths, with the recorded size and SHA-256, and no temporary file (`.NAME.UUID.tmp`, left by a
+   kill mid-write) is left: the server holds the data directory alone, so it sweeps them all.
 
 Each client owns its own ids, so the operations on one id are sequential and the expected state
 of every id is exact. Clients also check as they go: an enroll answered 409 for an id whose
@@ -462,6 +462,10 @@ class Harness:
                 files[rel] = full
         with self.stats_lock:
             self.stats["leftover_tmp_files"] = max(self.stats["leftover_tmp_files"], tmp)
+        if tmp:
+            bad(f"{tmp} temporary image files survived the start-up sweep")
+        else:
+            self.passed()
         if set(files) != set(blobs):
             bad(f"image files without a row: {sorted(set(files) - set(blobs))}; "
                 f"rows without a file: {sorted(set(blobs) - set(files))}")

@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A missing, wrong or unusable encryption key, or a value that fails authentication.
     #[error("encryption: {0}")]
     Key(String),
+    /// Another process holds the data directory (see `DataDirLock`).
+    #[error("{0}")]
+    Locked(String),
     /// A per-tenant limit (such as the number of tags) would be exceeded.
     #[error("{0}")]
     LimitReached(String),
@@ -97,7 +100,8 @@ impl From<StoreError> for facegate_core::Error {
             | StoreError::Io { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Inconsistent(_)
-            | StoreError::Key(_) => facegate_core::Error::Storage(e.to_string()),
+            | StoreError::Key(_)
+            | StoreError::Locked(_) => facegate_core::Error::Storage(e.to_string()),
         }
     }
 }

@@ -75,10 +75,20 @@ impl SqliteStore {
     /// committing its row, or before removing the files of a deleted subject) and stale
     /// temporary files. Call once at start-up; returns how many files were removed.
     pub fn sweep_orphans(&self) -> Result<usize> {
+        self.sweep_with_grace(TMP_GRACE)
+    }
+
+    /// As [`Self::sweep_orphans`], but every temporary file goes, however young: holding
+    /// `_lock` proves no other process can be writing one.
+    pub fn sweep_orphans_exclusive(&self, _lock: &crate::DataDirLock) -> Result<usize> {
+        self.sweep_with_grace(Duration::ZERO)
+    }
+
+    fn sweep_with_grace(&self, tmp_grace: Duration) -> Result<usize> {
         // Holding the writer lock means no file is between publish and commit while we look.
         let conn = self.writer.lock();
         let mut stmt = conn.prepare_cached("SELECT 1 FROM image_blobs WHERE path = ?1")?;
-        let removed = self.blobs.sweep(TMP_GRACE, &mut |rel| Ok(stmt.exists([rel])?))?;
+        let removed = self.blobs.sweep(tmp_grace, &mut |rel| Ok(stmt.exists([rel])?))?;
         if removed > 0 {
             tracing::info!(removed, "swept orphaned image files");
         }

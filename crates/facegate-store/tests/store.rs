@@ -266,6 +266,23 @@ fn tenants_cannot_reach_each_others_subjects() {
 }
 
 #[test]
+fn only_the_directory_lock_holder_sweeps_young_temporary_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let t = store.create_tenant("t", "h").expect("tenant");
+    store.create_subject(&subject(&t, "s", Some("s")), Some(&sample("s", "x1", "1", "m", 0.5))).expect("create");
+    // As a kill mid-write leaves it: a fresh temporary file beside the images.
+    let tmp = dir.path().join("images").join(&t.id).join("enroll/.x2_AAAAAAA.jpg.0123456789abcdef.tmp");
+    std::fs::write(&tmp, b"half an image").expect("tmp");
+    assert_eq!(store.sweep_orphans().expect("sweep"), 0, "without the lock a young one may be another process's");
+    assert!(tmp.exists());
+    let lock = facegate_store::DataDirLock::acquire(dir.path()).expect("lock");
+    assert_eq!(store.sweep_orphans_exclusive(&lock).expect("sweep"), 1);
+    assert!(!tmp.exists());
+    assert_eq!(files_under(&dir.path().join("images")), [format!("{}/enroll/x1_Fkkx7eK.jpg", t.id)]);
+}
+
+#[test]
 fn sweep_removes_only_files_without_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());

@@ -9,7 +9,7 @@ use facegate_core::{FaceService, ServiceConfig};
 use facegate_engine::{EngineConfig, OrtEngine};
 use facegate_index::FlatIndex;
 use facegate_server::Settings;
-use facegate_store::{DataKey, SqliteStore};
+use facegate_store::{DataDirLock, DataKey, SqliteStore};
 
 /// Where the models and runtime are; shared by every command that runs inference.
 #[derive(Args, Clone, Debug, Default)]
@@ -91,10 +91,13 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
 }
 
 /// The full service with its index loaded from the store.
-pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, Arc<SqliteStore>)> {
+/// The service over the data directory, which this process then holds alone until the
+/// returned lock is dropped.
+pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, Arc<SqliteStore>, DataDirLock)> {
     let engine = Arc::new(load_engine(settings)?);
     let store = Arc::new(open_store(settings)?);
-    let swept = store.sweep_orphans().context("sweeping orphan image files")?;
+    let lock = DataDirLock::acquire(&settings.data_dir)?;
+    let swept = store.sweep_orphans_exclusive(&lock).context("sweeping orphan image files")?;
     if swept > 0 {
         tracing::warn!(files = swept, "removed image files left without a row by an earlier crash");
     }
@@ -109,5 +112,5 @@ pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, A
     let started = std::time::Instant::now();
     let templates = service.load_index().context("loading templates into the index")?;
     tracing::info!(templates, ms = started.elapsed().as_millis() as u64, "index loaded");
-    Ok((service, store))
+    Ok((service, store, lock))
 }

@@ -153,7 +153,7 @@ impl ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let (service, store) = build_service(&settings)?;
+    let (service, store, _data_dir_lock) = build_service(&settings)?;
     crate::audit_log::open(&settings.data_dir.join("audit.log"))?;
     if settings.encryption_key_file.is_none() {
         tracing::warn!("templates and face images are stored unencrypted; see --encryption-key-file");

@@ -242,3 +242,29 @@ fn serve_with_a_key_file_keeps_faces_sealed_and_refuses_to_start_without_it() {
     let (status, answer) = http(&server.addr, "GET", "/miicloud/person/yao", &[("Authorization", &auth())], &[]);
     assert_eq!(status, 200, "{answer}");
 }
+
+#[test]
+fn a_data_directory_is_served_by_one_process_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(dir.path(), 30);
+    let second = common::facegate()
+        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run a second serve");
+    assert!(!second.status.success(), "a second server on the same data directory must not start");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another facegate serve, import or keys rotate is using"), "{stderr}");
+    let key_file = dir.path().join("k");
+    std::fs::write(&key_file, "00".repeat(32)).expect("key");
+    let rotate = common::facegate()
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(dir.path())
+        .arg("--new-key-file")
+        .arg(&key_file)
+        .output()
+        .expect("run keys rotate");
+    assert!(!rotate.status.success(), "no rotation under a running server");
+    let (status, _) = http(&server.addr, "GET", "/miicloud/person/nobody", &[("Authorization", &auth())], &[]);
+    assert_eq!(status, 404, "the first server is unaffected");
+}

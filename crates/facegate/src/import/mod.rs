@@ -305,7 +305,7 @@ fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destin
     args.engine.apply(&mut settings);
     let in_flight = settings.inference_workers.max(1) * 2;
     settings.inference_queue = settings.inference_queue.max(in_flight);
-    let (service, store) = build_service(&settings)?;
+    let (service, store, _data_dir_lock) = build_service(&settings)?;
     let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == tenant_name) {
         Some(tenant) => tenant,
         None => {
