@@ -152,49 +152,6 @@ fn mii_raw(server: &TestServer, path: &str, content_type: &str, body: Vec<u8>) -
     client().post(server.url(path)).header("Authorization", AUTH).header("content-type", content_type).body(body)
 }
 
-/// An NEC ID request whose body is any bytes (not necessarily JSON), signed with SigV4 as
-/// `common::nec_request` signs.
-fn nec_raw(
-    server: &TestServer,
-    creds: &facegate_core::ApiCredentials,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> reqwest::RequestBuilder {
-    use aws_credential_types::Credentials;
-    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-    use aws_sigv4::sign::v4;
-    use aws_smithy_runtime_api::client::identity::Identity;
-
-    let url = server.url(path);
-    let host = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
-    let identity: Identity =
-        Credentials::new(&creds.access_key_id, &creds.secret_access_key, None, None, "facegate-tests").into();
-    let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("ap-southeast-2")
-        .name("execute-api")
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .expect("signing params")
-        .into();
-    let headers =
-        [("host", host.as_str()), ("x-api-key", creds.api_key.as_str()), ("content-type", "application/json")];
-    let signable = SignableRequest::new(method, url.clone(), headers.iter().copied(), SignableBody::Bytes(&body))
-        .expect("signable");
-    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
-    let mut req = client()
-        .request(method.parse().expect("method"), &url)
-        .header("x-api-key", &creds.api_key)
-        .header("content-type", "application/json")
-        .body(body);
-    for (name, value) in instructions.headers() {
-        req = req.header(name, value);
-    }
-    req
-}
-
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -434,7 +391,7 @@ async fn decompression_bombs_are_refused_with_bounded_memory() {
             ("miiCloud match_faces", match_req(&server, bytes.clone()), false),
             (
                 "NEC register",
-                nec_raw(
+                nec_request_bytes(
                     &server,
                     &creds,
                     "POST",
@@ -445,7 +402,7 @@ async fn decompression_bombs_are_refused_with_bounded_memory() {
             ),
             (
                 "NEC search",
-                nec_raw(
+                nec_request_bytes(
                     &server,
                     &creds,
                     "POST",
@@ -562,7 +519,7 @@ async fn wide_json_bodies_are_refused_with_bounded_memory() {
     for (what, nec, path, body) in cases {
         assert!(body.len() <= limit, "{what}: {} bytes", body.len());
         let req = if nec {
-            nec_raw(&server, &creds, "POST", &path, body)
+            nec_request_bytes(&server, &creds, "POST", &path, body)
         } else {
             mii_raw(&server, &path, "application/json", body)
         };
@@ -608,7 +565,7 @@ async fn truncated_and_corrupt_images_are_refused() {
         let answer = timed(match_req(&server, bytes.clone())).await;
         refused_mii(&format!("{name} to miiCloud match_faces"), &answer);
         let body = serde_json::json!({ "face": b64(&bytes) }).to_string().into_bytes();
-        let answer = timed(nec_raw(&server, &creds, "POST", "/v1.1/subjects", body)).await;
+        let answer = timed(nec_request_bytes(&server, &creds, "POST", "/v1.1/subjects", body)).await;
         refused_nec(&format!("{name} to NEC register"), &answer);
     }
     still_serves(&server, "after-broken").await;
@@ -738,7 +695,7 @@ async fn malformed_base64_and_deep_json_are_refused() {
             [("/v1.1/subjects", "face"), ("/v1.1/face/search", "probe"), ("/v1.1/face/extract", "faces")]
         {
             let body = serde_json::json!({ field: value }).to_string().into_bytes();
-            let answer = timed(nec_raw(&server, &creds, "POST", path, body)).await;
+            let answer = timed(nec_request_bytes(&server, &creds, "POST", path, body)).await;
             refused_nec(&format!("{field} as {what} to {path}"), &answer);
             assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{what} to {path}: {}", answer.1);
         }
@@ -773,7 +730,7 @@ async fn malformed_base64_and_deep_json_are_refused() {
     ];
     for (what, path, body) in nec_bodies {
         let method = if path.starts_with("/v1.1/tags/") { "PUT" } else { "POST" };
-        let answer = timed(nec_raw(&server, &creds, method, path, body)).await;
+        let answer = timed(nec_request_bytes(&server, &creds, method, path, body)).await;
         refused_nec(&format!("{what} to {path}"), &answer);
         assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{what} to {path}: {}", answer.1);
     }
@@ -789,7 +746,7 @@ async fn malformed_base64_and_deep_json_are_refused() {
 
     // Still serving, in both dialects.
     let body = serde_json::json!({ "face": photo }).to_string().into_bytes();
-    let (status, body, _) = timed(nec_raw(&server, &creds, "POST", "/v1.1/subjects", body)).await;
+    let (status, body, _) = timed(nec_request_bytes(&server, &creds, "POST", "/v1.1/subjects", body)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     still_serves(&server, "after-json").await;
     server.stop().await;
@@ -804,7 +761,7 @@ async fn over_long_ids_and_control_characters_are_refused() {
     let created = server.service.create_tenant("names-app").expect("tenant");
     let creds = created.credentials.clone();
     let long = "x".repeat(10_000);
-    let (status, body) = send(nec_raw(&server, &creds, "POST", "/v1.1/tags/vip", Vec::new())).await;
+    let (status, body) = send(nec_request_bytes(&server, &creds, "POST", "/v1.1/tags/vip", Vec::new())).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // miiCloud: over-long ids in the form are refused with 400; in the path, nobody has them.
@@ -874,21 +831,22 @@ async fn over_long_ids_and_control_characters_are_refused() {
 
     // NEC: over-long tag names, in the path and in bodies.
     let long_tag = format!("/v1.1/tags/{long}");
-    let answer = timed(nec_raw(&server, &creds, "POST", &long_tag, Vec::new())).await;
+    let answer = timed(nec_request_bytes(&server, &creds, "POST", &long_tag, Vec::new())).await;
     refused_nec("creating a 10,000-character tag", &answer);
     assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
-    let answer = timed(nec_raw(&server, &creds, "POST", &format!("/v1.1/tags/{}", "t".repeat(65)), Vec::new())).await;
+    let answer =
+        timed(nec_request_bytes(&server, &creds, "POST", &format!("/v1.1/tags/{}", "t".repeat(65)), Vec::new())).await;
     refused_nec("creating a 65-character tag", &answer);
     assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
     let rename = serde_json::json!({ "newName": long }).to_string().into_bytes();
-    let answer = timed(nec_raw(&server, &creds, "PUT", "/v1.1/tags/vip", rename)).await;
+    let answer = timed(nec_request_bytes(&server, &creds, "PUT", "/v1.1/tags/vip", rename)).await;
     refused_nec("renaming to a 10,000-character tag", &answer);
     assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
-    let answer = timed(nec_raw(&server, &creds, "POST", &format!("/v1.1/tags/vip/{long}"), Vec::new())).await;
+    let answer = timed(nec_request_bytes(&server, &creds, "POST", &format!("/v1.1/tags/vip/{long}"), Vec::new())).await;
     refused_nec("renaming by path to a 10,000-character tag", &answer);
     assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
     for (method, path) in [("DELETE", long_tag.as_str()), ("PUT", &format!("{long_tag}/short"))] {
-        let answer = timed(nec_raw(&server, &creds, method, path, Vec::new())).await;
+        let answer = timed(nec_request_bytes(&server, &creds, method, path, Vec::new())).await;
         refused_nec(&format!("{method} of a 10,000-character tag"), &answer);
     }
     let face = b64(&asset("yaoming.jpg"));
@@ -898,10 +856,10 @@ async fn over_long_ids_and_control_characters_are_refused() {
         serde_json::json!((0..5000).map(|i| format!("t{i}")).collect::<Vec<_>>()),
     ] {
         let body = serde_json::json!({ "face": face, "tags": tags }).to_string().into_bytes();
-        let answer = timed(nec_raw(&server, &creds, "POST", "/v1.1/subjects", body)).await;
+        let answer = timed(nec_request_bytes(&server, &creds, "POST", "/v1.1/subjects", body)).await;
         refused_nec("registering with an over-long tag or thousands of tags", &answer);
         let body = serde_json::json!({ "probe": face, "tags": tags }).to_string().into_bytes();
-        let answer = timed(nec_raw(&server, &creds, "POST", "/v1.1/face/search", body)).await;
+        let answer = timed(nec_request_bytes(&server, &creds, "POST", "/v1.1/face/search", body)).await;
         refused_nec("searching with an over-long tag or thousands of tags", &answer);
     }
 
@@ -922,30 +880,32 @@ async fn over_long_ids_and_control_characters_are_refused() {
             serde_json::json!({"probe": face, "id": long}).to_string().into_bytes(),
         ),
     ] {
-        let answer = timed(nec_raw(&server, &creds, method, &path, body)).await;
+        let answer = timed(nec_request_bytes(&server, &creds, method, &path, body)).await;
         refused_nec(&format!("{method} with a 10,000-character id"), &answer);
     }
     let filename = serde_json::json!({"registrations": [{"filename": long}]}).to_string().into_bytes();
-    let (status, body, _) = timed(nec_raw(&server, &creds, "POST", "/v1.1/jobs/bulkregister", filename)).await;
+    let (status, body, _) =
+        timed(nec_request_bytes(&server, &creds, "POST", "/v1.1/jobs/bulkregister", filename)).await;
     // A bulk job takes the file name and fails that record; or refuses the job outright.
     assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{status}: {body}");
 
     // NEC: control characters in tag names, in the path and in bodies.
     for bad in controls {
         let encoded: String = bad.bytes().map(|b| format!("%{b:02X}")).collect();
-        let answer = timed(nec_raw(&server, &creds, "POST", &format!("/v1.1/tags/{encoded}"), Vec::new())).await;
+        let answer =
+            timed(nec_request_bytes(&server, &creds, "POST", &format!("/v1.1/tags/{encoded}"), Vec::new())).await;
         refused_nec(&format!("creating tag {bad:?}"), &answer);
         assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{bad:?}: {}", answer.1);
         let rename = serde_json::json!({ "newName": bad }).to_string().into_bytes();
-        let answer = timed(nec_raw(&server, &creds, "PUT", "/v1.1/tags/vip", rename)).await;
+        let answer = timed(nec_request_bytes(&server, &creds, "PUT", "/v1.1/tags/vip", rename)).await;
         refused_nec(&format!("renaming to {bad:?}"), &answer);
         assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{bad:?}: {}", answer.1);
         let body = serde_json::json!({ "face": face, "tags": [bad] }).to_string().into_bytes();
-        let answer = timed(nec_raw(&server, &creds, "POST", "/v1.1/subjects", body)).await;
+        let answer = timed(nec_request_bytes(&server, &creds, "POST", "/v1.1/subjects", body)).await;
         refused_nec(&format!("registering with tag {bad:?}"), &answer);
         assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{bad:?}: {}", answer.1);
     }
-    let (status, body) = send(nec_raw(&server, &creds, "GET", "/v1.1/tags", Vec::new())).await;
+    let (status, body) = send(nec_request_bytes(&server, &creds, "GET", "/v1.1/tags", Vec::new())).await;
     assert_eq!((status, &body["tags"]), (StatusCode::OK, &serde_json::json!(["vip"])), "{body}");
 
     still_serves(&server, "after-names").await;

@@ -50,6 +50,15 @@ fn start_match_faces(server: &SandboxServer) -> (TcpStream, Vec<u8>) {
     (conn, body[half..].to_vec())
 }
 
+/// Enrolls `yaoming.jpg` as miiCloud person `yao`.
+fn enroll_yao(server: &SandboxServer) {
+    let (content_type, body) = multipart(&[("customer_person_id", "yao")], Some(("image_path", "yao.jpg", &yao())));
+    let headers = [("Authorization", auth()), ("Content-Type", content_type)];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, answer) = http(&server.addr, "POST", "/miicloud/person", &headers, &body);
+    assert_eq!(status, 200, "{answer}");
+}
+
 fn wal_len(data_dir: &Path) -> u64 {
     std::fs::metadata(data_dir.join("facegate.db-wal")).map(|m| m.len()).unwrap_or(0)
 }
@@ -58,15 +67,7 @@ fn wal_len(data_dir: &Path) -> u64 {
 fn sigterm_finishes_in_flight_requests_then_checkpoints() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = serve(dir.path(), 30);
-    let (content_type, body) = multipart(&[("customer_person_id", "yao")], Some(("image_path", "yao.jpg", &yao())));
-    let (status, answer) = http(
-        &server.addr,
-        "POST",
-        "/miicloud/person",
-        &[("Authorization", &auth()), ("Content-Type", &content_type)],
-        &body,
-    );
-    assert_eq!(status, 200, "{answer}");
+    enroll_yao(&server);
     assert!(wal_len(dir.path()) > 0, "the enrollment is in the WAL until a checkpoint");
 
     let (mut in_flight, rest) = start_match_faces(&server);
@@ -207,15 +208,7 @@ fn serve_with_a_key_file_keeps_faces_sealed_and_refuses_to_start_without_it() {
     ];
     let mut server = SandboxServer::spawn(&args, &[]);
     let photo = yao();
-    let (content_type, body) = multipart(&[("customer_person_id", "yao")], Some(("image_path", "yao.jpg", &photo)));
-    let (status, answer) = http(
-        &server.addr,
-        "POST",
-        "/miicloud/person",
-        &[("Authorization", &auth()), ("Content-Type", &content_type)],
-        &body,
-    );
-    assert_eq!(status, 200, "{answer}");
+    enroll_yao(&server);
     server.terminate();
     assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.logs());
     assert!(!server.logs().contains("stored unencrypted"), "{}", server.logs());

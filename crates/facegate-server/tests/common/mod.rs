@@ -211,13 +211,24 @@ pub fn nec_request(
     path: &str,
     body: Option<&Value>,
 ) -> reqwest::RequestBuilder {
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    nec_request_bytes(server, creds, method, path, body)
+}
+
+/// As [`nec_request`], with a body of any bytes (not necessarily JSON).
+pub fn nec_request_bytes(
+    server: &TestServer,
+    creds: &facegate_core::ApiCredentials,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
     use aws_credential_types::Credentials;
     use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
     use aws_sigv4::sign::v4;
     use aws_smithy_runtime_api::client::identity::Identity;
 
     let url = server.url(path);
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
     let host = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
     let identity: Identity =
         Credentials::new(&creds.access_key_id, &creds.secret_access_key, None, None, "facegate-tests").into();
