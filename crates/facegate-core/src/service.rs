@@ -338,7 +338,6 @@ impl FaceService {
                     self.index.set_subject_tags(&tenant.id, &subject.id, &tags);
                 }
                 self.index.insert(template_of(&subject, &new_sample));
-                tracing::info!(tenant = %tenant.name, subject = %subject.id, "registered subject");
                 Ok((subject, new_sample.sample, found.attributes))
             },
         )
@@ -423,10 +422,6 @@ impl FaceService {
         }
         // Inserting under an existing sample id replaces that template.
         self.index.insert(template_of(&subject, &new_sample));
-        tracing::info!(
-            tenant = %tenant.name, subject = %subject.id, event = %new_sample.sample.id, replaced = replace,
-            "wrote event"
-        );
         Ok((subject, new_sample.sample, found.attributes))
     }
 
@@ -440,7 +435,6 @@ impl FaceService {
                 return Err(Error::NotFound("event"));
             }
             self.index.remove_sample(&tenant.id, event_id);
-            tracing::info!(tenant = %tenant.name, subject = %subject.id, event = %event_id, "deleted event");
             Ok(())
         })
         .await
@@ -514,7 +508,6 @@ impl FaceService {
             if !existed {
                 return Err(Error::NotFound("subject"));
             }
-            tracing::info!(tenant = %tenant.name, subject = %subject.id, "deleted subject");
             Ok(())
         })
         .await
@@ -541,32 +534,38 @@ impl FaceService {
         profile: Profile,
         image: ImageUpload,
     ) -> Result<Enrolled> {
-        audited(tenant, "enroll", format!("customer_person_id={customer_person_id}"), |e| format!("subject={} sample={}", e.subject.id, e.sample.id), async {
-            validate_name("customer_person_id", customer_person_id, MAX_ID_CHARS)?;
-            let profile = validate_profile(profile)?;
-            if self.person(tenant, customer_person_id).await.is_ok() {
-                return Err(conflict(customer_person_id));
-            }
-            let face = self.largest_face(image.bytes.clone()).await?;
-            let now = now_rfc3339();
-            let subject = Subject {
-                id: uuid::Uuid::new_v4().to_string(),
-                tenant_id: tenant.id.clone(),
-                customer_person_id: Some(customer_person_id.to_owned()),
-                profile,
-                created_at: now.clone(),
-                updated_at: now,
-            };
-            let new_sample = self.new_sample(&subject, &face, image);
-            let store = self.store.clone();
-            let (subject, new_sample) = {
-                let (subject, new_sample) = (subject.clone(), new_sample);
-                blocking(move || store.create_subject(&subject, Some(&new_sample)).map(|()| (subject, new_sample))).await?
-            };
-            self.index.insert(template_of(&subject, &new_sample));
-            tracing::info!(tenant = %tenant.name, subject = %subject.id, sample = %new_sample.sample.id, "enrolled person");
-            Ok(Enrolled { subject, sample: new_sample.sample })
-        })
+        audited(
+            tenant,
+            "enroll",
+            format!("customer_person_id={customer_person_id}"),
+            |e| format!("subject={} sample={}", e.subject.id, e.sample.id),
+            async {
+                validate_name("customer_person_id", customer_person_id, MAX_ID_CHARS)?;
+                let profile = validate_profile(profile)?;
+                if self.person(tenant, customer_person_id).await.is_ok() {
+                    return Err(conflict(customer_person_id));
+                }
+                let face = self.largest_face(image.bytes.clone()).await?;
+                let now = now_rfc3339();
+                let subject = Subject {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    tenant_id: tenant.id.clone(),
+                    customer_person_id: Some(customer_person_id.to_owned()),
+                    profile,
+                    created_at: now.clone(),
+                    updated_at: now,
+                };
+                let new_sample = self.new_sample(&subject, &face, image);
+                let store = self.store.clone();
+                let (subject, new_sample) = {
+                    let (subject, new_sample) = (subject.clone(), new_sample);
+                    blocking(move || store.create_subject(&subject, Some(&new_sample)).map(|()| (subject, new_sample)))
+                        .await?
+                };
+                self.index.insert(template_of(&subject, &new_sample));
+                Ok(Enrolled { subject, sample: new_sample.sample })
+            },
+        )
         .await
     }
 
@@ -579,29 +578,35 @@ impl FaceService {
         profile: Profile,
         image: Option<ImageUpload>,
     ) -> Result<PersonRecord> {
-        audited(tenant, "update", format!("customer_person_id={customer_person_id}"), |r| format!("subject={} added_face={}", r.subject.id, r.new_face.is_some()), async {
-            let profile = validate_profile(profile)?;
-            let mut subject = self.person(tenant, customer_person_id).await?;
-            let new_sample = match image {
-                Some(image) => {
-                    let face = self.largest_face(image.bytes.clone()).await?;
-                    Some(self.new_sample(&subject, &face, image))
+        audited(
+            tenant,
+            "update",
+            format!("customer_person_id={customer_person_id}"),
+            |r| format!("subject={} added_face={}", r.subject.id, r.new_face.is_some()),
+            async {
+                let profile = validate_profile(profile)?;
+                let mut subject = self.person(tenant, customer_person_id).await?;
+                let new_sample = match image {
+                    Some(image) => {
+                        let face = self.largest_face(image.bytes.clone()).await?;
+                        Some(self.new_sample(&subject, &face, image))
+                    }
+                    None => None,
+                };
+                subject.profile = profile;
+                subject.updated_at = now_rfc3339();
+                let store = self.store.clone();
+                let (subject, new_sample) = blocking(move || {
+                    store.update_subject(&subject, new_sample.as_ref()).map(|()| (subject, new_sample))
+                })
+                .await?;
+                if let Some(ns) = &new_sample {
+                    self.index.insert(template_of(&subject, ns));
                 }
-                None => None,
-            };
-            subject.profile = profile;
-            subject.updated_at = now_rfc3339();
-            let store = self.store.clone();
-            let (subject, new_sample) =
-                blocking(move || store.update_subject(&subject, new_sample.as_ref()).map(|()| (subject, new_sample)))
-                    .await?;
-            if let Some(ns) = &new_sample {
-                self.index.insert(template_of(&subject, ns));
-            }
-            let samples = self.samples(&subject).await?;
-            tracing::info!(tenant = %tenant.name, subject = %subject.id, added_sample = new_sample.is_some(), "updated person");
-            Ok(PersonRecord { subject, samples, new_face: new_sample.map(|ns| ns.sample.bbox) })
-        })
+                let samples = self.samples(&subject).await?;
+                Ok(PersonRecord { subject, samples, new_face: new_sample.map(|ns| ns.sample.bbox) })
+            },
+        )
         .await
     }
 
@@ -627,7 +632,6 @@ impl FaceService {
                 if !existed {
                     return Err(Error::NotFound("person"));
                 }
-                tracing::info!(tenant = %tenant.name, subject = %subject.id, "deleted person");
                 Ok(subject)
             },
         )

@@ -84,12 +84,10 @@ impl FaceService {
                     attributes_json: String::new(),
                 })
                 .collect();
-            let count = records.len();
             let store = self.store.clone();
             let stored = job.clone();
             blocking(move || store.create_bulk_job(&stored, &records)).await?;
             self.bulk_wakeup.notify_one();
-            tracing::info!(tenant = %tenant.name, batch = %job.id, files = count, "bulk register job created");
             Ok(job.id)
         })
         .await
