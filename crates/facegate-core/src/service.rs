@@ -501,14 +501,7 @@ impl FaceService {
     pub async fn delete_subject(&self, tenant: &Tenant, subject_id: &str) -> Result<()> {
         audited(tenant, "delete_subject", format!("subject={subject_id}"), |()| String::new(), async {
             let subject = self.subject(tenant, subject_id).await?;
-            let store = self.store.clone();
-            let (tid, sid) = (subject.tenant_id.clone(), subject.id.clone());
-            let existed = blocking(move || store.delete_subject(&tid, &sid)).await?;
-            self.index.remove_subject(&subject.tenant_id, &subject.id);
-            if !existed {
-                return Err(Error::NotFound("subject"));
-            }
-            Ok(())
+            self.remove_subject(&subject, "subject").await
         })
         .await
     }
@@ -625,13 +618,7 @@ impl FaceService {
             |subject| format!("subject={}", subject.id),
             async {
                 let subject = self.person(tenant, customer_person_id).await?;
-                let store = self.store.clone();
-                let (tenant_id, subject_id) = (subject.tenant_id.clone(), subject.id.clone());
-                let existed = blocking(move || store.delete_subject(&tenant_id, &subject_id)).await?;
-                self.index.remove_subject(&subject.tenant_id, &subject.id);
-                if !existed {
-                    return Err(Error::NotFound("person"));
-                }
+                self.remove_subject(&subject, "person").await?;
                 Ok(subject)
             },
         )
@@ -691,6 +678,20 @@ impl FaceService {
     }
 
     // ---- helpers ----------------------------------------------------------------------------
+
+    /// Deletes `subject` from the store and the index; `NotFound(what)` if a concurrent delete
+    /// got there first.
+    async fn remove_subject(&self, subject: &Subject, what: &'static str) -> Result<()> {
+        let store = self.store.clone();
+        let (tenant_id, subject_id) = (subject.tenant_id.clone(), subject.id.clone());
+        let existed = blocking(move || store.delete_subject(&tenant_id, &subject_id)).await?;
+        self.index.remove_subject(&subject.tenant_id, &subject.id);
+        if existed {
+            Ok(())
+        } else {
+            Err(Error::NotFound(what))
+        }
+    }
 
     async fn person(&self, tenant: &Tenant, customer_person_id: &str) -> Result<Subject> {
         let store = self.store.clone();
