@@ -78,19 +78,34 @@ pub struct BulkPage {
     pub last_evaluated_key: String,
 }
 
-/// Why a file could not be read from a tenant's image source.
+/// Why a file could not be read from a tenant's image source. What is displayed becomes the
+/// record's `reason`, which the tenant reads: it never holds a server path or an I/O message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
-    #[error("file not found")]
+    #[error("not found")]
     NotFound,
-    /// Not a plain relative name inside the tenant's area (`../`, absolute paths).
+    /// Not a plain relative name inside the tenant's area (`../`, absolute paths); the reason
+    /// names the rule broken.
     #[error("invalid filename: {0}")]
     InvalidName(String),
+    /// A directory, a symbolic link, a pipe or a device.
+    #[error("not a regular file")]
+    NotRegularFile,
     #[error("file too large: {size} bytes, the limit is {limit}")]
     TooLarge { size: u64, limit: u64 },
-    /// Worth trying again (I/O error, S3 timeout).
-    #[error("read error: {0}")]
+    /// Worth trying again (I/O error, S3 timeout). The detail is for the operator's log.
+    #[error("read error")]
     Transient(String),
+}
+
+impl SourceError {
+    /// What the operator's log should say beyond the generic reason.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            SourceError::Transient(detail) => Some(detail),
+            _ => None,
+        }
+    }
 }
 
 pub type SourceFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, SourceError>> + Send + 'a>>;

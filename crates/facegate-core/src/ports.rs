@@ -44,13 +44,15 @@ pub trait Store: Send + Sync + 'static {
     fn create_tagged_subject(&self, subject: &Subject, first_sample: &NewSample, tags: &[String]) -> Result<()>;
     fn subject_by_id(&self, tenant_id: &str, subject_id: &str) -> Result<Option<Subject>>;
     fn subject_by_customer_id(&self, tenant_id: &str, customer_person_id: &str) -> Result<Option<Subject>>;
-    /// Replaces the profile and `updated_at`, and optionally adds a sample, in one transaction.
-    fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>) -> Result<()>;
+    /// Replaces the profile and `updated_at`, optionally adds a sample, and replaces the
+    /// subject's tag labels when `tags` is given, in one transaction.
+    fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>, tags: Option<&[String]>) -> Result<()>;
     /// Samples of a subject, newest first.
     fn samples_of(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<FaceSample>>;
-    /// Replaces the sample with `sample.sample.id` (image, box, template) in one transaction;
-    /// `NotFound` if the subject has no such sample.
-    fn replace_sample(&self, subject: &Subject, sample: &NewSample) -> Result<()>;
+    /// Replaces the sample with `sample.sample.id` (image, box, template), and the subject's tag
+    /// labels when `tags` is given, in one transaction; `NotFound` if the subject has no such
+    /// sample.
+    fn replace_sample(&self, subject: &Subject, sample: &NewSample, tags: Option<&[String]>) -> Result<()>;
     /// Deletes one sample of a subject and its image file. `false` if it did not exist.
     fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool>;
     /// Deletes the subject, its samples and their image files. `false` if it did not exist.
@@ -74,8 +76,11 @@ pub trait Store: Send + Sync + 'static {
     fn bulk_job(&self, tenant_id: &str, job_id: &str) -> Result<Option<BulkJob>>;
     /// Up to `limit` records of a job with `seq` after `after` (from the start when `None`).
     fn bulk_records(&self, job_id: &str, after: Option<u64>, limit: usize) -> Result<Vec<BulkRecord>>;
-    /// Up to `limit` records still `New`, oldest job first, in request order.
-    fn pending_bulk_records(&self, limit: usize) -> Result<Vec<PendingRecord>>;
+    /// Records still `New`: for every tenant that has some, up to `per_tenant` of them, oldest
+    /// job first and in request order within a job. Tenants come in id order.
+    fn pending_bulk_records(&self, per_tenant: usize) -> Result<Vec<PendingRecord>>;
+    /// How many records of the tenant's jobs are still `New`.
+    fn queued_bulk_records(&self, tenant_id: &str) -> Result<u64>;
     /// Saves a record's progress (attempts, status, outcome).
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> Result<()>;
     /// Creates the subject with its first sample and tags and saves the (processed) record, in
@@ -94,6 +99,10 @@ pub trait Store: Send + Sync + 'static {
     /// Streams each tagged subject's tags as `(tenant_id, subject_id, tags)`, for the index at
     /// start-up.
     fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()>;
+
+    /// Whether the store can serve: it answers a query, and has room to write. `StorageFull`
+    /// when free space is below the configured headroom, `Storage` when the database fails.
+    fn check_ready(&self) -> Result<()>;
 }
 
 /// In-memory vector search, partitioned by tenant.

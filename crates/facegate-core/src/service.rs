@@ -24,8 +24,8 @@ pub const MAX_TAG_CHARS: usize = 64;
 mod audit;
 mod bulk;
 
-pub use audit::AUDIT_TARGET;
 use audit::{audit_candidates, audit_matches, audited};
+pub use audit::{escape_controls, AUDIT_TARGET};
 pub use bulk::BulkConfig;
 
 #[derive(Debug, Clone)]
@@ -110,12 +110,45 @@ pub struct FaceService {
     config: ServiceConfig,
     /// Wakes the bulk runner when a job is created.
     bulk_wakeup: tokio::sync::Notify,
+    /// Serialises the store write and the index update of one subject against another write
+    /// or a delete of the same subject, so that the index applies them in the store's order:
+    /// without it, an enroll's index insert landing after a racing delete would leave a
+    /// template of a deleted subject searchable.
+    subject_locks: SubjectLocks,
+}
+
+/// Striped locks keyed by (tenant, subject). 256 stripes make two unrelated subjects share a
+/// lock rarely, and a shared stripe only costs waiting out one store write.
+struct SubjectLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl SubjectLocks {
+    const STRIPES: usize = 256;
+
+    fn new() -> Self {
+        Self((0..Self::STRIPES).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+
+    async fn lock(&self, tenant_id: &str, subject_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (tenant_id, subject_id).hash(&mut hasher);
+        let stripe = (hasher.finish() % Self::STRIPES as u64) as usize;
+        self.0[stripe].lock().await
+    }
 }
 
 impl FaceService {
     pub fn new(engine: Arc<dyn Engine>, store: Arc<dyn Store>, index: Arc<dyn Index>, config: ServiceConfig) -> Self {
         let pool = InferencePool::new(config.inference_workers, config.inference_queue);
-        Self { engine, store, index, pool, config, bulk_wakeup: tokio::sync::Notify::new() }
+        Self {
+            engine,
+            store,
+            index,
+            pool,
+            config,
+            bulk_wakeup: tokio::sync::Notify::new(),
+            subject_locks: SubjectLocks::new(),
+        }
     }
 
     /// Fills the index with every stored template of the engine's model. Returns the count.
@@ -173,6 +206,13 @@ impl FaceService {
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
+    }
+
+    /// Whether the store answers and has room to write (the models are loaded before a
+    /// service exists).
+    pub async fn readiness(&self) -> Result<()> {
+        let store = self.store.clone();
+        blocking(move || store.check_ready()).await
     }
 
     // ---- tenants and auth -------------------------------------------------------------------
@@ -326,6 +366,7 @@ impl FaceService {
                 let new_sample =
                     self.new_sample(&subject, &found.face, ImageUpload { file_name: "event".into(), bytes: image });
                 let store = self.store.clone();
+                let _subject_lock = self.subject_locks.lock(&tenant.id, &subject.id).await;
                 let (subject, new_sample, tags) = {
                     let (subject, new_sample) = (subject.clone(), new_sample);
                     blocking(move || {
@@ -405,14 +446,13 @@ impl FaceService {
         }
         let replace = replacing.is_some();
         let store = self.store.clone();
+        let _subject_lock = self.subject_locks.lock(&subject.tenant_id, &subject.id).await;
+        // The sample and the tags in one transaction: a failure leaves neither.
         let (subject, new_sample, tags) = blocking(move || {
             if replace {
-                store.replace_sample(&subject, &new_sample)?;
+                store.replace_sample(&subject, &new_sample, tags.as_deref())?;
             } else {
-                store.update_subject(&subject, Some(&new_sample))?;
-            }
-            if let Some(tags) = &tags {
-                store.set_subject_tags(&subject.tenant_id, &subject.id, tags)?;
+                store.update_subject(&subject, Some(&new_sample), tags.as_deref())?;
             }
             Ok((subject, new_sample, tags))
         })
@@ -431,6 +471,7 @@ impl FaceService {
             let subject = self.subject(tenant, subject_id).await?;
             let store = self.store.clone();
             let (tid, sid, eid) = (subject.tenant_id.clone(), subject.id.clone(), event_id.to_owned());
+            let _subject_lock = self.subject_locks.lock(&subject.tenant_id, &subject.id).await;
             if !blocking(move || store.delete_sample(&tid, &sid, &eid)).await? {
                 return Err(Error::NotFound("event"));
             }
@@ -550,6 +591,7 @@ impl FaceService {
                 };
                 let new_sample = self.new_sample(&subject, &face, image);
                 let store = self.store.clone();
+                let _subject_lock = self.subject_locks.lock(&subject.tenant_id, &subject.id).await;
                 let (subject, new_sample) = {
                     let (subject, new_sample) = (subject.clone(), new_sample);
                     blocking(move || store.create_subject(&subject, Some(&new_sample)).map(|()| (subject, new_sample)))
@@ -589,13 +631,15 @@ impl FaceService {
                 subject.profile = profile;
                 subject.updated_at = now_rfc3339();
                 let store = self.store.clone();
+                let subject_lock = self.subject_locks.lock(&subject.tenant_id, &subject.id).await;
                 let (subject, new_sample) = blocking(move || {
-                    store.update_subject(&subject, new_sample.as_ref()).map(|()| (subject, new_sample))
+                    store.update_subject(&subject, new_sample.as_ref(), None).map(|()| (subject, new_sample))
                 })
                 .await?;
                 if let Some(ns) = &new_sample {
                     self.index.insert(template_of(&subject, ns));
                 }
+                drop(subject_lock);
                 let samples = self.samples(&subject).await?;
                 Ok(PersonRecord { subject, samples, new_face: new_sample.map(|ns| ns.sample.bbox) })
             },
@@ -684,6 +728,7 @@ impl FaceService {
     async fn remove_subject(&self, subject: &Subject, what: &'static str) -> Result<()> {
         let store = self.store.clone();
         let (tenant_id, subject_id) = (subject.tenant_id.clone(), subject.id.clone());
+        let _subject_lock = self.subject_locks.lock(&subject.tenant_id, &subject.id).await;
         let existed = blocking(move || store.delete_subject(&tenant_id, &subject_id)).await?;
         self.index.remove_subject(&subject.tenant_id, &subject.id);
         if existed {
@@ -789,7 +834,7 @@ pub fn random_token() -> String {
 /// signing secret) are stored. Shared by the service and the `tenant create` command, which
 /// works on a data directory without loading models.
 pub fn create_tenant(store: &dyn Store, name: &str) -> Result<NewTenant> {
-    validate_name("tenant name", name, MAX_ID_CHARS)?;
+    validate_tenant_name(name)?;
     let token = random_token();
     let tenant = store.create_tenant(name, &hash_secret(&token))?;
     let credentials = random_credentials();
@@ -843,6 +888,22 @@ pub fn image_extension(bytes: &[u8]) -> &'static str {
         [b'B', b'M', ..] => "bmp",
         _ => "bin",
     }
+}
+
+/// Longest tenant name, in characters.
+pub const MAX_TENANT_NAME_CHARS: usize = 64;
+
+/// Tenant names name folders (a tenant's area of the bulk bucket), so they are kept to a safe
+/// alphabet: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot. No name can then
+/// hold a `/`, be `..`, or be hidden.
+pub fn validate_tenant_name(name: &str) -> Result<()> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_TENANT_NAME_CHARS || name.starts_with('.') || !name.chars().all(safe) {
+        return Err(Error::InvalidRequest(format!(
+            "tenant name must be 1 to {MAX_TENANT_NAME_CHARS} of A-Z a-z 0-9 . _ - and not start with a dot; got {name:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_name(what: &str, value: &str, max_chars: usize) -> Result<()> {
@@ -900,6 +961,16 @@ mod tests {
         assert!(validate_name("id", "ok", 10).is_ok());
         let p = validate_profile(Profile { first_name: Some("  ".into()), ..Default::default() }).expect("ok");
         assert_eq!(p.first_name, None);
+    }
+
+    #[test]
+    fn tenant_names_cannot_name_another_folder() {
+        for ok in ["acme", "Acme-2", "a.b_c", "sandbox"] {
+            assert!(validate_tenant_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "evil/sub", "..", "evil/..", ".hidden", "a b", "ünï", "a\\b", &"x".repeat(65)] {
+            assert!(validate_tenant_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>) -> Result<()> {
+    fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>, tags: Option<&[String]>) -> Result<()> {
         let mut d = self.lock();
         let slot = d
             .subjects
@@ -202,6 +202,9 @@ impl Store for MemoryStore {
         *slot = subject.clone();
         if let Some(ns) = new_sample {
             d.samples.push((ns.sample.clone(), ns.embedding.clone(), subject.tenant_id.clone()));
+        }
+        if let Some(tags) = tags {
+            replace_tags(&mut d, &subject.tenant_id, &subject.id, tags);
         }
         Ok(())
     }
@@ -218,7 +221,7 @@ impl Store for MemoryStore {
         Ok(v)
     }
 
-    fn replace_sample(&self, subject: &Subject, sample: &NewSample) -> Result<()> {
+    fn replace_sample(&self, subject: &Subject, sample: &NewSample, tags: Option<&[String]>) -> Result<()> {
         let mut d = self.lock();
         let slot = d
             .samples
@@ -226,6 +229,9 @@ impl Store for MemoryStore {
             .find(|(s, _, t)| *t == subject.tenant_id && s.subject_id == subject.id && s.id == sample.sample.id)
             .ok_or(Error::NotFound("event"))?;
         *slot = (sample.sample.clone(), sample.embedding.clone(), subject.tenant_id.clone());
+        if let Some(tags) = tags {
+            replace_tags(&mut d, &subject.tenant_id, &subject.id, tags);
+        }
         Ok(())
     }
 
@@ -283,11 +289,7 @@ impl Store for MemoryStore {
     }
 
     fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) -> Result<()> {
-        let mut d = self.lock();
-        d.subject_tags.retain(|(t, s, _)| !(t == tenant_id && s == subject_id));
-        for tag in tags {
-            d.subject_tags.push((tenant_id.into(), subject_id.into(), tag.clone()));
-        }
+        replace_tags(&mut self.lock(), tenant_id, subject_id, tags);
         Ok(())
     }
 
@@ -316,17 +318,31 @@ impl Store for MemoryStore {
         Ok(records.iter().filter(|r| after.is_none_or(|a| r.seq > a)).take(limit).cloned().collect())
     }
 
-    fn pending_bulk_records(&self, limit: usize) -> Result<Vec<PendingRecord>> {
+    fn pending_bulk_records(&self, per_tenant: usize) -> Result<Vec<PendingRecord>> {
         let d = self.lock();
-        let mut out = Vec::new();
+        let mut out: Vec<PendingRecord> = Vec::new();
+        // Jobs are kept in creation order.
         for (job, records) in &d.bulk_jobs {
             let Some((tenant, _)) = d.tenants.iter().find(|(t, _)| t.id == job.tenant_id) else { continue };
-            for r in records.iter().filter(|r| r.status == RecordStatus::New) {
+            let taken = out.iter().filter(|p| p.tenant.id == tenant.id).count();
+            for r in records.iter().filter(|r| r.status == RecordStatus::New).take(per_tenant.saturating_sub(taken)) {
                 out.push(PendingRecord { tenant: tenant.clone(), job_id: job.id.clone(), record: r.clone() });
             }
         }
-        out.truncate(limit);
+        out.sort_by(|a, b| a.tenant.id.cmp(&b.tenant.id));
         Ok(out)
+    }
+
+    fn queued_bulk_records(&self, tenant_id: &str) -> Result<u64> {
+        let d = self.lock();
+        let queued = d
+            .bulk_jobs
+            .iter()
+            .filter(|(j, _)| j.tenant_id == tenant_id)
+            .flat_map(|(_, records)| records)
+            .filter(|r| r.status == RecordStatus::New)
+            .count();
+        Ok(queued as u64)
     }
 
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> Result<()> {
@@ -369,6 +385,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn check_ready(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()> {
         let d = self.lock();
         let mut grouped: Vec<((String, String), Vec<String>)> = Vec::new();
@@ -382,6 +402,13 @@ impl Store for MemoryStore {
             visit(&tenant, &subject, tags);
         }
         Ok(())
+    }
+}
+
+fn replace_tags(d: &mut MemoryData, tenant_id: &str, subject_id: &str, tags: &[String]) {
+    d.subject_tags.retain(|(t, s, _)| !(t == tenant_id && s == subject_id));
+    for tag in tags {
+        d.subject_tags.push((tenant_id.into(), subject_id.into(), tag.clone()));
     }
 }
 

@@ -75,6 +75,38 @@ pub struct Settings {
     pub max_database_bytes: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM before the server stops anyway.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a request's line and headers, counted from when the
+    /// connection is ready for one (accepted, or the previous answer sent). 10 s is ample for
+    /// any real client, also over a slow link, and frees a half-sent request's socket quickly.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit with no request before it is closed. 5 s, as
+    /// Apache's KeepAliveTimeout: long enough for a client's next call in a burst, short enough
+    /// that idle sockets do not pile up. Must not exceed `header_read_timeout_secs`, whose timer
+    /// also runs between requests.
+    pub keep_alive_idle_secs: u64,
+    /// Seconds a client has to send a request body once its headers are in. 120 s lets a
+    /// 10 MiB upload through at 1 Mbit/s (84 s); a client slower than that is holding a
+    /// connection, not uploading.
+    pub request_body_timeout_secs: u64,
+    /// Connections open at once. 1,024 is far more than the inference pool can serve at a time
+    /// and well within the usual file limit; beyond it a new connection replaces the one idle
+    /// the longest. Lowered at start when the process's file limit leaves less room.
+    pub max_connections: usize,
+    /// Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` / `Forwarded`
+    /// headers are believed, for the auth failure limit. Empty: every caller is its socket's
+    /// address, and no header is believed.
+    pub trusted_proxies: Vec<String>,
+    /// `/readyz` reports not ready when the data directory's disk has less free space than
+    /// this. 256 MiB leaves room for the WAL and a checkpoint after the alarm goes off.
+    pub min_free_disk_bytes: u64,
+    /// Bulk registration records a tenant may have waiting at once, over all its jobs; a job
+    /// that would go past it is refused. Two full jobs (200,000): a tenant can queue the next
+    /// job while one runs, and no tenant can fill the disk with records.
+    pub bulk_max_queued_per_tenant: u64,
+    /// Seconds one bulk file may take to read from the source before the attempt counts as a
+    /// read error. 30 s reads a 10 MiB file over a slow link; a stalled read (a hung network
+    /// share, a pipe) no longer holds up the records after it.
+    pub bulk_read_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -105,6 +137,14 @@ impl Default for Settings {
             auth_failure_refill_secs: 3,
             max_database_bytes: None,
             shutdown_grace_secs: 30,
+            header_read_timeout_secs: 10,
+            keep_alive_idle_secs: 5,
+            request_body_timeout_secs: 120,
+            max_connections: 1024,
+            trusted_proxies: Vec::new(),
+            min_free_disk_bytes: 256 << 20,
+            bulk_max_queued_per_tenant: 200_000,
+            bulk_read_timeout_secs: 30,
         }
     }
 }
@@ -135,6 +175,15 @@ impl Settings {
         }
     }
 
+    /// How connections are limited.
+    pub fn connection_limits(&self) -> crate::listener::ConnectionLimits {
+        crate::listener::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            keep_alive_idle: std::time::Duration::from_secs(self.keep_alive_idle_secs),
+            max_connections: self.max_connections,
+        }
+    }
+
     /// The bulk runner's settings: as many files at once as inference workers, or one worker
     /// fewer when each job runs several ONNX Runtime threads (they fill the cores already, and a
     /// request then finds a free worker at once).
@@ -144,6 +193,8 @@ impl Settings {
             concurrency: if self.intra_op_threads > 1 { (workers - 1).max(1) } else { workers },
             max_attempts: self.bulk_max_attempts.max(1),
             max_file_bytes: self.body_limit_bytes as u64,
+            read_timeout: std::time::Duration::from_secs(self.bulk_read_timeout_secs.max(1)),
+            max_queued_per_tenant: self.bulk_max_queued_per_tenant,
             ..Default::default()
         }
     }
@@ -162,6 +213,26 @@ impl Settings {
         if self.body_limit_bytes < 1024 {
             return Err(ConfigError::Invalid("body_limit_bytes must be at least 1024".into()));
         }
+        for (name, secs) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("keep_alive_idle_secs", self.keep_alive_idle_secs),
+            ("request_body_timeout_secs", self.request_body_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if self.keep_alive_idle_secs > self.header_read_timeout_secs {
+            return Err(ConfigError::Invalid(format!(
+                "keep_alive_idle_secs ({}) must not exceed header_read_timeout_secs ({}): the header timer also runs \
+                 while a kept-alive connection waits for its next request",
+                self.keep_alive_idle_secs, self.header_read_timeout_secs
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid("max_connections must be at least 1".into()));
+        }
+        crate::auth::forwarded::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

@@ -21,6 +21,14 @@ pub enum ApiError {
     UnsupportedContentType(String),
     #[error("no such endpoint")]
     NoRoute,
+    #[error("this endpoint does not accept that method")]
+    MethodNotAllowed,
+    /// The request body did not arrive within `request_body_timeout_secs`.
+    #[error("the request body was not received in time")]
+    RequestTimeout,
+    /// A signed request already accepted once, sent again.
+    #[error("this signed request was already accepted once; sign a new one")]
+    Replayed,
     /// Too many failed authentications from the caller's address.
     #[error("too many failed authentication attempts from this address; retry later")]
     TooManyAuthFailures { retry_after: std::time::Duration },
@@ -57,6 +65,9 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
+            ApiError::Replayed => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::TooManyAuthFailures { retry_after } => {
                 let body = serde_json::json!({"status": "fail", "message": self.to_string()});
                 return ApiError::too_many_auth_failures(*retry_after, body);

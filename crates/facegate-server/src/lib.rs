@@ -5,6 +5,8 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod http_limits;
+pub mod listener;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,10 @@ pub struct AppState {
     /// Where bulk registration jobs read files; `serve` runs the job runner when present.
     pub bulk_source: Option<Arc<dyn facegate_core::ImageSource>>,
     pub auth_throttle: Arc<auth::throttle::AuthFailureThrottle>,
+    /// Reverse proxies whose forwarded client addresses the auth limit believes.
+    pub trusted_proxies: Arc<auth::forwarded::TrustedProxies>,
+    /// Signatures of NEC ID writes already accepted.
+    pub replay_guard: Arc<auth::replay::ReplayGuard>,
 }
 
 impl AppState {
@@ -44,13 +50,27 @@ impl AppState {
             settings.auth_failure_burst,
             Duration::from_secs(settings.auth_failure_refill_secs),
         ));
-        Self { service, settings: Arc::new(settings), bulk_source, auth_throttle }
+        // `validate` has refused unparseable entries already; none reach here in `serve`.
+        let trusted_proxies = auth::forwarded::TrustedProxies::parse(&settings.trusted_proxies).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "ignoring trusted_proxies");
+            auth::forwarded::TrustedProxies::default()
+        });
+        let replay_guard = Arc::new(auth::replay::ReplayGuard::new(settings.sigv4().max_skew));
+        Self {
+            service,
+            settings: Arc::new(settings),
+            bulk_source,
+            auth_throttle,
+            trusted_proxies: Arc::new(trusted_proxies),
+            replay_guard,
+        }
     }
 }
 
 /// The whole HTTP surface: health probes plus every API dialect.
 pub fn build_router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit_bytes;
+    let body_timeout = Duration::from_secs(state.settings.request_body_timeout_secs);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -58,11 +78,14 @@ pub fn build_router(state: AppState) -> Router {
         .merge(api::necid::router(state.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(body_timeout, http_limits::body_deadline))
+        .layer(axum::middleware::from_fn(http_limits::json_error_bodies))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), tenant = tracing::field::Empty)
+                    // Debug formatting escapes whatever a client put in the path.
+                    tracing::info_span!("request", method = %req.method(), path = ?req.uri().path(), tenant = tracing::field::Empty)
                 })
                 .on_request(())
                 .on_response(|res: &Response<_>, latency: Duration, _span: &Span| {
@@ -73,31 +96,32 @@ pub fn build_router(state: AppState) -> Router {
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets in-flight requests finish.
-///
-/// TCP_NODELAY is set on every connection: clients such as Python's `requests` write a request's
-/// headers and body separately, and with Nagle's algorithm each small write can wait out a
-/// 40 ms delayed ACK, which would double the latency of a 35 ms match.
+/// Connections are limited as `listener::serve_connections` describes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
     // Jobs left unfinished by an earlier run resume here; the runner stops with the server.
     let (stop_runner, runner_stop) = tokio::sync::watch::channel(false);
     let runner = state
         .bulk_source
         .clone()
         .map(|source| tokio::spawn(state.service.clone().run_bulk_jobs(source, state.settings.bulk(), runner_stop)));
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
+    let mut limits = state.settings.connection_limits();
+    limits.max_connections = listener::effective_max_connections(limits.max_connections);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+        keep_alive_idle_secs = limits.keep_alive_idle.as_secs(),
+        "connection limits"
+    );
+    let (stop_accepting, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_accepting.send(true);
     });
-    let served =
-        axum::serve(listener, build_router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+    let served = listener::serve_connections(listener, build_router(state), limits, stopped).await;
     if let Some(mut runner) = runner {
         // Records in progress finish and are saved; the rest wait for the next start. One that
         // takes too long is abandoned unsaved and redone then.
@@ -114,10 +138,20 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready once the models are loaded, which happens before the listener opens.
-async fn readyz(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// Ready when the models are loaded (before the listener opens), the database answers, and its
+/// disk has the configured headroom; 503 with the reason otherwise.
+async fn readyz(State(state): State<AppState>) -> (axum::http::StatusCode, Json<serde_json::Value>) {
     let info = state.service.engine().model_info();
-    Json(json!({"status": "ready", "model_id": info.model_id}))
+    match state.service.readiness().await {
+        Ok(()) => (axum::http::StatusCode::OK, Json(json!({"status": "ready", "model_id": info.model_id}))),
+        Err(e) => {
+            let reason = match e {
+                facegate_core::Error::StorageFull => "free disk space is below min_free_disk_bytes",
+                _ => "the database does not answer",
+            };
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reason": reason})))
+        }
+    }
 }
 
 async fn not_found() -> error::ApiError {

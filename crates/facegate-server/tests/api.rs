@@ -577,6 +577,7 @@ async fn bulk_register_jobs_register_files_and_name_each_failure() {
     std::fs::create_dir_all(bucket.join("people")).expect("bucket");
     std::fs::write(bucket.join("yao.jpg"), asset("yaoming.jpg")).expect("write");
     std::fs::write(bucket.join("people/yao-again.jpg"), asset("yaoming.jpg")).expect("write");
+    std::fs::write(bucket.join("yao-tagged.jpg"), asset("yaoming.jpg")).expect("write");
     std::fs::write(bucket.join("notes.jpg"), b"these are not image bytes").expect("write");
     std::fs::write(bucket.join("crowd.jpg"), asset("players.jpg")).expect("write");
     let mut grey = Vec::new();
@@ -595,7 +596,7 @@ async fn bulk_register_jobs_register_files_and_name_each_failure() {
         {"filename": "missing.jpg"},
         {"filename": "../outside.jpg"},
         {"filename": "/etc/passwd"},
-        {"filename": "yao.jpg", "tags": ["no-such-tag"]},
+        {"filename": "yao-tagged.jpg", "tags": ["no-such-tag"]},
     ]});
     let (status, created_job) =
         send(nec_request(&server, &creds, "POST", "/v1.1/jobs/bulkregister", Some(&registrations))).await;
@@ -623,10 +624,10 @@ async fn bulk_register_jobs_register_files_and_name_each_failure() {
         ("notes.jpg", "Failed", "not an image"),
         ("blank.png", "Failed", "NoFace"),
         ("crowd.jpg", "Failed", "MultipleFaces"),
-        ("missing.jpg", "Failed", "file not found"),
+        ("missing.jpg", "Failed", "not found"),
         ("../outside.jpg", "Failed", "invalid filename"),
         ("/etc/passwd", "Failed", "invalid filename"),
-        ("yao.jpg", "Failed", "unknown tag 'no-such-tag'"),
+        ("yao-tagged.jpg", "Failed", "unknown tag 'no-such-tag'"),
     ];
     let expected: Vec<(String, String, String)> =
         expected.iter().map(|(f, s, r)| (f.to_string(), s.to_string(), r.to_string())).collect();
@@ -702,7 +703,7 @@ async fn bulk_jobs_page_by_a_thousand_and_resume_after_a_restart() {
     assert_eq!(seqs[1004], format!("absent/{}.jpg", 1005 - good - 1));
     let successes: Vec<&Value> = records.iter().filter(|r| r["registerStatus"] == "Success").collect();
     assert_eq!(successes.len(), good);
-    assert!(records.iter().filter(|r| r["registerStatus"] == "Failed").all(|r| r["reason"] == "file not found"));
+    assert!(records.iter().filter(|r| r["registerStatus"] == "Failed").all(|r| r["reason"] == "not found"));
     // Exactly once: one subject per good file, and no other subjects.
     let ids: std::collections::HashSet<&str> = successes.iter().filter_map(|r| r["subjectId"].as_str()).collect();
     assert_eq!(ids.len(), good);
@@ -789,7 +790,7 @@ async fn bulk_register_reads_from_an_s3_bucket() {
         .collect();
     assert_eq!(
         reasons,
-        [("Success", ""), ("Failed", "not an image"), ("Failed", "file not found"), ("Failed", "invalid filename")],
+        [("Success", ""), ("Failed", "not an image"), ("Failed", "not found"), ("Failed", "invalid filename")],
         "{records:#?}"
     );
     server.stop().await;

@@ -7,7 +7,7 @@
 //! is removed on the error path or, after a crash, by [`BlobStore::sweep`].
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -54,7 +54,8 @@ pub(crate) struct PublishedBlob {
 impl BlobStore {
     pub fn open(root: PathBuf) -> Result<Self> {
         let existed = root.is_dir();
-        fs::create_dir_all(&root).map_err(|e| StoreError::io(format!("create {}", root.display()), e))?;
+        crate::private_fs::create_dir_all(&root)
+            .map_err(|e| StoreError::io(format!("create {}", root.display()), e))?;
         if !existed {
             if let Some(parent) = root.parent() {
                 sync_dir(parent)?;
@@ -101,7 +102,7 @@ impl BlobStore {
             },
         };
         let write = || -> io::Result<()> {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&staged.tmp)?;
+            let mut file = crate::private_fs::file_options().write(true).create_new(true).open(&staged.tmp)?;
             file.write_all(bytes)?;
             file.sync_all()
         };
@@ -195,7 +196,7 @@ impl BlobStore {
             if self.durable_dirs.lock().contains(&current) {
                 continue;
             }
-            match fs::create_dir(&current) {
+            match crate::private_fs::create_dir(&current) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && current.is_dir() => {}
                 Err(e) => return Err(StoreError::io(format!("create {}", current.display()), e)),

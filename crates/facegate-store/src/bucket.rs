@@ -1,33 +1,48 @@
-//! Where bulk registration reads files: a local directory or an S3-compatible bucket, through
-//! the `object_store` crate, one area (`<tenant name>/`) per tenant.
+//! Where bulk registration reads files: a local directory or an S3-compatible bucket, one area
+//! (`<tenant name>/`) per tenant.
+//!
+//! A local bucket is read without `object_store`'s file system store, which follows symbolic
+//! links: a link in one tenant's area could point into another's, or at `/etc/passwd`. Here
+//! every path component below the bucket root is opened with `O_NOFOLLOW`, relative to the one
+//! before it, and only a regular file is read, so what is read always lies inside
+//! `<root>/<tenant>/`. A pipe or a device is refused before any read, so it cannot block.
 
-use std::path::Path;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use facegate_core::jobs::{check_filename, ImageSource, SourceError, SourceFuture};
 use facegate_core::Tenant;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, RetryConfig};
+use rustix::fs::{FileType, Mode, OFlags, CWD};
+use rustix::io::Errno;
 
 use crate::error::{Result, StoreError};
 
 /// A bucket of images, one folder per tenant.
 #[derive(Debug, Clone)]
 pub struct BucketSource {
-    store: Arc<dyn ObjectStore>,
+    backend: Backend,
     /// Where it points, for logs.
     location: String,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Local(PathBuf),
+    Object(Arc<dyn ObjectStore>),
 }
 
 impl BucketSource {
     /// Files under `root/<tenant name>/`; `root` is created if missing.
     pub fn local(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
-        let store = LocalFileSystem::new_with_prefix(root).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
-        Ok(Self { store: Arc::new(store), location: root.display().to_string() })
+        crate::private_fs::create_dir_all(root)
+            .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
+        Ok(Self { backend: Backend::Local(root.to_path_buf()), location: root.display().to_string() })
     }
 
     /// Files under `s3://bucket/prefix/<tenant name>/`. Credentials and region come from the
@@ -64,11 +79,42 @@ impl BucketSource {
         let prefix = prefix.trim_matches('/');
         let store: Arc<dyn ObjectStore> =
             if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
-        Ok(Self { store, location: url.to_owned() })
+        Ok(Self { backend: Backend::Object(store), location: url.to_owned() })
     }
 
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Moves the local area of each renamed tenant (old name, new name) to its new name, so that
+    /// files a tenant had placed before its name was made safe stay its own. An old name that
+    /// was not a plain relative path (`..`) named no area of its own and is left alone, as is an
+    /// area that is a link or whose new place is taken; an S3 bucket's objects are the
+    /// operator's to move. Each case is logged.
+    pub fn move_renamed_areas(&self, renamed: &[(String, String)]) {
+        for (old, new) in renamed {
+            let Backend::Local(root) = &self.backend else {
+                tracing::warn!(old = ?old, new = %new, location = %self.location,
+                    "a renamed tenant's bulk files must be moved to its new prefix by hand");
+                continue;
+            };
+            let from = root.join(old);
+            let to = root.join(new);
+            let plain = check_filename(old).is_ok() && !old.split('/').any(|part| part.starts_with('.'));
+            let is_dir = std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir());
+            if !plain || !is_dir || to.exists() {
+                if is_dir {
+                    tracing::warn!(old = ?old, new = %new, "left a renamed tenant's bulk folder in place; move it by hand");
+                }
+                continue;
+            }
+            match std::fs::rename(&from, &to) {
+                Ok(()) => tracing::warn!(old = ?old, new = %new, "moved a renamed tenant's bulk folder"),
+                Err(e) => {
+                    tracing::warn!(old = ?old, new = %new, error = %e, "could not move a renamed tenant's bulk folder")
+                }
+            }
+        }
     }
 }
 
@@ -76,26 +122,146 @@ impl ImageSource for BucketSource {
     fn fetch<'a>(&'a self, tenant: &'a Tenant, filename: &'a str, max_bytes: u64) -> SourceFuture<'a> {
         Box::pin(async move {
             check_filename(filename)?;
-            let path = object_store::path::Path::parse(format!("{}/{filename}", tenant.name))
-                .map_err(|e| SourceError::InvalidName(e.to_string()))?;
-            let meta = self.store.head(&path).await.map_err(source_error)?;
-            let size = meta.size as u64;
-            if size > max_bytes {
-                return Err(SourceError::TooLarge { size, limit: max_bytes });
+            match &self.backend {
+                Backend::Local(root) => {
+                    let (root, area, filename) = (root.clone(), tenant.name.clone(), filename.to_owned());
+                    tokio::task::spawn_blocking(move || read_beneath(&root, &area, &filename, max_bytes))
+                        .await
+                        .map_err(|e| SourceError::Transient(format!("read task failed: {e}")))?
+                }
+                Backend::Object(store) => fetch_object(store.as_ref(), &tenant.name, filename, max_bytes).await,
             }
-            let bytes = self.store.get(&path).await.map_err(source_error)?.bytes().await.map_err(source_error)?;
-            if bytes.len() as u64 > max_bytes {
-                return Err(SourceError::TooLarge { size: bytes.len() as u64, limit: max_bytes });
-            }
-            Ok(bytes.to_vec())
         })
     }
 }
 
-fn source_error(e: object_store::Error) -> SourceError {
+async fn fetch_object(
+    store: &dyn ObjectStore,
+    area: &str,
+    filename: &str,
+    max_bytes: u64,
+) -> std::result::Result<Vec<u8>, SourceError> {
+    let path = object_store::path::Path::parse(format!("{area}/{filename}"))
+        .map_err(|_| SourceError::InvalidName("not a valid object name".into()))?;
+    let meta = store.head(&path).await.map_err(object_error)?;
+    let size = meta.size as u64;
+    if size > max_bytes {
+        return Err(SourceError::TooLarge { size, limit: max_bytes });
+    }
+    let bytes = store.get(&path).await.map_err(object_error)?.bytes().await.map_err(object_error)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(SourceError::TooLarge { size: bytes.len() as u64, limit: max_bytes });
+    }
+    Ok(bytes.to_vec())
+}
+
+fn object_error(e: object_store::Error) -> SourceError {
     match e {
         object_store::Error::NotFound { .. } => SourceError::NotFound,
-        object_store::Error::InvalidPath { source } => SourceError::InvalidName(source.to_string()),
         other => SourceError::Transient(other.to_string()),
+    }
+}
+
+/// Reads `<root>/<area>/<filename>` opening each component below `root` without following a
+/// link. `filename` has passed `check_filename` (relative, no `.`/`..`/empty segments).
+fn read_beneath(root: &Path, area: &str, filename: &str, max_bytes: u64) -> std::result::Result<Vec<u8>, SourceError> {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open_error = |what: &str, e: Errno| match e {
+        Errno::NOENT => SourceError::NotFound,
+        // A link (ELOOP under O_NOFOLLOW), or a file where a folder was expected.
+        Errno::LOOP | Errno::NOTDIR | Errno::NXIO => SourceError::NotRegularFile,
+        other => SourceError::Transient(format!("opening {what}: {other}")),
+    };
+    let mut dir: OwnedFd =
+        rustix::fs::openat(CWD, root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| SourceError::Transient(format!("opening the bucket root {}: {e}", root.display())))?;
+    dir = rustix::fs::openat(&dir, area, dir_flags, Mode::empty()).map_err(|e| open_error("the tenant's area", e))?;
+    let mut parts = filename.split('/').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            // NONBLOCK: opening a pipe for reading would otherwise wait for a writer forever.
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(&dir, part, flags, Mode::empty()).map_err(|e| open_error("the file", e))?;
+            let stat = rustix::fs::fstat(&fd).map_err(|e| SourceError::Transient(format!("stat: {e}")))?;
+            if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+                return Err(SourceError::NotRegularFile);
+            }
+            let size = u64::try_from(stat.st_size).unwrap_or(0);
+            if size > max_bytes {
+                return Err(SourceError::TooLarge { size, limit: max_bytes });
+            }
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            std::fs::File::from(fd)
+                .take(max_bytes + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| SourceError::Transient(format!("reading: {e}")))?;
+            if bytes.len() as u64 > max_bytes {
+                return Err(SourceError::TooLarge { size: bytes.len() as u64, limit: max_bytes });
+            }
+            return Ok(bytes);
+        }
+        dir = rustix::fs::openat(&dir, part, dir_flags, Mode::empty()).map_err(|e| open_error("a folder", e))?;
+    }
+    Err(SourceError::InvalidName("empty".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn tenant(name: &str) -> Tenant {
+        Tenant { id: format!("id-{name}"), name: name.into(), created_at: String::new() }
+    }
+
+    #[tokio::test]
+    async fn only_regular_files_inside_the_tenants_area_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("bucket");
+        let source = BucketSource::local(&root).expect("source");
+        for area in ["a", "b", "a/sub"] {
+            std::fs::create_dir_all(root.join(area)).expect("mkdir");
+        }
+        std::fs::write(root.join("a/ok.jpg"), b"mine").expect("write");
+        std::fs::write(root.join("a/sub/deep.jpg"), b"deep").expect("write");
+        std::fs::write(root.join("b/secret.jpg"), b"b's face").expect("write");
+        symlink(root.join("b/secret.jpg"), root.join("a/link.jpg")).expect("file link");
+        symlink(root.join("b"), root.join("a/other")).expect("folder link");
+        symlink("/etc/passwd", root.join("a/passwd.jpg")).expect("link out");
+        symlink(root.join("a/loop.jpg"), root.join("a/loop.jpg")).expect("loop");
+        std::fs::create_dir(root.join("a/folder.jpg")).expect("folder");
+        let fifo = std::process::Command::new("mkfifo").arg(root.join("a/pipe.png")).status().expect("mkfifo");
+        assert!(fifo.success());
+
+        let a = tenant("a");
+        assert_eq!(source.fetch(&a, "ok.jpg", 100).await, Ok(b"mine".to_vec()));
+        assert_eq!(source.fetch(&a, "sub/deep.jpg", 100).await, Ok(b"deep".to_vec()));
+        assert_eq!(source.fetch(&a, "missing.jpg", 100).await, Err(SourceError::NotFound));
+        for name in ["link.jpg", "other/secret.jpg", "passwd.jpg", "loop.jpg", "folder.jpg", "pipe.png"] {
+            let started = std::time::Instant::now();
+            let got = source.fetch(&a, name, 100).await;
+            assert_eq!(got, Err(SourceError::NotRegularFile), "{name}");
+            assert!(started.elapsed() < Duration::from_secs(2), "{name} must not block");
+            let reason = got.expect_err("refused").to_string();
+            assert!(!reason.contains('/'), "no path in the reason: {reason}");
+        }
+        assert_eq!(source.fetch(&a, "ok.jpg", 2).await, Err(SourceError::TooLarge { size: 4, limit: 2 }));
+        // The area itself as a link.
+        symlink(root.join("b"), root.join("c")).expect("area link");
+        assert_eq!(source.fetch(&tenant("c"), "secret.jpg", 100).await, Err(SourceError::NotRegularFile));
+    }
+
+    #[test]
+    fn a_renamed_tenants_area_moves_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("bucket");
+        let source = BucketSource::local(&root).expect("source");
+        std::fs::create_dir_all(root.join("evil/sub")).expect("mkdir");
+        std::fs::write(root.join("evil/sub/1.jpg"), b"x").expect("write");
+        source.move_renamed_areas(&[("evil/sub".into(), "evil-sub".into()), ("..".into(), "--".into())]);
+        assert!(root.join("evil-sub/1.jpg").is_file());
+        assert!(!root.join("evil/sub").exists());
+        assert!(!root.join("--").exists(), "'..' named no area of its own");
     }
 }

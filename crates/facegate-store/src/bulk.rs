@@ -63,25 +63,45 @@ impl SqliteStore {
         Ok(records)
     }
 
-    pub(crate) fn pending_bulk_records_impl(&self, limit: usize) -> Result<Vec<PendingRecord>> {
+    pub(crate) fn pending_bulk_records_impl(&self, per_tenant: usize) -> Result<Vec<PendingRecord>> {
         let conn = self.reader()?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let per_tenant = i64::try_from(per_tenant).unwrap_or(i64::MAX);
+        // Tenant by tenant, so that each query stops after `per_tenant` rows of the pending
+        // index instead of sorting every waiting record of every job.
+        let tenants: Vec<Tenant> = conn
+            .prepare_cached(
+                "SELECT t.id, t.name, t.created_at FROM tenants t WHERE EXISTS ( \
+                   SELECT 1 FROM bulk_jobs j JOIN bulk_records r ON r.job_id = j.id AND r.processed = 0 \
+                   WHERE j.tenant_id = t.id) ORDER BY t.id",
+            )?
+            .query_map([], |row| Ok(Tenant { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? }))?
+            .collect::<rusqlite::Result<_>>()?;
         let columns = RECORD_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ");
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {columns}, j.id, t.id, t.name, t.created_at FROM bulk_records r \
-             JOIN bulk_jobs j ON j.id = r.job_id JOIN tenants t ON t.id = j.tenant_id \
-             WHERE r.processed = 0 ORDER BY j.created_at, j.id, r.seq LIMIT ?1"
+            "SELECT {columns}, j.id FROM bulk_jobs j JOIN bulk_records r ON r.job_id = j.id AND r.processed = 0 \
+             WHERE j.tenant_id = ?1 ORDER BY j.created_at, j.id, r.seq LIMIT ?2"
         ))?;
-        let pending = stmt
-            .query_map([limit], |row| {
-                Ok(PendingRecord {
-                    record: record_from_row(row)?,
-                    job_id: row.get(11)?,
-                    tenant: Tenant { id: row.get(12)?, name: row.get(13)?, created_at: row.get(14)? },
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let mut pending = Vec::new();
+        for tenant in tenants {
+            let rows = stmt.query_map(params![tenant.id, per_tenant], |row| {
+                Ok(PendingRecord { record: record_from_row(row)?, job_id: row.get(11)?, tenant: tenant.clone() })
+            })?;
+            for row in rows {
+                pending.push(row?);
+            }
+        }
         Ok(pending)
+    }
+
+    pub(crate) fn queued_bulk_records_impl(&self, tenant_id: &str) -> Result<u64> {
+        let conn = self.reader()?;
+        let queued: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM bulk_records r JOIN bulk_jobs j ON j.id = r.job_id \
+                 WHERE j.tenant_id = ?1 AND r.processed = 0",
+            )?
+            .query_row([tenant_id], |row| row.get(0))?;
+        Ok(u64::try_from(queued).unwrap_or(0))
     }
 
     pub(crate) fn save_bulk_record_impl(&self, job_id: &str, record: &BulkRecord) -> Result<()> {

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 mod lock;
 mod migrations;
+pub mod private_fs;
 mod rotate;
 mod sqlite;
 

@@ -6,7 +6,7 @@
 //! can be writing image files, which lets the start-up sweep remove every stale temporary file
 //! a crash left, however young.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::Path;
 
 use crate::error::{Result, StoreError};
@@ -22,7 +22,7 @@ impl DataDirLock {
     /// Takes the lock, or fails at once if another process holds it.
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock> {
         let path = data_dir.join("facegate.lock");
-        let file = OpenOptions::new()
+        let file = crate::private_fs::file_options()
             .create(true)
             .truncate(false)
             .write(true)

@@ -1,7 +1,6 @@
 //! [`SqliteStore`]: the embedded default [`Store`], one SQLite file in WAL mode plus the image
 //! files beside it.
 
-use std::fs;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +14,7 @@ use crate::blobs::{BlobInfo, BlobStore, StagedBlob};
 use crate::crypto::DataKey;
 use crate::error::{unique_violation, Result, StoreError, UniqueKind};
 use crate::migrations;
+use crate::private_fs;
 
 /// Long enough to ride out another process's checkpoint, short enough that a stuck lock
 /// surfaces as an error instead of a hung request.
@@ -41,6 +41,8 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Seals templates and image files when the data directory is encrypted.
     key: Option<DataKey>,
+    renamed_tenants: Vec<(String, String)>,
+    min_free_disk_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl SqliteStore {
@@ -50,13 +52,27 @@ impl SqliteStore {
         Self::open_with_key(data_dir, None)
     }
 
-    /// Opens the store with templates and images encrypted under `key`, or in the clear when
-    /// `None`. A directory encrypted under another key, or opened without its key, is refused;
-    /// so is encrypting a directory that already holds plaintext data (`facegate keys rotate`
-    /// does that).
+    /// Opens the store beside the process that holds the data directory (say, `tenant create`
+    /// next to a running server), with templates and images encrypted under `key`, or in the
+    /// clear when `None`. The key is only checked: a directory encrypted under another key, or
+    /// opened without its key, is refused, and so is a key given for a plaintext directory.
+    /// Only the holder of the directory's lock changes its encryption ([`Self::open_locked`]).
     pub fn open_with_key(data_dir: &Path, key: Option<DataKey>) -> Result<SqliteStore> {
-        fs::create_dir_all(data_dir).map_err(|e| StoreError::io(format!("create {}", data_dir.display()), e))?;
+        Self::open_inner(data_dir, key, None)
+    }
+
+    /// Opens the store as the one process holding `lock`: as [`Self::open_with_key`], but a key
+    /// given for a directory without faces marks it encrypted, and tenant names from before the
+    /// safe alphabet are renamed (see [`Self::renamed_tenants`]).
+    pub fn open_locked(data_dir: &Path, key: Option<DataKey>, lock: &crate::DataDirLock) -> Result<SqliteStore> {
+        Self::open_inner(data_dir, key, Some(lock))
+    }
+
+    fn open_inner(data_dir: &Path, key: Option<DataKey>, owner: Option<&crate::DataDirLock>) -> Result<SqliteStore> {
+        private_fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::io(format!("create {}", data_dir.display()), e))?;
         let db_path = data_dir.join("facegate.db");
+        make_private(data_dir, &db_path)?;
         let mut writer = Connection::open(&db_path)?;
         configure(&writer)?;
         let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -65,10 +81,34 @@ impl SqliteStore {
             tracing::warn!(%mode, path = %db_path.display(), "SQLite refused WAL mode");
         }
         let version = migrations::migrate(&mut writer)?;
-        check_key(&writer, key.as_ref())?;
+        check_key(&writer, key.as_ref(), owner.is_some())?;
+        let renamed_tenants = match owner {
+            Some(_) => rename_unsafe_tenants(&mut writer)?,
+            None => Vec::new(),
+        };
         let blobs = BlobStore::open(data_dir.join("images"))?;
         tracing::debug!(path = %db_path.display(), version, encrypted = key.is_some(), "opened SQLite store");
-        Ok(SqliteStore { db_path, blobs, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), key })
+        Ok(SqliteStore {
+            db_path,
+            blobs,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            key,
+            renamed_tenants,
+            min_free_disk_bytes: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Tenants renamed at this open because their names did not fit the safe alphabet, as
+    /// (old name, new name).
+    pub fn renamed_tenants(&self) -> &[(String, String)] {
+        &self.renamed_tenants
+    }
+
+    /// Below this many free bytes on the data directory's disk, [`Store::check_ready`] reports
+    /// the store not ready.
+    pub fn set_min_free_disk_bytes(&self, bytes: u64) {
+        self.min_free_disk_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Removes image files that have no row (left by a crash between writing a file and
@@ -259,7 +299,12 @@ impl SqliteStore {
         })
     }
 
-    fn update_subject_impl(&self, subject: &Subject, new_sample: Option<&NewSample>) -> Result<()> {
+    fn update_subject_impl(
+        &self,
+        subject: &Subject,
+        new_sample: Option<&NewSample>,
+        tags: Option<&[String]>,
+    ) -> Result<()> {
         let staged = self.stage(subject, new_sample)?;
         self.write_with_image(staged, |tx, blob| {
             let p = &subject.profile;
@@ -283,13 +328,16 @@ impl SqliteStore {
             if let (Some(ns), Some(blob)) = (new_sample, blob) {
                 insert_sample(tx, self.key.as_ref(), &subject.tenant_id, ns, blob)?;
             }
+            if let Some(tags) = tags {
+                replace_subject_tags(tx, &subject.tenant_id, &subject.id, tags)?;
+            }
             Ok(())
         })
     }
 
     /// Swaps the face of one sample in one transaction: the new row keeps the sample id, the
     /// old image file is removed after the commit.
-    fn replace_sample_impl(&self, subject: &Subject, sample: &NewSample) -> Result<()> {
+    fn replace_sample_impl(&self, subject: &Subject, sample: &NewSample, tags: Option<&[String]>) -> Result<()> {
         let staged = self.stage(subject, Some(sample))?;
         let old_path = self.write_with_image(staged, |tx, blob| {
             let old_path: Option<String> = tx
@@ -305,6 +353,9 @@ impl SqliteStore {
             insert_sample(tx, self.key.as_ref(), &subject.tenant_id, sample, blob)?;
             tx.prepare_cached("UPDATE subjects SET updated_at = ?3 WHERE tenant_id = ?1 AND id = ?2")?
                 .execute(params![subject.tenant_id, subject.id, subject.updated_at])?;
+            if let Some(tags) = tags {
+                replace_subject_tags(tx, &subject.tenant_id, &subject.id, tags)?;
+            }
             Ok(old_path)
         })?;
         if let Some(path) = old_path {
@@ -636,8 +687,13 @@ impl Store for SqliteStore {
         Ok(subject)
     }
 
-    fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>) -> facegate_core::Result<()> {
-        Ok(self.update_subject_impl(subject, new_sample)?)
+    fn update_subject(
+        &self,
+        subject: &Subject,
+        new_sample: Option<&NewSample>,
+        tags: Option<&[String]>,
+    ) -> facegate_core::Result<()> {
+        Ok(self.update_subject_impl(subject, new_sample, tags)?)
     }
 
     fn samples_of(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<Vec<FaceSample>> {
@@ -654,8 +710,13 @@ impl Store for SqliteStore {
         Ok(samples)
     }
 
-    fn replace_sample(&self, subject: &Subject, sample: &NewSample) -> facegate_core::Result<()> {
-        Ok(self.replace_sample_impl(subject, sample)?)
+    fn replace_sample(
+        &self,
+        subject: &Subject,
+        sample: &NewSample,
+        tags: Option<&[String]>,
+    ) -> facegate_core::Result<()> {
+        Ok(self.replace_sample_impl(subject, sample, tags)?)
     }
 
     fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> facegate_core::Result<bool> {
@@ -678,8 +739,12 @@ impl Store for SqliteStore {
         Ok(self.bulk_records_impl(job_id, after, limit)?)
     }
 
-    fn pending_bulk_records(&self, limit: usize) -> facegate_core::Result<Vec<PendingRecord>> {
-        Ok(self.pending_bulk_records_impl(limit)?)
+    fn pending_bulk_records(&self, per_tenant: usize) -> facegate_core::Result<Vec<PendingRecord>> {
+        Ok(self.pending_bulk_records_impl(per_tenant)?)
+    }
+
+    fn queued_bulk_records(&self, tenant_id: &str) -> facegate_core::Result<u64> {
+        Ok(self.queued_bulk_records_impl(tenant_id)?)
     }
 
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> facegate_core::Result<()> {
@@ -703,6 +768,34 @@ impl Store for SqliteStore {
 
     fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> facegate_core::Result<()> {
         Ok(self.for_each_subject_tags_impl(visit)?)
+    }
+
+    fn check_ready(&self) -> facegate_core::Result<()> {
+        let answered: rusqlite::Result<i64> =
+            self.reader().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e))).and_then(|conn| {
+                // Reads the schema cookie from the file, so a database that cannot be read fails.
+                conn.query_row("PRAGMA schema_version", [], |row| row.get(0))
+            });
+        if let Err(e) = answered {
+            tracing::warn!(error = %e, "readiness: the database does not answer");
+            return Err(facegate_core::Error::Storage("the database does not answer".into()));
+        }
+        let min_free = self.min_free_disk_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let dir = self.db_path.parent().unwrap_or(Path::new("."));
+        match rustix::fs::statvfs(dir) {
+            Ok(stats) => {
+                let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+                if free < min_free {
+                    tracing::warn!(free_bytes = free, min_free_disk_bytes = min_free, "readiness: disk nearly full");
+                    return Err(facegate_core::Error::StorageFull);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: cannot read the free disk space");
+                Err(facegate_core::Error::Storage("cannot read the free disk space".into()))
+            }
+        }
     }
 }
 
@@ -733,6 +826,76 @@ impl Drop for Reader<'_> {
             }
         }
     }
+}
+
+/// Creates the database file 0600 before SQLite does (SQLite gives its WAL and shared-memory
+/// files the database's mode), and takes group and world access away from an older directory.
+fn make_private(data_dir: &Path, db_path: &Path) -> Result<()> {
+    let io = |what: &Path, e| StoreError::io(format!("restricting access to {}", what.display()), e);
+    private_fs::restrict(data_dir, private_fs::DIR_MODE).map_err(|e| io(data_dir, e))?;
+    if !db_path.exists() {
+        private_fs::file_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(db_path)
+            .map_err(|e| io(db_path, e))?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db_path.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        private_fs::restrict(&path, private_fs::FILE_MODE).map_err(|e| io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Renames tenants whose names predate the safe alphabet (`facegate_core::service::
+/// validate_tenant_name`): a name holding `/`, `..` or a leading dot could name another tenant's
+/// bulk folder. Each character outside the alphabet becomes `-`, leading dots become `-`, and a
+/// number is added when the result is taken. Returns (old, new) for each rename.
+fn rename_unsafe_tenants(conn: &mut Connection) -> Result<Vec<(String, String)>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let names: Vec<(String, String)> = {
+        let mut stmt = tx.prepare("SELECT id, name FROM tenants ORDER BY rowid")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut taken: std::collections::HashSet<String> = names.iter().map(|(_, n)| n.clone()).collect();
+    let mut renamed = Vec::new();
+    for (id, name) in names {
+        if facegate_core::service::validate_tenant_name(&name).is_ok() {
+            continue;
+        }
+        let base = safe_tenant_name(&name);
+        let mut candidate = base.clone();
+        let mut n = 2;
+        while taken.contains(&candidate) {
+            candidate = format!("{base}-{n}");
+            n += 1;
+        }
+        tx.execute("UPDATE tenants SET name = ?2 WHERE id = ?1", params![id, candidate])?;
+        tracing::warn!(old = ?name, new = %candidate, "renamed a tenant whose name did not fit the safe alphabet");
+        taken.insert(candidate.clone());
+        renamed.push((name, candidate));
+    }
+    tx.commit()?;
+    Ok(renamed)
+}
+
+/// `name` in the safe tenant alphabet.
+fn safe_tenant_name(name: &str) -> String {
+    let mut safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .take(facegate_core::service::MAX_TENANT_NAME_CHARS - 4)
+        .collect();
+    let dots = safe.len() - safe.trim_start_matches('.').len();
+    safe.replace_range(..dots, &"-".repeat(dots));
+    if safe.is_empty() {
+        safe.push_str("tenant");
+    }
+    safe
 }
 
 /// Settings that are per connection, so every connection needs them.
@@ -899,7 +1062,10 @@ pub(crate) fn recorded_key_id(conn: &Connection) -> Result<Option<String>> {
 }
 
 /// Refuses a key that does not match the directory's, and a directory opened without its key.
-fn check_key(conn: &Connection, key: Option<&DataKey>) -> Result<()> {
+/// A key for a directory with no recorded key is recorded only by the lock holder (`may_record`)
+/// and only while the directory holds no faces; anyone else is refused, so that a side process
+/// can never mark a live plaintext directory encrypted under the server's feet.
+fn check_key(conn: &Connection, key: Option<&DataKey>, may_record: bool) -> Result<()> {
     match (recorded_key_id(conn)?, key) {
         (None, None) => Ok(()),
         (Some(recorded), Some(key)) if recorded == key.id_hex() => Ok(()),
@@ -910,6 +1076,11 @@ fn check_key(conn: &Connection, key: Option<&DataKey>) -> Result<()> {
         (Some(recorded), None) => Err(StoreError::Key(format!(
             "the data directory is encrypted (key {recorded}); give its key with --encryption-key-file"
         ))),
+        (None, Some(_)) if !may_record => Err(StoreError::Key(
+            "the data directory is not encrypted, and a key was given. Only `facegate serve` or `facegate keys \
+             rotate --new-key-file` sets a directory's key; give no key here, or encrypt the directory first"
+                .into(),
+        )),
         (None, Some(key)) => {
             let has_samples: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM face_samples)", [], |r| r.get(0))?;
             if has_samples {
@@ -981,6 +1152,8 @@ fn sample_from_row(row: &Row<'_>) -> rusqlite::Result<FaceSample> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn pragma(conn: &Connection, name: &str) -> String {
@@ -1007,6 +1180,61 @@ mod tests {
         }
         assert_eq!(pragma(&reader, "query_only"), "1");
         assert!(reader.execute_batch("DELETE FROM tenants").is_err(), "readers must not write");
+    }
+
+    #[test]
+    fn unsafe_tenant_names_are_renamed_by_the_lock_holder_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            store
+                .write(|tx| {
+                    for (id, name) in [("1", "evil/sub"), ("2", ".."), ("3", "evil/.."), ("4", "evil-sub"), ("5", "ok")]
+                    {
+                        tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, '')", [id, name])?;
+                    }
+                    Ok(())
+                })
+                .expect("seed");
+        }
+        let side = SqliteStore::open(dir.path()).expect("side process");
+        assert!(side.renamed_tenants().is_empty(), "only the lock holder renames");
+        drop(side);
+        let lock = crate::DataDirLock::acquire(dir.path()).expect("lock");
+        let store = SqliteStore::open_locked(dir.path(), None, &lock).expect("open locked");
+        let renamed: Vec<(&str, &str)> =
+            store.renamed_tenants().iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(renamed, vec![("evil/sub", "evil-sub-2"), ("..", "--"), ("evil/..", "evil-..")]);
+        for t in store.list_tenants().expect("list") {
+            assert!(facegate_core::service::validate_tenant_name(&t.name).is_ok(), "{}", t.name);
+        }
+        drop(store);
+        let again = SqliteStore::open_locked(dir.path(), None, &lock).expect("reopen");
+        assert!(again.renamed_tenants().is_empty(), "nothing left to rename");
+    }
+
+    #[test]
+    fn files_and_folders_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let store = SqliteStore::open(&data).expect("open");
+        store.create_tenant("t", "h").expect("write");
+        for path in [data.clone(), data.join("images")] {
+            let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", path.display());
+        }
+        for name in ["facegate.db", "facegate.db-wal", "facegate.db-shm"] {
+            let mode = fs::metadata(data.join(name)).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        // An older, world-readable directory is tightened at open.
+        drop(store);
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(data.join("facegate.db"), fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(SqliteStore::open(&data).expect("reopen"));
+        assert_eq!(fs::metadata(&data).expect("meta").permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(data.join("facegate.db")).expect("meta").permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -1059,6 +1287,63 @@ mod tests {
         let mut seen = Vec::new();
         store.for_each_template_impl("m", &mut |t| seen.push((t.sample_id, t.embedding))).expect("stream");
         assert_eq!(seen, vec![("good".to_owned(), vec![1.0])]);
+    }
+
+    fn sample_of(subject: &Subject, id: &str) -> NewSample {
+        NewSample {
+            sample: FaceSample {
+                id: id.into(),
+                subject_id: subject.id.clone(),
+                image_name: format!("enroll/{id}.jpg"),
+                bbox: BoundingBox::default(),
+                detector_score: 0.9,
+                model_id: "m".into(),
+                created_at: String::new(),
+            },
+            embedding: vec![1.0, 0.0],
+            image: id.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_event_and_its_tags_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let tenant = store.create_tenant("t", "h").expect("tenant");
+        let subject = Subject {
+            id: "s".into(),
+            tenant_id: tenant.id.clone(),
+            customer_person_id: None,
+            profile: Profile::default(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        store.create_tagged_subject(&subject, &sample_of(&subject, "e1"), &["a".into()]).expect("subject");
+        // A tag write that fails, after the event's rows in the same transaction.
+        store
+            .write(|tx| {
+                tx.execute_batch(
+                    "CREATE TRIGGER boom BEFORE INSERT ON subject_tags WHEN NEW.tag = 'boom' \
+                     BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+                )?;
+                Ok(())
+            })
+            .expect("trigger");
+        let boom = ["boom".to_owned()];
+        assert!(store.update_subject(&subject, Some(&sample_of(&subject, "e2")), Some(&boom)).is_err());
+        let mut replacement = sample_of(&subject, "e1");
+        replacement.sample.image_name = "enroll/e1-new.jpg".into();
+        assert!(store.replace_sample(&subject, &replacement, Some(&boom)).is_err());
+        let samples = store.samples_of(&tenant.id, "s").expect("samples");
+        assert_eq!(samples.len(), 1, "the added event was rolled back with its tags");
+        assert_eq!(samples[0].image_name, "enroll/e1.jpg", "the replaced event was rolled back with its tags");
+        assert_eq!(store.subject_tags(&tenant.id, "s").expect("tags"), vec!["a".to_owned()]);
+        let images = fs::read_dir(dir.path().join("images").join(&tenant.id).join("enroll")).expect("dir").count();
+        assert_eq!(images, 1, "no image file left by the failed writes");
+
+        store.update_subject(&subject, Some(&sample_of(&subject, "e3")), Some(&["b".into()])).expect("update");
+        assert_eq!(store.subject_tags(&tenant.id, "s").expect("tags"), vec!["b".to_owned()]);
+        assert_eq!(store.samples_of(&tenant.id, "s").expect("samples").len(), 2);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Store, Subject, Template, Tenant};
-use facegate_store::{rotate_key, DataKey, SqliteStore};
+use facegate_store::{rotate_key, DataDirLock, DataKey, SqliteStore};
 
 /// The start of a JFIF file, as every JPEG from a camera or `image` begins.
 const JPEG_HEAD: &[u8] = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00";
@@ -127,10 +127,32 @@ fn plaintext_directories_show_their_faces_which_is_what_encryption_prevents() {
     assert!(!files_containing(dir.path(), &f16_bytes(&enrolled[0].embedding)[..64]).is_empty());
 }
 
+/// Opens a new directory with `key` as `facegate serve` does: holding the directory's lock, the
+/// one condition under which a key is recorded.
+fn open_as_holder(dir: &Path, key: DataKey) -> (SqliteStore, DataDirLock) {
+    let lock = DataDirLock::acquire(dir).expect("lock");
+    let store = SqliteStore::open_locked(dir, Some(key), &lock).expect("open");
+    (store, lock)
+}
+
+#[test]
+fn a_side_process_never_records_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(SqliteStore::open(dir.path()).expect("a plaintext directory, no faces yet"));
+    let refused = SqliteStore::open_with_key(dir.path(), Some(key(1))).err().expect("refused");
+    assert!(refused.to_string().contains("not encrypted"), "{refused}");
+    // Nothing was recorded: the directory still opens without a key.
+    drop(SqliteStore::open(dir.path()).expect("still plaintext"));
+    // The lock holder may mark it, while it holds no faces.
+    let (store, _lock) = open_as_holder(dir.path(), key(1));
+    drop(store);
+    assert!(SqliteStore::open(dir.path()).is_err(), "now encrypted");
+}
+
 #[test]
 fn encrypted_directories_reveal_no_face_and_no_template() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open_with_key(dir.path(), Some(key(1))).expect("open");
+    let (store, lock) = open_as_holder(dir.path(), key(1));
     let enrolled = enroll_two(&store);
     let loaded = templates(&store);
     assert_eq!(loaded.len(), 2);
@@ -138,6 +160,7 @@ fn encrypted_directories_reveal_no_face_and_no_template() {
         assert_close(&t.embedding, &ns.embedding);
     }
     drop(store);
+    drop(lock);
 
     assert_eq!(files_containing(dir.path(), JPEG_HEAD), Vec::<String>::new());
     assert_eq!(files_containing(dir.path(), b"JFIF"), Vec::<String>::new());
@@ -158,9 +181,10 @@ fn encrypted_directories_reveal_no_face_and_no_template() {
 #[test]
 fn rotation_re_encrypts_everything_and_can_be_rerun() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open_with_key(dir.path(), Some(key(1))).expect("open");
+    let (store, lock) = open_as_holder(dir.path(), key(1));
     let enrolled = enroll_two(&store);
     drop(store);
+    drop(lock);
 
     let report = rotate_key(dir.path(), Some(&key(1)), &key(2)).expect("rotate");
     assert_eq!((report.templates, report.images, report.already_rotated), (2, 2, 0));

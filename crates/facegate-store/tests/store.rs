@@ -110,12 +110,12 @@ fn subjects_and_samples_round_trip() {
     will.profile = Profile { first_name: Some("Willard".into()), ..Profile::default() };
     will.updated_at = "2024-02-02T00:00:00.000000Z".into();
     let second = sample("subj-1", "sample-2", "2024-02-02T00:00:00.000000Z", "m@1", 0.25);
-    store.update_subject(&will, Some(&second)).expect("update");
+    store.update_subject(&will, Some(&second), None).expect("update");
     assert_eq!(store.subject_by_id(&tenant.id, "subj-1").expect("by id"), Some(will.clone()));
     // Same timestamp: the later insert still comes first.
     let third = sample("subj-1", "sample-3", "2024-02-02T00:00:00.000000Z", "m@2", 0.125);
-    store.update_subject(&will, Some(&third)).expect("update");
-    store.update_subject(&will, None).expect("profile only");
+    store.update_subject(&will, Some(&third), None).expect("update");
+    store.update_subject(&will, None, None).expect("profile only");
     let ids: Vec<_> = store.samples_of(&tenant.id, "subj-1").expect("samples").into_iter().map(|s| s.id).collect();
     assert_eq!(ids, ["sample-3", "sample-2", "sample-1"]);
 
@@ -137,7 +137,7 @@ fn subjects_and_samples_round_trip() {
     // Updating a subject that does not exist is NotFound, and leaves no file behind.
     let ghost = subject(&tenant, "ghost", Some("ghost"));
     let orphan = sample("ghost", "sample-g", "2024-03-03T00:00:00.000000Z", "m@1", 0.1);
-    assert!(matches!(store.update_subject(&ghost, Some(&orphan)), Err(Error::NotFound(_))));
+    assert!(matches!(store.update_subject(&ghost, Some(&orphan), None), Err(Error::NotFound(_))));
     assert!(!store.image_path(&tenant.id, &orphan.sample.image_name).expect("path").exists());
 }
 
@@ -213,7 +213,9 @@ fn delete_removes_rows_and_files() {
     let store = open(dir.path());
     let t = store.create_tenant("t", "h").expect("tenant");
     store.create_subject(&subject(&t, "gone", Some("gone")), Some(&sample("gone", "g1", "1", "m", 0.1))).expect("s");
-    store.update_subject(&subject(&t, "gone", Some("gone")), Some(&sample("gone", "g2", "2", "m", 0.2))).expect("u");
+    store
+        .update_subject(&subject(&t, "gone", Some("gone")), Some(&sample("gone", "g2", "2", "m", 0.2)), None)
+        .expect("u");
     store.create_subject(&subject(&t, "kept", Some("kept")), Some(&sample("kept", "k1", "1", "m", 0.3))).expect("s");
     let gone_files: Vec<_> = ["g1", "g2"]
         .iter()
@@ -258,7 +260,7 @@ fn tenants_cannot_reach_each_others_subjects() {
     assert!(!store.delete_subject(&b.id, "sa").expect("delete"));
     let mut hijack = subject(&b, "sa", Some("alice"));
     hijack.profile.first_name = Some("Mallory".into());
-    assert!(matches!(store.update_subject(&hijack, None), Err(Error::NotFound(_))));
+    assert!(matches!(store.update_subject(&hijack, None, None), Err(Error::NotFound(_))));
     let intact = store.subject_by_id(&a.id, "sa").expect("lookup").expect("still there");
     assert_eq!(intact.profile.first_name.as_deref(), Some("Will"));
     assert_eq!(store.samples_of(&a.id, "sa").expect("samples").len(), 1);
@@ -370,7 +372,7 @@ fn replacing_a_sample_keeps_its_id_and_swaps_the_image() {
     store.create_subject(&s, Some(&sample("s1", "e1", "2024-01-01T00:00:00.000000Z", "m", 0.5))).expect("create");
     let mut replacement = sample("s1", "e1", "2024-02-01T00:00:00.000000Z", "m", 0.25);
     replacement.sample.image_name = "enroll/e1_NewName.jpg".into();
-    store.replace_sample(&s, &replacement).expect("replace");
+    store.replace_sample(&s, &replacement, None).expect("replace");
     let samples = store.samples_of(&a.id, "s1").expect("samples");
     assert_eq!(samples.len(), 1);
     assert_eq!(samples[0].image_name, "enroll/e1_NewName.jpg");
@@ -380,7 +382,7 @@ fn replacing_a_sample_keeps_its_id_and_swaps_the_image() {
     assert_eq!(templates(&store, "m")[0].embedding[0], 0.25);
     let mut ghost = sample("s1", "nope", "2024-02-01T00:00:00.000000Z", "m", 0.1);
     ghost.sample.image_name = "enroll/ghost_X.jpg".into();
-    assert!(matches!(store.replace_sample(&s, &ghost), Err(facegate_core::Error::NotFound(_))));
+    assert!(matches!(store.replace_sample(&s, &ghost, None), Err(facegate_core::Error::NotFound(_))));
     assert_eq!(files_under(&dir.path().join("images")).len(), 1, "a refused replacement leaves no file");
 }
 
@@ -435,7 +437,9 @@ fn sixteen_writers_and_four_readers_lose_nothing_and_never_see_locked() {
                     let mut samples = 1;
                     if i % 3 == 0 {
                         let second = sample(&id, &format!("{id}-b"), "2024-01-02T00:00:00.000000Z", "m", 0.5);
-                        store.update_subject(&s, Some(&second)).unwrap_or_else(|e| panic!("writer {w} update: {e}"));
+                        store
+                            .update_subject(&s, Some(&second), None)
+                            .unwrap_or_else(|e| panic!("writer {w} update: {e}"));
                         samples += 1;
                     }
                     if i % 5 == 0 {

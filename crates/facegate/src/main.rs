@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage tenants (customers / applications) and their credentials.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
@@ -76,7 +76,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Tenant(cmd) => tenant::run(cmd),
         Command::Detect(args) => inspect::detect(args),
         Command::Compare(args) => inspect::compare(args),

@@ -78,25 +78,37 @@ pub fn read_key(path: Option<&Path>) -> anyhow::Result<Option<DataKey>> {
         .transpose()
 }
 
+/// Opens the store beside whatever process holds the data directory (`tenant` commands): a key,
+/// if given, is checked against the directory, never recorded.
 pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    std::fs::create_dir_all(&settings.data_dir)
+    open_store_as(settings, None)
+}
+
+fn open_store_as(settings: &Settings, lock: Option<&DataDirLock>) -> anyhow::Result<SqliteStore> {
+    facegate_store::private_fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let key = read_key(settings.encryption_key_file.as_deref())?;
-    let store = SqliteStore::open_with_key(&settings.data_dir, key)
-        .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
+    let store = match lock {
+        Some(lock) => SqliteStore::open_locked(&settings.data_dir, key, lock),
+        None => SqliteStore::open_with_key(&settings.data_dir, key),
+    }
+    .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
     if let Some(bytes) = settings.max_database_bytes {
         store.set_max_database_bytes(bytes).context("capping the database size")?;
     }
+    store.set_min_free_disk_bytes(settings.min_free_disk_bytes);
     Ok(store)
 }
 
-/// The full service with its index loaded from the store.
 /// The service over the data directory, which this process then holds alone until the
-/// returned lock is dropped.
+/// returned lock is dropped. The lock is taken before the store is opened: only its holder may
+/// change the directory's encryption state or rename tenants.
 pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, Arc<SqliteStore>, DataDirLock)> {
-    let engine = Arc::new(load_engine(settings)?);
-    let store = Arc::new(open_store(settings)?);
+    facegate_store::private_fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let lock = DataDirLock::acquire(&settings.data_dir)?;
+    let engine = Arc::new(load_engine(settings)?);
+    let store = Arc::new(open_store_as(settings, Some(&lock))?);
     let swept = store.sweep_orphans_exclusive(&lock).context("sweeping orphan image files")?;
     if swept > 0 {
         tracing::warn!(files = swept, "removed image files left without a row by an earlier crash");

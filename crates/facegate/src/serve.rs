@@ -75,6 +75,31 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM [default: 30]
     #[arg(long, env = "FACEGATE_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: Option<u64>,
+    /// Seconds a client has to send a request's headers [default: 10]
+    #[arg(long, env = "FACEGATE_HEADER_READ_TIMEOUT_SECS")]
+    header_read_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request [default: 5]
+    #[arg(long, env = "FACEGATE_KEEP_ALIVE_IDLE_SECS")]
+    keep_alive_idle_secs: Option<u64>,
+    /// Seconds a client has to send a request body once the headers are in [default: 120]
+    #[arg(long, env = "FACEGATE_REQUEST_BODY_TIMEOUT_SECS")]
+    request_body_timeout_secs: Option<u64>,
+    /// Connections open at once; beyond it a new one replaces the longest-idle one [default: 1024]
+    #[arg(long, env = "FACEGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Reverse proxy addresses or CIDRs whose X-Forwarded-For / Forwarded headers are believed
+    /// (comma-separated) [default: none]
+    #[arg(long, env = "FACEGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+    /// /readyz reports not ready below this much free disk space, in bytes [default: 268435456]
+    #[arg(long, env = "FACEGATE_MIN_FREE_DISK_BYTES")]
+    min_free_disk_bytes: Option<u64>,
+    /// Bulk registration records one tenant may have waiting [default: 200000]
+    #[arg(long, env = "FACEGATE_BULK_MAX_QUEUED_PER_TENANT")]
+    bulk_max_queued_per_tenant: Option<u64>,
+    /// Seconds one bulk file may take to read before it counts as a read error [default: 30]
+    #[arg(long, env = "FACEGATE_BULK_READ_TIMEOUT_SECS")]
+    bulk_read_timeout_secs: Option<u64>,
     #[command(flatten)]
     key: KeyFileArg,
     #[command(flatten)]
@@ -142,6 +167,30 @@ impl ServeArgs {
         if let Some(v) = self.shutdown_grace_secs {
             s.shutdown_grace_secs = v;
         }
+        if let Some(v) = self.header_read_timeout_secs {
+            s.header_read_timeout_secs = v;
+        }
+        if let Some(v) = self.keep_alive_idle_secs {
+            s.keep_alive_idle_secs = v;
+        }
+        if let Some(v) = self.request_body_timeout_secs {
+            s.request_body_timeout_secs = v;
+        }
+        if let Some(v) = self.max_connections {
+            s.max_connections = v;
+        }
+        if let Some(v) = &self.trusted_proxies {
+            s.trusted_proxies = v.iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+        }
+        if let Some(v) = self.min_free_disk_bytes {
+            s.min_free_disk_bytes = v;
+        }
+        if let Some(v) = self.bulk_max_queued_per_tenant {
+            s.bulk_max_queued_per_tenant = v;
+        }
+        if let Some(v) = self.bulk_read_timeout_secs {
+            s.bulk_read_timeout_secs = v;
+        }
         if let Some(v) = &self.key.encryption_key_file {
             s.encryption_key_file = Some(v.clone());
         }
@@ -165,6 +214,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "sandbox tenant enabled with the miiCloud document's public example token; for local trials only"
         );
     }
+    let renamed_tenants = store.renamed_tenants().to_vec();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = runtime.block_on(async move {
@@ -174,6 +224,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let bucket = bulk_source(&settings)?;
         tracing::info!(source = bucket.location(), "bulk registration source");
+        bucket.move_renamed_areas(&renamed_tenants);
         let state = AppState::new(service, settings, Some(std::sync::Arc::new(bucket)));
         tracing::info!(%addr, "facegate listening");
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();

@@ -35,14 +35,26 @@ pub(crate) async fn audited<T>(
 pub(crate) fn record(tenant: &Tenant, action: &'static str, input: &str, output: &str, outcome: &str) {
     tracing::info!(
         target: AUDIT_TARGET,
-        tenant = %tenant.name,
+        tenant = %escape_controls(&tenant.name),
         tenant_id = %tenant.id,
         action,
-        input = %input,
-        output = %output,
+        input = %escape_controls(input),
+        output = %escape_controls(output),
         outcome,
         "audit"
     );
+}
+
+/// `text` with every control character (newlines, ANSI escapes) written as a Rust escape, so
+/// that ids and file names a client chose cannot forge or colour lines of the operator's log.
+/// Everything else is left as it is, so the JSON audit lines stay readable.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
+    )
 }
 
 /// Matched subjects and their scores for the audit trail, best first.
@@ -61,4 +73,16 @@ pub(crate) fn audit_matches(faces: &[FaceMatch]) -> String {
         })
         .collect();
     format!("faces={} matches={}", faces.len(), listed.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("plain ünï"), "plain ünï");
+        assert_eq!(escape_controls("a\nFORGED \u{1b}[31mred"), "a\\nFORGED \\u{1b}[31mred");
+        assert!(!escape_controls("x\r\n\t\u{85}").chars().any(char::is_control));
+    }
 }

@@ -1,9 +1,11 @@
 //! Bulk registration: creating jobs, paging their progress, and the background runner that
 //! registers their files through the same face checks as a single NEC registration.
 
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -25,16 +27,27 @@ pub struct BulkConfig {
     pub retry_base: Duration,
     /// Largest file read from the source.
     pub max_file_bytes: u64,
+    /// Longest one read from the source may take before it counts as a read error.
+    pub read_timeout: Duration,
+    /// Records a tenant may have waiting, over all its jobs.
+    pub max_queued_per_tenant: u64,
 }
 
 impl Default for BulkConfig {
     fn default() -> Self {
-        Self { concurrency: 2, max_attempts: 3, retry_base: Duration::from_millis(200), max_file_bytes: 10 << 20 }
+        Self {
+            concurrency: 2,
+            max_attempts: 3,
+            retry_base: Duration::from_millis(200),
+            max_file_bytes: 10 << 20,
+            read_timeout: Duration::from_secs(30),
+            max_queued_per_tenant: 200_000,
+        }
     }
 }
 
-/// Records claimed from the store per round.
-const CLAIM_BATCH: usize = 64;
+/// Pending records read per tenant when the runner refills its queue, beyond those in progress.
+const REFILL_PER_TENANT: usize = 16;
 /// How long an idle runner sleeps when nobody wakes it (a job written by another process).
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
@@ -50,7 +63,12 @@ impl FaceService {
     /// Stores a job with one `New` record per registration and wakes the runner. Per-file
     /// problems (bad names, missing files, unknown tags) are not checked here: they become
     /// per-record failures, as NEC reports them.
-    pub async fn create_bulk_job(&self, tenant: &Tenant, registrations: Vec<BulkRegistration>) -> Result<String> {
+    pub async fn create_bulk_job(
+        &self,
+        tenant: &Tenant,
+        registrations: Vec<BulkRegistration>,
+        max_queued_per_tenant: u64,
+    ) -> Result<String> {
         let files = registrations.len();
         super::audited(tenant, "create_bulk_job", format!("files={files}"), |batch| format!("batch={batch}"), async {
             if registrations.is_empty() {
@@ -60,6 +78,14 @@ impl FaceService {
                 return Err(Error::InvalidRequest(format!(
                     "a job holds at most {MAX_BULK_REGISTRATIONS} registrations, not {}",
                     registrations.len()
+                )));
+            }
+            let mut seen = HashSet::with_capacity(registrations.len());
+            if let Some((i, dup)) = registrations.iter().enumerate().find(|(_, r)| !seen.insert(r.filename.as_str())) {
+                // Two records of one file would register the same face as two subjects.
+                return Err(Error::InvalidRequest(format!(
+                    "registrations[{i}].filename {:?} appears more than once in the job",
+                    dup.filename
                 )));
             }
             let job = BulkJob {
@@ -86,7 +112,20 @@ impl FaceService {
                 .collect();
             let store = self.store.clone();
             let stored = job.clone();
-            blocking(move || store.create_bulk_job(&stored, &records)).await?;
+            let tenant_id = tenant.id.clone();
+            blocking(move || {
+                // Checked and stored by the one writer of this process; a race between two jobs of
+                // one tenant can overshoot by at most one job.
+                let queued = store.queued_bulk_records(&tenant_id)?;
+                if queued + records.len() as u64 > max_queued_per_tenant {
+                    return Err(Error::InvalidRequest(format!(
+                        "{queued} registrations of this application are still waiting; at most \
+                         {max_queued_per_tenant} may wait, so retry once some are processed"
+                    )));
+                }
+                store.create_bulk_job(&stored, &records)
+            })
+            .await?;
             self.bulk_wakeup.notify_one();
             Ok(job.id)
         })
@@ -121,6 +160,10 @@ impl FaceService {
     /// Works through pending records, including those a previous run left unfinished, until
     /// `stop` turns true; then it starts no new record and returns once those in progress are
     /// saved, so nothing is half-done when the caller moves on.
+    ///
+    /// Tenants take turns: each free slot goes to the next tenant (in id order, wrapping) that
+    /// has a record waiting, so one tenant's large job cannot hold back another's small one. A
+    /// slot is given as soon as one frees, so a slow record never holds up the others.
     pub async fn run_bulk_jobs(
         self: Arc<Self>,
         source: Arc<dyn ImageSource>,
@@ -128,41 +171,65 @@ impl FaceService {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let in_progress: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
+        let mut queue = FairQueue::default();
+        let mut running = JoinSet::new();
+        let mut refill = true;
         loop {
             if *stop.borrow() {
-                return;
+                break;
             }
-            let store = self.store.clone();
-            let batch = match blocking(move || store.pending_bulk_records(CLAIM_BATCH)).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading pending bulk records failed; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+            if refill || queue.is_empty() {
+                refill = false;
+                let store = self.store.clone();
+                let per_tenant = REFILL_PER_TENANT + config.concurrency;
+                match blocking(move || store.pending_bulk_records(per_tenant)).await {
+                    Ok(pending) => {
+                        let busy = in_progress.lock();
+                        queue
+                            .replace(pending.into_iter().filter(|p| !busy.contains(&(p.job_id.clone(), p.record.seq))));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading pending bulk records failed; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
                 }
-            };
-            if batch.is_empty() {
+            }
+            if queue.is_empty() {
                 tokio::select! {
                     () = self.bulk_wakeup.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
                     _ = stop.changed() => {}
+                    Some(_) = running.join_next(), if !running.is_empty() => {}
                 }
                 continue;
             }
-            let mut running = JoinSet::new();
-            for pending in batch {
-                let Ok(slot) = slots.clone().acquire_owned().await else { return };
-                if *stop.borrow() {
-                    break;
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                // A new job: read the queue again so that its tenant gets its turn.
+                () = self.bulk_wakeup.notified() => {
+                    refill = true;
+                    continue;
                 }
-                let (service, source, config) = (self.clone(), source.clone(), config.clone());
-                running.spawn(async move {
-                    let _slot = slot;
-                    service.process_record(&*source, &config, pending).await;
-                });
-            }
-            while running.join_next().await.is_some() {}
+                _ = stop.changed() => continue,
+                Some(_) = running.join_next(), if !running.is_empty() => continue,
+            };
+            let Some(pending) = queue.next() else { continue };
+            let key = (pending.job_id.clone(), pending.record.seq);
+            in_progress.lock().insert(key.clone());
+            let (service, source, config, in_progress) =
+                (self.clone(), source.clone(), config.clone(), in_progress.clone());
+            running.spawn(async move {
+                let _slot = slot;
+                service.process_record(&*source, &config, pending).await;
+                in_progress.lock().remove(&key);
+            });
         }
+        while running.join_next().await.is_some() {}
     }
 
     /// Registers one record's file, retrying transient failures, and saves the outcome.
@@ -172,7 +239,7 @@ impl FaceService {
             record.attempts += 1;
             match self.register_record(source, config, &tenant, &job_id, &record).await {
                 Ok(()) => {
-                    tracing::debug!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
+                    tracing::debug!(tenant = %tenant.name, batch = %job_id, file = ?record.filename,
                         subject = %record.subject_id, "bulk register: registered");
                     let input = format!("batch={job_id} file={}", record.filename);
                     super::audit::record(
@@ -185,8 +252,8 @@ impl FaceService {
                     return;
                 }
                 Err(Attempt::Retry(why)) if record.attempts < config.max_attempts => {
-                    tracing::warn!(tenant = %tenant.name, batch = %job_id, file = %record.filename,
-                        attempt = record.attempts, reason = %why, "bulk register: retrying");
+                    tracing::warn!(tenant = %tenant.name, batch = %job_id, file = ?record.filename,
+                        attempt = record.attempts, reason = ?why, "bulk register: retrying");
                     if let Err(e) = self.save_record(&job_id, &record).await {
                         tracing::error!(error = %e, "saving bulk record attempts failed");
                     }
@@ -196,7 +263,7 @@ impl FaceService {
                 Err(Attempt::Retry(why) | Attempt::Fail(why)) => break why,
             }
         };
-        tracing::info!(tenant = %tenant.name, batch = %job_id, file = %record.filename, reason = %failure,
+        tracing::info!(tenant = %tenant.name, batch = %job_id, file = ?record.filename, reason = ?failure,
             "bulk register: failed");
         let input = format!("batch={job_id} file={}", record.filename);
         super::audit::record(&tenant, "bulk_register", &input, &format!("reason={failure}"), "failed");
@@ -205,7 +272,7 @@ impl FaceService {
         record.reason = failure;
         if let Err(e) = self.save_record(&job_id, &record).await {
             // The record stays New and is tried again on the next round or start.
-            tracing::error!(batch = %job_id, file = %record.filename, error = %e, "saving bulk record failed");
+            tracing::error!(batch = %job_id, file = ?record.filename, error = %e, "saving bulk record failed");
         }
     }
 
@@ -231,9 +298,22 @@ impl FaceService {
                 return Err(Attempt::Fail(format!("unknown tag '{unknown}'")));
             }
         }
-        let bytes = source.fetch(tenant, &record.filename, config.max_file_bytes).await.map_err(|e| match e {
-            SourceError::Transient(_) => Attempt::Retry(e.to_string()),
-            other => Attempt::Fail(other.to_string()),
+        let fetched =
+            tokio::time::timeout(config.read_timeout, source.fetch(tenant, &record.filename, config.max_file_bytes))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SourceError::Transient(format!("no answer within {} s", config.read_timeout.as_secs())))
+                });
+        let bytes = fetched.map_err(|e| {
+            // The record's reason is generic; what the operator needs goes to the log only.
+            if let Some(detail) = e.detail() {
+                tracing::warn!(tenant = %tenant.name, batch = %job_id, file = ?record.filename, detail = ?detail,
+                    "bulk register: reading the file failed");
+            }
+            match e {
+                SourceError::Transient(_) => Attempt::Retry(e.to_string()),
+                other => Attempt::Fail(other.to_string()),
+            }
         })?;
         let engine = self.engine.clone();
         let image = bytes.clone();
@@ -264,6 +344,7 @@ impl FaceService {
         done.attributes_json = serde_json::to_string(&face.attributes).unwrap_or_default();
         let (store, job_id) = (self.store.clone(), job_id.to_owned());
         let tags = done.tags.clone();
+        let _subject_lock = self.subject_locks.lock(&tenant.id, &record.subject_id).await;
         blocking(move || store.register_bulk_record(&subject, &new_sample, &done.tags, &job_id, &done)).await.map_err(
             |e| match e {
                 Error::StorageFull => Attempt::Fail(e.to_string()),
@@ -275,6 +356,45 @@ impl FaceService {
         }
         self.index.insert(template);
         Ok(())
+    }
+}
+
+/// Pending records by tenant, handed out one tenant at a time in turn.
+#[derive(Default)]
+struct FairQueue {
+    by_tenant: BTreeMap<String, VecDeque<PendingRecord>>,
+    /// The tenant served last; the next turn goes to the one after it.
+    last: Option<String>,
+}
+
+impl FairQueue {
+    fn is_empty(&self) -> bool {
+        self.by_tenant.is_empty()
+    }
+
+    /// Replaces the queue with a fresh read of the store; the turn order carries on.
+    fn replace(&mut self, pending: impl Iterator<Item = PendingRecord>) {
+        self.by_tenant.clear();
+        for p in pending {
+            self.by_tenant.entry(p.tenant.id.clone()).or_default().push_back(p);
+        }
+    }
+
+    /// The next record of the next tenant in turn.
+    fn next(&mut self) -> Option<PendingRecord> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = match &self.last {
+            Some(last) => self.by_tenant.range::<String, _>((Excluded(last), Unbounded)).next(),
+            None => None,
+        };
+        let tenant = after.or_else(|| self.by_tenant.iter().next()).map(|(t, _)| t.clone())?;
+        let records = self.by_tenant.get_mut(&tenant)?;
+        let next = records.pop_front();
+        if records.is_empty() {
+            self.by_tenant.remove(&tenant);
+        }
+        self.last = Some(tenant);
+        next
     }
 }
 

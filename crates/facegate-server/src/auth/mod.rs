@@ -1,7 +1,9 @@
 //! Request authentication. Each scheme resolves the caller to exactly one tenant, which is
 //! put in the request's extensions for the handlers.
 
+pub mod forwarded;
 pub mod necid;
+pub mod replay;
 pub mod sigv4;
 pub mod throttle;
 pub mod token;
@@ -13,9 +15,11 @@ use axum::extract::{ConnectInfo, Request};
 use crate::error::ApiError;
 use crate::AppState;
 
-/// The address the connection came from; absent when the router is driven without a socket.
-fn peer_ip(req: &Request) -> Option<IpAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+/// The address failures are counted against: the connection's, or the forwarded client's when
+/// the connection comes from a trusted proxy. Absent when the router is driven without a socket.
+fn peer_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(state.trusted_proxies.client_key(peer, req.headers()))
 }
 
 fn throttle_check(state: &AppState, peer: Option<IpAddr>) -> Result<(), ApiError> {

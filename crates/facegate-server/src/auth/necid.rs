@@ -3,12 +3,14 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use facegate_core::Error;
 use time::OffsetDateTime;
 
 use crate::api::necid::NecError;
+use crate::auth::replay::Refusal;
 use crate::auth::sigv4::{authorization_from_headers, verify, SigV4Error, SignedRequest};
 use crate::auth::{peer_ip, record_if_refused, throttle_check};
 use crate::error::ApiError;
@@ -22,19 +24,38 @@ pub async fn require_signed_request(
     req: Request,
     next: Next,
 ) -> Result<Response, NecError> {
-    let peer = peer_ip(&req);
+    let peer = peer_ip(&state, &req);
     throttle_check(&state, peer)?;
-    match verified(&state, req).await {
-        Ok(req) => Ok(next.run(req).await),
+    let (req, signature) = match verified(&state, req).await {
+        Ok(verified) => verified,
         Err(e) => {
             record_if_refused(&state, peer, &e.0);
-            Err(e)
+            return Err(e);
+        }
+    };
+    // Reads may be repeated at will; a write is done once per signature.
+    let writes = changes_state(req.method(), req.uri().path());
+    if writes {
+        match state.replay_guard.admit(&signature) {
+            Ok(()) => {}
+            Err(Refusal::Replayed) => {
+                tracing::warn!(method = %req.method(), path = ?req.uri().path(), "refused a replayed signed request");
+                return Err(ApiError::Replayed.into());
+            }
+            Err(Refusal::Full) => return Err(Error::Overloaded.into()),
         }
     }
+    let response = next.run(req).await;
+    if writes && response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        // Refused before anything was done: the client's retry of this very request is no replay.
+        state.replay_guard.forget(&signature);
+    }
+    Ok(response)
 }
 
-/// The request with its tenant attached, once its API key and signature check out.
-async fn verified(state: &AppState, req: Request) -> Result<Request, NecError> {
+/// The request with its tenant attached, and its signature, once its API key and signature
+/// check out.
+async fn verified(state: &AppState, req: Request) -> Result<(Request, String), NecError> {
     let api_key = req
         .headers()
         .get("x-api-key")
@@ -63,13 +84,19 @@ async fn verified(state: &AppState, req: Request) -> Result<Request, NecError> {
         body: &bytes,
     };
     if let Err(e) = verify(&signed, &auth, &secret, OffsetDateTime::now_utc(), &state.settings.sigv4()) {
-        tracing::info!(tenant = %tenant.name, access_key_id = %auth.access_key_id, reason = %e, "signature refused");
+        tracing::info!(tenant = %tenant.name, access_key_id = ?auth.access_key_id, reason = ?e.to_string(), "signature refused");
         return Err(forbidden(e));
     }
     tracing::Span::current().record("tenant", tenant.name.as_str());
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(tenant);
-    Ok(req)
+    Ok((req, auth.signature))
+}
+
+/// Whether a request changes the gallery. Face search, verify and extract are POSTs that only
+/// read, like a GET: repeating one changes nothing.
+fn changes_state(method: &Method, path: &str) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && !path.starts_with("/v1.1/face/")
 }
 
 fn forbidden(e: SigV4Error) -> NecError {

@@ -28,7 +28,7 @@ pub async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Result<Response, crate::api::miicloud::MiiError> {
-    let peer = peer_ip(&req);
+    let peer = peer_ip(&state, &req);
     throttle_check(&state, peer)?;
     let token = token_of(req.headers()).map(str::to_owned);
     let tenant = match tenant_of(&state, token).await {

@@ -86,6 +86,7 @@ impl TestServer {
         if let Some(bytes) = settings.max_database_bytes {
             store.set_max_database_bytes(bytes).expect("cap the database");
         }
+        store.set_min_free_disk_bytes(settings.min_free_disk_bytes);
         let config = ServiceConfig {
             known_threshold: settings.known_threshold,
             inference_workers: settings.inference_workers,

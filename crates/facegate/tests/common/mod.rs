@@ -49,6 +49,12 @@ impl SandboxServer {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        Self::spawn_command(cmd)
+    }
+
+    /// Runs `cmd`, which must end in a `facegate serve` that logs its address, and waits until
+    /// `/readyz` answers 200.
+    pub fn spawn_command(mut cmd: Command) -> Self {
         let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn facegate serve");
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));

@@ -59,7 +59,7 @@ impl IntoResponse for MiiError {
         let (status, message) = match &self.0 {
             ApiError::Core(e) => {
                 if e.code() == Code::Internal {
-                    tracing::error!(error = %e, "request failed");
+                    tracing::error!(error = ?e.to_string(), "request failed");
                 }
                 (status_of(e.code()), e.public_message())
             }
@@ -67,6 +67,9 @@ impl IntoResponse for MiiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.0.to_string()),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, self.0.to_string()),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, self.0.to_string()),
+            ApiError::Replayed => (StatusCode::FORBIDDEN, self.0.to_string()),
             ApiError::TooManyAuthFailures { retry_after } => {
                 let body = serde_json::json!({"status": "fail", "message": self.0.to_string()});
                 return ApiError::too_many_auth_failures(*retry_after, body);

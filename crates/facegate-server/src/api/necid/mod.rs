@@ -87,7 +87,7 @@ impl IntoResponse for NecError {
             ApiError::Core(e) => {
                 let code = e.code();
                 if code == Code::Internal {
-                    tracing::error!(error = %e, "request failed");
+                    tracing::error!(error = ?e.to_string(), "request failed");
                 }
                 let message = e.public_message();
                 let body = match documented(code) {
@@ -109,6 +109,13 @@ impl IntoResponse for NecError {
                     .into_response()
             }
             ApiError::NoRoute => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"message": self.0.to_string()}))).into_response()
+            }
+            ApiError::RequestTimeout => {
+                (StatusCode::REQUEST_TIMEOUT, Json(json!({"message": self.0.to_string()}))).into_response()
+            }
+            ApiError::Replayed => (StatusCode::FORBIDDEN, Json(json!({"message": self.0.to_string()}))).into_response(),
             ApiError::TooManyAuthFailures { retry_after } => {
                 ApiError::too_many_auth_failures(*retry_after, json!({"message": self.0.to_string()}))
             }
@@ -355,7 +362,8 @@ async fn create_bulk_job(
             Ok(facegate_core::BulkRegistration { filename, tags: e.tags })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let batch_id = state.service.create_bulk_job(&tenant, registrations).await?;
+    let batch_id =
+        state.service.create_bulk_job(&tenant, registrations, state.settings.bulk_max_queued_per_tenant).await?;
     Ok(Json(json!({"batchId": batch_id})))
 }
 

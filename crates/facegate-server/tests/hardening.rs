@@ -1,0 +1,370 @@
+//! What an outsider could still do before the hardening issue: hold connections open, trickle
+//! bodies, read another tenant's bucket through links, block bulk jobs with a pipe, lock out
+//! the clients behind a proxy, replay a signed write, and get non-JSON error answers. Each test
+//! drives the real server over loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn bytes_of_face() -> Vec<u8> {
+    asset("yaoming.jpg")
+}
+
+/// Opens `n` connections that send half a request line and then nothing.
+fn half_open(addr: &str, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x").expect("half a request");
+            s
+        })
+        .collect()
+}
+
+/// Whether the server has closed `stream` (EOF or reset), waiting at most `wait`.
+fn closed_by_server(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        // A close while unread data sits in our send buffer arrives as a reset.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn half_sent_requests_neither_starve_real_clients_nor_stay_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings =
+        Settings { max_connections: 32, header_read_timeout_secs: 2, keep_alive_idle_secs: 1, ..Settings::default() };
+    let server = TestServer::start_with(dir.path(), settings).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // Far more half-sent requests than the cap allows.
+    let idle = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || half_open(&addr, 200)
+    })
+    .await
+    .expect("open");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let health = client().get(server.url("/healthz")).send().await.expect("healthz answers");
+    assert_eq!(health.status(), StatusCode::OK);
+    let (status, body) = match_faces(&server, bytes_of_face(), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered promptly: {:?}", started.elapsed());
+
+    // Once the header timeout has passed, every half-sent request's socket is closed.
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut idle = idle;
+        std::thread::sleep(Duration::from_secs(3));
+        idle.iter_mut().map(|s| closed_by_server(s, Duration::from_secs(2))).filter(|closed| *closed).count()
+    })
+    .await
+    .expect("check");
+    assert_eq!(closed, 200, "half-open sockets still open after the header timeout");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kept_alive_connection_closes_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings { header_read_timeout_secs: 10, keep_alive_idle_secs: 1, ..Settings::default() };
+    let server = TestServer::start_with(dir.path(), settings).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).expect("answer");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "answered");
+        let started = Instant::now();
+        let closed = closed_by_server(&mut s, Duration::from_secs(8));
+        (closed, started.elapsed())
+    })
+    .await
+    .expect("check");
+    assert!(closed.0, "the idle connection stayed open");
+    assert!(closed.1 < Duration::from_secs(6), "closed after {:?}, well before the header timeout", closed.1);
+    server.stop().await;
+}
+
+/// Sends `head` (a request with a Content-Length), then only part of the body, and reads the
+/// answer.
+fn trickled(addr: &str, head: &str) -> (String, Duration) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(b"{\"a\":").expect("a few bytes of the body");
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_that_does_not_arrive_in_time_gets_a_json_408_in_each_dialect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings { request_body_timeout_secs: 1, ..Settings::default() };
+    let server = TestServer::start_with(dir.path(), settings).await;
+    let tenant = server.service.create_tenant("slow").expect("tenant");
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mii = format!(
+        "POST /miicloud/match_faces HTTP/1.1\r\nHost: x\r\nAuthorization: Token {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+        tenant.token
+    );
+    let nec = format!(
+        "POST /v1.1/face/search HTTP/1.1\r\nHost: x\r\nx-api-key: {}\r\nx-amz-date: 20261130T000000Z\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential={}/20261130/ap-southeast-2/execute-api/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature={}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100000\r\n\r\n",
+        tenant.credentials.api_key,
+        tenant.credentials.access_key_id,
+        "0".repeat(64)
+    );
+    for (dialect, head) in [("miiCloud", mii), ("NEC ID", nec)] {
+        let addr = addr.clone();
+        let (answer, took) = tokio::task::spawn_blocking(move || trickled(&addr, &head)).await.expect("send");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{dialect}: {answer}");
+        assert!(answer.contains("application/json"), "{dialect}: {answer}");
+        assert!(answer.contains("not received in time"), "{dialect}: {answer}");
+        assert!(took < Duration::from_secs(5), "{dialect}: answered after {took:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_error_answer_is_json_in_its_dialect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let tenant = server.service.create_tenant("errs").expect("tenant");
+    let http = client();
+    // Wrong method: axum answers 405 with an empty body by itself.
+    let res =
+        http.delete(server.url("/miicloud/match_faces")).header("Authorization", AUTH).send().await.expect("send");
+    assert!(res.headers().get("allow").is_some(), "Allow kept");
+    let (status, body) = json_of(res).await;
+    assert_fail(status, &body, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, body) = send(nec_request(&server, &tenant.credentials, "GET", "/v1.1/face/search", None)).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    // A path id that is not UTF-8: axum's Path extractor refuses it in plain text by itself.
+    let (status, body) = send(http.get(server.url("/miicloud/person/%FF%FE")).header("Authorization", AUTH)).await;
+    assert_fail(status, &body, StatusCode::BAD_REQUEST);
+    let (status, body) = send(nec_request(&server, &tenant.credentials, "DELETE", "/v1.1/subjects/%FF%FE", None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errorCode"], 1001, "{body}");
+    // Health probes and unknown routes.
+    let (status, body) = send(http.post(server.url("/healthz"))).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_checks_the_database_and_the_disk_headroom() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let (status, body) = send(client().get(server.url("/readyz"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+
+    // No disk has this much room.
+    let settings = Settings { min_free_disk_bytes: u64::MAX, ..Settings::default() };
+    let server = TestServer::start_with(dir.path(), settings).await;
+    let (status, body) = send(client().get(server.url("/readyz"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["reason"].as_str().is_some_and(|r| r.contains("disk")), "{body}");
+    // Liveness is not readiness.
+    let (status, _) = send(client().get(server.url("/healthz"))).await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        auth_failure_burst: 3,
+        auth_failure_refill_secs: 600,
+        trusted_proxies: vec!["127.0.0.1".into()],
+        ..Settings::default()
+    };
+    let server = TestServer::start_with(dir.path(), settings).await;
+    let tenant = server.service.create_tenant("proxied").expect("tenant");
+    let good = format!("Token {}", tenant.token);
+    let http = client();
+    let person = server.url("/miicloud/person/nobody");
+    let from = |client: &str| http.get(&person).header("x-forwarded-for", format!("198.51.100.200, {client}"));
+    for _ in 0..3 {
+        let (status, _) = send(from("203.0.113.5").header("Authorization", "Token wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = send(from("203.0.113.5").header("Authorization", &good)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the attacker is limited");
+    let (status, body) = send(from("203.0.113.6").header("Authorization", &good)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another client behind the same proxy is not: {body}");
+    // IPv6 clients count by their /64.
+    for _ in 0..3 {
+        let (status, _) = send(from("2001:db8:1:2::1").header("Authorization", "Token wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = send(from("2001:db8:1:2:ffff::9").header("Authorization", &good)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "same /64");
+    let (status, _) = send(from("2001:db8:1:3::1").header("Authorization", &good)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another /64");
+    server.stop().await;
+
+    // Without trusted proxies a forged header changes nothing: the socket's address counts.
+    let settings = Settings { auth_failure_burst: 3, auth_failure_refill_secs: 600, ..Settings::default() };
+    let server = TestServer::start_with(dir.path(), settings).await;
+    for i in 0..3 {
+        let res = http
+            .get(server.url("/miicloud/person/nobody"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .header("Authorization", "Token wrong")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = http
+        .get(server.url("/miicloud/person/nobody"))
+        .header("x-forwarded-for", "203.0.113.99")
+        .header("Authorization", &good)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_write_is_accepted_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let tenant = server.service.create_tenant("replayed").expect("tenant");
+    let creds = &tenant.credentials;
+    let face = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes_of_face());
+    let register =
+        nec_request(&server, creds, "POST", "/v1.1/subjects", Some(&json!({"face": face}))).build().expect("request");
+    let replay = register.try_clone().expect("clone");
+    let (status, body) = json_of(client().execute(register).await.expect("send")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = json_of(client().execute(replay).await.expect("send")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("already accepted")), "{body}");
+    assert_eq!(server.service.template_count(&tenant.tenant), 1, "one subject, not two");
+    // Reads may be repeated.
+    let read = nec_request(&server, creds, "GET", "/v1.1/tags", None).build().expect("request");
+    let again = read.try_clone().expect("clone");
+    for req in [read, again] {
+        let (status, body) = json_of(client().execute(req).await.expect("send")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_filenames_in_one_job_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let tenant = server.service.create_tenant("dups").expect("tenant");
+    let body = json!({"registrations": [{"filename": "a.jpg"}, {"filename": "b.jpg"}, {"filename": "a.jpg"}]});
+    let (status, body) =
+        send(nec_request(&server, &tenant.credentials, "POST", "/v1.1/jobs/bulkregister", Some(&body))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errorCode"], 1001, "{body}");
+    server.stop().await;
+}
+
+/// Polls a job until every record is processed; the records by filename.
+async fn finished(
+    server: &TestServer,
+    tenant: &facegate_core::service::NewTenant,
+    batch: &str,
+) -> HashMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, page) =
+            send(nec_request(server, &tenant.credentials, "GET", &format!("/v1.1/jobs/bulkregister/{batch}"), None))
+                .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let records = page["processed"].as_array().cloned().unwrap_or_default();
+        if records.iter().all(|r| r["status"] == "Processed") {
+            return records.into_iter().map(|r| (r["filename"].as_str().unwrap_or("").to_owned(), r)).collect();
+        }
+        assert!(Instant::now() < deadline, "job {batch} did not finish: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_reads_stay_in_the_tenants_area_and_a_pipe_blocks_nobody() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let a = server.service.create_tenant("alpha").expect("tenant");
+    let b = server.service.create_tenant("beta").expect("tenant");
+    let bucket = dir.path().join("bucket");
+    for area in ["alpha", "beta"] {
+        std::fs::create_dir_all(bucket.join(area)).expect("area");
+    }
+    std::fs::write(bucket.join("beta/victim.jpg"), bytes_of_face()).expect("write");
+    std::fs::write(bucket.join("alpha/own.jpg"), bytes_of_face()).expect("write");
+    symlink(bucket.join("beta/victim.jpg"), bucket.join("alpha/stolen.jpg")).expect("link");
+    symlink(bucket.join("beta"), bucket.join("alpha/beta")).expect("folder link");
+    symlink("/etc/passwd", bucket.join("alpha/passwd.jpg")).expect("link out");
+    symlink(bucket.join("alpha/loop.jpg"), bucket.join("alpha/loop.jpg")).expect("loop");
+    let mkfifo = std::process::Command::new("mkfifo").arg(bucket.join("alpha/pipe.png")).status().expect("mkfifo");
+    assert!(mkfifo.success());
+
+    let files = ["pipe.png", "stolen.jpg", "beta/victim.jpg", "passwd.jpg", "loop.jpg", "own.jpg"];
+    let registrations: Vec<Value> = files.iter().map(|f| json!({"filename": f})).collect();
+    let (status, job) = send(nec_request(
+        &server,
+        &a.credentials,
+        "POST",
+        "/v1.1/jobs/bulkregister",
+        Some(&json!({"registrations": registrations})),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    let (status, other) = send(nec_request(
+        &server,
+        &b.credentials,
+        "POST",
+        "/v1.1/jobs/bulkregister",
+        Some(&json!({"registrations": [{"filename": "victim.jpg"}]})),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+
+    let started = Instant::now();
+    let records = finished(&server, &a, job["batchId"].as_str().expect("batch")).await;
+    let beta = finished(&server, &b, other["batchId"].as_str().expect("batch")).await;
+    assert!(started.elapsed() < Duration::from_secs(30), "a pipe held the jobs up: {:?}", started.elapsed());
+    assert_eq!(beta["victim.jpg"]["registerStatus"], "Success", "{beta:?}");
+    assert_eq!(records["own.jpg"]["registerStatus"], "Success", "{records:?}");
+    for file in ["pipe.png", "stolen.jpg", "beta/victim.jpg", "passwd.jpg", "loop.jpg"] {
+        let record = &records[file];
+        assert_eq!(record["registerStatus"], "Failed", "{file}: {record}");
+        assert_eq!(record["reason"], "not a regular file", "{file}: {record}");
+    }
+    let root = dir.path().display().to_string();
+    let all = serde_json::to_string(&records).expect("json");
+    assert!(!all.contains(&root), "a server path leaked: {all}");
+    // Alpha cannot find beta's face: nothing of beta's was registered under alpha.
+    assert_eq!(server.service.template_count(&a.tenant), 1);
+    server.stop().await;
+}
