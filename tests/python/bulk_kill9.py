@@ -85,7 +85,7 @@ def main():
         f.write("not an image")
     with open(os.path.join(bucket, "blank.png"), "wb") as f:
         f.write(grey_png())
-    planted = {"notes.jpg": "not an image", "blank.png": "NoFace", "missing.jpg": "file not found",
+    planted = {"notes.jpg": "not an image", "blank.png": "NoFace", "missing.jpg": "not found",
                "../escape.jpg": "invalid filename"}
     names += list(planted)
 
