@@ -186,4 +186,7 @@ fn bulk_jobs_survive_sigkill() {
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("summary json");
     assert_eq!(summary["registered"], 40, "{summary}");
     assert_eq!(summary["kills"], 2, "{summary}");
+    // Each kill landed while the job was still running (40 photos and 4 planted files).
+    let at_kills = summary["processed_at_kills"].as_array().expect("processed_at_kills");
+    assert!(at_kills.len() == 2 && at_kills.iter().all(|n| n.as_u64().is_some_and(|n| n < 44)), "{summary}");
 }
