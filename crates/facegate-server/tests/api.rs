@@ -673,14 +673,25 @@ async fn bulk_jobs_page_by_a_thousand_and_resume_after_a_restart() {
     assert_eq!(status, StatusCode::OK, "{job}");
     let batch_id = job["batchId"].as_str().expect("batchId").to_owned();
 
-    // Stop while files are still being registered.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let (_, first_page) =
-        send(nec_request(&server, &creds, "GET", &format!("/v1.1/jobs/bulkregister/{batch_id}"), None)).await;
+    // Stop while files are still being registered: once the first record is processed, so that
+    // the job has surely started, whatever the machine's load, and long before its 24 photos are
+    // all through inference.
     let done = |page: &Value| {
         page["processed"].as_array().map_or(0, |r| r.iter().filter(|r| r["status"] == "Processed").count())
     };
-    assert!(done(&first_page) < good, "the job should still be running when the server stops: {}", done(&first_page));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let processed = loop {
+        let (status, page) =
+            send(nec_request(&server, &creds, "GET", &format!("/v1.1/jobs/bulkregister/{batch_id}"), None)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let processed = done(&page);
+        if processed > 0 {
+            break processed;
+        }
+        assert!(std::time::Instant::now() < deadline, "no record was processed within 120 s: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(processed < good, "the job should still be running when the server stops: {processed} processed");
     server.stop().await;
     let server = TestServer::start(dir.path()).await;
     let (records, pages) = finished_bulk_records(&server, &creds, &batch_id).await;
