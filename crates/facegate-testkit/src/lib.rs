@@ -185,14 +185,18 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     Output { status, stdout, stderr }
 }
 
-/// Every file under `dir`, recursively, sorted; none when `dir` does not exist.
+/// Every file under `dir`, recursively, sorted. A `dir` that does not exist holds none (a test
+/// that needs it to exist says so); any other error reading the tree fails the test.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
+    if !dir.exists() {
+        return out;
+    }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
+        let entries = std::fs::read_dir(&d).unwrap_or_else(|e| panic!("list {}: {e}", d.display()));
+        for entry in entries {
+            let path = entry.unwrap_or_else(|e| panic!("list {}: {e}", d.display())).path();
             if path.is_dir() {
                 stack.push(path);
             } else {

@@ -214,6 +214,7 @@ fn the_audit_log_records_writes_searches_and_verifications_without_biometric_dat
 
 /// Every byte under the data directory, file by file.
 fn raw_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    assert!(dir.is_dir(), "{} is not a directory", dir.display());
     facegate_testkit::files_under(dir)
         .into_iter()
         .map(|path| {
