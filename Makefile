@@ -17,10 +17,21 @@ build: setup
 run: build
 	./target/release/facegate serve --sandbox --listen $(LISTEN) --data-dir $(DATA_DIR)
 
+# Tests that skip (a missing prerequisite: ../shared, the harness Python packages) append a line
+# here; the run ends with their list and count. Under CI=true a skip fails its test instead.
+SKIP_LOG ?= $(abspath $(or $(CARGO_TARGET_DIR),target))/test-skips.log
+
 # Release profile: the tests run real models on real photos, and the build is shared with `make run`.
+# Then the committed fuzz corpus is replayed through its targets. The status is cargo test's,
+# or the replay's if only that failed.
 test: setup
 	@bash scripts/setup-test-tools
-	$(CARGO) test --release --locked --workspace
+	@mkdir -p "$(dir $(SKIP_LOG))" && rm -f "$(SKIP_LOG)"
+	@echo "$(CARGO) test --release --locked --workspace"; \
+	status=0; FACEGATE_SKIP_LOG="$(SKIP_LOG)" $(CARGO) test --release --locked --workspace || status=$$?; \
+	CARGO="$(CARGO)" bash scripts/replay-fuzz-corpus || { [ $$status -ne 0 ] || status=1; }; \
+	bash scripts/report-skips "$(SKIP_LOG)"; \
+	exit $$status
 
 lint:
 	$(CARGO) fmt --all -- --check

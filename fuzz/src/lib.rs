@@ -141,7 +141,7 @@ impl App {
             service.register_subject(t, b"face:alice".to_vec(), vec!["passport".into()]).await.expect("seed subject");
         let bob = ImageUpload { file_name: "bob.jpg".into(), bytes: b"face:bob".to_vec() };
         service.enroll(t, "cpid-1", Profile::default(), bob).await.expect("seed person");
-        let state = AppState { service, settings: Arc::new(Settings::default()), bulk_source: None };
+        let state = AppState::new(service, Settings::default(), None);
         App { router: facegate_server::build_router(state), tenant, subject_id: subject.id, event_id: sample.id }
     }
 

@@ -31,8 +31,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from checks import check
+
 BIN, PHOTOS, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
 KILLS = int(sys.argv[sys.argv.index("--kills") + 1]) if "--kills" in sys.argv else 1
+# Bounds on every wait, so that a hung server or harness fails instead of holding the run.
+COMMAND_TIMEOUT = 60  # a facegate command, a server's exit, one HTTP request
+JOB_TIMEOUT = 900  # the whole job, kills and restarts included
 
 
 def free_port():
@@ -41,9 +46,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+SERVERS = []  # every server started, so that none outlives the harness
+
+
 def start(data, port):
     proc = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "serve.log"), "a"))
+    SERVERS.append(proc)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -52,7 +61,46 @@ def start(data, port):
         except requests.RequestException:
             pass
         time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=COMMAND_TIMEOUT)
     raise SystemExit("server did not become ready")
+
+
+def run_job(call, records, names, data, port, server):
+    """Submits the job, kills the server KILLS times while it runs, and waits for the end.
+    Returns the records, how many were processed at each kill, and the seconds it took."""
+    r = call("POST", "/v1.1/jobs/bulkregister", {"registrations": [{"filename": n} for n in names]})
+    check(r.status_code == 200, r.text)
+    batch = r.json()["batchId"]
+    started = time.time()
+    deadline = started + JOB_TIMEOUT
+    at_kills = []
+    for k in range(KILLS):
+        # Kill at a different point of the job each time.
+        target = len(names) * (k + 1) // (KILLS + 2)
+        while True:
+            processed = sum(rec["status"] == "Processed" for rec in records(batch))
+            if processed >= target:
+                break
+            check(time.time() < deadline, f"only {processed} of {len(names)} records processed after {JOB_TIMEOUT} s")
+            time.sleep(0.2)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=COMMAND_TIMEOUT)
+        # A kill after the last record would test no resumption: the job must have been running.
+        check(processed < len(names), f"kill {k + 1} came after the job had finished ({processed} records)")
+        at_kills.append(processed)
+        print(f"kill {k + 1}: SIGKILL with {processed} of {len(names)} records processed", flush=True)
+        server = start(data, port)
+    while True:
+        recs = records(batch)
+        if all(rec["status"] == "Processed" for rec in recs):
+            break
+        check(time.time() < deadline, f"the job did not finish within {JOB_TIMEOUT} s")
+        time.sleep(0.5)
+    elapsed = time.time() - started
+    server.send_signal(signal.SIGTERM)
+    check(server.wait(timeout=COMMAND_TIMEOUT) == 0, "the server exits cleanly on SIGTERM")
+    return recs, at_kills, elapsed
 
 
 def grey_png(side=200):
@@ -68,7 +116,8 @@ def main():
     work = tempfile.mkdtemp(prefix="facegate-kill9-")
     data = os.path.join(work, "data")
     os.makedirs(data)
-    created = json.loads(subprocess.check_output([BIN, "tenant", "create", "bulk", "--data-dir", data]))
+    created = json.loads(subprocess.check_output([BIN, "tenant", "create", "bulk", "--data-dir", data],
+                                                 timeout=COMMAND_TIMEOUT))
     creds = Credentials(created["access_key_id"], created["secret_access_key"])
     api_key = created["api_key"]
 
@@ -100,47 +149,34 @@ def main():
         req = AWSRequest(method=method, url=base + path, data=data_, headers=headers)
         SigV4Auth(creds, "execute-api", "ap-southeast-2").add_auth(req)
         p = req.prepare()
-        return requests.request(p.method, p.url, headers=dict(p.headers), data=p.body, timeout=60)
+        return requests.request(p.method, p.url, headers=dict(p.headers), data=p.body, timeout=COMMAND_TIMEOUT)
 
     def records(batch):
         out, key = [], ""
         while True:
             r = call("GET", f"/v1.1/jobs/bulkregister/{batch}" + (f"/{key}" if key else ""))
-            assert r.status_code == 200, r.text
+            check(r.status_code == 200, r.text)
             page = r.json()
-            assert len(page["processed"]) <= 1000
+            check(len(page["processed"]) <= 1000)
             out += page["processed"]
             key = page["lastEvaluatedKey"]
             if not key:
                 return out
 
     server = start(data, port)
-    r = call("POST", "/v1.1/jobs/bulkregister", {"registrations": [{"filename": n} for n in names]})
-    assert r.status_code == 200, r.text
-    batch = r.json()["batchId"]
-    started = time.time()
-    for k in range(KILLS):
-        # Kill at a different point of the job each time.
-        target = len(names) * (k + 1) // (KILLS + 2)
-        while sum(rec["status"] == "Processed" for rec in records(batch)) < target:
-            time.sleep(0.2)
-        server.send_signal(signal.SIGKILL)
-        server.wait()
-        print(f"kill {k + 1}: SIGKILL after {target}+ of {len(names)} records", flush=True)
-        server = start(data, port)
-    while True:
-        recs = records(batch)
-        if all(rec["status"] == "Processed" for rec in recs):
-            break
-        time.sleep(0.5)
-    elapsed = time.time() - started
-    server.send_signal(signal.SIGTERM)
-    server.wait()
+    try:
+        recs, at_kills, elapsed = run_job(call, records, names, data, port, server)
+    finally:
+        # Whatever failed, no server is left behind.
+        for proc in SERVERS:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=COMMAND_TIMEOUT)
 
-    assert [rec["filename"] for rec in recs] == names, "records keep the request's order"
+    check([rec["filename"] for rec in recs] == names, "records keep the request's order")
     bad = [rec for rec in recs if rec["filename"] in planted]
     for rec in bad:
-        assert rec["registerStatus"] == "Failed" and rec["reason"].startswith(planted[rec["filename"]]), rec
+        check(rec["registerStatus"] == "Failed" and rec["reason"].startswith(planted[rec["filename"]]), rec)
     good = [rec for rec in recs if rec["filename"] not in planted]
     ok = [rec for rec in good if rec["registerStatus"] == "Success"]
     failed = [rec for rec in good if rec["registerStatus"] != "Success"]
@@ -148,16 +184,16 @@ def main():
     for rec in failed:
         reasons[rec["reason"].split(":")[0]] = reasons.get(rec["reason"].split(":")[0], 0) + 1
     ids = {rec["subjectId"] for rec in ok}
-    assert len(ids) == len(ok), "one subject per success"
+    check(len(ids) == len(ok), "one subject per success")
     db = sqlite3.connect(os.path.join(data, "facegate.db"))
     tenant_id = db.execute("SELECT id FROM tenants WHERE name = 'bulk'").fetchone()[0]
     stored = {row[0] for row in db.execute("SELECT id FROM subjects WHERE tenant_id = ?", (tenant_id,))}
     samples = db.execute("SELECT COUNT(*) FROM face_samples WHERE tenant_id = ?", (tenant_id,)).fetchone()[0]
-    assert stored == ids, f"database has {len(stored)} subjects, records name {len(ids)}"
-    assert samples == len(ok), f"{samples} samples for {len(ok)} registrations"
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    check(stored == ids, f"database has {len(stored)} subjects, records name {len(ids)}")
+    check(samples == len(ok), f"{samples} samples for {len(ok)} registrations")
+    check(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
     print(json.dumps({"records": len(recs), "registered": len(ok), "failed_good_files": reasons,
-                      "kills": KILLS, "seconds": round(elapsed, 1),
+                      "kills": KILLS, "processed_at_kills": at_kills, "seconds": round(elapsed, 1),
                       "files_per_s": round(len(recs) / elapsed, 1)}))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -20,6 +20,16 @@ random delay the server is killed with SIGKILL, restarted, and checked while the
    paths, with the recorded size and SHA-256, and no temporary file (`.NAME.UUID.tmp`, left by a
    kill mid-write) is left: the server holds the data directory alone, so it sweeps them all.
 
+The index is also checked against the store before each kill, on the live server: partway to the
+kill the clients pause, and once no request is in flight the NEC search must show exactly the
+store's templates. Then they run again until the kill.
+
+The run shows that its kills landed mid-write: over the run, some operations must have had no
+answer when the server was killed (`uncertain_ops`), and some deletes must have been
+acknowledged. A run without either fails, since its other checks would then prove little. An
+exception in a client thread is a violation too, and every wait (on a client, a request, a
+subprocess) is bounded, so that a failure ends the run instead of hanging it.
+
 Each client owns its own ids, so the operations on one id are sequential and the expected state
 of every id is exact. Clients also check as they go: an enroll answered 409 for an id whose
 delete was acknowledged, or a delete answered 404 for an acknowledged enrollment, is a violation.
@@ -52,17 +62,18 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 import requests
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 POOL = 48  # ids in play; an NEC search returns at most 50 subjects, so it sees the whole index
 REGION, SERVICE = "ap-southeast-2", "execute-api"
-TIMEOUT = 120
+TIMEOUT = 120  # one request, one subprocess, one wait for the clients
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "crash safety under SIGKILL").split("\n")[0])
     p.add_argument("bin")
     p.add_argument("--cycles", type=int, default=25)
     p.add_argument("--clients", type=int, default=6)
@@ -90,9 +101,11 @@ class Violations:
         self.items = []
 
     def add(self, cycle, what):
+        """`cycle` is a cycle's number, or words for a finding about the whole run."""
+        where = f"cycle {cycle}" if isinstance(cycle, int) else cycle
         with self.lock:
-            self.items.append(f"cycle {cycle}: {what}")
-        print(f"VIOLATION cycle {cycle}: {what}", file=sys.stderr, flush=True)
+            self.items.append(f"{where}: {what}")
+        print(f"VIOLATION {where}: {what}", file=sys.stderr, flush=True)
 
 
 class Gate:
@@ -129,11 +142,16 @@ class Gate:
             self.running = False
             return self.busy
 
-    def wait_idle(self):
-        """Waits until no operation is in flight."""
+    def wait_idle(self, timeout):
+        """Waits until no operation is in flight; False if some still is after `timeout` s."""
+        deadline = time.time() + timeout
         with self.cond:
             while self.busy:
-                self.cond.wait()
+                left = deadline - time.time()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
 
     def resume(self):
         with self.cond:
@@ -179,7 +197,8 @@ class Harness:
         self.stats = {"acknowledged_enrolls": 0, "acknowledged_deletes": 0, "expected_refusals": 0,
                       "uncertain_ops": 0, "server_errors": 0, "uncertain_resolved_present": 0,
                       "uncertain_resolved_absent": 0, "checks_passed": 0, "leftover_tmp_files": 0,
-                      "max_persons": 0}
+                      "max_persons": 0, "client_exceptions": 0, "live_index_checks": 0}
+        self.in_flight_at_kills = []
         self.persons = {}
         self.owned = [[] for _ in range(args.clients)]
         for i in range(POOL):
@@ -187,7 +206,7 @@ class Harness:
             self.persons[cpid] = Person(cpid)
             self.owned[i % args.clients].append(cpid)
         out = subprocess.run([args.bin, "tenant", "create", "crash", "--data-dir", self.data],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, timeout=TIMEOUT)
         if out.returncode != 0:
             raise SystemExit(f"facegate tenant create failed: {out.stderr}")
         created = json.loads(out.stdout)
@@ -209,7 +228,7 @@ class Harness:
                 [self.args.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data,
                  "--inference-workers", "2"],
                 stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
-        deadline = time.time() + 120
+        deadline = time.time() + TIMEOUT
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"facegate serve exited with {self.proc.returncode}; see {self.log}")
@@ -223,7 +242,7 @@ class Harness:
 
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        self.proc.wait(timeout=TIMEOUT)
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -278,13 +297,24 @@ class Harness:
     # ---- clients ------------------------------------------------------------------------------
 
     def client(self, n):
+        try:
+            self.run_client(n)
+        except BaseException:
+            # A client that dies would stop exercising its ids and leave the run looking green.
+            self.count("client_exceptions")
+            self.violations.add(self.cycle + 1, f"client {n} raised:\n{traceback.format_exc()}")
+
+    def run_client(self, n):
         rng = random.Random(self.args.seed * 1000 + n)
         ids = self.owned[n]
         generation = self.gate.enter()
         while generation is not None:
             cpid = rng.choice(ids)
-            failed = not self.operate(rng, self.persons[cpid], generation)
-            self.gate.leave()
+            try:
+                failed = not self.operate(rng, self.persons[cpid], generation)
+            finally:
+                # Even after an exception, or the harness would wait for this operation forever.
+                self.gate.leave()
             # After a failed request the server is most likely gone: wait for the next phase
             # instead of piling up refused connections.
             generation = self.gate.enter(after_generation=generation if failed else None)
@@ -348,6 +378,47 @@ class Harness:
 
     def passed(self, n=1):
         self.count("checks_passed", n)
+
+    def store_templates(self):
+        """{subject id: {sample ids}} as the store holds them, read beside the running server."""
+        db = sqlite3.connect(f"file:{os.path.join(self.data, 'facegate.db')}?mode=ro", uri=True, timeout=TIMEOUT)
+        try:
+            rows = db.execute("SELECT subject_id, id FROM face_samples WHERE tenant_id = ?",
+                              (self.tenant_id,)).fetchall()
+        finally:
+            db.close()
+        templates = {}
+        for subject_id, sample_id in rows:
+            templates.setdefault(subject_id, set()).add(sample_id)
+        return templates
+
+    def check_index(self, bad, store_index, when):
+        """The templates the index holds, as an NEC search shows them, must be the store's."""
+        index = self.nec_search()
+        if index != store_index:
+            missing = {k: sorted(v - index.get(k, set())) for k, v in store_index.items() if v - index.get(k, set())}
+            extra = {k: sorted(v - store_index.get(k, set())) for k, v in index.items()
+                     if v - store_index.get(k, set())}
+            bad(f"{when}: index and store disagree: templates missing from the index {missing}, "
+                f"templates only in the index {extra}")
+        else:
+            self.passed()
+
+    def verify_live(self):
+        """Before a kill, with no request in flight: the running server's index against the store.
+        Catches an index that drifts from the store while serving, which a restart would hide by
+        rebuilding the index from the store."""
+        cycle = self.cycle + 1
+        self.check_index(lambda what: self.violations.add(cycle, what), self.store_templates(), "before the kill")
+        self.count("live_index_checks")
+
+    def wait_idle(self):
+        """Waits for the operations in flight to end; a client stuck past every request's timeout
+        fails the run."""
+        if not self.gate.wait_idle(TIMEOUT + 30):
+            self.violations.add(self.cycle + 1, f"an operation was still in flight {TIMEOUT + 30} s after the "
+                                                "clients were held")
+            raise SystemExit(1)
 
     def verify(self):
         cycle = self.cycle
@@ -439,15 +510,7 @@ class Harness:
             self.passed()
 
         # 3. The index against the store.
-        index = self.nec_search()
-        if index != store_index:
-            missing = {k: sorted(v - index.get(k, set())) for k, v in store_index.items() if v - index.get(k, set())}
-            extra = {k: sorted(v - store_index.get(k, set())) for k, v in index.items()
-                     if v - store_index.get(k, set())}
-            bad(f"index and store disagree: templates missing from the index {missing}, "
-                f"templates only in the index {extra}")
-        else:
-            self.passed()
+        self.check_index(bad, store_index, "after the restart")
 
         # 4. Image files against image_blobs rows.
         images_dir = os.path.join(self.data, "images")
@@ -492,6 +555,12 @@ class Harness:
         delays = []
         for c in range(self.args.cycles):
             self.gate.resume()
+            # Partway to the kill, the clients pause for a check of the live index.
+            time.sleep(rng.uniform(self.args.min_delay, self.args.max_delay) / 2)
+            self.gate.hold()
+            self.wait_idle()
+            self.verify_live()
+            self.gate.resume()
             delay = rng.uniform(self.args.min_delay, self.args.max_delay)
             delays.append(delay)
             time.sleep(delay)
@@ -499,7 +568,8 @@ class Harness:
             # uncertain ones (plus any answered 5xx).
             in_flight = self.gate.hold()
             self.kill()
-            self.gate.wait_idle()
+            self.wait_idle()
+            self.in_flight_at_kills.append(in_flight)
             self.cycle = c + 1
             self.start()
             self.verify()
@@ -507,12 +577,21 @@ class Harness:
                   f"{self.stats['acknowledged_enrolls']} enrolls and {self.stats['acknowledged_deletes']} "
                   f"deletes acknowledged so far, {len(self.violations.items)} violations", flush=True)
         self.gate.finish()
-        for t in threads:
+        for n, t in enumerate(threads):
             t.join(timeout=TIMEOUT)
+            if t.is_alive():
+                self.violations.add("at the end", f"client {n} did not finish within {TIMEOUT} s")
         self.stop()
+        # Proof that the kills landed mid-write: without operations left unanswered by a kill, and
+        # without acknowledged deletes, the durability checks above would have had little to check.
+        if self.stats["uncertain_ops"] == 0:
+            self.violations.add("the run", "no kill left an operation unanswered: none landed mid-write")
+        if self.stats["acknowledged_deletes"] == 0:
+            self.violations.add("the run", "no delete was acknowledged, so none was checked after a kill")
         elapsed = time.time() - started
         summary = dict(cycles=self.args.cycles, clients=self.args.clients, seed=self.args.seed, pool=POOL,
-                       **self.stats, violations=len(self.violations.items), seconds=round(elapsed, 1),
+                       **self.stats, in_flight_at_kills=self.in_flight_at_kills,
+                       violations=len(self.violations.items), seconds=round(elapsed, 1),
                        kill_delay_s=[round(min(delays), 2), round(max(delays), 2)])
         if self.violations.items:
             print(f"{len(self.violations.items)} violations (seed {self.args.seed}); data kept in {self.work}:",

@@ -12,6 +12,8 @@ import sys
 
 import requests
 
+from checks import check
+
 BASE = sys.argv[1].rstrip("/")
 
 
@@ -38,13 +40,13 @@ filename = os.path.basename(image_path)
 file = {'image_path': (filename, open(image_path, 'rb'), "multipart/form-data")}
 enroll_response = requests.post(api_endpoint, headers={'Authorization': auth_token}, data = enrollment_payload, files = file)
 
-assert enroll_response.status_code == 200, enroll_response.text
+check(enroll_response.status_code == 200, enroll_response.text)
 body = enroll_response.json()
 check_keys("enroll", body, ["status", "miicloud_person_id", "customer_person_id", "first_name", "last_name",
                             "email", "phone", "bounding_box", "image"])
-assert body["status"] == "success" and body["customer_person_id"] == "1234567", body
+check(body["status"] == "success" and body["customer_person_id"] == "1234567", body)
 check_keys("enroll.bounding_box", body["bounding_box"], ["left_x", "left_y", "right_x", "right_y"])
-assert body["image"].startswith("enroll/will_smith_001_") and body["image"].endswith(".jpg"), body
+check(body["image"].startswith("enroll/will_smith_001_") and body["image"].endswith(".jpg"), body)
 person_id = body["miicloud_person_id"]
 
 # ---- Update Person ----
@@ -62,12 +64,12 @@ filename = os.path.basename(image_path)
 file = {'image_path': (filename, open(image_path, 'rb'), "multipart/form-data")}
 enroll_response = requests.put(api_endpoint, headers={'Authorization': auth_token}, data = payload, files = file)
 
-assert enroll_response.status_code == 200, enroll_response.text
+check(enroll_response.status_code == 200, enroll_response.text)
 body = enroll_response.json()
 check_keys("update", body, ["status", "miicloud_person_id", "customer_person_id", "first_name", "last_name",
                             "email", "phone", "images", "bounding_box"])
-assert body["miicloud_person_id"] == person_id and body["email"] == "john_doe_2@domain.com", body
-assert len(body["images"]) == 2, body
+check(body["miicloud_person_id"] == person_id and body["email"] == "john_doe_2@domain.com", body)
+check(len(body["images"]) == 2, body)
 for entry in body["images"]:
     check_keys("update.images[]", entry, ["image", "created"])
 
@@ -79,11 +81,11 @@ customer_person_id = '1234567'
 
 response = requests.get(api_endpoint + '/' + customer_person_id, headers={'Authorization': auth_token})
 
-assert response.status_code == 200, response.text
+check(response.status_code == 200, response.text)
 body = response.json()
 check_keys("get", body, ["customer_person_id", "miicloud_person_id", "images", "first_name", "last_name",
                          "phone", "email"])
-assert body["phone"] == "+12222222222", body
+check(body["phone"] == "+12222222222", body)
 
 # ---- Match Faces (1:N) ----
 auth_token = 'Token 0e653da4969a757d21de0ffa6387d5fbd6401131'
@@ -96,13 +98,13 @@ file = {'image_path': (filename, open(image_path, 'rb'), "multipart/form-data")}
 
 response = requests.post(api_endpoint, headers={'Authorization': auth_token}, data = payload, files = file)
 
-assert response.status_code == 200, response.text
+check(response.status_code == 200, response.text)
 faces = response.json()["faces"]
-assert len(faces) == 1, faces
+check(len(faces) == 1, faces)
 check_keys("match.faces[]", faces[0], ["match_status", "bounding_box", "match_confidence",
                                         "miicloud_person_id", "person_id", "customer_person_id"])
-assert faces[0]["match_status"] == "known" and faces[0]["customer_person_id"] == "1234567", faces
-assert 0 < faces[0]["match_confidence"] <= 1, faces
+check(faces[0]["match_status"] == "known" and faces[0]["customer_person_id"] == "1234567", faces)
+check(0 < faces[0]["match_confidence"] <= 1, faces)
 
 # ---- Delete Person ----
 auth_token = 'Token 0e653da4969a757d21de0ffa6387d5fbd6401131'
@@ -112,12 +114,12 @@ customer_person_id = '1234567'
 
 response = requests.delete(api_endpoint + '/' + customer_person_id, headers={'Authorization': auth_token})
 
-assert response.status_code == 200, response.text
+check(response.status_code == 200, response.text)
 body = response.json()
 check_keys("delete", body, ["status", "customer_person_id", "miicloud_person_id"])
-assert body == {"status": "success", "customer_person_id": "1234567", "miicloud_person_id": person_id}, body
+check(body == {"status": "success", "customer_person_id": "1234567", "miicloud_person_id": person_id}, body)
 
 response = requests.get(api_endpoint + '/' + customer_person_id, headers={'Authorization': auth_token})
-assert response.status_code == 404 and response.json()["status"] == "fail", response.text
+check(response.status_code == 404 and response.json()["status"] == "fail", response.text)
 
 print("miiCloud document snippets: all passed")

@@ -23,6 +23,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from checks import check
+
 BASE, API_KEY, AKID, SECRET = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3], sys.argv[4]
 PACK, MII_PERSON, STRANGER, BLURRED = sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8]
 
@@ -46,7 +48,8 @@ def call(method, path, body=None, api_key=API_KEY, secret=SECRET, region="ap-sou
     prepared = req.prepare()
     if tamper:
         tamper(prepared)
-    return requests.request(prepared.method, prepared.url, headers=dict(prepared.headers), data=prepared.body)
+    return requests.request(prepared.method, prepared.url, headers=dict(prepared.headers), data=prepared.body,
+                            timeout=120)
 
 
 def fresh_signature():
@@ -65,27 +68,27 @@ expect(call("POST", "/v1.1/tags/passport"), 200, "create tag")
 expect(call("POST", "/v1.1/tags/licence"), 200, "create second tag")
 fresh_signature()
 body = expect(call("POST", "/v1.1/tags/passport"), 400, "duplicate tag")
-assert body["errorCode"] == 1001 and body["errorType"] == "InvalidRequest", body
+check(body["errorCode"] == 1001 and body["errorType"] == "InvalidRequest", body)
 expect(call("PUT", "/v1.1/tags/licence", {"newName": "driver licence"}), 200, "rename tag")
 body = expect(call("GET", "/v1.1/tags"), 200, "list tags")
-assert body["tags"] == ["passport", "driver licence"], body
+check(body["tags"] == ["passport", "driver licence"], body)
 expect(call("DELETE", "/v1.1/tags/driver%20licence"), 200, "delete tag with a space")
 fresh_signature()
 expect(call("DELETE", "/v1.1/tags/driver%20licence"), 404, "delete it again")
 body = expect(call("PUT", "/v1.1/tags/passport", {}), 400, "rename without newName")
-assert body["errorType"] == "InvalidRequest", body
+check(body["errorType"] == "InvalidRequest", body)
 
 # Authentication failures: 403 with NEC's messages.
 body = expect(call("GET", "/v1.1/tags", api_key="wrong"), 403, "unknown api key")
-assert body == {"message": "Forbidden"}, body
+check(body == {"message": "Forbidden"}, body)
 body = expect(call("GET", "/v1.1/tags", secret="not-the-secret"), 403, "wrong secret")
-assert body["message"].startswith("The request signature we calculated does not match"), body
+check(body["message"].startswith("The request signature we calculated does not match"), body)
 body = expect(call("GET", "/v1.1/tags", region="us-east-1"), 403, "wrong region")
 
 
 body = expect(call("GET", "/v1.1/tags", at=datetime.datetime(2018, 8, 16, 3, 20, 46)), 403, "stale date")
-assert body["message"].startswith("Signature expired: 20180816T032046Z is now earlier than"), body
-assert body["message"].endswith(" - 5 min.)"), body
+check(body["message"].startswith("Signature expired: 20180816T032046Z is now earlier than"), body)
+check(body["message"].endswith(" - 5 min.)"), body)
 now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 expect(call("GET", "/v1.1/tags", at=now - datetime.timedelta(minutes=4)), 200, "4 minutes slow")
 expect(call("GET", "/v1.1/tags", at=now + datetime.timedelta(minutes=10)), 403, "10 minutes fast")
@@ -96,7 +99,7 @@ def tamper_body(prepared):
 
 
 expect(call("PUT", "/v1.1/tags/passport", {"newName": "ok"}, tamper=tamper_body), 403, "tampered body")
-unsigned = requests.get(BASE + "/v1.1/tags", headers={"x-api-key": API_KEY})
+unsigned = requests.get(BASE + "/v1.1/tags", headers={"x-api-key": API_KEY}, timeout=120)
 expect(unsigned, 403, "no signature")
 
 
@@ -117,98 +120,98 @@ def grey_png(w=64, h=64):
 ATTRIBUTE_KEYS = sorted(["faceArea", "headArea", "rightEyeCenter", "leftEyeCenter", "frontalFaceScore", "faceRoll",
                          "facePan", "faceTilt", "faceScore", "faceQualityScore"])
 body = expect(call("POST", "/v1.1/face/extract", {"faces": b64("yaoming.jpg")}), 200, "extract one face")
-assert len(body["faces"]) == 1, body
+check(len(body["faces"]) == 1, body)
 a = body["faces"][0]["attributes"]
-assert sorted(a) == ATTRIBUTE_KEYS, a
-assert sorted(a["faceArea"]) == ["bottom", "left", "right", "top"] and all(isinstance(v, str) for v in a["faceArea"].values()), a
-assert int(a["rightEyeCenter"]["x"]) < int(a["leftEyeCenter"]["x"]), "the subject's right eye is on the image's left"
-assert 0.5 <= float(a["faceQualityScore"]) <= 1 and float(a["faceScore"]) > 0.5, a
+check(sorted(a) == ATTRIBUTE_KEYS, a)
+check(sorted(a["faceArea"]) == ["bottom", "left", "right", "top"] and all(isinstance(v, str) for v in a["faceArea"].values()), a)
+check(int(a["rightEyeCenter"]["x"]) < int(a["leftEyeCenter"]["x"]), "the subject's right eye is on the image's left")
+check(0.5 <= float(a["faceQualityScore"]) <= 1 and float(a["faceScore"]) > 0.5, a)
 body = expect(call("POST", "/v1.1/face/extract", {"faces": b64("players.jpg")}), 200, "extract a crowd")
 areas = [(int(f["attributes"]["faceArea"]["right"]) - int(f["attributes"]["faceArea"]["left"])) *
          (int(f["attributes"]["faceArea"]["bottom"]) - int(f["attributes"]["faceArea"]["top"])) for f in body["faces"]]
-assert len(areas) == 20, f"at most 20 faces, got {len(areas)}"
+check(len(areas) == 20, f"at most 20 faces, got {len(areas)}")
 # faceArea is clipped to the image, so an edge face may look smaller than its detector box.
-assert areas[0] == max(areas) and areas[-1] <= sorted(areas)[len(areas) // 2], f"largest first: {areas}"
+check(areas[0] == max(areas) and areas[-1] <= sorted(areas)[len(areas) // 2], f"largest first: {areas}")
 body = expect(call("POST", "/v1.1/face/extract", {"faces": grey_png()}), 400, "no face")
-assert body["errorCode"] == 2001 and body["errorType"] == "NoFace", body
+check(body["errorCode"] == 2001 and body["errorType"] == "NoFace", body)
 body = expect(call("POST", "/v1.1/face/extract", {"faces": "%%% not base64 %%%"}), 400, "bad base64")
-assert body["errorCode"] == 1001 and body["errorType"] == "InvalidRequest", body
+check(body["errorCode"] == 1001 and body["errorType"] == "InvalidRequest", body)
 body = expect(call("POST", "/v1.1/face/extract", {}), 400, "missing faces")
-assert body["message"] == "faces property must be provided.", body
+check(body["message"] == "faces property must be provided.", body)
 body = expect(call("POST", "/v1.1/face/extract", {"faces": 42}), 400, "ill-typed faces")
-assert body["errorCode"] == 1001, body
+check(body["errorCode"] == 1001, body)
 
 
 # ---- Subjects, events, verify ----
 body = expect(call("POST", "/v1.1/subjects", {"face": b64("yaoming.jpg"), "tags": ["passport"]}), 201, "register")
-assert sorted(body) == ["attributes", "eventId", "id"] and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body
+check(sorted(body) == ["attributes", "eventId", "id"] and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body)
 subject, event = body["id"], body["eventId"]
 body = expect(call("POST", "/v1.1/subjects", {"face": b64("yaoming.jpg"), "tags": ["no-such-tag"]}), 400, "unknown tag")
-assert body["errorCode"] == 1001, body
+check(body["errorCode"] == 1001, body)
 body = expect(call("POST", "/v1.1/subjects", {"face": b64("players.jpg")}), 400, "many faces")
-assert body["errorCode"] == 2003 and body["errorType"] == "MultipleFaces", body
+check(body["errorCode"] == 2003 and body["errorType"] == "MultipleFaces", body)
 body = expect(call("POST", "/v1.1/subjects", {"face": grey_png()}), 400, "no face")
-assert body["errorCode"] == 2001, body
+check(body["errorCode"] == 2001, body)
 with open(BLURRED, "rb") as f:
     blurred = base64.b64encode(f.read()).decode()
 body = expect(call("POST", "/v1.1/subjects", {"face": blurred}), 400, "poor quality")
-assert body["errorCode"] == 2002 and body["errorType"] == "PoorQuality", body
+check(body["errorCode"] == 2002 and body["errorType"] == "PoorQuality", body)
 body = expect(call("POST", "/v1.1/subjects", {"tags": []}), 400, "no face property")
-assert body["message"] == "face property must be provided." and body["errorCode"] == 1001, body
+check(body["message"] == "face property must be provided." and body["errorCode"] == 1001, body)
 body = expect(call("GET", f"/v1.1/subjects/{subject}/events"), 200, "list events")
-assert body == {"id": subject, "events": [{"id": event}]}, body
+check(body == {"id": subject, "events": [{"id": event}]}, body)
 
 body = expect(call("POST", "/v1.1/face/verify", {"probe": b64("yaoming.jpg"), "id": subject}), 200, "verify")
-assert body["id"] == subject and 7000 <= body["score"] <= 9999, body
+check(body["id"] == subject and 7000 <= body["score"] <= 9999, body)
 with open(STRANGER, "rb") as f:
     stranger = base64.b64encode(f.read()).decode()
 body = expect(call("POST", "/v1.1/face/verify", {"probe": stranger, "id": subject}), 404, "verify a stranger")
-assert 0 <= body["score"] < 7000, body
+check(0 <= body["score"] < 7000, body)
 # The miiCloud person is the same identity: NEC verifies against it by its miicloud_person_id.
 body = expect(call("POST", "/v1.1/face/verify", {"probe": b64("yaoming.jpg"), "id": MII_PERSON}), 200, "cross-dialect")
-assert body["score"] >= 7000, body
+check(body["score"] >= 7000, body)
 expect(call("POST", "/v1.1/face/verify", {"probe": b64("yaoming.jpg"), "id": "00000000-0000-0000-0000-000000000000"}),
        404, "unknown subject")
 
 # ---- Search ----
 body = expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg")}), 200, "search")
 ids = [c["id"] for c in body["candidates"]]
-assert sorted(ids) == sorted([subject, MII_PERSON]), body
-assert sorted(body) == ["attributes", "candidates"] and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body
+check(sorted(ids) == sorted([subject, MII_PERSON]), body)
+check(sorted(body) == ["attributes", "candidates"] and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body)
 for c in body["candidates"]:
-    assert c["score"] >= 7000 and c["events"][0]["score"] == c["score"], c
+    check(c["score"] >= 7000 and c["events"][0]["score"] == c["score"], c)
 scores = [c["score"] for c in body["candidates"]]
-assert scores == sorted(scores, reverse=True), body
+check(scores == sorted(scores, reverse=True), body)
 body = expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "limit": 1}), 200, "limit 1")
-assert len(body["candidates"]) == 1, body
+check(len(body["candidates"]) == 1, body)
 body = expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "tags": ["passport"]}), 200, "tag filter")
-assert [c["id"] for c in body["candidates"]] == [subject], body
+check([c["id"] for c in body["candidates"]] == [subject], body)
 expect(call("POST", "/v1.1/face/search", {"probe": stranger}), 404, "nobody like the stranger")
 for bad in [{"threshold": 10000}, {"threshold": -1}, {"limit": 0}, {"limit": 51}, {"tags": ["no-such-tag"]},
             {"threshold": "high"}]:
     body = expect(call("POST", "/v1.1/face/search", dict(bad, probe=b64("yaoming.jpg"))), 400, f"search {bad}")
-    assert body["errorCode"] == 1001, body
+    check(body["errorCode"] == 1001, body)
 
 # ---- Events ----
 body = expect(call("POST", f"/v1.1/subjects/{subject}/events", {"face": b64("yaoming.jpg")}), 201, "add event")
 second = body["eventId"]
-assert body["id"] == subject and second != event, body
+check(body["id"] == subject and second != event, body)
 body = expect(call("GET", f"/v1.1/subjects/{subject}/events"), 200, "two events")
-assert sorted(e["id"] for e in body["events"]) == sorted([event, second]), body
+check(sorted(e["id"] for e in body["events"]) == sorted([event, second]), body)
 body = expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "tags": ["passport"]}), 200, "events")
-assert sorted(e["id"] for e in body["candidates"][0]["events"]) == sorted([event, second]), body
+check(sorted(e["id"] for e in body["candidates"][0]["events"]) == sorted([event, second]), body)
 body = expect(call("PUT", f"/v1.1/subjects/{subject}", {"face": b64("yaoming.jpg"), "tags": []}), 200, "update subject")
-assert body["id"] == subject and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body
+check(body["id"] == subject and sorted(body["attributes"]) == ATTRIBUTE_KEYS, body)
 expect(call("POST", "/v1.1/face/search", {"probe": b64("yaoming.jpg"), "tags": ["passport"]}), 404, "tags cleared")
 body = expect(call("PUT", f"/v1.1/subjects/{subject}/events/{second}", {"face": b64("yaoming.jpg")}), 200, "update event")
-assert body["id"] == subject and body["eventId"] == second, body
+check(body["id"] == subject and body["eventId"] == second, body)
 expect(call("PUT", f"/v1.1/subjects/{subject}/events/00000000-0000-0000-0000-000000000000",
             {"face": b64("yaoming.jpg")}), 404, "update an unknown event")
 expect(call("DELETE", f"/v1.1/subjects/{subject}/events/{second}"), 204, "delete event")
 fresh_signature()
 expect(call("DELETE", f"/v1.1/subjects/{subject}/events/{second}"), 404, "delete event again")
 body = expect(call("GET", f"/v1.1/subjects/{subject}/events"), 200, "events left")
-assert len(body["events"]) == 2, body
+check(len(body["events"]) == 2, body)
 expect(call("POST", f"/v1.1/subjects/{MII_PERSON}/events", {"face": "%%"}), 400, "bad face")
 
 expect(call("DELETE", f"/v1.1/subjects/{subject}"), 204, "unregister")

@@ -1,7 +1,8 @@
 //! End-to-end checks of the engine on the real runtime and model pack.
 //!
 //! Needs `<workspace>/.facegate` from `scripts/setup`. The faceapi checks also need the shared
-//! datasets beside the workspace (`../shared/datasets`) and are skipped without them.
+//! datasets beside the workspace (`../shared/datasets`); without them they skip, which fails them
+//! under CI (`facegate_testkit::skip`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -11,12 +12,8 @@ use facegate_engine::embed::cosine;
 use facegate_engine::{Detection, EngineConfig, EngineError, FaceAttributes, OrtEngine, DEFAULT_MIN_QUALITY};
 use image::{DynamicImage, ImageFormat, RgbImage};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn home() -> PathBuf {
-    let home = workspace().join(".facegate");
+    let home = facegate_testkit::workspace_root().join(".facegate");
     assert!(
         home.join("onnxruntime").is_dir() && home.join("models").is_dir(),
         "{} is missing: run scripts/setup (make setup) first",
@@ -31,13 +28,7 @@ fn pack_file(name: &str) -> Vec<u8> {
 }
 
 fn datasets() -> Option<PathBuf> {
-    let dir = workspace().join("../shared/datasets");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipping: /work/shared datasets not found");
-        None
-    }
+    facegate_testkit::shared_datasets()
 }
 
 /// One engine for the whole test binary; loading again is tested separately.

@@ -397,12 +397,7 @@ async fn faceapi_people_are_recognised() {
 /// The document's own Python `requests` snippets, host changed, against this server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn document_python_snippets_work_unchanged() {
-    let has_requests =
-        std::process::Command::new("python3").args(["-c", "import requests"]).status().is_ok_and(|s| s.success());
-    if !has_requests {
-        eprintln!("skipping: python3 with the `requests` package is not installed");
-        return;
-    }
+    let Some(mut python) = facegate_testkit::python_with(&["requests"]) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(&dir.path().join("data")).await;
     let work = dir.path().join("client");
@@ -418,11 +413,13 @@ async fn document_python_snippets_work_unchanged() {
     let script = workspace_root().join("tests/python/miicloud_doc_snippets.py");
     let base = server.base.clone();
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(script).arg(base).current_dir(work).output()
+        facegate_testkit::output_within(
+            python.arg(script).arg(base).current_dir(work),
+            std::time::Duration::from_secs(300),
+        )
     })
     .await
-    .expect("join")
-    .expect("run python3");
+    .expect("join");
     assert!(
         output.status.success(),
         "snippets failed:\n{}\n{}",
@@ -435,14 +432,7 @@ async fn document_python_snippets_work_unchanged() {
 /// NEC ID requests signed by botocore, NEC's own client stack, against this server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn necid_requests_signed_by_botocore_are_verified() {
-    let has_botocore = std::process::Command::new("python3")
-        .args(["-c", "import botocore, requests"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_botocore {
-        eprintln!("skipping: python3 with `botocore` and `requests` is not installed");
-        return;
-    }
+    let Some(mut python) = facegate_testkit::python_with(&["botocore", "requests"]) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
     let created = server.service.create_tenant("nec-app").expect("tenant");
@@ -473,18 +463,17 @@ async fn necid_requests_signed_by_botocore_are_verified() {
     let script = workspace_root().join("tests/python/necid_botocore_client.py");
     let base = server.base.clone();
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
+        python
             .arg(script)
             .args([base, c.api_key, c.access_key_id, c.secret_access_key])
             .arg(pack_dir())
             .arg(person.subject.id)
             .arg(stranger)
-            .arg(blurred)
-            .output()
+            .arg(blurred);
+        facegate_testkit::output_within(&mut python, std::time::Duration::from_secs(300))
     })
     .await
-    .expect("join")
-    .expect("run python3");
+    .expect("join");
     assert!(
         output.status.success(),
         "botocore client failed:\n{}\n{}",
@@ -685,14 +674,25 @@ async fn bulk_jobs_page_by_a_thousand_and_resume_after_a_restart() {
     assert_eq!(status, StatusCode::OK, "{job}");
     let batch_id = job["batchId"].as_str().expect("batchId").to_owned();
 
-    // Stop while files are still being registered.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let (_, first_page) =
-        send(nec_request(&server, &creds, "GET", &format!("/v1.1/jobs/bulkregister/{batch_id}"), None)).await;
+    // Stop while files are still being registered: once the first record is processed, so that
+    // the job has surely started, whatever the machine's load, and long before its 24 photos are
+    // all through inference.
     let done = |page: &Value| {
         page["processed"].as_array().map_or(0, |r| r.iter().filter(|r| r["status"] == "Processed").count())
     };
-    assert!(done(&first_page) < good, "the job should still be running when the server stops: {}", done(&first_page));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let processed = loop {
+        let (status, page) =
+            send(nec_request(&server, &creds, "GET", &format!("/v1.1/jobs/bulkregister/{batch_id}"), None)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let processed = done(&page);
+        if processed > 0 {
+            break processed;
+        }
+        assert!(std::time::Instant::now() < deadline, "no record was processed within 120 s: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(processed < good, "the job should still be running when the server stops: {processed} processed");
     server.stop().await;
     let server = TestServer::start(dir.path()).await;
     let (records, pages) = finished_bulk_records(&server, &creds, &batch_id).await;
@@ -711,8 +711,8 @@ async fn bulk_jobs_page_by_a_thousand_and_resume_after_a_restart() {
     server.stop().await;
 }
 
-/// `python3 -m moto.server` on a free loopback port: a real S3-compatible server. `None` (with a
-/// message) where Python or moto is missing; `make test` installs moto into `.facegate/python`.
+/// `python3 -m moto.server` on a free loopback port: a real S3-compatible server. `None` (after
+/// `facegate_testkit::skip`) where moto is missing; `make test` installs it into `.facegate/python`.
 struct MotoServer {
     child: std::process::Child,
     endpoint: String,
@@ -720,19 +720,9 @@ struct MotoServer {
 
 impl MotoServer {
     fn start() -> Option<Self> {
-        let python_path = workspace_root().join(".facegate/python");
-        let has_moto = std::process::Command::new("python3")
-            .env("PYTHONPATH", &python_path)
-            .args(["-c", "import moto.server"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !has_moto {
-            eprintln!("skipping: python3 with moto[server] is missing (make test installs it)");
-            return None;
-        }
+        let mut python = facegate_testkit::python_with(&["moto.server"])?;
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let child = std::process::Command::new("python3")
-            .env("PYTHONPATH", &python_path)
+        let child = python
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

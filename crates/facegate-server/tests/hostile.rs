@@ -97,8 +97,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---- refusals ---------------------------------------------------------------------------------
 
-/// Refusals read a header or a few bytes; inference takes ~100 ms. Generous for a loaded machine.
-const FAST: Duration = Duration::from_secs(2);
+/// Refusals read a header or a few bytes; inference takes ~100 ms, and decoding a bomb would take
+/// minutes. The bound leaves room for a shared 2-core machine busy with other builds and tests.
+const FAST: Duration = Duration::from_secs(5);
 
 async fn timed(req: reqwest::RequestBuilder) -> (StatusCode, Value, Duration) {
     let started = Instant::now();
@@ -384,7 +385,8 @@ async fn decompression_bombs_are_refused_with_bounded_memory() {
     eprintln!("peak growth of a normal enroll: {:.2} MB", peak_growth(baseline) as f64 / MB as f64);
 
     let bombs = bombs();
-    let mut worst = 0usize;
+    // (the worst header bomb, the worst metadata bomb)
+    let (mut worst_header, mut worst_icc) = (0usize, 0usize);
     for (i, (name, bytes)) in bombs.iter().enumerate() {
         let requests = [
             ("miiCloud enroll", enroll_req(&server, &format!("bomb-{i}"), "bomb.jpg", bytes.clone()), false),
@@ -438,13 +440,22 @@ async fn decompression_bombs_are_refused_with_bounded_memory() {
                 assert_eq!(answer.0, StatusCode::PAYLOAD_TOO_LARGE, "{what}: refused as too large: {}", answer.1);
             }
             eprintln!("{what}: {} in {:?}, peak growth {:.2} MB", answer.0, answer.2, growth as f64 / MB as f64);
-            worst = worst.max(growth);
+            let worst = if name.contains("ICC") { &mut worst_icc } else { &mut worst_header };
+            *worst = (*worst).max(growth);
         }
     }
     // 60000×60000 RGB would be 10.8 GB; what is left is the request, the response and the
-    // decoder's header state.
-    assert!(worst < 64 * MB, "a bomb grew the heap by {:.1} MB", worst as f64 / MB as f64);
-    eprintln!("worst peak growth over {} bomb requests: {:.2} MB", bombs.len() * 4, worst as f64 / MB as f64);
+    // decoder's header state: 0.21-0.22 MB measured (docs/security.md), less than a normal enroll.
+    assert!(worst_header < MB, "a header bomb grew the heap by {:.2} MB", worst_header as f64 / MB as f64);
+    // The ICC bomb's picture is decoded, and an NEC body carries it as base64 in JSON: 41-42 MB
+    // measured, against 813 MB when the profile was inflated.
+    assert!(worst_icc < 48 * MB, "the ICC bomb grew the heap by {:.1} MB", worst_icc as f64 / MB as f64);
+    eprintln!(
+        "worst peak growth over {} bomb requests: {:.2} MB from a header, {:.2} MB from the ICC profile",
+        bombs.len() * 4,
+        worst_header as f64 / MB as f64,
+        worst_icc as f64 / MB as f64
+    );
 
     still_serves(&server, "after-bombs").await;
     server.stop().await;

@@ -62,19 +62,14 @@ fn sample(subject_id: &str, seed: u8) -> NewSample {
 
 /// Every byte of every file under `dir`: the database, its WAL and the image files.
 fn raw_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("list") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.display().to_string(), std::fs::read(&path).expect("read")));
-            }
-        }
-    }
-    out
+    assert!(dir.is_dir(), "{} is not a directory", dir.display());
+    facegate_testkit::files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("read");
+            (path.display().to_string(), bytes)
+        })
+        .collect()
 }
 
 /// The files under `dir` that contain `needle`.

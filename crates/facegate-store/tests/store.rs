@@ -45,20 +45,11 @@ fn templates(store: &SqliteStore, model: &str) -> Vec<Template> {
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("list") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).expect("prefix").to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
+    assert!(dir.is_dir(), "{} is not a directory", dir.display());
+    facegate_testkit::files_under(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).expect("prefix").to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]

@@ -94,16 +94,10 @@ fn serve_answers_http() {
     assert!(unauthorised.starts_with("HTTP/1.1 401"), "{unauthorised}");
 }
 
-/// The faceapi identities (8 people × 5 cropped photos), or `None` with a message where the
-/// shared datasets are absent.
+/// The faceapi identities (8 people × 5 cropped photos), or `None` after
+/// `facegate_testkit::skip` where the shared datasets are absent.
 fn faceapi_identities() -> Option<PathBuf> {
-    let dir = root().join("../shared/datasets/faceapi/identities");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is absent (the shared datasets are not on this machine)", dir.display());
-        None
-    }
+    Some(facegate_testkit::shared_datasets()?.join("faceapi/identities"))
 }
 
 #[test]
@@ -175,25 +169,24 @@ fn eval_pairs_reads_the_lfw_format_and_reports_folds() {
 /// with SIGKILL twice mid-job, and every file registered exactly once in the end.
 #[test]
 fn bulk_jobs_survive_sigkill() {
-    let has_botocore =
-        Command::new("python3").args(["-c", "import botocore, requests"]).status().is_ok_and(|s| s.success());
-    if !has_botocore {
-        eprintln!("skipped: python3 with botocore and requests is not installed");
-        return;
-    }
+    let Some(mut python) = facegate_testkit::python_with(&["botocore", "requests", "sqlite3"]) else { return };
     let photos = tempfile::tempdir().expect("tempdir");
     std::fs::copy(root().join(".facegate/models/buffalo_s/yaoming.jpg"), photos.path().join("yao.jpg")).expect("copy");
-    let out = Command::new("python3")
-        .arg(root().join("tests/python/bulk_kill9.py"))
-        .arg(env!("CARGO_BIN_EXE_facegate"))
-        .arg(photos.path())
-        .args(["40", "--kills", "2"])
-        .current_dir(root())
-        .output()
-        .expect("run python3");
+    let out = facegate_testkit::output_within(
+        python
+            .arg(root().join("tests/python/bulk_kill9.py"))
+            .arg(env!("CARGO_BIN_EXE_facegate"))
+            .arg(photos.path())
+            .args(["40", "--kills", "2"])
+            .current_dir(root()),
+        std::time::Duration::from_secs(600),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("summary json");
     assert_eq!(summary["registered"], 40, "{summary}");
     assert_eq!(summary["kills"], 2, "{summary}");
+    // Each kill landed while the job was still running (40 photos and 4 planted files).
+    let at_kills = summary["processed_at_kills"].as_array().expect("processed_at_kills");
+    assert!(at_kills.len() == 2 && at_kills.iter().all(|n| n.as_u64().is_some_and(|n| n < 44)), "{summary}");
 }

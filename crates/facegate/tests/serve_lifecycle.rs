@@ -59,8 +59,21 @@ fn enroll_yao(server: &SandboxServer) {
     assert_eq!(status, 200, "{answer}");
 }
 
-fn wal_len(data_dir: &Path) -> u64 {
-    std::fs::metadata(data_dir.join("facegate.db-wal")).map(|m| m.len()).unwrap_or(0)
+/// `GET /miicloud/person/yao` answers the enrolled person, and a search with the same photo finds
+/// him: the store and the index both came back.
+fn assert_knows_yao(server: &SandboxServer) {
+    let auth = auth();
+    let (status, person) = http(&server.addr, "GET", "/miicloud/person/yao", &[("Authorization", &auth)], &[]);
+    assert_eq!(status, 200, "{person}");
+    let person: Value = serde_json::from_str(&person).expect("json");
+    assert_eq!(person["customer_person_id"], "yao", "{person}");
+    assert_eq!(person["images"].as_array().map(Vec::len), Some(1), "{person}");
+    let (content_type, body) = multipart(&[], Some(("image_path", "probe.jpg", &yao())));
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", content_type.as_str())];
+    let (status, answer) = http(&server.addr, "POST", "/miicloud/match_faces", &headers, &body);
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["faces"][0]["customer_person_id"], "yao", "{answer}");
 }
 
 #[test]
@@ -68,7 +81,9 @@ fn sigterm_finishes_in_flight_requests_then_checkpoints() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = serve(dir.path(), 30);
     enroll_yao(&server);
-    assert!(wal_len(dir.path()) > 0, "the enrollment is in the WAL until a checkpoint");
+    let wal = dir.path().join("facegate.db-wal");
+    let before = std::fs::metadata(&wal).expect("a WAL-mode database has its WAL while the server runs").len();
+    assert!(before > 0, "the enrollment is in the WAL until a checkpoint");
 
     let (mut in_flight, rest) = start_match_faces(&server);
     std::thread::sleep(Duration::from_millis(300));
@@ -86,7 +101,32 @@ fn sigterm_finishes_in_flight_requests_then_checkpoints() {
     for line in ["shutdown signal received", "database checkpointed", "shut down"] {
         assert!(logs.contains(line), "missing '{line}':\n{logs}");
     }
-    assert_eq!(wal_len(dir.path()), 0, "the WAL is folded into the database at shutdown");
+    // A checkpoint with TRUNCATE leaves the WAL empty; SQLite deletes it when the last connection
+    // closes. Either way nothing is left in it.
+    match std::fs::metadata(&wal) {
+        Ok(m) => assert_eq!(m.len(), 0, "the WAL is folded into the database at shutdown"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{}: {e}", wal.display()),
+    }
+
+    // The proof that the checkpoint happened: the database file alone, without the WAL and its
+    // shared memory, holds the enrollment. A copy of the directory without them is served afresh.
+    let copy = tempfile::tempdir().expect("tempdir");
+    for file in facegate_testkit::files_under(dir.path()) {
+        let rel = file.strip_prefix(dir.path()).expect("under the data directory");
+        let name = rel.to_string_lossy();
+        if name.ends_with("-wal") || name.ends_with("-shm") || name == "facegate.lock" {
+            continue;
+        }
+        let to = copy.path().join(rel);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&file, &to).expect("copy");
+    }
+    let reopened = serve(copy.path(), 30);
+    assert_knows_yao(&reopened);
+    drop(reopened);
+    // And the data directory itself restarts with it.
+    let restarted = serve(dir.path(), 30);
+    assert_knows_yao(&restarted);
 }
 
 #[test]
@@ -174,20 +214,14 @@ fn the_audit_log_records_writes_searches_and_verifications_without_biometric_dat
 
 /// Every byte under the data directory, file by file.
 fn raw_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("list") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).expect("read");
-                out.push((path, bytes));
-            }
-        }
-    }
-    out
+    assert!(dir.is_dir(), "{} is not a directory", dir.display());
+    facegate_testkit::files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("read");
+            (path, bytes)
+        })
+        .collect()
 }
 
 #[test]

@@ -669,7 +669,6 @@ fn redact(canonical: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
-    use std::process::Command;
     use std::time::SystemTime;
 
     use aws_credential_types::Credentials;
@@ -1239,11 +1238,8 @@ mod tests {
     /// own canonical request, and prints what goes on the wire.
     #[test]
     fn accepts_requests_signed_by_botocore() {
-        let probe = Command::new("python3").args(["-c", "import botocore"]).output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            eprintln!("skipping accepts_requests_signed_by_botocore: python3 with botocore is not available");
-            return;
-        }
+        // The pinned botocore that `make test` installs, not whatever the system's Python has.
+        let Some(mut python) = facegate_testkit::python_with(&["botocore"]) else { return };
         const SCRIPT: &str = r#"
 import hashlib, json, sys
 from urllib.parse import quote
@@ -1292,10 +1288,10 @@ for method, path, params, headers, body in cases:
     })
 print(json.dumps(out))
 "#;
-        let output = Command::new("python3")
-            .args(["-c", SCRIPT, AK, SK, HOST_NAME, SUBJECT, EVENT])
-            .output()
-            .expect("run python3");
+        let output = facegate_testkit::output_within(
+            python.args(["-c", SCRIPT, AK, SK, HOST_NAME, SUBJECT, EVENT]),
+            std::time::Duration::from_secs(120),
+        );
         assert!(output.status.success(), "botocore script failed: {}", String::from_utf8_lossy(&output.stderr));
         let cases: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("botocore script output");
         assert_eq!(cases.len(), 11);

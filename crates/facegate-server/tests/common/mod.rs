@@ -20,22 +20,10 @@ pub use serde_json::Value;
 
 pub const AUTH: &str = "Token 0e653da4969a757d21de0ffa6387d5fbd6401131";
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use facegate_testkit::{files_under, shared_datasets, workspace_root};
 
 pub fn pack_dir() -> PathBuf {
     workspace_root().join(".facegate/models/buffalo_s")
-}
-
-pub fn shared_datasets() -> Option<PathBuf> {
-    let dir = workspace_root().join("../shared/datasets");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: ../shared/datasets not found next to the repository");
-        None
-    }
 }
 
 pub fn engine() -> Arc<OrtEngine> {
@@ -186,21 +174,6 @@ pub async fn match_faces(server: &TestServer, bytes: Vec<u8>, customer_person_id
     }
     let form = person_form(&fields, Some(("test_001.jpg", bytes)));
     send(client().post(server.url("/miicloud/match_faces")).header("Authorization", AUTH).multipart(form)).await
-}
-
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// A request to the NEC dialect signed with AWS Signature V4 by the `aws-sigv4` crate, as a

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub const SANDBOX_TOKEN: &str = "0e653da4969a757d21de0ffa6387d5fbd6401131";
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    facegate_testkit::workspace_root()
 }
 
 pub fn facegate() -> Command {
