@@ -16,6 +16,12 @@ pub mod testing;
 pub use error::{Code, Error, Result};
 pub use jobs::{BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, SourceError};
 pub use model::*;
-pub use ports::{Engine, Index, Store};
+pub use ports::{BulkJobStore, Engine, GalleryStore, Index, Store, TagStore, TenantStore};
+
+/// The store's role traits, for code that calls a concrete store's methods:
+/// `use facegate_core::store_roles::*;`.
+pub mod store_roles {
+    pub use crate::ports::{BulkJobStore, GalleryStore, Store, TagStore, TenantStore};
+}
 pub use score::Calibration;
 pub use service::{BulkConfig, FaceService, ServiceConfig};

@@ -19,10 +19,18 @@ pub trait Engine: Send + Sync + 'static {
     fn analyze_with_attributes(&self, image: &[u8], max_faces: usize) -> Result<(u32, u32, Vec<AttributedFace>)>;
 }
 
-/// Durable storage of tenants, subjects, samples and image files.
+/// Durable storage: every role below, and whether it can serve. The service holds one
+/// `Arc<dyn Store>`; each backend implements the roles in a file of its own.
 ///
 /// Every method that writes commits before it returns.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TenantStore + GalleryStore + TagStore + BulkJobStore + 'static {
+    /// Whether the store can serve: it answers a query, and has room to write. `StorageFull`
+    /// when free space is below the configured headroom, `Storage` when the database fails.
+    fn check_ready(&self) -> Result<()>;
+}
+
+/// Tenants and their credentials.
+pub trait TenantStore: Send + Sync {
     /// Creates a tenant; `Conflict` if the name is taken.
     fn create_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant>;
     /// Creates the tenant if missing and makes `token_hash` one of its valid tokens.
@@ -35,7 +43,11 @@ pub trait Store: Send + Sync + 'static {
     fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> Result<Option<Tenant>>;
     /// The secret of an access key id, if it belongs to `tenant_id`.
     fn access_key_secret(&self, tenant_id: &str, access_key_id: &str) -> Result<Option<String>>;
+}
 
+/// The gallery: subjects, their face samples (image, box, template) and the templates the index
+/// is built from.
+pub trait GalleryStore: Send + Sync {
     /// Inserts a subject and optionally its first sample (image file, row and template) in one
     /// transaction. `Conflict` if the tenant already has the `customer_person_id`.
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()>;
@@ -57,7 +69,12 @@ pub trait Store: Send + Sync + 'static {
     fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool>;
     /// Deletes the subject, its samples and their image files. `false` if it did not exist.
     fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> Result<bool>;
+    /// Streams every stored template made by `model_id`, for building the index at start-up.
+    fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;
+}
 
+/// A tenant's tags, and the tag labels its subjects carry.
+pub trait TagStore: Send + Sync {
     /// Creates a tag; `Conflict` if the tenant has it, `InvalidRequest` past `max_tags`.
     fn create_tag(&self, tenant_id: &str, name: &str, max_tags: usize) -> Result<()>;
     /// Renames a tag; `NotFound` if missing, `Conflict` if the new name exists.
@@ -69,7 +86,13 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the tag labels of a subject.
     fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) -> Result<()>;
     fn subject_tags(&self, tenant_id: &str, subject_id: &str) -> Result<Vec<String>>;
+    /// Streams each tagged subject's tags as `(tenant_id, subject_id, tags)`, for the index at
+    /// start-up.
+    fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()>;
+}
 
+/// Bulk registration jobs and their records.
+pub trait BulkJobStore: Send + Sync {
     /// Stores a new bulk job and all its records in one transaction.
     fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()>;
     /// The job, if it exists and belongs to the tenant.
@@ -93,16 +116,6 @@ pub trait Store: Send + Sync + 'static {
         job_id: &str,
         record: &BulkRecord,
     ) -> Result<()>;
-
-    /// Streams every stored template made by `model_id`, for building the index at start-up.
-    fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;
-    /// Streams each tagged subject's tags as `(tenant_id, subject_id, tags)`, for the index at
-    /// start-up.
-    fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()>;
-
-    /// Whether the store can serve: it answers a query, and has room to write. `StorageFull`
-    /// when free space is below the configured headroom, `Storage` when the database fails.
-    fn check_ready(&self) -> Result<()>;
 }
 
 /// In-memory vector search, partitioned by tenant.

@@ -9,6 +9,7 @@ use crate::{
     AttributedFace, BoundingBox, Calibration, DetectedFace, Engine, Error, FaceAttributes, FaceSample, ImageAnalysis,
     Index, ModelInfo, NewSample, Result, Store, Subject, SubjectHit, Template, Tenant,
 };
+use crate::{BulkJobStore, GalleryStore, TagStore, TenantStore};
 
 /// Reads "images" written as text: `face:<label>` lines. Each label becomes a face whose
 /// embedding is a unit vector chosen by the label, so equal labels match and others do not.
@@ -105,7 +106,7 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl TenantStore for MemoryStore {
     fn create_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant> {
         let mut d = self.lock();
         if d.tenants.iter().any(|(t, _)| t.name == name) {
@@ -162,7 +163,9 @@ impl Store for MemoryStore {
     fn access_key_secret(&self, tenant_id: &str, access_key_id: &str) -> Result<Option<String>> {
         Ok(self.lock().credentials.iter().find(|c| c.0 == tenant_id && c.2 == access_key_id).map(|c| c.3.clone()))
     }
+}
 
+impl GalleryStore for MemoryStore {
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()> {
         let mut d = self.lock();
         if subject.customer_person_id.is_some()
@@ -250,6 +253,26 @@ impl Store for MemoryStore {
         Ok(d.subjects.len() != before)
     }
 
+    fn create_tagged_subject(&self, subject: &Subject, first_sample: &NewSample, tags: &[String]) -> Result<()> {
+        self.create_subject(subject, Some(first_sample))?;
+        self.set_subject_tags(&subject.tenant_id, &subject.id, tags)
+    }
+
+    fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
+        let d = self.lock();
+        for (s, e, t) in d.samples.iter().filter(|(s, _, _)| s.model_id == model_id) {
+            visit(Template {
+                tenant_id: t.clone(),
+                subject_id: s.subject_id.clone(),
+                sample_id: s.id.clone(),
+                embedding: e.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl TagStore for MemoryStore {
     fn create_tag(&self, tenant_id: &str, name: &str, max_tags: usize) -> Result<()> {
         let mut d = self.lock();
         if d.tags.iter().any(|(t, n)| t == tenant_id && n == name) {
@@ -303,6 +326,23 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()> {
+        let d = self.lock();
+        let mut grouped: Vec<((String, String), Vec<String>)> = Vec::new();
+        for (tenant, subject, tag) in &d.subject_tags {
+            match grouped.iter_mut().find(|((t, s), _)| t == tenant && s == subject) {
+                Some((_, tags)) => tags.push(tag.clone()),
+                None => grouped.push(((tenant.clone(), subject.clone()), vec![tag.clone()])),
+            }
+        }
+        for ((tenant, subject), tags) in grouped {
+            visit(&tenant, &subject, tags);
+        }
+        Ok(())
+    }
+}
+
+impl BulkJobStore for MemoryStore {
     fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()> {
         self.lock().bulk_jobs.push((job.clone(), records.to_vec()));
         Ok(())
@@ -354,11 +394,6 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn create_tagged_subject(&self, subject: &Subject, first_sample: &NewSample, tags: &[String]) -> Result<()> {
-        self.create_subject(subject, Some(first_sample))?;
-        self.set_subject_tags(&subject.tenant_id, &subject.id, tags)
-    }
-
     fn register_bulk_record(
         &self,
         subject: &Subject,
@@ -371,36 +406,10 @@ impl Store for MemoryStore {
         self.set_subject_tags(&subject.tenant_id, &subject.id, tags)?;
         self.save_bulk_record(job_id, record)
     }
+}
 
-    fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
-        let d = self.lock();
-        for (s, e, t) in d.samples.iter().filter(|(s, _, _)| s.model_id == model_id) {
-            visit(Template {
-                tenant_id: t.clone(),
-                subject_id: s.subject_id.clone(),
-                sample_id: s.id.clone(),
-                embedding: e.clone(),
-            });
-        }
-        Ok(())
-    }
-
+impl Store for MemoryStore {
     fn check_ready(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()> {
-        let d = self.lock();
-        let mut grouped: Vec<((String, String), Vec<String>)> = Vec::new();
-        for (tenant, subject, tag) in &d.subject_tags {
-            match grouped.iter_mut().find(|((t, s), _)| t == tenant && s == subject) {
-                Some((_, tags)) => tags.push(tag.clone()),
-                None => grouped.push(((tenant.clone(), subject.clone()), vec![tag.clone()])),
-            }
-        }
-        for ((tenant, subject), tags) in grouped {
-            visit(&tenant, &subject, tags);
-        }
         Ok(())
     }
 }

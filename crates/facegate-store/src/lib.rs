@@ -7,7 +7,6 @@
 
 mod blobs;
 mod bucket;
-mod bulk;
 pub mod crypto;
 pub mod error;
 mod lock;

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Store, Subject, Template, Tenant};
+use facegate_core::store_roles::*;
+use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Subject, Template, Tenant};
 use facegate_store::{rotate_key, DataDirLock, DataKey, SqliteStore};
 
 /// The start of a JFIF file, as every JPEG from a camera or `image` begins.

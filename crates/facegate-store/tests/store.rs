@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use facegate_core::{BoundingBox, Error, FaceSample, NewSample, Profile, Store, Subject, Template, Tenant};
+use facegate_core::store_roles::*;
+use facegate_core::{BoundingBox, Error, FaceSample, NewSample, Profile, Subject, Template, Tenant};
 use facegate_store::SqliteStore;
 
 fn open(dir: &Path) -> SqliteStore {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use facegate_core::{Error, FaceService, ImageUpload, Profile, Store, Tenant};
+use facegate_core::store_roles::*;
+use facegate_core::{Error, FaceService, ImageUpload, Profile, Tenant};
 use facegate_store::SqliteStore;
 use reqwest::{multipart, StatusCode, Url};
 use serde::Deserialize;

@@ -1,17 +1,17 @@
 //! Bulk registration jobs and their records in SQLite.
 
 use facegate_core::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus, RegisterStatus};
-use facegate_core::Tenant;
+use facegate_core::{NewSample, Subject, Tenant};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+use super::SqliteStore;
 use crate::error::{Result, StoreError};
-use crate::sqlite::SqliteStore;
 
 const RECORD_COLUMNS: &str = "seq, id, filename, tags_json, subject_id, attempts, processed, register_status, reason, \
                               event_id, attributes_json";
 
 impl SqliteStore {
-    pub(crate) fn create_bulk_job_impl(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()> {
+    pub(super) fn create_bulk_job_impl(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()> {
         self.write(|tx| {
             tx.prepare_cached("INSERT INTO bulk_jobs (id, tenant_id, created_at) VALUES (?1, ?2, ?3)")?
                 .execute(params![job.id, job.tenant_id, job.created_at])?;
@@ -40,7 +40,7 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) fn bulk_job_impl(&self, tenant_id: &str, job_id: &str) -> Result<Option<BulkJob>> {
+    pub(super) fn bulk_job_impl(&self, tenant_id: &str, job_id: &str) -> Result<Option<BulkJob>> {
         let conn = self.reader()?;
         let job = conn
             .prepare_cached("SELECT id, tenant_id, created_at FROM bulk_jobs WHERE id = ?1 AND tenant_id = ?2")?
@@ -51,7 +51,7 @@ impl SqliteStore {
         Ok(job)
     }
 
-    pub(crate) fn bulk_records_impl(&self, job_id: &str, after: Option<u64>, limit: usize) -> Result<Vec<BulkRecord>> {
+    pub(super) fn bulk_records_impl(&self, job_id: &str, after: Option<u64>, limit: usize) -> Result<Vec<BulkRecord>> {
         let conn = self.reader()?;
         let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -63,7 +63,7 @@ impl SqliteStore {
         Ok(records)
     }
 
-    pub(crate) fn pending_bulk_records_impl(&self, per_tenant: usize) -> Result<Vec<PendingRecord>> {
+    pub(super) fn pending_bulk_records_impl(&self, per_tenant: usize) -> Result<Vec<PendingRecord>> {
         let conn = self.reader()?;
         let per_tenant = i64::try_from(per_tenant).unwrap_or(i64::MAX);
         // Tenant by tenant, so that each query stops after `per_tenant` rows of the pending
@@ -93,7 +93,7 @@ impl SqliteStore {
         Ok(pending)
     }
 
-    pub(crate) fn queued_bulk_records_impl(&self, tenant_id: &str) -> Result<u64> {
+    pub(super) fn queued_bulk_records_impl(&self, tenant_id: &str) -> Result<u64> {
         let conn = self.reader()?;
         let queued: i64 = conn
             .prepare_cached(
@@ -104,13 +104,13 @@ impl SqliteStore {
         Ok(u64::try_from(queued).unwrap_or(0))
     }
 
-    pub(crate) fn save_bulk_record_impl(&self, job_id: &str, record: &BulkRecord) -> Result<()> {
+    pub(super) fn save_bulk_record_impl(&self, job_id: &str, record: &BulkRecord) -> Result<()> {
         self.write(|tx| update_record(tx, job_id, record))
     }
 }
 
 /// Saves a record's progress inside `tx`.
-pub(crate) fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Result<()> {
+fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Result<()> {
     let changed = tx
         .prepare_cached(
             "UPDATE bulk_records SET attempts = ?3, processed = ?4, register_status = ?5, reason = ?6, event_id = ?7, \
@@ -160,4 +160,41 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<BulkRecord> {
         event_id: row.get(9)?,
         attributes_json: row.get(10)?,
     })
+}
+
+impl facegate_core::BulkJobStore for SqliteStore {
+    fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> facegate_core::Result<()> {
+        Ok(self.create_bulk_job_impl(job, records)?)
+    }
+
+    fn bulk_job(&self, tenant_id: &str, job_id: &str) -> facegate_core::Result<Option<BulkJob>> {
+        Ok(self.bulk_job_impl(tenant_id, job_id)?)
+    }
+
+    fn bulk_records(&self, job_id: &str, after: Option<u64>, limit: usize) -> facegate_core::Result<Vec<BulkRecord>> {
+        Ok(self.bulk_records_impl(job_id, after, limit)?)
+    }
+
+    fn pending_bulk_records(&self, per_tenant: usize) -> facegate_core::Result<Vec<PendingRecord>> {
+        Ok(self.pending_bulk_records_impl(per_tenant)?)
+    }
+
+    fn queued_bulk_records(&self, tenant_id: &str) -> facegate_core::Result<u64> {
+        Ok(self.queued_bulk_records_impl(tenant_id)?)
+    }
+
+    fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> facegate_core::Result<()> {
+        Ok(self.save_bulk_record_impl(job_id, record)?)
+    }
+
+    fn register_bulk_record(
+        &self,
+        subject: &Subject,
+        sample: &NewSample,
+        tags: &[String],
+        job_id: &str,
+        record: &BulkRecord,
+    ) -> facegate_core::Result<()> {
+        Ok(self.create_tagged_subject_impl(subject, sample, tags, |tx| update_record(tx, job_id, record))?)
+    }
 }
