@@ -117,6 +117,46 @@ pub fn sealed_key_id(value: &[u8]) -> Option<[u8; KEY_ID_LEN]> {
     Some(id)
 }
 
+/// Whether `key` may open a gallery whose recorded key id is `recorded`, and whether it must be
+/// recorded now (`Ok(true)`). A gallery opened without its key, or with another, is refused. A
+/// key for a gallery with no recorded key is recorded only when `may_record` (the process that
+/// owns the gallery: the SQLite directory's lock holder, or a PostgreSQL server node) and only
+/// while the gallery holds no faces; anyone else is refused, so that a side process never marks a
+/// live plaintext gallery encrypted under the server's feet.
+pub(crate) fn check_key_state(
+    recorded: Option<String>,
+    key: Option<&DataKey>,
+    may_record: bool,
+    has_samples: &dyn Fn() -> Result<bool>,
+) -> Result<bool> {
+    match (recorded, key) {
+        (None, None) => Ok(false),
+        (Some(recorded), Some(key)) if recorded == key.id_hex() => Ok(false),
+        (Some(recorded), Some(key)) => Err(StoreError::Key(format!(
+            "the data directory is encrypted under key {recorded}, and the key given is {}",
+            key.id_hex()
+        ))),
+        (Some(recorded), None) => Err(StoreError::Key(format!(
+            "the data directory is encrypted (key {recorded}); give its key with --encryption-key-file"
+        ))),
+        (None, Some(_)) if !may_record => Err(StoreError::Key(
+            "the data directory is not encrypted, and a key was given. Only `facegate serve` or `facegate keys \
+             rotate --new-key-file` sets a directory's key; give no key here, or encrypt the directory first"
+                .into(),
+        )),
+        (None, Some(_)) => {
+            if has_samples()? {
+                return Err(StoreError::Key(
+                    "the data directory holds unencrypted faces; encrypt them first with \
+                     `facegate keys rotate --new-key-file`"
+                        .into(),
+                ));
+            }
+            Ok(true)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ mod migrations;
 pub mod private_fs;
 mod rotate;
 mod sqlite;
+mod templates;
 
 pub use bucket::BucketSource;
 pub use crypto::DataKey;

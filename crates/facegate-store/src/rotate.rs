@@ -14,7 +14,8 @@ use crate::blobs::BlobStore;
 use crate::crypto::{sealed_key_id, DataKey};
 use crate::error::{Result, StoreError};
 use crate::migrations;
-use crate::sqlite::{decode_template, encode_template, recorded_key_id, META_KEY_ID};
+use crate::sqlite::{recorded_key_id, META_KEY_ID};
+use crate::templates::{decode_template, encode_template};
 
 /// What a rotation changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,10 +4,11 @@ use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Subject, Templa
 use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::tags::replace_subject_tags;
-use super::{decode_template, encode_template, scrub_wal, SqliteStore};
+use super::{scrub_wal, SqliteStore};
 use crate::blobs::BlobInfo;
 use crate::crypto::DataKey;
 use crate::error::{unique_violation, Result, StoreError, UniqueKind};
+use crate::templates::{decode_template, encode_template};
 
 pub(super) const SUBJECT_COLUMNS: &str =
     "id, tenant_id, customer_person_id, first_name, last_name, email, phone, created_at, updated_at";

@@ -393,45 +393,6 @@ fn scrub_wal(conn: &Connection) {
     }
 }
 
-/// `face_samples.embedding_encoding` of little-endian f16 templates, what new rows get.
-const F16_LE: &str = "f16le";
-/// ... and of little-endian f32 ones, what rows written before schema v6 hold.
-const F32_LE: &str = "f32le";
-
-/// Suffix of `embedding_encoding` for a template sealed with the data key, subject id as AAD.
-const SEALED_SUFFIX: &str = "+aes256gcm";
-const F16_LE_SEALED: &str = "f16le+aes256gcm";
-
-/// A template's stored bytes and `embedding_encoding`: f16, sealed when there is a key.
-pub(crate) fn encode_template(
-    embedding: &[f32],
-    subject_id: &str,
-    key: Option<&DataKey>,
-) -> Result<(Vec<u8>, &'static str)> {
-    let plain = encode_embedding_f16(embedding);
-    Ok(match key {
-        Some(key) => (key.seal(&plain, subject_id.as_bytes())?, F16_LE_SEALED),
-        None => (plain, F16_LE),
-    })
-}
-
-/// A template from its stored bytes, opening it with the data key when sealed. `Ok(None)` for
-/// bytes that decode to no template (an unknown encoding or a ragged length).
-pub(crate) fn decode_template(
-    blob: &[u8],
-    encoding: &str,
-    subject_id: &str,
-    key: Option<&DataKey>,
-) -> Result<Option<Vec<f32>>> {
-    match encoding.strip_suffix(SEALED_SUFFIX) {
-        Some(inner) => {
-            let key = key.ok_or_else(|| StoreError::Key("an encrypted template, and no key to open it".into()))?;
-            Ok(decode_embedding(&key.open(blob, subject_id.as_bytes())?, inner))
-        }
-        None => Ok(decode_embedding(blob, encoding)),
-    }
-}
-
 /// `store_meta` row naming the key the data directory is encrypted under.
 pub(crate) const META_KEY_ID: &str = "encryption_key_id";
 
@@ -439,66 +400,18 @@ pub(crate) fn recorded_key_id(conn: &Connection) -> Result<Option<String>> {
     Ok(conn.query_row("SELECT value FROM store_meta WHERE name = ?1", [META_KEY_ID], |row| row.get(0)).optional()?)
 }
 
-/// Refuses a key that does not match the directory's, and a directory opened without its key.
-/// A key for a directory with no recorded key is recorded only by the lock holder (`may_record`)
-/// and only while the directory holds no faces; anyone else is refused, so that a side process
-/// can never mark a live plaintext directory encrypted under the server's feet.
+/// Checks `key` against the directory's recorded key, recording it when
+/// [`crate::crypto::check_key_state`] says so.
 fn check_key(conn: &Connection, key: Option<&DataKey>, may_record: bool) -> Result<()> {
-    match (recorded_key_id(conn)?, key) {
-        (None, None) => Ok(()),
-        (Some(recorded), Some(key)) if recorded == key.id_hex() => Ok(()),
-        (Some(recorded), Some(key)) => Err(StoreError::Key(format!(
-            "the data directory is encrypted under key {recorded}, and the key given is {}",
-            key.id_hex()
-        ))),
-        (Some(recorded), None) => Err(StoreError::Key(format!(
-            "the data directory is encrypted (key {recorded}); give its key with --encryption-key-file"
-        ))),
-        (None, Some(_)) if !may_record => Err(StoreError::Key(
-            "the data directory is not encrypted, and a key was given. Only `facegate serve` or `facegate keys \
-             rotate --new-key-file` sets a directory's key; give no key here, or encrypt the directory first"
-                .into(),
-        )),
-        (None, Some(key)) => {
-            let has_samples: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM face_samples)", [], |r| r.get(0))?;
-            if has_samples {
-                return Err(StoreError::Key(
-                    "the data directory holds unencrypted faces; encrypt them first with \
-                     `facegate keys rotate --new-key-file`"
-                        .into(),
-                ));
-            }
+    let has_samples =
+        || -> Result<bool> { Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM face_samples)", [], |r| r.get(0))?) };
+    if crate::crypto::check_key_state(recorded_key_id(conn)?, key, may_record, &has_samples)? {
+        if let Some(key) = key {
             conn.execute("INSERT INTO store_meta (name, value) VALUES (?1, ?2)", params![META_KEY_ID, key.id_hex()])?;
             tracing::info!(key_id = %key.id_hex(), "data directory set to encrypt templates and images");
-            Ok(())
         }
     }
-}
-
-fn encode_embedding_f16(embedding: &[f32]) -> Vec<u8> {
-    embedding.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
-}
-
-/// A template from its stored bytes; `None` for an unknown encoding or a length that is not a
-/// whole number of values.
-fn decode_embedding(blob: &[u8], encoding: &str) -> Option<Vec<f32>> {
-    match encoding {
-        F32_LE => {
-            let chunks = blob.chunks_exact(4);
-            if !chunks.remainder().is_empty() {
-                return None;
-            }
-            Some(chunks.filter_map(|c| c.first_chunk::<4>()).map(|b| f32::from_le_bytes(*b)).collect())
-        }
-        F16_LE => {
-            let chunks = blob.chunks_exact(2);
-            if !chunks.remainder().is_empty() {
-                return None;
-            }
-            Some(chunks.filter_map(|c| c.first_chunk::<2>()).map(|b| half::f16::from_le_bytes(*b).to_f32()).collect())
-        }
-        _ => None,
-    }
+    Ok(())
 }
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
@@ -605,23 +518,6 @@ mod tests {
         assert_eq!(store.readers.lock().len(), MAX_IDLE_READERS);
         let _again = store.reader().expect("reuse");
         assert_eq!(store.readers.lock().len(), MAX_IDLE_READERS - 1);
-    }
-
-    #[test]
-    fn embeddings_decode_from_little_endian_and_reject_ragged_blobs() {
-        let v = [1.0f32, -2.5, f32::MAX, 0.0];
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        assert_eq!(decode_embedding(&bytes, F32_LE), Some(v.to_vec()));
-        assert_eq!(decode_embedding(&[], F32_LE), Some(vec![]));
-        assert_eq!(decode_embedding(&bytes[..5], F32_LE), None);
-        assert_eq!(decode_embedding(&bytes, "bf16"), None);
-
-        let unit = [0.5f32, -0.25, 0.041_37, 0.0];
-        let half_bytes = encode_embedding_f16(&unit);
-        assert_eq!(half_bytes.len(), 8, "two bytes a value");
-        let back = decode_embedding(&half_bytes, F16_LE).expect("decodes");
-        assert!(back.iter().zip(&unit).all(|(a, b)| (a - b).abs() < 1e-4), "{back:?}");
-        assert_eq!(decode_embedding(&half_bytes[..3], F16_LE), None);
     }
 
     #[test]
