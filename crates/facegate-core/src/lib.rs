@@ -16,7 +16,9 @@ pub mod testing;
 pub use error::{Code, Error, Result};
 pub use jobs::{BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, SourceError};
 pub use model::*;
-pub use ports::{BulkJobStore, Engine, GalleryStore, Index, Store, TagStore, TenantStore};
+pub use ports::{
+    BulkJobStore, Change, ChangeFeed, ChangeKind, Engine, GalleryStore, Index, Store, TagStore, TenantStore,
+};
 
 /// The store's role traits, for code that calls a concrete store's methods:
 /// `use facegate_core::store_roles::*;`.

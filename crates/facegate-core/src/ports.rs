@@ -27,6 +27,52 @@ pub trait Store: TenantStore + GalleryStore + TagStore + BulkJobStore + 'static 
     /// Whether the store can serve: it answers a query, and has room to write. `StorageFull`
     /// when free space is below the configured headroom, `Storage` when the database fails.
     fn check_ready(&self) -> Result<()>;
+
+    /// The change log of a gallery that other processes write too (PostgreSQL), which keeps
+    /// this process's index in step with theirs; `None` when this process is the only writer.
+    fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        None
+    }
+}
+
+/// What one write changed, as far as an in-memory index cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A sample was added, or its template replaced: load it and index it.
+    SampleAdded,
+    SampleRemoved,
+    SubjectRemoved,
+    /// A subject's tag labels were replaced: load them.
+    SubjectTagsSet,
+    TagRenamed,
+}
+
+/// One entry of a shared gallery's change log, in commit order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: u64,
+    pub tenant_id: String,
+    pub kind: ChangeKind,
+    pub subject_id: Option<String>,
+    pub sample_id: Option<String>,
+    /// A renamed tag's names.
+    pub old_name: Option<String>,
+    pub new_name: Option<String>,
+}
+
+/// The change log of a gallery shared by several processes. Changes become visible in `seq`
+/// order, so a reader that has applied `seq` n has missed nothing before it.
+pub trait ChangeFeed: Send + Sync {
+    /// The newest `seq` (0 for none).
+    fn latest_change(&self) -> Result<u64>;
+    /// Up to `limit` changes after `after`, oldest first.
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>>;
+    /// The oldest `seq` still kept; a reader behind it must reload its index instead.
+    fn oldest_change(&self) -> Result<u64>;
+    /// Blocks until a change may have been appended, or `timeout` passes.
+    fn wait_for_change(&self, timeout: std::time::Duration) -> Result<()>;
+    /// One sample's template, to index a change made elsewhere; `None` if it is gone since.
+    fn template(&self, tenant_id: &str, sample_id: &str) -> Result<Option<Template>>;
 }
 
 /// Tenants and their credentials.

@@ -23,6 +23,7 @@ pub const MAX_TAG_CHARS: usize = 64;
 
 mod audit;
 mod bulk;
+mod follow;
 
 use audit::{audit_candidates, audit_matches, audited};
 pub use audit::{escape_controls, AUDIT_TARGET};
@@ -115,6 +116,8 @@ pub struct FaceService {
     /// without it, an enroll's index insert landing after a racing delete would leave a
     /// template of a deleted subject searchable.
     subject_locks: SubjectLocks,
+    /// The last change of a shared gallery's log that the index reflects (`follow.rs`).
+    applied_change: std::sync::atomic::AtomicU64,
 }
 
 /// Striped locks keyed by (tenant, subject). 256 stripes make two unrelated subjects share a
@@ -148,6 +151,7 @@ impl FaceService {
             config,
             bulk_wakeup: tokio::sync::Notify::new(),
             subject_locks: SubjectLocks::new(),
+            applied_change: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -157,6 +161,11 @@ impl FaceService {
     /// a million templates), so one thread reads while this one inserts.
     pub fn load_index(&self) -> Result<usize> {
         const BATCH: usize = 4096;
+        // A shared gallery: the index will reflect at least every change up to here, so the
+        // change follower starts after it (changes during the load are applied again, harmlessly).
+        if let Some(feed) = self.store.change_feed() {
+            self.applied_change.store(feed.latest_change()?, std::sync::atomic::Ordering::Release);
+        }
         let model_id = self.engine.model_info().model_id.clone();
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Template>>(8);
         let store = self.store.clone();

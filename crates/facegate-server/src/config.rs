@@ -18,6 +18,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Database, image files and everything else that must survive a restart.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) that several facegate nodes share;
+    /// the gallery then lives there, and `data_dir` keeps only this node's audit log and bulk
+    /// bucket. Unset: SQLite under `data_dir`, one process at a time.
+    pub database_url: Option<String>,
     /// Create the `sandbox` tenant with the document's public token. Loopback only.
     pub sandbox: bool,
     /// Largest request body. 10 MiB holds any reasonable photo; larger bodies get 413.
@@ -115,6 +119,7 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
+            database_url: None,
             sandbox: false,
             body_limit_bytes: 10 * 1024 * 1024,
             max_image_pixels: 40_000_000,

@@ -104,6 +104,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Jobs left unfinished by an earlier run resume here; the runner stops with the server.
     let (stop_runner, runner_stop) = tokio::sync::watch::channel(false);
+    // On a gallery shared with other nodes, their writes reach this node's index from the
+    // change log; on one of its own, the follower returns at once.
+    let follower = tokio::spawn(state.service.clone().follow_changes(runner_stop.clone()));
     let runner = state
         .bulk_source
         .clone()
@@ -122,6 +125,8 @@ pub async fn serve(
         let _ = stop_accepting.send(true);
     });
     let served = listener::serve_connections(listener, build_router(state), limits, stopped).await;
+    let _ = stop_runner.send(true);
+    follower.abort();
     if let Some(mut runner) = runner {
         // Records in progress finish and are saved; the rest wait for the next start. One that
         // takes too long is abandoned unsaved and redone then.

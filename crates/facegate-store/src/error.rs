@@ -8,6 +8,11 @@ use rusqlite::ErrorCode;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// No PostgreSQL connection could be had from the pool in time.
+    #[error("postgres connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -52,6 +57,7 @@ impl StoreError {
                     || matches!(e, rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.contains("disk is full"))
             }
             StoreError::Io { source, .. } => io_is_full(source),
+            StoreError::Postgres(e) => e.code() == Some(&postgres::error::SqlState::DISK_FULL),
             _ => false,
         }
     }
@@ -78,6 +84,16 @@ pub(crate) fn unique_violation(e: &rusqlite::Error) -> Option<UniqueKind> {
     }
 }
 
+/// Whether PostgreSQL refused `e` for a UNIQUE or PRIMARY KEY violation.
+pub(crate) fn pg_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Whether PostgreSQL refused `e` for a FOREIGN KEY violation.
+pub(crate) fn pg_foreign_key_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UniqueKind {
     Unique,
@@ -97,6 +113,8 @@ impl From<StoreError> for facegate_core::Error {
                 facegate_core::Error::InvalidRequest(e.to_string())
             }
             StoreError::Sqlite(_)
+            | StoreError::Postgres(_)
+            | StoreError::Pool(_)
             | StoreError::Io { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Inconsistent(_)

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use facegate_core::{FaceService, ServiceConfig};
+use facegate_core::{FaceService, ServiceConfig, Store};
 use facegate_engine::{EngineConfig, OrtEngine};
 use facegate_index::FlatIndex;
 use facegate_server::Settings;
-use facegate_store::{DataDirLock, DataKey, SqliteStore};
+use facegate_store::{DataDirLock, DataKey, PgRole, PgStore, SqliteStore};
 
 /// Where the models and runtime are; shared by every command that runs inference.
 #[derive(Args, Clone, Debug, Default)]
@@ -78,16 +78,20 @@ pub fn read_key(path: Option<&Path>) -> anyhow::Result<Option<DataKey>> {
         .transpose()
 }
 
-/// Opens the store beside whatever process holds the data directory (`tenant` commands): a key,
-/// if given, is checked against the directory, never recorded.
-pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    open_store_as(settings, None)
+/// Opens the store beside the processes that serve it (`tenant` commands): the PostgreSQL
+/// database of `database_url`, or the SQLite data directory beside whatever process holds it. A
+/// key, if given, is checked against the gallery, never recorded.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let key = read_key(settings.encryption_key_file.as_deref())?;
+    if let Some(url) = &settings.database_url {
+        return Ok(Arc::new(PgStore::connect(url, key, PgRole::Tool).context("connecting to PostgreSQL")?));
+    }
+    Ok(Arc::new(open_sqlite(settings, key, None)?))
 }
 
-fn open_store_as(settings: &Settings, lock: Option<&DataDirLock>) -> anyhow::Result<SqliteStore> {
+fn open_sqlite(settings: &Settings, key: Option<DataKey>, lock: Option<&DataDirLock>) -> anyhow::Result<SqliteStore> {
     facegate_store::private_fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    let key = read_key(settings.encryption_key_file.as_deref())?;
     let store = match lock {
         Some(lock) => SqliteStore::open_locked(&settings.data_dir, key, lock),
         None => SqliteStore::open_with_key(&settings.data_dir, key),
@@ -100,19 +104,65 @@ fn open_store_as(settings: &Settings, lock: Option<&DataDirLock>) -> anyhow::Res
     Ok(store)
 }
 
-/// The service over the data directory, which this process then holds alone until the
-/// returned lock is dropped. The lock is taken before the store is opened: only its holder may
-/// change the directory's encryption state or rename tenants.
-pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, Arc<SqliteStore>, DataDirLock)> {
-    facegate_store::private_fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    let lock = DataDirLock::acquire(&settings.data_dir)?;
-    let engine = Arc::new(load_engine(settings)?);
-    let store = Arc::new(open_store_as(settings, Some(&lock))?);
-    let swept = store.sweep_orphans_exclusive(&lock).context("sweeping orphan image files")?;
-    if swept > 0 {
-        tracing::warn!(files = swept, "removed image files left without a row by an earlier crash");
+/// The store a service runs on, with what only its backend does.
+pub enum Backend {
+    /// One process per data directory: this one holds its lock until the backend is dropped.
+    Sqlite { store: Arc<SqliteStore>, _lock: DataDirLock },
+    /// Shared with other nodes.
+    Postgres { store: Arc<PgStore> },
+}
+
+impl Backend {
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite { store, .. } => store.clone(),
+            Backend::Postgres { store } => store.clone(),
+        }
     }
+
+    /// Tenants renamed at open because their names did not fit the safe alphabet.
+    pub fn renamed_tenants(&self) -> Vec<(String, String)> {
+        match self {
+            Backend::Sqlite { store, .. } => store.renamed_tenants().to_vec(),
+            Backend::Postgres { .. } => Vec::new(),
+        }
+    }
+
+    /// At shutdown: folds SQLite's WAL into the database file, so a backup of the stopped
+    /// directory needs no WAL. Acknowledged writes are durable either way.
+    pub fn checkpoint(&self) {
+        let Backend::Sqlite { store, .. } = self else { return };
+        match store.checkpoint() {
+            Ok(true) => tracing::info!("database checkpointed"),
+            Ok(false) => tracing::warn!("database checkpoint incomplete; the WAL is replayed on the next start"),
+            Err(e) => tracing::warn!(error = %e, "database checkpoint failed; the WAL is replayed on the next start"),
+        }
+    }
+}
+
+/// The full service with its index loaded from the store: the PostgreSQL database of
+/// `database_url`, shared with other nodes, or the SQLite data directory, which this process then
+/// holds alone until the backend is dropped. The directory's lock is taken before its store is
+/// opened: only its holder may change the encryption state or rename tenants.
+pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, Backend)> {
+    let key = read_key(settings.encryption_key_file.as_deref())?;
+    let backend = match &settings.database_url {
+        Some(url) => Backend::Postgres {
+            store: Arc::new(PgStore::connect(url, key, PgRole::Node).context("connecting to PostgreSQL")?),
+        },
+        None => {
+            facegate_store::private_fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+            let lock = DataDirLock::acquire(&settings.data_dir)?;
+            let store = Arc::new(open_sqlite(settings, key, Some(&lock))?);
+            let swept = store.sweep_orphans_exclusive(&lock).context("sweeping orphan image files")?;
+            if swept > 0 {
+                tracing::warn!(files = swept, "removed image files left without a row by an earlier crash");
+            }
+            Backend::Sqlite { store, _lock: lock }
+        }
+    };
+    let engine = Arc::new(load_engine(settings)?);
     let index = Arc::new(FlatIndex::new());
     let config = ServiceConfig {
         known_threshold: settings.known_threshold,
@@ -120,9 +170,9 @@ pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, A
         inference_queue: settings.inference_queue,
         min_face_quality: settings.min_face_quality,
     };
-    let service = Arc::new(FaceService::new(engine, store.clone(), index, config));
+    let service = Arc::new(FaceService::new(engine, backend.store(), index, config));
     let started = std::time::Instant::now();
     let templates = service.load_index().context("loading templates into the index")?;
     tracing::info!(templates, ms = started.elapsed().as_millis() as u64, "index loaded");
-    Ok((service, store, lock))
+    Ok((service, backend))
 }

@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Data directory [default: ./data]
     #[arg(long, env = "FACEGATE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL database shared by several facegate nodes (postgres://user@host:port/db)
+    /// [default: none: SQLite under the data directory]
+    #[arg(long, env = "FACEGATE_DATABASE_URL")]
+    database_url: Option<String>,
     /// Create the `sandbox` tenant that accepts the miiCloud document's public token (loopback only).
     #[arg(long, env = "FACEGATE_SANDBOX")]
     sandbox: bool,
@@ -118,6 +122,9 @@ impl ServeArgs {
         if let Some(v) = &self.data_dir {
             s.data_dir = v.clone();
         }
+        if let Some(v) = &self.database_url {
+            s.database_url = Some(v.clone());
+        }
         s.sandbox |= self.sandbox;
         if let Some(v) = self.body_limit_bytes {
             s.body_limit_bytes = v;
@@ -202,7 +209,7 @@ impl ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let (service, store, _data_dir_lock) = build_service(&settings)?;
+    let (service, backend) = build_service(&settings)?;
     crate::audit_log::open(&settings.data_dir.join("audit.log"))?;
     if settings.encryption_key_file.is_none() {
         tracing::warn!("templates and face images are stored unencrypted; see --encryption-key-file");
@@ -214,7 +221,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "sandbox tenant enabled with the miiCloud document's public example token; for local trials only"
         );
     }
-    let renamed_tenants = store.renamed_tenants().to_vec();
+    let renamed_tenants = backend.renamed_tenants();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = runtime.block_on(async move {
@@ -252,13 +259,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // rather than waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
     served?;
-    // Acknowledged writes are already durable in the WAL; this folds them into the database file
-    // so a backup of the stopped directory needs no WAL.
-    match store.checkpoint() {
-        Ok(true) => tracing::info!("database checkpointed"),
-        Ok(false) => tracing::warn!("database checkpoint incomplete; the WAL is replayed on the next start"),
-        Err(e) => tracing::warn!(error = %e, "database checkpoint failed; the WAL is replayed on the next start"),
-    }
+    backend.checkpoint();
     tracing::info!("shut down");
     Ok(())
 }

@@ -30,6 +30,10 @@ pub struct DataDirArg {
     /// Data directory [default: ./data]
     #[arg(long, env = "FACEGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// PostgreSQL database shared by facegate nodes (postgres://…); the data directory is then
+    /// not used
+    #[arg(long, env = "FACEGATE_DATABASE_URL")]
+    database_url: Option<String>,
     #[command(flatten)]
     key: KeyFileArg,
 }
@@ -68,8 +72,9 @@ pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
 fn store(data: &DataDirArg) -> anyhow::Result<Arc<dyn Store>> {
     let settings = Settings {
         data_dir: data.data_dir.clone(),
+        database_url: data.database_url.clone(),
         encryption_key_file: data.key.encryption_key_file.clone(),
         ..Settings::default()
     };
-    Ok(Arc::new(open_store(&settings)?))
+    open_store(&settings)
 }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use facegate_core::store_roles::*;
 use facegate_core::{Error, FaceService, ImageUpload, Profile, Tenant};
-use facegate_store::SqliteStore;
 use reqwest::{multipart, StatusCode, Url};
 use serde::Deserialize;
 
@@ -36,14 +34,20 @@ impl Failure {
 }
 
 pub enum Destination {
-    DataDir { service: Arc<FaceService>, store: Arc<SqliteStore>, tenant: Tenant },
+    /// The service over a data directory (held for the whole import) or a PostgreSQL database.
+    DataDir {
+        service: Arc<FaceService>,
+        backend: crate::runtime::Backend,
+        tenant: Tenant,
+    },
     Api(ApiClient),
 }
 
 impl Destination {
     pub async fn stored_person(&self, customer_person_id: &str) -> anyhow::Result<Option<StoredPerson>> {
         match self {
-            Destination::DataDir { store, tenant, .. } => {
+            Destination::DataDir { backend, tenant, .. } => {
+                let store = backend.store();
                 let Some(subject) = store.subject_by_customer_id(&tenant.id, customer_person_id)? else {
                     return Ok(None);
                 };

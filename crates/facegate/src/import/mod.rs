@@ -28,7 +28,6 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use facegate_core::service::{create_tenant, stored_image_name};
-use facegate_core::store_roles::*;
 use facegate_core::{ImageUpload, Profile};
 use facegate_server::Settings;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,6 +67,10 @@ pub struct ImportArgs {
     /// Data directory of the (stopped) server [default: ./data]
     #[arg(long, env = "FACEGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// Import into this PostgreSQL database instead of a data directory; running nodes see the
+    /// imported persons through the change log
+    #[arg(long, env = "FACEGATE_DATABASE_URL", conflicts_with = "url")]
+    database_url: Option<String>,
     #[command(flatten)]
     key: KeyFileArg,
     #[command(flatten)]
@@ -299,6 +302,7 @@ fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destin
     // A bulk load wants throughput: one ONNX Runtime thread per worker, unless asked otherwise.
     let mut settings = Settings {
         data_dir: args.data_dir.clone(),
+        database_url: args.database_url.clone(),
         intra_op_threads: 1,
         encryption_key_file: args.key.encryption_key_file.clone(),
         ..Settings::default()
@@ -306,7 +310,8 @@ fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destin
     args.engine.apply(&mut settings);
     let in_flight = settings.inference_workers.max(1) * 2;
     settings.inference_queue = settings.inference_queue.max(in_flight);
-    let (service, store, _data_dir_lock) = build_service(&settings)?;
+    let (service, backend) = build_service(&settings)?;
+    let store = backend.store();
     let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == tenant_name) {
         Some(tenant) => tenant,
         None => {
@@ -322,7 +327,7 @@ fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destin
             created.tenant
         }
     };
-    Ok((Destination::DataDir { service, store, tenant }, in_flight))
+    Ok((Destination::DataDir { service, backend, tenant }, in_flight))
 }
 
 /// Leaves out the files already imported (see the module docs); returns the work left and the

@@ -1,0 +1,126 @@
+//! Keeping this process's index in step with a gallery that other processes write too.
+//!
+//! The store's change log ([`ChangeFeed`]) lists every write in commit order. The index is
+//! loaded from a snapshot taken after noting the newest change; from then on, each change after
+//! the last one applied is applied in order. Applying is idempotent (a template is loaded and
+//! inserted under its sample id, removals of what is gone do nothing), so seeing this process's
+//! own writes again is harmless, and a subject's changes are applied under the same per-subject
+//! lock as this process's own writes, so the index ends in the store's order.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{blocking, FaceService};
+use crate::{Change, ChangeKind, Error, Result};
+
+/// How long the follower waits for a notification before reading the log anyway: a lost
+/// notification delays a change by at most this.
+const POLL: Duration = Duration::from_millis(500);
+/// Changes read per round trip.
+const BATCH: usize = 1_000;
+
+impl FaceService {
+    /// The last change of the shared log this index reflects (0 before any, or when the store
+    /// has no log).
+    pub fn applied_change(&self) -> u64 {
+        self.applied_change.load(Ordering::Acquire)
+    }
+
+    /// Applies the changes other processes make to the gallery until `stop` turns true. Returns
+    /// at once when the store is not shared.
+    pub async fn follow_changes(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        if self.store.change_feed().is_none() {
+            return;
+        }
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.catch_up().await {
+                tracing::error!(error = %e, "applying the change log failed; retrying in 1 s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+            let store = self.store.clone();
+            let waited = blocking(move || match store.change_feed() {
+                Some(feed) => feed.wait_for_change(POLL),
+                None => Ok(()),
+            });
+            tokio::select! {
+                result = waited => if let Err(e) = result {
+                    tracing::warn!(error = %e, "waiting for change notifications failed; polling");
+                    tokio::time::sleep(POLL).await;
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Applies every change after the last one applied. Returns the last change applied.
+    pub async fn catch_up(&self) -> Result<u64> {
+        loop {
+            let after = self.applied_change();
+            let store = self.store.clone();
+            let batch = blocking(move || match store.change_feed() {
+                Some(feed) => feed.changes_after(after, BATCH),
+                None => Ok(Vec::new()),
+            })
+            .await?;
+            let Some(last) = batch.last().map(|c| c.seq) else { return Ok(after) };
+            for change in batch {
+                self.apply_change(change).await?;
+            }
+            self.applied_change.store(last, Ordering::Release);
+        }
+    }
+
+    async fn apply_change(&self, change: Change) -> Result<()> {
+        let Change { tenant_id, kind, subject_id, sample_id, old_name, new_name, seq } = change;
+        let missing = |what: &str| Error::Internal(format!("change {seq} ({kind:?}) has no {what}"));
+        match kind {
+            ChangeKind::TagRenamed => {
+                let (old, new) =
+                    (old_name.ok_or_else(|| missing("old name"))?, new_name.ok_or_else(|| missing("new name"))?);
+                self.index.rename_tag(&tenant_id, &old, &new);
+            }
+            ChangeKind::SampleAdded => {
+                let (subject, sample) =
+                    (subject_id.ok_or_else(|| missing("subject"))?, sample_id.ok_or_else(|| missing("sample"))?);
+                let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;
+                let (store, tid, sid) = (self.store.clone(), tenant_id.clone(), sample.clone());
+                let template = blocking(move || match store.change_feed() {
+                    Some(feed) => feed.template(&tid, &sid),
+                    None => Ok(None),
+                })
+                .await?;
+                // Gone since (a later change removes it): nothing to index.
+                if let Some(template) = template {
+                    self.index.insert(template);
+                }
+            }
+            ChangeKind::SampleRemoved => {
+                let (subject, sample) =
+                    (subject_id.ok_or_else(|| missing("subject"))?, sample_id.ok_or_else(|| missing("sample"))?);
+                let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;
+                self.index.remove_sample(&tenant_id, &sample);
+            }
+            ChangeKind::SubjectRemoved => {
+                let subject = subject_id.ok_or_else(|| missing("subject"))?;
+                let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;
+                self.index.remove_subject(&tenant_id, &subject);
+            }
+            ChangeKind::SubjectTagsSet => {
+                let subject = subject_id.ok_or_else(|| missing("subject"))?;
+                let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;
+                let (store, tid, sid) = (self.store.clone(), tenant_id.clone(), subject.clone());
+                let tags = blocking(move || store.subject_tags(&tid, &sid)).await?;
+                self.index.set_subject_tags(&tenant_id, &subject, &tags);
+            }
+        }
+        Ok(())
+    }
+}
