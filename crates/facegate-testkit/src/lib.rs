@@ -208,6 +208,47 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A throwaway PostgreSQL cluster from `scripts/postgres`, stopped and removed on drop.
+pub struct PgCluster {
+    url: String,
+}
+
+impl PgCluster {
+    /// Starts a fresh cluster, or records a skip (a failure under CI) and returns `None` when
+    /// PostgreSQL cannot be started here.
+    pub fn start() -> Option<PgCluster> {
+        let script = workspace_root().join("scripts/postgres");
+        let out = output_within(Command::new("bash").arg(&script).arg("start"), Duration::from_secs(120));
+        match Ok::<_, std::io::Error>(out) {
+            Ok(out) if out.status.success() => {
+                let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                if url.starts_with("postgres://") {
+                    return Some(PgCluster { url });
+                }
+                skip(&format!("scripts/postgres start printed no URL: {url}"));
+            }
+            Ok(out) => skip(&format!(
+                "PostgreSQL could not be started (scripts/postgres start): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => skip(&format!("scripts/postgres start did not run: {e}")),
+        }
+        None
+    }
+
+    /// The cluster's `postgres://` URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let script = workspace_root().join("scripts/postgres");
+        let _ = output_within(Command::new("bash").arg(&script).arg("stop").arg(&self.url), Duration::from_secs(60));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;

@@ -1,0 +1,577 @@
+//! The store conformance suite: the same tests, through the core's `Store` traits, against
+//! SQLite on a temporary data directory and against PostgreSQL on a throwaway cluster
+//! (`scripts/postgres`). What only one backend has (SQLite's image files, sweep and WAL scrub)
+//! is tested in `store.rs`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use facegate_core::store_roles::*;
+use facegate_core::{BoundingBox, Error, FaceSample, NewSample, Profile, Subject, Template, Tenant};
+use facegate_store::{PgRole, PgStore, SqliteStore};
+use facegate_testkit::PgCluster;
+
+/// One backend under test. Each [`Harness::store`] opens the store anew, as a restart would.
+enum Harness {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgCluster),
+}
+
+impl Harness {
+    fn sqlite() -> Harness {
+        Harness::Sqlite(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// `None` (a skip, or a failure under CI) when PostgreSQL cannot be started here.
+    fn postgres() -> Option<Harness> {
+        PgCluster::start().map(Harness::Postgres)
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Harness::Sqlite(dir) => Arc::new(SqliteStore::open(dir.path()).expect("open SQLite store")),
+            Harness::Postgres(cluster) => {
+                Arc::new(PgStore::connect(cluster.url(), None, PgRole::Node).expect("open PostgreSQL store"))
+            }
+        }
+    }
+
+    /// The stored image of a sample, as stored.
+    fn image(&self, tenant_id: &str, image_name: &str) -> Option<Vec<u8>> {
+        match self {
+            Harness::Sqlite(dir) => std::fs::read(dir.path().join("images").join(tenant_id).join(image_name)).ok(),
+            Harness::Postgres(cluster) => {
+                let path = format!("{tenant_id}/{image_name}");
+                let mut client = pg_client(cluster);
+                client
+                    .query_opt("SELECT data FROM image_blobs WHERE path = $1", &[&path])
+                    .expect("query")
+                    .map(|row| row.get(0))
+            }
+        }
+    }
+
+    /// The backend's own consistency checks: SQLite's `integrity_check`, and no image file
+    /// without a row.
+    fn check_integrity(&self, _store: &dyn Store) {
+        if let Harness::Sqlite(dir) = self {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            assert_eq!(store.integrity_check().expect("integrity"), "ok");
+            assert_eq!(store.sweep_orphans().expect("sweep"), 0, "image files without rows");
+        }
+    }
+
+    /// How many images are stored, over all tenants.
+    fn image_count(&self) -> usize {
+        match self {
+            Harness::Sqlite(dir) => {
+                let images = dir.path().join("images");
+                if images.is_dir() {
+                    facegate_testkit::files_under(&images).len()
+                } else {
+                    0
+                }
+            }
+            Harness::Postgres(cluster) => {
+                let n: i64 =
+                    pg_client(cluster).query_one("SELECT COUNT(*) FROM image_blobs", &[]).expect("count").get(0);
+                usize::try_from(n).expect("count")
+            }
+        }
+    }
+}
+
+fn pg_client(cluster: &PgCluster) -> ::postgres::Client {
+    ::postgres::Client::connect(cluster.url(), ::postgres::NoTls).expect("connect")
+}
+
+/// Runs each named test against both backends.
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $test() { super::$test(&super::Harness::sqlite()) })*
+        }
+        mod postgres {
+            $(#[test] fn $test() {
+                let Some(harness) = super::Harness::postgres() else { return };
+                super::$test(&harness)
+            })*
+        }
+    };
+}
+
+conformance!(
+    tenants_round_trip_and_conflict_rules,
+    subjects_and_samples_round_trip,
+    customer_ids_are_unique_per_tenant_only,
+    unsafe_image_names_are_refused_before_anything_is_written,
+    data_survives_reopening,
+    delete_removes_rows_and_images,
+    tenants_cannot_reach_each_others_subjects,
+    api_credentials_resolve_to_their_tenant_only,
+    tags_are_unique_per_tenant_and_bounded,
+    subject_tags_are_replaced_and_scoped,
+    replacing_a_sample_keeps_its_id_and_swaps_the_image,
+    an_event_and_its_tags_commit_together,
+    bulk_jobs_page_and_register_each_record_once,
+    sixteen_writers_and_four_readers_lose_nothing,
+);
+
+fn subject(tenant: &Tenant, id: &str, customer: Option<&str>) -> Subject {
+    Subject {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        customer_person_id: customer.map(Into::into),
+        profile: Profile { first_name: Some("Will".into()), last_name: Some("Smith".into()), email: None, phone: None },
+        created_at: "2024-01-01T00:00:00.000000Z".into(),
+        updated_at: "2024-01-01T00:00:00.000000Z".into(),
+    }
+}
+
+fn sample(subject_id: &str, id: &str, created_at: &str, model: &str, seed: f32) -> NewSample {
+    NewSample {
+        sample: FaceSample {
+            id: id.into(),
+            subject_id: subject_id.into(),
+            image_name: format!("enroll/{id}_Fkkx7eK.jpg"),
+            bbox: BoundingBox { left: 1.5, top: 2.25, right: 100.0, bottom: 120.75 },
+            detector_score: 0.875,
+            model_id: model.into(),
+            created_at: created_at.into(),
+        },
+        embedding: vec![seed, -seed, 0.1, f32::MIN_POSITIVE, 1.0 / 3.0],
+        image: format!("\u{FF}jpeg bytes of {id}").into_bytes(),
+    }
+}
+
+fn templates(store: &dyn Store, model: &str) -> Vec<Template> {
+    let mut out = Vec::new();
+    store.for_each_template(model, &mut |t| out.push(t)).expect("templates");
+    out
+}
+
+/// A template as the store gives it back: rounded to half precision.
+fn as_stored(embedding: &[f32]) -> Vec<f32> {
+    embedding.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+fn tenants_round_trip_and_conflict_rules(h: &Harness) {
+    let store = h.store();
+    let acme = store.create_tenant("acme", "hash-a").expect("create");
+    assert_eq!(acme.name, "acme");
+    // now_rfc3339's shape: 2024-01-01T00:00:00.000000Z
+    assert_eq!(acme.created_at.len(), 27, "{}", acme.created_at);
+    assert!(acme.created_at.ends_with('Z') && acme.created_at.as_bytes()[10] == b'T');
+    assert!(matches!(store.create_tenant("acme", "hash-other"), Err(Error::Conflict(_))));
+    assert!(matches!(store.create_tenant("globex", "hash-a"), Err(Error::Conflict(_))));
+    assert_eq!(store.tenant_by_token_hash("hash-a").expect("lookup"), Some(acme.clone()));
+    assert_eq!(store.tenant_by_token_hash("nope").expect("lookup"), None);
+
+    // ensure_tenant: creates once, then only adds tokens.
+    let sandbox = store.ensure_tenant("sandbox", "public").expect("ensure");
+    assert_eq!(store.ensure_tenant("sandbox", "public").expect("again"), sandbox);
+    assert_eq!(store.ensure_tenant("sandbox", "second").expect("add token"), sandbox);
+    assert_eq!(store.tenant_by_token_hash("public").expect("lookup"), Some(sandbox.clone()));
+    assert_eq!(store.tenant_by_token_hash("second").expect("lookup"), Some(sandbox.clone()));
+    assert_eq!(store.ensure_tenant("acme", "hash-a2").expect("existing"), acme);
+    assert_eq!(store.tenant_by_token_hash("hash-a").expect("old token"), Some(acme.clone()));
+    // A token of one tenant never becomes another's.
+    assert!(matches!(store.ensure_tenant("sandbox", "hash-a"), Err(Error::Conflict(_))));
+    assert_eq!(store.tenant_by_token_hash("hash-a").expect("lookup"), Some(acme.clone()));
+
+    assert_eq!(store.list_tenants().expect("list"), vec![acme, sandbox]);
+}
+
+fn subjects_and_samples_round_trip(h: &Harness) {
+    let store = h.store();
+    let tenant = store.create_tenant("acme", "h").expect("tenant");
+    let mut will = subject(&tenant, "subj-1", Some("will"));
+    let first = sample("subj-1", "sample-1", "2024-01-01T00:00:00.000000Z", "m@1", 0.5);
+    store.create_subject(&will, Some(&first)).expect("create");
+
+    assert_eq!(store.subject_by_id(&tenant.id, "subj-1").expect("by id"), Some(will.clone()));
+    assert_eq!(store.subject_by_customer_id(&tenant.id, "will").expect("by cpid"), Some(will.clone()));
+    assert_eq!(store.subject_by_customer_id(&tenant.id, "nobody").expect("missing"), None);
+    assert_eq!(store.samples_of(&tenant.id, "subj-1").expect("samples"), vec![first.sample.clone()]);
+    assert_eq!(h.image(&tenant.id, &first.sample.image_name), Some(first.image.clone()));
+
+    // Update replaces the profile (cleared fields included) and adds a sample.
+    will.profile = Profile { first_name: Some("Willard".into()), ..Profile::default() };
+    will.updated_at = "2024-02-02T00:00:00.000000Z".into();
+    let second = sample("subj-1", "sample-2", "2024-02-02T00:00:00.000000Z", "m@1", 0.25);
+    store.update_subject(&will, Some(&second), None).expect("update");
+    assert_eq!(store.subject_by_id(&tenant.id, "subj-1").expect("by id"), Some(will.clone()));
+    // Same timestamp: the later insert still comes first.
+    let third = sample("subj-1", "sample-3", "2024-02-02T00:00:00.000000Z", "m@2", 0.125);
+    store.update_subject(&will, Some(&third), None).expect("update");
+    store.update_subject(&will, None, None).expect("profile only");
+    let ids: Vec<_> = store.samples_of(&tenant.id, "subj-1").expect("samples").into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["sample-3", "sample-2", "sample-1"]);
+
+    let by_model = templates(store.as_ref(), "m@1");
+    assert_eq!(by_model.len(), 2);
+    assert_eq!(
+        by_model[0],
+        Template {
+            tenant_id: tenant.id.clone(),
+            subject_id: "subj-1".into(),
+            sample_id: "sample-1".into(),
+            embedding: as_stored(&first.embedding),
+        }
+    );
+    assert_eq!(by_model[1].embedding, as_stored(&second.embedding));
+    assert_eq!(templates(store.as_ref(), "m@2").len(), 1);
+    assert!(templates(store.as_ref(), "other").is_empty());
+
+    // Updating a subject that does not exist is NotFound, and stores no image.
+    let ghost = subject(&tenant, "ghost", Some("ghost"));
+    let orphan = sample("ghost", "sample-g", "2024-03-03T00:00:00.000000Z", "m@1", 0.1);
+    assert!(matches!(store.update_subject(&ghost, Some(&orphan), None), Err(Error::NotFound(_))));
+    assert_eq!(h.image(&tenant.id, &orphan.sample.image_name), None);
+}
+
+fn customer_ids_are_unique_per_tenant_only(h: &Harness) {
+    let store = h.store();
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    store.create_subject(&subject(&a, "s1", Some("cp")), None).expect("first");
+    let dup = sample("s2", "dup-sample", "2024-01-01T00:00:00.000000Z", "m", 1.0);
+    let err = store.create_subject(&subject(&a, "s2", Some("cp")), Some(&dup)).expect_err("duplicate");
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    // The refused subject's image is stored nowhere.
+    assert_eq!(h.image(&a.id, &dup.sample.image_name), None);
+    assert!(templates(store.as_ref(), "m").is_empty());
+    assert!(store.subject_by_id(&a.id, "s2").expect("lookup").is_none());
+    // The same customer id in another tenant is fine, and so are any number without one.
+    store.create_subject(&subject(&b, "s3", Some("cp")), None).expect("other tenant");
+    store.create_subject(&subject(&a, "s4", None), None).expect("no cpid");
+    store.create_subject(&subject(&a, "s5", None), None).expect("no cpid again");
+    // A duplicate subject id is a conflict too.
+    assert!(matches!(store.create_subject(&subject(&a, "s1", Some("other")), None), Err(Error::Conflict(_))));
+    // A sample for another subject than the one written is refused.
+    let stray = sample("someone-else", "stray", "2024-01-01T00:00:00.000000Z", "m", 1.0);
+    assert!(store.create_subject(&subject(&a, "s6", Some("six")), Some(&stray)).is_err());
+    assert!(store.subject_by_id(&a.id, "s6").expect("lookup").is_none());
+}
+
+fn unsafe_image_names_are_refused_before_anything_is_written(h: &Harness) {
+    let store = h.store();
+    let t = store.create_tenant("t", "h").expect("tenant");
+    for bad in ["../../escape.jpg", "/etc/passwd", "enroll/a\0.jpg"] {
+        let mut ns = sample("s", "x", "2024-01-01T00:00:00.000000Z", "m", 1.0);
+        ns.sample.image_name = bad.into();
+        let err = store.create_subject(&subject(&t, "s", Some("s")), Some(&ns)).expect_err(bad);
+        assert!(matches!(err, Error::InvalidRequest(_)), "{bad}: {err:?}");
+    }
+    assert!(store.subject_by_id(&t.id, "s").expect("lookup").is_none());
+    assert_eq!(h.image_count(), 0);
+}
+
+fn data_survives_reopening(h: &Harness) {
+    let (tenant, s) = {
+        let store = h.store();
+        let tenant = store.create_tenant("acme", "h").expect("tenant");
+        let s = subject(&tenant, "s1", Some("cp"));
+        store.create_subject(&s, Some(&sample("s1", "x1", "2024-01-01T00:00:00.000000Z", "m", 0.5))).expect("create");
+        (tenant, s)
+    };
+    let store = h.store();
+    assert_eq!(store.tenant_by_token_hash("h").expect("tenant"), Some(tenant.clone()));
+    assert_eq!(store.subject_by_customer_id(&tenant.id, "cp").expect("subject"), Some(s));
+    assert_eq!(store.samples_of(&tenant.id, "s1").expect("samples").len(), 1);
+    assert_eq!(templates(store.as_ref(), "m").len(), 1);
+    drop(store);
+    // Opening a third time re-applies nothing and loses nothing.
+    let store = h.store();
+    assert_eq!(store.list_tenants().expect("tenants").len(), 1);
+    assert_eq!(h.image_count(), 1);
+}
+
+fn delete_removes_rows_and_images(h: &Harness) {
+    let store = h.store();
+    let t = store.create_tenant("t", "h").expect("tenant");
+    store.create_subject(&subject(&t, "gone", Some("gone")), Some(&sample("gone", "g1", "1", "m", 0.1))).expect("s");
+    store
+        .update_subject(&subject(&t, "gone", Some("gone")), Some(&sample("gone", "g2", "2", "m", 0.2)), None)
+        .expect("u");
+    store.create_subject(&subject(&t, "kept", Some("kept")), Some(&sample("kept", "k1", "1", "m", 0.3))).expect("s");
+    assert_eq!(h.image_count(), 3);
+
+    assert!(store.delete_subject(&t.id, "gone").expect("delete"));
+    assert!(!store.delete_subject(&t.id, "gone").expect("again"));
+    for id in ["g1", "g2"] {
+        assert_eq!(h.image(&t.id, &format!("enroll/{id}_Fkkx7eK.jpg")), None, "{id}");
+    }
+    assert!(store.subject_by_id(&t.id, "gone").expect("lookup").is_none());
+    assert!(store.samples_of(&t.id, "gone").expect("samples").is_empty());
+    let left: Vec<_> = templates(store.as_ref(), "m").into_iter().map(|t| t.sample_id).collect();
+    assert_eq!(left, ["k1"]);
+    assert_eq!(h.image_count(), 1);
+
+    assert!(store.delete_sample(&t.id, "kept", "k1").expect("delete sample"));
+    assert!(!store.delete_sample(&t.id, "kept", "k1").expect("again"));
+    assert!(store.subject_by_id(&t.id, "kept").expect("lookup").is_some(), "the subject stays");
+    assert_eq!(h.image_count(), 0);
+}
+
+fn tenants_cannot_reach_each_others_subjects(h: &Harness) {
+    let store = h.store();
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    store.create_subject(&subject(&a, "sa", Some("alice")), Some(&sample("sa", "xa", "1", "m", 0.5))).expect("a");
+    assert!(store.subject_by_id(&b.id, "sa").expect("lookup").is_none());
+    assert!(store.subject_by_customer_id(&b.id, "alice").expect("lookup").is_none());
+    assert!(store.samples_of(&b.id, "sa").expect("samples").is_empty());
+    assert!(!store.delete_subject(&b.id, "sa").expect("delete"));
+    assert!(!store.delete_sample(&b.id, "sa", "xa").expect("delete sample"));
+    let mut hijack = subject(&b, "sa", Some("alice"));
+    hijack.profile.first_name = Some("Mallory".into());
+    assert!(matches!(store.update_subject(&hijack, None, None), Err(Error::NotFound(_))));
+    let intact = store.subject_by_id(&a.id, "sa").expect("lookup").expect("still there");
+    assert_eq!(intact.profile.first_name.as_deref(), Some("Will"));
+    assert_eq!(store.samples_of(&a.id, "sa").expect("samples").len(), 1);
+    assert!(h.image(&a.id, "enroll/xa_Fkkx7eK.jpg").is_some());
+}
+
+fn api_credentials_resolve_to_their_tenant_only(h: &Harness) {
+    let store = h.store();
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    store.add_api_credentials(&a.id, "keyhash-a", "AKIAAAAA", "secret-a").expect("creds a");
+    store.add_api_credentials(&b.id, "keyhash-b", "AKIABBBB", "secret-b").expect("creds b");
+    assert_eq!(store.tenant_by_api_key_hash("keyhash-a").expect("lookup"), Some(a.clone()));
+    assert_eq!(store.tenant_by_api_key_hash("ha").expect("lookup"), None, "a token hash is not an API key");
+    assert_eq!(store.access_key_secret(&a.id, "AKIAAAAA").expect("secret").as_deref(), Some("secret-a"));
+    assert_eq!(store.access_key_secret(&a.id, "AKIABBBB").expect("secret"), None, "b's key does not open a");
+    let dup = store.add_api_credentials(&b.id, "keyhash-a", "AKIACCCC", "s");
+    assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
+    drop(store);
+    let store = h.store();
+    assert_eq!(store.access_key_secret(&b.id, "AKIABBBB").expect("secret").as_deref(), Some("secret-b"));
+}
+
+fn tags_are_unique_per_tenant_and_bounded(h: &Harness) {
+    let store = h.store();
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    store.create_tag(&a.id, "staff", 3).expect("create");
+    assert!(matches!(store.create_tag(&a.id, "staff", 3), Err(Error::Conflict(_))));
+    store.create_tag(&b.id, "staff", 3).expect("same name, other tenant");
+    store.create_tag(&a.id, "x", 3).expect("x");
+    store.create_tag(&a.id, "y", 3).expect("y");
+    assert!(matches!(store.create_tag(&a.id, "z", 3), Err(Error::InvalidRequest(_))));
+    assert!(matches!(store.rename_tag(&a.id, "x", "y"), Err(Error::Conflict(_))));
+    assert!(matches!(store.rename_tag(&a.id, "nope", "q"), Err(Error::NotFound(_))));
+    store.rename_tag(&a.id, "x", "ex").expect("rename");
+    assert!(store.delete_tag(&a.id, "y").expect("delete"));
+    assert!(!store.delete_tag(&a.id, "y").expect("delete again"));
+    assert!(!store.delete_tag(&a.id, "staff-of-b").expect("unknown"));
+    drop(store);
+    let store = h.store();
+    assert_eq!(store.list_tags(&a.id).expect("list"), ["staff", "ex"]);
+    assert_eq!(store.list_tags(&b.id).expect("list"), ["staff"]);
+}
+
+fn subject_tags_are_replaced_and_scoped(h: &Harness) {
+    let store = h.store();
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    let s = subject(&a, "s1", None);
+    store.create_subject(&s, Some(&sample("s1", "x1", "2024-01-01T00:00:00.000000Z", "m", 0.5))).expect("create");
+    store.set_subject_tags(&a.id, "s1", &["passport".into(), "staff".into()]).expect("tags");
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["passport", "staff"]);
+    store.set_subject_tags(&a.id, "s1", &["staff".into()]).expect("replace");
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["staff"]);
+    assert!(matches!(store.set_subject_tags(&b.id, "s1", &[]), Err(Error::NotFound(_))));
+    store.create_tag(&a.id, "staff", 64).expect("tag");
+    store.rename_tag(&a.id, "staff", "employees").expect("rename");
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["employees"], "labels follow a rename");
+    assert!(store.subject_tags(&b.id, "s1").expect("tags").is_empty());
+    let mut seen = Vec::new();
+    store.for_each_subject_tags(&mut |t, s, tags| seen.push((t.to_owned(), s.to_owned(), tags))).expect("stream");
+    assert_eq!(seen, vec![(a.id.clone(), "s1".to_owned(), vec!["employees".to_owned()])]);
+}
+
+fn replacing_a_sample_keeps_its_id_and_swaps_the_image(h: &Harness) {
+    let store = h.store();
+    let a = store.create_tenant("a", "ha").expect("a");
+    let s = subject(&a, "s1", None);
+    store.create_subject(&s, Some(&sample("s1", "e1", "2024-01-01T00:00:00.000000Z", "m", 0.5))).expect("create");
+    let mut replacement = sample("s1", "e1", "2024-02-01T00:00:00.000000Z", "m", 0.25);
+    replacement.sample.image_name = "enroll/e1_NewName.jpg".into();
+    store.replace_sample(&s, &replacement, None).expect("replace");
+    let samples = store.samples_of(&a.id, "s1").expect("samples");
+    assert_eq!(samples.len(), 1);
+    assert_eq!(samples[0].image_name, "enroll/e1_NewName.jpg");
+    assert_eq!(h.image_count(), 1, "the old image is gone");
+    assert_eq!(h.image(&a.id, "enroll/e1_NewName.jpg"), Some(replacement.image.clone()));
+    assert_eq!(templates(store.as_ref(), "m")[0].embedding[0], 0.25);
+    let mut ghost = sample("s1", "nope", "2024-02-01T00:00:00.000000Z", "m", 0.1);
+    ghost.sample.image_name = "enroll/ghost_X.jpg".into();
+    assert!(matches!(store.replace_sample(&s, &ghost, None), Err(Error::NotFound(_))));
+    assert_eq!(h.image_count(), 1, "a refused replacement stores no image");
+}
+
+fn an_event_and_its_tags_commit_together(h: &Harness) {
+    let store = h.store();
+    let a = store.create_tenant("a", "ha").expect("a");
+    let s = subject(&a, "s1", None);
+    store.create_tagged_subject(&s, &sample("s1", "e1", "1", "m", 0.5), &["x".into()]).expect("create");
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["x"]);
+    store.update_subject(&s, Some(&sample("s1", "e2", "2", "m", 0.4)), Some(&["y".into()])).expect("update");
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["y"]);
+    let mut replacement = sample("s1", "e1", "3", "m", 0.3);
+    replacement.sample.image_name = "enroll/e1_Again.jpg".into();
+    store.replace_sample(&s, &replacement, Some(&[])).expect("replace");
+    assert!(store.subject_tags(&a.id, "s1").expect("tags").is_empty());
+    // A refused write changes neither the samples nor the tags.
+    let dup = sample("s1", "e2", "4", "m", 0.2);
+    assert!(store.update_subject(&s, Some(&dup), Some(&["z".into()])).is_err());
+    assert!(store.subject_tags(&a.id, "s1").expect("tags").is_empty());
+    assert_eq!(store.samples_of(&a.id, "s1").expect("samples").len(), 2);
+}
+
+fn bulk_jobs_page_and_register_each_record_once(h: &Harness) {
+    use facegate_core::jobs::{BulkJob, BulkRecord, RecordStatus, RegisterStatus};
+    let store = h.store();
+    let a = store.create_tenant("a", "ha").expect("a");
+    let b = store.create_tenant("b", "hb").expect("b");
+    let records = |n: u64| -> Vec<BulkRecord> {
+        (0..n)
+            .map(|seq| BulkRecord {
+                seq,
+                id: format!("op-{seq}"),
+                filename: format!("{seq}.jpg"),
+                tags: vec!["t".into()],
+                subject_id: format!("subject-{seq}"),
+                attempts: 0,
+                status: RecordStatus::New,
+                register_status: None,
+                reason: String::new(),
+                event_id: None,
+                attributes_json: String::new(),
+            })
+            .collect()
+    };
+    let job = BulkJob { id: "job-a".into(), tenant_id: a.id.clone(), created_at: "1".into() };
+    store.create_bulk_job(&job, &records(12)).expect("job");
+    let other = BulkJob { id: "job-b".into(), tenant_id: b.id.clone(), created_at: "2".into() };
+    store.create_bulk_job(&other, &records(2)).expect("job");
+    assert_eq!(store.bulk_job(&a.id, "job-a").expect("job"), Some(job.clone()));
+    assert_eq!(store.bulk_job(&b.id, "job-a").expect("job"), None, "another tenant's job");
+    let first = store.bulk_records("job-a", None, 5).expect("page");
+    assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    let next = store.bulk_records("job-a", Some(4), 5).expect("page");
+    assert_eq!(next[0].seq, 5);
+    assert_eq!(store.queued_bulk_records(&a.id).expect("queued"), 12);
+
+    // Each tenant's waiting records, at most `per_tenant` of each.
+    let pending = store.pending_bulk_records(3).expect("pending");
+    let of = |t: &Tenant| pending.iter().filter(|p| p.tenant.id == t.id).count();
+    assert_eq!((of(&a), of(&b)), (3, 2));
+    let first_of_a = pending.iter().find(|p| p.tenant.id == a.id).expect("a's");
+    assert_eq!((first_of_a.job_id.as_str(), first_of_a.record.seq), ("job-a", 0));
+
+    // Registering a record creates its subject and marks it processed, once.
+    let mut done = first_of_a.record.clone();
+    done.attempts = 1;
+    done.status = RecordStatus::Processed;
+    done.register_status = Some(RegisterStatus::Success);
+    let s = Subject { customer_person_id: None, ..subject(&a, &done.subject_id, None) };
+    let ns = sample(&done.subject_id, "ev-0", "1", "m", 0.5);
+    done.event_id = Some("ev-0".into());
+    store.register_bulk_record(&s, &ns, &done.tags, "job-a", &done).expect("register");
+    assert_eq!(store.subject_tags(&a.id, &done.subject_id).expect("tags"), ["t"]);
+    let again = store.register_bulk_record(&s, &ns, &done.tags, "job-a", &done);
+    assert!(again.is_err(), "a record registers its subject once");
+    assert_eq!(store.bulk_records("job-a", None, 1).expect("page")[0].status, RecordStatus::Processed);
+    assert_eq!(store.queued_bulk_records(&a.id).expect("queued"), 11);
+    let mut failed = store.bulk_records("job-a", Some(0), 1).expect("page").remove(0);
+    failed.attempts = 3;
+    failed.status = RecordStatus::Processed;
+    failed.register_status = Some(RegisterStatus::Failed);
+    failed.reason = "not found".into();
+    store.save_bulk_record("job-a", &failed).expect("save");
+    let page = store.bulk_records("job-a", Some(0), 1).expect("page");
+    assert_eq!((page[0].attempts, page[0].reason.as_str()), (3, "not found"));
+    let pending = store.pending_bulk_records(3).expect("pending");
+    assert!(pending.iter().all(|p| p.record.seq > 1 || p.tenant.id == b.id), "processed records wait no more");
+}
+
+fn sixteen_writers_and_four_readers_lose_nothing(h: &Harness) {
+    const WRITERS: usize = 16;
+    const SUBJECTS_PER_WRITER: usize = 40;
+    let store = h.store();
+    let tenant = store.create_tenant("acme", "h").expect("tenant");
+    let writers_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let (store, tenant, done) = (store.clone(), tenant.clone(), writers_done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while done.load(std::sync::atomic::Ordering::SeqCst) < WRITERS {
+                    let id = format!("w{}-s{}", reads as usize % WRITERS, reads as usize % SUBJECTS_PER_WRITER);
+                    store.subject_by_id(&tenant.id, &id).unwrap_or_else(|e| panic!("reader {r}: {e}"));
+                    store.samples_of(&tenant.id, &id).unwrap_or_else(|e| panic!("reader {r}: {e}"));
+                    if reads.is_multiple_of(50) {
+                        let mut n = 0;
+                        store.for_each_template("m", &mut |_| n += 1).unwrap_or_else(|e| panic!("reader {r}: {e}"));
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+
+    // Each writer creates its subjects with one sample, adds a second sample to every third
+    // and deletes every fifth; it returns what it was acknowledged to leave behind.
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, tenant, done) = (store.clone(), tenant.clone(), writers_done.clone());
+            std::thread::spawn(move || {
+                let mut kept: Vec<(String, usize)> = Vec::new();
+                for i in 0..SUBJECTS_PER_WRITER {
+                    let id = format!("w{w}-s{i}");
+                    let s = subject(&tenant, &id, Some(&format!("p-{id}")));
+                    let first = sample(&id, &format!("{id}-a"), "2024-01-01T00:00:00.000000Z", "m", i as f32);
+                    store.create_subject(&s, Some(&first)).unwrap_or_else(|e| panic!("writer {w} create: {e}"));
+                    let mut samples = 1;
+                    if i % 3 == 0 {
+                        let second = sample(&id, &format!("{id}-b"), "2024-01-02T00:00:00.000000Z", "m", 0.5);
+                        store
+                            .update_subject(&s, Some(&second), None)
+                            .unwrap_or_else(|e| panic!("writer {w} update: {e}"));
+                        samples += 1;
+                    }
+                    if i % 5 == 0 {
+                        assert!(store
+                            .delete_subject(&tenant.id, &id)
+                            .unwrap_or_else(|e| panic!("writer {w} delete: {e}")));
+                    } else {
+                        kept.push((id, samples));
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                kept
+            })
+        })
+        .collect();
+
+    let kept: Vec<(String, usize)> = writers.into_iter().flat_map(|w| w.join().expect("writer")).collect();
+    let reads: u64 = readers.into_iter().map(|r| r.join().expect("reader")).sum();
+    assert!(reads > 0);
+
+    let expected_samples: usize = kept.iter().map(|(_, n)| n).sum();
+    for (id, n) in &kept {
+        assert!(store.subject_by_id(&tenant.id, id).expect("lookup").is_some(), "{id} lost");
+        assert_eq!(store.samples_of(&tenant.id, id).expect("samples").len(), *n, "{id}");
+    }
+    let all = templates(store.as_ref(), "m");
+    assert_eq!(all.len(), expected_samples);
+    let subjects: HashSet<&str> = all.iter().map(|t| t.subject_id.as_str()).collect();
+    assert_eq!(subjects.len(), kept.len());
+    assert_eq!(h.image_count(), expected_samples, "one image per sample");
+    h.check_integrity(store.as_ref());
+}
