@@ -111,6 +111,10 @@ pub struct Settings {
     /// read error. 30 s reads a 10 MiB file over a slow link; a stalled read (a hung network
     /// share, a pipe) no longer holds up the records after it.
     pub bulk_read_timeout_secs: u64,
+    /// PostgreSQL only: seconds a node's claim on a bulk record holds. A node renews its claims
+    /// each time it reads its queue; the records of a node that died are taken over by the
+    /// others after this. 120 s outlasts one record's reads and retries with room to spare.
+    pub bulk_claim_lease_secs: u64,
 }
 
 impl Default for Settings {
@@ -150,6 +154,7 @@ impl Default for Settings {
             min_free_disk_bytes: 256 << 20,
             bulk_max_queued_per_tenant: 200_000,
             bulk_read_timeout_secs: 30,
+            bulk_claim_lease_secs: 120,
         }
     }
 }

@@ -147,9 +147,11 @@ impl Backend {
 pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, Backend)> {
     let key = read_key(settings.encryption_key_file.as_deref())?;
     let backend = match &settings.database_url {
-        Some(url) => Backend::Postgres {
-            store: Arc::new(PgStore::connect(url, key, PgRole::Node).context("connecting to PostgreSQL")?),
-        },
+        Some(url) => {
+            let store = PgStore::connect(url, key, PgRole::Node).context("connecting to PostgreSQL")?;
+            store.set_claim_lease(std::time::Duration::from_secs(settings.bulk_claim_lease_secs.max(1)));
+            Backend::Postgres { store: Arc::new(store) }
+        }
         None => {
             facegate_store::private_fs::create_dir_all(&settings.data_dir)
                 .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;

@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Seconds one bulk file may take to read before it counts as a read error [default: 30]
     #[arg(long, env = "FACEGATE_BULK_READ_TIMEOUT_SECS")]
     bulk_read_timeout_secs: Option<u64>,
+    /// PostgreSQL: seconds a node's claim on a bulk record holds before others may take it
+    /// [default: 120]
+    #[arg(long, env = "FACEGATE_BULK_CLAIM_LEASE_SECS")]
+    bulk_claim_lease_secs: Option<u64>,
     #[command(flatten)]
     key: KeyFileArg,
     #[command(flatten)]
@@ -197,6 +201,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.bulk_read_timeout_secs {
             s.bulk_read_timeout_secs = v;
+        }
+        if let Some(v) = self.bulk_claim_lease_secs {
+            s.bulk_claim_lease_secs = v;
         }
         if let Some(v) = &self.key.encryption_key_file {
             s.encryption_key_file = Some(v.clone());

@@ -17,9 +17,6 @@ use crate::error::{Result, StoreError};
 const RECORD_COLUMNS: &str = "seq, id, filename, tags_json, subject_id, attempts, processed, register_status, reason, \
                               event_id, attributes_json";
 
-/// How long a claim holds. Records wait in a runner's queue for seconds, and one record takes
-/// well under a minute even with its retries; a dead node's records are taken over after this.
-const CLAIM_LEASE_SECS: f64 = 300.0;
 /// Records written per statement when a job is created.
 const INSERT_BATCH: usize = 5_000;
 
@@ -79,7 +76,7 @@ impl PgStore {
         let mut pending = Vec::new();
         for tenant in tenants {
             let mut rows: Vec<(String, BulkRecord)> = conn
-                .query(&claim, &[&tenant.id, &to_i64(per_tenant), &self.node_id, &CLAIM_LEASE_SECS])?
+                .query(&claim, &[&tenant.id, &to_i64(per_tenant), &self.node_id, &self.claim_lease_secs()])?
                 .iter()
                 .map(|row| Ok((row.try_get::<_, String>(11)?, record_from_row(row)?)))
                 .collect::<Result<_>>()?;

@@ -53,7 +53,14 @@ pub struct PgStore {
     node_id: String,
     /// The connection that LISTENs for changes, opened on first use.
     listener: parking_lot::Mutex<Option<postgres::Client>>,
+    /// How long this node's claim on a bulk record holds, in milliseconds.
+    claim_lease_ms: std::sync::atomic::AtomicU64,
 }
+
+/// How long a claim on a bulk record holds by default. A runner renews its claims each time it
+/// reads its queue (seconds apart), and one record takes well under a minute even with its
+/// retries; a dead node's records are taken over by the others after this.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,7 +100,18 @@ impl PgStore {
             images: Box::new(InDatabase),
             node_id: uuid::Uuid::new_v4().to_string(),
             listener: parking_lot::Mutex::new(None),
+            claim_lease_ms: std::sync::atomic::AtomicU64::new(DEFAULT_CLAIM_LEASE.as_millis() as u64),
         })
+    }
+
+    /// How long this node's claims on bulk records hold before another node may take them.
+    pub fn set_claim_lease(&self, lease: Duration) {
+        let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.claim_lease_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn claim_lease_secs(&self) -> f64 {
+        self.claim_lease_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
     }
 
     pub(crate) fn conn(&self) -> Result<Conn> {

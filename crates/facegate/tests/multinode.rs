@@ -1,0 +1,237 @@
+//! Several `facegate serve` processes over one PostgreSQL database (a throwaway cluster from
+//! `scripts/postgres`): a write on one node is found on the others within a second, a delete is
+//! gone everywhere, a restarted node catches up, and a node killed in the middle of a bulk job
+//! leaves its records to the others, with every file registered exactly once.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use facegate_testkit::PgCluster;
+use serde_json::{json, Value};
+
+mod common;
+use common::{http, multipart, root, SandboxServer, SANDBOX_TOKEN};
+
+fn yao() -> Vec<u8> {
+    std::fs::read(root().join(".facegate/models/buffalo_s/yaoming.jpg")).expect("pack photo: run scripts/setup")
+}
+
+fn auth() -> String {
+    format!("Token {SANDBOX_TOKEN}")
+}
+
+/// `facegate serve --sandbox` on the shared database, with its own data directory (audit log)
+/// and the shared bulk bucket.
+fn node(url: &str, data: &Path, bucket: &Path, extra: &[&str]) -> SandboxServer {
+    let mut args: Vec<OsString> = vec![
+        "--sandbox".into(),
+        "--database-url".into(),
+        url.into(),
+        "--data-dir".into(),
+        data.into(),
+        "--bulk-source".into(),
+        bucket.into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    SandboxServer::spawn(&args, &[])
+}
+
+fn enroll(node: &SandboxServer, customer_person_id: &str) {
+    let (content_type, body) =
+        multipart(&[("customer_person_id", customer_person_id)], Some(("image_path", "yao.jpg", &yao())));
+    let auth = auth();
+    let (status, answer) =
+        http(&node.addr, "POST", "/miicloud/person", &[("Authorization", &auth), ("Content-Type", &content_type)], &body);
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// The match status of the photo's face on `node`: "known" or "unknown".
+fn match_status(node: &SandboxServer) -> String {
+    let (content_type, body) = multipart(&[], Some(("image_path", "probe.jpg", &yao())));
+    let auth = auth();
+    let (status, answer) = http(
+        &node.addr,
+        "POST",
+        "/miicloud/match_faces",
+        &[("Authorization", &auth), ("Content-Type", &content_type)],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    answer["faces"][0]["match_status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// How long until `node` answers `want`, at most `limit`.
+fn until(node: &SandboxServer, want: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if match_status(node) == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "node {} never answered {want} within {limit:?}", node.addr);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn three_nodes_serve_one_gallery() {
+    let Some(pg) = PgCluster::start() else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let bucket = dirs[3].path();
+    let mut nodes: Vec<SandboxServer> = (0..3).map(|i| node(pg.url(), dirs[i].path(), bucket, &[])).collect();
+
+    // A write on node 1 is found on nodes 2 and 3 within a second.
+    enroll(&nodes[0], "yao");
+    assert_eq!(match_status(&nodes[0]), "known", "the writer sees its own write at once");
+    for n in &nodes[1..] {
+        let took = until(n, "known", Duration::from_secs(1));
+        eprintln!("visible on {} after {took:?}", n.addr);
+    }
+    // A delete on node 2 is gone everywhere.
+    let auth = auth();
+    let (status, answer) = http(&nodes[1].addr, "DELETE", "/miicloud/person/yao", &[("Authorization", &auth)], &[]);
+    assert_eq!(status, 200, "{answer}");
+    for n in [&nodes[0], &nodes[2]] {
+        until(n, "unknown", Duration::from_secs(1));
+    }
+
+    // A node that was down while others wrote catches up when it comes back.
+    nodes[2].terminate();
+    assert!(nodes[2].wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    enroll(&nodes[0], "yao-again");
+    let restarted = node(pg.url(), dirs[2].path(), bucket, &[]);
+    assert_eq!(match_status(&restarted), "known", "the restarted node loaded the write it missed");
+    let (status, _) = http(&nodes[1].addr, "DELETE", "/miicloud/person/yao-again", &[("Authorization", &auth)], &[]);
+    assert_eq!(status, 200);
+    until(&restarted, "unknown", Duration::from_secs(1));
+    nodes[2] = restarted;
+}
+
+/// A request to the NEC dialect signed with AWS Signature V4, as a Rust NEC client signs it.
+fn nec(addr: &str, creds: &Value, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::sign::v4;
+    use aws_smithy_runtime_api::client::identity::Identity;
+
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let key = |name: &str| creds[name].as_str().expect("credential").to_owned();
+    let identity: Identity =
+        Credentials::new(key("access_key_id"), key("secret_access_key"), None, None, "facegate-tests").into();
+    let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("ap-southeast-2")
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing params")
+        .into();
+    let api_key = key("api_key");
+    // `common::http` sends `Host: x`; the signature covers the host the request names.
+    let url = format!("http://x{path}");
+    let headers = [("host", "x"), ("x-api-key", api_key.as_str()), ("content-type", "application/json")];
+    let signable =
+        SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(&body)).expect("signable");
+    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+    let mut all: Vec<(String, String)> =
+        vec![("x-api-key".into(), api_key.clone()), ("content-type".into(), "application/json".into())];
+    all.extend(instructions.headers().map(|(n, v)| (n.to_owned(), v.to_owned())));
+    let all: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let (status, text) = http(addr, method, path, &all, &body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn processed(records: &Value) -> usize {
+    records.as_array().map_or(0, |r| r.iter().filter(|r| r["status"] == "Processed").count())
+}
+
+/// Every record of a job, from all its pages.
+fn records(addr: &str, creds: &Value, batch: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut path = format!("/v1.1/jobs/bulkregister/{batch}");
+    loop {
+        let (status, page) = nec(addr, creds, "GET", &path, None);
+        assert_eq!(status, 200, "{page}");
+        out.extend(page["processed"].as_array().cloned().unwrap_or_default());
+        match page["lastEvaluatedKey"].as_str() {
+            Some(key) if !key.is_empty() => path = format!("/v1.1/jobs/bulkregister/{batch}/{key}"),
+            _ => return out,
+        }
+    }
+}
+
+#[test]
+fn a_node_killed_mid_bulk_job_leaves_its_records_to_the_others() {
+    let Some(pg) = PgCluster::start() else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let bucket = dirs[3].path();
+    let created = common::facegate()
+        .args(["tenant", "create", "bulk", "--database-url", pg.url()])
+        .output()
+        .expect("tenant create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let creds: Value = serde_json::from_slice(&created.stdout).expect("credentials");
+
+    // Several hundred files: good photos and a few that fail.
+    let area = bucket.join("bulk");
+    std::fs::create_dir_all(&area).expect("area");
+    let good = 240;
+    for i in 0..good {
+        std::fs::write(area.join(format!("{i}.jpg")), yao()).expect("write");
+    }
+    std::fs::write(area.join("notes.jpg"), b"not an image").expect("write");
+    let mut entries: Vec<Value> = (0..good).map(|i| json!({"filename": format!("{i}.jpg")})).collect();
+    entries.push(json!({"filename": "notes.jpg"}));
+    entries.push(json!({"filename": "missing.jpg"}));
+    let total = entries.len();
+
+    // A short lease, so that the dead node's records are taken over within the test.
+    let lease = ["--bulk-claim-lease-secs", "5"];
+    let mut nodes: Vec<SandboxServer> = (0..3).map(|i| node(pg.url(), dirs[i].path(), bucket, &lease)).collect();
+    let (status, job) =
+        nec(&nodes[0].addr, &creds, "POST", "/v1.1/jobs/bulkregister", Some(&json!({"registrations": entries})));
+    assert_eq!(status, 200, "{job}");
+    let batch = job["batchId"].as_str().expect("batchId").to_owned();
+
+    // Kill node 3 once the job is under way.
+    let started = Instant::now();
+    while processed(&Value::Array(records(&nodes[1].addr, &creds, &batch))) < 20 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the job never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes[2].kill();
+    let done_at_kill = processed(&Value::Array(records(&nodes[1].addr, &creds, &batch)));
+    assert!(done_at_kill < total, "the job finished before the kill");
+
+    // The others finish it.
+    let all = loop {
+        let all = records(&nodes[0].addr, &creds, &batch);
+        if processed(&Value::Array(all.clone())) == total {
+            break all;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the job never finished");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let succeeded: Vec<&Value> = all.iter().filter(|r| r["registerStatus"] == "Success").collect();
+    assert_eq!(succeeded.len(), good, "every good file registered");
+    for bad in ["notes.jpg", "missing.jpg"] {
+        let record = all.iter().find(|r| r["filename"] == bad).expect("record");
+        assert_eq!(record["registerStatus"], "Failed", "{record}");
+    }
+    // Exactly once: one subject per successful record, each the record's own.
+    let mut db = postgres::Client::connect(pg.url(), postgres::NoTls).expect("connect");
+    let tenant_id = creds["id"].as_str().expect("id");
+    let subjects: i64 =
+        db.query_one("SELECT COUNT(*) FROM subjects WHERE tenant_id = $1", &[&tenant_id]).expect("count").get(0);
+    let samples: i64 =
+        db.query_one("SELECT COUNT(*) FROM face_samples WHERE tenant_id = $1", &[&tenant_id]).expect("count").get(0);
+    assert_eq!((subjects, samples), (good as i64, good as i64), "a file registered twice, or lost");
+    for record in succeeded {
+        let id = record["subjectId"].as_str().expect("subjectId");
+        let found = db.query_opt("SELECT 1 FROM subjects WHERE id = $1", &[&id]).expect("query");
+        assert!(found.is_some(), "{record}");
+    }
+    eprintln!("{done_at_kill} of {total} records were processed when node 3 was killed");
+}
