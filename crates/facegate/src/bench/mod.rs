@@ -2,6 +2,7 @@
 
 mod http;
 mod pipeline;
+mod replication;
 mod search;
 
 use clap::Subcommand;
@@ -14,6 +15,9 @@ pub enum BenchCommand {
     /// Time per stage (decode, detect, align, embed) and images/s and faces/s end to end, at 1
     /// thread and at the configured workers.
     Pipeline(pipeline::PipelineArgs),
+    /// How long a write on one node of a PostgreSQL gallery takes to reach search on another
+    /// node: p50/p99 of enrolls and deletes.
+    Replication(replication::ReplicationArgs),
     /// 1:N search over N synthetic templates: build time, memory, p50/p99 latency of top-10
     /// search (some with tag filters), and recall against exact search.
     Search(search::SearchArgs),
@@ -23,6 +27,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Http(args) => http::run(args),
         BenchCommand::Pipeline(args) => pipeline::run(args),
+        BenchCommand::Replication(args) => replication::run(args),
         BenchCommand::Search(args) => search::run(args),
     }
 }
