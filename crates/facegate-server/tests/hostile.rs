@@ -373,7 +373,7 @@ async fn decompression_bombs_are_refused_with_bounded_memory() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let created = server.service.create_tenant("bomb-app").expect("tenant");
+    let created = server.create_tenant("bomb-app").await.expect("tenant");
     let creds = created.credentials.clone();
 
     // Warm up (connection pool, lazily built statics) and, for scale, measure a normal enroll,
@@ -468,7 +468,7 @@ async fn wide_json_bodies_are_refused_with_bounded_memory() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let created = server.service.create_tenant("wide-app").expect("tenant");
+    let created = server.create_tenant("wide-app").await.expect("tenant");
     let creds = created.credentials.clone();
     still_serves(&server, "warm-up").await;
 
@@ -566,7 +566,7 @@ async fn truncated_and_corrupt_images_are_refused() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let created = server.service.create_tenant("broken-app").expect("tenant");
+    let created = server.create_tenant("broken-app").await.expect("tenant");
     let creds = created.credentials.clone();
 
     for (i, (name, bytes)) in broken_images().into_iter().enumerate() {
@@ -681,7 +681,7 @@ async fn malformed_base64_and_deep_json_are_refused() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let created = server.service.create_tenant("json-app").expect("tenant");
+    let created = server.create_tenant("json-app").await.expect("tenant");
     let creds = created.credentials.clone();
     let limit = Settings::default().body_limit_bytes;
 
@@ -769,7 +769,7 @@ async fn over_long_ids_and_control_characters_are_refused() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let created = server.service.create_tenant("names-app").expect("tenant");
+    let created = server.create_tenant("names-app").await.expect("tenant");
     let creds = created.credentials.clone();
     let long = "x".repeat(10_000);
     let (status, body) = send(nec_request_bytes(&server, &creds, "POST", "/v1.1/tags/vip", Vec::new())).await;

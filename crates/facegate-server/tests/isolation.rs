@@ -17,8 +17,8 @@ struct Party {
     creds: ApiCredentials,
 }
 
-fn party(server: &TestServer, name: &str) -> Party {
-    let created = server.service.create_tenant(name).expect("tenant");
+async fn party(server: &TestServer, name: &str) -> Party {
+    let created = server.create_tenant(name).await.expect("tenant");
     Party { tenant: created.tenant, auth: format!("Token {}", created.token), creds: created.credentials }
 }
 
@@ -201,7 +201,7 @@ async fn snapshot(server: &TestServer, b: &Party, subjects: &[String], batch: &s
 async fn tenants_never_see_or_change_each_others_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let (a, b) = (party(&server, "tenant-a"), party(&server, "tenant-b"));
+    let (a, b) = (party(&server, "tenant-a").await, party(&server, "tenant-b").await);
     let yao = b64("yaoming.jpg");
 
     // B: a miiCloud person, an NEC subject with a tag, a bulk-registered subject; all Yao Ming.

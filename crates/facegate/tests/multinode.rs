@@ -41,8 +41,13 @@ fn enroll(node: &SandboxServer, customer_person_id: &str) {
     let (content_type, body) =
         multipart(&[("customer_person_id", customer_person_id)], Some(("image_path", "yao.jpg", &yao())));
     let auth = auth();
-    let (status, answer) =
-        http(&node.addr, "POST", "/miicloud/person", &[("Authorization", &auth), ("Content-Type", &content_type)], &body);
+    let (status, answer) = http(
+        &node.addr,
+        "POST",
+        "/miicloud/person",
+        &[("Authorization", &auth), ("Content-Type", &content_type)],
+        &body,
+    );
     assert_eq!(status, 200, "{answer}");
 }
 

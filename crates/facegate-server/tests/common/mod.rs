@@ -47,6 +47,9 @@ pub fn asset(name: &str) -> Vec<u8> {
 
 pub struct TestServer {
     pub base: String,
+    /// The PostgreSQL cluster the server's store lives in, under `FACEGATE_TEST_STORE=postgres`;
+    /// removed when the server is dropped.
+    cluster: Option<facegate_testkit::PgCluster>,
     pub service: Arc<FaceService>,
     pub data_dir: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -70,20 +73,23 @@ impl TestServer {
     ) -> Self {
         settings.data_dir = data_dir.to_owned();
         std::fs::create_dir_all(data_dir).expect("create data dir");
-        let store = Arc::new(SqliteStore::open(data_dir).expect("open store"));
-        if let Some(bytes) = settings.max_database_bytes {
-            store.set_max_database_bytes(bytes).expect("cap the database");
-        }
-        store.set_min_free_disk_bytes(settings.min_free_disk_bytes);
         let config = ServiceConfig {
             known_threshold: settings.known_threshold,
             inference_workers: settings.inference_workers,
             inference_queue: settings.inference_queue,
             min_face_quality: settings.min_face_quality,
         };
-        let service = Arc::new(FaceService::new(engine(), store, Arc::new(FlatIndex::new()), config));
-        service.load_index().expect("load index");
-        service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
+        // Store calls block (PostgreSQL's client most of all): off the async threads.
+        let (dir, store_settings) = (data_dir.to_owned(), settings.clone());
+        let (service, cluster) = tokio::task::spawn_blocking(move || {
+            let (store, cluster) = open_store(&dir, &store_settings);
+            let service = Arc::new(FaceService::new(engine(), store, Arc::new(FlatIndex::new()), config));
+            service.load_index().expect("load index");
+            service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
+            (service, cluster)
+        })
+        .await
+        .expect("set up the store");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let state = AppState::new(service.clone(), settings, Some(bulk_source));
@@ -96,12 +102,20 @@ impl TestServer {
             .expect("serve");
         });
         Self {
+            cluster,
             base: format!("http://{addr}"),
             service,
             data_dir: data_dir.to_owned(),
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Creates a tenant as `facegate tenant create` does, on a blocking thread as every store
+    /// call must run.
+    pub async fn create_tenant(&self, name: &str) -> facegate_core::Result<facegate_core::service::NewTenant> {
+        let (service, name) = (self.service.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || service.create_tenant(&name)).await.expect("create tenant")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -115,7 +129,32 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             task.await.expect("server task");
         }
+        // The store's last owner may be this: a PostgreSQL client closes its connections by
+        // blocking, which must not happen on an async thread.
+        tokio::task::spawn_blocking(move || drop(self)).await.expect("drop the server");
     }
+}
+
+/// The store a test server runs on: SQLite in `data_dir`, or, when `FACEGATE_TEST_STORE` is
+/// `postgres` (`scripts/test-on-postgres` sets it), a PostgreSQL store on a throwaway cluster, so
+/// that the same suites run against both backends.
+fn open_store(
+    data_dir: &Path,
+    settings: &Settings,
+) -> (Arc<dyn facegate_core::Store>, Option<facegate_testkit::PgCluster>) {
+    if std::env::var("FACEGATE_TEST_STORE").is_ok_and(|v| v == "postgres") {
+        let cluster = facegate_testkit::PgCluster::start()
+            .expect("FACEGATE_TEST_STORE=postgres, and no PostgreSQL cluster could be started");
+        let store = facegate_store::PgStore::connect(cluster.url(), None, facegate_store::PgRole::Node)
+            .expect("open the PostgreSQL store");
+        return (Arc::new(store), Some(cluster));
+    }
+    let store = SqliteStore::open(data_dir).expect("open store");
+    if let Some(bytes) = settings.max_database_bytes {
+        store.set_max_database_bytes(bytes).expect("cap the database");
+    }
+    store.set_min_free_disk_bytes(settings.min_free_disk_bytes);
+    (Arc::new(store), None)
 }
 
 pub fn client() -> reqwest::Client {

@@ -138,9 +138,7 @@ pub fn run(args: ReplicationArgs) -> anyhow::Result<()> {
         anyhow::Ok((writes, deletes))
     })?;
     let (writes, deletes) = (sorted(&writes), sorted(&deletes));
-    let summary = |v: &[f64]| {
-        json!({"p50_ms": quantile(v, 0.5), "p99_ms": quantile(v, 0.99), "max_ms": quantile(v, 1.0), "n": v.len()})
-    };
+    let summary = |v: &[f64]| json!({"p50_ms": quantile(v, 0.5), "p99_ms": quantile(v, 0.99), "max_ms": quantile(v, 1.0), "n": v.len()});
     let report = json!({"from": nodes.from, "to": nodes.to, "write_visible": summary(&writes),
         "delete_visible": summary(&deletes)});
     if args.json {
