@@ -111,6 +111,52 @@ fn three_nodes_serve_one_gallery() {
     assert_eq!(status, 200);
     until(&restarted, "unknown", Duration::from_secs(1));
     nodes[2] = restarted;
+
+    // The NEC ID dialect, whose search answers from each node's index alone: subjects, tags and
+    // their renames travel between nodes too.
+    let creds = tenant_create(pg.url(), "nec-app");
+    let face = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, yao());
+    let (status, body) = nec(&nodes[0].addr, &creds, "POST", "/v1.1/tags/vip", None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        nec(&nodes[0].addr, &creds, "POST", "/v1.1/subjects", Some(&json!({"face": face, "tags": ["vip"]})));
+    assert_eq!(status, 201, "{body}");
+    let subject = body["id"].as_str().expect("id").to_owned();
+    let search = |node: &SandboxServer, tag: &str| {
+        let (status, body) =
+            nec(&node.addr, &creds, "POST", "/v1.1/face/search", Some(&json!({"probe": face, "tags": [tag]})));
+        (status, body["candidates"][0]["id"].as_str().unwrap_or_default().to_owned())
+    };
+    let within = |node: &SandboxServer, tag: &str, want: (u16, &str)| {
+        let started = Instant::now();
+        loop {
+            let (status, id) = search(node, tag);
+            if (status, id.as_str()) == want {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(1), "{} answered {status} {id}, not {want:?}", node.addr);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for n in &nodes[1..] {
+        within(n, "vip", (200, &subject));
+    }
+    let (status, body) = nec(&nodes[1].addr, &creds, "PUT", "/v1.1/tags/vip", Some(&json!({"newName": "gold"})));
+    assert_eq!(status, 200, "{body}");
+    within(&nodes[2], "gold", (200, &subject));
+    let (status, body) = nec(&nodes[2].addr, &creds, "DELETE", &format!("/v1.1/subjects/{subject}"), None);
+    assert_eq!(status, 204, "{body}");
+    for n in &nodes[..2] {
+        within(n, "gold", (404, ""));
+    }
+}
+
+/// `facegate tenant create NAME --database-url URL`: the tenant's credentials.
+fn tenant_create(url: &str, name: &str) -> Value {
+    let created =
+        common::facegate().args(["tenant", "create", name, "--database-url", url]).output().expect("tenant create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    serde_json::from_slice(&created.stdout).expect("credentials")
 }
 
 /// A request to the NEC dialect signed with AWS Signature V4, as a Rust NEC client signs it.
@@ -172,12 +218,7 @@ fn a_node_killed_mid_bulk_job_leaves_its_records_to_the_others() {
     let Some(pg) = PgCluster::start() else { return };
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     let bucket = dirs[3].path();
-    let created = common::facegate()
-        .args(["tenant", "create", "bulk", "--database-url", pg.url()])
-        .output()
-        .expect("tenant create");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let creds: Value = serde_json::from_slice(&created.stdout).expect("credentials");
+    let creds = tenant_create(pg.url(), "bulk");
 
     // Several hundred files: good photos and a few that fail.
     let area = bucket.join("bulk");
