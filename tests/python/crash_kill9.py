@@ -35,13 +35,16 @@ of every id is exact. Clients also check as they go: an enroll answered 409 for 
 delete was acknowledged, or a delete answered 404 for an acknowledged enrollment, is a violation.
 
 usage: crash_kill9.py FACEGATE_BIN [--cycles N] [--clients C] [--seed S] [--photo JPG]
-                     [--min-delay S] [--max-delay S]
+                     [--min-delay S] [--max-delay S] [--database-url URL]
   --cycles:  kill cycles [default: 25]     --clients: concurrent clients [default: 6]
   --seed:    seeds the clients' choices and the kill delays [default: random, printed]; the
              interleaving still depends on timing, so a seed makes a failure likelier to recur,
              not certain
   --photo:   a one-face photo [default: .facegate/models/buffalo_s/yaoming.jpg]
   --min-delay, --max-delay: the random time between a restart and the next kill [0.3, 2.5 s]
+  --database-url: run the server on this PostgreSQL database (an empty one) instead of SQLite;
+             the checks of step 2 then read it with `psql`, and step 4 compares each stored
+             image's bytes with the size and SHA-256 its row records
 prints one JSON summary as its last line; exits 1 and lists every violation on failure (the
 data directory is kept for inspection). needs: python3 with requests
 """
@@ -81,6 +84,7 @@ def parse_args():
     p.add_argument("--photo", default=os.path.join(ROOT, ".facegate/models/buffalo_s/yaoming.jpg"))
     p.add_argument("--min-delay", type=float, default=0.3)
     p.add_argument("--max-delay", type=float, default=2.5)
+    p.add_argument("--database-url", default=None)
     args = p.parse_args()
     if not 1 <= args.clients <= POOL:
         p.error(f"--clients must be between 1 and {POOL}")
@@ -177,6 +181,51 @@ class Person:
         self.last_ack = None  # the last acknowledged operation: enroll | delete
 
 
+class SqliteDb:
+    """The SQLite data directory, read beside the running server (WAL lets it)."""
+
+    def __init__(self, data):
+        self.path = os.path.join(data, "facegate.db")
+
+    def query(self, sql, params=()):
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=TIMEOUT)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
+    def integrity(self):
+        """Problems SQLite's own checks find; empty when there are none."""
+        problems = [row[0] for row in self.query("PRAGMA integrity_check") if row[0] != "ok"]
+        return problems + [f"foreign key: {row}" for row in self.query("PRAGMA foreign_key_check")]
+
+
+class PostgresDb:
+    """A PostgreSQL gallery, read with psql. Queries take `?` placeholders, as sqlite3's do;
+    the values are the harness's own ids, quoted here."""
+
+    def __init__(self, url):
+        self.url = url
+
+    def query(self, sql, params=()):
+        for value in params:
+            sql = sql.replace("?", "'" + str(value).replace("'", "''") + "'", 1)
+        out = subprocess.run(["psql", self.url, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        rows = []
+        for line in out.stdout.splitlines():
+            rows.append(tuple(None if v == "" else (int(v) if v.isdigit() and len(v) < 18 else v)
+                              for v in line.split("\t")))
+        return rows
+
+    def integrity(self):
+        # PostgreSQL enforces its constraints on every write; what it cannot know is whether an
+        # image's bytes are what its row says, which step 4 checks.
+        return []
+
+
 class Harness:
     def __init__(self, args):
         self.args = args
@@ -205,7 +254,9 @@ class Harness:
             cpid = f"crash-{i:02d}"
             self.persons[cpid] = Person(cpid)
             self.owned[i % args.clients].append(cpid)
-        out = subprocess.run([args.bin, "tenant", "create", "crash", "--data-dir", self.data],
+        self.db = PostgresDb(args.database_url) if args.database_url else SqliteDb(self.data)
+        self.store_args = ["--database-url", args.database_url] if args.database_url else []
+        out = subprocess.run([args.bin, "tenant", "create", "crash", "--data-dir", self.data, *self.store_args],
                              capture_output=True, text=True, timeout=TIMEOUT)
         if out.returncode != 0:
             raise SystemExit(f"facegate tenant create failed: {out.stderr}")
@@ -226,7 +277,7 @@ class Harness:
             log.write(f"==== start before cycle {self.cycle + 1}\n")
             self.proc = subprocess.Popen(
                 [self.args.bin, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data,
-                 "--inference-workers", "2"],
+                 "--inference-workers", "2", *self.store_args],
                 stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
         deadline = time.time() + TIMEOUT
         while time.time() < deadline:
@@ -381,12 +432,7 @@ class Harness:
 
     def store_templates(self):
         """{subject id: {sample ids}} as the store holds them, read beside the running server."""
-        db = sqlite3.connect(f"file:{os.path.join(self.data, 'facegate.db')}?mode=ro", uri=True, timeout=TIMEOUT)
-        try:
-            rows = db.execute("SELECT subject_id, id FROM face_samples WHERE tenant_id = ?",
-                              (self.tenant_id,)).fetchall()
-        finally:
-            db.close()
+        rows = self.db.query("SELECT subject_id, id FROM face_samples WHERE tenant_id = ?", (self.tenant_id,))
         templates = {}
         for subject_id, sample_id in rows:
             templates.setdefault(subject_id, set()).add(sample_id)
@@ -460,28 +506,19 @@ class Harness:
         with self.stats_lock:
             self.stats["max_persons"] = max(self.stats["max_persons"], len(shown))
 
-        # 2. The database, read-only beside the running server (WAL lets it).
-        db = sqlite3.connect(f"file:{os.path.join(self.data, 'facegate.db')}?mode=ro", uri=True)
-        try:
-            integrity = [row[0] for row in db.execute("PRAGMA integrity_check")]
-            if integrity != ["ok"]:
-                bad(f"PRAGMA integrity_check: {integrity[:10]}")
-            else:
-                self.passed()
-            fk = db.execute("PRAGMA foreign_key_check").fetchall()
-            if fk:
-                bad(f"PRAGMA foreign_key_check: {fk[:10]}")
-            else:
-                self.passed()
-            subjects = dict(db.execute("SELECT customer_person_id, id FROM subjects WHERE tenant_id = ?",
-                                       (self.tenant_id,)).fetchall())
-            samples = db.execute("SELECT s.subject_id, s.id, s.image_name, b.path, b.bytes, b.sha256 "
-                                 "FROM face_samples s LEFT JOIN image_blobs b ON b.sample_id = s.id "
-                                 "WHERE s.tenant_id = ?", (self.tenant_id,)).fetchall()
-            blobs = dict(((path, (size, sha)) for path, size, sha in
-                          db.execute("SELECT path, bytes, sha256 FROM image_blobs").fetchall()))
-        finally:
-            db.close()
+        # 2. The database, read-only beside the running server.
+        problems = self.db.integrity()
+        if problems:
+            bad(f"database checks: {problems[:10]}")
+        else:
+            self.passed()
+        subjects = dict(self.db.query("SELECT customer_person_id, id FROM subjects WHERE tenant_id = ?",
+                                      (self.tenant_id,)))
+        samples = self.db.query("SELECT s.subject_id, s.id, s.image_name, b.path, b.bytes, b.sha256 "
+                                "FROM face_samples s LEFT JOIN image_blobs b ON b.sample_id = s.id "
+                                "WHERE s.tenant_id = ?", (self.tenant_id,))
+        blobs = dict(((path, (size, sha)) for path, size, sha in
+                      self.db.query("SELECT path, bytes, sha256 FROM image_blobs")))
         api = {cpid: sid for cpid, (sid, _) in shown.items()}
         if subjects != api:
             bad(f"store subjects differ from the API: only in store {sorted(set(subjects.items()) - set(api.items()))}, "
@@ -512,7 +549,16 @@ class Harness:
         # 3. The index against the store.
         self.check_index(bad, store_index, "after the restart")
 
-        # 4. Image files against image_blobs rows.
+        # 4. Stored images against their image_blobs rows.
+        if isinstance(self.db, PostgresDb):
+            # The images are the rows' own bytes: each must have the size and hash it records.
+            for path, size, sha, actual_size, actual_sha in self.db.query(
+                    "SELECT path, bytes, sha256, length(data), encode(sha256(data), 'hex') FROM image_blobs"):
+                if (actual_size, actual_sha) != (size, sha):
+                    bad(f"{path}: {actual_size} bytes, sha256 {actual_sha}; the row says {(size, sha)}")
+                else:
+                    self.passed()
+            return
         images_dir = os.path.join(self.data, "images")
         files, tmp = {}, 0
         for d, _, names in os.walk(images_dir):
@@ -542,6 +588,7 @@ class Harness:
                     f"the row says {blobs[rel]}")
             else:
                 self.passed()
+
 
     # ---- run ----------------------------------------------------------------------------------
 

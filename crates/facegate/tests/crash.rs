@@ -13,16 +13,28 @@ use common::root;
 
 #[test]
 fn acknowledged_writes_survive_sigkill_and_store_index_and_files_agree() {
-    let Some(mut python) = facegate_testkit::python_with(&["requests", "sqlite3"]) else { return };
+    run_harness(None);
+}
+
+/// The same on PostgreSQL: the server's gallery in a throwaway cluster, read back with psql.
+#[test]
+fn acknowledged_writes_survive_sigkill_on_postgres() {
+    let Some(cluster) = facegate_testkit::PgCluster::start() else { return };
+    run_harness(Some(cluster.url()));
+}
+
+fn run_harness(database_url: Option<&str>) {
+    let Some(mut command) = facegate_testkit::python_with(&["requests", "sqlite3"]) else { return };
     let cycles = 3;
-    let out = facegate_testkit::output_within(
-        python
-            .arg(root().join("tests/python/crash_kill9.py"))
-            .arg(env!("CARGO_BIN_EXE_facegate"))
-            .args(["--cycles", &cycles.to_string(), "--clients", "4", "--max-delay", "1.5"])
-            .current_dir(root()),
-        Duration::from_secs(600),
-    );
+    command
+        .arg(root().join("tests/python/crash_kill9.py"))
+        .arg(env!("CARGO_BIN_EXE_facegate"))
+        .args(["--cycles", &cycles.to_string(), "--clients", "4", "--max-delay", "1.5"])
+        .current_dir(root());
+    if let Some(url) = database_url {
+        command.args(["--database-url", url]);
+    }
+    let out = facegate_testkit::output_within(&mut command, Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -37,6 +49,6 @@ fn acknowledged_writes_survive_sigkill_and_store_index_and_files_agree() {
     assert_eq!(summary["client_exceptions"], 0, "{summary}");
     // The live index was checked against the store before every kill.
     assert_eq!(summary["live_index_checks"], cycles, "{summary}");
-    // Per cycle at least the database, store, index (twice) and file checks ran.
+    // Per cycle at least the database, store, index (twice) and image checks ran.
     assert!(summary["checks_passed"].as_u64() >= Some(cycles * 6), "{summary}");
 }
