@@ -147,3 +147,18 @@ fn import_through_a_running_server_api_resumes_too() {
     assert!(!refused.status.success(), "a wrong token stops the import");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("401"), "{}", String::from_utf8_lossy(&refused.stderr));
 }
+
+/// The same into a PostgreSQL gallery (`--database-url`): imported once, skipped on a re-run.
+#[test]
+fn person_folders_import_into_postgres_and_a_rerun_skips_them() {
+    let Some(cluster) = facegate_testkit::PgCluster::start() else { return };
+    let photos = tempfile::tempdir().expect("tempdir");
+    let data = tempfile::tempdir().expect("tempdir");
+    person_folders(photos.path());
+    let dir = photos.path().to_str().expect("path");
+    let args = [dir, "--tenant", "acme", "--database-url", cluster.url()];
+    let first = import(&args, data.path());
+    assert_eq!((count(&first, "imported"), count(&first, "failed")), (3, 2), "{first}");
+    let second = import(&args, data.path());
+    assert_eq!((count(&second, "imported"), count(&second, "skipped")), (0, 3), "{second}");
+}

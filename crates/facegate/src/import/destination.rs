@@ -47,15 +47,21 @@ impl Destination {
     pub async fn stored_person(&self, customer_person_id: &str) -> anyhow::Result<Option<StoredPerson>> {
         match self {
             Destination::DataDir { backend, tenant, .. } => {
-                let store = backend.store();
-                let Some(subject) = store.subject_by_customer_id(&tenant.id, customer_person_id)? else {
-                    return Ok(None);
-                };
-                let samples = store.samples_of(&tenant.id, &subject.id)?;
-                Ok(Some(StoredPerson {
-                    profile: subject.profile,
-                    image_names: samples.into_iter().map(|s| s.image_name).collect(),
-                }))
+                let (store, tenant_id, cpid) = (backend.store(), tenant.id.clone(), customer_person_id.to_owned());
+                // Store calls block (PostgreSQL's client must not run on an async thread at all).
+                let stored = tokio::task::spawn_blocking(move || -> facegate_core::Result<Option<StoredPerson>> {
+                    let Some(subject) = store.subject_by_customer_id(&tenant_id, &cpid)? else {
+                        return Ok(None);
+                    };
+                    let samples = store.samples_of(&tenant_id, &subject.id)?;
+                    Ok(Some(StoredPerson {
+                        profile: subject.profile,
+                        image_names: samples.into_iter().map(|s| s.image_name).collect(),
+                    }))
+                })
+                .await
+                .context("the store lookup task failed")??;
+                Ok(stored)
             }
             Destination::Api(api) => api.stored_person(customer_person_id).await,
         }
