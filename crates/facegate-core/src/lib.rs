@@ -23,7 +23,7 @@ pub use ports::{
 /// The store's role traits, for code that calls a concrete store's methods:
 /// `use facegate_core::store_roles::*;`.
 pub mod store_roles {
-    pub use crate::ports::{BulkJobStore, GalleryStore, Store, TagStore, TenantStore};
+    pub use crate::ports::{BulkJobStore, ChangeFeed, GalleryStore, Store, TagStore, TenantStore};
 }
 pub use score::Calibration;
 pub use service::{BulkConfig, FaceService, ServiceConfig};

@@ -67,10 +67,13 @@ pub trait ChangeFeed: Send + Sync {
     fn latest_change(&self) -> Result<u64>;
     /// Up to `limit` changes after `after`, oldest first.
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>>;
-    /// The oldest `seq` still kept; a reader behind it must reload its index instead.
-    fn oldest_change(&self) -> Result<u64>;
     /// Blocks until a change may have been appended, or `timeout` passes.
     fn wait_for_change(&self, timeout: std::time::Duration) -> Result<()>;
+    /// Deletes the changes older than `keep`; returns how many went. Any process may call it.
+    fn prune_changes(&self, keep: std::time::Duration) -> Result<u64>;
+    /// The newest `seq` pruned so far (0 for none): a reader that has applied less than this
+    /// has missed changes it can no longer read, and must reload its index.
+    fn pruned_through(&self) -> Result<u64>;
     /// One sample's template, to index a change made elsewhere; `None` if it is gone since.
     fn template(&self, tenant_id: &str, sample_id: &str) -> Result<Option<Template>>;
 }
@@ -183,4 +186,6 @@ pub trait Index: Send + Sync + 'static {
     fn remove_sample(&self, tenant_id: &str, sample_id: &str);
     /// Number of templates held for a tenant.
     fn len(&self, tenant_id: &str) -> usize;
+    /// Forgets every template and tag of every tenant, before the index is loaded anew.
+    fn clear(&self);
 }

@@ -452,6 +452,11 @@ impl BruteForceIndex {
 }
 
 impl Index for BruteForceIndex {
+    fn clear(&self) {
+        self.templates.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.tags.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn insert(&self, template: Template) {
         self.templates.lock().unwrap_or_else(|e| e.into_inner()).push(template);
     }

@@ -53,6 +53,9 @@ impl Index for SlowInsertIndex {
     fn len(&self, tenant_id: &str) -> usize {
         self.inner.len(tenant_id)
     }
+    fn clear(&self) {
+        self.inner.clear();
+    }
 }
 
 fn image(text: &str) -> ImageUpload {

@@ -143,6 +143,10 @@ impl FlatIndex {
 }
 
 impl Index for FlatIndex {
+    fn clear(&self) {
+        self.tenants.write().clear();
+    }
+
     fn insert(&self, template: Template) {
         if template.embedding.is_empty() || !template.embedding.iter().all(|x| x.is_finite()) {
             tracing::warn!(sample = %template.sample_id, "ignoring an empty or non-finite template");

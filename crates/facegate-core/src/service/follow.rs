@@ -19,6 +19,12 @@ use crate::{Change, ChangeKind, Error, Result};
 const POLL: Duration = Duration::from_millis(500);
 /// Changes read per round trip.
 const BATCH: usize = 1_000;
+/// How often a node prunes the change log. Any node may; one prune in a while is plenty.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Changes kept in the log. A node that stopped following for longer than this (a database
+/// outage, a stuck node) reloads its index instead; a day covers that, and keeps the log to about
+/// one row per write of the last day.
+pub const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 impl FaceService {
     /// The last change of the shared log this index reflects (0 before any, or when the store
@@ -33,11 +39,26 @@ impl FaceService {
         if self.store.change_feed().is_none() {
             return;
         }
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = self.catch_up().await {
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(std::time::Instant::now());
+                let store = self.store.clone();
+                match blocking(move || match store.change_feed() {
+                    Some(feed) => feed.prune_changes(CHANGE_LOG_RETENTION),
+                    None => Ok(0),
+                })
+                .await
+                {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "pruned the change log"),
+                    Err(e) => tracing::warn!(error = %e, "pruning the change log failed"),
+                }
+            }
+            if let Err(e) = self.sync_index().await {
                 tracing::error!(error = %e, "applying the change log failed; retrying in 1 s");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -60,8 +81,35 @@ impl FaceService {
         }
     }
 
+    /// Brings the index in step with the shared gallery: applies the changes after the last one
+    /// applied or, when some of those were pruned before this node read them, loads the index
+    /// anew from the store. Returns the last change the index reflects.
+    pub async fn sync_index(self: &Arc<Self>) -> Result<u64> {
+        let store = self.store.clone();
+        let pruned = blocking(move || match store.change_feed() {
+            Some(feed) => feed.pruned_through(),
+            None => Ok(0),
+        })
+        .await?;
+        if pruned > self.applied_change() {
+            tracing::warn!(
+                applied = self.applied_change(),
+                pruned_through = pruned,
+                "changes this node had not applied were pruned; loading the index anew"
+            );
+            let service = self.clone();
+            let templates = blocking(move || {
+                service.index.clear();
+                service.load_index()
+            })
+            .await?;
+            tracing::info!(templates, "index loaded anew");
+        }
+        self.catch_up().await
+    }
+
     /// Applies every change after the last one applied. Returns the last change applied.
-    pub async fn catch_up(&self) -> Result<u64> {
+    async fn catch_up(&self) -> Result<u64> {
         loop {
             let after = self.applied_change();
             let store = self.store.clone();

@@ -12,6 +12,9 @@ use crate::error::Result;
 /// Serialises change-log appends between nodes ("facegate" + 1).
 const CHANGES_LOCK: i64 = 0x6661_6365_6761_7466;
 
+/// `store_meta` row: the newest `seq` pruned from the log.
+const META_PRUNED_THROUGH: &str = "changes_pruned_through";
+
 /// The notification channel the nodes LISTEN on.
 pub(crate) const CHANNEL: &str = "facegate_changes";
 
@@ -84,9 +87,32 @@ impl super::PgStore {
         Ok(super::to_u64(row.get(0)))
     }
 
-    fn oldest_change_impl(&self) -> Result<u64> {
-        let row = self.conn()?.query_one("SELECT COALESCE(MIN(seq), 0) FROM changes", &[])?;
-        Ok(super::to_u64(row.get(0)))
+    fn prune_changes_impl(&self, keep: std::time::Duration) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        // Behind the appends' lock, so that no change commits below the watermark afterwards.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGES_LOCK])?;
+        let row = tx.query_one(
+            "WITH gone AS (DELETE FROM changes WHERE at < now() - make_interval(secs => $1) RETURNING seq) \
+             SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM gone",
+            &[&keep.as_secs_f64()],
+        )?;
+        let (count, through): (i64, i64) = (row.get(0), row.get(1));
+        if count > 0 {
+            tx.execute(
+                "INSERT INTO store_meta (name, value) VALUES ($1, $2::BIGINT::TEXT) ON CONFLICT (name) DO UPDATE \
+                 SET value = GREATEST(store_meta.value::BIGINT, EXCLUDED.value::BIGINT)::TEXT",
+                &[&META_PRUNED_THROUGH, &through],
+            )?;
+        }
+        tx.commit()?;
+        Ok(super::to_u64(count))
+    }
+
+    fn pruned_through_impl(&self) -> Result<u64> {
+        let row =
+            self.conn()?.query_opt("SELECT value::BIGINT FROM store_meta WHERE name = $1", &[&META_PRUNED_THROUGH])?;
+        Ok(row.map_or(0, |r| super::to_u64(r.get(0))))
     }
 
     fn changes_after_impl(&self, after: u64, limit: usize) -> Result<Vec<facegate_core::Change>> {
@@ -155,8 +181,12 @@ impl facegate_core::ChangeFeed for super::PgStore {
         Ok(self.changes_after_impl(after, limit)?)
     }
 
-    fn oldest_change(&self) -> facegate_core::Result<u64> {
-        Ok(self.oldest_change_impl()?)
+    fn prune_changes(&self, keep: std::time::Duration) -> facegate_core::Result<u64> {
+        Ok(self.prune_changes_impl(keep)?)
+    }
+
+    fn pruned_through(&self) -> facegate_core::Result<u64> {
+        Ok(self.pruned_through_impl()?)
     }
 
     fn wait_for_change(&self, timeout: std::time::Duration) -> facegate_core::Result<()> {

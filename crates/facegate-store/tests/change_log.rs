@@ -1,0 +1,106 @@
+//! A node's index following a shared PostgreSQL gallery: what another node writes reaches it
+//! through the change log, and when the changes it had not read were pruned, it loads its index
+//! anew, so a delete never comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use facegate_core::store_roles::*;
+use facegate_core::testing::{BruteForceIndex, FakeEngine};
+use facegate_core::{BoundingBox, FaceSample, FaceService, NewSample, Profile, ServiceConfig, Subject, Tenant};
+use facegate_store::{PgRole, PgStore};
+use facegate_testkit::PgCluster;
+
+fn subject(tenant: &Tenant, id: &str) -> Subject {
+    Subject {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        customer_person_id: Some(id.into()),
+        profile: Profile::default(),
+        created_at: "1".into(),
+        updated_at: "1".into(),
+    }
+}
+
+fn sample(subject_id: &str) -> NewSample {
+    NewSample {
+        sample: FaceSample {
+            id: format!("{subject_id}-sample"),
+            subject_id: subject_id.into(),
+            image_name: format!("enroll/{subject_id}.jpg"),
+            bbox: BoundingBox::default(),
+            detector_score: 0.9,
+            model_id: "fake@1".into(),
+            created_at: "1".into(),
+        },
+        embedding: vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        image: b"image".to_vec(),
+    }
+}
+
+/// The subjects this node's index holds for the tenant, as an NEC search at threshold 0 lists
+/// them (straight from the index, with no store lookup).
+async fn indexed(node: &FaceService, tenant: &Tenant) -> Vec<String> {
+    let (found, _) = node.search(tenant, b"face:probe".to_vec(), 0, 50, vec![]).await.expect("search");
+    let mut ids: Vec<String> = found.into_iter().map(|c| c.subject_id).collect();
+    ids.sort();
+    ids
+}
+
+/// Runs blocking store work off the async threads, as the service does.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_the_log_and_reloads_when_what_it_missed_was_pruned() {
+    let Some(cluster) = PgCluster::start() else { return };
+    let url = cluster.url().to_owned();
+    // This node (a service with its own index), and another node's store that writes.
+    let (node, other) = blocking(move || {
+        let ours = Arc::new(PgStore::connect(&url, None, PgRole::Node).expect("connect"));
+        let node = Arc::new(FaceService::new(
+            Arc::new(FakeEngine::default()),
+            ours,
+            Arc::new(BruteForceIndex::default()),
+            ServiceConfig::default(),
+        ));
+        node.load_index().expect("load");
+        (node, Arc::new(PgStore::connect(&url, None, PgRole::Node).expect("connect")))
+    })
+    .await;
+    let tenant = {
+        let other = other.clone();
+        blocking(move || other.create_tenant("acme", "h").expect("tenant")).await
+    };
+    let write = |id: &'static str| {
+        let (other, tenant) = (other.clone(), tenant.clone());
+        blocking(move || other.create_subject(&subject(&tenant, id), Some(&sample(id))).expect("write"))
+    };
+
+    // A write elsewhere reaches this node's index through the log.
+    write("ann").await;
+    node.sync_index().await.expect("sync");
+    assert_eq!(indexed(&node, &tenant).await, ["ann"]);
+
+    // This node stops following; meanwhile the other deletes, and the log is pruned past it.
+    let (o, t) = (other.clone(), tenant.clone());
+    blocking(move || assert!(o.delete_subject(&t.id, "ann").expect("delete"))).await;
+    write("bob").await;
+    let o = other.clone();
+    let pruned = blocking(move || o.prune_changes(Duration::ZERO).expect("prune")).await;
+    assert!(pruned >= 3, "the write, the delete and the second write: {pruned}");
+    let o = other.clone();
+    assert!(blocking(move || o.pruned_through().expect("watermark")).await > node.applied_change());
+
+    // Catching up, the node finds the log pruned past what it applied and loads anew: the
+    // deleted subject does not come back, the later write is there.
+    node.sync_index().await.expect("sync");
+    assert_eq!(indexed(&node, &tenant).await, ["bob"], "the deleted subject stays gone, the later write is there");
+
+    // And following goes on from there as before.
+    write("cy").await;
+    node.sync_index().await.expect("sync");
+    assert_eq!(indexed(&node, &tenant).await, ["bob", "cy"]);
+    blocking(move || drop((node, other))).await;
+}
