@@ -21,6 +21,6 @@ pub use bucket::BucketSource;
 pub use crypto::DataKey;
 pub use error::{Result, StoreError};
 pub use lock::DataDirLock;
-pub use postgres::{ImageStore, InDatabase, PgRole, PgStore};
+pub use postgres::{rotate_key_postgres, ImageStore, InDatabase, PgRole, PgStore};
 pub use rotate::{rotate_key, RotationReport};
 pub use sqlite::SqliteStore;

@@ -2,7 +2,8 @@
 //! together migrate once: the first takes an advisory lock, the others wait for it and then find
 //! nothing left to do. Each migration and its version bump commit together.
 
-use super::Conn;
+use postgres::Client;
+
 use crate::error::{Result, StoreError};
 
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
@@ -11,7 +12,7 @@ const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
 const MIGRATION_LOCK: i64 = 0x6661_6365_6761_7465;
 
 /// Brings the schema up to date and returns the version it is at.
-pub(super) fn migrate(conn: &mut Conn) -> Result<usize> {
+pub(super) fn migrate(conn: &mut Client) -> Result<usize> {
     conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
     let result = apply(conn);
     // Session-level lock: released whatever happened, or at disconnect if this fails too.
@@ -19,7 +20,7 @@ pub(super) fn migrate(conn: &mut Conn) -> Result<usize> {
     result
 }
 
-fn apply(conn: &mut Conn) -> Result<usize> {
+fn apply(conn: &mut Client) -> Result<usize> {
     conn.batch_execute("CREATE TABLE IF NOT EXISTS facegate_schema (version BIGINT NOT NULL)")?;
     let found = version(conn)?;
     let current =
@@ -38,7 +39,7 @@ fn apply(conn: &mut Conn) -> Result<usize> {
     Ok(MIGRATIONS.len())
 }
 
-pub(super) fn version(conn: &mut Conn) -> Result<i64> {
+pub(super) fn version(conn: &mut Client) -> Result<i64> {
     let row = conn.query_opt("SELECT version FROM facegate_schema", &[])?;
     Ok(row.map_or(0, |r| r.get(0)))
 }

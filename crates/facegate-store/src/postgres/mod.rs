@@ -15,6 +15,7 @@ mod changes;
 mod gallery;
 mod images;
 mod migrations;
+mod rotate;
 mod tags;
 mod tenants;
 
@@ -26,6 +27,7 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
 pub use images::{ImageStore, InDatabase};
+pub use rotate::rotate_key_postgres;
 
 use crate::crypto::DataKey;
 use crate::error::{Result, StoreError};
@@ -55,6 +57,23 @@ pub struct PgStore {
     listener: parking_lot::Mutex<Option<postgres::Client>>,
     /// How long this node's claim on a bulk record holds, in milliseconds.
     claim_lease_ms: std::sync::atomic::AtomicU64,
+    /// A node's connection holding [`NODES_LOCK`] shared while the node runs, so that
+    /// `facegate keys rotate` can tell that no node is writing with the old key.
+    _presence: Option<parking_lot::Mutex<postgres::Client>>,
+}
+
+/// Held shared by every node for as long as it runs, and exclusively by a key rotation
+/// ("facegate" + 2).
+pub(crate) const NODES_LOCK: i64 = 0x6661_6365_6761_7467;
+
+/// A connection of its own holding [`NODES_LOCK`] shared; refused while a key rotation runs.
+fn announce_node(config: &postgres::Config) -> Result<postgres::Client> {
+    let mut client = config.connect(NoTls)?;
+    let taken: bool = client.query_one("SELECT pg_try_advisory_lock_shared($1)", &[&NODES_LOCK])?.get(0);
+    if !taken {
+        return Err(StoreError::Locked("a key rotation is running on this database; start the node after it".into()));
+    }
+    Ok(client)
 }
 
 /// How long a claim on a bulk record holds by default. A runner renews its claims each time it
@@ -89,7 +108,11 @@ impl PgStore {
             .connection_timeout(POOL_WAIT)
             .build(PostgresConnectionManager::new(config.clone(), NoTls))?;
         let mut conn = pool.get()?;
-        let version = migrations::migrate(&mut conn)?;
+        let version = migrations::migrate(&mut *conn)?;
+        let presence = match role {
+            PgRole::Node => Some(announce_node(&config)?),
+            PgRole::Tool => None,
+        };
         check_key(&mut conn, key.as_ref(), role == PgRole::Node)?;
         drop(conn);
         tracing::debug!(version, encrypted = key.is_some(), "opened PostgreSQL store");
@@ -100,6 +123,7 @@ impl PgStore {
             images: Box::new(InDatabase),
             node_id: uuid::Uuid::new_v4().to_string(),
             listener: parking_lot::Mutex::new(None),
+            _presence: presence.map(parking_lot::Mutex::new),
             claim_lease_ms: std::sync::atomic::AtomicU64::new(DEFAULT_CLAIM_LEASE.as_millis() as u64),
         })
     }
@@ -120,7 +144,7 @@ impl PgStore {
 
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<i64> {
-        migrations::version(&mut self.conn()?)
+        migrations::version(&mut *self.conn()?)
     }
 
     /// The stored bytes of one sample's image (sealed when the gallery is encrypted).
