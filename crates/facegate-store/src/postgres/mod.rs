@@ -108,7 +108,7 @@ impl PgStore {
             .connection_timeout(POOL_WAIT)
             .build(PostgresConnectionManager::new(config.clone(), NoTls))?;
         let mut conn = pool.get()?;
-        let version = migrations::migrate(&mut *conn)?;
+        let version = migrations::migrate(&mut conn)?;
         let presence = match role {
             PgRole::Node => Some(announce_node(&config)?),
             PgRole::Tool => None,
