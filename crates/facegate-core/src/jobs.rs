@@ -41,6 +41,26 @@ pub enum RegisterStatus {
     Failed,
 }
 
+impl RegisterStatus {
+    /// The name stored and shown for an outcome ("" while there is none): NEC's own words.
+    pub fn name(status: Option<RegisterStatus>) -> &'static str {
+        match status {
+            None => "",
+            Some(RegisterStatus::Success) => "Success",
+            Some(RegisterStatus::Failed) => "Failed",
+        }
+    }
+
+    /// The outcome a stored name stands for; `None` for "" (or anything else).
+    pub fn from_name(name: &str) -> Option<RegisterStatus> {
+        match name {
+            "Success" => Some(RegisterStatus::Success),
+            "Failed" => Some(RegisterStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
 /// The state of one file of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BulkRecord {

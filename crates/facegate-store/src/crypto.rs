@@ -157,6 +157,23 @@ pub(crate) fn check_key_state(
     }
 }
 
+/// Whether a rotation to `new` may start on a gallery whose recorded key id is `recorded`:
+/// `old` must be that key (or `new` itself, when an interrupted rotation is run again), and a
+/// plaintext gallery has no old key.
+pub(crate) fn check_rotation_keys(recorded: Option<&str>, old: Option<&DataKey>, new: &DataKey) -> Result<()> {
+    match (recorded, old) {
+        (Some(id), _) if id == new.id_hex() => Ok(()),
+        (Some(id), Some(old)) if id == old.id_hex() => Ok(()),
+        (Some(id), _) => {
+            Err(StoreError::Key(format!("the gallery is encrypted under key {id}; give that key as the old key")))
+        }
+        (None, Some(old)) => {
+            Err(StoreError::Key(format!("the gallery is not encrypted, so it has no old key (given {})", old.id_hex())))
+        }
+        (None, None) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,22 +40,7 @@ pub fn rotate_key(data_dir: &Path, old: Option<&DataKey>, new: &DataKey) -> Resu
     conn.pragma_update(None, "secure_delete", "ON")?;
     migrations::migrate(&mut conn)?;
     let recorded = recorded_key_id(&conn)?;
-    match (&recorded, old) {
-        (Some(id), _) if *id == new.id_hex() => {}
-        (Some(id), Some(old)) if *id == old.id_hex() => {}
-        (Some(id), _) => {
-            return Err(StoreError::Key(format!(
-                "the data directory is encrypted under key {id}; give that key as the old key"
-            )))
-        }
-        (None, Some(old)) => {
-            return Err(StoreError::Key(format!(
-                "the data directory is not encrypted, so it has no old key (given {})",
-                old.id_hex()
-            )))
-        }
-        (None, None) => {}
-    }
+    crate::crypto::check_rotation_keys(recorded.as_deref(), old, new)?;
     let blobs = BlobStore::open(data_dir.join("images"))?;
     let mut report = RotationReport::default();
 

@@ -104,7 +104,7 @@ fn update_record(tx: &mut Transaction<'_>, job_id: &str, record: &BulkRecord) ->
             &to_i64(record.seq),
             &attempts,
             &(record.status == RecordStatus::Processed),
-            &register_status_name(record.register_status),
+            &RegisterStatus::name(record.register_status),
             &record.reason,
             &record.event_id,
             &record.attributes_json,
@@ -114,14 +114,6 @@ fn update_record(tx: &mut Transaction<'_>, job_id: &str, record: &BulkRecord) ->
         return Err(StoreError::NotFound("unprocessed bulk record"));
     }
     Ok(())
-}
-
-fn register_status_name(status: Option<RegisterStatus>) -> &'static str {
-    match status {
-        None => "",
-        Some(RegisterStatus::Success) => "Success",
-        Some(RegisterStatus::Failed) => "Failed",
-    }
 }
 
 fn record_from_row(row: &postgres::Row) -> Result<BulkRecord> {
@@ -135,11 +127,7 @@ fn record_from_row(row: &postgres::Row) -> Result<BulkRecord> {
         subject_id: row.try_get(4)?,
         attempts: u32::try_from(row.try_get::<_, i32>(5)?).unwrap_or(0),
         status: if row.try_get(6)? { RecordStatus::Processed } else { RecordStatus::New },
-        register_status: match status.as_str() {
-            "Success" => Some(RegisterStatus::Success),
-            "Failed" => Some(RegisterStatus::Failed),
-            _ => None,
-        },
+        register_status: RegisterStatus::from_name(&status),
         reason: row.try_get(8)?,
         event_id: row.try_get(9)?,
         attributes_json: row.try_get(10)?,

@@ -29,22 +29,7 @@ pub fn rotate_key_postgres(url: &str, old: Option<&DataKey>, new: &DataKey) -> R
     let mut tx = client.transaction()?;
     let recorded: Option<String> =
         tx.query_opt("SELECT value FROM store_meta WHERE name = $1", &[&META_KEY_ID])?.map(|r| r.get(0));
-    match (&recorded, old) {
-        (Some(id), Some(old)) if *id == old.id_hex() => {}
-        (Some(id), _) if *id == new.id_hex() => {}
-        (Some(id), _) => {
-            return Err(StoreError::Key(format!(
-                "the gallery is encrypted under key {id}; give that key as the old key"
-            )))
-        }
-        (None, Some(old)) => {
-            return Err(StoreError::Key(format!(
-                "the gallery is not encrypted, so it has no old key (given {})",
-                old.id_hex()
-            )))
-        }
-        (None, None) => {}
-    }
+    crate::crypto::check_rotation_keys(recorded.as_deref(), old, new)?;
     let mut report = RotationReport::default();
 
     let mut after = -1i64;

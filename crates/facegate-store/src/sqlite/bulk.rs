@@ -29,7 +29,7 @@ impl SqliteStore {
                     r.subject_id,
                     r.attempts,
                     r.status == RecordStatus::Processed,
-                    register_status_name(r.register_status),
+                    RegisterStatus::name(r.register_status),
                     r.reason,
                     r.event_id,
                     r.attributes_json,
@@ -121,7 +121,7 @@ fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Res
             i64::try_from(record.seq).unwrap_or(i64::MAX),
             record.attempts,
             record.status == RecordStatus::Processed,
-            register_status_name(record.register_status),
+            RegisterStatus::name(record.register_status),
             record.reason,
             record.event_id,
             record.attributes_json
@@ -130,14 +130,6 @@ fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Res
         return Err(StoreError::NotFound("bulk record"));
     }
     Ok(())
-}
-
-fn register_status_name(status: Option<RegisterStatus>) -> &'static str {
-    match status {
-        None => "",
-        Some(RegisterStatus::Success) => "Success",
-        Some(RegisterStatus::Failed) => "Failed",
-    }
 }
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<BulkRecord> {
@@ -151,11 +143,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<BulkRecord> {
         subject_id: row.get(4)?,
         attempts: row.get(5)?,
         status: if row.get::<_, bool>(6)? { RecordStatus::Processed } else { RecordStatus::New },
-        register_status: match status.as_str() {
-            "Success" => Some(RegisterStatus::Success),
-            "Failed" => Some(RegisterStatus::Failed),
-            _ => None,
-        },
+        register_status: RegisterStatus::from_name(&status),
         reason: row.get(8)?,
         event_id: row.get(9)?,
         attributes_json: row.get(10)?,
