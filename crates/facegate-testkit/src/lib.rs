@@ -249,6 +249,44 @@ impl Drop for PgCluster {
     }
 }
 
+/// The headers an NEC ID client adds to a request: `x-api-key`, `content-type`, and the AWS
+/// Signature V4 ones (`x-amz-date`, `authorization`, …) for region `ap-southeast-2` and service
+/// `execute-api`, signed now, over `host` (the `Host` header the request will carry).
+pub fn nec_headers(
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &[u8],
+    api_key: &str,
+    access_key_id: &str,
+    secret_access_key: &str,
+) -> Vec<(String, String)> {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::sign::v4;
+    use aws_smithy_runtime_api::client::identity::Identity;
+
+    let identity: Identity = Credentials::new(access_key_id, secret_access_key, None, None, "facegate-tests").into();
+    let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("ap-southeast-2")
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing params")
+        .into();
+    let url = format!("http://{host}{path}");
+    let signed = [("host", host), ("x-api-key", api_key), ("content-type", "application/json")];
+    let signable =
+        SignableRequest::new(method, url, signed.iter().copied(), SignableBody::Bytes(body)).expect("signable");
+    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+    let mut headers =
+        vec![("x-api-key".to_owned(), api_key.to_owned()), ("content-type".into(), "application/json".into())];
+    headers.extend(instructions.headers().map(|(n, v)| (n.to_owned(), v.to_owned())));
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;

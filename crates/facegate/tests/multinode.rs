@@ -161,35 +161,19 @@ fn tenant_create(url: &str, name: &str) -> Value {
 
 /// A request to the NEC dialect signed with AWS Signature V4, as a Rust NEC client signs it.
 fn nec(addr: &str, creds: &Value, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    use aws_credential_types::Credentials;
-    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-    use aws_sigv4::sign::v4;
-    use aws_smithy_runtime_api::client::identity::Identity;
-
     let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
     let key = |name: &str| creds[name].as_str().expect("credential").to_owned();
-    let identity: Identity =
-        Credentials::new(key("access_key_id"), key("secret_access_key"), None, None, "facegate-tests").into();
-    let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("ap-southeast-2")
-        .name("execute-api")
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .expect("signing params")
-        .into();
-    let api_key = key("api_key");
     // `common::http` sends `Host: x`; the signature covers the host the request names.
-    let url = format!("http://x{path}");
-    let headers = [("host", "x"), ("x-api-key", api_key.as_str()), ("content-type", "application/json")];
-    let signable =
-        SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(&body)).expect("signable");
-    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
-    let mut all: Vec<(String, String)> =
-        vec![("x-api-key".into(), api_key.clone()), ("content-type".into(), "application/json".into())];
-    all.extend(instructions.headers().map(|(n, v)| (n.to_owned(), v.to_owned())));
-    let all: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let headers = facegate_testkit::nec_headers(
+        method,
+        "x",
+        path,
+        &body,
+        &key("api_key"),
+        &key("access_key_id"),
+        &key("secret_access_key"),
+    );
+    let all: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let (status, text) = http(addr, method, path, &all, &body);
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }

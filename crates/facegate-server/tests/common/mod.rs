@@ -236,35 +236,19 @@ pub fn nec_request_bytes(
     path: &str,
     body: Vec<u8>,
 ) -> reqwest::RequestBuilder {
-    use aws_credential_types::Credentials;
-    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-    use aws_sigv4::sign::v4;
-    use aws_smithy_runtime_api::client::identity::Identity;
-
     let url = server.url(path);
     let host = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
-    let identity: Identity =
-        Credentials::new(&creds.access_key_id, &creds.secret_access_key, None, None, "facegate-tests").into();
-    let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("ap-southeast-2")
-        .name("execute-api")
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .expect("signing params")
-        .into();
-    let headers =
-        [("host", host.as_str()), ("x-api-key", creds.api_key.as_str()), ("content-type", "application/json")];
-    let signable = SignableRequest::new(method, url.clone(), headers.iter().copied(), SignableBody::Bytes(&body))
-        .expect("signable");
-    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
-    let mut req = client()
-        .request(method.parse().expect("method"), &url)
-        .header("x-api-key", &creds.api_key)
-        .header("content-type", "application/json")
-        .body(body);
-    for (name, value) in instructions.headers() {
+    let headers = facegate_testkit::nec_headers(
+        method,
+        &host,
+        path,
+        &body,
+        &creds.api_key,
+        &creds.access_key_id,
+        &creds.secret_access_key,
+    );
+    let mut req = client().request(method.parse().expect("method"), &url).body(body);
+    for (name, value) in headers {
         req = req.header(name, value);
     }
     req
