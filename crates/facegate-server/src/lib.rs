@@ -125,12 +125,11 @@ pub async fn serve(
         let _ = stop_accepting.send(true);
     });
     let served = listener::serve_connections(listener, build_router(state), limits, stopped).await;
+    // The follower stops with it; records in progress finish and are saved, the rest wait for
+    // the next start. One that takes too long is abandoned unsaved and redone then.
     let _ = stop_runner.send(true);
     follower.abort();
     if let Some(mut runner) = runner {
-        // Records in progress finish and are saved; the rest wait for the next start. One that
-        // takes too long is abandoned unsaved and redone then.
-        let _ = stop_runner.send(true);
         if tokio::time::timeout(BULK_STOP_GRACE, &mut runner).await.is_err() {
             tracing::warn!("bulk records still in progress at shutdown are left for the next start");
             runner.abort();

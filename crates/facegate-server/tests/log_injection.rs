@@ -4,37 +4,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::Mutex;
-
 use common::*;
 use serde_json::json;
 
-static CAPTURED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        CAPTURED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_values_cannot_forge_log_lines() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            "debug,aws_sigv4=off,aws_smithy_runtime_api=off,aws_credential_types=off,reqwest=off,hyper=off",
-        )
-        .with_writer(|| Capture)
-        .with_ansi(false)
-        .try_init()
-        .expect("the only subscriber in this test binary");
+    capture_logs("debug,aws_sigv4=off,aws_smithy_runtime_api=off,aws_credential_types=off,reqwest=off,hyper=off");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
@@ -77,8 +52,7 @@ async fn client_values_cannot_forge_log_lines() {
     }
     server.stop().await;
 
-    let logs =
-        String::from_utf8_lossy(&CAPTURED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned();
+    let logs = captured_logs();
     for n in [1, 3, 4, 5] {
         assert!(logs.contains(&format!("FORGED-{n}")), "the value was logged (escaped), so the check bites:\n{logs}");
     }

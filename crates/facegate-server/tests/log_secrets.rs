@@ -4,41 +4,14 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::Mutex;
-
 use common::*;
 use facegate_core::ApiCredentials;
 use serde_json::json;
 
-static CAPTURED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        CAPTURED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn captured() -> String {
-    String::from_utf8_lossy(&CAPTURED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
-}
-
 #[tokio::test]
 async fn no_token_api_key_secret_or_signature_is_logged() {
     // Everything at trace level but the test's own client, which signs requests in-process.
-    tracing_subscriber::fmt()
-        .with_env_filter("trace,aws_sigv4=off,aws_smithy_runtime_api=off,aws_credential_types=off,reqwest=off")
-        .with_writer(|| Capture)
-        .with_ansi(false)
-        .try_init()
-        .expect("the only subscriber in this test binary");
+    capture_logs("trace,aws_sigv4=off,aws_smithy_runtime_api=off,aws_credential_types=off,reqwest=off");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
@@ -80,7 +53,7 @@ async fn no_token_api_key_secret_or_signature_is_logged() {
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 
-    let logs = captured();
+    let logs = captured_logs();
     assert!(logs.contains("signature refused"), "the refusals were logged, so the capture works:\n{logs}");
     assert!(logs.contains("served"), "{logs}");
     let secrets = [

@@ -219,20 +219,15 @@ impl PgCluster {
     pub fn start() -> Option<PgCluster> {
         let script = workspace_root().join("scripts/postgres");
         let out = output_within(Command::new("bash").arg(&script).arg("start"), Duration::from_secs(120));
-        match Ok::<_, std::io::Error>(out) {
-            Ok(out) if out.status.success() => {
-                let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                if url.starts_with("postgres://") {
-                    return Some(PgCluster { url });
-                }
-                skip(&format!("scripts/postgres start printed no URL: {url}"));
-            }
-            Ok(out) => skip(&format!(
-                "PostgreSQL could not be started (scripts/postgres start): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => skip(&format!("scripts/postgres start did not run: {e}")),
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && url.starts_with("postgres://") {
+            return Some(PgCluster { url });
         }
+        skip(&format!(
+            "PostgreSQL could not be started (scripts/postgres start): {} {}",
+            url,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
         None
     }
 

@@ -253,3 +253,34 @@ pub fn nec_request_bytes(
     }
     req
 }
+
+static CAPTURED_LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogCapture;
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED_LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every event that `filter` lets through, as the server's text log writes it, to a
+/// buffer that [`captured_logs`] reads. Once per test binary.
+pub fn capture_logs(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LogCapture)
+        .with_ansi(false)
+        .try_init()
+        .expect("the only subscriber in this test binary");
+}
+
+/// Everything logged since [`capture_logs`].
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&CAPTURED_LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+}

@@ -114,22 +114,11 @@ impl facegate_core::TagStore for PgStore {
                 "SELECT tenant_id, subject_id, tag FROM subject_tags ORDER BY tenant_id, subject_id, ordinal",
                 std::iter::empty::<&str>(),
             )?;
-            let mut current: Option<(String, String, Vec<String>)> = None;
+            let mut grouped = crate::tag_rows::SubjectTags::default();
             while let Some(row) = rows.next()? {
-                let (tenant_id, subject_id, tag): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-                match &mut current {
-                    Some((t, s, tags)) if *t == tenant_id && *s == subject_id => tags.push(tag),
-                    _ => {
-                        if let Some((t, s, tags)) = current.take() {
-                            visit(&t, &s, tags);
-                        }
-                        current = Some((tenant_id, subject_id, vec![tag]));
-                    }
-                }
+                grouped.push(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, visit);
             }
-            if let Some((t, s, tags)) = current {
-                visit(&t, &s, tags);
-            }
+            grouped.finish(visit);
             Ok(())
         };
         Ok(run(visit)?)

@@ -11,22 +11,11 @@ impl SqliteStore {
         let mut stmt =
             conn.prepare("SELECT tenant_id, subject_id, tag FROM subject_tags ORDER BY tenant_id, subject_id, rowid")?;
         let mut rows = stmt.query([])?;
-        let mut current: Option<(String, String, Vec<String>)> = None;
+        let mut grouped = crate::tag_rows::SubjectTags::default();
         while let Some(row) = rows.next()? {
-            let (tenant_id, subject_id, tag): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            match &mut current {
-                Some((t, s, tags)) if *t == tenant_id && *s == subject_id => tags.push(tag),
-                _ => {
-                    if let Some((t, s, tags)) = current.take() {
-                        visit(&t, &s, tags);
-                    }
-                    current = Some((tenant_id, subject_id, vec![tag]));
-                }
-            }
+            grouped.push(row.get(0)?, row.get(1)?, row.get(2)?, visit);
         }
-        if let Some((t, s, tags)) = current {
-            visit(&t, &s, tags);
-        }
+        grouped.finish(visit);
         Ok(())
     }
 }
