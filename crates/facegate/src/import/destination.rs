@@ -34,10 +34,11 @@ impl Failure {
 }
 
 pub enum Destination {
-    /// The service over a data directory (held for the whole import) or a PostgreSQL database.
+    /// The service over a data directory or a PostgreSQL database; `_backend` holds the data
+    /// directory's lock for the whole import.
     DataDir {
         service: Arc<FaceService>,
-        backend: crate::runtime::Backend,
+        _backend: crate::runtime::Backend,
         tenant: Tenant,
     },
     Api(ApiClient),
@@ -46,22 +47,16 @@ pub enum Destination {
 impl Destination {
     pub async fn stored_person(&self, customer_person_id: &str) -> anyhow::Result<Option<StoredPerson>> {
         match self {
-            Destination::DataDir { backend, tenant, .. } => {
-                let (store, tenant_id, cpid) = (backend.store(), tenant.id.clone(), customer_person_id.to_owned());
-                // Store calls block (PostgreSQL's client must not run on an async thread at all).
-                let stored = tokio::task::spawn_blocking(move || -> facegate_core::Result<Option<StoredPerson>> {
-                    let Some(subject) = store.subject_by_customer_id(&tenant_id, &cpid)? else {
-                        return Ok(None);
-                    };
-                    let samples = store.samples_of(&tenant_id, &subject.id)?;
-                    Ok(Some(StoredPerson {
-                        profile: subject.profile,
-                        image_names: samples.into_iter().map(|s| s.image_name).collect(),
-                    }))
-                })
-                .await
-                .context("the store lookup task failed")??;
-                Ok(stored)
+            // The service's own lookup, which runs the store off the async threads.
+            Destination::DataDir { service, tenant, .. } => {
+                match service.get_person(tenant, customer_person_id).await {
+                    Ok(record) => Ok(Some(StoredPerson {
+                        profile: record.subject.profile,
+                        image_names: record.samples.into_iter().map(|s| s.image_name).collect(),
+                    })),
+                    Err(Error::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
             }
             Destination::Api(api) => api.stored_person(customer_person_id).await,
         }

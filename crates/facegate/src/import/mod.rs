@@ -327,7 +327,7 @@ fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destin
             created.tenant
         }
     };
-    Ok((Destination::DataDir { service, backend, tenant }, in_flight))
+    Ok((Destination::DataDir { service, _backend: backend, tenant }, in_flight))
 }
 
 /// Leaves out the files already imported (see the module docs); returns the work left and the
