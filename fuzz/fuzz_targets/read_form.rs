@@ -1,4 +1,4 @@
-//! `api::form::read_form`, the miiCloud body reader (multipart, URL-encoded or JSON), on an
+//! `miicloud::form::read_form`, the miiCloud body reader (multipart, URL-encoded or JSON), on an
 //! axum request made from the input: the first line is the `Content-Type` value (none when the
 //! line is empty), the rest is the body.
 //!
@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::Request;
 use facegate_fuzz::runtime;
-use facegate_server::api::form::{read_form, FormData};
+use facegate_server::miicloud::form::{read_form, FormData};
 use libfuzzer_sys::fuzz_target;
 
 /// The miiCloud image part.

@@ -132,8 +132,9 @@ areas = [(int(f["attributes"]["faceArea"]["right"]) - int(f["attributes"]["faceA
 check(len(areas) == 20, f"at most 20 faces, got {len(areas)}")
 # faceArea is clipped to the image, so an edge face may look smaller than its detector box.
 check(areas[0] == max(areas) and areas[-1] <= sorted(areas)[len(areas) // 2], f"largest first: {areas}")
-body = expect(call("POST", "/v1.1/face/extract", {"faces": grey_png()}), 400, "no face")
-check(body["errorCode"] == 2001 and body["errorType"] == "NoFace", body)
+# The reference lists 404 "Candidates not found." for extract; the body still says why.
+body = expect(call("POST", "/v1.1/face/extract", {"faces": grey_png()}), 404, "no face")
+check(body["message"] == "Candidates not found." and body["errorCode"] == 2001 and body["errorType"] == "NoFace", body)
 body = expect(call("POST", "/v1.1/face/extract", {"faces": "%%% not base64 %%%"}), 400, "bad base64")
 check(body["errorCode"] == 1001 and body["errorType"] == "InvalidRequest", body)
 body = expect(call("POST", "/v1.1/face/extract", {}), 400, "missing faces")

@@ -1,22 +1,23 @@
-//! The server's error type. Dialects turn it into their own bodies; this module only holds
-//! what is shared by both.
+//! The server's error type and the one table that says how each error goes out in each dialect.
+//! Dialects render the body in their own shape (`miicloud::error`, `necid::error`) but take the
+//! status, the NEC error code and whether `Retry-After` applies from [`wire`] only.
 
 use std::any::Any;
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, Response, StatusCode};
+use axum::http::{header, HeaderValue, Response, StatusCode};
 use axum::response::IntoResponse;
-use facegate_core::Error;
+use facegate_core::{Code, Error};
+
+use crate::auth::AuthError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
     Core(#[from] Error),
-    #[error("{0}")]
-    Unauthenticated(&'static str),
-    /// NEC ID's 403: a missing or unknown API key, or a refused signature.
-    #[error("{0}")]
-    Forbidden(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("{0}")]
     UnsupportedContentType(String),
     #[error("no such endpoint")]
@@ -26,54 +27,181 @@ pub enum ApiError {
     /// The request body did not arrive within `request_body_timeout_secs`.
     #[error("the request body was not received in time")]
     RequestTimeout,
-    /// A signed request already accepted once, sent again.
-    #[error("this signed request was already accepted once; sign a new one")]
-    Replayed,
-    /// Too many failed authentications from the caller's address.
-    #[error("too many failed authentication attempts from this address; retry later")]
-    TooManyAuthFailures { retry_after: std::time::Duration },
-}
-
-impl ApiError {
-    /// The 429 every dialect sends for `TooManyAuthFailures`, with `body` as its JSON.
-    pub fn too_many_auth_failures(
-        retry_after: std::time::Duration,
-        body: serde_json::Value,
-    ) -> axum::response::Response {
-        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        let mut res = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds.max(1)));
-        res
-    }
 }
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
         ApiError::Core(Error::InvalidRequest(message.into()))
     }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ApiError::Core(e) => ErrorKind::Core(e.code()),
+            ApiError::Auth(AuthError::Refused(_)) => ErrorKind::AuthRefused,
+            ApiError::Auth(AuthError::Throttled { .. }) => ErrorKind::AuthThrottled,
+            ApiError::Auth(AuthError::Replayed) => ErrorKind::Replayed,
+            ApiError::Auth(AuthError::Core(e)) => ErrorKind::Core(e.code()),
+            ApiError::UnsupportedContentType(_) => ErrorKind::UnsupportedContentType,
+            ApiError::NoRoute => ErrorKind::NoRoute,
+            ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
+            ApiError::RequestTimeout => ErrorKind::RequestTimeout,
+        }
+    }
+
+    /// The message a client may see: internal details stay in the logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Core(e) | ApiError::Auth(AuthError::Core(e)) => e.public_message(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The `Retry-After` value, in whole seconds, when [`wire`] says one applies.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        let seconds = match wire(self.kind()).retry_after {
+            RetryAfter::No => return None,
+            // The queue drains within a second or two under a burst; a client that waits one
+            // second and retries has a fair chance, and one that does not is no worse off.
+            RetryAfter::OneSecond => 1,
+            RetryAfter::UntilUnthrottled => match self {
+                ApiError::Auth(AuthError::Throttled { retry_after }) => whole_seconds(*retry_after),
+                _ => 1,
+            },
+        };
+        Some(HeaderValue::from(seconds))
+    }
+
+    /// Logs what a client is not told: an internal error's detail.
+    pub fn log_if_internal(&self) {
+        if self.kind() == ErrorKind::Core(Code::Internal) {
+            tracing::error!(error = ?self.to_string(), "request failed");
+        }
+    }
 }
 
-/// The generic body for routes no dialect owns.
+fn whole_seconds(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+/// What went wrong, as the table below knows it: each core [`Code`] plus what only the HTTP
+/// layer can get wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Core(Code),
+    /// Credentials missing, malformed or wrong.
+    AuthRefused,
+    /// Too many failed authentications from the caller's address.
+    AuthThrottled,
+    /// A signed write already accepted once, sent again.
+    Replayed,
+    UnsupportedContentType,
+    NoRoute,
+    MethodNotAllowed,
+    RequestTimeout,
+}
+
+/// NEC ID's documented error types, with their numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NecErrorType {
+    InvalidRequest,
+    NoFace,
+    PoorQuality,
+    MultipleFaces,
+}
+
+impl NecErrorType {
+    pub fn code(self) -> u16 {
+        match self {
+            NecErrorType::InvalidRequest => 1001,
+            NecErrorType::NoFace => 2001,
+            NecErrorType::PoorQuality => 2002,
+            NecErrorType::MultipleFaces => 2003,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NecErrorType::InvalidRequest => "InvalidRequest",
+            NecErrorType::NoFace => "NoFace",
+            NecErrorType::PoorQuality => "PoorQuality",
+            NecErrorType::MultipleFaces => "MultipleFaces",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    No,
+    OneSecond,
+    /// Until the caller's address may try credentials again.
+    UntilUnthrottled,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    /// miiCloud's status; also the status of routes no dialect owns.
+    pub miicloud: u16,
+    pub necid: u16,
+    /// `errorCode`/`errorType` in NEC's body. NEC ID documents them for client errors only;
+    /// the rest carry only a `message`, as the API gateway in front of NEC ID does.
+    pub necid_error: Option<NecErrorType>,
+    pub retry_after: RetryAfter,
+}
+
+/// The table: every error's status in each dialect, NEC's error code, and `Retry-After`.
+///
+/// miiCloud keeps HTTP's own distinctions (422 for an image without a usable face, 409 for a
+/// duplicate). NEC ID answers every client error 400 with an `errorCode`, every credential
+/// failure 403, and a missing resource 404, as its reference does.
+pub const fn wire(kind: ErrorKind) -> Wire {
+    use ErrorKind as K;
+    use NecErrorType as T;
+    use RetryAfter::{No, OneSecond, UntilUnthrottled};
+    let (miicloud, necid, necid_error, retry_after) = match kind {
+        K::Core(Code::InvalidRequest) => (400, 400, Some(T::InvalidRequest), No),
+        K::Core(Code::NotFound) => (404, 404, None, No),
+        K::Core(Code::Conflict) => (409, 400, Some(T::InvalidRequest), No),
+        K::Core(Code::PayloadTooLarge) => (413, 413, None, No),
+        K::Core(Code::UnsupportedMediaType) => (415, 400, Some(T::InvalidRequest), No),
+        K::Core(Code::InvalidImage) => (422, 400, Some(T::InvalidRequest), No),
+        K::Core(Code::NoFace) => (422, 400, Some(T::NoFace), No),
+        K::Core(Code::PoorQuality) => (422, 400, Some(T::PoorQuality), No),
+        K::Core(Code::MultipleFaces) => (422, 400, Some(T::MultipleFaces), No),
+        K::Core(Code::Overloaded) => (503, 503, None, OneSecond),
+        K::Core(Code::InsufficientStorage) => (507, 507, None, No),
+        K::Core(Code::Internal) => (500, 500, None, No),
+        K::AuthRefused => (401, 403, None, No),
+        K::AuthThrottled => (429, 429, None, UntilUnthrottled),
+        K::Replayed => (403, 403, None, No),
+        K::UnsupportedContentType => (415, 400, Some(T::InvalidRequest), No),
+        K::NoRoute => (404, 404, None, No),
+        K::MethodNotAllowed => (405, 405, None, No),
+        K::RequestTimeout => (408, 408, None, No),
+    };
+    Wire { miicloud, necid, necid_error, retry_after }
+}
+
+/// A status from the table; the table holds only valid ones (a test reads them all).
+pub fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Adds `Retry-After` to `response` when the table says so.
+pub fn with_retry_after(mut response: axum::response::Response, error: &ApiError) -> axum::response::Response {
+    if let Some(value) = error.retry_after() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The generic body, for routes no dialect owns (health probes, unknown paths).
 impl IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
-        let (status, message) = match &self {
-            ApiError::Core(e) => (
-                StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                e.public_message(),
-            ),
-            ApiError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, (*m).to_owned()),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
-            ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
-            ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
-            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
-            ApiError::Replayed => (StatusCode::FORBIDDEN, self.to_string()),
-            ApiError::TooManyAuthFailures { retry_after } => {
-                let body = serde_json::json!({"status": "fail", "message": self.to_string()});
-                return ApiError::too_many_auth_failures(*retry_after, body);
-            }
-        };
-        (status, axum::Json(serde_json::json!({"status": "fail", "message": message}))).into_response()
+        self.log_if_internal();
+        let body = serde_json::json!({"status": "fail", "message": self.public_message()});
+        let response = (status(wire(self.kind()).miicloud), axum::Json(body)).into_response();
+        with_retry_after(response, &self)
     }
 }
 
@@ -88,6 +216,56 @@ pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
     let body = serde_json::json!({"status": "fail", "message": "internal server error"}).to_string();
     let mut res = Response::new(Body::from(body));
     *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVERY_CODE: [Code; 12] = [
+        Code::InvalidRequest,
+        Code::NotFound,
+        Code::Conflict,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::InvalidImage,
+        Code::NoFace,
+        Code::MultipleFaces,
+        Code::PoorQuality,
+        Code::Overloaded,
+        Code::InsufficientStorage,
+        Code::Internal,
+    ];
+
+    #[test]
+    fn every_row_holds_real_statuses_and_nec_codes_only_on_client_errors() {
+        let transport = [
+            ErrorKind::AuthRefused,
+            ErrorKind::AuthThrottled,
+            ErrorKind::Replayed,
+            ErrorKind::UnsupportedContentType,
+            ErrorKind::NoRoute,
+            ErrorKind::MethodNotAllowed,
+            ErrorKind::RequestTimeout,
+        ];
+        for kind in EVERY_CODE.map(ErrorKind::Core).into_iter().chain(transport) {
+            let row = wire(kind);
+            for code in [row.miicloud, row.necid] {
+                assert!(StatusCode::from_u16(code).is_ok_and(|s| s.is_client_error() || s.is_server_error()));
+            }
+            if row.necid_error.is_some() {
+                assert_eq!(row.necid, 400, "{kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_is_set_where_waiting_helps() {
+        assert_eq!(ApiError::Core(Error::Overloaded).retry_after(), Some(HeaderValue::from(1u64)));
+        let throttled = ApiError::Auth(AuthError::Throttled { retry_after: Duration::from_millis(2500) });
+        assert_eq!(throttled.retry_after(), Some(HeaderValue::from(3u64)));
+        assert_eq!(ApiError::Core(Error::NoFace).retry_after(), None);
+    }
 }

@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::error::ApiError;
+use crate::miicloud::error::MiiError;
+use crate::necid::error::NecError;
 
 /// The error a request body yields once its deadline has passed.
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +97,8 @@ impl Dialect {
 
     pub fn respond(self, error: ApiError) -> Response {
         match self {
-            Dialect::MiiCloud => crate::api::miicloud::MiiError(error).into_response(),
-            Dialect::NecId => crate::api::necid::NecError(error).into_response(),
+            Dialect::MiiCloud => MiiError(error).into_response(),
+            Dialect::NecId => NecError::Api(error).into_response(),
             Dialect::Generic => error.into_response(),
         }
     }

@@ -1,82 +1,42 @@
 //! facegate's HTTP layer: authentication and the API dialects, translating each wire format
 //! into `facegate_core::FaceService` calls and back.
 
-pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http_limits;
 pub mod listener;
+pub mod miicloud;
+pub mod necid;
+pub mod state;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use facegate_core::FaceService;
-use serde_json::json;
+use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 pub use config::Settings;
+pub use state::AppState;
 
 /// How long shutdown waits for bulk records being registered to be saved.
 const BULK_STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub service: Arc<FaceService>,
-    pub settings: Arc<Settings>,
-    /// Where bulk registration jobs read files; `serve` runs the job runner when present.
-    pub bulk_source: Option<Arc<dyn facegate_core::ImageSource>>,
-    pub auth_throttle: Arc<auth::throttle::AuthFailureThrottle>,
-    /// Reverse proxies whose forwarded client addresses the auth limit believes.
-    pub trusted_proxies: Arc<auth::forwarded::TrustedProxies>,
-    /// Signatures of NEC ID writes already accepted.
-    pub replay_guard: Arc<auth::replay::ReplayGuard>,
-}
-
-impl AppState {
-    pub fn new(
-        service: Arc<FaceService>,
-        settings: Settings,
-        bulk_source: Option<Arc<dyn facegate_core::ImageSource>>,
-    ) -> Self {
-        let auth_throttle = Arc::new(auth::throttle::AuthFailureThrottle::new(
-            settings.auth_failure_burst,
-            Duration::from_secs(settings.auth_failure_refill_secs),
-        ));
-        // `validate` has refused unparseable entries already; none reach here in `serve`.
-        let trusted_proxies = auth::forwarded::TrustedProxies::parse(&settings.trusted_proxies).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "ignoring trusted_proxies");
-            auth::forwarded::TrustedProxies::default()
-        });
-        let replay_guard = Arc::new(auth::replay::ReplayGuard::new(settings.sigv4().max_skew));
-        Self {
-            service,
-            settings: Arc::new(settings),
-            bulk_source,
-            auth_throttle,
-            trusted_proxies: Arc::new(trusted_proxies),
-            replay_guard,
-        }
-    }
-}
 
 /// The whole HTTP surface: health probes plus every API dialect.
 pub fn build_router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit_bytes;
     let body_timeout = Duration::from_secs(state.settings.request_body_timeout_secs);
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(api::miicloud::router(state.clone()))
-        .merge(api::necid::router(state.clone()))
-        .fallback(not_found)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(miicloud::router(state.clone()))
+        .merge(necid::router(state.clone()))
+        .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(body_timeout, http_limits::body_deadline))
         .layer(axum::middleware::from_fn(http_limits::json_error_bodies))
@@ -136,28 +96,4 @@ pub async fn serve(
         }
     }
     served
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
-}
-
-/// Ready when the models are loaded (before the listener opens), the database answers, and its
-/// disk has the configured headroom; 503 with the reason otherwise.
-async fn readyz(State(state): State<AppState>) -> (axum::http::StatusCode, Json<serde_json::Value>) {
-    let info = state.service.engine().model_info();
-    match state.service.readiness().await {
-        Ok(()) => (axum::http::StatusCode::OK, Json(json!({"status": "ready", "model_id": info.model_id}))),
-        Err(e) => {
-            let reason = match e {
-                facegate_core::Error::StorageFull => "free disk space is below min_free_disk_bytes",
-                _ => "the database does not answer",
-            };
-            (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reason": reason})))
-        }
-    }
-}
-
-async fn not_found() -> error::ApiError {
-    error::ApiError::NoRoute
 }

@@ -1,38 +1,67 @@
-//! Request authentication. Each scheme resolves the caller to exactly one tenant, which is
-//! put in the request's extensions for the handlers.
+//! Credential checks, independent of any dialect: AWS Signature V4, token parsing, the limit on
+//! failed attempts per client address, and the replay guard for signed writes. Each dialect's
+//! middleware (`miicloud::auth`, `necid::auth`) puts these together and renders [`AuthError`]
+//! in its own wire format.
 
 pub mod forwarded;
-pub mod necid;
 pub mod replay;
 pub mod sigv4;
 pub mod throttle;
 pub mod token;
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::http::HeaderMap;
 
-use crate::error::ApiError;
-use crate::AppState;
+use self::forwarded::TrustedProxies;
+use self::throttle::AuthFailureThrottle;
 
-/// The address failures are counted against: the connection's, or the forwarded client's when
-/// the connection comes from a trusted proxy. Absent when the router is driven without a socket.
-fn peer_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    Some(state.trusted_proxies.client_key(peer, req.headers()))
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Credentials missing, malformed or wrong; the message says which, without secrets.
+    #[error("{0}")]
+    Refused(String),
+    #[error("too many failed authentication attempts from this address; retry later")]
+    Throttled { retry_after: Duration },
+    #[error("this signed request was already accepted once; sign a new one")]
+    Replayed,
+    /// Checking the credentials failed (the store did not answer); says nothing about the caller.
+    #[error(transparent)]
+    Core(#[from] facegate_core::Error),
 }
 
-fn throttle_check(state: &AppState, peer: Option<IpAddr>) -> Result<(), ApiError> {
-    match peer.map(|ip| state.auth_throttle.check(ip)) {
-        Some(Err(retry_after)) => Err(ApiError::TooManyAuthFailures { retry_after }),
-        _ => Ok(()),
+/// Counts failed authentications per client and refuses clients that failed too often.
+pub struct AuthGate {
+    throttle: AuthFailureThrottle,
+    proxies: TrustedProxies,
+}
+
+impl AuthGate {
+    pub fn new(throttle: AuthFailureThrottle, proxies: TrustedProxies) -> Self {
+        Self { throttle, proxies }
     }
-}
 
-/// Counts `e` against `peer` when it is a refusal of the caller's credentials; a store error
-/// or an oversized body says nothing about the caller.
-fn record_if_refused(state: &AppState, peer: Option<IpAddr>, e: &ApiError) {
-    if let (Some(ip), ApiError::Unauthenticated(_) | ApiError::Forbidden(_)) = (peer, e) {
-        state.auth_throttle.record_failure(ip);
+    /// The address failures are counted against: the connection's, or the forwarded client's
+    /// when the connection comes from a trusted proxy. None when there is no socket (a router
+    /// driven directly in tests), and then nothing is counted.
+    pub fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        peer.map(|peer| self.proxies.client_key(peer.ip(), headers))
+    }
+
+    /// Refuses a client that has used up its failures, before its credentials are looked at.
+    pub fn admit(&self, client: Option<IpAddr>) -> Result<(), AuthError> {
+        match client.map(|ip| self.throttle.check(ip)) {
+            Some(Err(retry_after)) => Err(AuthError::Throttled { retry_after }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts `error` against `client` when it refused the caller's credentials; a store error
+    /// says nothing about the caller.
+    pub fn record(&self, client: Option<IpAddr>, error: &AuthError) {
+        if let (Some(ip), AuthError::Refused(_)) = (client, error) {
+            self.throttle.record_failure(ip);
+        }
     }
 }

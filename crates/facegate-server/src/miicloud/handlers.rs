@@ -1,91 +1,22 @@
-//! The miiCloud dialect: persons keyed by `customer_person_id`, multipart uploads, and
-//! `match_faces`. Shapes follow the miiCloud API reference field for field.
-
-mod wire;
+//! miiCloud's handlers: each reads the wire format, calls one core use case, and writes the
+//! answer back in miiCloud's shapes.
 
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{middleware, Extension, Json, Router};
+use axum::{Extension, Json};
 use facegate_core::service::FaceMatch;
-use facegate_core::{Code, ImageUpload, Profile, Tenant};
+use facegate_core::{ImageUpload, Profile, Tenant};
 
-use crate::api::form::{read_form, FormData};
-use crate::auth::token::require_token;
 use crate::error::ApiError;
-use crate::AppState;
-
-pub use wire::*;
+use crate::miicloud::error::MiiError;
+use crate::miicloud::form::{read_form, FormData};
+use crate::miicloud::wire::{Deleted, Enrolled, MatchFaces, PersonView, Updated};
+use crate::state::AppState;
 
 const IMAGE_FIELD: &str = "image_path";
 
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/miicloud/person", post(enroll).put(update_by_form))
-        .route("/miicloud/person/", post(enroll).put(update_by_form))
-        .route("/miicloud/person/{customer_person_id}", get(get_person).put(update_by_path).delete(delete_person))
-        .route("/miicloud/match_faces", post(match_faces))
-        .route("/miicloud/match_faces/", post(match_faces))
-        .route_layer(middleware::from_fn_with_state(state, require_token))
-}
-
-/// Every miiCloud failure: `{"status":"fail","message":…}` with a fitting HTTP status.
-#[derive(Debug)]
-pub struct MiiError(pub ApiError);
-
-impl<E: Into<ApiError>> From<E> for MiiError {
-    fn from(e: E) -> Self {
-        MiiError(e.into())
-    }
-}
-
-fn status_of(code: Code) -> StatusCode {
-    match code {
-        Code::InvalidRequest => StatusCode::BAD_REQUEST,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::Conflict => StatusCode::CONFLICT,
-        Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        Code::InvalidImage | Code::NoFace | Code::MultipleFaces | Code::PoorQuality => StatusCode::UNPROCESSABLE_ENTITY,
-        Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-        Code::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
-        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-impl IntoResponse for MiiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match &self.0 {
-            ApiError::Core(e) => {
-                if e.code() == Code::Internal {
-                    tracing::error!(error = ?e.to_string(), "request failed");
-                }
-                (status_of(e.code()), e.public_message())
-            }
-            ApiError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, (*m).to_owned()),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
-            ApiError::UnsupportedContentType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
-            ApiError::NoRoute => (StatusCode::NOT_FOUND, self.0.to_string()),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, self.0.to_string()),
-            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, self.0.to_string()),
-            ApiError::Replayed => (StatusCode::FORBIDDEN, self.0.to_string()),
-            ApiError::TooManyAuthFailures { retry_after } => {
-                let body = serde_json::json!({"status": "fail", "message": self.0.to_string()});
-                return ApiError::too_many_auth_failures(*retry_after, body);
-            }
-        };
-        let mut res = (status, Json(Failure { status: "fail", message })).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-        }
-        res
-    }
-}
-
 type MiiResult<T> = Result<Json<T>, MiiError>;
 
-async fn enroll(
+pub async fn enroll(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     req: Request,
@@ -97,7 +28,7 @@ async fn enroll(
     Ok(Json(Enrolled::new(&done)))
 }
 
-async fn update_by_form(
+pub async fn update_by_form(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     req: Request,
@@ -107,7 +38,7 @@ async fn update_by_form(
     update(&state, &tenant, &customer_person_id, form).await
 }
 
-async fn update_by_path(
+pub async fn update_by_path(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     Path(customer_person_id): Path<String>,
@@ -128,7 +59,7 @@ async fn update(state: &AppState, tenant: &Tenant, customer_person_id: &str, for
     Ok(Json(Updated::new(&record)))
 }
 
-async fn get_person(
+pub async fn get_person(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     Path(customer_person_id): Path<String>,
@@ -137,7 +68,7 @@ async fn get_person(
     Ok(Json(PersonView::new(&record)))
 }
 
-async fn delete_person(
+pub async fn delete_person(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     Path(customer_person_id): Path<String>,
@@ -146,7 +77,7 @@ async fn delete_person(
     Ok(Json(Deleted::new(&subject)))
 }
 
-async fn match_faces(
+pub async fn match_faces(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     req: Request,

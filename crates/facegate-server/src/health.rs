@@ -1,0 +1,33 @@
+//! Health probes, and the answer for paths no dialect owns.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the models are loaded (before the listener opens), the database answers, and its
+/// disk has the configured headroom; 503 with the reason otherwise.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let info = state.service.engine().model_info();
+    match state.service.readiness().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready", "model_id": info.model_id}))),
+        Err(e) => {
+            let reason = match e {
+                facegate_core::Error::StorageFull => "free disk space is below min_free_disk_bytes",
+                _ => "the database does not answer",
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reason": reason})))
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NoRoute
+}
