@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use facegate_core::service::NewTenant;
+use facegate_core::service::{FacePolicy, NewSubject, NewTenant};
 use facegate_core::testing::{BruteForceIndex, FakeEngine, MemoryStore};
 use facegate_core::{FaceService, ImageUpload, Profile, ServiceConfig, Tenant};
 use facegate_server::auth::sigv4::{self, SignedRequest};
@@ -132,17 +132,30 @@ impl App {
             Arc::new(FakeEngine::default()),
             Arc::new(MemoryStore::default()),
             Arc::new(BruteForceIndex::default()),
-            ServiceConfig { known_threshold: 7000, inference_workers: 1, inference_queue: 4, min_face_quality: 0.5 },
+            ServiceConfig { inference_workers: 1, inference_queue: 4, ..ServiceConfig::default() },
         ));
-        let tenant = service.create_tenant("fuzz").expect("tenant");
+        let tenant = service.create_tenant("fuzz").await.expect("tenant");
         let t: &Tenant = &tenant.tenant;
         service.create_tag(t, "passport").await.expect("tag");
-        let (subject, sample, _) =
-            service.register_subject(t, b"face:alice".to_vec(), vec!["passport".into()]).await.expect("seed subject");
-        let bob = ImageUpload { file_name: "bob.jpg".into(), bytes: b"face:bob".to_vec() };
-        service.enroll(t, "cpid-1", Profile::default(), bob).await.expect("seed person");
+        let alice = NewSubject {
+            customer_id: None,
+            profile: Profile::default(),
+            tags: vec!["passport".into()],
+            image: ImageUpload { file_name: "event".into(), bytes: b"face:alice".to_vec() },
+            policy: FacePolicy::SingleOfQuality,
+        };
+        let alice = service.create_subject(t, alice).await.expect("seed subject");
+        let bob = NewSubject {
+            customer_id: Some("cpid-1".into()),
+            profile: Profile::default(),
+            tags: Vec::new(),
+            image: ImageUpload { file_name: "bob.jpg".into(), bytes: b"face:bob".to_vec() },
+            policy: FacePolicy::Largest,
+        };
+        service.create_subject(t, bob).await.expect("seed person");
         let state = AppState::new(service, Settings::default(), None);
-        App { router: facegate_server::build_router(state), tenant, subject_id: subject.id, event_id: sample.id }
+        let (subject_id, event_id) = (alice.subject.id, alice.sample.id);
+        App { router: facegate_server::build_router(state), tenant, subject_id, event_id }
     }
 
     /// Sends `req` through the whole router (auth middleware, body limit, handlers).

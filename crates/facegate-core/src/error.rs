@@ -1,7 +1,6 @@
 use std::fmt;
 
-/// The core's error. Every variant maps to exactly one [`Code`]; each API dialect turns a
-/// `Code` into its own wire format with an exhaustive match.
+/// The core's error. Every variant maps to exactly one [`Code`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -37,7 +36,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Stable error names with their HTTP status.
+/// Stable error names. Each API dialect maps them to its own status and body; the core knows no
+/// HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     InvalidRequest,
@@ -69,20 +69,6 @@ impl Code {
             Code::Overloaded => "Overloaded",
             Code::InsufficientStorage => "InsufficientStorage",
             Code::Internal => "Internal",
-        }
-    }
-
-    pub fn http_status(self) -> u16 {
-        match self {
-            Code::InvalidRequest => 400,
-            Code::NotFound => 404,
-            Code::Conflict => 409,
-            Code::PayloadTooLarge => 413,
-            Code::UnsupportedMediaType => 415,
-            Code::InvalidImage | Code::NoFace | Code::MultipleFaces | Code::PoorQuality => 422,
-            Code::Overloaded => 503,
-            Code::InsufficientStorage => 507,
-            Code::Internal => 500,
         }
     }
 }

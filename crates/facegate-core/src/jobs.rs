@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Tenant;
+use crate::model::Tenant;
 
 /// Records in one page of a job's progress (NEC: "the maximum page size (1000)").
 pub const BULK_PAGE_SIZE: usize = 1000;

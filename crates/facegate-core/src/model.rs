@@ -96,7 +96,7 @@ pub struct AttributedFace {
 pub struct ModelInfo {
     pub model_id: String,
     pub embedding_size: usize,
-    pub calibration: crate::Calibration,
+    pub calibration: crate::score::Calibration,
 }
 
 /// Optional profile fields of a person.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 #[derive(Clone)]
 pub struct InferencePool {

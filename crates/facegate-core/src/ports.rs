@@ -1,9 +1,10 @@
 //! The ports the adapters implement. All are synchronous: the service runs them on
 //! blocking threads so that async request handling never waits on inference or disk.
 
+use crate::error::Result;
 use crate::jobs::{BulkJob, BulkRecord, PendingRecord};
-use crate::{
-    AttributedFace, FaceSample, ImageAnalysis, ModelInfo, NewSample, Result, Subject, SubjectHit, Template, Tenant,
+use crate::model::{
+    AttributedFace, FaceSample, ImageAnalysis, ModelInfo, NewSample, Subject, SubjectHit, Template, Tenant,
 };
 
 /// Face detection and recognition on encoded image bytes.

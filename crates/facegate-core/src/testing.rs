@@ -5,11 +5,13 @@ use std::sync::Mutex;
 
 use crate::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus};
 
-use crate::{
-    AttributedFace, BoundingBox, Calibration, DetectedFace, Engine, Error, FaceAttributes, FaceSample, ImageAnalysis,
-    Index, ModelInfo, NewSample, Result, Store, Subject, SubjectHit, Template, Tenant,
+use crate::error::{Error, Result};
+use crate::model::{
+    AttributedFace, BoundingBox, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ModelInfo, NewSample,
+    Subject, SubjectHit, Template, Tenant,
 };
-use crate::{BulkJobStore, GalleryStore, TagStore, TenantStore};
+use crate::ports::{BulkJobStore, Engine, GalleryStore, Index, Store, TagStore, TenantStore};
+use crate::score::Calibration;
 
 /// Reads "images" written as text: `face:<label>` lines. Each label becomes a face whose
 /// embedding is a unit vector chosen by the label, so equal labels match and others do not.

@@ -1,5 +1,8 @@
 //! Writes racing deletes, and bulk jobs of several tenants, over the in-memory fakes.
 
+mod common;
+
+use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +68,7 @@ fn image(text: &str) -> ImageUpload {
 /// Deletes `customer_person_id` as soon as it exists.
 async fn delete_when_it_appears(svc: &FaceService, tenant: &Tenant, customer_person_id: &str) {
     loop {
-        match svc.delete_person(tenant, customer_person_id).await {
+        match delete_person(&svc, tenant, customer_person_id).await {
             Ok(_) => return,
             Err(Error::NotFound(_)) => tokio::task::yield_now().await,
             Err(e) => panic!("delete failed: {e}"),
@@ -82,23 +85,23 @@ async fn a_delete_racing_a_write_never_leaves_a_searchable_template() {
         index.clone(),
         ServiceConfig::default(),
     ));
-    let tenant = svc.create_tenant("racy").expect("tenant").tenant;
+    let tenant = svc.create_tenant("racy").await.expect("tenant").tenant;
     index.slow.store(true, Ordering::Relaxed);
     for round in 0..100 {
         let id = format!("p{round}");
         // Enroll against a delete that fires the moment the person is committed.
         let (enrolled, ()) = tokio::join!(
-            svc.enroll(&tenant, &id, Profile::default(), image("face:x")),
+            enroll(&svc, &tenant, &id, Profile::default(), image("face:x")),
             delete_when_it_appears(&svc, &tenant, &id),
         );
         enrolled.expect("enroll");
         assert_eq!(svc.template_count(&tenant), 0, "round {round}: enroll's template outlived the delete");
 
         // An added image against a delete of the same person.
-        svc.enroll(&tenant, &id, Profile::default(), image("face:y")).await.expect("enroll again");
+        enroll(&svc, &tenant, &id, Profile::default(), image("face:y")).await.expect("enroll again");
         let (updated, deleted) = tokio::join!(
-            svc.update(&tenant, &id, Profile::default(), Some(image("face:z"))),
-            svc.delete_person(&tenant, &id),
+            update(&svc, &tenant, &id, Profile::default(), Some(image("face:z"))),
+            delete_person(&svc, &tenant, &id),
         );
         deleted.expect("delete");
         assert!(matches!(updated, Ok(_) | Err(Error::NotFound(_))), "round {round}: {updated:?}");
@@ -141,8 +144,8 @@ async fn a_small_job_finishes_while_another_tenants_large_job_runs() {
         Arc::new(BruteForceIndex::default()),
         ServiceConfig::default(),
     ));
-    let big = svc.create_tenant("big").expect("tenant").tenant;
-    let small = svc.create_tenant("small").expect("tenant").tenant;
+    let big = svc.create_tenant("big").await.expect("tenant").tenant;
+    let small = svc.create_tenant("small").await.expect("tenant").tenant;
     let limit = 1_000;
     let large = svc.create_bulk_job(&big, registrations("big", 100), limit).await.expect("large job");
     let config = BulkConfig { concurrency: 1, read_timeout: Duration::from_millis(500), ..BulkConfig::default() };
@@ -184,8 +187,8 @@ async fn a_tenant_can_queue_only_so_many_records() {
         Arc::new(BruteForceIndex::default()),
         ServiceConfig::default(),
     );
-    let a = svc.create_tenant("a").expect("tenant").tenant;
-    let b = svc.create_tenant("b").expect("tenant").tenant;
+    let a = svc.create_tenant("a").await.expect("tenant").tenant;
+    let b = svc.create_tenant("b").await.expect("tenant").tenant;
     svc.create_bulk_job(&a, registrations("x", 6), 10).await.expect("within the limit");
     let over = svc.create_bulk_job(&a, registrations("y", 5), 10).await;
     assert!(matches!(over, Err(Error::InvalidRequest(_))), "{over:?}");

@@ -1,19 +1,22 @@
 //! FaceService use cases over the in-memory fakes.
 
+mod common;
+
+use common::*;
 use std::sync::Arc;
 
 use facegate_core::testing::{BruteForceIndex, FakeEngine, MemoryStore};
 use facegate_core::{Error, FaceService, ImageUpload, Profile, ServiceConfig, Tenant};
 
-fn service() -> (FaceService, Tenant, Tenant) {
+async fn service() -> (FaceService, Tenant, Tenant) {
     let svc = FaceService::new(
         Arc::new(FakeEngine::default()),
         Arc::new(MemoryStore::default()),
         Arc::new(BruteForceIndex::default()),
         ServiceConfig::default(),
     );
-    let a = svc.create_tenant("a").expect("tenant a").tenant;
-    let b = svc.create_tenant("b").expect("tenant b").tenant;
+    let a = svc.create_tenant("a").await.expect("tenant a").tenant;
+    let b = svc.create_tenant("b").await.expect("tenant b").tenant;
     (svc, a, b)
 }
 
@@ -27,84 +30,89 @@ fn named(first: &str) -> Profile {
 
 #[tokio::test]
 async fn enroll_then_identify_and_verify() {
-    let (svc, a, _) = service();
-    let e = svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    let (svc, a, _) = service().await;
+    let e = enroll(&svc, &a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
     assert_eq!(e.subject.customer_person_id.as_deref(), Some("p1"));
     assert!(e.sample.image_name.starts_with("enroll/photo_"));
 
-    let found = svc.identify(&a, b"face:ann\nface:bob".to_vec()).await.expect("identify");
+    let found = identify(&svc, &a, b"face:ann\nface:bob".to_vec()).await.expect("identify");
     assert_eq!(found.len(), 2);
     assert!(found[0].known);
-    assert_eq!(found[0].candidate.as_ref().map(|c| c.subject.id.clone()), Some(e.subject.id.clone()));
+    assert_eq!(found[0].candidates.first().map(|c| c.subject_id.clone()), Some(e.subject.id.clone()));
     assert!(!found[1].known);
 
-    let verified = svc.verify(&a, "p1", b"face:bob".to_vec()).await.expect("verify");
+    let verified = verify(&svc, &a, "p1", b"face:bob".to_vec()).await.expect("verify");
     assert!(!verified[0].known);
-    assert!(verified[0].candidate.is_some(), "1:1 keeps the candidate for its confidence");
+    assert!(verified[0].candidates.first().is_some(), "1:1 keeps the candidate for its confidence");
 }
 
 #[tokio::test]
 async fn duplicate_enrollment_conflicts_and_changes_nothing() {
-    let (svc, a, _) = service();
-    svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
-    let again = svc.enroll(&a, "p1", named("Other"), image("face:zed")).await;
+    let (svc, a, _) = service().await;
+    enroll(&svc, &a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    let again = enroll(&svc, &a, "p1", named("Other"), image("face:zed")).await;
     assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
-    let rec = svc.get_person(&a, "p1").await.expect("get");
+    let rec = get_person(&svc, &a, "p1").await.expect("get");
     assert_eq!(rec.subject.profile.first_name.as_deref(), Some("Ann"));
     assert_eq!(rec.samples.len(), 1);
 }
 
 #[tokio::test]
 async fn enroll_without_a_face_fails() {
-    let (svc, a, _) = service();
-    let r = svc.enroll(&a, "p1", named("Ann"), image("no faces here")).await;
+    let (svc, a, _) = service().await;
+    let r = enroll(&svc, &a, "p1", named("Ann"), image("no faces here")).await;
     assert!(matches!(r, Err(Error::NoFace)));
-    assert!(matches!(svc.get_person(&a, "p1").await, Err(Error::NotFound(_))));
+    assert!(matches!(get_person(&svc, &a, "p1").await, Err(Error::NotFound(_))));
 }
 
 #[tokio::test]
 async fn update_clears_blank_fields_and_adds_images() {
-    let (svc, a, _) = service();
-    svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
-    let rec = svc
-        .update(&a, "p1", Profile { last_name: Some("Lee".into()), ..Profile::default() }, Some(image("face:ann")))
-        .await
-        .expect("update");
+    let (svc, a, _) = service().await;
+    enroll(&svc, &a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    let rec = update(
+        &svc,
+        &a,
+        "p1",
+        Profile { last_name: Some("Lee".into()), ..Profile::default() },
+        Some(image("face:ann")),
+    )
+    .await
+    .expect("update");
     assert_eq!(rec.subject.profile.first_name, None);
     assert_eq!(rec.subject.profile.last_name.as_deref(), Some("Lee"));
     assert_eq!(rec.samples.len(), 2);
     assert!(rec.new_face.is_some());
-    let rec = svc.update(&a, "p1", Profile::default(), None).await.expect("update without image");
+    let rec = update(&svc, &a, "p1", Profile::default(), None).await.expect("update without image");
     assert_eq!(rec.samples.len(), 2);
     assert!(rec.new_face.is_none());
-    assert!(matches!(svc.update(&a, "nobody", Profile::default(), None).await, Err(Error::NotFound(_))));
+    assert!(matches!(update(&svc, &a, "nobody", Profile::default(), None).await, Err(Error::NotFound(_))));
 }
 
 #[tokio::test]
 async fn delete_removes_person_from_search() {
-    let (svc, a, _) = service();
-    svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
-    svc.delete_person(&a, "p1").await.expect("delete");
-    let found = svc.identify(&a, b"face:ann".to_vec()).await.expect("identify");
-    assert!(found[0].candidate.is_none());
-    assert!(matches!(svc.delete_person(&a, "p1").await, Err(Error::NotFound(_))));
+    let (svc, a, _) = service().await;
+    enroll(&svc, &a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    delete_person(&svc, &a, "p1").await.expect("delete");
+    let found = identify(&svc, &a, b"face:ann".to_vec()).await.expect("identify");
+    assert!(found[0].candidates.is_empty());
+    assert!(matches!(delete_person(&svc, &a, "p1").await, Err(Error::NotFound(_))));
 }
 
 #[tokio::test]
 async fn tenants_do_not_see_each_other() {
-    let (svc, a, b) = service();
-    svc.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
-    assert!(matches!(svc.get_person(&b, "p1").await, Err(Error::NotFound(_))));
-    assert!(matches!(svc.delete_person(&b, "p1").await, Err(Error::NotFound(_))));
-    let found = svc.identify(&b, b"face:ann".to_vec()).await.expect("identify");
-    assert!(found[0].candidate.is_none());
-    svc.enroll(&b, "p1", named("Bob"), image("face:ann")).await.expect("same id in another tenant");
+    let (svc, a, b) = service().await;
+    enroll(&svc, &a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    assert!(matches!(get_person(&svc, &b, "p1").await, Err(Error::NotFound(_))));
+    assert!(matches!(delete_person(&svc, &b, "p1").await, Err(Error::NotFound(_))));
+    let found = identify(&svc, &b, b"face:ann".to_vec()).await.expect("identify");
+    assert!(found[0].candidates.is_empty());
+    enroll(&svc, &b, "p1", named("Bob"), image("face:ann")).await.expect("same id in another tenant");
 }
 
 #[tokio::test]
 async fn tokens_authenticate_their_tenant_only() {
-    let (svc, _, _) = service();
-    let t = svc.create_tenant("c").expect("tenant");
+    let (svc, _, _) = service().await;
+    let t = svc.create_tenant("c").await.expect("tenant");
     let found = svc.authenticate_token(&t.token).await.expect("auth");
     assert_eq!(found.map(|x| x.id), Some(t.tenant.id.clone()));
     assert!(svc.authenticate_token("nope").await.expect("auth").is_none());
@@ -114,9 +122,9 @@ async fn tokens_authenticate_their_tenant_only() {
     let tenant = by_key.expect("tenant");
     let secret = svc.access_key_secret(&tenant, &t.credentials.access_key_id).await.expect("secret");
     assert_eq!(secret.as_deref(), Some(t.credentials.secret_access_key.as_str()));
-    let (_, other, _) = service();
+    let (_, other, _) = service().await;
     assert!(svc.access_key_secret(&other, &t.credentials.access_key_id).await.expect("secret").is_none());
-    assert!(matches!(svc.create_tenant("c"), Err(Error::Conflict(_))));
+    assert!(matches!(svc.create_tenant("c").await, Err(Error::Conflict(_))));
 }
 
 #[tokio::test]
@@ -131,17 +139,17 @@ async fn index_is_rebuilt_from_the_store() {
         )
     };
     let first = make(store.clone());
-    let a = first.create_tenant("a").expect("tenant").tenant;
-    first.enroll(&a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
+    let a = first.create_tenant("a").await.expect("tenant").tenant;
+    enroll(&first, &a, "p1", named("Ann"), image("face:ann")).await.expect("enroll");
     let second = make(store);
     assert_eq!(second.load_index().expect("load"), 1);
-    let found = second.identify(&a, b"face:ann".to_vec()).await.expect("identify");
+    let found = identify(&second, &a, b"face:ann".to_vec()).await.expect("identify");
     assert!(found[0].known);
 }
 
 #[tokio::test]
 async fn tags_are_unique_bounded_and_per_tenant() {
-    let (svc, a, b) = service();
+    let (svc, a, b) = service().await;
     svc.create_tag(&a, "staff").await.expect("create");
     assert!(matches!(svc.create_tag(&a, "staff").await, Err(Error::Conflict(_))));
     assert!(matches!(svc.create_tag(&a, "").await, Err(Error::InvalidRequest(_))));

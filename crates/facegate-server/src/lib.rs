@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod docs;
 pub mod error;
 pub mod health;
 pub mod http_limits;
@@ -36,6 +37,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(miicloud::router(state.clone()))
         .merge(necid::router(state.clone()))
+        .merge(docs::router())
         .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(body_timeout, http_limits::body_deadline))

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use facegate_core::service::{FacePolicy, FaceSelection, NewSubject, SearchOptions};
 
 #[tokio::test]
 async fn person_lifecycle_has_the_documented_shapes() {
@@ -435,19 +436,17 @@ async fn necid_requests_signed_by_botocore_are_verified() {
     let Some(mut python) = facegate_testkit::python_with(&["botocore", "requests"]) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let created = server.service.create_tenant("nec-app").expect("tenant");
+    let created = server.service.create_tenant("nec-app").await.expect("tenant");
     let c = created.credentials.clone();
     // A miiCloud person in the same tenant, and one face of a stranger cut from gdp.jpg.
-    let person = server
-        .service
-        .enroll(
-            &created.tenant,
-            "yao",
-            facegate_core::Profile::default(),
-            facegate_core::ImageUpload { file_name: "yao.jpg".into(), bytes: asset("yaoming.jpg") },
-        )
-        .await
-        .expect("enroll");
+    let new = NewSubject {
+        customer_id: Some("yao".into()),
+        profile: facegate_core::Profile::default(),
+        tags: Vec::new(),
+        image: facegate_core::ImageUpload { file_name: "yao.jpg".into(), bytes: asset("yaoming.jpg") },
+        policy: FacePolicy::Largest,
+    };
+    let person = server.service.create_subject(&created.tenant, new).await.expect("enroll");
     let gdp = asset("gdp.jpg");
     let face = engine().analyze_bytes(&gdp).expect("analyze").faces[0].bbox;
     let img = image::load_from_memory(&gdp).expect("decode").to_rgb8();
@@ -481,7 +480,7 @@ async fn necid_requests_signed_by_botocore_are_verified() {
         String::from_utf8_lossy(&output.stderr)
     );
     // Another tenant's key sees none of these tags.
-    let other = server.service.create_tenant("other").expect("tenant");
+    let other = server.service.create_tenant("other").await.expect("tenant");
     assert!(server.service.list_tags(&other.tenant).await.expect("tags").is_empty());
     server.stop().await;
 }
@@ -494,22 +493,37 @@ async fn faceapi_people_are_found_by_nec_search() {
     let root = datasets.join("faceapi/identities");
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let tenant = server.service.create_tenant("nec").expect("tenant").tenant;
+    let tenant = server.service.create_tenant("nec").await.expect("tenant").tenant;
     let people = ["amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon", "stuart"];
     let mut subjects = HashMap::new();
     for p in people {
         let bytes = std::fs::read(root.join(p).join(format!("{p}1.png"))).expect("photo");
-        let (subject, _, attributes) =
-            server.service.register_subject(&tenant, bytes, Vec::new()).await.unwrap_or_else(|e| panic!("{p}: {e}"));
-        assert!(attributes.quality >= 0.5, "{p}: quality {}", attributes.quality);
-        subjects.insert(subject.id, p);
+        let new = NewSubject {
+            customer_id: None,
+            profile: facegate_core::Profile::default(),
+            tags: Vec::new(),
+            image: facegate_core::ImageUpload { file_name: "event".into(), bytes },
+            policy: FacePolicy::SingleOfQuality,
+        };
+        let done = server.service.create_subject(&tenant, new).await.unwrap_or_else(|e| panic!("{p}: {e}"));
+        let quality = done.attributes.expect("measured").quality;
+        assert!(quality >= 0.5, "{p}: quality {quality}");
+        subjects.insert(done.subject.id, p);
     }
     let mut wrong = Vec::new();
     for p in people {
         for n in 2..=5 {
             let bytes = std::fs::read(root.join(p).join(format!("{p}{n}.png"))).expect("photo");
-            match server.service.search(&tenant, bytes, 7000, 10, Vec::new()).await {
-                Ok((candidates, _)) if candidates.first().and_then(|c| subjects.get(&c.subject_id)) == Some(&p) => {}
+            let options = SearchOptions {
+                faces: FaceSelection::Single,
+                limit: 10,
+                min_score: server.service.config().known_threshold,
+                tags: Vec::new(),
+                sample_scores: true,
+                with_subjects: false,
+            };
+            match server.service.find_subjects(&tenant, bytes, options).await {
+                Ok(faces) if faces[0].candidates.first().and_then(|c| subjects.get(&c.subject_id)) == Some(&p) => {}
                 other => wrong.push(format!("{p}{n}: {other:?}")),
             }
         }
@@ -557,7 +571,7 @@ async fn finished_bulk_records(
 async fn bulk_register_jobs_register_files_and_name_each_failure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let created = server.service.create_tenant("bulk-app").expect("tenant");
+    let created = server.service.create_tenant("bulk-app").await.expect("tenant");
     let creds = created.credentials.clone();
     server.service.create_tag(&created.tenant, "passport").await.expect("tag");
 
@@ -636,7 +650,7 @@ async fn bulk_register_jobs_register_files_and_name_each_failure() {
     assert_eq!(records[2]["subjectId"], "");
 
     // Another tenant cannot see the job.
-    let other = server.service.create_tenant("other-app").expect("tenant").credentials;
+    let other = server.service.create_tenant("other-app").await.expect("tenant").credentials;
     let (status, body) =
         send(nec_request(&server, &other, "GET", &format!("/v1.1/jobs/bulkregister/{batch_id}"), None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -659,7 +673,7 @@ async fn bulk_register_jobs_register_files_and_name_each_failure() {
 async fn bulk_jobs_page_by_a_thousand_and_resume_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let created = server.service.create_tenant("resume-app").expect("tenant");
+    let created = server.service.create_tenant("resume-app").await.expect("tenant");
     let creds = created.credentials.clone();
     let bucket = dir.path().join("bucket/resume-app");
     std::fs::create_dir_all(&bucket).expect("bucket");
@@ -766,7 +780,7 @@ async fn bulk_register_reads_from_an_s3_bucket() {
     .expect("s3 source");
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start_with_source(dir.path(), Settings::default(), Arc::new(source)).await;
-    let creds = server.service.create_tenant("s3-app").expect("tenant").credentials;
+    let creds = server.service.create_tenant("s3-app").await.expect("tenant").credentials;
     let body = serde_json::json!({"registrations": [
         {"filename": "yao.jpg"}, {"filename": "notes.jpg"}, {"filename": "missing.jpg"}, {"filename": "../s3-app/yao.jpg"},
     ]});
@@ -797,7 +811,7 @@ async fn unreachable_sources_are_retried_then_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings { bulk_max_attempts: 2, ..Settings::default() };
     let server = TestServer::start_with_source(dir.path(), settings, Arc::new(source)).await;
-    let creds = server.service.create_tenant("flaky-app").expect("tenant").credentials;
+    let creds = server.service.create_tenant("flaky-app").await.expect("tenant").credentials;
     let body = serde_json::json!({"registrations": [{"filename": "a.jpg"}]});
     let (status, job) = send(nec_request(&server, &creds, "POST", "/v1.1/jobs/bulkregister", Some(&body))).await;
     assert_eq!(status, StatusCode::OK, "{job}");

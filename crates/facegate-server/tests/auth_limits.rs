@@ -19,7 +19,7 @@ async fn repeated_failures_from_one_address_get_429_until_the_bucket_refills() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start_with(dir.path(), limited()).await;
     let http = client();
-    let tenant = server.service.create_tenant("acme").expect("tenant");
+    let tenant = server.service.create_tenant("acme").await.expect("tenant");
     let good = format!("Token {}", tenant.token);
     let person = server.url("/miicloud/person/nobody");
 

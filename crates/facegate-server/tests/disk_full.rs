@@ -23,7 +23,7 @@ async fn a_full_database_answers_507_keeps_nothing_partial_and_recovers_after_de
     let settings = Settings { max_database_bytes: Some(empty + 12 * PAGE), ..Settings::default() };
     let server = TestServer::start_with(dir.path(), settings).await;
     let photo = asset("yaoming.jpg");
-    let nec_tenant = server.service.create_tenant("nec").expect("tenant");
+    let nec_tenant = server.service.create_tenant("nec").await.expect("tenant");
 
     let mut enrolled = Vec::new();
     let (failed_id, body) = loop {

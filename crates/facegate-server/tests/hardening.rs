@@ -116,7 +116,7 @@ async fn a_body_that_does_not_arrive_in_time_gets_a_json_408_in_each_dialect() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings { request_body_timeout_secs: 1, ..Settings::default() };
     let server = TestServer::start_with(dir.path(), settings).await;
-    let tenant = server.service.create_tenant("slow").expect("tenant");
+    let tenant = server.service.create_tenant("slow").await.expect("tenant");
     let addr = server.base.trim_start_matches("http://").to_owned();
     let mii = format!(
         "POST /miicloud/match_faces HTTP/1.1\r\nHost: x\r\nAuthorization: Token {}\r\n\
@@ -147,7 +147,7 @@ async fn a_body_that_does_not_arrive_in_time_gets_a_json_408_in_each_dialect() {
 async fn every_error_answer_is_json_in_its_dialect() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let tenant = server.service.create_tenant("errs").expect("tenant");
+    let tenant = server.service.create_tenant("errs").await.expect("tenant");
     let http = client();
     // Wrong method: axum answers 405 with an empty body by itself.
     let res =
@@ -201,7 +201,7 @@ async fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
         ..Settings::default()
     };
     let server = TestServer::start_with(dir.path(), settings).await;
-    let tenant = server.service.create_tenant("proxied").expect("tenant");
+    let tenant = server.service.create_tenant("proxied").await.expect("tenant");
     let good = format!("Token {}", tenant.token);
     let http = client();
     let person = server.url("/miicloud/person/nobody");
@@ -253,7 +253,7 @@ async fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
 async fn a_signed_write_is_accepted_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let tenant = server.service.create_tenant("replayed").expect("tenant");
+    let tenant = server.service.create_tenant("replayed").await.expect("tenant");
     let creds = &tenant.credentials;
     let face = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes_of_face());
     let register =
@@ -279,7 +279,7 @@ async fn a_signed_write_is_accepted_once() {
 async fn duplicate_filenames_in_one_job_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let tenant = server.service.create_tenant("dups").expect("tenant");
+    let tenant = server.service.create_tenant("dups").await.expect("tenant");
     let body = json!({"registrations": [{"filename": "a.jpg"}, {"filename": "b.jpg"}, {"filename": "a.jpg"}]});
     let (status, body) =
         send(nec_request(&server, &tenant.credentials, "POST", "/v1.1/jobs/bulkregister", Some(&body))).await;
@@ -314,8 +314,8 @@ async fn bulk_reads_stay_in_the_tenants_area_and_a_pipe_blocks_nobody() {
     use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let a = server.service.create_tenant("alpha").expect("tenant");
-    let b = server.service.create_tenant("beta").expect("tenant");
+    let a = server.service.create_tenant("alpha").await.expect("tenant");
+    let b = server.service.create_tenant("beta").await.expect("tenant");
     let bucket = dir.path().join("bucket");
     for area in ["alpha", "beta"] {
         std::fs::create_dir_all(bucket.join(area)).expect("area");

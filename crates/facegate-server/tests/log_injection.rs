@@ -14,7 +14,7 @@ async fn client_values_cannot_forge_log_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
     let http = client();
-    let tenant = server.service.create_tenant("acme").expect("tenant");
+    let tenant = server.service.create_tenant("acme").await.expect("tenant");
     let creds = &tenant.credentials;
     let token = format!("Token {}", tenant.token);
     let photo = asset("yaoming.jpg");

@@ -16,7 +16,7 @@ async fn no_token_api_key_secret_or_signature_is_logged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
     let http = client();
-    let tenant = server.service.create_tenant("acme").expect("tenant");
+    let tenant = server.service.create_tenant("acme").await.expect("tenant");
     let creds = &tenant.credentials;
     let token = format!("Token {}", tenant.token);
     let photo = asset("yaoming.jpg");

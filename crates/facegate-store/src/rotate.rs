@@ -33,7 +33,7 @@ pub fn rotate_key(data_dir: &Path, old: Option<&DataKey>, new: &DataKey) -> Resu
     if !db_path.is_file() {
         return Err(StoreError::Key(format!("no database at {}", db_path.display())));
     }
-    let _lock = crate::DataDirLock::acquire(data_dir)?;
+    let _lock = crate::lock::DataDirLock::acquire(data_dir)?;
     let mut conn = Connection::open(&db_path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "synchronous", "FULL")?;

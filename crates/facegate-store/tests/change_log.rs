@@ -2,6 +2,7 @@
 //! through the change log, and when the changes it had not read were pruned, it loads its index
 //! anew, so a delete never comes back.
 
+use facegate_core::service::{FaceSelection, SearchOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +42,16 @@ fn sample(subject_id: &str) -> NewSample {
 /// The subjects this node's index holds for the tenant, as an NEC search at threshold 0 lists
 /// them (straight from the index, with no store lookup).
 async fn indexed(node: &FaceService, tenant: &Tenant) -> Vec<String> {
-    let (found, _) = node.search(tenant, b"face:probe".to_vec(), 0, 50, vec![]).await.expect("search");
-    let mut ids: Vec<String> = found.into_iter().map(|c| c.subject_id).collect();
+    let options = SearchOptions {
+        faces: FaceSelection::Single,
+        limit: 50,
+        min_score: 0,
+        tags: Vec::new(),
+        sample_scores: false,
+        with_subjects: false,
+    };
+    let found = node.find_subjects(tenant, b"face:probe".to_vec(), options).await.expect("search");
+    let mut ids: Vec<String> = found.into_iter().flat_map(|f| f.candidates).map(|c| c.subject_id).collect();
     ids.sort();
     ids
 }

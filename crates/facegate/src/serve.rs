@@ -221,8 +221,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if settings.encryption_key_file.is_none() {
         tracing::warn!("templates and face images are stored unencrypted; see --encryption-key-file");
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if settings.sandbox {
-        service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).context("creating the sandbox tenant")?;
+        runtime
+            .block_on(service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN))
+            .context("creating the sandbox tenant")?;
         tracing::warn!(
             tenant = SANDBOX_TENANT,
             "sandbox tenant enabled with the miiCloud document's public example token; for local trials only"
@@ -230,7 +233,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let renamed_tenants = backend.renamed_tenants();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

@@ -185,12 +185,12 @@ fn the_audit_log_records_writes_searches_and_verifications_without_biometric_dat
         })
         .collect();
     let expected = [
-        ("enroll", "ok"),
-        ("enroll", "Conflict"),
-        ("identify", "ok"),
-        ("verify", "ok"),
-        ("delete_person", "ok"),
-        ("delete_person", "NotFound"),
+        ("create_subject", "ok"),
+        ("create_subject", "Conflict"),
+        ("find_subjects", "ok"),
+        ("compare", "ok"),
+        ("delete_subject", "ok"),
+        ("delete_subject", "NotFound"),
     ];
     assert_eq!(summary, expected.map(|(a, o)| (a.to_owned(), o.to_owned())), "{log}");
 

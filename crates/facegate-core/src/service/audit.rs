@@ -8,8 +8,8 @@
 
 use std::future::Future;
 
-use super::FaceMatch;
-use crate::{Result, Tenant};
+use crate::error::Result;
+use crate::model::Tenant;
 
 /// The tracing target audit events are sent to.
 pub const AUDIT_TARGET: &str = "audit";
@@ -55,24 +55,6 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(
         text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
     )
-}
-
-/// Matched subjects and their scores for the audit trail, best first.
-pub(crate) fn audit_candidates<'a>(found: impl Iterator<Item = (&'a str, u32)>) -> String {
-    let listed: Vec<String> = found.map(|(subject, score)| format!("{subject}:{score}")).collect();
-    format!("subjects={}", listed.join(","))
-}
-
-/// For each face of a probe: its candidate and score, or `-` when the gallery had none.
-pub(crate) fn audit_matches(faces: &[FaceMatch]) -> String {
-    let listed: Vec<String> = faces
-        .iter()
-        .map(|f| match &f.candidate {
-            Some(c) => format!("{}:{}{}", c.subject.id, c.score, if f.known { "" } else { "(unknown)" }),
-            None => "-".into(),
-        })
-        .collect();
-    format!("faces={} matches={}", faces.len(), listed.join(","))
 }
 
 #[cfg(test)]

@@ -9,12 +9,15 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{blocking, now_rfc3339, template_of, FaceService};
+use super::audit::{self, audited};
+use super::state::{blocking, template_of, FaceService};
+use super::text::now_rfc3339;
+use crate::error::{Error, Result};
 use crate::jobs::{
     check_filename, BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, RecordStatus,
     RegisterStatus, SourceError, BULK_PAGE_SIZE, MAX_BULK_REGISTRATIONS,
 };
-use crate::{Error, ImageUpload, Profile, Result, Subject, Tenant};
+use crate::model::{ImageUpload, Profile, Subject, Tenant};
 
 /// How the background runner works through pending records.
 #[derive(Debug, Clone)]
@@ -70,7 +73,7 @@ impl FaceService {
         max_queued_per_tenant: u64,
     ) -> Result<String> {
         let files = registrations.len();
-        super::audited(tenant, "create_bulk_job", format!("files={files}"), |batch| format!("batch={batch}"), async {
+        audited(tenant, "create_bulk_job", format!("files={files}"), |batch| format!("batch={batch}"), async {
             if registrations.is_empty() {
                 return Err(Error::InvalidRequest("registrations must hold at least one entry".into()));
             }
@@ -138,7 +141,7 @@ impl FaceService {
             None => None,
             Some(p) => Some(
                 p.parse::<u64>()
-                    .map_err(|_| Error::InvalidRequest(format!("pagingId '{p}' is not a lastEvaluatedKey")))?,
+                    .map_err(|_| Error::InvalidRequest(format!("page key '{p}' is not one this job gave out")))?,
             ),
         };
         let store = self.store.clone();
@@ -242,13 +245,7 @@ impl FaceService {
                     tracing::debug!(tenant = %tenant.name, batch = %job_id, file = ?record.filename,
                         subject = %record.subject_id, "bulk register: registered");
                     let input = format!("batch={job_id} file={}", record.filename);
-                    super::audit::record(
-                        &tenant,
-                        "bulk_register",
-                        &input,
-                        &format!("subject={}", record.subject_id),
-                        "ok",
-                    );
+                    audit::record(&tenant, "bulk_register", &input, &format!("subject={}", record.subject_id), "ok");
                     return;
                 }
                 Err(Attempt::Retry(why)) if record.attempts < config.max_attempts => {
@@ -266,7 +263,7 @@ impl FaceService {
         tracing::info!(tenant = %tenant.name, batch = %job_id, file = ?record.filename, reason = ?failure,
             "bulk register: failed");
         let input = format!("batch={job_id} file={}", record.filename);
-        super::audit::record(&tenant, "bulk_register", &input, &format!("reason={failure}"), "failed");
+        audit::record(&tenant, "bulk_register", &input, &format!("reason={failure}"), "failed");
         record.status = RecordStatus::Processed;
         record.register_status = Some(RegisterStatus::Failed);
         record.reason = failure;
@@ -323,7 +320,7 @@ impl FaceService {
             .await
             .map(|(_, _, faces)| faces)
             .map_err(failure_reason)?;
-        let face = self.registrable(faces).map_err(failure_reason)?;
+        let face = self.of_quality(faces).map_err(failure_reason)?;
 
         let now = now_rfc3339();
         let subject = Subject {

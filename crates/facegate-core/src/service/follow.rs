@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{blocking, FaceService};
-use crate::{Change, ChangeKind, Error, Result};
+use super::state::{blocking, FaceService};
+use crate::error::{Error, Result};
+use crate::ports::{Change, ChangeKind};
 
 /// How long the follower waits for a notification before reading the log anyway: a lost
 /// notification delays a change by at most this.

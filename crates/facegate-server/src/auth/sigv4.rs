@@ -305,7 +305,16 @@ fn parse_signed_headers(list: &str) -> Result<Vec<String>, SigV4Error> {
 pub fn canonical_request(req: &SignedRequest, signed_headers: &[String]) -> Result<String, SigV4Error> {
     let body_hash = hex::encode(Sha256::digest(req.body));
     let payload = single_header(req.headers, X_AMZ_CONTENT_SHA256)?.unwrap_or(&body_hash);
-    build_canonical_request(req, signed_headers, &canonical_query(req.query), payload)
+    build_canonical_request(req, signed_headers, &canonical_query(req.query), payload, Collapse::Spaces)
+}
+
+/// Which whitespace runs in a header value become one space.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Collapse {
+    /// Spaces only, as `aws-sigv4` and the AWS test suite do.
+    Spaces,
+    /// Every whitespace run (tabs too), as botocore does (`' '.join(value.split())`).
+    Whitespace,
 }
 
 /// The canonical request with the query line and payload line given: [`verify`] tries two query
@@ -315,6 +324,7 @@ fn build_canonical_request(
     signed_headers: &[String],
     query: &str,
     payload: &str,
+    collapse: Collapse,
 ) -> Result<String, SigV4Error> {
     let mut out = String::with_capacity(256);
     out.push_str(req.method);
@@ -326,7 +336,7 @@ fn build_canonical_request(
     for name in signed_headers {
         out.push_str(name);
         out.push(':');
-        out.push_str(&canonical_header_value(req.headers, name)?);
+        out.push_str(&canonical_header_value(req.headers, name, collapse)?);
         out.push('\n');
     }
     out.push('\n');
@@ -420,14 +430,15 @@ pub fn verify(
     let scope = auth.credential_scope();
 
     let canonical_query = canonical_query(req.query);
-    let canonical = build_canonical_request(req, &auth.signed_headers, &canonical_query, payload)?;
+    let canonical = build_canonical_request(req, &auth.signed_headers, &canonical_query, payload, Collapse::Spaces)?;
     let to_sign = string_to_sign(&canonical, amz_date, &scope);
     let mut matched = signature_matches(&key, &to_sign, &provided);
 
-    // botocore's form of the query (raw pairs, sorted), where it differs from the canonical one.
+    // botocore's form, where it differs: the query as raw pairs, sorted, and every whitespace
+    // run of a header value collapsed (tabs too).
     let raw_query = raw_sorted_query(req.query);
-    if raw_query != canonical_query {
-        let alternative = build_canonical_request(req, &auth.signed_headers, &raw_query, payload)?;
+    let alternative = build_canonical_request(req, &auth.signed_headers, &raw_query, payload, Collapse::Whitespace)?;
+    if alternative != canonical {
         let alternative_to_sign = string_to_sign(&alternative, amz_date, &scope);
         // No short cut on the first result: both comparisons run either way.
         matched |= signature_matches(&key, &alternative_to_sign, &provided);
@@ -479,10 +490,9 @@ fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h st
     Ok(Some(value.trim()))
 }
 
-/// All values of a signed header joined with `,`, each trimmed with runs of spaces collapsed.
-/// Values are taken as UTF-8, as signers hash them; only spaces are collapsed, as `aws-sigv4` and
-/// the AWS test suite do.
-fn canonical_header_value(headers: &HeaderMap, name: &str) -> Result<String, SigV4Error> {
+/// All values of a signed header joined with `,`, each trimmed with whitespace runs collapsed
+/// as `collapse` says. Values are taken as UTF-8, as signers hash them.
+fn canonical_header_value(headers: &HeaderMap, name: &str, collapse: Collapse) -> Result<String, SigV4Error> {
     let mut values = headers.get_all(name).iter().peekable();
     if values.peek().is_none() {
         return Err(malformed(format!("Signed header '{name}' is not present in the request.")));
@@ -494,7 +504,11 @@ fn canonical_header_value(headers: &HeaderMap, name: &str) -> Result<String, Sig
         if i > 0 {
             joined.push(',');
         }
-        for (j, word) in value.split(' ').filter(|w| !w.is_empty()).enumerate() {
+        let words: Box<dyn Iterator<Item = &str>> = match collapse {
+            Collapse::Spaces => Box::new(value.split(' ')),
+            Collapse::Whitespace => Box::new(value.split(|c: char| c.is_ascii_whitespace())),
+        };
+        for (j, word) in words.filter(|w| !w.is_empty()).enumerate() {
             if j > 0 {
                 joined.push(' ');
             }
@@ -818,6 +832,39 @@ mod tests {
             headers,
             body: spec.body.clone(),
         }
+    }
+
+    /// botocore collapses every whitespace run of a header value, tabs too; `aws-sigv4` only
+    /// spaces. A request carrying a tab verifies in either signer's form, and in no other.
+    #[test]
+    fn a_tab_in_a_signed_header_verifies_in_either_signers_form() {
+        let spec = client("GET", "/v1.1/tags").header("x-note", "one\t two");
+        let wire = sign_default(&spec, T0);
+        wire.verify_at(T0).expect("aws-sigv4's form: spaces collapsed, the tab kept");
+
+        // The same request as botocore signs it.
+        let auth = authorization_from_headers(&wire.headers).expect("auth");
+        let payload = hex::encode(Sha256::digest(&wire.body));
+        let canonical = build_canonical_request(
+            &wire.as_signed(),
+            &auth.signed_headers,
+            &raw_sorted_query(None),
+            &payload,
+            Collapse::Whitespace,
+        )
+        .expect("canonical");
+        assert!(canonical.contains("x-note:one two\n"), "{canonical}");
+        let amz_date = wire.headers.get(X_AMZ_DATE).expect("date").to_str().expect("ascii").to_owned();
+        let key = signing_key(SK, &auth.date, &auth.region, &auth.service);
+        let botocore_signature =
+            hex::encode(hmac_sha256(&key, string_to_sign(&canonical, &amz_date, &auth.credential_scope()).as_bytes()));
+        let mut botocore = wire.clone();
+        botocore.edit_authorization(&auth.signature, &botocore_signature);
+        botocore.verify_at(T0).expect("botocore's form: the tab collapsed too");
+
+        let mut tampered = botocore.clone();
+        tampered.set("x-note", "one\t three");
+        assert!(tampered.verify_at(T0).is_err());
     }
 
     fn sign_default(spec: &Spec, at: OffsetDateTime) -> Wire {
@@ -1332,8 +1379,14 @@ print(json.dumps(out))
             if ours != botocore {
                 let raw = raw_sorted_query(wire.query.as_deref());
                 let payload = ours.rsplit('\n').next().expect("payload line");
-                let alternative =
-                    build_canonical_request(&wire.as_signed(), &auth.signed_headers, &raw, payload).expect("raw");
+                let alternative = build_canonical_request(
+                    &wire.as_signed(),
+                    &auth.signed_headers,
+                    &raw,
+                    payload,
+                    Collapse::Whitespace,
+                )
+                .expect("raw");
                 assert_eq!(alternative, botocore, "{label}");
                 raw_query_fallbacks += 1;
             }

@@ -5,14 +5,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use facegate_core::{BulkRegistration, FaceAttributes, FaceSample, Subject, Tenant};
+use facegate_core::service::{FacePolicy, FaceSelection, NewSubject, Registered, SearchOptions, SubjectKey};
+use facegate_core::{BulkRegistration, Error, ImageUpload, Profile, Tenant};
 
 use crate::error::{ApiError, NecErrorType};
 use crate::necid::error::NecError;
 use crate::necid::wire::{
     attributes_example, decode_image_field, Attributes, BatchCreated, BulkProgress, BulkRegisterRequest, Candidate,
     Empty, EventId, EventList, EventRequest, EventWritten, ExtractRequest, Extracted, ExtractedFace, Failure, Failures,
-    RegisterSubject, RenameTag, ScoredEvent, SearchRequest, SearchResult, TagList, Verification, VerifyRequest,
+    NotVerified, RegisterSubject, RenameTag, ScoredEvent, SearchRequest, SearchResult, TagList, Verification,
+    VerifyRequest,
 };
 use crate::state::AppState;
 
@@ -32,8 +34,27 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiErro
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
 }
 
-fn event_written(subject: &Subject, sample: &FaceSample, attributes: &FaceAttributes) -> Json<EventWritten> {
-    Json(EventWritten { id: subject.id.clone(), event_id: sample.id.clone(), attributes: attributes.into() })
+/// The image of an event: NEC sends no file name.
+fn event_image(bytes: Vec<u8>) -> ImageUpload {
+    ImageUpload { file_name: "event".into(), bytes }
+}
+
+fn event_written(done: Registered) -> Result<Json<EventWritten>, NecError> {
+    // Registration always measures the face (FacePolicy::SingleOfQuality).
+    let attributes =
+        done.attributes.ok_or_else(|| Error::Internal("a registered face came without attributes".into()))?;
+    Ok(Json(EventWritten { id: done.subject.id, event_id: done.sample.id, attributes: Attributes::from(&attributes) }))
+}
+
+/// The core's neutral wording in NEC's terms: samples are events, and the quality is the
+/// `faceQualityScore` the reference names.
+fn in_event_words(e: Error) -> NecError {
+    match e {
+        Error::NotFound("face sample") => Error::NotFound("event"),
+        Error::PoorQuality(m) => Error::PoorQuality(m.replace("face quality", "faceQualityScore")),
+        other => other,
+    }
+    .into()
 }
 
 #[utoipa::path(post, path = "/v1.1/subjects", tag = "Subjects",
@@ -47,8 +68,15 @@ pub async fn register_subject(
 ) -> NecResult<(StatusCode, Json<EventWritten>)> {
     let req: RegisterSubject = parse_json(&body)?;
     let image = decode_image_field("face", req.face.as_deref())?;
-    let (subject, sample, attributes) = state.service.register_subject(&tenant, image, req.tags).await?;
-    Ok((StatusCode::CREATED, event_written(&subject, &sample, &attributes)))
+    let new = NewSubject {
+        customer_id: None,
+        profile: Profile::default(),
+        tags: req.tags,
+        image: event_image(image),
+        policy: FacePolicy::SingleOfQuality,
+    };
+    let done = state.service.create_subject(&tenant, new).await.map_err(in_event_words)?;
+    Ok((StatusCode::CREATED, event_written(done)?))
 }
 
 /// Adds a new event from the new face and updates the tags.
@@ -65,8 +93,13 @@ pub async fn update_subject(
 ) -> NecResult<Json<EventWritten>> {
     let req: EventRequest = parse_json(&body)?;
     let image = decode_image_field("face", req.face.as_deref())?;
-    let (subject, sample, attributes) = state.service.add_event(&tenant, &subject_id, image, req.tags).await?;
-    Ok(event_written(&subject, &sample, &attributes))
+    let key = SubjectKey::Id(&subject_id);
+    let done = state
+        .service
+        .add_face(&tenant, key, None, event_image(image), FacePolicy::SingleOfQuality, req.tags)
+        .await
+        .map_err(in_event_words)?;
+    event_written(done)
 }
 
 #[utoipa::path(delete, path = "/v1.1/subjects/{subject_id}", tag = "Subjects", params(("subject_id" = String, Path, description = "Subject id.")),
@@ -78,7 +111,7 @@ pub async fn delete_subject(
     Extension(tenant): Extension<Tenant>,
     Path(subject_id): Path<String>,
 ) -> NecResult<StatusCode> {
-    state.service.delete_subject(&tenant, &subject_id).await?;
+    state.service.delete_subject(&tenant, SubjectKey::Id(&subject_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -91,8 +124,8 @@ pub async fn list_events(
     Extension(tenant): Extension<Tenant>,
     Path(subject_id): Path<String>,
 ) -> NecResult<Json<EventList>> {
-    let events = state.service.events(&tenant, &subject_id).await?;
-    let events = events.into_iter().map(|e| EventId { id: e.id }).collect();
+    let record = state.service.subject_record(&tenant, SubjectKey::Id(&subject_id)).await?;
+    let events = record.samples.into_iter().map(|e| EventId { id: e.id }).collect();
     Ok(Json(EventList { id: subject_id, events }))
 }
 
@@ -109,8 +142,13 @@ pub async fn add_event(
 ) -> NecResult<(StatusCode, Json<EventWritten>)> {
     let req: EventRequest = parse_json(&body)?;
     let image = decode_image_field("face", req.face.as_deref())?;
-    let (subject, sample, attributes) = state.service.add_event(&tenant, &subject_id, image, req.tags).await?;
-    Ok((StatusCode::CREATED, event_written(&subject, &sample, &attributes)))
+    let key = SubjectKey::Id(&subject_id);
+    let done = state
+        .service
+        .add_face(&tenant, key, None, event_image(image), FacePolicy::SingleOfQuality, req.tags)
+        .await
+        .map_err(in_event_words)?;
+    Ok((StatusCode::CREATED, event_written(done)?))
 }
 
 #[utoipa::path(put, path = "/v1.1/subjects/{subject_id}/events/{event_id}", tag = "Events", params(("subject_id" = String, Path, description = "Subject id."), ("event_id" = String, Path, description = "Event id.")),
@@ -126,9 +164,13 @@ pub async fn update_event(
 ) -> NecResult<Json<EventWritten>> {
     let req: EventRequest = parse_json(&body)?;
     let image = decode_image_field("face", req.face.as_deref())?;
-    let (subject, sample, attributes) =
-        state.service.update_event(&tenant, &subject_id, &event_id, image, req.tags).await?;
-    Ok(event_written(&subject, &sample, &attributes))
+    let key = SubjectKey::Id(&subject_id);
+    let done = state
+        .service
+        .add_face(&tenant, key, Some(&event_id), event_image(image), FacePolicy::SingleOfQuality, req.tags)
+        .await
+        .map_err(in_event_words)?;
+    event_written(done)
 }
 
 #[utoipa::path(delete, path = "/v1.1/subjects/{subject_id}/events/{event_id}", tag = "Events", params(("subject_id" = String, Path, description = "Subject id."), ("event_id" = String, Path, description = "Event id.")),
@@ -140,7 +182,7 @@ pub async fn delete_event(
     Extension(tenant): Extension<Tenant>,
     Path((subject_id, event_id)): Path<(String, String)>,
 ) -> NecResult<StatusCode> {
-    state.service.delete_event(&tenant, &subject_id, &event_id).await?;
+    state.service.delete_face(&tenant, SubjectKey::Id(&subject_id), &event_id).await.map_err(in_event_words)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,6 +219,7 @@ pub async fn search(
 ) -> NecResult<Json<SearchResult>> {
     let req: SearchRequest = parse_json(&body)?;
     let image = decode_image_field("probe", req.probe.as_deref())?;
+    // The reference's default threshold is the service's known threshold (7000 out of the box).
     let threshold = req.threshold.unwrap_or(i64::from(state.service.config().known_threshold));
     if !SCORES.contains(&threshold) {
         return Err(ApiError::invalid("threshold must be between 0 and 9999.").into());
@@ -185,17 +228,27 @@ pub async fn search(
     if !SEARCH_LIMITS.contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 50.").into());
     }
-    let (candidates, attributes) =
-        state.service.search(&tenant, image, threshold as u32, limit as usize, req.tags).await?;
-    if candidates.is_empty() {
+    let options = SearchOptions {
+        faces: FaceSelection::Single,
+        limit: limit as usize,
+        min_score: threshold as u32,
+        tags: req.tags,
+        sample_scores: true,
+        with_subjects: false,
+    };
+    let found = state.service.find_subjects(&tenant, image, options).await?;
+    let Some(face) = found.into_iter().next().filter(|f| !f.candidates.is_empty()) else {
         return Err(NecError::CandidatesNotFound(None));
-    }
-    let candidates = candidates
+    };
+    let attributes =
+        face.attributes.ok_or_else(|| Error::Internal("a single probe face came without attributes".into()))?;
+    let candidates = face
+        .candidates
         .into_iter()
         .map(|c| Candidate {
             id: c.subject_id,
             score: c.score,
-            events: c.events.into_iter().map(|(id, score)| ScoredEvent { id, score }).collect(),
+            events: c.samples.into_iter().map(|(id, score)| ScoredEvent { id, score }).collect(),
         })
         .collect();
     Ok(Json(SearchResult { candidates, attributes: Attributes::from(&attributes) }))
@@ -206,7 +259,7 @@ pub async fn search(
     summary = "Verify", description = "Verifies a subject against the single face of a probe image.",
     request_body(content = VerifyRequest, example = json!({"probe": "[PROBE]", "id": "necidguid-fcdf-49eb-9182-5a6825ed2a3b"})),
     responses((status = 200, description = "Subject verified.", body = Verification, example = json!({"id": "necidguid-fcdf-49eb-9182-5a6825ed2a3b", "score": 8200})),
-        (status = 404, description = "Subject not verified (with its score), or no such subject.", body = Verification,
+        (status = 404, description = "Subject not verified (with its score), or no such subject.", body = NotVerified,
             example = json!({"id": "necidguid-fcdf-49eb-9182-5a6825ed2a3b", "score": 3100, "message": "Subject not verified"})), Failures))]
 pub async fn verify(
     State(state): State<AppState>,
@@ -216,7 +269,8 @@ pub async fn verify(
     let req: VerifyRequest = parse_json(&body)?;
     let image = decode_image_field("probe", req.probe.as_deref())?;
     let id = req.id.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::invalid("id property must be provided."))?;
-    let score = state.service.verify_subject(&tenant, &id, image).await?;
+    let faces = state.service.compare(&tenant, image, SubjectKey::Id(&id), FaceSelection::Single).await?;
+    let score = faces.first().and_then(|f| f.candidates.first()).map_or(0, |c| c.score);
     if score >= state.service.config().known_threshold {
         Ok((StatusCode::OK, Json(Verification { id, score, message: None })))
     } else {
@@ -265,7 +319,7 @@ pub async fn rename_tag(
 }
 
 /// The document's example renames with `/v1.1/tags/{old}/{new}`; accepted too.
-#[utoipa::path(method(post, put), path = "/v1.1/tags/{old_name}/{new_name}", tag = "Tags",
+#[utoipa::path(post, path = "/v1.1/tags/{old_name}/{new_name}", tag = "Tags",
     params(("old_name" = String, Path, description = "The tag's current name."), ("new_name" = String, Path, description = "The tag's new name.")),
     summary = "Update Tag (the reference's example form)",
     responses((status = 200, description = "Tag updated.", body = Empty),
@@ -277,6 +331,19 @@ pub async fn rename_tag_by_path(
 ) -> NecResult<Json<Empty>> {
     state.service.rename_tag(&tenant, &old_name, &new_name).await?;
     Ok(Json(Empty {}))
+}
+
+#[utoipa::path(put, path = "/v1.1/tags/{old_name}/{new_name}", tag = "Tags",
+    params(("old_name" = String, Path, description = "The tag's current name."), ("new_name" = String, Path, description = "The tag's new name.")),
+    summary = "Update Tag (the path form, with PUT)",
+    responses((status = 200, description = "Tag updated.", body = Empty),
+        (status = 404, description = "No tag of that name.", body = Failure), Failures))]
+pub async fn rename_tag_by_path_put(
+    state: State<AppState>,
+    tenant: Extension<Tenant>,
+    names: Path<(String, String)>,
+) -> NecResult<Json<Empty>> {
+    rename_tag_by_path(state, tenant, names).await
 }
 
 #[utoipa::path(delete, path = "/v1.1/tags/{name}", tag = "Tags",

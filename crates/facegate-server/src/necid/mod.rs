@@ -68,7 +68,7 @@ fn writes() -> OpenApiRouter<AppState> {
         .routes(routes!(update_event, delete_event))
         .routes(routes!(list_tags))
         .routes(routes!(create_tag, rename_tag, delete_tag))
-        .routes(routes!(rename_tag_by_path))
+        .routes(routes!(rename_tag_by_path, rename_tag_by_path_put))
         .routes(routes!(create_bulk_job))
         .routes(routes!(bulk_job_first_page))
         .routes(routes!(bulk_job_page))

@@ -348,6 +348,14 @@ pub struct Verification {
     pub message: Option<String>,
 }
 
+/// Verify's 404: a score below the threshold, or no such subject.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum NotVerified {
+    Scored(Verification),
+    Missing(Failure),
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExtractedFace {
     pub attributes: Attributes,

@@ -68,8 +68,25 @@ impl TestServer {
 
     pub async fn start_with_source(
         data_dir: &Path,
+        settings: Settings,
+        bulk_source: Arc<dyn facegate_core::ImageSource>,
+    ) -> Self {
+        Self::start_on(data_dir, settings, bulk_source, engine()).await
+    }
+
+    /// A server on the core's fake engine (`facegate_core::testing::FakeEngine`): for tests of
+    /// the HTTP surface that need no real face, so they load no model.
+    pub async fn start_on_fakes(data_dir: &Path, settings: Settings) -> Self {
+        let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
+        let engine: Arc<dyn facegate_core::Engine> = Arc::new(facegate_core::testing::FakeEngine::default());
+        Self::start_on(data_dir, settings, Arc::new(bucket), engine).await
+    }
+
+    async fn start_on(
+        data_dir: &Path,
         mut settings: Settings,
         bulk_source: Arc<dyn facegate_core::ImageSource>,
+        engine: Arc<dyn facegate_core::Engine>,
     ) -> Self {
         settings.data_dir = data_dir.to_owned();
         std::fs::create_dir_all(data_dir).expect("create data dir");
@@ -83,13 +100,13 @@ impl TestServer {
         let (dir, store_settings) = (data_dir.to_owned(), settings.clone());
         let (service, cluster) = tokio::task::spawn_blocking(move || {
             let (store, cluster) = open_store(&dir, &store_settings);
-            let service = Arc::new(FaceService::new(engine(), store, Arc::new(FlatIndex::new()), config));
+            let service = Arc::new(FaceService::new(engine, store, Arc::new(FlatIndex::new()), config));
             service.load_index().expect("load index");
-            service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).expect("sandbox tenant");
             (service, cluster)
         })
         .await
         .expect("set up the store");
+        service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).await.expect("sandbox tenant");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let state = AppState::new(service.clone(), settings, Some(bulk_source));
@@ -111,11 +128,9 @@ impl TestServer {
         }
     }
 
-    /// Creates a tenant as `facegate tenant create` does, on a blocking thread as every store
-    /// call must run.
+    /// Creates a tenant as `facegate tenant create` does.
     pub async fn create_tenant(&self, name: &str) -> facegate_core::Result<facegate_core::service::NewTenant> {
-        let (service, name) = (self.service.clone(), name.to_owned());
-        tokio::task::spawn_blocking(move || service.create_tenant(&name)).await.expect("create tenant")
+        self.service.create_tenant(name).await
     }
 
     pub fn url(&self, path: &str) -> String {

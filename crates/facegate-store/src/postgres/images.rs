@@ -5,7 +5,7 @@
 
 use postgres::Transaction;
 
-use super::Conn;
+use super::sql::{to_i64, Conn};
 use crate::error::Result;
 
 /// One image about to be stored with its sample.
@@ -34,7 +34,7 @@ impl ImageStore for InDatabase {
     fn save(&self, tx: &mut Transaction<'_>, image: &NewImage<'_>) -> Result<()> {
         use sha2::{Digest, Sha256};
         let sha = hex::encode(Sha256::digest(image.bytes));
-        let bytes = super::to_i64(image.bytes.len());
+        let bytes = to_i64(image.bytes.len());
         tx.execute(
             "INSERT INTO image_blobs (sample_id, path, sha256, bytes, data) VALUES ($1, $2, $3, $4, $5)",
             &[&image.sample_id, &image.path, &sha, &bytes, &image.bytes],

@@ -13,9 +13,10 @@
 mod bulk;
 mod changes;
 mod gallery;
-mod images;
+pub mod images;
 mod migrations;
-mod rotate;
+pub mod rotate;
+mod sql;
 mod tags;
 mod tenants;
 
@@ -23,11 +24,12 @@ use std::time::Duration;
 
 use facegate_core::Tenant;
 use postgres::NoTls;
-use r2d2::{Pool, PooledConnection};
+use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
 
-pub use images::{ImageStore, InDatabase};
-pub use rotate::rotate_key_postgres;
+use self::images::{ImageStore, InDatabase};
+pub(crate) use self::sql::{to_i64, to_u64};
+use self::sql::{Conn, Manager};
 
 use crate::crypto::DataKey;
 use crate::error::{Result, StoreError};
@@ -38,9 +40,6 @@ use crate::error::{Result, StoreError};
 const POOL_SIZE: u32 = 16;
 /// How long a request waits for a free connection before failing, instead of hanging.
 const POOL_WAIT: Duration = Duration::from_secs(10);
-
-type Manager = PostgresConnectionManager<NoTls>;
-pub(crate) type Conn = PooledConnection<Manager>;
 
 /// A facegate gallery in PostgreSQL.
 pub struct PgStore {
@@ -176,16 +175,6 @@ fn check_key(conn: &mut Conn, key: Option<&DataKey>, may_record: bool) -> Result
 
 fn tenant_from_row(row: &postgres::Row) -> Tenant {
     Tenant { id: row.get(0), name: row.get(1), created_at: row.get(2) }
-}
-
-/// A count or position from PostgreSQL's BIGINT.
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-/// A count or position for PostgreSQL's BIGINT.
-fn to_i64(v: impl TryInto<i64>) -> i64 {
-    v.try_into().unwrap_or(i64::MAX)
 }
 
 impl facegate_core::Store for PgStore {

@@ -63,11 +63,15 @@ impl SqliteStore {
     /// Opens the store as the one process holding `lock`: as [`Self::open_with_key`], but a key
     /// given for a directory without faces marks it encrypted, and tenant names from before the
     /// safe alphabet are renamed (see [`Self::renamed_tenants`]).
-    pub fn open_locked(data_dir: &Path, key: Option<DataKey>, lock: &crate::DataDirLock) -> Result<SqliteStore> {
+    pub fn open_locked(data_dir: &Path, key: Option<DataKey>, lock: &crate::lock::DataDirLock) -> Result<SqliteStore> {
         Self::open_inner(data_dir, key, Some(lock))
     }
 
-    fn open_inner(data_dir: &Path, key: Option<DataKey>, owner: Option<&crate::DataDirLock>) -> Result<SqliteStore> {
+    fn open_inner(
+        data_dir: &Path,
+        key: Option<DataKey>,
+        owner: Option<&crate::lock::DataDirLock>,
+    ) -> Result<SqliteStore> {
         private_fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io(format!("create {}", data_dir.display()), e))?;
         let db_path = data_dir.join("facegate.db");
@@ -119,7 +123,7 @@ impl SqliteStore {
 
     /// As [`Self::sweep_orphans`], but every temporary file goes, however young: holding
     /// `_lock` proves no other process can be writing one.
-    pub fn sweep_orphans_exclusive(&self, _lock: &crate::DataDirLock) -> Result<usize> {
+    pub fn sweep_orphans_exclusive(&self, _lock: &crate::lock::DataDirLock) -> Result<usize> {
         self.sweep_with_grace(Duration::ZERO)
     }
 
@@ -471,7 +475,7 @@ mod tests {
         let side = SqliteStore::open(dir.path()).expect("side process");
         assert!(side.renamed_tenants().is_empty(), "only the lock holder renames");
         drop(side);
-        let lock = crate::DataDirLock::acquire(dir.path()).expect("lock");
+        let lock = crate::lock::DataDirLock::acquire(dir.path()).expect("lock");
         let store = SqliteStore::open_locked(dir.path(), None, &lock).expect("open locked");
         let renamed: Vec<(&str, &str)> =
             store.renamed_tenants().iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();

@@ -2,6 +2,7 @@
 //! a running server's miiCloud API (`--url`). Both answer the same two questions, so planning,
 //! concurrency and the summary are shared.
 
+use facegate_core::service::{FacePolicy, NewSubject, SubjectKey};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ impl Destination {
         match self {
             // The service's own lookup, which runs the store off the async threads.
             Destination::DataDir { service, tenant, .. } => {
-                match service.get_person(tenant, customer_person_id).await {
+                match service.subject_record(tenant, SubjectKey::CustomerId(customer_person_id)).await {
                     Ok(record) => Ok(Some(StoredPerson {
                         profile: record.subject.profile,
                         image_names: record.samples.into_iter().map(|s| s.image_name).collect(),
@@ -73,9 +74,20 @@ impl Destination {
         match self {
             Destination::DataDir { service, tenant, .. } => {
                 let result = if exists {
-                    service.update(tenant, customer_person_id, profile.clone(), Some(upload)).await.map(|_| ())
+                    let key = SubjectKey::CustomerId(customer_person_id);
+                    service
+                        .update_subject(tenant, key, profile.clone(), Some(upload), FacePolicy::Largest)
+                        .await
+                        .map(|_| ())
                 } else {
-                    service.enroll(tenant, customer_person_id, profile.clone(), upload).await.map(|_| ())
+                    let new = NewSubject {
+                        customer_id: Some(customer_person_id.to_owned()),
+                        profile: profile.clone(),
+                        tags: Vec::new(),
+                        image: upload,
+                        policy: FacePolicy::Largest,
+                    };
+                    service.create_subject(tenant, new).await.map(|_| ())
                 };
                 result.map_err(|e| Failure {
                     reason: failure_reason(&e),

@@ -1,0 +1,263 @@
+//! The service itself: its parts, its configuration, and what every topic shares: the one
+//! helper that runs store work on a blocking thread, face finding on the inference pool, and
+//! the per-subject write locks.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    AttributedFace, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ImageUpload, NewSample, Subject, Template,
+    Tenant,
+};
+use crate::pool::InferencePool;
+use crate::ports::{Engine, Index, Store};
+
+use super::text::{now_rfc3339, stored_image_name};
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// A face is "known" when its score (0–9999) reaches this. 7000 is FMR 1e-4 under the
+    /// pack's calibration.
+    pub known_threshold: u32,
+    /// Concurrent inference jobs; one per core keeps every core busy without oversubscribing.
+    pub inference_workers: usize,
+    /// Jobs allowed to wait for a worker before requests are refused with 503.
+    pub inference_queue: usize,
+    /// NEC ID registrations below this `faceQualityScore` are refused with PoorQuality.
+    pub min_face_quality: f32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self { known_threshold: 7000, inference_workers: cores, inference_queue: cores * 16, min_face_quality: 0.5 }
+    }
+}
+
+pub struct FaceService {
+    pub(super) engine: Arc<dyn Engine>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) index: Arc<dyn Index>,
+    pub(super) pool: InferencePool,
+    pub(super) config: ServiceConfig,
+    /// Wakes the bulk runner when a job is created.
+    pub(super) bulk_wakeup: tokio::sync::Notify,
+    /// Serialises the store write and the index update of one subject against another write
+    /// or a delete of the same subject, so that the index applies them in the store's order:
+    /// without it, an enroll's index insert landing after a racing delete would leave a
+    /// template of a deleted subject searchable.
+    pub(super) subject_locks: SubjectLocks,
+    /// The last change of a shared gallery's log that the index reflects (`follow.rs`).
+    pub(super) applied_change: std::sync::atomic::AtomicU64,
+}
+
+/// Striped locks keyed by (tenant, subject). 256 stripes make two unrelated subjects share a
+/// lock rarely, and a shared stripe only costs waiting out one store write.
+pub(super) struct SubjectLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl SubjectLocks {
+    const STRIPES: usize = 256;
+
+    fn new() -> Self {
+        Self((0..Self::STRIPES).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+
+    pub(super) async fn lock(&self, tenant_id: &str, subject_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (tenant_id, subject_id).hash(&mut hasher);
+        let stripe = (hasher.finish() % Self::STRIPES as u64) as usize;
+        self.0[stripe].lock().await
+    }
+}
+
+impl FaceService {
+    pub fn new(engine: Arc<dyn Engine>, store: Arc<dyn Store>, index: Arc<dyn Index>, config: ServiceConfig) -> Self {
+        let pool = InferencePool::new(config.inference_workers, config.inference_queue);
+        Self {
+            engine,
+            store,
+            index,
+            pool,
+            config,
+            bulk_wakeup: tokio::sync::Notify::new(),
+            subject_locks: SubjectLocks::new(),
+            applied_change: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Fills the index with every stored template of the engine's model. Returns the count.
+    ///
+    /// Reading the store and filling the index take about as long as each other (5 and 7.5 s at
+    /// a million templates), so one thread reads while this one inserts.
+    pub fn load_index(&self) -> Result<usize> {
+        const BATCH: usize = 4096;
+        // A shared gallery: the index will reflect at least every change up to here, so the
+        // change follower starts after it (changes during the load are applied again, harmlessly).
+        if let Some(feed) = self.store.change_feed() {
+            self.applied_change.store(feed.latest_change()?, std::sync::atomic::Ordering::Release);
+        }
+        let model_id = self.engine.model_info().model_id.clone();
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Template>>(8);
+        let store = self.store.clone();
+        let reader = std::thread::Builder::new()
+            .name("template-reader".into())
+            .spawn(move || -> Result<()> {
+                let mut batch = Vec::with_capacity(BATCH);
+                store.for_each_template(&model_id, &mut |template| {
+                    batch.push(template);
+                    if batch.len() == BATCH {
+                        // Only fails once the receiver is gone, and then nothing waits for more.
+                        let _ = batches.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                    }
+                })?;
+                if !batch.is_empty() {
+                    let _ = batches.send(batch);
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the template reader: {e}")))?;
+        let mut count = 0usize;
+        for batch in received {
+            count += batch.len();
+            batch.into_iter().for_each(|template| self.index.insert(template));
+        }
+        reader.join().map_err(|_| Error::Internal("the template reader panicked".into()))??;
+        self.store.for_each_subject_tags(&mut |tenant_id, subject_id, tags| {
+            self.index.set_subject_tags(tenant_id, subject_id, &tags);
+        })?;
+        Ok(count)
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Templates the index holds for a tenant: every stored face sample of the current model.
+    pub fn template_count(&self, tenant: &Tenant) -> usize {
+        self.index.len(&tenant.id)
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// Whether the store answers and has room to write (the models are loaded before a
+    /// service exists).
+    pub async fn readiness(&self) -> Result<()> {
+        self.with_store(|store| store.check_ready()).await
+    }
+
+    /// Runs `work` on the store on a blocking thread: every store call may block (PostgreSQL's
+    /// client most of all), and none may run on the async threads.
+    pub(crate) async fn with_store<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(&dyn Store) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        blocking(move || work(store.as_ref())).await
+    }
+
+    // ---- finding faces ---------------------------------------------------------------------
+
+    /// Detects and embeds every face, on the bounded inference pool.
+    pub async fn analyze(&self, image: Vec<u8>) -> Result<ImageAnalysis> {
+        let engine = self.engine.clone();
+        self.pool.run(move || engine.analyze(&image)).await
+    }
+
+    /// Every face of `image` (at most `max_faces`, largest first) with its attributes.
+    pub async fn extract(&self, image: Vec<u8>, max_faces: usize) -> Result<Vec<AttributedFace>> {
+        let engine = self.engine.clone();
+        let (_, _, faces) = self.pool.run(move || engine.analyze_with_attributes(&image, max_faces)).await?;
+        Ok(faces)
+    }
+
+    /// The face of `image` that `policy` picks.
+    pub(super) async fn face_by_policy(&self, image: Vec<u8>, policy: FacePolicy) -> Result<FoundFace> {
+        match policy {
+            FacePolicy::Largest => {
+                let face = self.analyze(image).await?.faces.into_iter().next().ok_or(Error::NoFace)?;
+                Ok(FoundFace { face, attributes: None })
+            }
+            FacePolicy::SingleOfQuality => {
+                let found = self.of_quality(self.extract(image, 2).await?)?;
+                Ok(FoundFace { face: found.face, attributes: Some(found.attributes) })
+            }
+        }
+    }
+
+    /// The one face among `faces` (at least the two largest of an image), if its quality reaches
+    /// the registration minimum.
+    pub(super) fn of_quality(&self, faces: Vec<AttributedFace>) -> Result<AttributedFace> {
+        let found = only_face(faces)?;
+        if found.attributes.quality < self.config.min_face_quality {
+            return Err(Error::PoorQuality(format!(
+                "face quality {:.3} is below the minimum {:.3}",
+                found.attributes.quality, self.config.min_face_quality
+            )));
+        }
+        Ok(found)
+    }
+
+    /// A new sample of `subject` made from `face` of `image`.
+    pub(super) fn new_sample(&self, subject: &Subject, face: &DetectedFace, image: ImageUpload) -> NewSample {
+        NewSample {
+            sample: FaceSample {
+                id: uuid::Uuid::new_v4().to_string(),
+                subject_id: subject.id.clone(),
+                image_name: stored_image_name(&image.file_name, &image.bytes),
+                bbox: face.bbox,
+                detector_score: face.detector_score,
+                model_id: self.engine.model_info().model_id.clone(),
+                created_at: now_rfc3339(),
+            },
+            embedding: face.embedding.clone(),
+            image: image.bytes,
+        }
+    }
+}
+
+/// Which face of an image a write takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FacePolicy {
+    /// The largest face; any others are ignored.
+    Largest,
+    /// Exactly one face (NoFace or MultipleFaces otherwise), whose quality reaches
+    /// `ServiceConfig::min_face_quality` (PoorQuality otherwise). Its attributes come with it.
+    SingleOfQuality,
+}
+
+/// A face picked by a [`FacePolicy`], with its attributes when the policy measured them.
+pub(super) struct FoundFace {
+    pub face: DetectedFace,
+    pub attributes: Option<FaceAttributes>,
+}
+
+/// The face of an image that must hold exactly one.
+pub(super) fn only_face(mut faces: Vec<AttributedFace>) -> Result<AttributedFace> {
+    match faces.len() {
+        0 => Err(Error::NoFace),
+        1 => faces.pop().ok_or(Error::NoFace),
+        _ => Err(Error::MultipleFaces),
+    }
+}
+
+pub(super) fn template_of(subject: &Subject, ns: &NewSample) -> Template {
+    Template {
+        tenant_id: subject.tenant_id.clone(),
+        subject_id: subject.id.clone(),
+        sample_id: ns.sample.id.clone(),
+        embedding: ns.embedding.clone(),
+    }
+}
+
+/// Runs `job` on a blocking thread.
+pub(super) async fn blocking<T, F>(job: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(job).await.map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}

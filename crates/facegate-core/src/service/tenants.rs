@@ -1,0 +1,139 @@
+//! Tenants (a miiCloud customer and an NEC application at once) and their credentials.
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use super::state::FaceService;
+use crate::error::{Error, Result};
+use crate::model::{ApiCredentials, Tenant};
+use crate::ports::Store;
+
+/// Longest tenant name, in characters.
+pub const MAX_TENANT_NAME_CHARS: usize = 64;
+
+/// A freshly created tenant with its plaintext credentials, shown once.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub tenant: Tenant,
+    /// miiCloud `Authorization: Token …`.
+    pub token: String,
+    /// NEC ID `x-api-key` and AWS Signature V4 keys.
+    pub credentials: ApiCredentials,
+}
+
+impl FaceService {
+    pub async fn create_tenant(&self, name: &str) -> Result<NewTenant> {
+        let name = name.to_owned();
+        self.with_store(move |store| create_tenant(store, &name)).await
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.with_store(|store| store.list_tenants()).await
+    }
+
+    /// Makes sure `name` exists and accepts `token` (the sandbox's public token).
+    pub async fn ensure_tenant_with_token(&self, name: &str, token: &str) -> Result<Tenant> {
+        let (name, hash) = (name.to_owned(), hash_secret(token));
+        self.with_store(move |store| store.ensure_tenant(&name, &hash)).await
+    }
+
+    /// The tenant a token belongs to.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<Tenant>> {
+        let hash = hash_secret(token);
+        self.with_store(move |store| store.tenant_by_token_hash(&hash)).await
+    }
+
+    /// The tenant an API key belongs to.
+    pub async fn authenticate_api_key(&self, api_key: &str) -> Result<Option<Tenant>> {
+        let hash = hash_secret(api_key);
+        self.with_store(move |store| store.tenant_by_api_key_hash(&hash)).await
+    }
+
+    /// The secret of `access_key_id` when it belongs to `tenant`, for signature verification.
+    pub async fn access_key_secret(&self, tenant: &Tenant, access_key_id: &str) -> Result<Option<String>> {
+        let (tenant_id, akid) = (tenant.id.clone(), access_key_id.to_owned());
+        self.with_store(move |store| store.access_key_secret(&tenant_id, &akid)).await
+    }
+}
+
+/// SHA-256 hex of a token or key; only hashes are stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// 40 hex characters, the shape of the reference's tokens.
+pub fn random_token() -> String {
+    let bytes: [u8; 20] = rand::thread_rng().gen();
+    hex::encode(bytes)
+}
+
+/// Creates a tenant with a token and NEC credentials; only their hashes (and the signing
+/// secret, which verifying a signature needs) are stored. Shared by the service and the
+/// `tenant create` command, which works on a data directory without loading models.
+pub fn create_tenant(store: &dyn Store, name: &str) -> Result<NewTenant> {
+    validate_tenant_name(name)?;
+    let token = random_token();
+    let tenant = store.create_tenant(name, &hash_secret(&token))?;
+    let credentials = random_credentials();
+    store.add_api_credentials(
+        &tenant.id,
+        &hash_secret(&credentials.api_key),
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+    )?;
+    Ok(NewTenant { tenant, token, credentials })
+}
+
+/// Fresh NEC credentials, shaped like AWS's: a 20-character `AKIA…` access key id and a
+/// 40-character secret; the API key is 40 alphanumerics.
+pub fn random_credentials() -> ApiCredentials {
+    let mut rng = rand::thread_rng();
+    let mut alnum = |n: usize| -> String { (&mut rng).sample_iter(&Alphanumeric).take(n).map(char::from).collect() };
+    let api_key = alnum(40);
+    let access_key_id = format!("AKIA{}", alnum(16).to_ascii_uppercase());
+    let secret_access_key = alnum(40);
+    ApiCredentials { api_key, access_key_id, secret_access_key }
+}
+
+/// Tenant names name folders (a tenant's area of the bulk bucket), so they are kept to a safe
+/// alphabet: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot. No name can then
+/// hold a `/`, be `..`, or be hidden.
+pub fn validate_tenant_name(name: &str) -> Result<()> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_TENANT_NAME_CHARS || name.starts_with('.') || !name.chars().all(safe) {
+        return Err(Error::InvalidRequest(format!(
+            "tenant name must be 1 to {MAX_TENANT_NAME_CHARS} of A-Z a-z 0-9 . _ - and not start with a dot; got {name:?}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_cannot_name_another_folder() {
+        for ok in ["acme", "Acme-2", "a.b_c", "sandbox"] {
+            assert!(validate_tenant_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "evil/sub", "..", "evil/..", ".hidden", "a b", "ünï", "a\\b", &"x".repeat(65)] {
+            assert!(validate_tenant_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 40);
+        assert_ne!(a, b);
+        assert_eq!(hash_secret(&a).len(), 64);
+        assert_ne!(hash_secret(&a), a);
+        let c = random_credentials();
+        assert_eq!(c.access_key_id.len(), 20);
+        assert!(c.access_key_id.starts_with("AKIA"));
+        assert_eq!(c.secret_access_key.len(), 40);
+        assert_ne!(c.api_key, random_credentials().api_key);
+    }
+}
