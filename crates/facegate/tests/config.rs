@@ -111,3 +111,34 @@ fn a_served_file_sandbox_is_off_under_a_false_variable() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(data.join("audit.log").is_file(), "the server used the file's data_dir");
 }
+
+/// `keys rotate` finds the gallery and its current key in the file: the configured key is the
+/// old key, except when it already is the new one (the configuration was switched first).
+#[test]
+fn keys_rotate_takes_the_gallery_and_its_key_from_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let key = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, stdout_of(&run(facegate().args(["keys", "generate"])))).expect("write key");
+        path
+    };
+    let (first, second) = (key("first.key"), key("second.key"));
+    let config_with =
+        |key: &Path| write_config(dir.path(), &format!("data_dir = {:?}\nencryption_key_file = {:?}\n", data, key));
+    let rotate = |config: &Path, new: &Path| {
+        run(facegate().args(["keys", "rotate", "--config"]).arg(config).arg("--new-key-file").arg(new))
+    };
+
+    // A plaintext gallery, with the configuration already naming the key it is to get.
+    stdout_of(&run(facegate().args(["tenant", "create", "acme", "--data-dir"]).arg(&data)));
+    let config = config_with(&first);
+    stdout_of(&rotate(&config, &first));
+    assert_eq!(tenant_names(&run(facegate().args(["tenant", "list", "--config"]).arg(&config))), ["acme"]);
+    // Then on to a second key, the file still naming the first as the current one.
+    stdout_of(&rotate(&config, &second));
+    let stale = run(facegate().args(["tenant", "list", "--config"]).arg(config_with(&first)));
+    assert!(!stale.status.success(), "the gallery is no longer under the first key");
+    let listed = run(facegate().args(["tenant", "list", "--config"]).arg(config_with(&second)));
+    assert_eq!(tenant_names(&listed), ["acme"]);
+}
