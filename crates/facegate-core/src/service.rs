@@ -27,7 +27,10 @@ pub use bulk::BulkConfig;
 pub use follow::CHANGE_LOG_RETENTION;
 pub use gallery::{NewSubject, Registered, SubjectKey, SubjectRecord, MAX_FIELD_CHARS, MAX_ID_CHARS};
 pub use matching::{Candidate, FaceSearch, FaceSelection, SearchOptions};
-pub use state::{FacePolicy, FaceService, ServiceConfig};
+pub use state::{
+    FacePolicy, FaceService, ServiceConfig, DEFAULT_INFERENCE_QUEUE_PER_WORKER, DEFAULT_KNOWN_THRESHOLD,
+    DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY,
+};
 pub use tags::{MAX_TAGS, MAX_TAG_CHARS};
 pub use tenants::{
     create_tenant, hash_secret, random_credentials, random_token, validate_tenant_name, NewTenant,

@@ -69,6 +69,30 @@ pub const RETRY_PAD: f32 = 0.5;
 /// above (edge colours smear the face's outline into the margin).
 pub const RETRY_FILL: PadFill = PadFill::Zero;
 
+/// Where `scripts/setup` puts the ONNX Runtime library and the model packs, relative to the
+/// working directory (`make run` starts from the repository root).
+pub const DEFAULT_HOME: &str = ".facegate";
+/// Longest side the detector sees. 640 is SCRFD's training size; it finds faces down to ~15 px.
+pub const DEFAULT_MAX_DETECTOR_SIDE: u32 = 640;
+/// Minimum detector score. 0.5 is InsightFace's default.
+pub const DEFAULT_DETECTION_THRESHOLD: f32 = 0.5;
+/// IoU above which overlapping boxes are merged. 0.4 is InsightFace's default.
+pub const DEFAULT_NMS_IOU: f32 = 0.4;
+/// Largest decoded image, width × height. 40 MP covers current phone cameras and stops
+/// decompression bombs before they allocate.
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+/// Largest encoded input: the core's image limit, which is also the server's default request
+/// body limit, so that the engine never refuses as too large an image the server accepted.
+pub const DEFAULT_MAX_INPUT_BYTES: usize = facegate_core::service::DEFAULT_MAX_IMAGE_BYTES;
+/// ONNX Runtime intra-op threads per session: 1, because parallelism comes from the workers.
+pub const DEFAULT_INTRA_THREADS: usize = 1;
+
+/// Session sets when none is configured: one per core keeps every core busy without
+/// oversubscribing. 1 where the count is unknown.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// How the engine is set up. Every field has a default fit for a small server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -77,15 +101,16 @@ pub struct EngineConfig {
     /// Model pack directory holding `manifest.toml` and the files it names.
     pub model_dir: PathBuf,
     /// Longest side the detector sees; larger images are scaled down, smaller ones never up,
-    /// and the network input is rounded up to a multiple of 32. 640 is SCRFD's training size.
+    /// and the network input is rounded up to a multiple of 32.
     pub max_detector_side: u32,
-    /// Minimum detector score. 0.5 is InsightFace's default.
+    /// Minimum detector score.
     pub detection_threshold: f32,
-    /// IoU above which overlapping boxes are merged. 0.4 is InsightFace's default.
+    /// IoU above which overlapping boxes are merged.
     pub nms_iou: f32,
-    /// Largest decoded image, width × height. 40 MP covers current phone cameras.
+    /// Largest decoded image, width × height.
     pub max_pixels: u64,
-    /// Largest encoded upload. 20 MiB covers high-quality phone JPEGs.
+    /// Largest encoded upload. `facegate serve` sets it to its request body limit, so one
+    /// setting governs both.
     pub max_input_bytes: usize,
     /// Session sets in the pool, i.e. images analysed at once. Defaults to the CPU count.
     pub workers: usize,
@@ -96,7 +121,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self::with_home(Path::new(".facegate"))
+        Self::with_home(Path::new(DEFAULT_HOME))
     }
 }
 
@@ -107,13 +132,13 @@ impl EngineConfig {
         Self {
             runtime_library: home.join("onnxruntime").join("libonnxruntime.so"),
             model_dir: home.join("models").join("buffalo_s"),
-            max_detector_side: 640,
-            detection_threshold: 0.5,
-            nms_iou: 0.4,
-            max_pixels: 40_000_000,
-            max_input_bytes: 20 * 1024 * 1024,
-            workers: std::thread::available_parallelism().map_or(1, usize::from),
-            intra_threads: 1,
+            max_detector_side: DEFAULT_MAX_DETECTOR_SIDE,
+            detection_threshold: DEFAULT_DETECTION_THRESHOLD,
+            nms_iou: DEFAULT_NMS_IOU,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
+            workers: default_workers(),
+            intra_threads: DEFAULT_INTRA_THREADS,
         }
     }
 

@@ -24,6 +24,14 @@ pub use error::{Result, StoreError};
 pub use lock::DataDirLock;
 pub use postgres::images::{ImageStore, InDatabase};
 pub use postgres::rotate::rotate_key_postgres;
-pub use postgres::{PgRole, PgStore};
+pub use postgres::{PgRole, PgStore, DEFAULT_CLAIM_LEASE};
 pub use rotate::{rotate_key, RotationReport};
 pub use sqlite::SqliteStore;
+
+/// The data directory when none is configured: `./data`, beside the working directory, so that a
+/// trial run keeps everything in one place that is easy to find, back up or delete.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// Free space on the data directory's disk below which the store reports itself not ready when
+/// none is configured. 256 MiB leaves room for the WAL and a checkpoint after the alarm goes off.
+pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 256 << 20;

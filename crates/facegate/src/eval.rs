@@ -9,12 +9,12 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use facegate_core::score::{score_for_fmr, FIT_FMRS};
 use facegate_core::{Calibration, DetectedFace, Engine};
-use facegate_server::Settings;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::runtime::{load_engine, EngineArgs};
+use crate::config::{Config, EngineArgs, FileConfig, Flags};
+use crate::runtime::load_engine;
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -37,8 +37,8 @@ pub struct PairsArgs {
     /// Folder with one sub-folder per person holding `<Name>_<NNNN>.jpg`.
     #[arg(long)]
     images: PathBuf,
-    /// Known threshold to report error rates at [default: 7000]
-    #[arg(long, default_value_t = 7000)]
+    /// Known threshold to report error rates at
+    #[arg(long, default_value_t = facegate_core::service::DEFAULT_KNOWN_THRESHOLD)]
     known_threshold: u32,
     /// Print a JSON report instead of text.
     #[arg(long)]
@@ -63,8 +63,8 @@ pub struct IdentifyArgs {
     /// person's next photo is tried instead. 0 disables the gate (and the landmark model).
     #[arg(long, default_value_t = 0.0)]
     min_quality: f32,
-    /// Known threshold to report error rates at [default: 7000]
-    #[arg(long, default_value_t = 7000)]
+    /// Known threshold to report error rates at
+    #[arg(long, default_value_t = facegate_core::service::DEFAULT_KNOWN_THRESHOLD)]
     known_threshold: u32,
     /// A file naming people (folder names, one per line, `#` comments) to leave out: known
     /// label noise, such as one person filed under two spellings.
@@ -149,12 +149,19 @@ pub struct CalibrateArgs {
     embed: EmbedArgs,
 }
 
-pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
+pub fn run(cmd: EvalCommand, file: &FileConfig) -> anyhow::Result<()> {
     match cmd {
-        EvalCommand::Pairs(args) => pairs(args),
-        EvalCommand::Identify(args) => identify(args),
-        EvalCommand::Calibrate(args) => calibrate(args),
+        EvalCommand::Pairs(args) => pairs(args, file),
+        EvalCommand::Identify(args) => identify(args, file),
+        EvalCommand::Calibrate(args) => calibrate(args, file),
     }
+}
+
+/// The configuration with these flags, and the engine it describes, as the server runs it.
+fn engine(flags: &EngineArgs, file: &FileConfig) -> anyhow::Result<(Config, facegate_engine::OrtEngine)> {
+    let config = Config::resolve(file, Flags { engine: Some(flags), ..Flags::default() })?;
+    let engine = load_engine(&config, config.engine.serve_intra_op_threads())?;
+    Ok((config, engine))
 }
 
 struct PairList {
@@ -359,15 +366,13 @@ fn best_threshold(items: &[(f32, bool)]) -> (f32, f64) {
     best
 }
 
-fn pairs(args: PairsArgs) -> anyhow::Result<()> {
-    let mut settings = Settings::default();
-    args.embed.engine.apply(&mut settings);
-    let engine = load_engine(&settings)?;
+fn pairs(args: PairsArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let (config, engine) = engine(&args.embed.engine, file)?;
     let list = read_pairs(&args.pairs, &args.images)?;
     let mut unique: Vec<PathBuf> = list.pairs.iter().flat_map(|(a, b, _)| [a.clone(), b.clone()]).collect();
     unique.sort();
     unique.dedup();
-    let embeddings = embed_all(&engine, &unique, settings.inference_workers, &args.embed, false)?;
+    let embeddings = embed_all(&engine, &unique, config.engine.inference_workers, &args.embed, false)?;
     let no_face = embeddings.values().filter(|e| e.is_none()).count();
     let items: Vec<(f32, bool)> = list
         .pairs
@@ -435,13 +440,11 @@ fn pairs(args: PairsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
-    let mut settings = Settings::default();
-    args.embed.engine.apply(&mut settings);
-    let engine = load_engine(&settings)?;
+fn calibrate(args: CalibrateArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let (config, engine) = engine(&args.embed.engine, file)?;
     let people = read_people(&args.images, args.exclude_people.as_deref())?;
     let all: Vec<PathBuf> = people.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
-    let embeddings = embed_all(&engine, &all, settings.inference_workers, &args.embed, false)?;
+    let embeddings = embed_all(&engine, &all, config.engine.inference_workers, &args.embed, false)?;
     let mut owners: Vec<usize> = Vec::new();
     let mut vectors: Vec<&[f32]> = Vec::new();
     for (person, (_, photos)) in people.iter().enumerate() {
@@ -585,15 +588,13 @@ impl MatedSearch {
     }
 }
 
-fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
+fn identify(args: IdentifyArgs, file: &FileConfig) -> anyhow::Result<()> {
     anyhow::ensure!(args.enroll >= 1, "--enroll must be at least 1");
-    let mut settings = Settings::default();
-    args.embed.engine.apply(&mut settings);
-    let engine = load_engine(&settings)?;
+    let (config, engine) = engine(&args.embed.engine, file)?;
     let people = read_people(&args.images, args.exclude_people.as_deref())?;
     let all: Vec<PathBuf> = people.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
     let gate = args.min_quality > 0.0;
-    let embeddings = embed_all(&engine, &all, settings.inference_workers, &args.embed, gate)?;
+    let embeddings = embed_all(&engine, &all, config.engine.inference_workers, &args.embed, gate)?;
 
     // Gallery: up to `enroll` photos per person that have a face and pass the quality gate, in
     // file order. Probes: every other photo with a face of a person who has a gallery entry.

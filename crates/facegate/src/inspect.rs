@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use facegate_core::Engine;
-use facegate_server::Settings;
 use serde_json::json;
 
-use crate::runtime::{load_engine, EngineArgs};
+use crate::config::{Config, EngineArgs, FileConfig, Flags, ServiceArgs};
+use crate::runtime::load_engine;
 
 #[derive(Args, Debug)]
 pub struct DetectArgs {
@@ -21,25 +21,34 @@ pub struct DetectArgs {
 pub struct CompareArgs {
     a: PathBuf,
     b: PathBuf,
-    /// Score (0-9999) at which the two are the same person [default: 7000]
-    #[arg(long, env = "FACEGATE_KNOWN_THRESHOLD", default_value_t = 7000)]
-    known_threshold: u32,
+    // `--known-threshold`: the score at which the two are the same person.
+    #[command(flatten)]
+    service: ServiceArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
 
-fn engine(args: &EngineArgs) -> anyhow::Result<facegate_engine::OrtEngine> {
-    let mut settings = Settings { inference_workers: 1, ..Settings::default() };
-    args.apply(&mut settings);
-    load_engine(&settings)
+/// The configuration with these flags. One image at a time needs one inference worker, unless
+/// the command line or the environment asks for more (a file's number is meant for `serve`).
+fn config(file: &FileConfig, flags: Flags<'_>) -> anyhow::Result<Config> {
+    let mut config = Config::resolve(file, flags)?;
+    if flags.engine.is_some_and(|e| e.inference_workers.is_none()) {
+        config.engine.inference_workers = 1;
+    }
+    Ok(config)
+}
+
+/// The engine with the latency setting `serve` uses: one image at a time.
+fn engine(config: &Config) -> anyhow::Result<facegate_engine::OrtEngine> {
+    load_engine(config, config.engine.serve_intra_op_threads())
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
-    let engine = engine(&args.engine)?;
+pub fn detect(args: DetectArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let engine = engine(&config(file, Flags { engine: Some(&args.engine), ..Flags::default() })?)?;
     let analysis = engine.analyze(&read(&args.image)?)?;
     let faces: Vec<_> = analysis
         .faces
@@ -58,8 +67,10 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
-    let engine = engine(&args.engine)?;
+pub fn compare(args: CompareArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let config = config(file, Flags { engine: Some(&args.engine), service: Some(&args.service), ..Flags::default() })?;
+    let engine = engine(&config)?;
+    let known_threshold = config.service.known_threshold;
     let largest = |path: &PathBuf| -> anyhow::Result<Vec<f32>> {
         let analysis = engine.analyze(&read(path)?)?;
         let face = analysis.faces.into_iter().next().with_context(|| format!("no face found in {}", path.display()))?;
@@ -72,8 +83,8 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
         "similarity": similarity,
         "score": score,
         "match_confidence": f64::from(score) / 10_000.0,
-        "threshold": args.known_threshold,
-        "same_person": score >= args.known_threshold,
+        "threshold": known_threshold,
+        "same_person": score >= known_threshold,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

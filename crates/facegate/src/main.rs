@@ -2,6 +2,7 @@
 
 mod audit_log;
 mod bench;
+mod config;
 mod eval;
 mod import;
 mod inspect;
@@ -18,6 +19,10 @@ struct Cli {
     /// Log filter, e.g. `info` or `facegate=debug,ort=warn`. ONNX Runtime is chatty at info.
     #[arg(long, env = "FACEGATE_LOG", default_value = "info,ort=warn", global = true)]
     log: String,
+    /// TOML file with any of the settings (`key = value`, the flag names with `_`); flags and
+    /// environment variables override it. Read by every command; an unknown key is an error.
+    #[arg(long, env = "FACEGATE_CONFIG", global = true)]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,16 +80,16 @@ fn init_logging(filter: &str) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
-    let result = match cli.command {
-        Command::Serve(args) => serve::run(*args),
-        Command::Tenant(cmd) => tenant::run(cmd),
-        Command::Detect(args) => inspect::detect(args),
-        Command::Compare(args) => inspect::compare(args),
-        Command::Eval(cmd) => eval::run(cmd),
-        Command::Import(args) => import::run(args, &cli.log),
-        Command::Bench(cmd) => bench::run(cmd),
-        Command::Keys(cmd) => keys::run(cmd),
-    };
+    let result = config::FileConfig::load(cli.config.as_deref()).and_then(|file| match cli.command {
+        Command::Serve(args) => serve::run(*args, &file),
+        Command::Tenant(cmd) => tenant::run(cmd, &file),
+        Command::Detect(args) => inspect::detect(args, &file),
+        Command::Compare(args) => inspect::compare(args, &file),
+        Command::Eval(cmd) => eval::run(cmd, &file),
+        Command::Import(args) => import::run(args, &file, &cli.log),
+        Command::Bench(cmd) => bench::run(cmd, &file),
+        Command::Keys(cmd) => keys::run(cmd, &file),
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

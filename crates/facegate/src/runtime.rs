@@ -1,76 +1,20 @@
 //! Composition root: builds the engine, store, index and service from settings.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Args;
-use facegate_core::{FaceService, ServiceConfig, Store};
-use facegate_engine::{EngineConfig, OrtEngine};
+use facegate_core::{FaceService, Store};
+use facegate_engine::OrtEngine;
 use facegate_index::FlatIndex;
-use facegate_server::Settings;
 use facegate_store::{DataDirLock, DataKey, PgRole, PgStore, SqliteStore};
 
-/// Where the models and runtime are; shared by every command that runs inference.
-#[derive(Args, Clone, Debug, Default)]
-pub struct EngineArgs {
-    /// ONNX Runtime shared library [default: .facegate/onnxruntime/libonnxruntime.so]
-    #[arg(long, env = "FACEGATE_RUNTIME_LIBRARY")]
-    pub runtime_library: Option<PathBuf>,
-    /// Model pack directory with manifest.toml [default: .facegate/models/buffalo_s]
-    #[arg(long, env = "FACEGATE_MODEL_DIR")]
-    pub model_dir: Option<PathBuf>,
-    /// Inference workers [default: number of cores]
-    #[arg(long, env = "FACEGATE_INFERENCE_WORKERS")]
-    pub inference_workers: Option<usize>,
-    /// ONNX Runtime threads per inference job [default: 2 for serve (1 on one core), 1 for import]
-    #[arg(long, env = "FACEGATE_INTRA_OP_THREADS")]
-    pub intra_op_threads: Option<usize>,
-}
+use crate::config::{self, Config};
 
-impl EngineArgs {
-    pub fn apply(&self, settings: &mut Settings) {
-        if let Some(v) = &self.runtime_library {
-            settings.runtime_library = v.clone();
-        }
-        if let Some(v) = &self.model_dir {
-            settings.model_dir = v.clone();
-        }
-        if let Some(v) = self.inference_workers {
-            settings.inference_workers = v;
-        }
-        if let Some(v) = self.intra_op_threads {
-            settings.intra_op_threads = v;
-        }
-    }
-}
-
-pub fn load_engine(settings: &Settings) -> anyhow::Result<OrtEngine> {
-    OrtEngine::load(&engine_config(settings)).context("loading the face models")
-}
-
-/// The engine's configuration from the settings.
-pub fn engine_config(settings: &Settings) -> EngineConfig {
-    EngineConfig {
-        runtime_library: settings.runtime_library.clone(),
-        model_dir: settings.model_dir.clone(),
-        max_detector_side: settings.max_detector_side,
-        detection_threshold: settings.detection_threshold,
-        max_pixels: settings.max_image_pixels,
-        max_input_bytes: settings.body_limit_bytes,
-        workers: settings.inference_workers.max(1),
-        intra_threads: settings.intra_op_threads.max(1),
-        ..EngineConfig::default()
-    }
-}
-
-/// The data key of an encrypted data directory.
-#[derive(Args, Clone, Debug, Default)]
-pub struct KeyFileArg {
-    /// File with the 256-bit key (32 bytes, 64 hex digits or base64) that templates and face
-    /// images are encrypted with; `facegate keys generate` makes one
-    #[arg(long, env = "FACEGATE_ENCRYPTION_KEY_FILE")]
-    pub encryption_key_file: Option<PathBuf>,
+/// The engine as `config` says, with `intra_threads` ONNX Runtime threads per job unless
+/// configured.
+pub fn load_engine(config: &Config, intra_threads: usize) -> anyhow::Result<OrtEngine> {
+    OrtEngine::load(&config.engine_config(intra_threads)).context("loading the face models")
 }
 
 pub fn read_key(path: Option<&Path>) -> anyhow::Result<Option<DataKey>> {
@@ -81,26 +25,31 @@ pub fn read_key(path: Option<&Path>) -> anyhow::Result<Option<DataKey>> {
 /// Opens the store beside the processes that serve it (`tenant` commands): the PostgreSQL
 /// database of `database_url`, or the SQLite data directory beside whatever process holds it. A
 /// key, if given, is checked against the gallery, never recorded.
-pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let key = read_key(settings.encryption_key_file.as_deref())?;
-    if let Some(url) = &settings.database_url {
+pub fn open_store(config: &config::Store) -> anyhow::Result<Arc<dyn Store>> {
+    let key = read_key(config.encryption_key_file.as_deref())?;
+    if let Some(url) = &config.database_url {
         return Ok(Arc::new(PgStore::connect(url, key, PgRole::Tool).context("connecting to PostgreSQL")?));
     }
-    Ok(Arc::new(open_sqlite(settings, key, None)?))
+    Ok(Arc::new(open_sqlite(config, key, None)?))
 }
 
-fn open_sqlite(settings: &Settings, key: Option<DataKey>, lock: Option<&DataDirLock>) -> anyhow::Result<SqliteStore> {
-    facegate_store::private_fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+fn open_sqlite(
+    config: &config::Store,
+    key: Option<DataKey>,
+    lock: Option<&DataDirLock>,
+) -> anyhow::Result<SqliteStore> {
+    let data_dir = &config.data_dir;
+    facegate_store::private_fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let store = match lock {
-        Some(lock) => SqliteStore::open_locked(&settings.data_dir, key, lock),
-        None => SqliteStore::open_with_key(&settings.data_dir, key),
+        Some(lock) => SqliteStore::open_locked(data_dir, key, lock),
+        None => SqliteStore::open_with_key(data_dir, key),
     }
-    .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
-    if let Some(bytes) = settings.max_database_bytes {
+    .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    if let Some(bytes) = config.max_database_bytes {
         store.set_max_database_bytes(bytes).context("capping the database size")?;
     }
-    store.set_min_free_disk_bytes(settings.min_free_disk_bytes);
+    store.set_min_free_disk_bytes(config.min_free_disk_bytes);
     Ok(store)
 }
 
@@ -140,23 +89,25 @@ impl Backend {
     }
 }
 
-/// The full service with its index loaded from the store: the PostgreSQL database of
+/// The full service with its index loaded from the store, with `intra_threads` ONNX Runtime
+/// threads per inference job unless configured: the PostgreSQL database of
 /// `database_url`, shared with other nodes, or the SQLite data directory, which this process then
 /// holds alone until the backend is dropped. The directory's lock is taken before its store is
 /// opened: only its holder may change the encryption state or rename tenants.
-pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, Backend)> {
-    let key = read_key(settings.encryption_key_file.as_deref())?;
-    let backend = match &settings.database_url {
+pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(Arc<FaceService>, Backend)> {
+    let key = read_key(config.store.encryption_key_file.as_deref())?;
+    let data_dir = &config.store.data_dir;
+    let backend = match &config.store.database_url {
         Some(url) => {
             let store = PgStore::connect(url, key, PgRole::Node).context("connecting to PostgreSQL")?;
-            store.set_claim_lease(std::time::Duration::from_secs(settings.bulk_claim_lease_secs.max(1)));
+            store.set_claim_lease(std::time::Duration::from_secs(config.store.bulk_claim_lease_secs.max(1)));
             Backend::Postgres { store: Arc::new(store) }
         }
         None => {
-            facegate_store::private_fs::create_dir_all(&settings.data_dir)
-                .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-            let lock = DataDirLock::acquire(&settings.data_dir)?;
-            let store = Arc::new(open_sqlite(settings, key, Some(&lock))?);
+            facegate_store::private_fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+            let lock = DataDirLock::acquire(data_dir)?;
+            let store = Arc::new(open_sqlite(&config.store, key, Some(&lock))?);
             let swept = store.sweep_orphans_exclusive(&lock).context("sweeping orphan image files")?;
             if swept > 0 {
                 tracing::warn!(files = swept, "removed image files left without a row by an earlier crash");
@@ -164,15 +115,9 @@ pub fn build_service(settings: &Settings) -> anyhow::Result<(Arc<FaceService>, B
             Backend::Sqlite { store, _lock: lock }
         }
     };
-    let engine = Arc::new(load_engine(settings)?);
+    let engine = Arc::new(load_engine(config, intra_threads)?);
     let index = Arc::new(FlatIndex::new());
-    let config = ServiceConfig {
-        known_threshold: settings.known_threshold,
-        inference_workers: settings.inference_workers.max(1),
-        inference_queue: settings.inference_queue,
-        min_face_quality: settings.min_face_quality,
-    };
-    let service = Arc::new(FaceService::new(engine, backend.store(), index, config));
+    let service = Arc::new(FaceService::new(engine, backend.store(), index, config.service_config()));
     let started = std::time::Instant::now();
     let templates = service.load_index().context("loading templates into the index")?;
     tracing::info!(templates, ms = started.elapsed().as_millis() as u64, "index loaded");

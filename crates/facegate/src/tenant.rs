@@ -1,14 +1,13 @@
 //! `facegate tenant create|list`: works on the data directory directly.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use facegate_core::service::create_tenant;
 use facegate_core::Store;
-use facegate_server::Settings;
 
-use crate::runtime::{open_store, KeyFileArg};
+use crate::config::{FileConfig, StoreArgs};
+use crate::runtime::open_store;
 
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
@@ -16,32 +15,19 @@ pub enum TenantCommand {
     Create {
         name: String,
         #[command(flatten)]
-        data: DataDirArg,
+        data: StoreArgs,
     },
     /// List tenants as JSON.
     List {
         #[command(flatten)]
-        data: DataDirArg,
+        data: StoreArgs,
     },
 }
 
-#[derive(Args, Debug)]
-pub struct DataDirArg {
-    /// Data directory [default: ./data]
-    #[arg(long, env = "FACEGATE_DATA_DIR", default_value = "data")]
-    data_dir: PathBuf,
-    /// PostgreSQL database shared by facegate nodes (postgres://…); the data directory is then
-    /// not used
-    #[arg(long, env = "FACEGATE_DATABASE_URL")]
-    database_url: Option<String>,
-    #[command(flatten)]
-    key: KeyFileArg,
-}
-
-pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
+pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
     match cmd {
         TenantCommand::Create { name, data } => {
-            let store = store(&data)?;
+            let store = store(&data, file)?;
             let created = create_tenant(store.as_ref(), &name)?;
             let c = &created.credentials;
             println!(
@@ -58,7 +44,7 @@ pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
             );
         }
         TenantCommand::List { data } => {
-            let tenants = store(&data)?.list_tenants()?;
+            let tenants = store(&data, file)?.list_tenants()?;
             let list: Vec<_> = tenants
                 .iter()
                 .map(|t| serde_json::json!({"id": t.id, "name": t.name, "created_at": t.created_at}))
@@ -69,12 +55,6 @@ pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn store(data: &DataDirArg) -> anyhow::Result<Arc<dyn Store>> {
-    let settings = Settings {
-        data_dir: data.data_dir.clone(),
-        database_url: data.database_url.clone(),
-        encryption_key_file: data.key.encryption_key_file.clone(),
-        ..Settings::default()
-    };
-    open_store(&settings)
+fn store(flags: &StoreArgs, file: &FileConfig) -> anyhow::Result<Arc<dyn Store>> {
+    open_store(&flags.resolve(file))
 }

@@ -14,23 +14,47 @@ use crate::ports::{Engine, Index, Store};
 
 use super::text::{now_rfc3339, stored_image_name};
 
+/// The score (0–9999) at which a face is "known" unless configured otherwise. 7000 is a
+/// false-match rate of 1e-4 under the pack's calibration (`docs/accuracy.md`): one wrong match
+/// in ten thousand comparisons with someone else.
+pub const DEFAULT_KNOWN_THRESHOLD: u32 = 7000;
+
+/// The lowest face quality (0–1) a [`FacePolicy::SingleOfQuality`] write needs unless configured
+/// otherwise. 0.5 passes 99 % of LFW photos and refuses tiny (~20 px) or heavily blurred faces.
+pub const DEFAULT_MIN_FACE_QUALITY: f32 = 0.5;
+
+/// Inference jobs that may wait per worker before requests are refused with 503. 16 per worker
+/// bounds the wait at about a second on a 2-core machine: clients get a quick 503 to retry
+/// rather than an unbounded wait.
+pub const DEFAULT_INFERENCE_QUEUE_PER_WORKER: usize = 16;
+
+/// The largest encoded image the service is handed. 10 MiB holds any reasonable photo (a 12 MP
+/// phone JPEG is 3–5 MiB). One constant for the server's request body limit and the engine's
+/// input limit, the only crate both depend on: an image the server accepts is never refused by
+/// the engine as too large, and the binary passes one setting (`body_limit_bytes`) to both.
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = 10 << 20;
+
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// A face is "known" when its score (0–9999) reaches this. 7000 is FMR 1e-4 under the
-    /// pack's calibration.
+    /// A face is "known" when its score (0–9999) reaches this; see [`DEFAULT_KNOWN_THRESHOLD`].
     pub known_threshold: u32,
     /// Concurrent inference jobs; one per core keeps every core busy without oversubscribing.
     pub inference_workers: usize,
     /// Jobs allowed to wait for a worker before requests are refused with 503.
     pub inference_queue: usize,
-    /// NEC ID registrations below this `faceQualityScore` are refused with PoorQuality.
+    /// Writes with [`FacePolicy::SingleOfQuality`] below this quality are refused with PoorQuality.
     pub min_face_quality: f32,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self { known_threshold: 7000, inference_workers: cores, inference_queue: cores * 16, min_face_quality: 0.5 }
+        Self {
+            known_threshold: DEFAULT_KNOWN_THRESHOLD,
+            inference_workers: cores,
+            inference_queue: cores * DEFAULT_INFERENCE_QUEUE_PER_WORKER,
+            min_face_quality: DEFAULT_MIN_FACE_QUALITY,
+        }
     }
 }
 

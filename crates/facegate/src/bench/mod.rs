@@ -23,10 +23,10 @@ pub enum BenchCommand {
     Search(search::SearchArgs),
 }
 
-pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+pub fn run(command: BenchCommand, file: &crate::config::FileConfig) -> anyhow::Result<()> {
     match command {
         BenchCommand::Http(args) => http::run(args),
-        BenchCommand::Pipeline(args) => pipeline::run(args),
+        BenchCommand::Pipeline(args) => pipeline::run(args, file),
         BenchCommand::Replication(args) => replication::run(args),
         BenchCommand::Search(args) => search::run(args),
     }

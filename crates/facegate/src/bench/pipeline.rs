@@ -13,11 +13,10 @@ use anyhow::Context;
 use clap::Args;
 use facegate_core::Engine;
 use facegate_engine::{align, decode_image, embed, EngineConfig, OrtEngine};
-use facegate_server::Settings;
 use serde_json::json;
 
 use super::{quantile, sorted};
-use crate::runtime::{engine_config, EngineArgs};
+use crate::config::{Config, EngineArgs, FileConfig, Flags};
 
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
@@ -44,24 +43,22 @@ struct Stages {
     total: Vec<f64>,
 }
 
-pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
-    let mut settings = Settings::default();
-    args.engine.apply(&mut settings);
-    let workers = settings.inference_workers.max(1);
+pub fn run(args: PipelineArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let config = Config::resolve(file, Flags { engine: Some(&args.engine), ..Flags::default() })?;
+    let workers = config.engine.inference_workers.max(1);
     let images: Vec<Vec<u8>> = args
         .images
         .iter()
         .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
         .collect::<anyhow::Result<_>>()?;
     // Throughput configuration unless asked otherwise: one ONNX Runtime thread per worker.
-    let intra_threads = args.engine.intra_op_threads.unwrap_or(1).max(1);
-    let config = |workers: usize| EngineConfig { workers, intra_threads, ..engine_config(&settings) };
+    let engine_config = |workers: usize| EngineConfig { workers, ..config.engine_config(1) };
 
-    let single = OrtEngine::load(&config(1)).context("loading the face models")?;
+    let single = OrtEngine::load(&engine_config(1)).context("loading the face models")?;
     let stages = time_stages(&single, &images, args.rounds.max(1))?;
     let one = throughput(&single, &images, 1);
     drop(single);
-    let pool = OrtEngine::load(&config(workers)).context("loading the face models")?;
+    let pool = OrtEngine::load(&engine_config(workers)).context("loading the face models")?;
     throughput(&pool, &images[..images.len().min(8)], workers); // warm every worker
     let many = throughput(&pool, &images, workers);
 

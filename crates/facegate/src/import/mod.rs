@@ -29,13 +29,13 @@ use anyhow::Context;
 use clap::Args;
 use facegate_core::service::{create_tenant, stored_image_name};
 use facegate_core::{ImageUpload, Profile};
-use facegate_server::Settings;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::runtime::{build_service, EngineArgs, KeyFileArg};
+use crate::config::{Config, EngineArgs, FileConfig, Flags, StoreArgs};
+use crate::runtime::build_service;
 use destination::{ApiClient, Destination, Failure};
 
 #[derive(Args, Debug)]
@@ -56,7 +56,7 @@ pub struct ImportArgs {
     json: bool,
     /// Import through a running server's miiCloud API at this address (e.g.
     /// `http://127.0.0.1:8080`) instead of into a data directory.
-    #[arg(long, requires = "token")]
+    #[arg(long, requires = "token", conflicts_with = "database_url")]
     url: Option<String>,
     /// The tenant's miiCloud token, with `--url`.
     #[arg(long, env = "FACEGATE_TOKEN", hide_env_values = true, requires = "url")]
@@ -64,15 +64,10 @@ pub struct ImportArgs {
     /// Uploads in flight with `--url` [default: 2 × this machine's cores]
     #[arg(long, requires = "url")]
     concurrency: Option<usize>,
-    /// Data directory of the (stopped) server [default: ./data]
-    #[arg(long, env = "FACEGATE_DATA_DIR", default_value = "data")]
-    data_dir: PathBuf,
-    /// Import into this PostgreSQL database instead of a data directory; running nodes see the
-    /// imported persons through the change log
-    #[arg(long, env = "FACEGATE_DATABASE_URL", conflicts_with = "url")]
-    database_url: Option<String>,
+    // The (stopped) server's data directory, or its PostgreSQL database (running nodes see the
+    // imported persons through the change log), and its key.
     #[command(flatten)]
-    key: KeyFileArg,
+    store: StoreArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -119,7 +114,7 @@ struct ImportContext {
     stop: AtomicBool,
 }
 
-pub fn run(args: ImportArgs, log_filter: &str) -> anyhow::Result<()> {
+pub fn run(args: ImportArgs, file: &FileConfig, log_filter: &str) -> anyhow::Result<()> {
     let people = match &args.csv {
         Some(csv) => read_csv(csv, &args.dir)?,
         None => read_person_folders(&args.dir)?,
@@ -134,7 +129,7 @@ pub fn run(args: ImportArgs, log_filter: &str) -> anyhow::Result<()> {
             let cores = std::thread::available_parallelism().map_or(2, usize::from);
             (Destination::Api(ApiClient::new(url, token)?), args.concurrency.unwrap_or(2 * cores).max(1))
         }
-        (None, Some(tenant)) => open_data_dir(&args, tenant)?,
+        (None, Some(tenant)) => open_data_dir(&args, file, tenant)?,
         (None, None) => anyhow::bail!("give --tenant NAME (a data directory) or --url URL (a running server)"),
     };
 
@@ -298,19 +293,14 @@ fn stem_of_file(path: &Path) -> String {
 
 /// Opens the data directory's service and finds (or creates) the tenant; returns the
 /// destination and how many images to keep in flight.
-fn open_data_dir(args: &ImportArgs, tenant_name: &str) -> anyhow::Result<(Destination, usize)> {
+fn open_data_dir(args: &ImportArgs, file: &FileConfig, tenant_name: &str) -> anyhow::Result<(Destination, usize)> {
+    let mut config =
+        Config::resolve(file, Flags { store: Some(&args.store), engine: Some(&args.engine), ..Flags::default() })?;
+    let in_flight = config.engine.inference_workers.max(1) * 2;
+    // Every image in flight may wait for a worker at once: the queue must hold them all.
+    config.service.inference_queue = Some(config.service_config().inference_queue.max(in_flight));
     // A bulk load wants throughput: one ONNX Runtime thread per worker, unless asked otherwise.
-    let mut settings = Settings {
-        data_dir: args.data_dir.clone(),
-        database_url: args.database_url.clone(),
-        intra_op_threads: 1,
-        encryption_key_file: args.key.encryption_key_file.clone(),
-        ..Settings::default()
-    };
-    args.engine.apply(&mut settings);
-    let in_flight = settings.inference_workers.max(1) * 2;
-    settings.inference_queue = settings.inference_queue.max(in_flight);
-    let (service, backend) = build_service(&settings)?;
+    let (service, backend) = build_service(&config, 1)?;
     let store = backend.store();
     let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == tenant_name) {
         Some(tenant) => tenant,
