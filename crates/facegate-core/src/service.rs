@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::pool::InferencePool;
 use crate::{
-    ApiCredentials, AttributedFace, BoundingBox, DetectedFace, Engine, Error, FaceSample, ImageAnalysis, ImageUpload,
-    Index, NewSample, Profile, Result, Store, Subject, Template, Tenant,
+    AnalyzeOptions, AnalyzedFace, ApiCredentials, AttributedFace, BoundingBox, DetectedFace, Engine, Error, FaceSample,
+    ImageAnalysis, ImageUpload, Index, NewSample, Profile, Result, Store, Subject, Template, Tenant,
 };
 
 /// Longest accepted `customer_person_id` and profile field, in characters.
@@ -297,19 +297,19 @@ impl FaceService {
     /// Detects and embeds every face, on the bounded inference pool.
     pub async fn analyze(&self, image: Vec<u8>) -> Result<ImageAnalysis> {
         let engine = self.engine.clone();
-        self.pool.run(move || engine.analyze(&image)).await
+        self.pool.run(move || engine.analyze(&image, AnalyzeOptions::default())).await
     }
 
     /// Every face of `image` (at most `max_faces`, largest first) with its attributes.
     pub async fn extract(&self, image: Vec<u8>, max_faces: usize) -> Result<Vec<AttributedFace>> {
         let engine = self.engine.clone();
-        let (_, _, faces) = self.pool.run(move || engine.analyze_with_attributes(&image, max_faces)).await?;
-        Ok(faces)
+        let options = AnalyzeOptions::with_attributes(max_faces);
+        self.pool.run(move || engine.analyze(&image, options)).await?.into_attributed()
     }
 
     /// The largest face of `image`, as miiCloud enrolls it; NoFace when there is none.
     async fn largest_face(&self, image: Vec<u8>) -> Result<DetectedFace> {
-        self.analyze(image).await?.faces.into_iter().next().ok_or(Error::NoFace)
+        self.analyze(image).await?.faces.into_iter().next().map(|f| f.face).ok_or(Error::NoFace)
     }
 
     /// The one face of `image` with its attributes: NoFace or MultipleFaces otherwise.
@@ -685,7 +685,7 @@ impl FaceService {
         audited(tenant, "identify", String::new(), |faces: &Vec<FaceMatch>| audit_matches(faces), async {
             let analysis = self.analyze(image).await?;
             let mut matches = Vec::with_capacity(analysis.faces.len());
-            for face in analysis.faces {
+            for AnalyzedFace { face, .. } in analysis.faces {
                 let (index, tenant_id, embedding) = (self.index.clone(), tenant.id.clone(), face.embedding.clone());
                 // A scan of a large gallery takes milliseconds: off the async threads.
                 let hit = blocking(move || Ok(index.search(&tenant_id, &embedding, 1))).await?.into_iter().next();
@@ -714,7 +714,7 @@ impl FaceService {
                 Ok(analysis
                     .faces
                     .iter()
-                    .map(|face| {
+                    .map(|AnalyzedFace { face, .. }| {
                         let candidate =
                             self.index.best_of_subject(&tenant.id, &subject.id, &face.embedding).map(|hit| Candidate {
                                 subject: subject.clone(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use facegate_core::Engine;
+use facegate_core::{AnalyzeOptions, AnalyzedFace, Engine};
 use facegate_server::Settings;
 use serde_json::json;
 
@@ -40,11 +40,11 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 
 pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     let engine = engine(&args.engine)?;
-    let analysis = engine.analyze(&read(&args.image)?)?;
+    let analysis = engine.analyze(&read(&args.image)?, AnalyzeOptions::default())?;
     let faces: Vec<_> = analysis
         .faces
         .iter()
-        .map(|f| {
+        .map(|AnalyzedFace { face: f, .. }| {
             json!({
                 "bounding_box": {"left_x": f.bbox.left.round(), "left_y": f.bbox.top.round(),
                                  "right_x": f.bbox.right.round(), "right_y": f.bbox.bottom.round()},
@@ -61,9 +61,9 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
 pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let engine = engine(&args.engine)?;
     let largest = |path: &PathBuf| -> anyhow::Result<Vec<f32>> {
-        let analysis = engine.analyze(&read(path)?)?;
+        let analysis = engine.analyze(&read(path)?, AnalyzeOptions::default())?;
         let face = analysis.faces.into_iter().next().with_context(|| format!("no face found in {}", path.display()))?;
-        Ok(face.embedding)
+        Ok(face.face.embedding)
     };
     let (a, b) = (largest(&args.a)?, largest(&args.b)?);
     let similarity: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();

@@ -123,17 +123,19 @@ pub fn number(x: f32) -> String {
 }
 
 pub fn attributes(a: &FaceAttributes) -> Value {
-    let area = |b: &[i32; 4]| json!({"left": b[0].to_string(), "top": b[1].to_string(), "right": b[2].to_string(), "bottom": b[3].to_string()});
-    let point = |p: &[i32; 2]| json!({"x": p[0].to_string(), "y": p[1].to_string()});
+    // Areas and points are whole pixels; NEC writes them as integers.
+    let px = |v: f32| (v.round() as i32).to_string();
+    let area = |b: &facegate_core::BoundingBox| json!({"left": px(b.left), "top": px(b.top), "right": px(b.right), "bottom": px(b.bottom)});
+    let point = |p: &facegate_core::Point| json!({"x": px(p.x), "y": px(p.y)});
     json!({
         "faceArea": area(&a.face_area),
         "headArea": area(&a.head_area),
         "rightEyeCenter": point(&a.right_eye_center),
         "leftEyeCenter": point(&a.left_eye_center),
         "frontalFaceScore": number(a.frontal_face_score),
-        "faceRoll": number(a.roll),
-        "facePan": number(a.pan),
-        "faceTilt": number(a.tilt),
+        "faceRoll": number(a.pose.roll),
+        "facePan": number(a.pose.pan),
+        "faceTilt": number(a.pose.tilt),
         "faceScore": number(a.face_score),
         "faceQualityScore": number(a.quality),
     })
@@ -149,9 +151,7 @@ pub fn bulk_page(page: &facegate_core::BulkPage) -> Value {
         .iter()
         .map(|r| {
             let success = r.register_status == Some(RegisterStatus::Success);
-            let attributes = serde_json::from_str::<FaceAttributes>(&r.attributes_json)
-                .map(|a| attributes(&a).to_string())
-                .unwrap_or_default();
+            let attributes = r.attributes.as_ref().map(|a| attributes(a).to_string()).unwrap_or_default();
             json!({
                 "id": r.id,
                 "filename": r.filename,
