@@ -11,7 +11,7 @@
 use facegate_core::BoundingBox;
 use facegate_engine::attributes::{self, LANDMARK_POINTS};
 use facegate_engine::detect::{nms, Canvas, Detection};
-use facegate_engine::{align, decode_image, embed, fuzz_fill_canvas, DecodeLimits, PadFill, RETRY_PAD};
+use facegate_engine::{align, decode_image, fuzz_fill_canvas, AlignedFace, DecodeLimits, PadFill, RETRY_PAD};
 use fast_image_resize::images::{Image as FirImage, ImageRef as FirImageRef};
 use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions};
 use libfuzzer_sys::fuzz_target;
@@ -85,13 +85,12 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // What happens to each detection after the detector.
-    let mut crop = vec![0.0f32; 3 * (CROP * CROP) as usize];
     for det in &faces {
-        let m = embed::crop_transform(det, CROP);
-        let _ = align::warp_to_planar(&img, &m, CROP, NORM[0], NORM[1], &mut crop);
+        let m = align::crop_transform(det, CROP);
         let _ = align::invert(&m);
+        let aligned = AlignedFace::new(&img, det.clone(), CROP);
         let landmarks106 = (flags & 4 != 0).then(|| synthetic_106(det));
-        let a = attributes::compute(&img, det, landmarks106);
+        let a = attributes::compute(&img, &aligned, landmarks106).attributes;
         let q = a.quality;
         assert!(q.is_nan() || (0.0..=1.0).contains(&q), "quality {q} for {det:?}");
     }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Tenant;
+use crate::model::{FaceAttributes, Tenant};
 
 /// Records in one page of a job's progress (NEC: "the maximum page size (1000)").
 pub const BULK_PAGE_SIZE: usize = 1000;
@@ -78,8 +78,8 @@ pub struct BulkRecord {
     pub register_status: Option<RegisterStatus>,
     pub reason: String,
     pub event_id: Option<String>,
-    /// The registered face's attributes (`FaceAttributes` as JSON), empty until processed.
-    pub attributes_json: String,
+    /// The registered face's attributes; `None` until it is registered.
+    pub attributes: Option<FaceAttributes>,
 }
 
 /// A record waiting to be processed, with what the runner needs to process it.

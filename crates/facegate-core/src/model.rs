@@ -42,6 +42,13 @@ impl BoundingBox {
     }
 }
 
+/// A point in source-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Point {
+    pub x: f32,
+    pub y: f32,
+}
+
 /// One face found by the engine, with its template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectedFace {
@@ -54,41 +61,100 @@ pub struct DetectedFace {
     pub embedding: Vec<f32>,
 }
 
+/// What [`Engine::analyze`](crate::Engine::analyze) does beyond finding and embedding faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalyzeOptions {
+    /// Keeps the largest `max_faces` faces; the rest are dropped before they are embedded.
+    pub max_faces: usize,
+    /// Adds each kept face's [`FaceAttributes`]. They cost a landmark model run per face, so
+    /// only the use cases that report or check them ask.
+    pub attributes: bool,
+}
+
+impl Default for AnalyzeOptions {
+    /// Every face, without attributes.
+    fn default() -> Self {
+        Self { max_faces: usize::MAX, attributes: false }
+    }
+}
+
+impl AnalyzeOptions {
+    /// The largest `max_faces` faces, each with its attributes.
+    pub fn with_attributes(max_faces: usize) -> Self {
+        Self { max_faces, attributes: true }
+    }
+}
+
 /// Everything the engine found in one image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageAnalysis {
     pub width: u32,
     pub height: u32,
     /// Largest face first.
-    pub faces: Vec<DetectedFace>,
+    pub faces: Vec<AnalyzedFace>,
 }
 
-/// NEC ID face attributes of one face, in source-image pixels and degrees.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl ImageAnalysis {
+    /// The faces with the attributes they were analysed with; `Internal` if the engine left
+    /// them out although [`AnalyzeOptions::attributes`] asked for them.
+    pub fn into_attributed(self) -> crate::error::Result<Vec<AttributedFace>> {
+        self.faces.into_iter().map(AnalyzedFace::attributed).collect::<Option<Vec<_>>>().ok_or_else(|| {
+            crate::error::Error::Internal("the engine returned faces without the attributes asked for".into())
+        })
+    }
+}
+
+/// A face of an analysed image: its detection and template, and its attributes. As the engine
+/// returns it, `A` is `Option<FaceAttributes>`, present when they were asked for; a use case
+/// that needs them holds an [`AttributedFace`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyzedFace<A = Option<FaceAttributes>> {
+    pub face: DetectedFace,
+    pub attributes: A,
+}
+
+/// A detected face with its attributes.
+pub type AttributedFace = AnalyzedFace<FaceAttributes>;
+
+impl AnalyzedFace {
+    /// The face with its attributes, if it has them.
+    pub fn attributed(self) -> Option<AttributedFace> {
+        let AnalyzedFace { face, attributes } = self;
+        attributes.map(|attributes| AnalyzedFace { face, attributes })
+    }
+}
+
+/// Head pose in degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Pose {
+    /// Positive: looking toward the image's right (the subject's left).
+    pub pan: f32,
+    /// Positive: looking up (chin raised).
+    pub tilt: f32,
+    /// Positive: turned counter-clockwise on screen (the subject's left eye is higher).
+    pub roll: f32,
+}
+
+/// Attributes of one face, in source-image pixels and degrees: what NEC ID reports. The
+/// engine's attributes module documents how each is measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaceAttributes {
-    /// left, top, right, bottom
-    pub face_area: [i32; 4],
-    /// left, top, right, bottom: the face box expanded to the whole head.
-    pub head_area: [i32; 4],
-    /// The subject's right eye, which sits on the image's left.
-    pub right_eye_center: [i32; 2],
-    pub left_eye_center: [i32; 2],
+    /// The detector box, rounded to whole pixels and clipped to the image.
+    pub face_area: BoundingBox,
+    /// The face box widened to hold the whole head, rounded to whole pixels and clipped to the
+    /// image.
+    pub head_area: BoundingBox,
+    /// Centre of the subject's right eye, which sits on the image's left; whole pixels.
+    pub right_eye_center: Point,
+    /// Centre of the subject's left eye, on the image's right; whole pixels.
+    pub left_eye_center: Point,
     /// Detector confidence.
     pub face_score: f32,
     /// 1 facing the camera, 0 in profile.
     pub frontal_face_score: f32,
-    pub roll: f32,
-    pub pan: f32,
-    pub tilt: f32,
-    /// 0..1; see the engine's attributes module for the formula.
+    pub pose: Pose,
+    /// Overall quality in 0..1.
     pub quality: f32,
-}
-
-/// A detected face with its attributes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttributedFace {
-    pub face: DetectedFace,
-    pub attributes: FaceAttributes,
 }
 
 /// What identifies a model and how its similarities are read.

@@ -4,20 +4,17 @@
 use crate::error::Result;
 use crate::jobs::{BulkJob, BulkRecord, PendingRecord};
 use crate::model::{
-    AttributedFace, FaceSample, ImageAnalysis, ModelInfo, NewSample, Subject, SubjectHit, Template, Tenant,
+    AnalyzeOptions, FaceSample, ImageAnalysis, ModelInfo, NewSample, Subject, SubjectHit, Template, Tenant,
 };
 
 /// Face detection and recognition on encoded image bytes.
 pub trait Engine: Send + Sync + 'static {
     fn model_info(&self) -> &ModelInfo;
 
-    /// Decodes `image`, finds every face and embeds each one. Faces come largest first.
+    /// Decodes `image`, finds its faces (largest first, at most `options.max_faces`), embeds
+    /// each one and, when `options.attributes` asks, measures its attributes.
     /// Errors: `TooLarge`, `UnsupportedImage`, `InvalidImage` for bad input; `Engine` otherwise.
-    fn analyze(&self, image: &[u8]) -> Result<ImageAnalysis>;
-
-    /// As `analyze`, with NEC ID attributes for the largest `max_faces` faces (the rest are
-    /// dropped). Costs a landmark model run per face, so only the NEC endpoints ask for it.
-    fn analyze_with_attributes(&self, image: &[u8], max_faces: usize) -> Result<(u32, u32, Vec<AttributedFace>)>;
+    fn analyze(&self, image: &[u8], options: AnalyzeOptions) -> Result<ImageAnalysis>;
 }
 
 /// Durable storage: every role below, and whether it can serve. The service holds one

@@ -7,8 +7,8 @@ use crate::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    AttributedFace, BoundingBox, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ModelInfo, NewSample,
-    Subject, SubjectHit, Template, Tenant,
+    AnalyzeOptions, AnalyzedFace, BoundingBox, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ModelInfo,
+    NewSample, Point, Pose, Subject, SubjectHit, Template, Tenant,
 };
 use crate::ports::{BulkJobStore, Engine, GalleryStore, Index, Store, TagStore, TenantStore};
 use crate::score::Calibration;
@@ -32,53 +32,38 @@ impl Engine for FakeEngine {
         &self.info
     }
 
-    fn analyze(&self, image: &[u8]) -> Result<ImageAnalysis> {
+    fn analyze(&self, image: &[u8], options: AnalyzeOptions) -> Result<ImageAnalysis> {
         let text = std::str::from_utf8(image).map_err(|_| Error::UnsupportedImage("not a fake image".into()))?;
         let faces = text
             .lines()
             .filter_map(|l| l.strip_prefix("face:"))
+            .take(options.max_faces)
             .enumerate()
             .map(|(i, label)| {
                 let mut embedding = vec![0.0; 8];
                 let slot = label.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % 8;
                 embedding[slot] = 1.0;
                 let size = 100.0 - i as f32;
-                DetectedFace {
+                let face = DetectedFace {
                     bbox: BoundingBox { left: 0.0, top: 0.0, right: size, bottom: size },
                     landmarks: [[0.0; 2]; 5],
                     detector_score: 0.9,
                     embedding,
-                }
+                };
+                let attributes = options.attributes.then(|| FaceAttributes {
+                    face_area: face.bbox,
+                    head_area: face.bbox,
+                    right_eye_center: Point { x: face.bbox.left + 30.0, y: face.bbox.top + 40.0 },
+                    left_eye_center: Point { x: face.bbox.right - 30.0, y: face.bbox.top + 40.0 },
+                    face_score: face.detector_score,
+                    frontal_face_score: 1.0,
+                    pose: Pose::default(),
+                    quality: 0.9,
+                });
+                AnalyzedFace { face, attributes }
             })
             .collect();
         Ok(ImageAnalysis { width: 200, height: 200, faces })
-    }
-
-    fn analyze_with_attributes(&self, image: &[u8], max_faces: usize) -> Result<(u32, u32, Vec<AttributedFace>)> {
-        let analysis = self.analyze(image)?;
-        let faces = analysis
-            .faces
-            .into_iter()
-            .take(max_faces)
-            .map(|face| {
-                let b = face.bbox;
-                let area = [b.left as i32, b.top as i32, b.right as i32, b.bottom as i32];
-                let attributes = FaceAttributes {
-                    face_area: area,
-                    head_area: area,
-                    right_eye_center: [area[0] + 30, area[1] + 40],
-                    left_eye_center: [area[2] - 30, area[1] + 40],
-                    face_score: face.detector_score,
-                    frontal_face_score: 1.0,
-                    roll: 0.0,
-                    pan: 0.0,
-                    tilt: 0.0,
-                    quality: 0.9,
-                };
-                AttributedFace { face, attributes }
-            })
-            .collect();
-        Ok((analysis.width, analysis.height, faces))
     }
 }
 

@@ -7,15 +7,15 @@
 
 use std::path::PathBuf;
 
-use facegate_core::Engine;
+use facegate_core::{AnalyzeOptions, Engine};
 use facegate_engine::{EngineConfig, OrtEngine};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = std::env::args().nth(1).ok_or("usage: embed_json IMAGE")?;
     let home = std::env::var_os("FACEGATE_HOME").map_or_else(|| PathBuf::from(".facegate"), PathBuf::from);
     let engine = OrtEngine::load(&EngineConfig { workers: 1, ..EngineConfig::with_home(&home) })?;
-    let analysis = engine.analyze(&std::fs::read(&image)?)?;
-    match analysis.faces.first() {
+    let analysis = engine.analyze(&std::fs::read(&image)?, AnalyzeOptions::default())?;
+    match analysis.faces.first().map(|f| &f.face) {
         Some(face) => {
             let points: Vec<String> = face.landmarks.iter().map(|p| format!("[{:.4}, {:.4}]", p[0], p[1])).collect();
             eprintln!("[{}]", points.join(", "));

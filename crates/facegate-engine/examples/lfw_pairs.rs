@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use facegate_core::Engine;
+use facegate_core::{AnalyzeOptions, Engine};
 use facegate_engine::embed::cosine;
 use facegate_engine::{EngineConfig, OrtEngine};
 
@@ -59,9 +59,9 @@ fn main() -> Result<(), Error> {
                 let Some(p) = unique.get(i) else { break };
                 let embedding = std::fs::read(p)
                     .ok()
-                    .and_then(|bytes| engine.analyze(&bytes).ok())
+                    .and_then(|bytes| engine.analyze(&bytes, AnalyzeOptions::default()).ok())
                     .and_then(|a| a.faces.into_iter().next())
-                    .map(|f| f.embedding);
+                    .map(|f| f.face.embedding);
                 results.lock().unwrap_or_else(|e| e.into_inner()).insert(p.clone(), embedding);
             });
         }

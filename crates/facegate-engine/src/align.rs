@@ -4,8 +4,13 @@
 //! family (similarity: rotation + uniform scale + translation, no reflection or shear) and the
 //! sampling convention (pixel centres at integer coordinates, as OpenCV's `warpAffine`) all
 //! matter for accuracy.
+//!
+//! Each face is aligned once ([`AlignedFace`]): the recognizer and the quality measure of the
+//! attributes both read that one crop.
 
 use image::RgbImage;
+
+use crate::detect::Detection;
 
 /// ArcFace's reference keypoints in a 112×112 crop: eyes, nose tip, mouth corners.
 pub const ARCFACE_TEMPLATE: [[f32; 2]; 5] =
@@ -50,6 +55,44 @@ pub fn similarity_transform(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<Affine
     let tx = mdx - (a * msx - b * msy);
     let ty = mdy - (b * msx + a * msy);
     Some([[a as f32, -b as f32, tx as f32], [b as f32, a as f32, ty as f32]])
+}
+
+/// The crop transform for one face: the keypoints onto the ArcFace template (scaled to
+/// `input_size`). Degenerate keypoints fall back to fitting the box into the crop, so that a
+/// face is never dropped between detection and embedding.
+pub fn crop_transform(det: &Detection, input_size: u32) -> Affine {
+    let k = input_size as f32 / 112.0;
+    let template = ARCFACE_TEMPLATE.map(|[x, y]| [x * k, y * k]);
+    if let Some(m) = similarity_transform(&det.landmarks, &template) {
+        return m;
+    }
+    let b = &det.bbox;
+    let side = b.width().max(b.height()).max(1.0);
+    let s = input_size as f32 / side;
+    let (cx, cy) = ((b.left + b.right) / 2.0, (b.top + b.bottom) / 2.0);
+    let half = input_size as f32 / 2.0;
+    [[s, 0.0, half - s * cx], [0.0, s, half - s * cy]]
+}
+
+/// A detected face with its ArcFace-aligned crop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlignedFace {
+    pub detection: Detection,
+    /// Side of the crop in pixels.
+    pub size: u32,
+    /// `3 × size × size` planar RGB samples in 0..255, not normalised: the recognizer and the
+    /// quality measure each normalise as they need. `None` when the crop transform cannot be
+    /// inverted.
+    pub crop: Option<Vec<f32>>,
+}
+
+impl AlignedFace {
+    /// Aligns `detection` of `img` into a `size`×`size` crop.
+    pub fn new(img: &RgbImage, detection: Detection, size: u32) -> AlignedFace {
+        let mut crop = vec![0.0; 3 * (size * size) as usize];
+        let made = warp_to_planar(img, &crop_transform(&detection, size), size, 0.0, 1.0, &mut crop);
+        AlignedFace { detection, size, crop: made.then_some(crop) }
+    }
 }
 
 /// Inverse of a similarity (or any invertible affine) matrix.
@@ -132,6 +175,7 @@ pub fn warp_to_planar(img: &RgbImage, forward: &Affine, size: u32, mean: f32, st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use facegate_core::BoundingBox;
 
     fn close(a: f32, b: f32, tol: f32) -> bool {
         (a - b).abs() <= tol
@@ -198,6 +242,44 @@ mod tests {
         let mut out = vec![1.0; 3 * 16];
         assert!(warp_to_planar(&img, &shift, 4, 127.5, 127.5, &mut out));
         assert!(out.iter().all(|&v| close(v, -1.0, 1e-6)));
+    }
+
+    #[test]
+    fn template_keypoints_give_the_identity_crop() {
+        let det = Detection { bbox: BoundingBox::default(), landmarks: ARCFACE_TEMPLATE, score: 1.0 };
+        let m = crop_transform(&det, 112);
+        let id = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        for r in 0..2 {
+            for c in 0..3 {
+                assert!((m[r][c] - id[r][c]).abs() < 1e-4, "{m:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_keypoints_fall_back_to_the_box() {
+        let det = Detection {
+            bbox: BoundingBox { left: 100.0, top: 100.0, right: 212.0, bottom: 212.0 },
+            landmarks: [[5.0, 5.0]; 5],
+            score: 1.0,
+        };
+        let m = crop_transform(&det, 112);
+        let centre = apply(&m, [156.0, 156.0]);
+        assert!((centre[0] - 56.0).abs() < 1e-4 && (centre[1] - 56.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn an_aligned_crop_holds_raw_samples() {
+        let img = RgbImage::from_pixel(200, 200, image::Rgb([10, 20, 30]));
+        let det = Detection {
+            bbox: BoundingBox { left: 50.0, top: 50.0, right: 150.0, bottom: 150.0 },
+            landmarks: ARCFACE_TEMPLATE.map(|[x, y]| [x + 44.0, y + 44.0]),
+            score: 0.9,
+        };
+        let face = AlignedFace::new(&img, det, 112);
+        let crop = face.crop.expect("invertible");
+        assert_eq!(crop.len(), 3 * 112 * 112);
+        assert!(close(crop[56 * 112 + 56], 10.0, 1e-4) && close(crop[2 * 112 * 112 + 56 * 112 + 56], 30.0, 1e-4));
     }
 
     #[test]

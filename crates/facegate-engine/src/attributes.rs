@@ -86,14 +86,13 @@
 //! area (2.2 IOD above the eyes, 3.2 IOD wide) holds the crown, the ears and some hair.
 //! Both areas are rounded to whole pixels and clipped to the image.
 
-use facegate_core::BoundingBox;
+use facegate_core::{BoundingBox, FaceAttributes, Point, Pose};
 use image::RgbImage;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::align::{self, Affine};
+use crate::align::{self, Affine, AlignedFace};
 use crate::detect::Detection;
-use crate::embed;
 use crate::error::{EngineError, Result};
 
 /// Recommended minimum [`FaceAttributes::quality`] for enrolment (NEC `PoorQuality` below it).
@@ -191,69 +190,34 @@ const HEAD_ABOVE: f32 = 0.30;
 const HEAD_BELOW: f32 = 0.05;
 
 /// Side of the ArcFace-aligned crop on which sharpness and exposure are measured, and its
-/// central face region (x0, y0, x1, y1), exclusive ends.
-const QUALITY_CROP: u32 = 112;
+/// central face region (x0, y0, x1, y1), exclusive ends. The thresholds above were measured on
+/// this size; a recognizer of another input size gets its own crop for the quality measure.
+pub const QUALITY_CROP: u32 = 112;
 const QUALITY_REGION: (usize, usize, usize, usize) = (24, 24, 88, 104);
 
-/// A box in whole pixels, inclusive of `left`/`top`, exclusive of `right`/`bottom`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PixelBox {
-    pub left: i32,
-    pub top: i32,
-    pub right: i32,
-    pub bottom: i32,
-}
-
-impl PixelBox {
-    pub fn width(&self) -> i32 {
-        (self.right - self.left).max(0)
-    }
-    pub fn height(&self) -> i32 {
-        (self.bottom - self.top).max(0)
-    }
-
-    /// Rounds `[left, top, right, bottom]` and clips it to a `width`×`height` image.
-    fn clipped(b: [f32; 4], width: u32, height: u32) -> PixelBox {
-        let clip = |v: f32, max: u32| -> i32 {
-            // Non-finite input would come from a broken detector; 0 keeps the box valid.
-            if v.is_finite() {
-                v.round().clamp(0.0, max as f32) as i32
-            } else {
-                0
-            }
-        };
-        PixelBox {
-            left: clip(b[0], width),
-            top: clip(b[1], height),
-            right: clip(b[2], width),
-            bottom: clip(b[3], height),
+/// Rounds `[left, top, right, bottom]` to whole pixels and clips it to a `width`×`height`
+/// image.
+fn whole_pixel_box(b: [f32; 4], width: u32, height: u32) -> BoundingBox {
+    let clip = |v: f32, max: u32| -> f32 {
+        // Non-finite input would come from a broken detector; 0 keeps the box valid.
+        if v.is_finite() {
+            v.round().clamp(0.0, max as f32)
+        } else {
+            0.0
         }
+    };
+    BoundingBox {
+        left: clip(b[0], width),
+        top: clip(b[1], height),
+        right: clip(b[2], width),
+        bottom: clip(b[3], height),
     }
 }
 
-/// A point in whole pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PixelPoint {
-    pub x: i32,
-    pub y: i32,
-}
-
-impl PixelPoint {
-    fn rounded(p: [f32; 2]) -> PixelPoint {
-        let r = |v: f32| if v.is_finite() { v.round() as i32 } else { 0 };
-        PixelPoint { x: r(p[0]), y: r(p[1]) }
-    }
-}
-
-/// Head pose in degrees; see the module documentation for the conventions.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Pose {
-    /// Positive: looking toward the image's right (the subject's left).
-    pub pan: f32,
-    /// Positive: looking up.
-    pub tilt: f32,
-    /// Positive: turned counter-clockwise on screen.
-    pub roll: f32,
+/// `p` rounded to whole pixels.
+fn whole_pixel_point(p: [f32; 2]) -> Point {
+    let r = |v: f32| if v.is_finite() { v.round() } else { 0.0 };
+    Point { x: r(p[0]), y: r(p[1]) }
 }
 
 /// The measurements behind [`FaceAttributes::quality`], and each factor's score.
@@ -281,31 +245,21 @@ impl QualityParts {
     }
 }
 
-/// Attributes of one detected face, in source-image pixels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FaceAttributes {
-    /// The detector box, rounded and clipped to the image.
-    pub face_area: PixelBox,
-    /// The face box expanded to hold the whole head; see the module documentation.
-    pub head_area: PixelBox,
-    /// Centre of the subject's right eye, which is on the image's left.
-    pub right_eye_center: PixelPoint,
-    /// Centre of the subject's left eye, on the image's right.
-    pub left_eye_center: PixelPoint,
-    /// Detector confidence.
-    pub face_score: f32,
-    /// 1 facing the camera, 0 in profile.
-    pub frontal_face_score: f32,
-    /// Degrees; see [`Pose`].
-    pub roll: f32,
-    pub pan: f32,
-    pub tilt: f32,
-    /// Overall quality in 0..1; compare with [`DEFAULT_MIN_QUALITY`].
-    pub quality: f32,
+/// What the attribute stage measured on the way to a face's [`FaceAttributes`], kept beside
+/// them for tuning, tests and tools; the core never sees it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FaceDiagnostics {
     pub quality_parts: QualityParts,
     /// The 106 landmarks in image pixels; empty when the pack has no landmark model and the
     /// attributes come from the detector's five keypoints.
     pub landmarks106: Vec<[f32; 2]>,
+}
+
+/// One face's attributes with the measurements behind them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasuredAttributes {
+    pub attributes: FaceAttributes,
+    pub diagnostics: FaceDiagnostics,
 }
 
 /// Settings of the landmark model, from the pack manifest.
@@ -362,9 +316,11 @@ pub fn run_landmarks(
     Ok(points)
 }
 
-/// All attributes of one face. `landmarks106` comes from [`run_landmarks`]; without it (or
-/// with the wrong number of points) eyes and pose come from the detector's keypoints.
-pub fn compute(img: &RgbImage, det: &Detection, landmarks106: Option<Vec<[f32; 2]>>) -> FaceAttributes {
+/// All attributes of one face, from its aligned crop. `landmarks106` comes from
+/// [`run_landmarks`]; without it (or with the wrong number of points) eyes and pose come from
+/// the detector's keypoints.
+pub fn compute(img: &RgbImage, face: &AlignedFace, landmarks106: Option<Vec<[f32; 2]>>) -> MeasuredAttributes {
+    let det = &face.detection;
     let landmarks106 = landmarks106.filter(|l| l.len() == LANDMARK_POINTS).unwrap_or_default();
     let (right_eye, left_eye, pose) = if landmarks106.is_empty() {
         (det.landmarks[0], det.landmarks[1], pose_from_5(&det.landmarks))
@@ -374,25 +330,28 @@ pub fn compute(img: &RgbImage, det: &Detection, landmarks106: Option<Vec<[f32; 2
     };
     let (w, h) = img.dimensions();
     let b = &det.bbox;
-    let face_area = PixelBox::clipped([b.left, b.top, b.right, b.bottom], w, h);
-    let head_area = PixelBox::clipped(head_box(b, pose.map_or(0.0, |p| p.roll)), w, h);
+    let face_area = whole_pixel_box([b.left, b.top, b.right, b.bottom], w, h);
+    let head_area = whole_pixel_box(head_box(b, pose.map_or(0.0, |p| p.roll)), w, h);
     let frontal = pose.map_or(0.0, |p| frontal_score(&p));
-    let parts = quality_parts(img, det, pose.as_ref());
-    let pose = pose.unwrap_or_default();
-    FaceAttributes {
+    let own_crop;
+    let crop = if face.size == QUALITY_CROP {
+        face.crop.as_deref()
+    } else {
+        own_crop = AlignedFace::new(img, det.clone(), QUALITY_CROP).crop;
+        own_crop.as_deref()
+    };
+    let parts = quality_parts(det, crop, pose.as_ref());
+    let attributes = FaceAttributes {
         face_area,
         head_area,
-        right_eye_center: PixelPoint::rounded(right_eye),
-        left_eye_center: PixelPoint::rounded(left_eye),
+        right_eye_center: whole_pixel_point(right_eye),
+        left_eye_center: whole_pixel_point(left_eye),
         face_score: det.score,
         frontal_face_score: frontal,
-        roll: pose.roll,
-        pan: pose.pan,
-        tilt: pose.tilt,
+        pose: pose.unwrap_or_default(),
         quality: parts.score(),
-        quality_parts: parts,
-        landmarks106,
-    }
+    };
+    MeasuredAttributes { attributes, diagnostics: FaceDiagnostics { quality_parts: parts, landmarks106 } }
 }
 
 fn mean_point(points: impl Iterator<Item = [f32; 2]>) -> [f32; 2] {
@@ -459,9 +418,11 @@ pub fn smoothstep(e0: f32, e1: f32, x: f32) -> f32 {
 }
 
 /// The quality measurements and factor scores of one face; see the module documentation.
-pub fn quality_parts(img: &RgbImage, det: &Detection, pose: Option<&Pose>) -> QualityParts {
+/// `crop` is its raw ArcFace-aligned crop, [`QUALITY_CROP`] on a side (`None`: it could not be
+/// made).
+pub fn quality_parts(det: &Detection, crop: Option<&[f32]>, pose: Option<&Pose>) -> QualityParts {
     let face_width_px = det.bbox.width();
-    let (laplacian_variance, mean_brightness, clipped_fraction) = crop_statistics(img, det);
+    let (laplacian_variance, mean_brightness, clipped_fraction) = crop_statistics(crop);
     let pose_score = pose.map_or(0.0, |p| {
         (1.0 - smoothstep(15.0, 65.0, off_axis_degrees(p))) * (1.0 - 0.5 * smoothstep(25.0, 70.0, p.roll.abs()))
     });
@@ -482,15 +443,13 @@ pub fn quality_parts(img: &RgbImage, det: &Detection, pose: Option<&Pose>) -> Qu
 }
 
 /// Laplacian variance, mean grey level and clipped fraction of the central face region of the
-/// ArcFace-aligned crop (the pixels the recognizer sees).
-fn crop_statistics(img: &RgbImage, det: &Detection) -> (f32, f32, f32) {
+/// raw ArcFace-aligned crop (the pixels the recognizer sees).
+fn crop_statistics(crop: Option<&[f32]>) -> (f32, f32, f32) {
     let size = QUALITY_CROP;
     let plane = (size * size) as usize;
-    let mut rgb = vec![0.0f32; 3 * plane];
-    let m = embed::crop_transform(det, size);
-    if !align::warp_to_planar(img, &m, size, 0.0, 1.0, &mut rgb) {
+    let Some(rgb) = crop.filter(|c| c.len() == 3 * plane) else {
         return (0.0, 0.0, 1.0);
-    }
+    };
     let (r, rest) = rgb.split_at(plane);
     let (g, b) = rest.split_at(plane);
     let grey: Vec<f32> = r.iter().zip(g).zip(b).map(|((r, g), b)| 0.299 * r + 0.587 * g + 0.114 * b).collect();
@@ -886,11 +845,11 @@ mod tests {
         // Rolled 90° counter-clockwise, the face's top points to the image's left.
         let [l, _, r, _] = head_box(&b, 90.0);
         assert!((l + r) / 2.0 < 150.0 - 10.0);
-        let clipped = PixelBox::clipped(head_box(&b, 0.0), 210, 1000);
-        assert_eq!(clipped, PixelBox { left: 80, top: 58, right: 210, bottom: 247 });
-        assert_eq!((clipped.width(), clipped.height()), (130, 189));
-        let nan = PixelBox::clipped([f32::NAN, 1.0, 2.0, 3.0], 10, 10);
-        assert_eq!(nan.left, 0);
+        let clipped = whole_pixel_box(head_box(&b, 0.0), 210, 1000);
+        assert_eq!(clipped, BoundingBox { left: 80.0, top: 58.0, right: 210.0, bottom: 247.0 });
+        assert_eq!((clipped.width(), clipped.height()), (130.0, 189.0));
+        let nan = whole_pixel_box([f32::NAN, 1.0, 2.0, 3.0], 10, 10);
+        assert_eq!(nan.left, 0.0);
     }
 
     #[test]
@@ -943,15 +902,25 @@ mod tests {
             landmarks: [kps[0], kps[1], kps[2], kps[3], kps[4]],
             score: 0.85,
         };
-        let a = compute(&img, &det, None);
-        assert!(a.landmarks106.is_empty());
+        let MeasuredAttributes { attributes: a, diagnostics: d } =
+            compute(&img, &AlignedFace::new(&img, det.clone(), 112), None);
+        assert!(d.landmarks106.is_empty());
         assert!(a.right_eye_center.x < a.left_eye_center.x);
-        assert!(close(a.pan, 0.0, 0.1) && close(a.tilt, 0.0, 0.1) && close(a.roll, 0.0, 0.1), "{a:?}");
+        let p = a.pose;
+        assert!(close(p.pan, 0.0, 0.1) && close(p.tilt, 0.0, 0.1) && close(p.roll, 0.0, 0.1), "{a:?}");
         assert!(close(a.frontal_face_score, 1.0, 1e-4));
-        assert_eq!(a.face_area, PixelBox { left: 65, top: 15, right: 135, bottom: 160 });
+        assert_eq!(a.face_area, BoundingBox { left: 65.0, top: 15.0, right: 135.0, bottom: 160.0 });
         // A flat grey picture has no texture: sharpness, and so quality, is 0.
-        assert_eq!(a.quality_parts.sharpness, 0.0);
+        assert_eq!(d.quality_parts.sharpness, 0.0);
         assert_eq!(a.quality, 0.0);
-        assert!(close(a.quality_parts.size, smoothstep(16.0, 80.0, 70.0), 1e-6));
+        assert!(close(d.quality_parts.size, smoothstep(16.0, 80.0, 70.0), 1e-6));
+
+        // A recognizer crop of another size than the quality measure's: the measure makes its
+        // own crop and reads the same.
+        let textured = RgbImage::from_fn(200, 200, |x, y| image::Rgb([(x * 13 % 256) as u8, (y * 7 % 256) as u8, 90]));
+        let other = compute(&textured, &AlignedFace::new(&textured, det.clone(), 128), None);
+        let same = compute(&textured, &AlignedFace::new(&textured, det, QUALITY_CROP), None);
+        assert!(same.diagnostics.quality_parts.sharpness > 0.0);
+        assert_eq!(other, same);
     }
 }

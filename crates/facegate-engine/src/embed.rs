@@ -1,11 +1,9 @@
 //! ArcFace embedding of aligned face crops.
 
-use image::RgbImage;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::align::{self, Affine, ARCFACE_TEMPLATE};
-use crate::detect::Detection;
+use crate::align::AlignedFace;
 use crate::error::{EngineError, Result};
 
 /// Settings of one recognizer, from the pack manifest and the model's input shape.
@@ -21,24 +19,8 @@ pub struct RecognizerParams {
     pub flip_test: bool,
 }
 
-/// The crop transform for one face: the keypoints onto the ArcFace template (scaled to the
-/// model's input size). Degenerate keypoints fall back to fitting the box into the crop, so
-/// that a face is never dropped between detection and embedding.
-pub fn crop_transform(det: &Detection, input_size: u32) -> Affine {
-    let k = input_size as f32 / 112.0;
-    let template = ARCFACE_TEMPLATE.map(|[x, y]| [x * k, y * k]);
-    if let Some(m) = align::similarity_transform(&det.landmarks, &template) {
-        return m;
-    }
-    let b = &det.bbox;
-    let side = b.width().max(b.height()).max(1.0);
-    let s = input_size as f32 / side;
-    let (cx, cy) = ((b.left + b.right) / 2.0, (b.top + b.bottom) / 2.0);
-    let half = input_size as f32 / 2.0;
-    [[s, 0.0, half - s * cx], [0.0, s, half - s * cy]]
-}
-
-/// Embeds every detection of `img`, batched; returns L2-normalised vectors in the same order.
+/// Embeds every aligned face, batched; returns L2-normalised vectors in the same order. The
+/// crops must be `params.input_size` on a side.
 ///
 /// With `flip_test`, each face is embedded twice, as aligned and mirrored, and the two raw
 /// outputs are added: a face and its mirror image are the same person, so the sum cancels
@@ -47,26 +29,28 @@ pub fn embed(
     session: &mut Session,
     params: &RecognizerParams,
     input: &mut Vec<f32>,
-    img: &RgbImage,
-    dets: &[Detection],
+    faces: &[AlignedFace],
 ) -> Result<Vec<Vec<f32>>> {
     let size = params.input_size;
     let item = 3 * (size * size) as usize;
     let views = if params.flip_test { 2 } else { 1 };
     let dim = params.embedding_size;
     let faces_per_fill = (params.max_batch / views).max(1);
-    let mut embeddings = Vec::with_capacity(dets.len());
+    let mut embeddings = Vec::with_capacity(faces.len());
     let mut raw_sum = vec![0f32; dim];
-    for chunk in dets.chunks(faces_per_fill) {
+    for chunk in faces.chunks(faces_per_fill) {
         input.clear();
         input.resize(item * views * chunk.len(), 0.0);
-        for (det, slots) in chunk.iter().zip(input.chunks_exact_mut(item * views)) {
+        for (face, slots) in chunk.iter().zip(input.chunks_exact_mut(item * views)) {
             let (slot, mirror) = slots.split_at_mut(item);
-            let m = crop_transform(det, size);
-            if !align::warp_to_planar(img, &m, size, params.mean, params.std, slot) {
+            if face.size != size {
+                return Err(EngineError::Runtime(format!("a {} px crop for a {size} px recognizer", face.size)));
+            }
+            match &face.crop {
+                Some(crop) => normalize(crop, params.mean, params.std, slot),
                 // Only a non-invertible transform gets here; a flat grey crop keeps the batch
-                // aligned with `dets` and yields a meaningless but harmless template.
-                slot.fill(0.0);
+                // aligned with `faces` and yields a meaningless but harmless template.
+                None => slot.fill(0.0),
             }
             if views == 2 {
                 mirror_planar(slot, mirror, size as usize);
@@ -98,6 +82,14 @@ pub fn embed(
     Ok(embeddings)
 }
 
+/// Writes `(v − mean) / std` of each raw sample into `out`, with the same operations, in the
+/// same order, as a crop warped straight into normalised values: templates do not change by a
+/// bit for being made from the shared crop.
+fn normalize(crop: &[f32], mean: f32, std: f32, out: &mut [f32]) {
+    let scale = 1.0 / std;
+    out.iter_mut().zip(crop).for_each(|(o, v)| *o = (v - mean) * scale);
+}
+
 /// Writes the left-right mirror image of a planar `3 × side × side` crop into `out`.
 fn mirror_planar(crop: &[f32], out: &mut [f32], side: usize) {
     for (src, dst) in crop.chunks_exact(side).zip(out.chunks_exact_mut(side)) {
@@ -123,7 +115,8 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use facegate_core::BoundingBox;
+    use crate::align::{warp_to_planar, Affine};
+    use crate::detect::Detection;
 
     #[test]
     fn normalises_to_unit_length() {
@@ -148,26 +141,21 @@ mod tests {
     }
 
     #[test]
-    fn template_keypoints_give_the_identity_crop() {
-        let det = Detection { bbox: BoundingBox::default(), landmarks: ARCFACE_TEMPLATE, score: 1.0 };
-        let m = crop_transform(&det, 112);
-        let id = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
-        for r in 0..2 {
-            for c in 0..3 {
-                assert!((m[r][c] - id[r][c]).abs() < 1e-4, "{m:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn degenerate_keypoints_fall_back_to_the_box() {
+    fn a_normalised_shared_crop_equals_a_crop_warped_normalised() {
+        let img =
+            image::RgbImage::from_fn(150, 170, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, 200]));
         let det = Detection {
-            bbox: BoundingBox { left: 100.0, top: 100.0, right: 212.0, bottom: 212.0 },
-            landmarks: [[5.0, 5.0]; 5],
-            score: 1.0,
+            bbox: facegate_core::BoundingBox { left: 20.0, top: 30.0, right: 130.0, bottom: 160.0 },
+            landmarks: [[50.0, 70.0], [100.0, 64.0], [77.0, 95.0], [55.0, 125.0], [98.0, 121.0]],
+            score: 0.9,
         };
-        let m = crop_transform(&det, 112);
-        let centre = align::apply(&m, [156.0, 156.0]);
-        assert!((centre[0] - 56.0).abs() < 1e-4 && (centre[1] - 56.0).abs() < 1e-4);
+        let face = AlignedFace::new(&img, det.clone(), 112);
+        let (mean, std) = (127.5, 127.5);
+        let mut shared = vec![0.0; 3 * 112 * 112];
+        normalize(face.crop.as_deref().expect("invertible"), mean, std, &mut shared);
+        let mut direct = vec![0.0; 3 * 112 * 112];
+        let m: Affine = crate::align::crop_transform(&det, 112);
+        assert!(warp_to_planar(&img, &m, 112, mean, std, &mut direct));
+        assert!(shared.iter().zip(&direct).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }

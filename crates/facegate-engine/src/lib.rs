@@ -1,18 +1,20 @@
 //! facegate's face engine on ONNX Runtime: decode → SCRFD detection → 5-point alignment →
-//! ArcFace embedding, behind `facegate_core::Engine`.
+//! ArcFace embedding, and on request the face attributes, behind `facegate_core::Engine`.
 //!
 //! ```no_run
-//! use facegate_core::Engine;
+//! use facegate_core::{AnalyzeOptions, Engine};
 //! use facegate_engine::{EngineConfig, OrtEngine};
 //!
 //! let engine = OrtEngine::load(&EngineConfig::default())?;
-//! let analysis = engine.analyze(&std::fs::read("photo.jpg")?)?;
+//! let analysis = engine.analyze(&std::fs::read("photo.jpg")?, AnalyzeOptions::default())?;
 //! println!("{} faces", analysis.faces.len());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! [`OrtEngine::attributes`] adds the NEC face attributes (pose, quality, head area; see
-//! [`attributes`]) on request; `analyze` never pays for them.
+//! Each stage feeds the next: the detections are aligned once ([`AlignedFace`]), and that crop
+//! is what the recognizer embeds and what the quality of the attributes (pose, quality, head
+//! area; see [`attributes`]) is measured on. Attributes are made only when
+//! [`AnalyzeOptions::attributes`] asks for them.
 //!
 //! Inference runs on a pool of `workers` session sets (one detector and one recognizer each,
 //! single-threaded by default): `ort` sessions need `&mut` to run, and on a small machine N
@@ -30,14 +32,15 @@ pub mod pack;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, PoisonError};
 
-use facegate_core::{DetectedFace, ImageAnalysis, ModelInfo};
+use facegate_core::{AnalyzeOptions, AnalyzedFace, DetectedFace, ImageAnalysis, ModelInfo};
 use image::RgbImage;
 use ort::environment::Environment;
 use ort::logging::LogLevel;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
-pub use crate::attributes::{FaceAttributes, PixelBox, PixelPoint, Pose, QualityParts, DEFAULT_MIN_QUALITY};
+pub use crate::align::AlignedFace;
+pub use crate::attributes::{FaceDiagnostics, MeasuredAttributes, QualityParts, DEFAULT_MIN_QUALITY};
 pub use crate::decode::{decode_image, DecodeLimits};
 pub use crate::detect::{Detection, PadFill};
 pub use crate::error::{EngineError, Result};
@@ -168,7 +171,8 @@ impl EngineConfig {
 }
 
 /// One detector and one recognizer session with their scratch buffers, and the landmark session,
-/// made on the worker's first attributes request so that loading and `analyze` never pay for it.
+/// made on the worker's first attributes request so that loading and analyses without attributes
+/// never pay for it.
 struct Worker {
     detector: Session,
     recognizer: Session,
@@ -397,69 +401,114 @@ impl OrtEngine {
         detect::detect(&mut w.detector, &self.detector_outputs, &self.detector, &mut w.detect_scratch, img)
     }
 
-    /// Aligns and embeds the given faces of `img` in one batch; L2-normalised, in order.
-    pub fn embed_faces(&self, img: &RgbImage, faces: &[Detection]) -> Result<Vec<Vec<f32>>> {
-        if faces.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut lease = self.pool.lease();
-        let w = lease.get()?;
-        embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, img, faces)
+    /// Aligns each detection of `img` into the recognizer's crop, in order.
+    pub fn align(&self, img: &RgbImage, faces: &[Detection]) -> Vec<AlignedFace> {
+        faces.iter().map(|d| AlignedFace::new(img, d.clone(), self.recognizer.input_size)).collect()
     }
 
-    /// The NEC face attributes of the given faces of `img`, in order: one landmark run per face
-    /// on a pooled worker, then pose and quality (see [`attributes`]). A pack without a landmark
-    /// model gets eyes and pose from the detector's five keypoints instead.
-    pub fn attributes(&self, img: &RgbImage, faces: &[Detection]) -> Result<Vec<FaceAttributes>> {
-        let Some((path, params)) = &self.landmarks else {
-            return Ok(faces.iter().map(|d| attributes::compute(img, d, None)).collect());
-        };
+    /// Embeds aligned faces in one batch; L2-normalised, in order.
+    pub fn embed(&self, faces: &[AlignedFace]) -> Result<Vec<Vec<f32>>> {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
         let mut lease = self.pool.lease();
         let w = lease.get()?;
+        embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, faces)
+    }
+
+    /// Aligns and embeds the given faces of `img` in one batch; L2-normalised, in order.
+    pub fn embed_faces(&self, img: &RgbImage, faces: &[Detection]) -> Result<Vec<Vec<f32>>> {
+        self.embed(&self.align(img, faces))
+    }
+
+    /// The face attributes of aligned faces of `img`, in order, with the measurements behind
+    /// them: one landmark run per face on a pooled worker, then pose and quality (see
+    /// [`attributes`]). A pack without a landmark model gets eyes and pose from the detector's
+    /// five keypoints instead.
+    pub fn attributes(&self, img: &RgbImage, faces: &[AlignedFace]) -> Result<Vec<MeasuredAttributes>> {
+        if faces.is_empty() || self.landmarks.is_none() {
+            return Ok(measure(img, faces, None));
+        }
+        let mut lease = self.pool.lease();
+        let w = lease.get()?;
+        let points = self.landmarks(w, img, faces)?;
+        // Pose and quality need no session; let another caller have the worker.
+        drop(lease);
+        Ok(measure(img, faces, points))
+    }
+
+    /// The 106 landmarks of each face on `w`'s landmark session (made on first use); `None`
+    /// without a landmark model.
+    fn landmarks(&self, w: &mut Worker, img: &RgbImage, faces: &[AlignedFace]) -> Result<Option<Vec<Vec<[f32; 2]>>>> {
+        let Some((path, params)) = &self.landmarks else {
+            return Ok(None);
+        };
         let session = match &mut w.landmarks {
             Some(session) => session,
             slot @ None => slot.insert(session(&self.env, path, &self.config, false, true)?),
         };
         let mut points = Vec::with_capacity(faces.len());
-        for det in faces {
-            points.push(attributes::run_landmarks(session, params, &mut w.landmark_input, img, det)?);
+        for face in faces {
+            points.push(attributes::run_landmarks(session, params, &mut w.landmark_input, img, &face.detection)?);
         }
-        // Pose and quality need no session; let another caller have the worker.
-        drop(lease);
-        Ok(faces.iter().zip(points).map(|(det, p)| attributes::compute(img, det, Some(p))).collect())
+        Ok(Some(points))
     }
 
-    /// Detection and embedding of an already decoded image.
-    pub fn analyze_image(&self, img: &RgbImage) -> Result<ImageAnalysis> {
+    /// Detection, alignment, embedding and, when `options` asks, attributes of an already
+    /// decoded image, on one leased worker. Each stage reads the one before: the crop the
+    /// recognizer embeds is the crop the quality is measured on.
+    pub fn analyze_image(&self, img: &RgbImage, options: AnalyzeOptions) -> Result<EngineAnalysis> {
         let mut lease = self.pool.lease();
         let w = lease.get()?;
-        let dets = detect::detect(&mut w.detector, &self.detector_outputs, &self.detector, &mut w.detect_scratch, img)?;
-        let embeddings = if dets.is_empty() {
+        let mut dets =
+            detect::detect(&mut w.detector, &self.detector_outputs, &self.detector, &mut w.detect_scratch, img)?;
+        dets.truncate(options.max_faces);
+        let aligned: Vec<AlignedFace> =
+            dets.into_iter().map(|d| AlignedFace::new(img, d, self.recognizer.input_size)).collect();
+        let embeddings = if aligned.is_empty() {
             Vec::new()
         } else {
-            embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, img, &dets)?
+            embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, &aligned)?
         };
+        let points = if options.attributes && !aligned.is_empty() { self.landmarks(w, img, &aligned)? } else { None };
         drop(lease);
-        let faces = dets
+        let measured = if options.attributes { measure(img, &aligned, points) } else { Vec::new() };
+        let (attributes, diagnostics): (Vec<_>, Vec<_>) =
+            measured.into_iter().map(|m| (Some(m.attributes), m.diagnostics)).unzip();
+        let faces = aligned
             .into_iter()
             .zip(embeddings)
-            .map(|(d, embedding)| DetectedFace {
-                bbox: d.bbox,
-                landmarks: d.landmarks,
-                detector_score: d.score,
-                embedding,
+            .zip(attributes.into_iter().chain(std::iter::repeat(None)))
+            .map(|((aligned, embedding), attributes)| {
+                let d = aligned.detection;
+                let face = DetectedFace { bbox: d.bbox, landmarks: d.landmarks, detector_score: d.score, embedding };
+                AnalyzedFace { face, attributes }
             })
             .collect();
-        Ok(ImageAnalysis { width: img.width(), height: img.height(), faces })
+        Ok(EngineAnalysis { analysis: ImageAnalysis { width: img.width(), height: img.height(), faces }, diagnostics })
     }
 
-    /// Decode, detect and embed encoded image bytes.
-    pub fn analyze_bytes(&self, bytes: &[u8]) -> Result<ImageAnalysis> {
+    /// Decodes encoded image bytes and analyses them as [`OrtEngine::analyze_image`].
+    pub fn analyze_bytes(&self, bytes: &[u8], options: AnalyzeOptions) -> Result<EngineAnalysis> {
         let img = decode_image(bytes, &self.limits)?;
-        self.analyze_image(&img)
+        self.analyze_image(&img, options)
+    }
+}
+
+/// What [`OrtEngine::analyze_image`] found: the core's analysis, and beside it the measurements
+/// behind each face's attributes, one per face in the same order when attributes were asked
+/// for (else none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineAnalysis {
+    pub analysis: ImageAnalysis,
+    pub diagnostics: Vec<FaceDiagnostics>,
+}
+
+/// Pose and quality of each face, with its 106 landmarks when the pack has a landmark model.
+fn measure(img: &RgbImage, faces: &[AlignedFace], points: Option<Vec<Vec<[f32; 2]>>>) -> Vec<MeasuredAttributes> {
+    match points {
+        Some(points) => faces.iter().zip(points).map(|(f, p)| attributes::compute(img, f, Some(p))).collect(),
+        None => faces.iter().map(|f| attributes::compute(img, f, None)).collect(),
     }
 }
 
@@ -497,44 +546,7 @@ impl facegate_core::Engine for OrtEngine {
         &self.info
     }
 
-    fn analyze(&self, image: &[u8]) -> facegate_core::Result<ImageAnalysis> {
-        Ok(self.analyze_bytes(image)?)
-    }
-
-    fn analyze_with_attributes(
-        &self,
-        image: &[u8],
-        max_faces: usize,
-    ) -> facegate_core::Result<(u32, u32, Vec<facegate_core::AttributedFace>)> {
-        let img = decode_image(image, &self.limits)?;
-        let mut analysis = self.analyze_image(&img)?;
-        analysis.faces.truncate(max_faces);
-        let detections: Vec<Detection> = analysis
-            .faces
-            .iter()
-            .map(|f| Detection { bbox: f.bbox, landmarks: f.landmarks, score: f.detector_score })
-            .collect();
-        let attributes = self.attributes(&img, &detections)?;
-        let faces = analysis
-            .faces
-            .into_iter()
-            .zip(attributes)
-            .map(|(face, a)| facegate_core::AttributedFace {
-                face,
-                attributes: facegate_core::FaceAttributes {
-                    face_area: [a.face_area.left, a.face_area.top, a.face_area.right, a.face_area.bottom],
-                    head_area: [a.head_area.left, a.head_area.top, a.head_area.right, a.head_area.bottom],
-                    right_eye_center: [a.right_eye_center.x, a.right_eye_center.y],
-                    left_eye_center: [a.left_eye_center.x, a.left_eye_center.y],
-                    face_score: a.face_score,
-                    frontal_face_score: a.frontal_face_score,
-                    roll: a.roll,
-                    pan: a.pan,
-                    tilt: a.tilt,
-                    quality: a.quality,
-                },
-            })
-            .collect();
-        Ok((analysis.width, analysis.height, faces))
+    fn analyze(&self, image: &[u8], options: AnalyzeOptions) -> facegate_core::Result<ImageAnalysis> {
+        Ok(self.analyze_bytes(image, options)?.analysis)
     }
 }

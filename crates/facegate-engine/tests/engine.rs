@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use facegate_core::{Code, Engine};
+use facegate_core::{AnalyzeOptions, Code, Engine, FaceAttributes};
 use facegate_engine::embed::cosine;
-use facegate_engine::{Detection, EngineConfig, EngineError, FaceAttributes, OrtEngine, DEFAULT_MIN_QUALITY};
+use facegate_engine::{Detection, EngineConfig, EngineError, FaceDiagnostics, OrtEngine, DEFAULT_MIN_QUALITY};
 use image::{DynamicImage, ImageFormat, RgbImage};
 
 fn home() -> PathBuf {
@@ -56,12 +56,13 @@ fn sample_images_have_the_expected_faces() {
         ("yaoming.jpg", |n| n == 1),
         ("gdp.jpg", |n| n == 5),
     ] {
-        let analysis = engine.analyze(&pack_file(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let analysis =
+            engine.analyze(&pack_file(name), AnalyzeOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let n = analysis.faces.len();
         assert!(check(n), "{name}: {n} faces");
         let (w, h) = (analysis.width as f32, analysis.height as f32);
         let mut last_area = f32::INFINITY;
-        for f in &analysis.faces {
+        for f in analysis.faces.iter().map(|f| &f.face) {
             let b = &f.bbox;
             assert!(b.width() > 4.0 && b.height() > 4.0, "{name}: tiny box {b:?}");
             assert!(
@@ -94,8 +95,8 @@ fn stages_agree_with_analyze_and_are_deterministic() {
     let dets = engine.detect(&img).expect("detect");
     assert_eq!(dets.len(), 1);
     let embs = engine.embed_faces(&img, &dets).expect("embed");
-    let analysis = engine.analyze(&bytes).expect("analyze");
-    assert!(cosine(&embs[0], &analysis.faces[0].embedding) > 0.9999);
+    let analysis = engine.analyze(&bytes, AnalyzeOptions::default()).expect("analyze");
+    assert!(cosine(&embs[0], &analysis.faces[0].face.embedding) > 0.9999);
     assert!(engine.embed_faces(&img, &[]).expect("no faces").is_empty());
 
     // The same face alone and in a batch with others embeds the same.
@@ -104,24 +105,34 @@ fn stages_agree_with_analyze_and_are_deterministic() {
     let batch = engine.embed_faces(&players, &many).expect("batch");
     let single = engine.embed_faces(&players, &many[3..4]).expect("single");
     assert!(cosine(&batch[3], &single[0]) > 0.999);
+
+    // Fewer faces kept, and attributes asked for, leave the kept faces' templates as they were.
+    let bytes = pack_file("players.jpg");
+    let all = engine.analyze(&bytes, AnalyzeOptions::default()).expect("analyze");
+    let two = engine.analyze(&bytes, AnalyzeOptions::with_attributes(2)).expect("analyze");
+    assert_eq!(two.faces.len(), 2);
+    for (a, b) in two.faces.iter().zip(&all.faces) {
+        assert!(a.attributes.is_some() && b.attributes.is_none());
+        assert_eq!(a.face, b.face);
+    }
 }
 
 #[test]
 fn concurrent_callers_get_the_same_answers() {
     let engine = engine();
     let bytes = Arc::new(pack_file("gdp.jpg"));
-    let reference = engine.analyze(&bytes).expect("analyze");
+    let reference = engine.analyze(&bytes, AnalyzeOptions::default()).expect("analyze");
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let (engine, bytes) = (engine.clone(), bytes.clone());
-            std::thread::spawn(move || engine.analyze(&bytes).expect("analyze"))
+            std::thread::spawn(move || engine.analyze(&bytes, AnalyzeOptions::default()).expect("analyze"))
         })
         .collect();
     for h in handles {
         let got = h.join().expect("thread");
         assert_eq!(got.faces.len(), reference.faces.len());
         for (a, b) in got.faces.iter().zip(&reference.faces) {
-            assert!(cosine(&a.embedding, &b.embedding) > 0.9999);
+            assert!(cosine(&a.face.embedding, &b.face.embedding) > 0.9999);
         }
     }
 }
@@ -140,9 +151,10 @@ fn faceapi_identities_are_found_and_separated() {
         for i in 1..=5 {
             let path = dir.join(format!("{person}{i}.png"));
             let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let analysis = engine.analyze(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let analysis =
+                engine.analyze(&bytes, AnalyzeOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(!analysis.faces.is_empty(), "{}: no face", path.display());
-            embeddings.push(analysis.faces[0].embedding.clone());
+            embeddings.push(analysis.faces[0].face.embedding.clone());
         }
         people.push((person, embeddings));
     }
@@ -213,25 +225,25 @@ fn exif_rotated_jpeg_is_turned_upright() {
     // Stored lying on its side; Orientation 6 tells viewers to turn it 90° clockwise.
     let sideways = image::imageops::rotate270(&upright);
     let tagged = with_exif_orientation(&encode(&sideways, ImageFormat::Jpeg), 6);
-    let analysis = engine.analyze(&tagged).expect("analyze");
+    let analysis = engine.analyze(&tagged, AnalyzeOptions::default()).expect("analyze");
     assert_eq!((analysis.width, analysis.height), upright.dimensions());
     assert_eq!(analysis.faces.len(), 1);
-    let reference = engine.analyze(&pack_file("yaoming.jpg")).expect("analyze");
-    let s = cosine(&analysis.faces[0].embedding, &reference.faces[0].embedding);
+    let reference = engine.analyze(&pack_file("yaoming.jpg"), AnalyzeOptions::default()).expect("analyze");
+    let s = cosine(&analysis.faces[0].face.embedding, &reference.faces[0].face.embedding);
     assert!(s > 0.8, "re-encoded upright face similarity {s}");
 }
 
 #[test]
 fn hostile_inputs_are_errors_not_panics() {
     let engine = engine();
-    let code = |bytes: &[u8]| engine.analyze(bytes).err().map(|e| e.code());
+    let code = |bytes: &[u8]| engine.analyze(bytes, AnalyzeOptions::default()).err().map(|e| e.code());
     assert_eq!(code(b""), Some(Code::InvalidImage));
     assert_eq!(code(b"definitely not an image"), Some(Code::UnsupportedMediaType));
     assert_eq!(code(b"GIF89a\x10\x00\x10\x00\x00\x00\x00"), Some(Code::UnsupportedMediaType));
 
     let yao = pack_file("yaoming.jpg");
     for cut in [3, 20, 200, yao.len() / 4, yao.len() / 2, yao.len() - 2] {
-        assert!(engine.analyze(&yao[..cut]).is_err(), "truncated at {cut} decoded");
+        assert!(engine.analyze(&yao[..cut], AnalyzeOptions::default()).is_err(), "truncated at {cut} decoded");
     }
     // Random bytes, and random bytes behind valid magic numbers.
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -249,7 +261,7 @@ fn hostile_inputs_are_errors_not_panics() {
         for len in [16, 1000, 20_000] {
             let mut bytes = magic.to_vec();
             bytes.extend(noise(len));
-            let _ = engine.analyze(&bytes);
+            let _ = engine.analyze(&bytes, AnalyzeOptions::default());
         }
     }
     // BMP headers claiming 20000² and 100000² pixels: refused before any pixel buffer exists
@@ -272,7 +284,7 @@ fn hostile_inputs_are_errors_not_panics() {
     // Degenerate but valid images: no face, no error.
     for (w, h) in [(1, 1), (1, 500), (3000, 2)] {
         let img = RgbImage::from_pixel(w, h, image::Rgb([120, 130, 140]));
-        let analysis = engine.analyze(&encode(&img, ImageFormat::Png)).expect("valid image");
+        let analysis = engine.analyze(&encode(&img, ImageFormat::Png), AnalyzeOptions::default()).expect("valid image");
         assert!(analysis.faces.is_empty());
     }
     let too_big = vec![0u8; engine.config().max_input_bytes + 1];
@@ -301,7 +313,7 @@ fn load_errors_name_the_file_and_the_fix() {
 
     // Loading again in the same process reuses the ONNX Runtime environment.
     let again = OrtEngine::load(&good).expect("second load");
-    assert_eq!(again.analyze(&pack_file("yaoming.jpg")).expect("analyze").faces.len(), 1);
+    assert_eq!(again.analyze(&pack_file("yaoming.jpg"), AnalyzeOptions::default()).expect("analyze").faces.len(), 1);
 }
 
 // Face attributes (pose, quality, areas): see `facegate_engine::attributes`.
@@ -316,12 +328,18 @@ fn lfw_first(data: &Path, name: &str) -> RgbImage {
     decode(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
+/// Attributes of the given detections of `img`, with the measurements behind them.
+fn attributes(engine: &OrtEngine, img: &RgbImage, dets: &[Detection]) -> Vec<(FaceAttributes, FaceDiagnostics)> {
+    let measured = engine.attributes(img, &engine.align(img, dets)).expect("attributes");
+    measured.into_iter().map(|m| (m.attributes, m.diagnostics)).collect()
+}
+
 /// Detection and attributes of the largest face.
-fn largest_face(img: &RgbImage) -> Option<(Detection, FaceAttributes)> {
+fn largest_face(img: &RgbImage) -> Option<(Detection, FaceAttributes, FaceDiagnostics)> {
     let engine = engine();
     let det = engine.detect(img).expect("detect").into_iter().next()?;
-    let attrs = engine.attributes(img, std::slice::from_ref(&det)).expect("attributes").pop()?;
-    Some((det, attrs))
+    let (attrs, diagnostics) = attributes(&engine, img, std::slice::from_ref(&det)).pop()?;
+    Some((det, attrs, diagnostics))
 }
 
 /// `img` turned `degrees` counter-clockwise on screen, on a canvas grown to hold all of it.
@@ -346,9 +364,9 @@ fn rotate_expanded(img: &RgbImage, degrees: f32) -> RgbImage {
 fn attributes_of_the_sample_faces() {
     let engine = engine();
     let yao = decode(&pack_file("yaoming.jpg"));
-    let (det, a) = largest_face(&yao).expect("a face");
+    let (det, a, diagnostics) = largest_face(&yao).expect("a face");
     println!("yaoming.jpg: {a:?}");
-    assert_eq!(a.landmarks106.len(), 106);
+    assert_eq!(diagnostics.landmarks106.len(), 106);
     assert_eq!(a.face_score, det.score);
     let (f, head) = (a.face_area, a.head_area);
     assert!(head.left <= f.left && head.top < f.top && head.right >= f.right && head.bottom >= f.bottom);
@@ -356,23 +374,29 @@ fn attributes_of_the_sample_faces() {
     let (r, l) = (a.right_eye_center, a.left_eye_center);
     assert!(r.x < l.x && r.x > f.left && l.x < f.right && r.y > f.top && r.y < f.bottom);
     for (eye, kp) in [(r, det.landmarks[0]), (l, det.landmarks[1])] {
-        let d = (eye.x as f32 - kp[0]).hypot(eye.y as f32 - kp[1]);
-        assert!(d < 0.1 * f.width() as f32, "eye {eye:?} vs keypoint {kp:?}");
+        let d = (eye.x - kp[0]).hypot(eye.y - kp[1]);
+        assert!(d < 0.1 * f.width(), "eye {eye:?} vs keypoint {kp:?}");
     }
-    assert!(a.pan.abs() < 20.0 && a.tilt.abs() < 20.0 && a.roll.abs() < 10.0, "{a:?}");
+    let p = a.pose;
+    assert!(p.pan.abs() < 20.0 && p.tilt.abs() < 20.0 && p.roll.abs() < 10.0, "{a:?}");
     assert!(a.quality >= DEFAULT_MIN_QUALITY && a.frontal_face_score > 0.8, "{a:?}");
     assert!(engine.attributes(&yao, &[]).expect("no faces").is_empty());
+    // The whole pipeline gives the same attributes and templates as the stages one by one.
+    let whole = engine.analyze_image(&yao, AnalyzeOptions::with_attributes(2)).expect("analyze");
+    let face = &whole.analysis.faces[0];
+    assert_eq!((face.attributes, &whole.diagnostics[0]), (Some(a), &diagnostics));
+    assert_eq!(face.face.embedding, engine.embed_faces(&yao, std::slice::from_ref(&det)).expect("embed")[0]);
 
     // A group photo: one attribute set per face, in order; and the time it takes.
     let players = decode(&pack_file("players.jpg"));
     let dets = engine.detect(&players).expect("detect");
-    let _warm = engine.attributes(&players, &dets[..1]).expect("attributes");
+    let _warm = attributes(&engine, &players, &dets[..1]);
     let start = std::time::Instant::now();
-    let all = engine.attributes(&players, &dets).expect("attributes");
+    let all = attributes(&engine, &players, &dets);
     let per_face = start.elapsed().as_secs_f64() * 1000.0 / dets.len() as f64;
     println!("players.jpg: {} faces, attributes {per_face:.2} ms per face", dets.len());
     assert_eq!(all.len(), dets.len());
-    for (d, a) in dets.iter().zip(&all) {
+    for (d, (a, _)) in dets.iter().zip(&all) {
         assert_eq!(a.face_score, d.score);
         assert!((0.0..=1.0).contains(&a.quality) && (0.0..=1.0).contains(&a.frontal_face_score));
         assert!(a.right_eye_center.x < a.left_eye_center.x, "{a:?}");
@@ -392,8 +416,9 @@ fn mirroring_negates_pan_and_turning_shifts_roll() {
         }
     }
     for (name, img) in &photos {
-        let (_, a) = largest_face(img).expect("a face");
-        let (_, m) = largest_face(&image::imageops::flip_horizontal(img)).expect("a mirrored face");
+        let (_, a, _) = largest_face(img).expect("a face");
+        let (_, m, _) = largest_face(&image::imageops::flip_horizontal(img)).expect("a mirrored face");
+        let (a, m) = (a.pose, m.pose);
         println!(
             "{name}: pan {:.1} tilt {:.1} roll {:.1}; mirrored pan {:.1} tilt {:.1} roll {:.1}",
             a.pan, a.tilt, a.roll, m.pan, m.tilt, m.roll
@@ -408,9 +433,9 @@ fn mirroring_negates_pan_and_turning_shifts_roll() {
     }
 
     let yao = &photos[0].1;
-    let (_, upright) = largest_face(yao).expect("a face");
+    let upright = largest_face(yao).expect("a face").1.pose;
     for degrees in [-30.0f32, -15.0, 15.0, 30.0] {
-        let (_, turned) = largest_face(&rotate_expanded(yao, degrees)).expect("a turned face");
+        let turned = largest_face(&rotate_expanded(yao, degrees)).expect("a turned face").1.pose;
         let shift = turned.roll - upright.roll;
         println!(
             "yaoming turned {degrees}°: roll {:.1} (shift {shift:.1}), pan {:.1}, tilt {:.1}",
@@ -451,8 +476,8 @@ fn quality_passes_clear_photos_and_fails_tiny_and_blurred_faces() {
     let mut lowest = f32::INFINITY;
     for (i, name) in clear.iter().enumerate() {
         let img = lfw_first(&data, name);
-        let (det, a) = largest_face(&img).expect("a face");
-        let p = &a.quality_parts;
+        let (det, a, diagnostics) = largest_face(&img).expect("a face");
+        let p = &diagnostics.quality_parts;
         println!(
             "{name}: quality {:.3} (size {:.2}, sharpness {:.2} [{:.0}], pose {:.2}, detection {:.2}, exposure {:.2}); \
              pan {:.1} tilt {:.1} roll {:.1}",
@@ -463,9 +488,9 @@ fn quality_passes_clear_photos_and_fails_tiny_and_blurred_faces() {
             p.pose,
             p.detection,
             p.exposure,
-            a.pan,
-            a.tilt,
-            a.roll
+            a.pose.pan,
+            a.pose.tilt,
+            a.pose.roll
         );
         assert!(a.quality >= DEFAULT_MIN_QUALITY, "{name}: {a:?}");
         lowest = lowest.min(a.quality);
@@ -492,31 +517,32 @@ fn quality_passes_clear_photos_and_fails_tiny_and_blurred_faces() {
             landmarks: det.landmarks.map(moved),
             score: det.score,
         });
-        let tiny = engine.attributes(&canvas, std::slice::from_ref(&tiny_det)).expect("attributes");
+        let tiny = attributes(&engine, &canvas, std::slice::from_ref(&tiny_det));
         // Blurred with a Gaussian of σ = 6 px; the sharp photo's box if the detector gives up.
         let blurred = image::imageops::blur(&img, 6.0);
         let blur_det = engine.detect(&blurred).expect("detect").into_iter().next().unwrap_or_else(|| det.clone());
-        let blur = engine.attributes(&blurred, std::slice::from_ref(&blur_det)).expect("attributes");
+        let blur = attributes(&engine, &blurred, std::slice::from_ref(&blur_det));
+        let ((tiny, tiny_parts), (blur, blur_parts)) = ((&tiny[0].0, &tiny[0].1), (&blur[0].0, &blur[0].1));
         println!(
             "  {:.0} px wide: quality {:.3} (size {:.2}); blurred: quality {:.3} (sharpness {:.2} [{:.1}])",
-            tiny[0].quality_parts.face_width_px,
-            tiny[0].quality,
-            tiny[0].quality_parts.size,
-            blur[0].quality,
-            blur[0].quality_parts.sharpness,
-            blur[0].quality_parts.laplacian_variance
+            tiny_parts.quality_parts.face_width_px,
+            tiny.quality,
+            tiny_parts.quality_parts.size,
+            blur.quality,
+            blur_parts.quality_parts.sharpness,
+            blur_parts.quality_parts.laplacian_variance
         );
-        assert!(tiny[0].quality < DEFAULT_MIN_QUALITY, "{name} at 20 px: {:?}", tiny[0]);
-        assert!(blur[0].quality < DEFAULT_MIN_QUALITY, "{name} blurred: {:?}", blur[0]);
+        assert!(tiny.quality < DEFAULT_MIN_QUALITY, "{name} at 20 px: {tiny:?}");
+        assert!(blur.quality < DEFAULT_MIN_QUALITY, "{name} blurred: {blur:?}");
     }
     println!("lowest quality of the clear photos: {lowest:.3}");
 
     // A nearly frontal photo reads as frontal.
-    let (_, a) = largest_face(&lfw_first(&data, "Abdullah")).expect("a face");
-    assert!(a.pan.abs() < 15.0 && a.tilt.abs() < 15.0 && a.frontal_face_score > 0.9, "{a:?}");
+    let (_, a, _) = largest_face(&lfw_first(&data, "Abdullah")).expect("a face");
+    assert!(a.pose.pan.abs() < 15.0 && a.pose.tilt.abs() < 15.0 && a.frontal_face_score > 0.9, "{a:?}");
     // A face turned ≈ 45° loses on pose.
-    let (_, a) = largest_face(&lfw_first(&data, "Abdul_Majeed_Shobokshi")).expect("a face");
-    assert!(a.quality_parts.pose < 0.5 && a.frontal_face_score < 0.7, "{a:?}");
+    let (_, a, diagnostics) = largest_face(&lfw_first(&data, "Abdul_Majeed_Shobokshi")).expect("a face");
+    assert!(diagnostics.quality_parts.pose < 0.5 && a.frontal_face_score < 0.7, "{a:?}");
 }
 
 /// A copy of the default pack (manifest rewritten, model files linked) with the flip test on.

@@ -448,7 +448,7 @@ async fn necid_requests_signed_by_botocore_are_verified() {
     };
     let person = server.service.create_subject(&created.tenant, new).await.expect("enroll");
     let gdp = asset("gdp.jpg");
-    let face = engine().analyze_bytes(&gdp).expect("analyze").faces[0].bbox;
+    let face = engine().analyze_bytes(&gdp, Default::default()).expect("analyze").analysis.faces[0].face.bbox;
     let img = image::load_from_memory(&gdp).expect("decode").to_rgb8();
     let (w, h) = (face.width() * 2.0, face.height() * 2.0);
     let (x, y) = ((face.left - face.width() / 2.0).max(0.0), (face.top - face.height() / 2.0).max(0.0));

@@ -419,7 +419,7 @@ fn bulk_jobs_page_and_register_each_record_once(h: &Harness) {
                 register_status: None,
                 reason: String::new(),
                 event_id: None,
-                attributes_json: String::new(),
+                attributes: None,
             })
             .collect()
     };
@@ -450,11 +450,22 @@ fn bulk_jobs_page_and_register_each_record_once(h: &Harness) {
     let s = Subject { customer_person_id: None, ..subject(&a, &done.subject_id, None) };
     let ns = sample(&done.subject_id, "ev-0", "1", "m", 0.5);
     done.event_id = Some("ev-0".into());
+    done.attributes = Some(facegate_core::FaceAttributes {
+        face_area: facegate_core::BoundingBox { left: 1.0, top: 2.0, right: 30.0, bottom: 40.0 },
+        head_area: facegate_core::BoundingBox { left: 0.0, top: 0.0, right: 35.0, bottom: 42.0 },
+        right_eye_center: facegate_core::Point { x: 10.0, y: 12.0 },
+        left_eye_center: facegate_core::Point { x: 20.0, y: 11.0 },
+        face_score: 0.8,
+        frontal_face_score: 0.9,
+        pose: facegate_core::Pose { pan: 1.5, tilt: -2.0, roll: 0.25 },
+        quality: 0.7,
+    });
     store.register_bulk_record(&s, &ns, &done.tags, "job-a", &done).expect("register");
     assert_eq!(store.subject_tags(&a.id, &done.subject_id).expect("tags"), ["t"]);
     let again = store.register_bulk_record(&s, &ns, &done.tags, "job-a", &done);
     assert!(again.is_err(), "a record registers its subject once");
-    assert_eq!(store.bulk_records("job-a", None, 1).expect("page")[0].status, RecordStatus::Processed);
+    let registered = store.bulk_records("job-a", None, 1).expect("page").remove(0);
+    assert_eq!((registered.status, registered.attributes), (RecordStatus::Processed, done.attributes));
     assert_eq!(store.queued_bulk_records(&a.id).expect("queued"), 11);
     let mut failed = store.bulk_records("job-a", Some(0), 1).expect("page").remove(0);
     failed.attempts = 3;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use facegate_core::score::{score_for_fmr, FIT_FMRS};
-use facegate_core::{Calibration, DetectedFace, Engine};
+use facegate_core::{AnalyzeOptions, Calibration, DetectedFace, Engine};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -313,18 +313,16 @@ fn embed_paths(
 }
 
 fn chosen_face(engine: &dyn Engine, bytes: &[u8], choice: FaceChoice, quality: bool) -> Option<Embedded> {
-    if quality {
-        let max_faces = if choice == FaceChoice::Largest { 1 } else { usize::MAX };
-        let (width, height, faces) = engine.analyze_with_attributes(bytes, max_faces).ok()?;
-        let i = pick(faces.iter().map(|f| &f.face), width, height, choice)?;
-        let face = faces.into_iter().nth(i)?;
-        Some(Embedded { embedding: face.face.embedding, quality: Some(face.attributes.quality) })
+    let options = if quality {
+        // Attributes cost a landmark run per face: the largest face needs only its own.
+        AnalyzeOptions::with_attributes(if choice == FaceChoice::Largest { 1 } else { usize::MAX })
     } else {
-        let analysis = engine.analyze(bytes).ok()?;
-        let i = pick(analysis.faces.iter(), analysis.width, analysis.height, choice)?;
-        let face = analysis.faces.into_iter().nth(i)?;
-        Some(Embedded { embedding: face.embedding, quality: None })
-    }
+        AnalyzeOptions::default()
+    };
+    let analysis = engine.analyze(bytes, options).ok()?;
+    let i = pick(analysis.faces.iter().map(|f| &f.face), analysis.width, analysis.height, choice)?;
+    let face = analysis.faces.into_iter().nth(i)?;
+    Some(Embedded { embedding: face.face.embedding, quality: face.attributes.map(|a| a.quality) })
 }
 
 /// Index of the chosen face among `faces` (largest first, as the engine returns them).

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use facegate_core::Engine;
+use facegate_core::{AnalyzeOptions, AnalyzedFace, Engine};
 use serde_json::json;
 
 use crate::config::{Config, EngineArgs, FileConfig, Flags, ServiceArgs};
@@ -49,11 +49,11 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 
 pub fn detect(args: DetectArgs, file: &FileConfig) -> anyhow::Result<()> {
     let engine = engine(&config(file, Flags { engine: Some(&args.engine), ..Flags::default() })?)?;
-    let analysis = engine.analyze(&read(&args.image)?)?;
+    let analysis = engine.analyze(&read(&args.image)?, AnalyzeOptions::default())?;
     let faces: Vec<_> = analysis
         .faces
         .iter()
-        .map(|f| {
+        .map(|AnalyzedFace { face: f, .. }| {
             json!({
                 "bounding_box": {"left_x": f.bbox.left.round(), "left_y": f.bbox.top.round(),
                                  "right_x": f.bbox.right.round(), "right_y": f.bbox.bottom.round()},
@@ -72,9 +72,9 @@ pub fn compare(args: CompareArgs, file: &FileConfig) -> anyhow::Result<()> {
     let engine = engine(&config)?;
     let known_threshold = config.service.known_threshold;
     let largest = |path: &PathBuf| -> anyhow::Result<Vec<f32>> {
-        let analysis = engine.analyze(&read(path)?)?;
+        let analysis = engine.analyze(&read(path)?, AnalyzeOptions::default())?;
         let face = analysis.faces.into_iter().next().with_context(|| format!("no face found in {}", path.display()))?;
-        Ok(face.embedding)
+        Ok(face.face.embedding)
     };
     let (a, b) = (largest(&args.a)?, largest(&args.b)?);
     let similarity: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();

@@ -17,7 +17,7 @@ use crate::jobs::{
     check_filename, BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, RecordStatus,
     RegisterStatus, SourceError, BULK_PAGE_SIZE, MAX_BULK_REGISTRATIONS,
 };
-use crate::model::{ImageUpload, Profile, Subject, Tenant};
+use crate::model::{AnalyzeOptions, ImageAnalysis, ImageUpload, Profile, Subject, Tenant};
 
 /// How the background runner works through pending records.
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ impl FaceService {
                     register_status: None,
                     reason: String::new(),
                     event_id: None,
-                    attributes_json: String::new(),
+                    attributes: None,
                 })
                 .collect();
             let store = self.store.clone();
@@ -316,9 +316,9 @@ impl FaceService {
         let image = bytes.clone();
         let faces = self
             .pool
-            .run_background(move || engine.analyze_with_attributes(&image, 2))
+            .run_background(move || engine.analyze(&image, AnalyzeOptions::with_attributes(2)))
             .await
-            .map(|(_, _, faces)| faces)
+            .and_then(ImageAnalysis::into_attributed)
             .map_err(failure_reason)?;
         let face = self.of_quality(faces).map_err(failure_reason)?;
 
@@ -338,7 +338,7 @@ impl FaceService {
         done.status = RecordStatus::Processed;
         done.register_status = Some(RegisterStatus::Success);
         done.event_id = Some(new_sample.sample.id.clone());
-        done.attributes_json = serde_json::to_string(&face.attributes).unwrap_or_default();
+        done.attributes = Some(face.attributes);
         let (store, job_id) = (self.store.clone(), job_id.to_owned());
         let tags = done.tags.clone();
         let _subject_lock = self.subject_locks.lock(&tenant.id, &record.subject_id).await;

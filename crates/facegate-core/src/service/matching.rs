@@ -165,7 +165,7 @@ impl FaceService {
         selection: FaceSelection,
     ) -> Result<Vec<(DetectedFace, Option<FaceAttributes>)>> {
         Ok(match selection {
-            FaceSelection::Every => self.analyze(image).await?.faces.into_iter().map(|f| (f, None)).collect(),
+            FaceSelection::Every => self.analyze(image).await?.faces.into_iter().map(|f| (f.face, None)).collect(),
             FaceSelection::Single => {
                 let AttributedFace { face, attributes } = only_face(self.extract(image, 2).await?)?;
                 vec![(face, Some(attributes))]

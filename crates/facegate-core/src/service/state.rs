@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    AttributedFace, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ImageUpload, NewSample, Subject, Template,
-    Tenant,
+    AnalyzeOptions, AttributedFace, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ImageUpload, NewSample,
+    Subject, Template, Tenant,
 };
 use crate::pool::InferencePool;
 use crate::ports::{Engine, Index, Store};
@@ -188,21 +188,21 @@ impl FaceService {
     /// Detects and embeds every face, on the bounded inference pool.
     pub async fn analyze(&self, image: Vec<u8>) -> Result<ImageAnalysis> {
         let engine = self.engine.clone();
-        self.pool.run(move || engine.analyze(&image)).await
+        self.pool.run(move || engine.analyze(&image, AnalyzeOptions::default())).await
     }
 
     /// Every face of `image` (at most `max_faces`, largest first) with its attributes.
     pub async fn extract(&self, image: Vec<u8>, max_faces: usize) -> Result<Vec<AttributedFace>> {
         let engine = self.engine.clone();
-        let (_, _, faces) = self.pool.run(move || engine.analyze_with_attributes(&image, max_faces)).await?;
-        Ok(faces)
+        let options = AnalyzeOptions::with_attributes(max_faces);
+        self.pool.run(move || engine.analyze(&image, options)).await?.into_attributed()
     }
 
     /// The face of `image` that `policy` picks.
     pub(super) async fn face_by_policy(&self, image: Vec<u8>, policy: FacePolicy) -> Result<FoundFace> {
         match policy {
             FacePolicy::Largest => {
-                let face = self.analyze(image).await?.faces.into_iter().next().ok_or(Error::NoFace)?;
+                let face = self.analyze(image).await?.faces.into_iter().next().map(|f| f.face).ok_or(Error::NoFace)?;
                 Ok(FoundFace { face, attributes: None })
             }
             FacePolicy::SingleOfQuality => {

@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use base64::Engine as _;
 use facegate_core::jobs::{RecordStatus, RegisterStatus, MAX_BULK_REGISTRATIONS};
 use facegate_core::service::MAX_TAGS;
-use facegate_core::{BulkPage, BulkRecord, FaceAttributes};
+use facegate_core::{BoundingBox, BulkPage, BulkRecord, FaceAttributes};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -161,22 +161,20 @@ pub struct Attributes {
 
 impl From<&FaceAttributes> for Attributes {
     fn from(a: &FaceAttributes) -> Self {
-        let area = |b: &[i32; 4]| Area {
-            left: b[0].to_string(),
-            top: b[1].to_string(),
-            right: b[2].to_string(),
-            bottom: b[3].to_string(),
-        };
-        let point = |p: &[i32; 2]| Point { x: p[0].to_string(), y: p[1].to_string() };
+        // Areas and points are whole pixels; NEC writes them as integers.
+        let px = |v: f32| (v.round() as i32).to_string();
+        let area =
+            |b: &BoundingBox| Area { left: px(b.left), top: px(b.top), right: px(b.right), bottom: px(b.bottom) };
+        let point = |p: &facegate_core::Point| Point { x: px(p.x), y: px(p.y) };
         Attributes {
             face_area: area(&a.face_area),
             head_area: area(&a.head_area),
             right_eye_center: point(&a.right_eye_center),
             left_eye_center: point(&a.left_eye_center),
             frontal_face_score: number(a.frontal_face_score),
-            face_roll: number(a.roll),
-            face_pan: number(a.pan),
-            face_tilt: number(a.tilt),
+            face_roll: number(a.pose.roll),
+            face_pan: number(a.pose.pan),
+            face_tilt: number(a.pose.tilt),
             face_score: number(a.face_score),
             face_quality_score: number(a.quality),
         }
@@ -430,10 +428,8 @@ impl From<&BulkPage> for BulkProgress {
 impl From<&BulkRecord> for RecordSummary {
     fn from(r: &BulkRecord) -> Self {
         let success = r.register_status == Some(RegisterStatus::Success);
-        let attributes = serde_json::from_str::<FaceAttributes>(&r.attributes_json)
-            .ok()
-            .and_then(|a| serde_json::to_string(&Attributes::from(&a)).ok())
-            .unwrap_or_default();
+        let attributes =
+            r.attributes.as_ref().and_then(|a| serde_json::to_string(&Attributes::from(a)).ok()).unwrap_or_default();
         RecordSummary {
             id: r.id.clone(),
             filename: r.filename.clone(),

@@ -13,6 +13,7 @@ use postgres::Transaction;
 
 use super::{to_i64, to_u64, PgStore};
 use crate::error::{Result, StoreError};
+use crate::stored_attributes;
 
 const RECORD_COLUMNS: &str = "seq, id, filename, tags_json, subject_id, attempts, processed, register_status, reason, \
                               event_id, attributes_json";
@@ -96,6 +97,8 @@ impl PgStore {
 /// (here or on another node), its outcome stays.
 fn update_record(tx: &mut Transaction<'_>, job_id: &str, record: &BulkRecord) -> Result<()> {
     let attempts = i32::try_from(record.attempts).unwrap_or(i32::MAX);
+    let attributes = stored_attributes::encode(record.attributes.as_ref())
+        .map_err(|e| StoreError::Inconsistent(format!("record attributes: {e}")))?;
     let changed = tx.execute(
         "UPDATE bulk_records SET attempts = $3, processed = $4, register_status = $5, reason = $6, event_id = $7, \
          attributes_json = $8 WHERE job_id = $1 AND seq = $2 AND NOT processed",
@@ -107,7 +110,7 @@ fn update_record(tx: &mut Transaction<'_>, job_id: &str, record: &BulkRecord) ->
             &RegisterStatus::name(record.register_status),
             &record.reason,
             &record.event_id,
-            &record.attributes_json,
+            &attributes,
         ],
     )?;
     if changed == 0 {
@@ -119,6 +122,9 @@ fn update_record(tx: &mut Transaction<'_>, job_id: &str, record: &BulkRecord) ->
 fn record_from_row(row: &postgres::Row) -> Result<BulkRecord> {
     let tags: String = row.try_get(3)?;
     let status: String = row.try_get(7)?;
+    let attributes: String = row.try_get(10)?;
+    let attributes = stored_attributes::decode(&attributes)
+        .map_err(|e| StoreError::Inconsistent(format!("record attributes: {e}")))?;
     Ok(BulkRecord {
         seq: to_u64(row.try_get(0)?),
         id: row.try_get(1)?,
@@ -130,7 +136,7 @@ fn record_from_row(row: &postgres::Row) -> Result<BulkRecord> {
         register_status: RegisterStatus::from_name(&status),
         reason: row.try_get(8)?,
         event_id: row.try_get(9)?,
-        attributes_json: row.try_get(10)?,
+        attributes,
     })
 }
 

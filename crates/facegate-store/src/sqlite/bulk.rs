@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::SqliteStore;
 use crate::error::{Result, StoreError};
+use crate::stored_attributes;
 
 const RECORD_COLUMNS: &str = "seq, id, filename, tags_json, subject_id, attempts, processed, register_status, reason, \
                               event_id, attributes_json";
@@ -21,6 +22,8 @@ impl SqliteStore {
             ))?;
             for r in records {
                 let tags = serde_json::to_string(&r.tags).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+                let attributes = stored_attributes::encode(r.attributes.as_ref())
+                    .map_err(|e| StoreError::Inconsistent(format!("record attributes: {e}")))?;
                 insert.execute(params![
                     i64::try_from(r.seq).unwrap_or(i64::MAX),
                     r.id,
@@ -32,7 +35,7 @@ impl SqliteStore {
                     RegisterStatus::name(r.register_status),
                     r.reason,
                     r.event_id,
-                    r.attributes_json,
+                    attributes,
                     job.id
                 ])?;
             }
@@ -111,6 +114,8 @@ impl SqliteStore {
 
 /// Saves a record's progress inside `tx`.
 fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Result<()> {
+    let attributes = stored_attributes::encode(record.attributes.as_ref())
+        .map_err(|e| StoreError::Inconsistent(format!("record attributes: {e}")))?;
     let changed = tx
         .prepare_cached(
             "UPDATE bulk_records SET attempts = ?3, processed = ?4, register_status = ?5, reason = ?6, event_id = ?7, \
@@ -124,7 +129,7 @@ fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Res
             RegisterStatus::name(record.register_status),
             record.reason,
             record.event_id,
-            record.attributes_json
+            attributes
         ])?;
     if changed == 0 {
         return Err(StoreError::NotFound("bulk record"));
@@ -135,6 +140,9 @@ fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Res
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<BulkRecord> {
     let tags: String = row.get(3)?;
     let status: String = row.get(7)?;
+    let attributes: String = row.get(10)?;
+    let attributes = stored_attributes::decode(&attributes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?;
     Ok(BulkRecord {
         seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
         id: row.get(1)?,
@@ -146,7 +154,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<BulkRecord> {
         register_status: RegisterStatus::from_name(&status),
         reason: row.get(8)?,
         event_id: row.get(9)?,
-        attributes_json: row.get(10)?,
+        attributes,
     })
 }
 
@@ -184,5 +192,64 @@ impl facegate_core::BulkJobStore for SqliteStore {
         record: &BulkRecord,
     ) -> facegate_core::Result<()> {
         Ok(self.create_tagged_subject_impl(subject, sample, tags, |tx| update_record(tx, job_id, record))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use facegate_core::store_roles::*;
+    use facegate_core::{BoundingBox, FaceAttributes, Point, Pose};
+
+    use super::*;
+
+    fn record(seq: u64) -> BulkRecord {
+        BulkRecord {
+            seq,
+            id: format!("op-{seq}"),
+            filename: format!("{seq}.jpg"),
+            tags: Vec::new(),
+            subject_id: format!("subject-{seq}"),
+            attempts: 0,
+            status: RecordStatus::New,
+            register_status: None,
+            reason: String::new(),
+            event_id: None,
+            attributes: None,
+        }
+    }
+
+    #[test]
+    fn attributes_round_trip_and_an_undecodable_row_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let tenant = store.create_tenant("t", "h").expect("tenant");
+        let job = BulkJob { id: "job".into(), tenant_id: tenant.id, created_at: "1".into() };
+        store.create_bulk_job(&job, &[record(0), record(1)]).expect("job");
+
+        let mut done = record(0);
+        done.status = RecordStatus::Processed;
+        done.attributes = Some(FaceAttributes {
+            face_area: BoundingBox { left: 1.0, top: 2.0, right: 30.0, bottom: 40.0 },
+            head_area: BoundingBox { left: 0.0, top: 0.0, right: 35.0, bottom: 42.0 },
+            right_eye_center: Point { x: 10.0, y: 12.0 },
+            left_eye_center: Point { x: 20.0, y: 11.0 },
+            face_score: 0.8,
+            frontal_face_score: 0.9,
+            pose: Pose { pan: 1.5, tilt: -2.0, roll: 0.25 },
+            quality: 0.7,
+        });
+        store.save_bulk_record("job", &done).expect("save");
+        let page = store.bulk_records("job", None, 2).expect("page");
+        assert_eq!((&page[0].attributes, &page[1].attributes), (&done.attributes, &None));
+
+        // A value no stored form reads fails the read instead of coming back blank.
+        store
+            .write(|tx| {
+                tx.execute("UPDATE bulk_records SET attributes_json = '{\"v\":\"9\"}' WHERE seq = 1", [])?;
+                Ok(())
+            })
+            .expect("corrupt");
+        let err = store.bulk_records("job", None, 2).expect_err("undecodable");
+        assert!(err.to_string().contains("unknown variant"), "{err}");
     }
 }

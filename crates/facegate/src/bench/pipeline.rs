@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use facegate_core::Engine;
-use facegate_engine::{align, decode_image, embed, EngineConfig, OrtEngine};
+use facegate_core::{AnalyzeOptions, Engine};
+use facegate_engine::{decode_image, EngineConfig, OrtEngine};
 use serde_json::json;
 
 use super::{quantile, sorted};
@@ -103,12 +103,9 @@ pub fn run(args: PipelineArgs, file: &FileConfig) -> anyhow::Result<()> {
 }
 
 fn time_stages(engine: &OrtEngine, images: &[Vec<u8>], rounds: usize) -> anyhow::Result<Stages> {
-    let recognizer = &engine.pack().manifest.recognizer;
-    let size = recognizer.input_size;
-    let mut crop = vec![0f32; 3 * (size * size) as usize];
     // Warm-up: the first runs allocate arenas and pick kernels.
     for bytes in images.iter().take(5) {
-        let _ = engine.analyze(bytes);
+        let _ = engine.analyze(bytes, AnalyzeOptions::default());
     }
     let mut stages = Stages::default();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -119,20 +116,15 @@ fn time_stages(engine: &OrtEngine, images: &[Vec<u8>], rounds: usize) -> anyhow:
             let t1 = Instant::now();
             let faces = engine.detect(&img)?;
             let t2 = Instant::now();
-            for face in &faces {
-                let forward = embed::crop_transform(face, size);
-                align::warp_to_planar(&img, &forward, size, recognizer.mean, recognizer.std, &mut crop);
-            }
+            let aligned = engine.align(&img, &faces);
             let t3 = Instant::now();
-            engine.embed_faces(&img, &faces)?;
+            engine.embed(&aligned)?;
             let t4 = Instant::now();
-            // `embed_faces` aligns again before it runs the model: its own align is taken out.
-            let align = t3 - t2;
             stages.decode.push(ms(t1 - t0));
             stages.detect.push(ms(t2 - t1));
-            stages.align.push(ms(align));
-            stages.embed.push(ms((t4 - t3).saturating_sub(align)));
-            stages.total.push(ms(t2 - t0) + ms(t4 - t3));
+            stages.align.push(ms(t3 - t2));
+            stages.embed.push(ms(t4 - t3));
+            stages.total.push(ms(t4 - t0));
         }
     }
     Ok(stages)
@@ -152,7 +144,7 @@ fn throughput(engine: &OrtEngine, images: &[Vec<u8>], threads: usize) -> Through
         for _ in 0..threads {
             s.spawn(|| {
                 while let Some(bytes) = images.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if let Ok(analysis) = engine.analyze(bytes) {
+                    if let Ok(analysis) = engine.analyze(bytes, AnalyzeOptions::default()) {
                         faces.fetch_add(analysis.faces.len(), Ordering::Relaxed);
                     }
                 }
