@@ -68,7 +68,7 @@ fn image(text: &str) -> ImageUpload {
 /// Deletes `customer_person_id` as soon as it exists.
 async fn delete_when_it_appears(svc: &FaceService, tenant: &Tenant, customer_person_id: &str) {
     loop {
-        match delete_person(&svc, tenant, customer_person_id).await {
+        match delete_person(svc, tenant, customer_person_id).await {
             Ok(_) => return,
             Err(Error::NotFound(_)) => tokio::task::yield_now().await,
             Err(e) => panic!("delete failed: {e}"),

@@ -43,7 +43,7 @@ async fn enroll_then_identify_and_verify() {
 
     let verified = verify(&svc, &a, "p1", b"face:bob".to_vec()).await.expect("verify");
     assert!(!verified[0].known);
-    assert!(verified[0].candidates.first().is_some(), "1:1 keeps the candidate for its confidence");
+    assert!(!verified[0].candidates.is_empty(), "1:1 keeps the candidate for its confidence");
 }
 
 #[tokio::test]
