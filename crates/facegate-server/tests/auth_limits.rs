@@ -1,4 +1,5 @@
-//! Repeated authentication failures from one address are refused with 429 in both dialects.
+//! Repeated authentication failures from one address are refused with 429 in both dialects. No
+//! real face is needed, so the server runs on the core's fake engine.
 
 mod common;
 
@@ -17,7 +18,7 @@ fn limited() -> Settings {
 #[tokio::test]
 async fn repeated_failures_from_one_address_get_429_until_the_bucket_refills() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start_with(dir.path(), limited()).await;
+    let server = TestServer::start_on_fakes(dir.path(), limited()).await;
     let http = client();
     let tenant = server.service.create_tenant("acme").await.expect("tenant");
     let good = format!("Token {}", tenant.token);
@@ -74,7 +75,7 @@ async fn repeated_failures_from_one_address_get_429_until_the_bucket_refills() {
 async fn a_zero_burst_turns_the_limit_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings { auth_failure_burst: 0, ..Settings::default() };
-    let server = TestServer::start_with(dir.path(), settings).await;
+    let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let http = client();
     for _ in 0..50 {
         let (status, _) = send(http.get(server.url("/miicloud/person/x")).header("Authorization", "Token no")).await;

@@ -201,7 +201,7 @@ fn the_audit_log_records_writes_searches_and_verifications_without_biometric_dat
         assert_eq!(e["fields"]["tenant"], "sandbox", "{e}");
         assert!(e["timestamp"].as_str().is_some_and(|t| t.starts_with("20")), "{e}");
     }
-    assert_eq!(events[0]["fields"]["input"], "customer_person_id=yao-1");
+    assert_eq!(events[0]["fields"]["input"], "customer_id=yao-1");
     assert!(events[2]["fields"]["output"].as_str().is_some_and(|o| o.contains(subject)), "who was identified: {log}");
     assert!(events[3]["fields"]["output"].as_str().is_some_and(|o| o.contains(subject)), "{log}");
     assert!(events[4]["fields"]["output"].as_str().is_some_and(|o| o.contains(subject)), "{log}");

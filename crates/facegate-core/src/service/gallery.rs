@@ -63,7 +63,10 @@ pub struct SubjectRecord {
 impl FaceService {
     /// Creates a subject from the face of an image that `policy` picks.
     pub async fn create_subject(&self, tenant: &Tenant, new: NewSubject) -> Result<Registered> {
-        let input = format!("customer_id={} tags={}", new.customer_id.as_deref().unwrap_or("-"), new.tags.join(","));
+        let mut input = format!("customer_id={}", new.customer_id.as_deref().unwrap_or("-"));
+        if !new.tags.is_empty() {
+            input.push_str(&format!(" tags={}", new.tags.join(",")));
+        }
         let summary = |r: &Registered| format!("subject={} sample={}", r.subject.id, r.sample.id);
         audited(tenant, "create_subject", input, summary, async {
             if let Some(customer_id) = &new.customer_id {

@@ -26,6 +26,8 @@
 //!   form. Both are computed from the bytes received, so neither lets a request be altered.
 //! - **Headers:** the names listed in `SignedHeaders` (lower case, sorted), each value trimmed
 //!   of spaces with runs of spaces collapsed, repeated headers joined with `,` in arrival order.
+//!   botocore collapses every whitespace run, tabs too (`' '.join(value.split())`); its form is
+//!   the second one [`verify`] accepts, together with its raw query.
 //! - **Payload:** the hex SHA-256 of the body as received. If an `x-amz-content-sha256` header is
 //!   present, signers put its value in the canonical request instead; [`verify`] requires that
 //!   value to equal the computed hash. `UNSIGNED-PAYLOAD` (and the `STREAMING-*` values) are
