@@ -19,9 +19,16 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
 }
 
+/// Largest decoded image, width × height. 40 MP covers current phone cameras and stops
+/// decompression bombs before they allocate.
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+/// Largest encoded input: the core's image limit, which is also the server's default request
+/// body limit, so that the engine never refuses as too large an image the server accepted.
+pub const DEFAULT_MAX_INPUT_BYTES: usize = facegate_core::service::DEFAULT_MAX_IMAGE_BYTES;
+
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { max_input_bytes: 20 * 1024 * 1024, max_pixels: 40_000_000 }
+        Self { max_input_bytes: DEFAULT_MAX_INPUT_BYTES, max_pixels: DEFAULT_MAX_PIXELS }
     }
 }
 

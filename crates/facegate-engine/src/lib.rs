@@ -41,7 +41,7 @@ use ort::session::Session;
 
 pub use crate::align::AlignedFace;
 pub use crate::attributes::{FaceDiagnostics, MeasuredAttributes, QualityParts, DEFAULT_MIN_QUALITY};
-pub use crate::decode::{decode_image, DecodeLimits};
+pub use crate::decode::{decode_image, DecodeLimits, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS};
 pub use crate::detect::{Detection, PadFill};
 pub use crate::error::{EngineError, Result};
 pub use crate::pack::{Manifest, Pack};
@@ -81,12 +81,6 @@ pub const DEFAULT_MAX_DETECTOR_SIDE: u32 = 640;
 pub const DEFAULT_DETECTION_THRESHOLD: f32 = 0.5;
 /// IoU above which overlapping boxes are merged. 0.4 is InsightFace's default.
 pub const DEFAULT_NMS_IOU: f32 = 0.4;
-/// Largest decoded image, width × height. 40 MP covers current phone cameras and stops
-/// decompression bombs before they allocate.
-pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
-/// Largest encoded input: the core's image limit, which is also the server's default request
-/// body limit, so that the engine never refuses as too large an image the server accepted.
-pub const DEFAULT_MAX_INPUT_BYTES: usize = facegate_core::service::DEFAULT_MAX_IMAGE_BYTES;
 /// ONNX Runtime intra-op threads per session: 1, because parallelism comes from the workers.
 pub const DEFAULT_INTRA_THREADS: usize = 1;
 

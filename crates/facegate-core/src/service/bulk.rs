@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::audit::{self, audited};
-use super::state::{blocking, template_of, FaceService};
+use super::state::{blocking, template_of, FaceService, DEFAULT_MAX_IMAGE_BYTES};
 use super::text::now_rfc3339;
 use crate::error::{Error, Result};
 use crate::jobs::{
@@ -28,7 +28,7 @@ pub struct BulkConfig {
     pub max_attempts: u32,
     /// Wait before the second try; each later try waits four times longer.
     pub retry_base: Duration,
-    /// Largest file read from the source.
+    /// Largest file read from the source: the same limit as an uploaded image.
     pub max_file_bytes: u64,
     /// Longest one read from the source may take before it counts as a read error.
     pub read_timeout: Duration,
@@ -42,7 +42,7 @@ impl Default for BulkConfig {
             concurrency: 2,
             max_attempts: 3,
             retry_base: Duration::from_millis(200),
-            max_file_bytes: 10 << 20,
+            max_file_bytes: DEFAULT_MAX_IMAGE_BYTES as u64,
             read_timeout: Duration::from_secs(30),
             max_queued_per_tenant: 200_000,
         }
