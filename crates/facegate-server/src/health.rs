@@ -1,11 +1,13 @@
 //! Health probes, and the answer for paths no dialect owns.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use axum::Json;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::http_limits::Dialect;
 use crate::state::AppState;
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -28,6 +30,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
     }
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::NoRoute
+/// A path no route owns answers in the body of the dialect its prefix names: NEC's
+/// `{"message": "Not Found"}` under `/v1.1/`, miiCloud's failure under `/miicloud/`.
+pub async fn not_found(uri: Uri) -> Response {
+    Dialect::of(uri.path()).respond(ApiError::NoRoute)
 }

@@ -146,7 +146,7 @@ async fn a_body_that_does_not_arrive_in_time_gets_a_json_408_in_each_dialect() {
 #[tokio::test]
 async fn every_error_answer_is_json_in_its_dialect() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
     let tenant = server.service.create_tenant("errs").await.expect("tenant");
     let http = client();
     // Wrong method: axum answers 405 with an empty body by itself.
@@ -168,6 +168,11 @@ async fn every_error_answer_is_json_in_its_dialect() {
     let (status, body) = send(http.post(server.url("/healthz"))).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert!(body["message"].is_string(), "{body}");
+    // An unknown route under /v1.1/ answers in NEC's shape, one under /miicloud/ in miiCloud's.
+    let (status, body) = send(http.get(server.url("/v1.1/no-such-route"))).await;
+    assert_eq!((status, body), (StatusCode::NOT_FOUND, serde_json::json!({"message": "Not Found"})));
+    let (status, body) = send(http.get(server.url("/miicloud/no-such-route"))).await;
+    assert_fail(status, &body, StatusCode::NOT_FOUND);
     server.stop().await;
 }
 
