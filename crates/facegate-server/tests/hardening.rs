@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
+/// One face, as the core's fake engine reads images: these tests are about the HTTP layer, so
+/// the server runs on the fakes and loads no model.
 fn bytes_of_face() -> Vec<u8> {
-    asset("yaoming.jpg")
+    b"face:yao".to_vec()
 }
 
 /// Opens `n` connections that send half a request line and then nothing.
@@ -44,7 +46,7 @@ async fn half_sent_requests_neither_starve_real_clients_nor_stay_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings =
         Settings { max_connections: 32, header_read_timeout_secs: 2, keep_alive_idle_secs: 1, ..Settings::default() };
-    let server = TestServer::start_with(dir.path(), settings).await;
+    let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     // Far more half-sent requests than the cap allows.
     let idle = tokio::task::spawn_blocking({
@@ -78,7 +80,7 @@ async fn half_sent_requests_neither_starve_real_clients_nor_stay_open() {
 async fn a_kept_alive_connection_closes_after_the_idle_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings { header_read_timeout_secs: 10, keep_alive_idle_secs: 1, ..Settings::default() };
-    let server = TestServer::start_with(dir.path(), settings).await;
+    let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let closed = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(&addr).expect("connect");
@@ -115,7 +117,7 @@ fn trickled(addr: &str, head: &str) -> (String, Duration) {
 async fn a_body_that_does_not_arrive_in_time_gets_a_json_408_in_each_dialect() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings { request_body_timeout_secs: 1, ..Settings::default() };
-    let server = TestServer::start_with(dir.path(), settings).await;
+    let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let tenant = server.service.create_tenant("slow").await.expect("tenant");
     let addr = server.base.trim_start_matches("http://").to_owned();
     let mii = format!(
@@ -179,14 +181,14 @@ async fn every_error_answer_is_json_in_its_dialect() {
 #[tokio::test]
 async fn readiness_checks_the_database_and_the_disk_headroom() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
     let (status, body) = send(client().get(server.url("/readyz"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     server.stop().await;
 
     // No disk has this much room.
     let settings = Settings { min_free_disk_bytes: u64::MAX, ..Settings::default() };
-    let server = TestServer::start_with(dir.path(), settings).await;
+    let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let (status, body) = send(client().get(server.url("/readyz"))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["reason"].as_str().is_some_and(|r| r.contains("disk")), "{body}");
@@ -205,7 +207,7 @@ async fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
         trusted_proxies: vec!["127.0.0.1".into()],
         ..Settings::default()
     };
-    let server = TestServer::start_with(dir.path(), settings).await;
+    let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let tenant = server.service.create_tenant("proxied").await.expect("tenant");
     let good = format!("Token {}", tenant.token);
     let http = client();
@@ -232,7 +234,7 @@ async fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
 
     // Without trusted proxies a forged header changes nothing: the socket's address counts.
     let settings = Settings { auth_failure_burst: 3, auth_failure_refill_secs: 600, ..Settings::default() };
-    let server = TestServer::start_with(dir.path(), settings).await;
+    let server = TestServer::start_on_fakes(dir.path(), settings).await;
     for i in 0..3 {
         let res = http
             .get(server.url("/miicloud/person/nobody"))
@@ -257,7 +259,7 @@ async fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
 #[tokio::test]
 async fn a_signed_write_is_accepted_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
     let tenant = server.service.create_tenant("replayed").await.expect("tenant");
     let creds = &tenant.credentials;
     let face = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes_of_face());
@@ -283,7 +285,7 @@ async fn a_signed_write_is_accepted_once() {
 #[tokio::test]
 async fn duplicate_filenames_in_one_job_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
     let tenant = server.service.create_tenant("dups").await.expect("tenant");
     let body = json!({"registrations": [{"filename": "a.jpg"}, {"filename": "b.jpg"}, {"filename": "a.jpg"}]});
     let (status, body) =
@@ -318,7 +320,7 @@ async fn finished(
 async fn bulk_reads_stay_in_the_tenants_area_and_a_pipe_blocks_nobody() {
     use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
     let a = server.service.create_tenant("alpha").await.expect("tenant");
     let b = server.service.create_tenant("beta").await.expect("tenant");
     let bucket = dir.path().join("bucket");
