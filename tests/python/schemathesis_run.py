@@ -63,9 +63,9 @@ class NecSigV4Auth(requests.auth.AuthBase):
     for the next second instead of being refused as a replay.
 
     The coverage phase also sends made-up extra headers, and they are signed like the rest.
-    botocore collapses every run of whitespace in a header value to one space, facegate only runs
-    of spaces (as AWS documents the algorithm): a value with a tab in it is answered 403, which
-    the NEC document lists for every operation, so such a case passes without reaching a handler.
+    botocore collapses every run of whitespace in a header value (tabs too) to one space, where
+    AWS documents runs of spaces only; facegate accepts a signature over either form, so such a
+    case reaches its handler like any other.
     """
 
     def __init__(self, api_key, access_key_id, secret_access_key, region):
