@@ -28,8 +28,9 @@ pub use follow::CHANGE_LOG_RETENTION;
 pub use gallery::{NewSubject, Registered, SubjectKey, SubjectRecord, MAX_FIELD_CHARS, MAX_ID_CHARS};
 pub use matching::{Candidate, FaceSearch, FaceSelection, SearchOptions};
 pub use state::{
-    FacePolicy, FaceService, ServiceConfig, DEFAULT_INFERENCE_QUEUE_PER_WORKER, DEFAULT_KNOWN_THRESHOLD,
-    DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY,
+    registrable_face, FacePolicy, FaceService, ServiceConfig, DEFAULT_INFERENCE_QUEUE_PER_WORKER,
+    DEFAULT_KNOWN_THRESHOLD, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY, REGISTRATION_FACES_EXAMINED,
+    RIVAL_MIN_AREA_RATIO,
 };
 pub use tags::{MAX_TAGS, MAX_TAG_CHARS};
 pub use tenants::{

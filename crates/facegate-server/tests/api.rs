@@ -582,7 +582,9 @@ async fn bulk_register_jobs_register_files_and_name_each_failure() {
     std::fs::write(bucket.join("people/yao-again.jpg"), asset("yaoming.jpg")).expect("write");
     std::fs::write(bucket.join("yao-tagged.jpg"), asset("yaoming.jpg")).expect("write");
     std::fs::write(bucket.join("notes.jpg"), b"these are not image bytes").expect("write");
-    std::fs::write(bucket.join("crowd.jpg"), asset("players.jpg")).expect("write");
+    // Five people of similar size, each registrable: ambiguous. (players.jpg's 22 small faces
+    // are all too poor to register, so that photo is refused as PoorQuality instead.)
+    std::fs::write(bucket.join("crowd.jpg"), asset("gdp.jpg")).expect("write");
     let mut grey = Vec::new();
     image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(200, 200, image::Rgb([128, 128, 128])))
         .write_to(&mut std::io::Cursor::new(&mut grey), image::ImageFormat::Png)

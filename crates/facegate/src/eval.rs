@@ -27,6 +27,26 @@ pub enum EvalCommand {
     /// Measure impostor and genuine similarity distributions over every pair of a folder of
     /// people (one sub-folder each) and print calibration knots for the pack manifest.
     Calibrate(CalibrateArgs),
+    /// Which faces count for a registration: over the first photos of a folder of people, how
+    /// many register, and how many are refused as MultipleFaces, PoorQuality or NoFace, under
+    /// the old rule (any second face refuses) and under rival-size ratios; and how often the
+    /// registered face is not the labelled person's (its box misses the image centre).
+    Registration(RegistrationArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RegistrationArgs {
+    /// Folder with one sub-folder per person, read in name order.
+    #[arg(long)]
+    images: PathBuf,
+    /// Photos read, from the first person on.
+    #[arg(long, default_value_t = 2000)]
+    limit: usize,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -154,7 +174,97 @@ pub fn run(cmd: EvalCommand, file: &FileConfig) -> anyhow::Result<()> {
         EvalCommand::Pairs(args) => pairs(args, file),
         EvalCommand::Identify(args) => identify(args, file),
         EvalCommand::Calibrate(args) => calibrate(args, file),
+        EvalCommand::Registration(args) => registration(args, file),
     }
+}
+
+/// Rival-size ratios `eval registration` compares with the old rule. 0 counts every good face.
+const RIVAL_RATIOS: [f32; 4] = [0.0, 0.11, 0.25, 0.5];
+
+fn registration(args: RegistrationArgs, file: &FileConfig) -> anyhow::Result<()> {
+    use facegate_core::service::{registrable_face, REGISTRATION_FACES_EXAMINED};
+    let (config, engine) = engine(&args.engine, file)?;
+    let min_quality = config.service.min_face_quality;
+    let mut paths = Vec::new();
+    let mut people: Vec<PathBuf> = std::fs::read_dir(&args.images)
+        .with_context(|| format!("reading {}", args.images.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    people.sort();
+    for person in people {
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(&person)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        photos.sort();
+        paths.extend(photos);
+        if paths.len() >= args.limit {
+            break;
+        }
+    }
+    paths.truncate(args.limit);
+    // Per rule: outcome name -> count, and registrations whose face misses the image centre.
+    let rules = 1 + RIVAL_RATIOS.len();
+    let tallies = std::sync::Mutex::new(vec![(HashMap::<&'static str, usize>::new(), 0usize); rules]);
+    let next = AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..config.engine.inference_workers.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = paths.get(i) else { break };
+                let options = AnalyzeOptions::with_attributes(REGISTRATION_FACES_EXAMINED);
+                let analysis = std::fs::read(path).ok().and_then(|bytes| engine.analyze(&bytes, options).ok());
+                let Some(analysis) = analysis else { continue };
+                let centre = (analysis.width as f32 / 2.0, analysis.height as f32 / 2.0);
+                let Ok(faces) = analysis.into_attributed() else { continue };
+                let mut outcomes = Vec::with_capacity(rules);
+                // The old rule: any second face refuses.
+                outcomes.push(if faces.len() > 1 {
+                    Err(facegate_core::Error::MultipleFaces)
+                } else {
+                    registrable_face(faces.clone(), min_quality, 0.0)
+                });
+                for ratio in RIVAL_RATIOS {
+                    outcomes.push(registrable_face(faces.clone(), min_quality, ratio));
+                }
+                let mut tallies = tallies.lock().unwrap_or_else(|e| e.into_inner());
+                for (tally, outcome) in tallies.iter_mut().zip(outcomes) {
+                    let name = match &outcome {
+                        Ok(_) => "registered",
+                        Err(e) => e.code().name(),
+                    };
+                    *tally.0.entry(name).or_default() += 1;
+                    if let Ok(face) = outcome {
+                        let b = face.face.bbox;
+                        if !(b.left..=b.right).contains(&centre.0) || !(b.top..=b.bottom).contains(&centre.1) {
+                            tally.1 += 1;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let tallies = tallies.into_inner().unwrap_or_else(|e| e.into_inner());
+    let names = std::iter::once("any second face".to_owned())
+        .chain(RIVAL_RATIOS.iter().map(|r| format!("rival area >= {r} of the largest")));
+    let report: Vec<serde_json::Value> = names
+        .zip(&tallies)
+        .map(|(rule, (counts, off_centre))| {
+            json!({"rule": rule, "outcomes": counts, "registered_face_off_centre": off_centre})
+        })
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", json!({"photos": paths.len(), "min_face_quality": min_quality, "rules": report}));
+    } else {
+        println!("{} photos in {elapsed:.0} s, min face quality {min_quality}", paths.len());
+        for r in &report {
+            println!(
+                "{}: {} | registered face off centre: {}",
+                r["rule"], r["outcomes"], r["registered_face_off_centre"]
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The configuration with these flags, and the engine it describes, as the server runs it.

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::audit::{self, audited};
-use super::state::{blocking, template_of, FaceService, DEFAULT_MAX_IMAGE_BYTES};
+use super::state::{blocking, template_of, FaceService, DEFAULT_MAX_IMAGE_BYTES, REGISTRATION_FACES_EXAMINED};
 use super::text::now_rfc3339;
 use crate::error::{Error, Result};
 use crate::jobs::{
@@ -316,7 +316,9 @@ impl FaceService {
         let image = bytes.clone();
         let faces = self
             .pool
-            .run_background(move || engine.analyze(&image, AnalyzeOptions::with_attributes(2)))
+            .run_background(move || {
+                engine.analyze(&image, AnalyzeOptions::with_attributes(REGISTRATION_FACES_EXAMINED))
+            })
             .await
             .and_then(ImageAnalysis::into_attributed)
             .map_err(failure_reason)?;
