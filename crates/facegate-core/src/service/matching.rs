@@ -35,6 +35,21 @@ pub struct SearchOptions {
     pub with_subjects: bool,
 }
 
+impl SearchOptions {
+    /// The best subject of every face, with its record, whatever its score: 1:N as a client that
+    /// reads `known` against the service's threshold wants it.
+    pub fn best_of_every_face() -> Self {
+        SearchOptions {
+            faces: FaceSelection::Every,
+            limit: 1,
+            min_score: 0,
+            tags: Vec::new(),
+            sample_scores: false,
+            with_subjects: true,
+        }
+    }
+}
+
 /// One subject found for a face.
 #[derive(Debug, Clone)]
 pub struct Candidate {

@@ -26,14 +26,7 @@ pub async fn enroll(
 
 /// Every face against the whole gallery, the best subject of each.
 pub async fn identify(svc: &FaceService, tenant: &Tenant, image: Vec<u8>) -> Result<Vec<FaceSearch>> {
-    let options = SearchOptions {
-        faces: FaceSelection::Every,
-        limit: 1,
-        min_score: 0,
-        tags: Vec::new(),
-        sample_scores: false,
-        with_subjects: true,
-    };
+    let options = SearchOptions::best_of_every_face();
     svc.find_subjects(tenant, image, options).await
 }
 

@@ -176,14 +176,7 @@ pub async fn match_faces(
         }
         None => {
             // The best subject of each face; whether it counts as known is the service's threshold.
-            let options = SearchOptions {
-                faces: FaceSelection::Every,
-                limit: 1,
-                min_score: 0,
-                tags: Vec::new(),
-                sample_scores: false,
-                with_subjects: true,
-            };
+            let options = SearchOptions::best_of_every_face();
             state.service.find_subjects(&tenant, image.bytes, options).await?
         }
     };
