@@ -1,4 +1,4 @@
-//! SCRFD face detection with 5 keypoints, at native resolution.
+//! Face detection with 5 keypoints (SCRFD or YuNet), at native resolution.
 //!
 //! The image is scaled down only when its long side exceeds `max_side` (never up), placed at
 //! the top-left of a canvas whose sides are rounded up to a multiple of 32 (the largest
@@ -15,6 +15,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use crate::error::{EngineError, Result};
+use crate::pack::{ChannelOrder, DetectorKind};
 
 /// One face as the detector sees it, in source-image pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +89,8 @@ fn round_up_32(v: u32) -> u32 {
 /// Settings of one detector, from the engine config and the pack manifest.
 #[derive(Debug, Clone)]
 pub struct DetectorParams {
+    pub kind: DetectorKind,
+    pub channels: ChannelOrder,
     pub max_side: u32,
     pub threshold: f32,
     pub nms_iou: f32,
@@ -108,30 +111,54 @@ pub struct DetectScratch {
     input: Vec<f32>,
 }
 
-/// Output indices of (score, bbox, kps) for each stride, fixed at load time.
+/// Output indices of one stride's heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    scores: usize,
+    /// YuNet's objectness, multiplied into its class score.
+    objectness: Option<usize>,
+    boxes: usize,
+    kps: usize,
+}
+
+/// Output indices of each stride's heads, fixed at load time.
 #[derive(Debug, Clone)]
 pub struct OutputMap {
-    heads: Vec<[usize; 3]>,
+    heads: Vec<Head>,
 }
 
 impl OutputMap {
-    /// Matches outputs by their names (`score_8`, `bbox_8`, `kps_8`, …) when the model has
-    /// them, otherwise by InsightFace's export order (all scores, all boxes, all keypoints).
-    pub fn new(output_names: &[&str], strides: &[u32], model: &str) -> Result<OutputMap> {
+    /// SCRFD: matches outputs by their names (`score_8`, `bbox_8`, `kps_8`, …) when the model
+    /// has them, otherwise by InsightFace's export order (all scores, all boxes, all keypoints).
+    /// YuNet: by its names (`cls_8`, `obj_8`, `bbox_8`, `kps_8`, …), which every export keeps.
+    pub fn new(kind: DetectorKind, output_names: &[&str], strides: &[u32], model: &str) -> Result<OutputMap> {
         let find = |prefix: &str, stride: u32| output_names.iter().position(|n| *n == format!("{prefix}_{stride}"));
-        let by_name: Option<Vec<[usize; 3]>> =
-            strides.iter().map(|&s| Some([find("score", s)?, find("bbox", s)?, find("kps", s)?])).collect();
+        let by_name: Option<Vec<Head>> = strides
+            .iter()
+            .map(|&s| {
+                let (scores, objectness) = match kind {
+                    DetectorKind::Scrfd => (find("score", s)?, None),
+                    DetectorKind::Yunet => (find("cls", s)?, Some(find("obj", s)?)),
+                };
+                Some(Head { scores, objectness, boxes: find("bbox", s)?, kps: find("kps", s)? })
+            })
+            .collect();
         if let Some(heads) = by_name {
             return Ok(OutputMap { heads });
         }
         let k = strides.len();
-        if output_names.len() == 3 * k {
-            return Ok(OutputMap { heads: (0..k).map(|i| [i, i + k, i + 2 * k]).collect() });
+        if kind == DetectorKind::Scrfd && output_names.len() == 3 * k {
+            let heads = (0..k).map(|i| Head { scores: i, objectness: None, boxes: i + k, kps: i + 2 * k }).collect();
+            return Ok(OutputMap { heads });
         }
+        let expected = match kind {
+            DetectorKind::Scrfd => "score/bbox/kps",
+            DetectorKind::Yunet => "cls/obj/bbox/kps",
+        };
         Err(EngineError::Model {
             model: model.to_owned(),
             reason: format!(
-                "expected outputs score/bbox/kps for strides {strides:?} (with keypoints), got {output_names:?}"
+                "expected outputs {expected} for strides {strides:?} (with keypoints), got {output_names:?}"
             ),
         })
     }
@@ -173,7 +200,7 @@ fn detect_on_canvas(
         resize_rgb(&mut scratch.resizer, img, cw, ch, &mut scratch.resized)?;
         &scratch.resized
     };
-    fill_canvas(content, canvas, fill, params.mean, params.std, &mut scratch.input);
+    fill_canvas(content, canvas, fill, params.channels, params.mean, params.std, &mut scratch.input);
 
     let shape = [1usize, 3, canvas.input_h as usize, canvas.input_w as usize];
     let input = TensorRef::from_array_view((shape, scratch.input.as_slice()))?;
@@ -181,16 +208,17 @@ fn detect_on_canvas(
 
     let mut candidates = Vec::new();
     for (&stride, head) in params.strides.iter().zip(&outputs.heads) {
-        let (_, scores) = results[head[0]].try_extract_tensor::<f32>()?;
-        let (_, boxes) = results[head[1]].try_extract_tensor::<f32>()?;
-        let (_, kps) = results[head[2]].try_extract_tensor::<f32>()?;
-        decode_head(
-            HeadOutputs { stride, scores, boxes, kps },
-            canvas,
-            params.anchors_per_cell,
-            params.threshold,
-            &mut candidates,
-        )?;
+        let (_, scores) = results[head.scores].try_extract_tensor::<f32>()?;
+        let (_, boxes) = results[head.boxes].try_extract_tensor::<f32>()?;
+        let (_, kps) = results[head.kps].try_extract_tensor::<f32>()?;
+        let outputs = HeadOutputs { stride, scores, boxes, kps };
+        match head.objectness {
+            None => decode_head(outputs, canvas, params.anchors_per_cell, params.threshold, &mut candidates)?,
+            Some(obj) => {
+                let (_, objectness) = results[obj].try_extract_tensor::<f32>()?;
+                decode_yunet_head(outputs, objectness, canvas, params.threshold, &mut candidates)?
+            }
+        }
     }
     let (w, h) = img.dimensions();
     for d in &mut candidates {
@@ -225,10 +253,19 @@ fn resize_rgb(
     resizer.resize(&src, &mut dst, &options).map_err(|e| EngineError::Runtime(format!("resize: {e}")))
 }
 
-/// Writes the canvas as normalised planar RGB (NCHW with N = 1) into `out`.
+/// Writes the canvas as normalised planar pixels (NCHW with N = 1, planes in `channels` order)
+/// into `out`.
 ///
 /// `content` is `content_w × content_h` packed RGB8.
-pub(crate) fn fill_canvas(content: &[u8], canvas: &Canvas, fill: PadFill, mean: f32, std: f32, out: &mut Vec<f32>) {
+pub(crate) fn fill_canvas(
+    content: &[u8],
+    canvas: &Canvas,
+    fill: PadFill,
+    channels: ChannelOrder,
+    mean: f32,
+    std: f32,
+    out: &mut Vec<f32>,
+) {
     let (iw, ih) = (canvas.input_w as usize, canvas.input_h as usize);
     let (cw, ch) = (canvas.content_w as usize, canvas.content_h as usize);
     let (ox, oy) = (canvas.offset_x as usize, canvas.offset_y as usize);
@@ -238,8 +275,12 @@ pub(crate) fn fill_canvas(content: &[u8], canvas: &Canvas, fill: PadFill, mean: 
     let lut: [f32; 256] = std::array::from_fn(|v| (v as f32 - mean) * scale);
     out.clear();
     out.resize(3 * plane, lut[0]);
-    let (r, rest) = out.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
+    let (first, rest) = out.split_at_mut(plane);
+    let (g, last) = rest.split_at_mut(plane);
+    let (r, b) = match channels {
+        ChannelOrder::Rgb => (first, last),
+        ChannelOrder::Bgr => (last, first),
+    };
     match fill {
         PadFill::Zero => {
             for (y, row) in content.chunks_exact(cw * 3).take(ch).enumerate() {
@@ -321,6 +362,59 @@ pub fn decode_head(
     Ok(())
 }
 
+/// Turns one stride of YuNet's outputs into candidates (in network-input pixels) above
+/// `threshold`, as OpenCV's `FaceDetectorYN` decodes them.
+///
+/// One anchor per cell. The score is `√(cls · obj)`, both clamped to 0..1. The box is a centre
+/// offset from the cell's corner and a log size, and the keypoints offsets from the corner, all
+/// in units of stride.
+pub fn decode_yunet_head(
+    head: HeadOutputs<'_>,
+    objectness: &[f32],
+    canvas: &Canvas,
+    threshold: f32,
+    out: &mut Vec<Detection>,
+) -> Result<()> {
+    let s = head.stride as usize;
+    let (fw, fh) = (canvas.input_w as usize / s, canvas.input_h as usize / s);
+    let n = fw * fh;
+    if head.scores.len() != n || objectness.len() != n || head.boxes.len() != 4 * n || head.kps.len() != 10 * n {
+        return Err(EngineError::Model {
+            model: "detector".into(),
+            reason: format!(
+                "stride {s}: expected {n} cells for a {}×{} input, got {} scores, {} objectness, {} boxes, {} \
+                 keypoint sets",
+                canvas.input_w,
+                canvas.input_h,
+                head.scores.len(),
+                objectness.len(),
+                head.boxes.len() / 4,
+                head.kps.len() / 10
+            ),
+        });
+    }
+    let sf = s as f32;
+    for (i, (&cls, &obj)) in head.scores.iter().zip(objectness).enumerate() {
+        let score = (cls.clamp(0.0, 1.0) * obj.clamp(0.0, 1.0)).sqrt();
+        // `>=` as the reference does; NaN never passes.
+        if score.is_nan() || score < threshold {
+            continue;
+        }
+        let (col, row) = ((i % fw) as f32, (i / fw) as f32);
+        let d = &head.boxes[4 * i..4 * i + 4];
+        let k = &head.kps[10 * i..10 * i + 10];
+        let (cx, cy) = ((col + d[0]) * sf, (row + d[1]) * sf);
+        let (w, h) = (d[2].exp() * sf, d[3].exp() * sf);
+        let bbox = BoundingBox { left: cx - w / 2.0, top: cy - h / 2.0, right: cx + w / 2.0, bottom: cy + h / 2.0 };
+        if !bbox.area().is_finite() {
+            continue;
+        }
+        let landmarks = std::array::from_fn(|j| [(col + k[2 * j]) * sf, (row + k[2 * j + 1]) * sf]);
+        out.push(Detection { bbox, landmarks, score });
+    }
+    Ok(())
+}
+
 /// Greedy non-maximum suppression: highest score first, dropping any box whose IoU with a kept
 /// one exceeds `iou`. Areas use the `+1` pixel convention of the reference implementation so
 /// that both keep the same boxes.
@@ -392,7 +486,7 @@ mod tests {
         let content = [255u8, 0, 0, 0, 255, 0];
         let canvas = Canvas { content_w: 2, content_h: 1, offset_x: 0, offset_y: 0, input_w: 32, input_h: 32 };
         let mut out = Vec::new();
-        fill_canvas(&content, &canvas, PadFill::Zero, 127.5, 128.0, &mut out);
+        fill_canvas(&content, &canvas, PadFill::Zero, ChannelOrder::Rgb, 127.5, 128.0, &mut out);
         let plane = 32 * 32;
         assert_eq!(out.len(), 3 * plane);
         assert_eq!(out[0], 127.5 / 128.0);
@@ -401,10 +495,41 @@ mod tests {
         assert_eq!(out[2], -127.5 / 128.0);
 
         let canvas = Canvas { content_w: 2, content_h: 1, offset_x: 1, offset_y: 1, input_w: 32, input_h: 32 };
-        fill_canvas(&content, &canvas, PadFill::Edge, 127.5, 128.0, &mut out);
+        fill_canvas(&content, &canvas, PadFill::Edge, ChannelOrder::Rgb, 127.5, 128.0, &mut out);
         // Top-left corner repeats the first pixel (red), far right repeats the last (green).
         assert_eq!(out[0], 127.5 / 128.0);
         assert_eq!(out[plane + 31 * 32 + 31], 127.5 / 128.0);
+
+        // BGR puts the red pixel's red in the last plane.
+        fill_canvas(&content, &canvas, PadFill::Zero, ChannelOrder::Bgr, 0.0, 1.0, &mut out);
+        assert_eq!(out[2 * plane + 33], 255.0);
+        assert_eq!(out[33], 0.0);
+    }
+
+    #[test]
+    fn decodes_yunet_centre_offsets_log_sizes_and_the_geometric_mean_score() {
+        let canvas = Canvas::new(32, 32, 640, 0.0);
+        // stride 16 on a 32×32 input: 2×2 cells, one anchor each.
+        let scores = [0.0, 0.0, 0.81, 0.3];
+        let objectness = [0.0, 0.0, 1.0, 1.2];
+        let mut boxes = vec![0.0f32; 16];
+        boxes[8..12].copy_from_slice(&[0.5, 0.25, 0.0, 1.0f32.ln()]);
+        let mut kps = vec![0.0f32; 40];
+        kps[20] = 0.5;
+        kps[21] = -0.5;
+        let mut out = Vec::new();
+        let head = HeadOutputs { stride: 16, scores: &scores, boxes: &boxes, kps: &kps };
+        decode_yunet_head(head, &objectness, &canvas, 0.5, &mut out).expect("shapes match");
+        // Cell 2 is (col 0, row 1): centre (8, 20), 16×16. Cell 3's score is √0.3 ≈ 0.55, with
+        // its objectness clamped to 1.
+        assert_eq!(out.len(), 2);
+        let d = &out[0];
+        assert!((d.score - 0.9).abs() < 1e-6, "{}", d.score);
+        assert_eq!(d.bbox, BoundingBox { left: 0.0, top: 12.0, right: 16.0, bottom: 28.0 });
+        assert_eq!(d.landmarks[0], [8.0, 8.0]);
+        assert!((out[1].score - 0.3f32.sqrt()).abs() < 1e-6);
+        let short = HeadOutputs { stride: 16, scores: &scores, boxes: &boxes, kps: &kps };
+        assert!(decode_yunet_head(short, &objectness[..3], &canvas, 0.5, &mut out).is_err());
     }
 
     #[test]
@@ -458,14 +583,21 @@ mod tests {
     #[test]
     fn output_map_by_name_or_order() {
         let names = ["score_8", "score_16", "score_32", "bbox_8", "bbox_16", "bbox_32", "kps_8", "kps_16", "kps_32"];
-        let m = OutputMap::new(&names, &[8, 16, 32], "det").expect("named");
-        assert_eq!(m.heads[1], [1, 4, 7]);
+        let scrfd = DetectorKind::Scrfd;
+        let head = |scores, boxes, kps| Head { scores, objectness: None, boxes, kps };
+        let m = OutputMap::new(scrfd, &names, &[8, 16, 32], "det").expect("named");
+        assert_eq!(m.heads[1], head(1, 4, 7));
         let shuffled = ["kps_8", "bbox_8", "score_8"];
-        let m = OutputMap::new(&shuffled, &[8], "det").expect("named");
-        assert_eq!(m.heads[0], [2, 1, 0]);
+        let m = OutputMap::new(scrfd, &shuffled, &[8], "det").expect("named");
+        assert_eq!(m.heads[0], head(2, 1, 0));
         let numeric = ["443", "468", "493", "446", "471", "496", "449", "474", "499"];
-        let m = OutputMap::new(&numeric, &[8, 16, 32], "det").expect("ordered");
-        assert_eq!(m.heads[2], [2, 5, 8]);
-        assert!(OutputMap::new(&numeric[..6], &[8, 16, 32], "det").is_err());
+        let m = OutputMap::new(scrfd, &numeric, &[8, 16, 32], "det").expect("ordered");
+        assert_eq!(m.heads[2], head(2, 5, 8));
+        assert!(OutputMap::new(scrfd, &numeric[..6], &[8, 16, 32], "det").is_err());
+        // YuNet is matched by name only: its outputs come in no fixed order.
+        let yunet = ["cls_8", "obj_8", "bbox_8", "kps_8"];
+        let m = OutputMap::new(DetectorKind::Yunet, &yunet, &[8], "det").expect("named");
+        assert_eq!(m.heads[0], Head { scores: 0, objectness: Some(1), boxes: 2, kps: 3 });
+        assert!(OutputMap::new(DetectorKind::Yunet, &names, &[8, 16, 32], "det").is_err());
     }
 }

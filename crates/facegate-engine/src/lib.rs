@@ -44,21 +44,25 @@ pub use crate::attributes::{FaceDiagnostics, MeasuredAttributes, QualityParts, D
 pub use crate::decode::{decode_image, DecodeLimits, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS};
 pub use crate::detect::{Detection, PadFill};
 pub use crate::error::{EngineError, Result};
-pub use crate::pack::{Manifest, Pack};
+pub use crate::pack::{list_packs, Manifest, Pack, PackListing};
 
 /// The detector's crate-private canvas fill (`norm` is mean, std), for the `fuzz/` targets only.
 #[doc(hidden)]
 pub fn fuzz_fill_canvas(content: &[u8], canvas: &detect::Canvas, fill: PadFill, norm: [f32; 2], out: &mut Vec<f32>) {
-    detect::fill_canvas(content, canvas, fill, norm[0], norm[1], out)
+    detect::fill_canvas(content, canvas, fill, pack::ChannelOrder::Rgb, norm[0], norm[1], out)
 }
 
 use crate::attributes::LandmarkParams;
 use crate::detect::{DetectScratch, DetectorParams, OutputMap};
 use crate::embed::RecognizerParams;
 
-/// Relative to the working directory, where `scripts/setup` puts things.
-pub const DEFAULT_RUNTIME_LIBRARY: &str = ".facegate/onnxruntime/libonnxruntime.so";
-pub const DEFAULT_MODEL_DIR: &str = ".facegate/models/buffalo_s";
+/// The pack used when none is named: the licence-clean one (README, "Model packs").
+pub const DEFAULT_PACK: &str = "yunet_sface";
+
+/// Where `scripts/setup` puts the pack called `name` under `home`.
+pub fn pack_dir(home: &Path, name: &str) -> PathBuf {
+    home.join("models").join(name)
+}
 
 /// Margin added on each side, as a fraction of width/height, when a first detection pass finds
 /// nothing. SCRFD misses faces that fill the whole frame (selfies, ID-photo crops scaled up);
@@ -77,9 +81,11 @@ pub const RETRY_FILL: PadFill = PadFill::Zero;
 pub const DEFAULT_HOME: &str = ".facegate";
 /// Longest side the detector sees. 640 is SCRFD's training size; it finds faces down to ~15 px.
 pub const DEFAULT_MAX_DETECTOR_SIDE: u32 = 640;
-/// Minimum detector score. 0.5 is InsightFace's default.
+/// Minimum detector score for a pack whose manifest names none. 0.5 is InsightFace's default
+/// for SCRFD.
 pub const DEFAULT_DETECTION_THRESHOLD: f32 = 0.5;
-/// IoU above which overlapping boxes are merged. 0.4 is InsightFace's default.
+/// IoU above which overlapping boxes are merged, for a pack whose manifest names none. 0.4 is
+/// InsightFace's default.
 pub const DEFAULT_NMS_IOU: f32 = 0.4;
 /// ONNX Runtime intra-op threads per session: 1, because parallelism comes from the workers.
 pub const DEFAULT_INTRA_THREADS: usize = 1;
@@ -100,10 +106,10 @@ pub struct EngineConfig {
     /// Longest side the detector sees; larger images are scaled down, smaller ones never up,
     /// and the network input is rounded up to a multiple of 32.
     pub max_detector_side: u32,
-    /// Minimum detector score.
-    pub detection_threshold: f32,
-    /// IoU above which overlapping boxes are merged.
-    pub nms_iou: f32,
+    /// Minimum detector score; the pack's own (`detector.threshold`) when `None`.
+    pub detection_threshold: Option<f32>,
+    /// IoU above which overlapping boxes are merged; the pack's own when `None`.
+    pub nms_iou: Option<f32>,
     /// Largest decoded image, width × height.
     pub max_pixels: u64,
     /// Largest encoded upload. `facegate serve` sets it to its request body limit, so one
@@ -123,15 +129,15 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults with the runtime and the buffalo_s pack under `home` (what `scripts/setup`
+    /// Defaults with the runtime and the default pack under `home` (what `scripts/setup`
     /// fills, `.facegate` unless `FACEGATE_HOME` says otherwise).
     pub fn with_home(home: &Path) -> Self {
         Self {
             runtime_library: home.join("onnxruntime").join("libonnxruntime.so"),
-            model_dir: home.join("models").join("buffalo_s"),
+            model_dir: pack_dir(home, DEFAULT_PACK),
             max_detector_side: DEFAULT_MAX_DETECTOR_SIDE,
-            detection_threshold: DEFAULT_DETECTION_THRESHOLD,
-            nms_iou: DEFAULT_NMS_IOU,
+            detection_threshold: None,
+            nms_iou: None,
             max_pixels: DEFAULT_MAX_PIXELS,
             max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             workers: default_workers(),
@@ -148,10 +154,10 @@ impl EngineConfig {
         if self.max_detector_side < 32 {
             return bad("max_detector_side must be at least 32");
         }
-        if !(self.detection_threshold > 0.0 && self.detection_threshold <= 1.0) {
+        if self.detection_threshold.is_some_and(|t| !(t > 0.0 && t <= 1.0)) {
             return bad("detection_threshold must lie in (0, 1]");
         }
-        if !(self.nms_iou > 0.0 && self.nms_iou <= 1.0) {
+        if self.nms_iou.is_some_and(|t| !(t > 0.0 && t <= 1.0)) {
             return bad("nms_iou must lie in (0, 1]");
         }
         if self.max_pixels == 0 || self.max_input_bytes == 0 {
@@ -305,9 +311,11 @@ impl OrtEngine {
         let m = &pack.manifest;
 
         let detector = DetectorParams {
+            kind: m.detector.kind,
+            channels: m.detector.channels,
             max_side: config.max_detector_side,
-            threshold: config.detection_threshold,
-            nms_iou: config.nms_iou,
+            threshold: config.detection_threshold.or(m.detector.threshold).unwrap_or(DEFAULT_DETECTION_THRESHOLD),
+            nms_iou: config.nms_iou.or(m.detector.nms_iou).unwrap_or(DEFAULT_NMS_IOU),
             mean: m.detector.mean,
             std: m.detector.std,
             strides: m.detector.strides.clone(),
@@ -333,7 +341,7 @@ impl OrtEngine {
         }
         let (det, rec) = sessions.first().ok_or_else(|| EngineError::Config("no workers".into()))?;
         let names: Vec<&str> = det.outputs().iter().map(|o| o.name()).collect();
-        let detector_outputs = OutputMap::new(&names, &detector.strides, &pack.manifest.detector.file)?;
+        let detector_outputs = OutputMap::new(detector.kind, &names, &detector.strides, &pack.manifest.detector.file)?;
         recognizer.max_batch = check_recognizer(rec, &recognizer, &pack.manifest.recognizer.file)?;
 
         let pool = Pool {
@@ -361,7 +369,22 @@ impl OrtEngine {
             pack.landmarks_path.clone().zip(m.landmarks.as_ref()).map(|(path, spec)| {
                 (path, LandmarkParams { input_size: spec.input_size, mean: spec.mean, std: spec.std })
             });
-        tracing::info!(model_id = %info.model_id, workers, intra_threads = config.intra_threads, "face engine loaded");
+        let license = m.license.as_deref().unwrap_or("not stated in the manifest");
+        tracing::info!(
+            pack = %pack.dir.display(),
+            model_id = %info.model_id,
+            license,
+            workers,
+            intra_threads = config.intra_threads,
+            "face engine loaded"
+        );
+        if m.commercial_use == Some(false) {
+            tracing::warn!(
+                pack = %pack.dir.display(),
+                license,
+                "this model pack's weights are not licensed for commercial use; see the README's \"Model packs\""
+            );
+        }
         Ok(OrtEngine {
             landmarks,
             env,

@@ -41,8 +41,15 @@ pub const PROVISIONAL_CALIBRATION: &[(f32, f32)] = &[
 #[derive(Debug, Clone, Deserialize)]
 pub struct Manifest {
     pub model_id: String,
+    /// Licence of the weights, in a line: what `serve` logs at start and `facegate packs` lists.
     #[serde(default)]
     pub license: Option<String>,
+    /// What the weights were trained on, in a line.
+    #[serde(default)]
+    pub trained_on: Option<String>,
+    /// `false` when the weights' licence forbids commercial use: `serve` then warns at start.
+    #[serde(default)]
+    pub commercial_use: Option<bool>,
     pub detector: DetectorSpec,
     pub recognizer: RecognizerSpec,
     #[serde(default)]
@@ -55,12 +62,48 @@ pub struct Manifest {
 pub struct DetectorSpec {
     pub file: String,
     pub sha256: String,
+    /// The family of the detector's outputs, which decides how they are decoded.
+    #[serde(default)]
+    pub kind: DetectorKind,
+    /// Channel order of the network input.
+    #[serde(default)]
+    pub channels: ChannelOrder,
     pub mean: f32,
     pub std: f32,
     #[serde(default = "default_strides")]
     pub strides: Vec<u32>,
     #[serde(default = "default_anchors")]
     pub anchors_per_cell: usize,
+    /// Minimum score this pack's detector was measured at; the engine's `detection_threshold`
+    /// setting overrides it. Scores of different detector families are not on one scale.
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// IoU above which this pack's boxes are merged; the engine's `nms_iou` setting overrides it.
+    #[serde(default)]
+    pub nms_iou: Option<f32>,
+}
+
+/// Detector families whose outputs the engine decodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// InsightFace's SCRFD: per stride `score_S`, `bbox_S` (distances to the four sides) and
+    /// `kps_S`, `anchors_per_cell` anchors per cell.
+    #[default]
+    Scrfd,
+    /// OpenCV Zoo's YuNet: per stride `cls_S` and `obj_S` (score = √(cls·obj)), `bbox_S` (centre
+    /// offset and log size) and `kps_S`, one anchor per cell.
+    Yunet,
+}
+
+/// Order of the three colour planes a network reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    /// OpenCV-trained models read the planes in the order OpenCV decodes images.
+    Bgr,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +184,51 @@ impl Pack {
     }
 }
 
+/// A pack found under a packs directory, for `facegate packs`.
+#[derive(Debug)]
+pub struct PackListing {
+    pub name: String,
+    pub dir: PathBuf,
+    /// The manifest, or why it could not be read.
+    pub manifest: Result<Manifest>,
+    /// Model files the manifest names that are not there (`make setup` fetches them). Hashes
+    /// are checked when a pack loads, not when it is listed.
+    pub missing: Vec<String>,
+}
+
+/// Every sub-directory of `packs_dir` holding a `manifest.toml`, by name.
+pub fn list_packs(packs_dir: &Path) -> Result<Vec<PackListing>> {
+    let entries = match std::fs::read_dir(packs_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(EngineError::Io { path: packs_dir.to_path_buf(), source }),
+    };
+    let mut packs = Vec::new();
+    for entry in entries {
+        let dir = entry.map_err(|source| EngineError::Io { path: packs_dir.to_path_buf(), source })?.path();
+        let manifest_path = dir.join(MANIFEST_FILE);
+        if !manifest_path.is_file() {
+            continue;
+        }
+        let manifest = std::fs::read_to_string(&manifest_path)
+            .map_err(|source| EngineError::Io { path: manifest_path.clone(), source })
+            .and_then(|text| parse_manifest(&text, &manifest_path));
+        let missing = match &manifest {
+            Ok(m) => std::iter::once(&m.detector.file)
+                .chain(std::iter::once(&m.recognizer.file))
+                .chain(m.landmarks.as_ref().map(|l| &l.file))
+                .filter(|file| !dir.join(file).is_file())
+                .cloned()
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        packs.push(PackListing { name, dir, manifest, missing });
+    }
+    packs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(packs)
+}
+
 /// Parses and validates manifest text; `path` is only used in messages.
 pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
     let bad = |reason: String| EngineError::Manifest { path: path.to_path_buf(), reason };
@@ -154,6 +242,14 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
     }
     if d.anchors_per_cell == 0 {
         return Err(bad("detector.anchors_per_cell must be at least 1".into()));
+    }
+    if d.kind == DetectorKind::Yunet && d.anchors_per_cell != 1 {
+        return Err(bad("a yunet detector has one anchor per cell (anchors_per_cell = 1)".into()));
+    }
+    for (what, value) in [("detector.threshold", d.threshold), ("detector.nms_iou", d.nms_iou)] {
+        if value.is_some_and(|v| !(v > 0.0 && v <= 1.0)) {
+            return Err(bad(format!("{what} must lie in (0, 1]")));
+        }
     }
     let r = &manifest.recognizer;
     if r.input_size == 0 || r.embedding_size == 0 {

@@ -36,7 +36,11 @@ fn engine() -> Arc<OrtEngine> {
     static ENGINE: OnceLock<Arc<OrtEngine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let config = EngineConfig { workers: 2, ..EngineConfig::with_home(&home()) };
+            let config = EngineConfig {
+                workers: 2,
+                model_dir: home().join("models/buffalo_s"),
+                ..EngineConfig::with_home(&home())
+            };
             Arc::new(OrtEngine::load(&config).unwrap_or_else(|e| panic!("engine load: {e}")))
         })
         .clone()
@@ -308,7 +312,8 @@ fn load_errors_name_the_file_and_the_fix() {
     assert!(err.to_string().contains("manifest.toml"), "{err}");
     let _ = std::fs::remove_dir_all(&empty);
 
-    let err = OrtEngine::load(&EngineConfig { detection_threshold: 0.0, ..good.clone() }).expect_err("bad config");
+    let err =
+        OrtEngine::load(&EngineConfig { detection_threshold: Some(0.0), ..good.clone() }).expect_err("bad config");
     assert!(matches!(err, EngineError::Config(_)), "{err}");
 
     // Loading again in the same process reuses the ONNX Runtime environment.

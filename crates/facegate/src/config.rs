@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use facegate_core::service::{DEFAULT_INFERENCE_QUEUE_PER_WORKER, DEFAULT_KNOWN_THRESHOLD, DEFAULT_MIN_FACE_QUALITY};
 use facegate_core::{BulkConfig, ServiceConfig};
-use facegate_engine::{EngineConfig, DEFAULT_DETECTION_THRESHOLD, DEFAULT_MAX_DETECTOR_SIDE, DEFAULT_MAX_PIXELS};
+use facegate_engine::{EngineConfig, DEFAULT_HOME, DEFAULT_MAX_DETECTOR_SIDE, DEFAULT_MAX_PIXELS, DEFAULT_PACK};
 use facegate_server::auth::sigv4::SigV4Config;
 use facegate_server::config::{
     DEFAULT_AUTH_FAILURE_BURST, DEFAULT_AUTH_FAILURE_REFILL_SECS, DEFAULT_BODY_LIMIT_BYTES,
@@ -270,10 +270,13 @@ config! {
         ///
         /// Where `scripts/setup` puts it, relative to the working directory.
         runtime_library: PathBuf = EngineConfig::default().runtime_library, env "FACEGATE_RUNTIME_LIBRARY";
-        /// Model pack directory with manifest.toml
+        /// Model pack by name, one of those `facegate packs` lists
         ///
-        /// The buffalo_s pack `scripts/setup` fetches, relative to the working directory.
-        model_dir: PathBuf = EngineConfig::default().model_dir, env "FACEGATE_MODEL_DIR";
+        /// The licence-clean yunet_sface (YuNet + SFace, MIT and Apache-2.0 weights); buffalo_s
+        /// is InsightFace's, for non-commercial research only. `scripts/setup` fetches both.
+        pack: String = DEFAULT_PACK.to_owned(), env "FACEGATE_PACK";
+        /// A pack directory of your own with manifest.toml, instead of `pack` [default: <home>/models/<pack>]
+        model_dir: PathBuf, env "FACEGATE_MODEL_DIR";
         /// Inference workers
         ///
         /// One per core keeps every core busy without oversubscribing.
@@ -287,10 +290,11 @@ config! {
         ///
         /// SCRFD's training size; it finds faces down to ~15 px, and photos are never upscaled.
         max_detector_side: u32 = DEFAULT_MAX_DETECTOR_SIDE, env "FACEGATE_MAX_DETECTOR_SIDE";
-        /// Minimum detector confidence
+        /// Minimum detector confidence [default: the pack's own, measured for its detector]
         ///
-        /// InsightFace's default.
-        detection_threshold: f32 = DEFAULT_DETECTION_THRESHOLD, env "FACEGATE_DETECTION_THRESHOLD";
+        /// Scores of different detectors are not on one scale, so each pack's manifest names the
+        /// threshold it was measured at.
+        detection_threshold: f32, env "FACEGATE_DETECTION_THRESHOLD";
         /// Largest decoded image in pixels
         ///
         /// 40 MP covers current phone cameras and stops decompression bombs before they
@@ -408,7 +412,7 @@ impl Config {
         let engine = &self.engine;
         EngineConfig {
             runtime_library: engine.runtime_library.clone(),
-            model_dir: engine.model_dir.clone(),
+            model_dir: engine.pack_dir(),
             max_detector_side: engine.max_detector_side,
             detection_threshold: engine.detection_threshold,
             max_pixels: engine.max_image_pixels,
@@ -432,6 +436,15 @@ impl Config {
 }
 
 impl Engine {
+    /// The pack directory: `model_dir` when given, else the named pack where `scripts/setup`
+    /// puts it.
+    pub fn pack_dir(&self) -> PathBuf {
+        match &self.model_dir {
+            Some(dir) => dir.clone(),
+            None => facegate_engine::pack_dir(Path::new(DEFAULT_HOME), &self.pack),
+        }
+    }
+
     /// ONNX Runtime threads per job in the server: the configured number, else the server's
     /// default for latency, at most one per core.
     pub fn serve_intra_op_threads(&self) -> usize {

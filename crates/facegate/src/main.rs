@@ -7,6 +7,7 @@ mod eval;
 mod import;
 mod inspect;
 mod keys;
+mod packs;
 mod runtime;
 mod serve;
 mod tenant;
@@ -52,6 +53,8 @@ enum Command {
     /// Encryption keys: make one, or re-encrypt a stopped server's data under a new one.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// List the model packs, their licences, and which one is active (`--pack`, `--model-dir`).
+    Packs(packs::PacksArgs),
 }
 
 /// The log on stderr, filtered by `--log`, and the audit trail, which `serve` sends to
@@ -89,6 +92,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(args) => import::run(args, &file, &cli.log),
         Command::Bench(cmd) => bench::run(cmd, &file),
         Command::Keys(cmd) => keys::run(cmd, &file),
+        Command::Packs(args) => packs::run(args, &file),
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
