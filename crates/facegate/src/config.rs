@@ -168,7 +168,8 @@ macro_rules! config {
 }
 
 config! {
-    /// The HTTP server: listening, request limits, authentication, NEC bulk registration.
+    /// The HTTP server: listening, request limits, authentication, NEC bulk registration, and
+    /// whether it may start with subjects it cannot search.
     server: Server, ServerArgs {
         /// Address to listen on
         ///
@@ -262,6 +263,21 @@ config! {
         /// The core's default: reads a 10 MiB file over a slow link, while a stalled read (a
         /// hung network share, a pipe) no longer holds up the records after it.
         bulk_read_timeout_secs: u64 = BulkConfig::default().read_timeout.as_secs(), env "FACEGATE_BULK_READ_TIMEOUT_SECS";
+        /// Serve even though some subjects have only templates of another model, which search cannot find
+        ///
+        /// Off: after a model pack change, `serve` refuses to start while any subject has no
+        /// template of the active model, naming the tenants and how many subjects each would
+        /// lose, so that people do not silently stop being found; `facegate reindex` re-embeds
+        /// them. On, it starts with a warning, and `/readyz` counts the stale templates.
+        /// `--allow-stale-templates=false` or `FACEGATE_ALLOW_STALE_TEMPLATES=false` turns off a
+        /// file's `allow_stale_templates = true`.
+        #[arg(
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "true",
+            value_parser = clap::builder::BoolishValueParser::new(),
+        )]
+        allow_stale_templates: bool = false, env "FACEGATE_ALLOW_STALE_TEMPLATES";
     }
 
     /// The face engine: where the runtime and models are, and how inference runs.

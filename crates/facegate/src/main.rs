@@ -7,6 +7,7 @@ mod eval;
 mod import;
 mod inspect;
 mod keys;
+mod reindex;
 mod runtime;
 mod serve;
 mod tenant;
@@ -52,6 +53,10 @@ enum Command {
     /// Encryption keys: make one, or re-encrypt a stopped server's data under a new one.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Re-embed every stored face image of a stopped server's gallery with the active model pack,
+    /// after a pack change, so that the people enrolled before are found again. Resumable: run
+    /// it again after an interruption; nothing changes until every face has been processed.
+    Reindex(reindex::ReindexArgs),
 }
 
 /// The log on stderr, filtered by `--log`, and the audit trail, which `serve` sends to
@@ -89,6 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(args) => import::run(args, &file, &cli.log),
         Command::Bench(cmd) => bench::run(cmd, &file),
         Command::Keys(cmd) => keys::run(cmd, &file),
+        Command::Reindex(args) => reindex::run(args, &file),
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
