@@ -559,6 +559,15 @@ mod tests {
     }
 
     #[test]
+    fn stale_templates_are_allowed_only_when_asked_and_a_flag_takes_the_files_back() {
+        assert!(!parse(&[]).server.resolve(&FileConfig::default()).allow_stale_templates);
+        assert!(parse(&["--allow-stale-templates"]).server.resolve(&FileConfig::default()).allow_stale_templates);
+        let file = file("allow_stale_templates = true");
+        assert!(parse(&[]).server.resolve(&file).allow_stale_templates);
+        assert!(!parse(&["--allow-stale-templates=false"]).server.resolve(&file).allow_stale_templates);
+    }
+
+    #[test]
     fn unset_fields_stay_unset_and_lists_split_on_commas() {
         let cli = parse(&["--trusted-proxies", "10.0.0.1, 10.0.0.0/8"]);
         let server = cli.server.resolve(&FileConfig::default());
