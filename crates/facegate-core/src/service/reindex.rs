@@ -48,7 +48,8 @@ pub const REINDEX_STAGE_BATCH: usize = 64;
 
 /// Samples fetched at a time. Every sample of a page is staged before the next page is fetched,
 /// so the workers idle only while the page's last images finish: 512 keeps that under 1 % of the
-/// time, and the fetch (which may scan the tenant's samples) small against the page's inference.
+/// time, and the fetch small against the page's inference (at a million samples in one SQLite
+/// tenant it takes 0.6 to 0.7 s, about 4 % of the page's inference at 30 images/s).
 const PAGE: usize = 512;
 
 #[derive(Debug, Clone)]
