@@ -17,13 +17,14 @@ pub use error::{Code, Error, Result};
 pub use jobs::{BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, SourceError};
 pub use model::*;
 pub use ports::{
-    BulkJobStore, Change, ChangeFeed, ChangeKind, Engine, GalleryStore, Index, Store, TagStore, TenantStore,
+    BulkJobStore, Change, ChangeFeed, ChangeKind, Engine, GalleryStore, Index, ReindexStore, Store, TagStore,
+    TenantStore,
 };
 
 /// The store's role traits, for code that calls a concrete store's methods:
 /// `use facegate_core::store_roles::*;`.
 pub mod store_roles {
-    pub use crate::ports::{BulkJobStore, ChangeFeed, GalleryStore, Store, TagStore, TenantStore};
+    pub use crate::ports::{BulkJobStore, ChangeFeed, GalleryStore, ReindexStore, Store, TagStore, TenantStore};
 }
 pub use score::Calibration;
 pub use service::{BulkConfig, FaceService, ServiceConfig};

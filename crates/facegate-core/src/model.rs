@@ -40,6 +40,24 @@ impl BoundingBox {
     pub fn area(&self) -> f32 {
         self.width() * self.height()
     }
+
+    /// Intersection over union with `other`: 1 for the same box, 0 for boxes that do not
+    /// overlap (or have no area).
+    pub fn iou(&self, other: &BoundingBox) -> f32 {
+        let inter = BoundingBox {
+            left: self.left.max(other.left),
+            top: self.top.max(other.top),
+            right: self.right.min(other.right),
+            bottom: self.bottom.min(other.bottom),
+        }
+        .area();
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    }
 }
 
 /// A point in source-image pixels.
@@ -230,4 +248,125 @@ pub struct SubjectHit {
 pub struct ImageUpload {
     pub file_name: String,
     pub bytes: Vec<u8>,
+}
+
+/// One tenant's stored templates that the active model cannot search, because another model made
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaleTenant {
+    pub tenant_id: String,
+    pub tenant_name: String,
+    /// Face samples whose template another model made.
+    pub stale_samples: u64,
+    /// Subjects with at least one face sample and none of the active model: search cannot find
+    /// them at all.
+    pub unsearchable_subjects: u64,
+}
+
+/// The stored templates of models other than the active one. Empty when every template is the
+/// active model's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaleTemplates {
+    /// The other models' ids, sorted.
+    pub models: Vec<String>,
+    /// The tenants that hold stale templates, by name.
+    pub tenants: Vec<StaleTenant>,
+}
+
+impl StaleTemplates {
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    pub fn stale_samples(&self) -> u64 {
+        self.tenants.iter().map(|t| t.stale_samples).sum()
+    }
+
+    pub fn unsearchable_subjects(&self) -> u64 {
+        self.tenants.iter().map(|t| t.unsearchable_subjects).sum()
+    }
+}
+
+/// A stored sample's face as another model found and embedded it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReembeddedFace {
+    pub bbox: BoundingBox,
+    pub detector_score: f32,
+    pub embedding: Vec<f32>,
+}
+
+/// Why a stored sample could not be re-embedded. Its old template stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReindexFailure {
+    /// The new detector finds no face in the stored image.
+    NoFace,
+    /// It finds faces, but none where the stored box is (see the reindex's minimum IoU).
+    NoMatchingFace,
+    /// The stored image is gone.
+    ImageMissing,
+    /// The stored image cannot be opened (fails its checksum or its authentication) or decoded.
+    ImageUnreadable,
+    /// The stored image is over the engine's current input limits.
+    ImageTooLarge,
+    /// The engine failed on the image.
+    InferenceError,
+}
+
+impl ReindexFailure {
+    /// A short, stable name: what the store keeps and the summary counts by.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReindexFailure::NoFace => "no face",
+            ReindexFailure::NoMatchingFace => "no matching face",
+            ReindexFailure::ImageMissing => "image missing",
+            ReindexFailure::ImageUnreadable => "image unreadable",
+            ReindexFailure::ImageTooLarge => "image too large",
+            ReindexFailure::InferenceError => "inference error",
+        }
+    }
+}
+
+/// What re-embedding one stored sample with the target model gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReindexOutcome {
+    Reembedded(ReembeddedFace),
+    Failed(ReindexFailure),
+}
+
+/// One sample's outcome, staged until the whole gallery has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedSample {
+    pub tenant_id: String,
+    pub subject_id: String,
+    pub sample_id: String,
+    pub outcome: ReindexOutcome,
+}
+
+/// Staged outcomes of one tenant, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReindexTally {
+    pub reembedded: u64,
+    /// Failure name ([`ReindexFailure::name`]) -> samples.
+    pub failed: std::collections::BTreeMap<String, u64>,
+}
+
+impl ReindexTally {
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.reembedded + self.failed_total()
+    }
+}
+
+/// A sample's stored image, as a reindex reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredImage {
+    /// The image as it was uploaded (opened, when the gallery is encrypted).
+    Bytes(Vec<u8>),
+    /// No image is stored for the sample (any more).
+    Missing,
+    /// An image is stored but cannot be opened; the reason is for the log.
+    Unreadable(String),
 }

@@ -4,7 +4,8 @@
 use crate::error::Result;
 use crate::jobs::{BulkJob, BulkRecord, PendingRecord};
 use crate::model::{
-    AnalyzeOptions, FaceSample, ImageAnalysis, ModelInfo, NewSample, Subject, SubjectHit, Template, Tenant,
+    AnalyzeOptions, FaceSample, ImageAnalysis, ModelInfo, NewSample, ReindexTally, StagedSample, StaleTemplates,
+    StoredImage, Subject, SubjectHit, Template, Tenant,
 };
 
 /// Face detection and recognition on encoded image bytes.
@@ -21,7 +22,7 @@ pub trait Engine: Send + Sync + 'static {
 /// `Arc<dyn Store>`; each backend implements the roles in a file of its own.
 ///
 /// Every method that writes commits before it returns.
-pub trait Store: TenantStore + GalleryStore + TagStore + BulkJobStore + 'static {
+pub trait Store: TenantStore + GalleryStore + TagStore + BulkJobStore + ReindexStore + 'static {
     /// Whether the store can serve: it answers a query, and has room to write. `StorageFull`
     /// when free space is below the configured headroom, `Storage` when the database fails.
     fn check_ready(&self) -> Result<()>;
@@ -163,6 +164,37 @@ pub trait BulkJobStore: Send + Sync {
         job_id: &str,
         record: &BulkRecord,
     ) -> Result<()>;
+}
+
+/// Re-embedding the stored faces with another model (`facegate reindex`). Each sample's outcome
+/// is staged under the target model id, in batches, without touching the live templates; once
+/// every sample has an outcome, one transaction swaps the staged templates in. A run cut short
+/// therefore changes nothing a search sees, and the next run skips what is staged.
+pub trait ReindexStore: Send + Sync {
+    /// The stored templates made by other models than `model_id`, per tenant.
+    fn stale_templates(&self, model_id: &str) -> Result<StaleTemplates>;
+    /// Up to `limit` samples of the tenant whose template another model than `model_id` made and
+    /// that have no outcome staged for it, in sample id order, after the id `after`.
+    fn samples_to_reindex(
+        &self,
+        tenant_id: &str,
+        model_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FaceSample>>;
+    /// The stored image of a sample. `Err` only when the store itself fails (the database, the
+    /// disk), which a retry may cure; an image that is gone or damaged is an answer.
+    fn sample_image(&self, tenant_id: &str, sample_id: &str) -> Result<StoredImage>;
+    /// Stages outcomes for `model_id` in one transaction, replacing any staged before for the
+    /// same samples. A sample that is gone meanwhile is left out.
+    fn stage_reindexed(&self, model_id: &str, staged: &[StagedSample]) -> Result<()>;
+    /// What is staged for `model_id`, per tenant id.
+    fn staged_reindex(&self, model_id: &str) -> Result<Vec<(String, ReindexTally)>>;
+    /// In one transaction: gives every sample with a staged template for `model_id` that
+    /// template (with its box and model id), counts what was staged per tenant id, and empties the
+    /// staging. Samples that failed keep their old template. `Conflict`, changing nothing, while
+    /// a sample of another model has no outcome staged.
+    fn swap_reindexed(&self, model_id: &str) -> Result<Vec<(String, ReindexTally)>>;
 }
 
 /// In-memory vector search, partitioned by tenant.

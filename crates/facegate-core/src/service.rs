@@ -9,6 +9,7 @@
 //!   extract face attributes;
 //! - `bulk`: registration jobs and their runner; `follow`: keeping the index in step with a
 //!   gallery other processes write; `audit`: the audit trail;
+//! - `reindex`: re-embedding every stored face with the active model (`facegate reindex`);
 //! - `state`: the service itself, its configuration, and the one helper that runs store work on
 //!   a blocking thread.
 
@@ -17,6 +18,7 @@ mod bulk;
 mod follow;
 mod gallery;
 mod matching;
+mod reindex;
 mod state;
 mod tags;
 mod tenants;
@@ -27,6 +29,10 @@ pub use bulk::BulkConfig;
 pub use follow::CHANGE_LOG_RETENTION;
 pub use gallery::{NewSubject, Registered, SubjectKey, SubjectRecord, MAX_FIELD_CHARS, MAX_ID_CHARS};
 pub use matching::{Candidate, FaceSearch, FaceSelection, SearchOptions};
+pub use reindex::{
+    matching_face, reindex, ReindexConfig, ReindexProgress, ReindexReport, TenantReindex, DEFAULT_REINDEX_MIN_IOU,
+    REINDEX_STAGE_BATCH,
+};
 pub use state::{
     registrable_face, FacePolicy, FaceService, ServiceConfig, DEFAULT_INFERENCE_QUEUE_PER_WORKER,
     DEFAULT_KNOWN_THRESHOLD, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY, REGISTRATION_FACES_EXAMINED,

@@ -8,9 +8,10 @@ use crate::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus};
 use crate::error::{Error, Result};
 use crate::model::{
     AnalyzeOptions, AnalyzedFace, BoundingBox, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ModelInfo,
-    NewSample, Point, Pose, Subject, SubjectHit, Template, Tenant,
+    NewSample, Point, Pose, ReindexOutcome, ReindexTally, StagedSample, StaleTemplates, StaleTenant, StoredImage,
+    Subject, SubjectHit, Template, Tenant,
 };
-use crate::ports::{BulkJobStore, Engine, GalleryStore, Index, Store, TagStore, TenantStore};
+use crate::ports::{BulkJobStore, Engine, GalleryStore, Index, ReindexStore, Store, TagStore, TenantStore};
 use crate::score::Calibration;
 
 /// Reads "images" written as text: `face:<label>` lines. Each label becomes a face whose
@@ -21,9 +22,17 @@ pub struct FakeEngine {
 
 impl Default for FakeEngine {
     fn default() -> Self {
+        Self::with_model_id("fake@1")
+    }
+}
+
+impl FakeEngine {
+    /// A fake engine whose templates carry `model_id`: another model, as far as the store can
+    /// tell, with the same faces.
+    pub fn with_model_id(model_id: &str) -> Self {
         let calibration =
             Calibration::new(vec![(-1.0, 0.0), (0.3, 7000.0), (1.0, 9999.0)]).expect("static knots are valid");
-        Self { info: ModelInfo { model_id: "fake@1".into(), embedding_size: 8, calibration } }
+        Self { info: ModelInfo { model_id: model_id.into(), embedding_size: 8, calibration } }
     }
 }
 
@@ -78,7 +87,26 @@ struct MemoryData {
     credentials: Vec<(String, String, String, String)>,
     subjects: Vec<Subject>,
     samples: Vec<(FaceSample, Vec<f32>, String)>,
+    /// sample id -> image bytes
+    images: HashMap<String, Vec<u8>>,
+    /// (target model id, outcome)
+    staging: Vec<(String, StagedSample)>,
     bulk_jobs: Vec<(BulkJob, Vec<BulkRecord>)>,
+}
+
+impl MemoryData {
+    fn add_sample(&mut self, ns: &NewSample, tenant_id: &str) {
+        self.images.insert(ns.sample.id.clone(), ns.image.clone());
+        self.staging.retain(|(_, s)| s.sample_id != ns.sample.id);
+        self.samples.push((ns.sample.clone(), ns.embedding.clone(), tenant_id.to_owned()));
+    }
+
+    /// Drops the images and staged outcomes of samples that are gone.
+    fn forget_removed(&mut self) {
+        let live: std::collections::HashSet<String> = self.samples.iter().map(|(s, _, _)| s.id.clone()).collect();
+        self.images.retain(|id, _| live.contains(id));
+        self.staging.retain(|(_, s)| live.contains(&s.sample_id));
+    }
 }
 
 /// A store in memory with the real one's conflict rules.
@@ -164,7 +192,7 @@ impl GalleryStore for MemoryStore {
         }
         d.subjects.push(subject.clone());
         if let Some(ns) = first_sample {
-            d.samples.push((ns.sample.clone(), ns.embedding.clone(), subject.tenant_id.clone()));
+            d.add_sample(ns, &subject.tenant_id);
         }
         Ok(())
     }
@@ -191,7 +219,7 @@ impl GalleryStore for MemoryStore {
             .ok_or(Error::NotFound("subject"))?;
         *slot = subject.clone();
         if let Some(ns) = new_sample {
-            d.samples.push((ns.sample.clone(), ns.embedding.clone(), subject.tenant_id.clone()));
+            d.add_sample(ns, &subject.tenant_id);
         }
         if let Some(tags) = tags {
             replace_tags(&mut d, &subject.tenant_id, &subject.id, tags);
@@ -219,6 +247,8 @@ impl GalleryStore for MemoryStore {
             .find(|(s, _, t)| *t == subject.tenant_id && s.subject_id == subject.id && s.id == sample.sample.id)
             .ok_or(Error::NotFound("event"))?;
         *slot = (sample.sample.clone(), sample.embedding.clone(), subject.tenant_id.clone());
+        d.images.insert(sample.sample.id.clone(), sample.image.clone());
+        d.staging.retain(|(_, s)| s.sample_id != sample.sample.id);
         if let Some(tags) = tags {
             replace_tags(&mut d, &subject.tenant_id, &subject.id, tags);
         }
@@ -229,6 +259,7 @@ impl GalleryStore for MemoryStore {
         let mut d = self.lock();
         let before = d.samples.len();
         d.samples.retain(|(s, _, t)| !(t == tenant_id && s.subject_id == subject_id && s.id == sample_id));
+        d.forget_removed();
         Ok(d.samples.len() != before)
     }
 
@@ -237,6 +268,7 @@ impl GalleryStore for MemoryStore {
         let before = d.subjects.len();
         d.subjects.retain(|s| !(s.tenant_id == tenant_id && s.id == subject_id));
         d.samples.retain(|(s, _, t)| !(t == tenant_id && s.subject_id == subject_id));
+        d.forget_removed();
         Ok(d.subjects.len() != before)
     }
 
@@ -393,6 +425,123 @@ impl BulkJobStore for MemoryStore {
         self.set_subject_tags(&subject.tenant_id, &subject.id, tags)?;
         self.save_bulk_record(job_id, record)
     }
+}
+
+impl ReindexStore for MemoryStore {
+    fn stale_templates(&self, model_id: &str) -> Result<StaleTemplates> {
+        let d = self.lock();
+        let mut models: Vec<String> =
+            d.samples.iter().map(|(s, _, _)| s.model_id.clone()).filter(|m| m != model_id).collect();
+        models.sort();
+        models.dedup();
+        let mut tenants = Vec::new();
+        for (tenant, _) in &d.tenants {
+            let of_tenant: Vec<&FaceSample> =
+                d.samples.iter().filter(|(_, _, t)| *t == tenant.id).map(|(s, _, _)| s).collect();
+            let stale_samples = of_tenant.iter().filter(|s| s.model_id != model_id).count() as u64;
+            if stale_samples == 0 {
+                continue;
+            }
+            let mut subjects: Vec<&str> = of_tenant.iter().map(|s| s.subject_id.as_str()).collect();
+            subjects.sort();
+            subjects.dedup();
+            let unsearchable_subjects = subjects
+                .iter()
+                .filter(|&&subject| !of_tenant.iter().any(|s| s.subject_id == subject && s.model_id == model_id))
+                .count() as u64;
+            tenants.push(StaleTenant {
+                tenant_id: tenant.id.clone(),
+                tenant_name: tenant.name.clone(),
+                stale_samples,
+                unsearchable_subjects,
+            });
+        }
+        tenants.sort_by(|a, b| a.tenant_name.cmp(&b.tenant_name));
+        Ok(StaleTemplates { models, tenants })
+    }
+
+    fn samples_to_reindex(
+        &self,
+        tenant_id: &str,
+        model_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FaceSample>> {
+        let d = self.lock();
+        let staged = |id: &str| d.staging.iter().any(|(m, s)| m == model_id && s.sample_id == id);
+        let mut out: Vec<FaceSample> = d
+            .samples
+            .iter()
+            .filter(|(s, _, t)| t == tenant_id && s.model_id != model_id && after.is_none_or(|a| s.id.as_str() > a))
+            .filter(|(s, _, _)| !staged(&s.id))
+            .map(|(s, _, _)| s.clone())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn sample_image(&self, tenant_id: &str, sample_id: &str) -> Result<StoredImage> {
+        let d = self.lock();
+        if !d.samples.iter().any(|(s, _, t)| t == tenant_id && s.id == sample_id) {
+            return Ok(StoredImage::Missing);
+        }
+        Ok(d.images.get(sample_id).cloned().map_or(StoredImage::Missing, StoredImage::Bytes))
+    }
+
+    fn stage_reindexed(&self, model_id: &str, staged: &[StagedSample]) -> Result<()> {
+        let mut d = self.lock();
+        for s in staged {
+            let exists = d.samples.iter().any(|(x, _, t)| *t == s.tenant_id && x.id == s.sample_id);
+            d.staging.retain(|(m, x)| !(m == model_id && x.sample_id == s.sample_id));
+            if exists {
+                d.staging.push((model_id.to_owned(), s.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn staged_reindex(&self, model_id: &str) -> Result<Vec<(String, ReindexTally)>> {
+        Ok(tally(self.lock().staging.iter().filter(|(m, _)| m == model_id).map(|(_, s)| s)))
+    }
+
+    fn swap_reindexed(&self, model_id: &str) -> Result<Vec<(String, ReindexTally)>> {
+        let mut d = self.lock();
+        let staged: Vec<StagedSample> =
+            d.staging.iter().filter(|(m, _)| m == model_id).map(|(_, s)| s.clone()).collect();
+        let unstaged = d
+            .samples
+            .iter()
+            .filter(|(s, _, _)| s.model_id != model_id && !staged.iter().any(|x| x.sample_id == s.id))
+            .count();
+        if unstaged > 0 {
+            return Err(Error::Conflict(format!("{unstaged} samples have no outcome staged for {model_id}")));
+        }
+        for s in &staged {
+            let ReindexOutcome::Reembedded(face) = &s.outcome else { continue };
+            if let Some((sample, embedding, _)) = d.samples.iter_mut().find(|(x, _, _)| x.id == s.sample_id) {
+                sample.model_id = model_id.to_owned();
+                sample.bbox = face.bbox;
+                sample.detector_score = face.detector_score;
+                *embedding = face.embedding.clone();
+            }
+        }
+        d.staging.clear();
+        Ok(tally(staged.iter()))
+    }
+}
+
+/// Staged outcomes counted per tenant id.
+fn tally<'a>(staged: impl Iterator<Item = &'a StagedSample>) -> Vec<(String, ReindexTally)> {
+    let mut out: std::collections::BTreeMap<String, ReindexTally> = std::collections::BTreeMap::new();
+    for s in staged {
+        let entry = out.entry(s.tenant_id.clone()).or_default();
+        match &s.outcome {
+            ReindexOutcome::Reembedded(_) => entry.reembedded += 1,
+            ReindexOutcome::Failed(failure) => *entry.failed.entry(failure.name().to_owned()).or_default() += 1,
+        }
+    }
+    out.into_iter().collect()
 }
 
 impl Store for MemoryStore {

@@ -16,10 +16,26 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready when the models are loaded (before the listener opens), the database answers, and its
 /// disk has the configured headroom; 503 with the reason otherwise.
+///
+/// A ready answer also counts the stored templates that other models made, as found at start:
+/// the server only starts with subjects it cannot find when told to (`--allow-stale-templates`),
+/// and a probe should see that it did. Counts only, no tenant names: this route answers anyone.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let info = state.service.engine().model_info();
     match state.service.readiness().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready", "model_id": info.model_id}))),
+        Ok(()) => {
+            let stale = state.service.stale_templates();
+            let body = json!({
+                "status": "ready",
+                "model_id": info.model_id,
+                "stale_templates": {
+                    "samples": stale.stale_samples(),
+                    "unsearchable_subjects": stale.unsearchable_subjects(),
+                    "models": stale.models,
+                },
+            });
+            (StatusCode::OK, Json(body))
+        }
         Err(e) => {
             let reason = match e {
                 facegate_core::Error::StorageFull => "free disk space is below min_free_disk_bytes",

@@ -184,6 +184,7 @@ async fn readiness_checks_the_database_and_the_disk_headroom() {
     let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
     let (status, body) = send(client().get(server.url("/readyz"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stale_templates"]["unsearchable_subjects"], 0, "{body}");
     server.stop().await;
 
     // No disk has this much room.

@@ -15,6 +15,7 @@ mod postgres;
 pub mod private_fs;
 mod rotate;
 mod sqlite;
+mod staging;
 mod stored_attributes;
 mod tag_rows;
 mod templates;

@@ -96,6 +96,9 @@ pub fn rotate_key(data_dir: &Path, old: Option<&DataKey>, new: &DataKey) -> Resu
             report.templates += 1;
         }
     }
+    // Templates staged by an unfinished reindex are sealed under the old key. They are only work
+    // saved, so they go rather than being re-sealed: the next reindex run redoes them.
+    tx.execute("DELETE FROM reindex_staging", [])?;
     tx.execute(
         "INSERT INTO store_meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         params![META_KEY_ID, new.id_hex()],

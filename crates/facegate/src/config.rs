@@ -168,7 +168,8 @@ macro_rules! config {
 }
 
 config! {
-    /// The HTTP server: listening, request limits, authentication, NEC bulk registration.
+    /// The HTTP server: listening, request limits, authentication, NEC bulk registration, and
+    /// whether it may start with subjects it cannot search.
     server: Server, ServerArgs {
         /// Address to listen on
         ///
@@ -262,6 +263,21 @@ config! {
         /// The core's default: reads a 10 MiB file over a slow link, while a stalled read (a
         /// hung network share, a pipe) no longer holds up the records after it.
         bulk_read_timeout_secs: u64 = BulkConfig::default().read_timeout.as_secs(), env "FACEGATE_BULK_READ_TIMEOUT_SECS";
+        /// Serve even though some subjects have only templates of another model, which search cannot find
+        ///
+        /// Off: after a model pack change, `serve` refuses to start while any subject has no
+        /// template of the active model, naming the tenants and how many subjects each would
+        /// lose, so that people do not silently stop being found; `facegate reindex` re-embeds
+        /// them. On, it starts with a warning, and `/readyz` counts the stale templates.
+        /// `--allow-stale-templates=false` or `FACEGATE_ALLOW_STALE_TEMPLATES=false` turns off a
+        /// file's `allow_stale_templates = true`.
+        #[arg(
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "true",
+            value_parser = clap::builder::BoolishValueParser::new(),
+        )]
+        allow_stale_templates: bool = false, env "FACEGATE_ALLOW_STALE_TEMPLATES";
     }
 
     /// The face engine: where the runtime and models are, and how inference runs.
@@ -553,6 +569,15 @@ mod tests {
         assert!(parse(&["--sandbox"]).server.resolve(&FileConfig::default()).sandbox);
         assert!(!parse(&["--sandbox=false"]).server.resolve(&file).sandbox);
         assert!(!parse(&["--sandbox=no"]).server.resolve(&file).sandbox);
+    }
+
+    #[test]
+    fn stale_templates_are_allowed_only_when_asked_and_a_flag_takes_the_files_back() {
+        assert!(!parse(&[]).server.resolve(&FileConfig::default()).allow_stale_templates);
+        assert!(parse(&["--allow-stale-templates"]).server.resolve(&FileConfig::default()).allow_stale_templates);
+        let file = file("allow_stale_templates = true");
+        assert!(parse(&[]).server.resolve(&file).allow_stale_templates);
+        assert!(!parse(&["--allow-stale-templates=false"]).server.resolve(&file).allow_stale_templates);
     }
 
     #[test]

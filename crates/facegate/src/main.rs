@@ -8,6 +8,7 @@ mod import;
 mod inspect;
 mod keys;
 mod packs;
+mod reindex;
 mod runtime;
 mod serve;
 mod tenant;
@@ -55,6 +56,10 @@ enum Command {
     Keys(keys::KeysCommand),
     /// List the model packs, their licences, and which one is active (`--pack`, `--model-dir`).
     Packs(packs::PacksArgs),
+    /// Re-embed every stored face image of a stopped server's gallery with the active model pack,
+    /// after a pack change, so that the people enrolled before are found again. Resumable: run
+    /// it again after an interruption; nothing changes until every face has been processed.
+    Reindex(reindex::ReindexArgs),
 }
 
 /// The log on stderr, filtered by `--log`, and the audit trail, which `serve` sends to
@@ -93,6 +98,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(cmd) => bench::run(cmd, &file),
         Command::Keys(cmd) => keys::run(cmd, &file),
         Command::Packs(args) => packs::run(args, &file),
+        Command::Reindex(args) => reindex::run(args, &file),
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

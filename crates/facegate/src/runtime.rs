@@ -89,17 +89,17 @@ impl Backend {
     }
 }
 
-/// The full service with its index loaded from the store, with `intra_threads` ONNX Runtime
-/// threads per inference job unless configured: the PostgreSQL database of
-/// `database_url`, shared with other nodes, or the SQLite data directory, which this process then
-/// holds alone until the backend is dropped. The directory's lock is taken before its store is
-/// opened: only its holder may change the encryption state or rename tenants.
-pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(Arc<FaceService>, Backend)> {
+/// The gallery, held as `role` says: the PostgreSQL database of `database_url` (shared with the
+/// other nodes, or with every node kept off for [`PgRole::Exclusive`]), or the SQLite data
+/// directory, which this process then holds alone until the backend is dropped. The directory's
+/// lock is taken before its store is opened: only its holder may change the encryption state or
+/// rename tenants.
+fn open_backend(config: &Config, role: PgRole) -> anyhow::Result<Backend> {
     let key = read_key(config.store.encryption_key_file.as_deref())?;
     let data_dir = &config.store.data_dir;
-    let backend = match &config.store.database_url {
+    Ok(match &config.store.database_url {
         Some(url) => {
-            let store = PgStore::connect(url, key, PgRole::Node).context("connecting to PostgreSQL")?;
+            let store = PgStore::connect(url, key, role).context("connecting to PostgreSQL")?;
             store.set_claim_lease(std::time::Duration::from_secs(config.store.bulk_claim_lease_secs.max(1)));
             Backend::Postgres { store: Arc::new(store) }
         }
@@ -114,7 +114,20 @@ pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(A
             }
             Backend::Sqlite { store, _lock: lock }
         }
-    };
+    })
+}
+
+/// The gallery for a command that must run with no server on it (`reindex`): the SQLite data
+/// directory's lock, or on PostgreSQL every node kept off until the backend is dropped.
+pub fn open_alone(config: &Config) -> anyhow::Result<Backend> {
+    open_backend(config, PgRole::Exclusive)
+}
+
+/// The full service with its index loaded from the store, with `intra_threads` ONNX Runtime
+/// threads per inference job unless configured, over the gallery held as a node holds it
+/// ([`open_backend`]).
+pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(Arc<FaceService>, Backend)> {
+    let backend = open_backend(config, PgRole::Node)?;
     let engine = Arc::new(load_engine(config, intra_threads)?);
     let index = Arc::new(FlatIndex::new());
     let service = Arc::new(FaceService::new(engine, backend.store(), index, config.service_config()));

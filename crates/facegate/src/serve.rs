@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use facegate_core::StaleTemplates;
 use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
 use facegate_server::AppState;
 use facegate_store::BucketSource;
@@ -34,6 +35,8 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
     let config = Config::resolve(file, flags)?;
     config.validate_for_serving()?;
     let (service, backend) = build_service(&config, config.engine.serve_intra_op_threads())?;
+    let stale = service.check_stale_templates().context("counting the templates of other models")?;
+    check_stale_templates(&stale, &service.engine().model_info().model_id, config.server.allow_stale_templates)?;
     crate::audit_log::open(&config.store.data_dir.join("audit.log"))?;
     if config.store.encryption_key_file.is_none() {
         tracing::warn!("templates and face images are stored unencrypted; see --encryption-key-file");
@@ -86,6 +89,51 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
     served?;
     backend.checkpoint();
     tracing::info!("shut down");
+    Ok(())
+}
+
+/// Refuses to serve while a subject has no template of the active model (`model_id`): search
+/// would silently stop finding them. `allow` (`--allow-stale-templates`) starts anyway, loudly.
+/// Samples left with an old template by a reindex that could not re-embed them, of subjects
+/// found by their other samples, are only warned about.
+fn check_stale_templates(stale: &StaleTemplates, model_id: &str, allow: bool) -> anyhow::Result<()> {
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let models = stale.models.join(", ");
+    if stale.unsearchable_subjects() == 0 {
+        tracing::warn!(
+            samples = stale.stale_samples(),
+            %models,
+            "face samples keep templates of another model, which search leaves out; their subjects are found by \
+             their other samples. `facegate reindex` tries them again"
+        );
+        return Ok(());
+    }
+    let lost: Vec<String> = stale
+        .tenants
+        .iter()
+        .filter(|t| t.unsearchable_subjects > 0)
+        .map(|t| {
+            let s = if t.unsearchable_subjects == 1 { "" } else { "s" };
+            format!("{} subject{s} of tenant {:?}", t.unsearchable_subjects, t.tenant_name)
+        })
+        .collect();
+    let message = format!(
+        "the store holds templates made by {models}, and the active model pack is {model_id}: search would not \
+         find {} (they have no template of {model_id}). Run `facegate reindex` with this server stopped (the same \
+         data directory or database, key and model pack) to re-embed their stored face images with the active \
+         pack, or start with --allow-stale-templates to serve without them",
+        lost.join(", ")
+    );
+    if !allow {
+        anyhow::bail!(message);
+    }
+    tracing::warn!(
+        unsearchable_subjects = stale.unsearchable_subjects(),
+        stale_samples = stale.stale_samples(),
+        "STARTING WITH SUBJECTS SEARCH CANNOT FIND (--allow-stale-templates): {message}"
+    );
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::model::{
     AnalyzeOptions, AttributedFace, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ImageUpload, NewSample,
-    Subject, Template, Tenant,
+    StaleTemplates, Subject, Template, Tenant,
 };
 use crate::pool::InferencePool;
 use crate::ports::{Engine, Index, Store};
@@ -73,6 +73,9 @@ pub struct FaceService {
     pub(super) subject_locks: SubjectLocks,
     /// The last change of a shared gallery's log that the index reflects (`follow.rs`).
     pub(super) applied_change: std::sync::atomic::AtomicU64,
+    /// The stored templates of other models, as [`FaceService::check_stale_templates`] last
+    /// found them.
+    pub(super) stale: parking_lot::RwLock<StaleTemplates>,
 }
 
 /// Striped locks keyed by (tenant, subject). 256 stripes make two unrelated subjects share a
@@ -107,7 +110,23 @@ impl FaceService {
             bulk_wakeup: tokio::sync::Notify::new(),
             subject_locks: SubjectLocks::new(),
             applied_change: std::sync::atomic::AtomicU64::new(0),
+            stale: parking_lot::RwLock::new(StaleTemplates::default()),
         }
+    }
+
+    /// Looks up the stored templates that other models than the engine's made, which the index
+    /// leaves out, and keeps what it found for [`Self::stale_templates`]. Called at start-up: the
+    /// count only changes when a subject is deleted or `facegate reindex` runs (with the server
+    /// stopped), and the query reads every sample, too much for each readiness probe.
+    pub fn check_stale_templates(&self) -> Result<StaleTemplates> {
+        let found = self.store.stale_templates(&self.engine.model_info().model_id)?;
+        *self.stale.write() = found.clone();
+        Ok(found)
+    }
+
+    /// The stale templates as [`Self::check_stale_templates`] last found them; none before.
+    pub fn stale_templates(&self) -> StaleTemplates {
+        self.stale.read().clone()
     }
 
     /// Fills the index with every stored template of the engine's model. Returns the count.

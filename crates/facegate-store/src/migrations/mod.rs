@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("0005_bulk_jobs.sql"),
     include_str!("0006_template_encoding.sql"),
     include_str!("0007_store_meta.sql"),
+    include_str!("0008_reindex_staging.sql"),
 ];
 
 /// Brings the schema up to date and returns the version it is at.

@@ -377,7 +377,7 @@ fn subject_from_row(row: &postgres::Row) -> Subject {
     }
 }
 
-fn sample_from_row(row: &postgres::Row) -> FaceSample {
+pub(super) fn sample_from_row(row: &postgres::Row) -> FaceSample {
     FaceSample {
         id: row.get(0),
         subject_id: row.get(1),

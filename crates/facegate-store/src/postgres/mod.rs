@@ -15,6 +15,7 @@ mod changes;
 mod gallery;
 pub mod images;
 mod migrations;
+mod reindex;
 pub mod rotate;
 mod sql;
 mod tags;
@@ -57,20 +58,36 @@ pub struct PgStore {
     /// How long this node's claim on a bulk record holds, in milliseconds.
     claim_lease_ms: std::sync::atomic::AtomicU64,
     /// A node's connection holding [`NODES_LOCK`] shared while the node runs, so that
-    /// `facegate keys rotate` can tell that no node is writing with the old key.
+    /// `facegate keys rotate` can tell that no node is writing with the old key; or a
+    /// `facegate reindex`'s holding it exclusively, so that no node starts meanwhile.
     _presence: Option<parking_lot::Mutex<postgres::Client>>,
 }
 
-/// Held shared by every node for as long as it runs, and exclusively by a key rotation
-/// ("facegate" + 2).
+/// Held shared by every node for as long as it runs, and exclusively by a key rotation or a
+/// reindex ("facegate" + 2).
 pub(crate) const NODES_LOCK: i64 = 0x6661_6365_6761_7467;
 
-/// A connection of its own holding [`NODES_LOCK`] shared; refused while a key rotation runs.
+/// A connection of its own holding [`NODES_LOCK`] shared; refused while a key rotation or a
+/// reindex runs.
 fn announce_node(config: &postgres::Config) -> Result<postgres::Client> {
     let mut client = config.connect(NoTls)?;
     let taken: bool = client.query_one("SELECT pg_try_advisory_lock_shared($1)", &[&NODES_LOCK])?.get(0);
     if !taken {
-        return Err(StoreError::Locked("a key rotation is running on this database; start the node after it".into()));
+        return Err(StoreError::Locked(
+            "a key rotation or a reindex is running on this database; start the node after it".into(),
+        ));
+    }
+    Ok(client)
+}
+
+/// A connection of its own holding [`NODES_LOCK`] exclusively; refused while any node runs.
+fn exclude_nodes(config: &postgres::Config) -> Result<postgres::Client> {
+    let mut client = config.connect(NoTls)?;
+    let taken: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&NODES_LOCK])?.get(0);
+    if !taken {
+        return Err(StoreError::Locked(
+            "facegate nodes, a key rotation or another reindex are running on this database; stop them first".into(),
+        ));
     }
     Ok(client)
 }
@@ -93,6 +110,9 @@ pub enum PgRole {
     Node,
     /// A tool beside the nodes (`tenant`): checks a key it is given, never records one.
     Tool,
+    /// A tool that must run alone (`reindex`): refused while any node runs, and no node starts
+    /// until it is done. Checks a key it is given, never records one.
+    Exclusive,
 }
 
 impl PgStore {
@@ -110,6 +130,7 @@ impl PgStore {
         let version = migrations::migrate(&mut conn)?;
         let presence = match role {
             PgRole::Node => Some(announce_node(&config)?),
+            PgRole::Exclusive => Some(exclude_nodes(&config)?),
             PgRole::Tool => None,
         };
         check_key(&mut conn, key.as_ref(), role == PgRole::Node)?;

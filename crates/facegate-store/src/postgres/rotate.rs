@@ -93,6 +93,9 @@ pub fn rotate_key_postgres(url: &str, old: Option<&DataKey>, new: &DataKey) -> R
             report.images += 1;
         }
     }
+    // Templates staged by an unfinished reindex are sealed under the old key. They are only work
+    // saved, so they go rather than being re-sealed: the next reindex run redoes them.
+    tx.execute("DELETE FROM reindex_staging", &[])?;
     tx.execute(
         "INSERT INTO store_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
         &[&META_KEY_ID, &new.id_hex()],

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 
 mod bulk;
 mod gallery;
+mod reindex;
 mod tags;
 mod tenants;
 
