@@ -2,12 +2,15 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= ./data
+# Model pack by name (`facegate packs` lists them): `make run PACK=yunet_sface` for the
+# licence-clean one. Empty: the binary's default, or FACEGATE_PACK when set.
+PACK ?=
 
 .PHONY: all setup build run test lint fmt bench clean-data
 
 all: build
 
-# ONNX Runtime and the default model pack, pinned and hash-checked, into .facegate/.
+# ONNX Runtime and both model packs, pinned and hash-checked, into .facegate/.
 setup:
 	@bash scripts/setup
 
@@ -15,7 +18,7 @@ build: setup
 	$(CARGO) build --release --locked -p facegate
 
 run: build
-	./target/release/facegate serve --sandbox --listen $(LISTEN) --data-dir $(DATA_DIR)
+	./target/release/facegate serve --sandbox --listen $(LISTEN) --data-dir $(DATA_DIR) $(if $(PACK),--pack $(PACK))
 
 # Tests that skip (a missing prerequisite: ../shared, the harness Python packages) append a line
 # here; the run ends with their list and count. Under CI=true a skip fails its test instead.

@@ -14,6 +14,7 @@ use image::RgbImage;
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use crate::align::{apply, invert, warp_to_planar, Affine};
 use crate::error::{EngineError, Result};
 use crate::pack::{ChannelOrder, DetectorKind};
 
@@ -101,6 +102,8 @@ pub struct DetectorParams {
     /// Margin (fraction of width/height per side) for the retry when nothing is found.
     pub retry_pad: f32,
     pub retry_fill: PadFill,
+    /// Whether [`refine_landmarks`] runs on the faces kept.
+    pub refine_landmarks: bool,
 }
 
 /// Per-worker buffers reused across calls so that detection allocates little.
@@ -202,10 +205,33 @@ fn detect_on_canvas(
     };
     fill_canvas(content, canvas, fill, params.channels, params.mean, params.std, &mut scratch.input);
 
-    let shape = [1usize, 3, canvas.input_h as usize, canvas.input_w as usize];
-    let input = TensorRef::from_array_view((shape, scratch.input.as_slice()))?;
-    let results = session.run(ort::inputs![input])?;
+    let mut candidates = run_and_decode(session, outputs, params, &scratch.input, canvas)?;
+    let (w, h) = img.dimensions();
+    for d in &mut candidates {
+        let tl = canvas.to_source([d.bbox.left, d.bbox.top], w, h);
+        let br = canvas.to_source([d.bbox.right, d.bbox.bottom], w, h);
+        d.bbox = BoundingBox { left: tl[0], top: tl[1], right: br[0], bottom: br[1] };
+        for p in &mut d.landmarks {
+            *p = canvas.to_source(*p, w, h);
+        }
+    }
+    let mut kept = nms(candidates, params.nms_iou);
+    kept.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
+    Ok(kept)
+}
 
+/// Runs the detector on a filled canvas and decodes every stride's candidates above the
+/// threshold, in network-input pixels.
+fn run_and_decode(
+    session: &mut Session,
+    outputs: &OutputMap,
+    params: &DetectorParams,
+    input: &[f32],
+    canvas: &Canvas,
+) -> Result<Vec<Detection>> {
+    let shape = [1usize, 3, canvas.input_h as usize, canvas.input_w as usize];
+    let input = TensorRef::from_array_view((shape, input))?;
+    let results = session.run(ort::inputs![input])?;
     let mut candidates = Vec::new();
     for (&stride, head) in params.strides.iter().zip(&outputs.heads) {
         let (_, scores) = results[head.scores].try_extract_tensor::<f32>()?;
@@ -220,18 +246,97 @@ fn detect_on_canvas(
             }
         }
     }
-    let (w, h) = img.dimensions();
-    for d in &mut candidates {
-        let tl = canvas.to_source([d.bbox.left, d.bbox.top], w, h);
-        let br = canvas.to_source([d.bbox.right, d.bbox.bottom], w, h);
-        d.bbox = BoundingBox { left: tl[0], top: tl[1], right: br[0], bottom: br[1] };
-        for p in &mut d.landmarks {
-            *p = canvas.to_source(*p, w, h);
+    Ok(candidates)
+}
+
+/// Side of the square each face is seen in by [`refine_landmarks`]: 320 px makes the face
+/// about 160 px across, where YuNet's keypoints are steadier than on a small face, and is a
+/// multiple of 32 so no padding is needed.
+pub const REFINE_SIDE: u32 = 320;
+/// The refinement square spans this many times the box's longer side, so the detector sees
+/// the face with the context it was trained with.
+pub const REFINE_CONTEXT: f32 = 2.0;
+/// Keypoint order of the same face in a mirror image: the eyes and the mouth corners trade places.
+const MIRRORED_KEYPOINTS: [usize; 5] = [1, 0, 2, 4, 3];
+
+/// Replaces each face's keypoints by the mean of its own and those the detector finds when it
+/// sees the face again, alone and larger, in a [`REFINE_SIDE`] square, and in that square's
+/// mirror image (docs/accuracy.md, "Landmark refinement").
+///
+/// One detector pass places keypoints with a few pixels of noise and a bias that flips with the
+/// image; the recognizer's alignment is only as good as those five points. The mean over three
+/// views cancels the mirror bias and part of the noise. A view that finds no face near the
+/// square's centre is left out. Boxes and scores stay those of the first pass.
+pub fn refine_landmarks(
+    session: &mut Session,
+    outputs: &OutputMap,
+    params: &DetectorParams,
+    scratch: &mut DetectScratch,
+    img: &RgbImage,
+    faces: &mut [Detection],
+) -> Result<()> {
+    let side = REFINE_SIDE as f32;
+    let canvas = Canvas {
+        content_w: REFINE_SIDE,
+        content_h: REFINE_SIDE,
+        offset_x: 0,
+        offset_y: 0,
+        input_w: REFINE_SIDE,
+        input_h: REFINE_SIDE,
+    };
+    let plane = (REFINE_SIDE * REFINE_SIDE) as usize;
+    for face in faces.iter_mut() {
+        let b = &face.bbox;
+        let span = REFINE_CONTEXT * b.width().max(b.height());
+        if !(span.is_finite() && span > 0.0) {
+            continue;
         }
+        let scale = side / span;
+        let (cx, cy) = ((b.left + b.right) / 2.0, (b.top + b.bottom) / 2.0);
+        let (tx, ty) = (side / 2.0 - cx * scale, side / 2.0 - cy * scale);
+        let mut sum = face.landmarks;
+        let mut views = 1.0f32;
+        for mirrored in [false, true] {
+            let forward: Affine = if mirrored {
+                [[-scale, 0.0, side - 1.0 - tx], [0.0, scale, ty]]
+            } else {
+                [[scale, 0.0, tx], [0.0, scale, ty]]
+            };
+            let Some(back) = invert(&forward) else { continue };
+            scratch.input.clear();
+            scratch.input.resize(3 * plane, 0.0);
+            if !warp_to_planar(img, &forward, REFINE_SIDE, params.mean, params.std, &mut scratch.input) {
+                continue;
+            }
+            if params.channels == ChannelOrder::Bgr {
+                let (r, rest) = scratch.input.split_at_mut(plane);
+                r.swap_with_slice(&mut rest[plane..2 * plane]);
+            }
+            let found = run_and_decode(session, outputs, params, &scratch.input, &canvas)?;
+            // The face is the detection whose centre is nearest the square's, within a quarter
+            // of the square: farther off, it is a neighbour's face.
+            let centre_distance = |d: &Detection| {
+                let b = &d.bbox;
+                ((b.left + b.right) / 2.0 - side / 2.0).hypot((b.top + b.bottom) / 2.0 - side / 2.0)
+            };
+            let Some(view) = found
+                .iter()
+                .filter(|d| centre_distance(d) < side / 4.0)
+                .min_by(|a, b| centre_distance(a).total_cmp(&centre_distance(b)))
+            else {
+                continue;
+            };
+            for (i, p) in sum.iter_mut().enumerate() {
+                let source = if mirrored { MIRRORED_KEYPOINTS[i] } else { i };
+                let q = apply(&back, view.landmarks[source]);
+                p[0] += q[0];
+                p[1] += q[1];
+            }
+            views += 1.0;
+        }
+        face.landmarks = sum.map(|[x, y]| [x / views, y / views]);
     }
-    let mut kept = nms(candidates, params.nms_iou);
-    kept.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
-    Ok(kept)
+    Ok(())
 }
 
 /// Resizes with a bilinear convolution: unlike point-sampled bilinear it averages over the

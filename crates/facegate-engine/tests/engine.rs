@@ -5,7 +5,7 @@
 //! under CI (`facegate_testkit::skip`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use facegate_core::{AnalyzeOptions, Code, Engine, FaceAttributes};
 use facegate_engine::embed::cosine;
@@ -31,19 +31,28 @@ fn datasets() -> Option<PathBuf> {
     facegate_testkit::shared_datasets()
 }
 
-/// One engine for the whole test binary; loading again is tested separately.
+/// One engine per pack for the whole test binary; loading again is tested separately.
+fn engine_of(pack: &str) -> Arc<OrtEngine> {
+    static ENGINES: OnceLock<Mutex<Vec<(String, Arc<OrtEngine>)>>> = OnceLock::new();
+    let mut engines = ENGINES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, engine)) = engines.iter().find(|(name, _)| name == pack) {
+        return engine.clone();
+    }
+    let config =
+        EngineConfig { workers: 2, model_dir: home().join("models").join(pack), ..EngineConfig::with_home(&home()) };
+    let engine = Arc::new(OrtEngine::load(&config).unwrap_or_else(|e| panic!("engine load ({pack}): {e}")));
+    engines.push((pack.to_owned(), engine.clone()));
+    engine
+}
+
+/// The buffalo_s engine, which most checks below are written against.
 fn engine() -> Arc<OrtEngine> {
-    static ENGINE: OnceLock<Arc<OrtEngine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let config = EngineConfig {
-                workers: 2,
-                model_dir: home().join("models/buffalo_s"),
-                ..EngineConfig::with_home(&home())
-            };
-            Arc::new(OrtEngine::load(&config).unwrap_or_else(|e| panic!("engine load: {e}")))
-        })
-        .clone()
+    engine_of("buffalo_s")
+}
+
+/// The licence-clean default pack.
+fn clean_engine() -> Arc<OrtEngine> {
+    engine_of("yunet_sface")
 }
 
 fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
@@ -54,11 +63,21 @@ fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
 
 #[test]
 fn sample_images_have_the_expected_faces() {
-    let engine = engine();
+    sample_images_have_faces(&engine(), "buffalo_s/w600k_mbf@1", 512);
+}
+
+#[test]
+fn sample_images_have_the_expected_faces_with_the_clean_pack() {
+    sample_images_have_faces(&clean_engine(), "yunet_sface/sface_2021dec@1", 128);
+}
+
+fn sample_images_have_faces(engine: &OrtEngine, model_id: &str, dim: usize) {
+    // gdp.jpg: three players in front, and blurred faces in the dark crowd behind them, two of
+    // which SCRFD finds and three or four YuNet.
     for (name, check) in [
         ("players.jpg", (|n: usize| n >= 18) as fn(usize) -> bool),
         ("yaoming.jpg", |n| n == 1),
-        ("gdp.jpg", |n| n == 5),
+        ("gdp.jpg", |n| (5..=7).contains(&n)),
     ] {
         let analysis =
             engine.analyze(&pack_file(name), AnalyzeOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -78,7 +97,7 @@ fn sample_images_have_the_expected_faces() {
                 assert!(p[0] > b.left - 0.2 * b.width() && p[0] < b.right + 0.2 * b.width(), "{name}: {p:?} {b:?}");
             }
             assert!(f.detector_score >= 0.5 && f.detector_score <= 1.0);
-            assert_eq!(f.embedding.len(), 512);
+            assert_eq!(f.embedding.len(), dim);
             let norm: f32 = f.embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-3, "{name}: norm {norm}");
             assert!(b.area() <= last_area, "{name}: faces are not largest first");
@@ -86,14 +105,22 @@ fn sample_images_have_the_expected_faces() {
         }
     }
     let info = engine.model_info();
-    assert_eq!(info.model_id, "buffalo_s/w600k_mbf@1");
-    assert_eq!(info.embedding_size, 512);
+    assert_eq!(info.model_id, model_id);
+    assert_eq!(info.embedding_size, dim);
     assert!(info.calibration.score(0.9) > info.calibration.score(0.1));
 }
 
 #[test]
 fn stages_agree_with_analyze_and_are_deterministic() {
-    let engine = engine();
+    stages_agree(&engine());
+}
+
+#[test]
+fn stages_agree_with_analyze_and_are_deterministic_with_the_clean_pack() {
+    stages_agree(&clean_engine());
+}
+
+fn stages_agree(engine: &OrtEngine) {
     let bytes = pack_file("yaoming.jpg");
     let img = facegate_engine::decode_image(&bytes, engine.decode_limits()).expect("decode");
     let dets = engine.detect(&img).expect("detect");
@@ -143,8 +170,18 @@ fn concurrent_callers_get_the_same_answers() {
 
 #[test]
 fn faceapi_identities_are_found_and_separated() {
+    faceapi_identities_separated(&engine(), (0.5, 0.3, 0.35));
+}
+
+#[test]
+fn faceapi_identities_are_found_and_separated_with_the_clean_pack() {
+    faceapi_identities_separated(&clean_engine(), (0.5, 0.15, 0.35));
+}
+
+/// `bounds`: lowest same-person mean, highest different-person mean, highest different-person
+/// similarity.
+fn faceapi_identities_separated(engine: &OrtEngine, bounds: (f32, f32, f32)) {
     let Some(data) = datasets() else { return };
-    let engine = engine();
     let root = data.join("faceapi/identities");
     let mut people: Vec<(String, Vec<Vec<f32>>)> = Vec::new();
     let mut names: Vec<PathBuf> = std::fs::read_dir(&root).expect("identities").flatten().map(|e| e.path()).collect();
@@ -189,9 +226,9 @@ fn faceapi_identities_are_found_and_separated() {
     }
     let (same_mean, diff_mean) = (same_sum / same_n as f32, diff_sum / diff_n as f32);
     println!("same person: mean {same_mean:.3} min {same_min:.3}; different: mean {diff_mean:.3} max {diff_max:.3}");
-    assert!(same_mean > 0.5, "same-person mean similarity {same_mean}");
-    assert!(diff_mean < 0.3, "different-person mean similarity {diff_mean}");
-    assert!(diff_max < 0.35, "most similar different people: {diff_max}");
+    assert!(same_mean > bounds.0, "same-person mean similarity {same_mean}");
+    assert!(diff_mean < bounds.1, "different-person mean similarity {diff_mean}");
+    assert!(diff_max < bounds.2, "most similar different people: {diff_max}");
 }
 
 /// Inserts an APP1 Exif segment carrying `Orientation = value` after the JPEG's SOI/APP0.
@@ -341,9 +378,12 @@ fn attributes(engine: &OrtEngine, img: &RgbImage, dets: &[Detection]) -> Vec<(Fa
 
 /// Detection and attributes of the largest face.
 fn largest_face(img: &RgbImage) -> Option<(Detection, FaceAttributes, FaceDiagnostics)> {
-    let engine = engine();
+    largest_face_of(&engine(), img)
+}
+
+fn largest_face_of(engine: &OrtEngine, img: &RgbImage) -> Option<(Detection, FaceAttributes, FaceDiagnostics)> {
     let det = engine.detect(img).expect("detect").into_iter().next()?;
-    let (attrs, diagnostics) = attributes(&engine, img, std::slice::from_ref(&det)).pop()?;
+    let (attrs, diagnostics) = attributes(engine, img, std::slice::from_ref(&det)).pop()?;
     Some((det, attrs, diagnostics))
 }
 
@@ -410,6 +450,39 @@ fn attributes_of_the_sample_faces() {
 
 #[test]
 fn mirroring_negates_pan_and_turning_shifts_roll() {
+    mirroring_and_turning(
+        &engine(),
+        PoseTolerance { mirrored_pan: 0.25, frontal_pan: 5.0, mirrored_roll: 3.0, mirrored_tilt: 5.0, turned: 5.0 },
+    );
+}
+
+/// The clean pack has no landmark model: pose comes from YuNet's five keypoints, and must still
+/// follow the head. Five points placed with a few pixels of noise give a noisier pose than 106
+/// (docs/accuracy.md: pan within 3.2° of buffalo_s's in the median, tilt 5.4°), hence wider
+/// bounds, measured on these photos: pan misses its mirror by up to 34 % (7.5° near frontal),
+/// roll by 6.4°, tilt by 8.1°. YuNet's keypoints also follow a turned photo only part of the way:
+/// turned 30° one way roll moves 25°, the other way 14°, so roll is a coarse measure with this pack.
+#[test]
+fn mirroring_negates_pan_and_turning_shifts_roll_with_the_clean_pack() {
+    let tolerance =
+        PoseTolerance { mirrored_pan: 0.4, frontal_pan: 8.0, mirrored_roll: 7.0, mirrored_tilt: 10.0, turned: 17.0 };
+    mirroring_and_turning(&clean_engine(), tolerance);
+}
+
+/// Degrees a pose may miss by: the roll of a photo and its mirror image should cancel, their
+/// tilt agree, and turning a photo should move roll by the turn and nothing else.
+struct PoseTolerance {
+    /// `|pan + mirrored pan|` as a fraction of `|pan|`, for faces turned more than 10°.
+    mirrored_pan: f32,
+    /// `|pan + mirrored pan|` in degrees for nearly frontal faces.
+    frontal_pan: f32,
+    mirrored_roll: f32,
+    mirrored_tilt: f32,
+    turned: f32,
+}
+
+fn mirroring_and_turning(engine: &OrtEngine, tolerance: PoseTolerance) {
+    let largest_face = |img: &RgbImage| largest_face_of(engine, img);
     let mut photos = vec![("yaoming".to_owned(), decode(&pack_file("yaoming.jpg")))];
     if let Some(data) = datasets() {
         // Turned both ways (|pan| > 10°), one far (≈ 40°), and two nearly frontal.
@@ -429,12 +502,14 @@ fn mirroring_negates_pan_and_turning_shifts_roll() {
             a.pan, a.tilt, a.roll, m.pan, m.tilt, m.roll
         );
         if a.pan.abs() > 10.0 {
-            assert!((a.pan + m.pan).abs() <= 0.25 * a.pan.abs(), "{name}: pan {} mirrored {}", a.pan, m.pan);
+            let off = (a.pan + m.pan).abs();
+            assert!(off <= tolerance.mirrored_pan * a.pan.abs(), "{name}: pan {} mirrored {}", a.pan, m.pan);
         } else {
-            assert!(m.pan.abs() < 10.0 && (a.pan + m.pan).abs() < 5.0, "{name}: pan {} mirrored {}", a.pan, m.pan);
+            let off = (a.pan + m.pan).abs();
+            assert!(m.pan.abs() < 10.0 && off < tolerance.frontal_pan, "{name}: pan {} mirrored {}", a.pan, m.pan);
         }
-        assert!((a.roll + m.roll).abs() < 3.0, "{name}: roll {} mirrored {}", a.roll, m.roll);
-        assert!((a.tilt - m.tilt).abs() < 5.0, "{name}: tilt {} mirrored {}", a.tilt, m.tilt);
+        assert!((a.roll + m.roll).abs() < tolerance.mirrored_roll, "{name}: roll {} mirrored {}", a.roll, m.roll);
+        assert!((a.tilt - m.tilt).abs() < tolerance.mirrored_tilt, "{name}: tilt {} mirrored {}", a.tilt, m.tilt);
     }
 
     let yao = &photos[0].1;
@@ -446,8 +521,9 @@ fn mirroring_negates_pan_and_turning_shifts_roll() {
             "yaoming turned {degrees}°: roll {:.1} (shift {shift:.1}), pan {:.1}, tilt {:.1}",
             turned.roll, turned.pan, turned.tilt
         );
-        assert!((shift - degrees).abs() < 5.0, "turned {degrees}°: roll moved {shift}°");
-        assert!((turned.pan - upright.pan).abs() < 5.0 && (turned.tilt - upright.tilt).abs() < 5.0);
+        assert!((shift - degrees).abs() < tolerance.turned, "turned {degrees}°: roll moved {shift}°");
+        let (pan, tilt) = ((turned.pan - upright.pan).abs(), (turned.tilt - upright.tilt).abs());
+        assert!(pan < tolerance.turned && tilt < tolerance.turned, "turned {degrees}°: pan moved {pan}, tilt {tilt}");
     }
 }
 
