@@ -209,7 +209,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         "queries": probes.len(),
         "limit": args.limit,
         "search": if exact { "exact" } else { "two-stage" },
-        "candidates": if exact { args.templates } else { tuning.candidates(args.templates) },
+        "candidates": if exact { args.templates } else { tuning.candidates(args.templates, args.dim) },
         "build_s": insert_seconds,
         "memory_bytes": memory,
         "vector_bytes": row_bytes,
