@@ -14,7 +14,6 @@ use image::RgbImage;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::align::{apply, invert, warp_to_planar, Affine};
 use crate::error::{EngineError, Result};
 use crate::pack::{ChannelOrder, DetectorKind};
 
@@ -102,8 +101,6 @@ pub struct DetectorParams {
     /// Margin (fraction of width/height per side) for the retry when nothing is found.
     pub retry_pad: f32,
     pub retry_fill: PadFill,
-    /// Whether [`refine_landmarks`] runs on the faces kept.
-    pub refine_landmarks: bool,
 }
 
 /// Per-worker buffers reused across calls so that detection allocates little.
@@ -247,96 +244,6 @@ fn run_and_decode(
         }
     }
     Ok(candidates)
-}
-
-/// Side of the square each face is seen in by [`refine_landmarks`]: 320 px makes the face
-/// about 160 px across, where YuNet's keypoints are steadier than on a small face, and is a
-/// multiple of 32 so no padding is needed.
-pub const REFINE_SIDE: u32 = 320;
-/// The refinement square spans this many times the box's longer side, so the detector sees
-/// the face with the context it was trained with.
-pub const REFINE_CONTEXT: f32 = 2.0;
-/// Keypoint order of the same face in a mirror image: the eyes and the mouth corners trade places.
-const MIRRORED_KEYPOINTS: [usize; 5] = [1, 0, 2, 4, 3];
-
-/// Replaces each face's keypoints by the mean of its own and those the detector finds when it
-/// sees the face again, alone and larger, in a [`REFINE_SIDE`] square, and in that square's
-/// mirror image (docs/accuracy.md, "Landmark refinement").
-///
-/// One detector pass places keypoints with a few pixels of noise and a bias that flips with the
-/// image; the recognizer's alignment is only as good as those five points. The mean over three
-/// views cancels the mirror bias and part of the noise. A view that finds no face near the
-/// square's centre is left out. Boxes and scores stay those of the first pass.
-pub fn refine_landmarks(
-    session: &mut Session,
-    outputs: &OutputMap,
-    params: &DetectorParams,
-    scratch: &mut DetectScratch,
-    img: &RgbImage,
-    faces: &mut [Detection],
-) -> Result<()> {
-    let side = REFINE_SIDE as f32;
-    let canvas = Canvas {
-        content_w: REFINE_SIDE,
-        content_h: REFINE_SIDE,
-        offset_x: 0,
-        offset_y: 0,
-        input_w: REFINE_SIDE,
-        input_h: REFINE_SIDE,
-    };
-    let plane = (REFINE_SIDE * REFINE_SIDE) as usize;
-    for face in faces.iter_mut() {
-        let b = &face.bbox;
-        let span = REFINE_CONTEXT * b.width().max(b.height());
-        if !(span.is_finite() && span > 0.0) {
-            continue;
-        }
-        let scale = side / span;
-        let (cx, cy) = ((b.left + b.right) / 2.0, (b.top + b.bottom) / 2.0);
-        let (tx, ty) = (side / 2.0 - cx * scale, side / 2.0 - cy * scale);
-        let mut sum = face.landmarks;
-        let mut views = 1.0f32;
-        for mirrored in [false, true] {
-            let forward: Affine = if mirrored {
-                [[-scale, 0.0, side - 1.0 - tx], [0.0, scale, ty]]
-            } else {
-                [[scale, 0.0, tx], [0.0, scale, ty]]
-            };
-            let Some(back) = invert(&forward) else { continue };
-            scratch.input.clear();
-            scratch.input.resize(3 * plane, 0.0);
-            if !warp_to_planar(img, &forward, REFINE_SIDE, params.mean, params.std, &mut scratch.input) {
-                continue;
-            }
-            if params.channels == ChannelOrder::Bgr {
-                let (r, rest) = scratch.input.split_at_mut(plane);
-                r.swap_with_slice(&mut rest[plane..2 * plane]);
-            }
-            let found = run_and_decode(session, outputs, params, &scratch.input, &canvas)?;
-            // The face is the detection whose centre is nearest the square's, within a quarter
-            // of the square: farther off, it is a neighbour's face.
-            let centre_distance = |d: &Detection| {
-                let b = &d.bbox;
-                ((b.left + b.right) / 2.0 - side / 2.0).hypot((b.top + b.bottom) / 2.0 - side / 2.0)
-            };
-            let Some(view) = found
-                .iter()
-                .filter(|d| centre_distance(d) < side / 4.0)
-                .min_by(|a, b| centre_distance(a).total_cmp(&centre_distance(b)))
-            else {
-                continue;
-            };
-            for (i, p) in sum.iter_mut().enumerate() {
-                let source = if mirrored { MIRRORED_KEYPOINTS[i] } else { i };
-                let q = apply(&back, view.landmarks[source]);
-                p[0] += q[0];
-                p[1] += q[1];
-            }
-            views += 1.0;
-        }
-        face.landmarks = sum.map(|[x, y]| [x / views, y / views]);
-    }
-    Ok(())
 }
 
 /// Resizes with a bilinear convolution: unlike point-sampled bilinear it averages over the

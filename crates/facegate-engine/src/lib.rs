@@ -325,7 +325,6 @@ impl OrtEngine {
             anchors_per_cell: m.detector.anchors_per_cell,
             retry_pad: RETRY_PAD,
             retry_fill: RETRY_FILL,
-            refine_landmarks: m.detector.refine_landmarks,
         };
         let mut recognizer = RecognizerParams {
             input_size: m.recognizer.input_size,
@@ -415,30 +414,18 @@ impl OrtEngine {
         &self.limits
     }
 
-    /// Detects faces in a decoded image, largest box first, with the pack's keypoint
-    /// refinement.
+    /// Detects faces in a decoded image, largest box first.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>> {
         let mut lease = self.pool.lease();
         let w = lease.get()?;
         self.detect_on(w, img, usize::MAX)
     }
 
-    /// Detection on a leased worker, at most `max_faces` kept (largest first) and refined: the
-    /// refinement costs a detector run per face, so it runs only on the faces kept.
+    /// Detection on a leased worker, at most `max_faces` kept (largest first).
     fn detect_on(&self, w: &mut Worker, img: &RgbImage, max_faces: usize) -> Result<Vec<Detection>> {
         let mut dets =
             detect::detect(&mut w.detector, &self.detector_outputs, &self.detector, &mut w.detect_scratch, img)?;
         dets.truncate(max_faces);
-        if self.detector.refine_landmarks {
-            detect::refine_landmarks(
-                &mut w.detector,
-                &self.detector_outputs,
-                &self.detector,
-                &mut w.detect_scratch,
-                img,
-                &mut dets,
-            )?;
-        }
         Ok(dets)
     }
 

@@ -81,11 +81,6 @@ pub struct DetectorSpec {
     /// IoU above which this pack's boxes are merged; the engine's `nms_iou` setting overrides it.
     #[serde(default)]
     pub nms_iou: Option<f32>,
-    /// Average each kept face's keypoints with the detector's on a larger view of that face and
-    /// on its mirror image (`detect::refine_landmarks`). Changes the templates, so a pack that
-    /// turns it on or off needs a new `model_id` and calibration.
-    #[serde(default)]
-    pub refine_landmarks: bool,
 }
 
 /// Detector families whose outputs the engine decodes.

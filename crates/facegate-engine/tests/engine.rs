@@ -31,9 +31,12 @@ fn datasets() -> Option<PathBuf> {
     facegate_testkit::shared_datasets()
 }
 
+/// Loaded engines by pack name.
+type Engines = Mutex<Vec<(String, Arc<OrtEngine>)>>;
+
 /// One engine per pack for the whole test binary; loading again is tested separately.
 fn engine_of(pack: &str) -> Arc<OrtEngine> {
-    static ENGINES: OnceLock<Mutex<Vec<(String, Arc<OrtEngine>)>>> = OnceLock::new();
+    static ENGINES: OnceLock<Engines> = OnceLock::new();
     let mut engines = ENGINES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, engine)) = engines.iter().find(|(name, _)| name == pack) {
         return engine.clone();
