@@ -83,6 +83,40 @@ fn detect_and_compare_print_json() {
     assert_eq!(other["same_person"], false, "{other}");
 }
 
+/// `facegate packs` lists both packs setup fetched, with their licences, marks the active one,
+/// and `--pack` / `FACEGATE_PACK` choose it for every command; an unknown pack is named with the
+/// fix.
+#[test]
+fn packs_are_listed_with_their_licences_and_chosen_by_name() {
+    let listed = run_ok(facegate().arg("packs"));
+    assert!(listed.contains("* buffalo_s (default)"), "the default is active:\n{listed}");
+    assert!(listed.contains("non-commercial") && listed.contains("not allowed"), "{listed}");
+    assert!(
+        listed.contains("  yunet_sface") && listed.contains("Apache-2.0") && listed.contains("128 values"),
+        "{listed}"
+    );
+    assert!(listed.contains("not legal advice"), "{listed}");
+    let chosen = run_ok(facegate().arg("packs").env("FACEGATE_PACK", "yunet_sface"));
+    assert!(chosen.contains("* yunet_sface") && chosen.contains("  buffalo_s"), "{chosen}");
+
+    // The clean pack answers the same command, with its own model and template size, and logs
+    // its licence as it loads.
+    let yao = root().join(".facegate/models/buffalo_s/yaoming.jpg");
+    let out = facegate().args(["detect", "--pack", "yunet_sface"]).arg(&yao).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let detected: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(detected["faces"].as_array().map(Vec::len), Some(1), "{detected}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("yunet_sface/sface_2021dec@1") && log.contains("MIT"), "{log}");
+    let out = facegate().arg("detect").arg(&yao).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not licensed for commercial use"), "buffalo_s warns");
+
+    let out = facegate().args(["detect", "--pack", "no_such_pack"]).arg(&yao).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no_such_pack") && err.contains("setup"), "{err}");
+}
+
 /// `facegate serve --sandbox` as `make run` starts it: answers /readyz and a miiCloud call.
 #[test]
 fn serve_answers_http() {
