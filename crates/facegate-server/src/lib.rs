@@ -10,6 +10,7 @@ pub mod http_limits;
 pub mod listener;
 pub mod miicloud;
 pub mod necid;
+pub mod request_id;
 pub mod state;
 
 use std::time::Duration;
@@ -19,11 +20,15 @@ use axum::http::{Request, Response};
 use axum::routing::get;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 pub use config::Settings;
 pub use state::AppState;
+
+/// The name of each HTTP request's span, which carries its `request_id`.
+pub const REQUEST_SPAN: &str = "request";
 
 /// How long shutdown waits for bulk records being registered to be saved.
 const BULK_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -43,17 +48,30 @@ pub fn build_router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(body_timeout, http_limits::body_deadline))
         .layer(axum::middleware::from_fn(http_limits::json_error_bodies))
         .layer(CatchPanicLayer::custom(error::panic_response))
+        // Outermost last: an unfit client id is dropped, an id is set, the span takes it, and
+        // every response (errors and panics included) echoes it.
+        .layer(PropagateRequestIdLayer::new(request_id::X_REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {
+                    let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
                     // Debug formatting escapes whatever a client put in the path.
-                    tracing::info_span!("request", method = %req.method(), path = ?req.uri().path(), tenant = tracing::field::Empty)
+                    tracing::info_span!(
+                        REQUEST_SPAN,
+                        // Fit ids only (`request_id::is_fit`) or UUIDs: safe to log as they are.
+                        request_id = %id.unwrap_or(""),
+                        method = %req.method(),
+                        path = ?req.uri().path(),
+                        tenant = tracing::field::Empty
+                    )
                 })
                 .on_request(())
                 .on_response(|res: &Response<_>, latency: Duration, _span: &Span| {
                     tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
                 }),
         )
+        .layer(SetRequestIdLayer::new(request_id::X_REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(request_id::drop_unfit))
         .with_state(state)
 }
 

@@ -73,15 +73,18 @@ fn init_logging(filter: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()));
+    // The current span is the HTTP request's, when there is one: its `request_id` ties each
+    // audit line to the request's log lines and to the id the client got back.
     let audit = tracing_subscriber::fmt::layer()
         .json()
-        .with_current_span(false)
+        .with_current_span(true)
         .with_span_list(false)
         .with_writer(audit_log::AuditWriter)
-        .with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target(facegate_core::service::AUDIT_TARGET, tracing::Level::INFO),
-        );
+        // Audit events, and the request spans they sit in (for their fields; a span is no line).
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.target() == facegate_core::service::AUDIT_TARGET
+                || (meta.is_span() && meta.name() == facegate_server::REQUEST_SPAN)
+        }));
     tracing_subscriber::registry().with(stderr).with(audit).init();
 }
 

@@ -295,3 +295,62 @@ fn a_data_directory_is_served_by_one_process_at_a_time() {
     let (status, _) = http(&server.addr, "GET", "/miicloud/person/nobody", &[("Authorization", &auth())], &[]);
     assert_eq!(status, 404, "the first server is unaffected");
 }
+
+/// The whole response of one request, head and body, as text.
+fn raw_exchange(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(request_head(method, path, headers, body.len()).as_bytes()).expect("write head");
+    s.write_all(body).expect("write body");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+/// The `x-request-id` of a response's head.
+fn request_id_of(response: &str) -> String {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .find_map(|l| l.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("x-request-id")))
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_else(|| panic!("no x-request-id in:\n{head}"))
+}
+
+/// A fit `x-request-id` is echoed and carried by the audit line of its request; an unfit one
+/// (spaces, over-long) is replaced; without one a UUID is made, echoed, and in the server's log.
+#[test]
+fn request_ids_are_echoed_and_carried_by_log_and_audit_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = serve(dir.path(), 30);
+    let auth = auth();
+    let photo = yao();
+    let (content_type, body) = multipart(&[("customer_person_id", "yao-rid")], Some(("image_path", "yao.jpg", &photo)));
+    let headers =
+        [("Authorization", auth.as_str()), ("Content-Type", content_type.as_str()), ("X-Request-Id", "client:42-a")];
+    let enrolled = raw_exchange(&server.addr, "POST", "/miicloud/person", &headers, &body);
+    assert!(enrolled.starts_with("HTTP/1.1 200"), "{enrolled}");
+    assert_eq!(request_id_of(&enrolled), "client:42-a");
+
+    let long = "x".repeat(200);
+    for unfit in ["has space", long.as_str()] {
+        let answer = raw_exchange(&server.addr, "GET", "/healthz", &[("X-Request-Id", unfit)], b"");
+        let id = request_id_of(&answer);
+        assert!(id != unfit && id.len() == 36, "{unfit:?} replaced by a UUID, got {id:?}");
+    }
+
+    // An error answer, made without a client id, still carries one, and the log names it.
+    let missing =
+        raw_exchange(&server.addr, "GET", "/miicloud/person/nobody", &[("Authorization", auth.as_str())], b"");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let generated = request_id_of(&missing);
+    assert_eq!(generated.len(), 36, "{generated}");
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.logs());
+    let logs = server.logs();
+    assert!(logs.contains(&format!("request_id={generated}")), "the generated id is in the log:\n{logs}");
+
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).expect("audit.log");
+    let events: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let enroll = events.iter().find(|e| e["fields"]["action"] == "create_subject").expect("the enrollment");
+    assert_eq!(enroll["span"]["request_id"], "client:42-a", "{enroll}");
+}
