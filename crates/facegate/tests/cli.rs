@@ -117,6 +117,27 @@ fn packs_are_listed_with_their_licences_and_chosen_by_name() {
     assert!(err.contains("no_such_pack") && err.contains("setup"), "{err}");
 }
 
+/// `--log-format json` writes every stderr line as one JSON object, for log shippers; text stays
+/// the default.
+#[test]
+fn logs_can_be_written_as_json_lines() {
+    let yao = root().join(".facegate/models/buffalo_s/yaoming.jpg");
+    let out = facegate().args(["detect", "--log-format", "json", "--log", "info"]).arg(&yao).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let loaded = lines.iter().find(|l| l["fields"]["message"] == "face engine loaded").expect("the load line");
+    assert_eq!(loaded["fields"]["model_id"], "buffalo_s/w600k_mbf@1", "{loaded}");
+    assert_eq!(loaded["level"], "INFO");
+
+    let text = facegate().args(["detect", "--log", "info"]).arg(&yao).output().expect("run");
+    let text = String::from_utf8_lossy(&text.stderr);
+    assert!(text.contains("face engine loaded") && !text.trim_start().starts_with('{'), "{text}");
+}
+
 /// `facegate serve --sandbox` as `make run` starts it: answers /readyz and a miiCloud call.
 #[test]
 fn serve_answers_http() {
