@@ -11,7 +11,7 @@ use facegate_testkit::PgCluster;
 use serde_json::{json, Value};
 
 mod common;
-use common::{http, multipart, root, SandboxServer, SANDBOX_TOKEN};
+use common::{http, match_faces, multipart, root, SandboxServer, SANDBOX_TOKEN};
 
 fn yao() -> Vec<u8> {
     std::fs::read(root().join(".facegate/models/buffalo_s/yaoming.jpg")).expect("pack photo: run scripts/setup")
@@ -53,18 +53,7 @@ fn enroll(node: &SandboxServer, customer_person_id: &str) {
 
 /// The match status of the photo's face on `node`: "known" or "unknown".
 fn match_status(node: &SandboxServer) -> String {
-    let (content_type, body) = multipart(&[], Some(("image_path", "probe.jpg", &yao())));
-    let auth = auth();
-    let (status, answer) = http(
-        &node.addr,
-        "POST",
-        "/miicloud/match_faces",
-        &[("Authorization", &auth), ("Content-Type", &content_type)],
-        &body,
-    );
-    assert_eq!(status, 200, "{answer}");
-    let answer: Value = serde_json::from_str(&answer).expect("json");
-    answer["faces"][0]["match_status"].as_str().unwrap_or_default().to_owned()
+    match_faces(node, &yao(), &[])["faces"][0]["match_status"].as_str().unwrap_or_default().to_owned()
 }
 
 /// How long until `node` answers `want`, at most `limit`.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{facegate, http, multipart, root, SandboxServer, SANDBOX_TOKEN};
+use common::{facegate, match_faces, root, SandboxServer};
 
 /// The pack the tests switch to. The gallery is enrolled with the default pack (buffalo_s, 512-d
 /// templates); this is the other pack `scripts/setup` installs (yunet_sface, 128-d), so the switch
@@ -132,19 +132,10 @@ impl Gallery {
 
 /// `match_faces` with `photo`: 1:N, or 1:1 against `customer_person_id`. The first face's match
 /// status and the customer id it matched.
+/// `match_faces`' verdict and identified person for the first face of `photo`.
 fn match_face(server: &SandboxServer, photo: &[u8], customer_person_id: Option<&str>) -> (String, String) {
     let fields: Vec<(&str, &str)> = customer_person_id.map(|id| ("customer_person_id", id)).into_iter().collect();
-    let (content_type, body) = multipart(&fields, Some(("image_path", "probe.png", photo)));
-    let auth = format!("Token {SANDBOX_TOKEN}");
-    let (status, answer) = http(
-        &server.addr,
-        "POST",
-        "/miicloud/match_faces",
-        &[("Authorization", &auth), ("Content-Type", &content_type)],
-        &body,
-    );
-    assert_eq!(status, 200, "{answer}");
-    let answer: Value = serde_json::from_str(&answer).expect("json");
+    let answer = match_faces(server, photo, &fields);
     let face = &answer["faces"][0];
     (
         face["match_status"].as_str().unwrap_or_default().to_owned(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod common;
-use common::{http, multipart, read_response, request_head, root, SandboxServer, SANDBOX_TOKEN};
+use common::{exchange, http, multipart, read_response, request_head, root, SandboxServer, SANDBOX_TOKEN};
 
 fn yao() -> Vec<u8> {
     std::fs::read(root().join(".facegate/models/buffalo_s/yaoming.jpg")).expect("pack photo: run scripts/setup")
@@ -296,17 +296,6 @@ fn a_data_directory_is_served_by_one_process_at_a_time() {
     assert_eq!(status, 404, "the first server is unaffected");
 }
 
-/// The whole response of one request, head and body, as text.
-fn raw_exchange(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
-    use std::io::Read;
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(request_head(method, path, headers, body.len()).as_bytes()).expect("write head");
-    s.write_all(body).expect("write body");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
-}
-
 /// The `x-request-id` of a response's head.
 fn request_id_of(response: &str) -> String {
     let head = response.split("\r\n\r\n").next().unwrap_or_default();
@@ -327,20 +316,19 @@ fn request_ids_are_echoed_and_carried_by_log_and_audit_lines() {
     let (content_type, body) = multipart(&[("customer_person_id", "yao-rid")], Some(("image_path", "yao.jpg", &photo)));
     let headers =
         [("Authorization", auth.as_str()), ("Content-Type", content_type.as_str()), ("X-Request-Id", "client:42-a")];
-    let enrolled = raw_exchange(&server.addr, "POST", "/miicloud/person", &headers, &body);
+    let enrolled = exchange(&server.addr, "POST", "/miicloud/person", &headers, &body);
     assert!(enrolled.starts_with("HTTP/1.1 200"), "{enrolled}");
     assert_eq!(request_id_of(&enrolled), "client:42-a");
 
     let long = "x".repeat(200);
     for unfit in ["has space", long.as_str()] {
-        let answer = raw_exchange(&server.addr, "GET", "/healthz", &[("X-Request-Id", unfit)], b"");
+        let answer = exchange(&server.addr, "GET", "/healthz", &[("X-Request-Id", unfit)], b"");
         let id = request_id_of(&answer);
         assert!(id != unfit && id.len() == 36, "{unfit:?} replaced by a UUID, got {id:?}");
     }
 
     // An error answer, made without a client id, still carries one, and the log names it.
-    let missing =
-        raw_exchange(&server.addr, "GET", "/miicloud/person/nobody", &[("Authorization", auth.as_str())], b"");
+    let missing = exchange(&server.addr, "GET", "/miicloud/person/nobody", &[("Authorization", auth.as_str())], b"");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     let generated = request_id_of(&missing);
     assert_eq!(generated.len(), 36, "{generated}");

@@ -178,10 +178,33 @@ pub fn request_head(method: &str, path: &str, headers: &[(&str, &str)], content_
 
 /// Sends one request and returns the status code and the body.
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut s = send(addr, method, path, headers, body);
+    read_response(&mut s)
+}
+
+/// The whole response of one request, head and body, as text (for tests of headers).
+pub fn exchange(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
+    let mut out = String::new();
+    send(addr, method, path, headers, body).read_to_string(&mut out).expect("read");
+    out
+}
+
+fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.write_all(request_head(method, path, headers, body.len()).as_bytes()).expect("write head");
     s.write_all(body).expect("write body");
-    read_response(&mut s)
+    s
+}
+
+/// miiCloud `match_faces` on `photo` as the sandbox tenant, with `fields` (a
+/// `customer_person_id` makes it 1:1); the answer's JSON, after checking the 200.
+pub fn match_faces(server: &SandboxServer, photo: &[u8], fields: &[(&str, &str)]) -> serde_json::Value {
+    let (content_type, body) = multipart(fields, Some(("image_path", "probe.jpg", photo)));
+    let auth = format!("Token {SANDBOX_TOKEN}");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", content_type.as_str())];
+    let (status, answer) = http(&server.addr, "POST", "/miicloud/match_faces", &headers, &body);
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str(&answer).expect("json")
 }
 
 /// Reads a `Connection: close` response: the status code and the body.
