@@ -10,6 +10,7 @@ pub mod pool;
 pub mod ports;
 pub mod score;
 pub mod service;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

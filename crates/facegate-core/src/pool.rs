@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 
 #[derive(Clone)]
 pub struct InferencePool {
+    /// Interactive jobs admitted at most: workers + queue.
+    capacity: usize,
     running: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
     /// Interactive jobs admitted and not yet finished.
@@ -41,6 +43,7 @@ impl InferencePool {
     pub fn new(workers: usize, queue: usize) -> Self {
         let workers = workers.max(1);
         Self {
+            capacity: workers + queue,
             running: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(Semaphore::new(workers + queue)),
             interactive_in_flight: Arc::new(AtomicUsize::new(0)),
@@ -53,12 +56,25 @@ impl InferencePool {
         F: FnOnce() -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| Error::Overloaded)?;
+        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!(crate::telemetry::POOL_REJECTIONS).increment(1);
+            Error::Overloaded
+        })?;
         self.interactive_in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(self.interactive_in_flight.clone());
         let _running =
             self.running.clone().acquire_owned().await.map_err(|_| Error::Internal("inference pool closed".into()))?;
         tokio::task::spawn_blocking(job).await.map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
+    }
+
+    /// Interactive jobs admitted and not finished: running, and waiting for a worker.
+    pub fn depth(&self) -> usize {
+        self.capacity - self.admitted.available_permits()
+    }
+
+    /// The most interactive jobs admitted at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Runs `job` when a worker is free and no interactive job is waiting or running. Never refused:

@@ -55,6 +55,7 @@ pub fn fuzz_fill_canvas(content: &[u8], canvas: &detect::Canvas, fill: PadFill, 
 use crate::attributes::LandmarkParams;
 use crate::detect::{DetectScratch, DetectorParams, OutputMap};
 use crate::embed::RecognizerParams;
+use facegate_core::telemetry::{stage, time_stage};
 
 /// The pack used when none is named. buffalo_s, although its weights are for non-commercial
 /// research only (`serve` warns at start), because the licence-clean yunet_sface measured less
@@ -488,17 +489,25 @@ impl OrtEngine {
     pub fn analyze_image(&self, img: &RgbImage, options: AnalyzeOptions) -> Result<EngineAnalysis> {
         let mut lease = self.pool.lease();
         let w = lease.get()?;
-        let dets = self.detect_on(w, img, options.max_faces)?;
-        let aligned: Vec<AlignedFace> =
-            dets.into_iter().map(|d| AlignedFace::new(img, d, self.recognizer.input_size)).collect();
+        let dets = time_stage(stage::DETECT, || self.detect_on(w, img, options.max_faces))?;
+        let aligned: Vec<AlignedFace> = time_stage(stage::ALIGN, || {
+            dets.into_iter().map(|d| AlignedFace::new(img, d, self.recognizer.input_size)).collect()
+        });
         let embeddings = if aligned.is_empty() {
             Vec::new()
         } else {
-            embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, &aligned)?
+            time_stage(stage::EMBED, || {
+                embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, &aligned)
+            })?
         };
+        let attributes_started = std::time::Instant::now();
         let points = if options.attributes && !aligned.is_empty() { self.landmarks(w, img, &aligned)? } else { None };
         drop(lease);
         let measured = if options.attributes { measure(img, &aligned, points) } else { Vec::new() };
+        if options.attributes {
+            metrics::histogram!(facegate_core::telemetry::INFERENCE_STAGE, "stage" => stage::ATTRIBUTES)
+                .record(attributes_started.elapsed().as_secs_f64());
+        }
         let (attributes, diagnostics): (Vec<_>, Vec<_>) =
             measured.into_iter().map(|m| (Some(m.attributes), m.diagnostics)).unzip();
         let faces = aligned
@@ -516,7 +525,7 @@ impl OrtEngine {
 
     /// Decodes encoded image bytes and analyses them as [`OrtEngine::analyze_image`].
     pub fn analyze_bytes(&self, bytes: &[u8], options: AnalyzeOptions) -> Result<EngineAnalysis> {
-        let img = decode_image(bytes, &self.limits)?;
+        let img = time_stage(stage::DECODE, || decode_image(bytes, &self.limits))?;
         self.analyze_image(&img, options)
     }
 }

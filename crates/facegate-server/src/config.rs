@@ -102,6 +102,8 @@ pub struct Settings {
     /// `/readyz` reports not ready below this much free space on the data directory's disk;
     /// 0: never.
     pub min_free_disk_bytes: u64,
+    /// Origins browsers may call the APIs from (`*`: any); empty: CORS off.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -131,6 +133,7 @@ impl Default for Settings {
             data_dir: PathBuf::new(),
             max_database_bytes: None,
             min_free_disk_bytes: 0,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -199,6 +202,9 @@ impl Settings {
             return Err(ConfigError("max_connections must be at least 1".into()));
         }
         crate::auth::forwarded::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError)?;
+        for origin in &self.cors_allowed_origins {
+            crate::cors::check_origin(origin).map_err(ConfigError)?;
+        }
         Ok(())
     }
 }

@@ -95,6 +95,15 @@ impl Dialect {
         }
     }
 
+    /// The name metrics label requests with.
+    pub fn label(self) -> &'static str {
+        match self {
+            Dialect::MiiCloud => "miicloud",
+            Dialect::NecId => "necid",
+            Dialect::Generic => "none",
+        }
+    }
+
     pub fn respond(self, error: ApiError) -> Response {
         match self {
             Dialect::MiiCloud => MiiError(error).into_response(),

@@ -3,11 +3,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod docs;
 pub mod error;
 pub mod health;
 pub mod http_limits;
 pub mod listener;
+pub mod metrics;
 pub mod miicloud;
 pub mod necid;
 pub mod request_id;
@@ -44,10 +46,15 @@ pub fn build_router(state: AppState) -> Router {
         .merge(necid::router(state.clone()))
         .merge(docs::router())
         .fallback(health::not_found)
+        // Innermost, so that the matched route is known; everything below it is timed.
+        .layer(axum::middleware::from_fn(metrics::record_request))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(body_timeout, http_limits::body_deadline))
         .layer(axum::middleware::from_fn(http_limits::json_error_bodies))
         .layer(CatchPanicLayer::custom(error::panic_response))
+        // Off unless `cors_allowed_origins` names origins; outside authentication, since a
+        // browser's preflight carries no credentials.
+        .layer(tower::util::option_layer(cors::layer(&state.settings.cors_allowed_origins)))
         // Outermost last: an unfit client id is dropped, an id is set, the span takes it, and
         // every response (errors and panics included) echoes it.
         .layer(PropagateRequestIdLayer::new(request_id::X_REQUEST_ID))
@@ -77,8 +84,10 @@ pub fn build_router(state: AppState) -> Router {
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets in-flight requests finish.
 /// Connections are limited as `listener::serve_connections` describes.
+/// `metrics`, when given, serves `/metrics` (see [`metrics`]) under the same connection limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    metrics: Option<tokio::net::TcpListener>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -104,7 +113,14 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_accepting.send(true);
     });
+    let scrapes = metrics.map(|metrics_listener| {
+        let router = metrics::router(state.clone(), metrics::recorder());
+        tokio::spawn(listener::serve_connections(metrics_listener, router, limits.clone(), stopped.clone()))
+    });
     let served = listener::serve_connections(listener, build_router(state), limits, stopped).await;
+    if let Some(scrapes) = scrapes {
+        scrapes.abort();
+    }
     // The follower stops with it; records in progress finish and are saved, the rest wait for
     // the next start. One that takes too long is abandoned unsaved and redone then.
     let _ = stop_runner.send(true);

@@ -241,6 +241,18 @@ config! {
         /// None by default: every caller is its socket's address, and no header is believed.
         #[arg(value_delimiter = ',')]
         trusted_proxies: Vec<String> = Vec::new(), env "FACEGATE_TRUSTED_PROXIES";
+        /// Origins whose web pages may call the APIs from a browser, e.g. https://app.example.com (comma-separated; `*` for any)
+        ///
+        /// None by default: CORS is off and browsers keep other sites' pages from calling the
+        /// APIs. Only pages you serve and trust belong here.
+        #[arg(value_delimiter = ',')]
+        cors_allowed_origins: Vec<String> = Vec::new(), env "FACEGATE_CORS_ALLOWED_ORIGINS";
+        /// Address to serve Prometheus metrics on, at /metrics [default: none, no metrics]
+        ///
+        /// A listener of its own, apart from the API's: /metrics takes no credential, so it
+        /// belongs on an address only the monitoring network reaches (loopback, a private
+        /// interface), never behind the public proxy.
+        metrics_listen: SocketAddr, env "FACEGATE_METRICS_LISTEN";
         /// Where NEC bulk registration reads files: a directory or s3://bucket/prefix, one `<tenant name>/` folder per tenant [default: <data-dir>/bucket]
         ///
         /// An `s3://` source takes its credentials and region from the `AWS_*` variables.
@@ -403,6 +415,12 @@ impl Config {
                 .iter()
                 .map(|p| p.trim().to_owned())
                 .filter(|p| !p.is_empty())
+                .collect(),
+            cors_allowed_origins: server
+                .cors_allowed_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
                 .collect(),
             auth_failure_burst: server.auth_failure_burst,
             auth_failure_refill_secs: server.auth_failure_refill_secs,

@@ -57,6 +57,14 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
         let listen = config.server.listen;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match config.server.metrics_listen {
+            Some(at) => {
+                let metrics = tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding {at}"))?;
+                tracing::info!(metrics_listen = %metrics.local_addr()?, "serving Prometheus metrics at /metrics");
+                Some(metrics)
+            }
+            None => None,
+        };
         let bucket = bulk_source(&config)?;
         tracing::info!(source = bucket.location(), "bulk registration source");
         bucket.move_renamed_areas(&renamed_tenants);
@@ -75,7 +83,7 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            served = facegate_server::serve(listener, state, shutdown) => served.context("serving")?,
+            served = facegate_server::serve(listener, metrics_listener, state, shutdown) => served.context("serving")?,
             () = deadline => tracing::warn!(
                 grace_secs = grace.as_secs(),
                 "in-flight requests did not finish within the shutdown grace period; stopping anyway"

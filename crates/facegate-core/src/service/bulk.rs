@@ -267,9 +267,12 @@ impl FaceService {
         record.status = RecordStatus::Processed;
         record.register_status = Some(RegisterStatus::Failed);
         record.reason = failure;
-        if let Err(e) = self.save_record(&job_id, &record).await {
+        match self.save_record(&job_id, &record).await {
+            Ok(()) => count_bulk_record(RegisterStatus::Failed),
             // The record stays New and is tried again on the next round or start.
-            tracing::error!(batch = %job_id, file = ?record.filename, error = %e, "saving bulk record failed");
+            Err(e) => {
+                tracing::error!(batch = %job_id, file = ?record.filename, error = %e, "saving bulk record failed")
+            }
         }
     }
 
@@ -350,12 +353,18 @@ impl FaceService {
                 other => Attempt::Retry(other.to_string()),
             },
         )?;
+        count_bulk_record(RegisterStatus::Success);
         if !tags.is_empty() {
             self.index.set_subject_tags(&template.tenant_id, &template.subject_id, &tags);
         }
         self.index.insert(template);
         Ok(())
     }
+}
+
+/// Counts a record whose outcome is saved.
+fn count_bulk_record(status: RegisterStatus) {
+    metrics::counter!(crate::telemetry::BULK_RECORDS, "status" => RegisterStatus::name(Some(status))).increment(1);
 }
 
 /// Pending records by tenant, handed out one tenant at a time in turn.

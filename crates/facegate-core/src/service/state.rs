@@ -181,6 +181,19 @@ impl FaceService {
         self.index.len(&tenant.id)
     }
 
+    /// Sets the gauges read at a scrape: templates per tenant (by id) and the inference pool's
+    /// depth and capacity. Gauges are sampled here rather than kept in step with every write,
+    /// so a tenant's count costs nothing between scrapes.
+    pub async fn publish_gauges(&self) -> Result<()> {
+        use crate::telemetry::{POOL_CAPACITY, POOL_DEPTH, TEMPLATES};
+        metrics::gauge!(POOL_DEPTH).set(self.pool.depth() as f64);
+        metrics::gauge!(POOL_CAPACITY).set(self.pool.capacity() as f64);
+        for tenant in self.list_tenants().await? {
+            metrics::gauge!(TEMPLATES, "tenant_id" => tenant.id.clone()).set(self.index.len(&tenant.id) as f64);
+        }
+        Ok(())
+    }
+
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
     }

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use facegate_core::telemetry::{AUTH_FAILURES, AUTH_THROTTLED};
 
 use self::forwarded::TrustedProxies;
 use self::throttle::AuthFailureThrottle;
@@ -50,16 +51,23 @@ impl AuthGate {
     }
 
     /// Refuses a client that has used up its failures, before its credentials are looked at.
-    pub fn admit(&self, client: Option<IpAddr>) -> Result<(), AuthError> {
+    /// `dialect` labels the refusal in the metrics.
+    pub fn admit(&self, client: Option<IpAddr>, dialect: &'static str) -> Result<(), AuthError> {
         match client.map(|ip| self.throttle.check(ip)) {
-            Some(Err(retry_after)) => Err(AuthError::Throttled { retry_after }),
+            Some(Err(retry_after)) => {
+                metrics::counter!(AUTH_THROTTLED, "dialect" => dialect).increment(1);
+                Err(AuthError::Throttled { retry_after })
+            }
             _ => Ok(()),
         }
     }
 
     /// Counts `error` against `client` when it refused the caller's credentials; a store error
     /// says nothing about the caller.
-    pub fn record(&self, client: Option<IpAddr>, error: &AuthError) {
+    pub fn record(&self, client: Option<IpAddr>, error: &AuthError, dialect: &'static str) {
+        if matches!(error, AuthError::Refused(_) | AuthError::Replayed) {
+            metrics::counter!(AUTH_FAILURES, "dialect" => dialect).increment(1);
+        }
         if let (Some(ip), AuthError::Refused(_)) = (client, error) {
             self.throttle.record_failure(ip);
         }

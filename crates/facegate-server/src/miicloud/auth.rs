@@ -11,6 +11,7 @@ use facegate_core::Tenant;
 
 use crate::auth::token::parse_token;
 use crate::auth::AuthError;
+use crate::http_limits::Dialect;
 use crate::miicloud::error::MiiError;
 use crate::state::AppState;
 
@@ -19,11 +20,11 @@ use crate::state::AppState;
 pub async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, MiiError> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let client = state.auth_gate.client(peer, req.headers());
-    state.auth_gate.admit(client)?;
+    state.auth_gate.admit(client, Dialect::MiiCloud.label())?;
     let tenant = match tenant_of(&state, req.headers()).await {
         Ok(tenant) => tenant,
         Err(e) => {
-            state.auth_gate.record(client, &e);
+            state.auth_gate.record(client, &e, Dialect::MiiCloud.label());
             return Err(e.into());
         }
     };

@@ -16,6 +16,7 @@ use crate::auth::replay::Refusal;
 use crate::auth::sigv4::{authorization_from_headers, verify, SigV4Error, SignedRequest};
 use crate::auth::AuthError;
 use crate::error::ApiError;
+use crate::http_limits::Dialect;
 use crate::necid::error::NecError;
 use crate::state::AppState;
 
@@ -30,11 +31,11 @@ pub async fn require_signed_request(
 ) -> Result<Response, NecError> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let client = state.auth_gate.client(peer, req.headers());
-    state.auth_gate.admit(client)?;
+    state.auth_gate.admit(client, Dialect::NecId.label())?;
     match verified(&state, req).await {
         Ok(req) => Ok(next.run(req).await),
         Err(NecError::Api(ApiError::Auth(e))) => {
-            state.auth_gate.record(client, &e);
+            state.auth_gate.record(client, &e, Dialect::NecId.label());
             Err(e.into())
         }
         Err(e) => Err(e),

@@ -112,7 +112,7 @@ impl TestServer {
         let state = AppState::new(service.clone(), settings, Some(bulk_source));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            facegate_server::serve(listener, state, async {
+            facegate_server::serve(listener, None, state, async {
                 let _ = rx.await;
             })
             .await

@@ -25,7 +25,9 @@ pub fn facegate() -> Command {
     cmd.env_remove("FACEGATE_DATA_DIR").env_remove("FACEGATE_LISTEN").env_remove("FACEGATE_TOKEN");
     // A configuration file or sandbox setting of the developer's shell is not the test's.
     cmd.env_remove("FACEGATE_CONFIG").env_remove("FACEGATE_SANDBOX").env_remove("FACEGATE_PACK");
-    cmd.env_remove("FACEGATE_LOG_FORMAT");
+    cmd.env_remove("FACEGATE_LOG_FORMAT")
+        .env_remove("FACEGATE_METRICS_LISTEN")
+        .env_remove("FACEGATE_CORS_ALLOWED_ORIGINS");
     cmd
 }
 
