@@ -301,6 +301,9 @@ fn open_data_dir(args: &ImportArgs, file: &FileConfig, tenant_name: &str) -> any
     config.service.inference_queue = Some(config.service_config().inference_queue.max(in_flight));
     // A bulk load wants throughput: one ONNX Runtime thread per worker, unless asked otherwise.
     let (service, backend) = build_service(&config, 1)?;
+    // The enrollments below are the service's own, audited as the server audits them; the lines
+    // go where the server writes its own (on PostgreSQL, the data directory of this machine).
+    crate::audit_log::open_in(&config.store.data_dir)?;
     let store = backend.store();
     let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == tenant_name) {
         Some(tenant) => tenant,
