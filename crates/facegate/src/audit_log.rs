@@ -63,6 +63,28 @@ pub fn reopen() -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(audit.path.clone()))
 }
 
+/// The layer that writes audit events as JSON lines to the file, whatever the stderr log's filter
+/// says: audit events, and the request spans they sit in (for their fields; a span is no line).
+/// The current span is the HTTP request's, when there is one: its `request_id` ties each audit
+/// line to the request's log lines and to the id the client got back. Every subscriber the
+/// binary installs carries it (the global one, and `import`'s quieter one), so no command loses
+/// its audit lines to a log setting.
+pub fn layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(AuditWriter)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.target() == facegate_core::service::AUDIT_TARGET
+                || (meta.is_span() && meta.name() == facegate_server::REQUEST_SPAN)
+        }))
+}
+
 /// Hands the JSON formatter one buffer per event.
 pub struct AuditWriter;
 

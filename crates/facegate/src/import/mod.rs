@@ -153,15 +153,21 @@ pub fn run(args: ImportArgs, file: &FileConfig, log_filter: &str) -> anyhow::Res
     });
 
     // The service logs every enrollment at info, which would bury the progress bar; the import
-    // tasks all run on this thread, so a thread-local subscriber quiets just them.
-    let quiet = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(format!("{log_filter},facegate_core::service=warn"))
-                .unwrap_or_else(|_| "warn".into()),
+    // tasks all run on this thread, so a thread-local subscriber quiets just them. It keeps the
+    // audit layer: the audit lines are the server's, whatever the terminal shows.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let quiet = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_new(format!("{log_filter},facegate_core::service=warn"))
+                        .unwrap_or_else(|_| "warn".into()),
+                ),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish();
+        .with(crate::audit_log::layer());
     let started = Instant::now();
     {
         let _quiet = tracing::subscriber::set_default(quiet);
