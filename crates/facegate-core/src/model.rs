@@ -21,6 +21,34 @@ pub struct ApiCredentials {
     pub secret_access_key: String,
 }
 
+/// A tenant's credentials as the store keeps them: the token and the API key as SHA-256 hashes,
+/// the signing secret as is (verifying an AWS Signature V4 needs the HMAC key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCredentials {
+    pub token_hash: String,
+    pub api_key_hash: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// What deleting a tenant removed, by kind (`facegate tenant delete` prints it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPurge {
+    pub subjects: u64,
+    pub face_samples: u64,
+    /// Stored face images (files under SQLite, rows under PostgreSQL).
+    pub images: u64,
+    pub tags: u64,
+    /// Tag labels of subjects.
+    pub subject_tags: u64,
+    pub bulk_jobs: u64,
+    pub bulk_records: u64,
+    /// Tokens, API keys and access keys, expired ones included.
+    pub credentials: u64,
+    /// Outcomes a `facegate reindex` had staged for the tenant's samples.
+    pub reindex_staging: u64,
+}
+
 /// Axis-aligned face box in source-image pixels. May extend past the image edges.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct BoundingBox {

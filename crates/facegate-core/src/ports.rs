@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::jobs::{BulkJob, BulkRecord, PendingRecord};
 use crate::model::{
     AnalyzeOptions, FaceSample, ImageAnalysis, ModelInfo, NewSample, ReindexTally, StagedSample, StaleTemplates,
-    StoredImage, Subject, SubjectHit, Template, Tenant,
+    StoredCredentials, StoredImage, Subject, SubjectHit, Template, Tenant, TenantPurge,
 };
 
 /// Face detection and recognition on encoded image bytes.
@@ -44,6 +44,8 @@ pub enum ChangeKind {
     /// A subject's tag labels were replaced: load them.
     SubjectTagsSet,
     TagRenamed,
+    /// The tenant and everything of it were deleted: forget its whole gallery.
+    TenantRemoved,
 }
 
 /// One entry of a shared gallery's change log, in commit order.
@@ -77,7 +79,8 @@ pub trait ChangeFeed: Send + Sync {
     fn template(&self, tenant_id: &str, sample_id: &str) -> Result<Option<Template>>;
 }
 
-/// Tenants and their credentials.
+/// Tenants and their credentials. A credential past its expiry (see
+/// [`TenantStore::rotate_credentials`]) is found by none of the lookups.
 pub trait TenantStore: Send + Sync {
     /// Creates a tenant; `Conflict` if the name is taken.
     fn create_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant>;
@@ -91,6 +94,17 @@ pub trait TenantStore: Send + Sync {
     fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> Result<Option<Tenant>>;
     /// The secret of an access key id, if it belongs to `tenant_id`.
     fn access_key_secret(&self, tenant_id: &str, access_key_id: &str) -> Result<Option<String>>;
+    /// In one transaction: gives the tenant `new` (a token, an API key and an access key), lets
+    /// every credential it held before expire `grace` from now (at once, removed, for a zero
+    /// grace; one already expiring sooner keeps its earlier time), and removes its credentials
+    /// already expired. Returns how many credentials were retired. `NotFound` for no such tenant,
+    /// `Conflict` if a new credential is in use.
+    fn rotate_credentials(&self, tenant_id: &str, new: &StoredCredentials, grace: std::time::Duration) -> Result<u64>;
+    /// Deletes the tenant and everything stored under it (subjects, samples and their images,
+    /// tags, bulk jobs and records, credentials, staged reindex outcomes), as `delete_subject`
+    /// purges a subject; a shared gallery also tells the other processes to forget the tenant.
+    /// `NotFound` if it does not exist.
+    fn delete_tenant(&self, tenant_id: &str) -> Result<TenantPurge>;
 }
 
 /// The gallery: subjects, their face samples (image, box, template) and the templates the index
@@ -218,4 +232,6 @@ pub trait Index: Send + Sync + 'static {
     fn len(&self, tenant_id: &str) -> usize;
     /// Forgets every template and tag of every tenant, before the index is loaded anew.
     fn clear(&self);
+    /// Forgets every template and tag of one tenant (deleted).
+    fn remove_tenant(&self, tenant_id: &str);
 }

@@ -40,7 +40,7 @@ pub use state::{
 };
 pub use tags::{MAX_TAGS, MAX_TAG_CHARS};
 pub use tenants::{
-    create_tenant, hash_secret, random_credentials, random_token, validate_tenant_name, NewTenant,
-    MAX_TENANT_NAME_CHARS,
+    create_tenant, delete_tenant, hash_secret, random_credentials, random_token, rotate_credentials,
+    validate_tenant_name, NewTenant, RotatedCredentials, DEFAULT_CREDENTIAL_GRACE, MAX_TENANT_NAME_CHARS,
 };
-pub use text::{image_extension, now_rfc3339, stored_image_name};
+pub use text::{image_extension, now_rfc3339, rfc3339_after, stored_image_name};

@@ -8,8 +8,8 @@ use crate::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus};
 use crate::error::{Error, Result};
 use crate::model::{
     AnalyzeOptions, AnalyzedFace, BoundingBox, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ModelInfo,
-    NewSample, Point, Pose, ReindexOutcome, ReindexTally, StagedSample, StaleTemplates, StaleTenant, StoredImage,
-    Subject, SubjectHit, Template, Tenant,
+    NewSample, Point, Pose, ReindexOutcome, ReindexTally, StagedSample, StaleTemplates, StaleTenant, StoredCredentials,
+    StoredImage, Subject, SubjectHit, Template, Tenant, TenantPurge,
 };
 use crate::ports::{BulkJobStore, Engine, GalleryStore, Index, ReindexStore, Store, TagStore, TenantStore};
 use crate::score::Calibration;
@@ -177,6 +177,69 @@ impl TenantStore for MemoryStore {
 
     fn access_key_secret(&self, tenant_id: &str, access_key_id: &str) -> Result<Option<String>> {
         Ok(self.lock().credentials.iter().find(|c| c.0 == tenant_id && c.2 == access_key_id).map(|c| c.3.clone()))
+    }
+
+    /// The fake keeps no expiry: old credentials stay valid after a rotation with a grace, and go
+    /// at once with a zero grace.
+    fn rotate_credentials(&self, tenant_id: &str, new: &StoredCredentials, grace: std::time::Duration) -> Result<u64> {
+        let mut d = self.lock();
+        if d.credentials.iter().any(|c| c.1 == new.api_key_hash || c.2 == new.access_key_id)
+            || d.tenants.iter().any(|(_, tokens)| tokens.contains(&new.token_hash))
+        {
+            return Err(Error::Conflict("credentials exist".into()));
+        }
+        let Some((_, tokens)) = d.tenants.iter_mut().find(|(t, _)| t.id == tenant_id) else {
+            return Err(Error::NotFound("tenant"));
+        };
+        let mut retired = tokens.len() as u64;
+        if grace.is_zero() {
+            tokens.clear();
+        }
+        tokens.push(new.token_hash.clone());
+        retired += d.credentials.iter().filter(|c| c.0 == tenant_id).count() as u64 * 2;
+        if grace.is_zero() {
+            d.credentials.retain(|c| c.0 != tenant_id);
+        }
+        d.credentials.push((
+            tenant_id.into(),
+            new.api_key_hash.clone(),
+            new.access_key_id.clone(),
+            new.secret_access_key.clone(),
+        ));
+        Ok(retired)
+    }
+
+    fn delete_tenant(&self, tenant_id: &str) -> Result<TenantPurge> {
+        let mut d = self.lock();
+        let Some(at) = d.tenants.iter().position(|(t, _)| t.id == tenant_id) else {
+            return Err(Error::NotFound("tenant"));
+        };
+        let (_, tokens) = d.tenants.remove(at);
+        let mut purge = TenantPurge { credentials: tokens.len() as u64, ..TenantPurge::default() };
+        let count = |before: usize, after: usize| (before - after) as u64;
+        let n = d.credentials.len();
+        d.credentials.retain(|c| c.0 != tenant_id);
+        purge.credentials += 2 * count(n, d.credentials.len());
+        let n = d.subjects.len();
+        d.subjects.retain(|s| s.tenant_id != tenant_id);
+        purge.subjects = count(n, d.subjects.len());
+        let n = d.samples.len();
+        d.samples.retain(|(_, _, t)| t != tenant_id);
+        purge.face_samples = count(n, d.samples.len());
+        let n = d.images.len();
+        d.forget_removed();
+        purge.images = count(n, d.images.len());
+        let n = d.tags.len();
+        d.tags.retain(|(t, _)| t != tenant_id);
+        purge.tags = count(n, d.tags.len());
+        let n = d.subject_tags.len();
+        d.subject_tags.retain(|(t, _, _)| t != tenant_id);
+        purge.subject_tags = count(n, d.subject_tags.len());
+        purge.bulk_jobs = d.bulk_jobs.iter().filter(|(j, _)| j.tenant_id == tenant_id).count() as u64;
+        purge.bulk_records =
+            d.bulk_jobs.iter().filter(|(j, _)| j.tenant_id == tenant_id).map(|(_, r)| r.len() as u64).sum();
+        d.bulk_jobs.retain(|(j, _)| j.tenant_id != tenant_id);
+        Ok(purge)
     }
 }
 
@@ -591,6 +654,11 @@ impl Index for BruteForceIndex {
     fn clear(&self) {
         self.templates.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.tags.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn remove_tenant(&self, tenant_id: &str) {
+        self.templates.lock().unwrap_or_else(|e| e.into_inner()).retain(|t| t.tenant_id != tenant_id);
+        self.tags.lock().unwrap_or_else(|e| e.into_inner()).retain(|(t, _), _| t != tenant_id);
     }
 
     fn insert(&self, template: Template) {

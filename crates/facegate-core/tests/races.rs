@@ -56,6 +56,9 @@ impl Index for SlowInsertIndex {
     fn len(&self, tenant_id: &str) -> usize {
         self.inner.len(tenant_id)
     }
+    fn remove_tenant(&self, tenant_id: &str) {
+        self.inner.remove_tenant(tenant_id);
+    }
     fn clear(&self) {
         self.inner.clear();
     }

@@ -157,6 +157,10 @@ impl Index for FlatIndex {
         self.tenants.write().clear();
     }
 
+    fn remove_tenant(&self, tenant_id: &str) {
+        self.tenants.write().remove(tenant_id);
+    }
+
     fn insert(&self, template: Template) {
         if template.embedding.is_empty() || !template.embedding.iter().all(|x| x.is_finite()) {
             tracing::warn!(sample = %template.sample_id, "ignoring an empty or non-finite template");

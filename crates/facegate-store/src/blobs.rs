@@ -141,6 +141,22 @@ impl BlobStore {
         }
     }
 
+    /// Removes a tenant's whole folder (`<tenant_id>/`), whatever is left in it; one already gone
+    /// is not an error. A link in its place is removed, never followed.
+    pub fn remove_tenant(&self, tenant_id: &str) -> Result<()> {
+        if tenant_id.contains('/') || !safe_relative(tenant_id) {
+            return Err(StoreError::InvalidImageName(tenant_id.to_owned()));
+        }
+        let dir = self.root.join(tenant_id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::io(format!("remove {}", dir.display()), e)),
+        }
+        self.durable_dirs.lock().retain(|d| !d.starts_with(&dir));
+        sync_dir(&self.root)
+    }
+
     /// Removes every file that `is_referenced` disowns and every temporary file older than
     /// `tmp_grace` (younger ones may belong to a write in progress). Returns how many went.
     pub fn sweep(&self, tmp_grace: Duration, is_referenced: &mut dyn FnMut(&str) -> Result<bool>) -> Result<usize> {

@@ -72,8 +72,8 @@ enum LogFormat {
     Json,
 }
 
-/// The log on stderr, filtered by `--log`, and the audit trail, which `serve` sends to
-/// `<data_dir>/audit.log` whatever the filter says.
+/// The log on stderr, filtered by `--log`, and the audit trail, which the commands that change
+/// the gallery send to `<data_dir>/audit.log` whatever the filter says (`audit_log::open_in`).
 fn init_logging(filter: &str, format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -96,19 +96,7 @@ fn init_logging(filter: &str, format: LogFormat) {
             .with_filter(env_filter)
             .boxed(),
     };
-    // The current span is the HTTP request's, when there is one: its `request_id` ties each
-    // audit line to the request's log lines and to the id the client got back.
-    let audit = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_writer(audit_log::AuditWriter)
-        // Audit events, and the request spans they sit in (for their fields; a span is no line).
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.target() == facegate_core::service::AUDIT_TARGET
-                || (meta.is_span() && meta.name() == facegate_server::REQUEST_SPAN)
-        }));
-    tracing_subscriber::registry().with(stderr).with(audit).init();
+    tracing_subscriber::registry().with(stderr).with(audit_log::layer()).init();
 }
 
 fn main() -> std::process::ExitCode {

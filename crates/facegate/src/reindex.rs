@@ -47,9 +47,7 @@ pub fn run(args: ReindexArgs, file: &FileConfig) -> anyhow::Result<()> {
     let config =
         Config::resolve(file, Flags { store: Some(&args.store), engine: Some(&args.engine), ..Flags::default() })?;
     let backend = open_alone(&config)?;
-    facegate_store::private_fs::create_dir_all(&config.store.data_dir)
-        .with_context(|| format!("creating {}", config.store.data_dir.display()))?;
-    crate::audit_log::open(&config.store.data_dir.join("audit.log"))?;
+    crate::audit_log::open_in(&config.store.data_dir)?;
     // Throughput over latency: one ONNX Runtime thread per worker, a worker per core.
     let engine = load_engine(&config, 1)?;
     let workers = config.engine.inference_workers.max(1);

@@ -123,6 +123,14 @@ pub fn open_alone(config: &Config) -> anyhow::Result<Backend> {
     open_backend(config, PgRole::Exclusive)
 }
 
+/// The gallery for `tenant delete`, which removes files a SQLite server may be writing but only
+/// rows on PostgreSQL: the SQLite data directory's lock (refused while a server runs on it), or
+/// a tool's connection to PostgreSQL beside running nodes, which learn of the delete from the
+/// change log.
+pub fn open_beside_nodes(config: &Config) -> anyhow::Result<Backend> {
+    open_backend(config, PgRole::Tool)
+}
+
 /// The full service with its index loaded from the store, with `intra_threads` ONNX Runtime
 /// threads per inference job unless configured, over the gallery held as a node holds it
 /// ([`open_backend`]).

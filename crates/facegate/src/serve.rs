@@ -37,7 +37,7 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
     let (service, backend) = build_service(&config, config.engine.serve_intra_op_threads())?;
     let stale = service.check_stale_templates().context("counting the templates of other models")?;
     check_stale_templates(&stale, &service.engine().model_info().model_id, config.server.allow_stale_templates)?;
-    crate::audit_log::open(&config.store.data_dir.join("audit.log"))?;
+    crate::audit_log::open_in(&config.store.data_dir)?;
     if config.store.encryption_key_file.is_none() {
         tracing::warn!("templates and face images are stored unencrypted; see --encryption-key-file");
     }
@@ -54,6 +54,7 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
     let renamed_tenants = backend.renamed_tenants();
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let served = runtime.block_on(async move {
+        reopen_audit_log_on_hangup()?;
         let listen = config.server.listen;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
@@ -152,6 +153,28 @@ fn bulk_source(config: &Config) -> anyhow::Result<BucketSource> {
         None => BucketSource::local(&config.store.data_dir.join("bucket")),
     };
     source.context("setting up the bulk registration source")
+}
+
+/// Reopens `audit.log` on each SIGHUP, the logrotate convention (`docs/security.md`). Registered
+/// before the listener is bound, so from the first request on a SIGHUP never ends the process
+/// (its default action) but only starts a new file.
+fn reopen_audit_log_on_hangup() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match crate::audit_log::reopen() {
+                    Ok(Some(path)) => tracing::info!(path = %path.display(), "SIGHUP: reopened the audit log"),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: could not reopen the audit log; \
+                        still writing to the file open before"),
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

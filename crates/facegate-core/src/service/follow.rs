@@ -162,6 +162,9 @@ impl FaceService {
                 let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;
                 self.index.remove_subject(&tenant_id, &subject);
             }
+            // Every node drops the tenant's gallery; its credentials went with its rows, so no
+            // request can name it any more.
+            ChangeKind::TenantRemoved => self.index.remove_tenant(&tenant_id),
             ChangeKind::SubjectTagsSet => {
                 let subject = subject_id.ok_or_else(|| missing("subject"))?;
                 let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;

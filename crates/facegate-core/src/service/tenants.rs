@@ -4,13 +4,24 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use std::time::Duration;
+
+use super::audit::record;
 use super::state::FaceService;
+use super::text::rfc3339_after;
 use crate::error::{Error, Result};
-use crate::model::{ApiCredentials, Tenant};
+use crate::model::{ApiCredentials, StoredCredentials, Tenant, TenantPurge};
 use crate::ports::Store;
 
 /// Longest tenant name, in characters.
 pub const MAX_TENANT_NAME_CHARS: usize = 64;
+
+/// How long a tenant's old credentials keep working after `facegate tenant rotate-credentials`,
+/// unless `--grace` says otherwise: a day, so that every client of the tenant (in every time
+/// zone, on a working day's deploy schedule) can be given the new ones before the old ones stop,
+/// while a leaked credential stays good for at most that day. `--grace 0` revokes at once, for a
+/// credential known to be compromised.
+pub const DEFAULT_CREDENTIAL_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// A freshly created tenant with its plaintext credentials, shown once.
 #[derive(Debug, Clone)]
@@ -83,6 +94,73 @@ pub fn create_tenant(store: &dyn Store, name: &str) -> Result<NewTenant> {
         &credentials.secret_access_key,
     )?;
     Ok(NewTenant { tenant, token, credentials })
+}
+
+/// A tenant's new credentials in plaintext, shown once, and when its old ones stop working.
+#[derive(Debug, Clone)]
+pub struct RotatedCredentials {
+    pub tenant: Tenant,
+    /// miiCloud `Authorization: Token …`.
+    pub token: String,
+    /// NEC ID `x-api-key` and AWS Signature V4 keys.
+    pub credentials: ApiCredentials,
+    /// How many credentials (tokens, API keys, access keys) were set to expire.
+    pub retired: u64,
+    /// When the retired ones stop working (RFC 3339, UTC; now for a zero grace).
+    pub old_expire_at: String,
+}
+
+/// Issues the tenant `name` a new token, API key and access key, and lets its old ones work for
+/// `grace` more. Audited as `rotate_credentials` (the new access key id, never a secret).
+pub fn rotate_credentials(store: &dyn Store, name: &str, grace: Duration) -> Result<RotatedCredentials> {
+    let tenant = tenant_named(store, name)?;
+    let token = random_token();
+    let credentials = random_credentials();
+    let stored = StoredCredentials {
+        token_hash: hash_secret(&token),
+        api_key_hash: hash_secret(&credentials.api_key),
+        access_key_id: credentials.access_key_id.clone(),
+        secret_access_key: credentials.secret_access_key.clone(),
+    };
+    let input = format!("grace_secs={}", grace.as_secs());
+    match store.rotate_credentials(&tenant.id, &stored, grace) {
+        Ok(retired) => {
+            let output = format!("access_key_id={} retired={retired}", credentials.access_key_id);
+            record(&tenant, "rotate_credentials", &input, &output, "ok");
+            let old_expire_at = rfc3339_after(grace);
+            Ok(RotatedCredentials { tenant, token, credentials, retired, old_expire_at })
+        }
+        Err(e) => {
+            record(&tenant, "rotate_credentials", &input, "", e.code().name());
+            Err(e)
+        }
+    }
+}
+
+/// Deletes the tenant `name` and everything stored under it. Audited as `delete_tenant`, with
+/// what was removed.
+pub fn delete_tenant(store: &dyn Store, name: &str) -> Result<(Tenant, TenantPurge)> {
+    let tenant = tenant_named(store, name)?;
+    match store.delete_tenant(&tenant.id) {
+        Ok(purge) => {
+            let p = &purge;
+            let output = format!(
+                "subjects={} face_samples={} images={} tags={} bulk_jobs={} bulk_records={} credentials={}",
+                p.subjects, p.face_samples, p.images, p.tags, p.bulk_jobs, p.bulk_records, p.credentials
+            );
+            record(&tenant, "delete_tenant", "", &output, "ok");
+            Ok((tenant, purge))
+        }
+        Err(e) => {
+            record(&tenant, "delete_tenant", "", "", e.code().name());
+            Err(e)
+        }
+    }
+}
+
+/// The tenant called `name`; `NotFound` when there is none.
+fn tenant_named(store: &dyn Store, name: &str) -> Result<Tenant> {
+    store.list_tenants()?.into_iter().find(|t| t.name == name).ok_or(Error::NotFound("tenant"))
 }
 
 /// Fresh NEC credentials, shaped like AWS's: a 20-character `AKIA…` access key id and a

@@ -8,9 +8,15 @@ use crate::error::{Error, Result};
 
 /// RFC 3339 UTC with microseconds, as the reference documents' `created` values.
 pub fn now_rfc3339() -> String {
+    rfc3339_after(std::time::Duration::ZERO)
+}
+
+/// As [`now_rfc3339`], `after` from now.
+pub fn rfc3339_after(after: std::time::Duration) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    OffsetDateTime::now_utc().format(&format).unwrap_or_else(|_| OffsetDateTime::now_utc().unix_timestamp().to_string())
+    let at = OffsetDateTime::now_utc().saturating_add(time::Duration::try_from(after).unwrap_or(time::Duration::MAX));
+    at.format(&format).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 /// `enroll/<stem>_<7 random letters>.<ext>`, from the client's file name, made safe for a path,

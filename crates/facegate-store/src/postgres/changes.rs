@@ -28,6 +28,8 @@ pub(crate) enum Kind {
     /// A subject's tag labels were replaced: load them.
     SubjectTagsSet,
     TagRenamed,
+    /// The tenant and everything of it were deleted.
+    TenantRemoved,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
             Kind::SubjectRemoved => "subject_removed",
             Kind::SubjectTagsSet => "subject_tags_set",
             Kind::TagRenamed => "tag_renamed",
+            Kind::TenantRemoved => "tenant_removed",
         }
     }
 }
@@ -77,6 +80,7 @@ fn kind_of(name: &str) -> Option<facegate_core::ChangeKind> {
         "subject_removed" => K::SubjectRemoved,
         "subject_tags_set" => K::SubjectTagsSet,
         "tag_renamed" => K::TagRenamed,
+        "tenant_removed" => K::TenantRemoved,
         _ => return None,
     })
 }

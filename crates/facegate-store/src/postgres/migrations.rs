@@ -6,8 +6,11 @@ use postgres::Client;
 
 use crate::error::{Result, StoreError};
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_reindex_staging.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_reindex_staging.sql"),
+    include_str!("migrations/0003_credential_expiry.sql"),
+];
 
 /// Serialises schema changes between nodes (an arbitrary, fixed 64-bit key: "facegate").
 const MIGRATION_LOCK: i64 = 0x6661_6365_6761_7465;

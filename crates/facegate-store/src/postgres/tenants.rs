@@ -1,10 +1,51 @@
 //! Tenants and their credentials in PostgreSQL.
 
-use facegate_core::Tenant;
+use std::time::Duration;
+
+use facegate_core::{StoredCredentials, Tenant, TenantPurge};
 use postgres::Transaction;
 
+use super::changes::{self, Change, Kind};
 use super::{tenant_from_row, PgStore};
 use crate::error::{pg_unique_violation, Result, StoreError};
+
+/// The tables of a tenant's credentials, each with `tenant_id` and `expires_at`.
+const CREDENTIAL_TABLES: [&str; 3] = ["tenant_tokens", "tenant_api_keys", "tenant_access_keys"];
+
+fn insert_api_credentials(
+    tx: &mut Transaction<'_>,
+    tenant_id: &str,
+    api_key_hash: &str,
+    access_key_id: &str,
+    secret: &str,
+) -> Result<()> {
+    let in_use = |e: postgres::Error| match pg_unique_violation(&e) {
+        true => StoreError::Conflict("the API key or access key id is already in use".into()),
+        false => e.into(),
+    };
+    let now = facegate_core::service::now_rfc3339();
+    tx.execute(
+        "INSERT INTO tenant_api_keys (api_key_hash, tenant_id, created_at) VALUES ($1, $2, $3)",
+        &[&api_key_hash, &tenant_id, &now],
+    )
+    .map_err(in_use)?;
+    tx.execute(
+        "INSERT INTO tenant_access_keys (access_key_id, tenant_id, secret_access_key, created_at) \
+         VALUES ($1, $2, $3, $4)",
+        &[&access_key_id, &tenant_id, &secret, &now],
+    )
+    .map_err(in_use)?;
+    Ok(())
+}
+
+/// Locks the tenant's row until `tx` ends: writes that reference the tenant (they take a key
+/// share lock on it) finish first, and later ones wait. `NotFound` when it does not exist.
+fn lock_tenant(tx: &mut Transaction<'_>, tenant_id: &str) -> Result<()> {
+    match tx.query_opt("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&tenant_id])? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound("tenant")),
+    }
+}
 
 fn insert_tenant(tx: &mut Transaction<'_>, name: &str) -> Result<Tenant> {
     let tenant = Tenant {
@@ -36,7 +77,8 @@ fn insert_token(tx: &mut Transaction<'_>, tenant_id: &str, token_hash: &str) -> 
 }
 
 impl PgStore {
-    /// The tenant a hashed credential belongs to; `sql` selects the tenant row by `$1`.
+    /// The tenant a hashed credential belongs to; `sql` selects the tenant row by `$1` (and leaves
+    /// out expired credentials).
     fn tenant_by_credential(&self, sql: &str, credential_hash: &str) -> Result<Option<Tenant>> {
         Ok(self.conn()?.query_opt(sql, &[&credential_hash])?.map(|row| tenant_from_row(&row)))
     }
@@ -83,7 +125,7 @@ impl facegate_core::TenantStore for PgStore {
     fn tenant_by_token_hash(&self, token_hash: &str) -> facegate_core::Result<Option<Tenant>> {
         Ok(self.tenant_by_credential(
             "SELECT t.id, t.name, t.created_at FROM tenant_tokens k JOIN tenants t ON t.id = k.tenant_id \
-             WHERE k.token_hash = $1",
+             WHERE k.token_hash = $1 AND (k.expires_at IS NULL OR k.expires_at > now())",
             token_hash,
         )?)
     }
@@ -103,25 +145,10 @@ impl facegate_core::TenantStore for PgStore {
         access_key_id: &str,
         secret: &str,
     ) -> facegate_core::Result<()> {
-        let in_use = |e: postgres::Error| match pg_unique_violation(&e) {
-            true => StoreError::Conflict("the API key or access key id is already in use".into()),
-            false => e.into(),
-        };
         let run = || -> Result<()> {
             let mut conn = self.conn()?;
             let mut tx = conn.transaction()?;
-            let now = facegate_core::service::now_rfc3339();
-            tx.execute(
-                "INSERT INTO tenant_api_keys (api_key_hash, tenant_id, created_at) VALUES ($1, $2, $3)",
-                &[&api_key_hash, &tenant_id, &now],
-            )
-            .map_err(in_use)?;
-            tx.execute(
-                "INSERT INTO tenant_access_keys (access_key_id, tenant_id, secret_access_key, created_at) \
-                 VALUES ($1, $2, $3, $4)",
-                &[&access_key_id, &tenant_id, &secret, &now],
-            )
-            .map_err(in_use)?;
+            insert_api_credentials(&mut tx, tenant_id, api_key_hash, access_key_id, secret)?;
             tx.commit()?;
             Ok(())
         };
@@ -131,7 +158,7 @@ impl facegate_core::TenantStore for PgStore {
     fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> facegate_core::Result<Option<Tenant>> {
         Ok(self.tenant_by_credential(
             "SELECT t.id, t.name, t.created_at FROM tenant_api_keys k JOIN tenants t ON t.id = k.tenant_id \
-             WHERE k.api_key_hash = $1",
+             WHERE k.api_key_hash = $1 AND (k.expires_at IS NULL OR k.expires_at > now())",
             api_key_hash,
         )?)
     }
@@ -140,10 +167,96 @@ impl facegate_core::TenantStore for PgStore {
         let row = self
             .conn()?
             .query_opt(
-                "SELECT secret_access_key FROM tenant_access_keys WHERE access_key_id = $1 AND tenant_id = $2",
+                "SELECT secret_access_key FROM tenant_access_keys WHERE access_key_id = $1 AND tenant_id = $2 \
+                 AND (expires_at IS NULL OR expires_at > now())",
                 &[&access_key_id, &tenant_id],
             )
             .map_err(StoreError::from)?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    fn rotate_credentials(
+        &self,
+        tenant_id: &str,
+        new: &StoredCredentials,
+        grace: Duration,
+    ) -> facegate_core::Result<u64> {
+        Ok(self.rotate_credentials_impl(tenant_id, new, grace)?)
+    }
+
+    fn delete_tenant(&self, tenant_id: &str) -> facegate_core::Result<TenantPurge> {
+        Ok(self.delete_tenant_impl(tenant_id)?)
+    }
+}
+
+impl PgStore {
+    fn rotate_credentials_impl(&self, tenant_id: &str, new: &StoredCredentials, grace: Duration) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        // Two rotations of one tenant run one after the other.
+        lock_tenant(&mut tx, tenant_id)?;
+        let grace_secs = grace.as_secs_f64();
+        let mut retired = 0;
+        for table in CREDENTIAL_TABLES {
+            // Expired ones no longer open anything; they need not be kept.
+            tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND expires_at <= now()"), &[&tenant_id])?;
+            retired += if grace.is_zero() {
+                tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1"), &[&tenant_id])?
+            } else {
+                tx.execute(
+                    &format!(
+                        "UPDATE {table} SET expires_at = now() + make_interval(secs => $2) \
+                         WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now() + make_interval(secs => $2))"
+                    ),
+                    &[&tenant_id, &grace_secs],
+                )?
+            };
+        }
+        insert_token(&mut tx, tenant_id, &new.token_hash)?;
+        insert_api_credentials(&mut tx, tenant_id, &new.api_key_hash, &new.access_key_id, &new.secret_access_key)?;
+        tx.commit()?;
+        Ok(retired)
+    }
+
+    /// Deletes the tenant's rows in one transaction, with its earlier change-log rows, and
+    /// appends one `tenant_removed` change, on which every node drops the tenant's index.
+    fn delete_tenant_impl(&self, tenant_id: &str) -> Result<TenantPurge> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        lock_tenant(&mut tx, tenant_id)?;
+        let paths: Vec<String> = tx
+            .query(
+                "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id WHERE s.tenant_id = $1",
+                &[&tenant_id],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut delete = |sql: &str| -> Result<u64> { Ok(tx.execute(sql, &[&tenant_id])?) };
+        // Children first and each by name, though most would go by ON DELETE CASCADE: the counts
+        // are what went, and no table is left to a cascade someone might drop later.
+        let mut purge = TenantPurge {
+            reindex_staging: delete("DELETE FROM reindex_staging WHERE tenant_id = $1")?,
+            subject_tags: delete("DELETE FROM subject_tags WHERE tenant_id = $1")?,
+            ..TenantPurge::default()
+        };
+        purge.images =
+            delete("DELETE FROM image_blobs WHERE sample_id IN (SELECT id FROM face_samples WHERE tenant_id = $1)")?;
+        purge.face_samples = delete("DELETE FROM face_samples WHERE tenant_id = $1")?;
+        purge.subjects = delete("DELETE FROM subjects WHERE tenant_id = $1")?;
+        purge.tags = delete("DELETE FROM tags WHERE tenant_id = $1")?;
+        purge.bulk_records =
+            delete("DELETE FROM bulk_records WHERE job_id IN (SELECT id FROM bulk_jobs WHERE tenant_id = $1)")?;
+        purge.bulk_jobs = delete("DELETE FROM bulk_jobs WHERE tenant_id = $1")?;
+        for table in CREDENTIAL_TABLES {
+            purge.credentials += delete(&format!("DELETE FROM {table} WHERE tenant_id = $1"))?;
+        }
+        delete("DELETE FROM tenants WHERE id = $1")?;
+        // The log's earlier rows name the tenant's subjects and samples; the one appended below
+        // makes them moot for every node, behind or not.
+        delete("DELETE FROM changes WHERE tenant_id = $1")?;
+        changes::commit_with(tx, &[(Kind::TenantRemoved, Change { tenant_id, ..Change::default() })])?;
+        self.images.forget(&paths);
+        Ok(purge)
     }
 }

@@ -1,17 +1,140 @@
 //! Tenants and their credentials in SQLite.
 
-use facegate_core::Tenant;
-use rusqlite::{params, OptionalExtension, Transaction};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{tenant_from_row, SqliteStore};
+use facegate_core::{StoredCredentials, Tenant, TenantPurge};
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{scrub_wal, tenant_from_row, SqliteStore};
 use crate::error::{unique_violation, Result, StoreError};
 
+/// The tables of a tenant's credentials, each with `tenant_id` and `expires_unix_ms`.
+const CREDENTIAL_TABLES: [&str; 3] = ["tenant_tokens", "tenant_api_keys", "tenant_access_keys"];
+
+/// Now, as credentials' `expires_unix_ms` counts.
+fn now_unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl SqliteStore {
-    /// The tenant a hashed credential belongs to; `sql` selects the tenant row by `?1`.
+    /// The tenant a hashed credential belongs to, unless it expired; `sql` selects the tenant row
+    /// by `?1`, with `?2` the time now for the expiry.
     pub(super) fn tenant_by_credential(&self, sql: &str, credential_hash: &str) -> Result<Option<Tenant>> {
         let conn = self.reader()?;
-        let tenant = conn.prepare_cached(sql)?.query_row([credential_hash], tenant_from_row).optional()?;
+        let tenant =
+            conn.prepare_cached(sql)?.query_row(params![credential_hash, now_unix_ms()], tenant_from_row).optional()?;
         Ok(tenant)
+    }
+
+    fn insert_api_credentials(
+        tx: &Transaction<'_>,
+        tenant_id: &str,
+        api_key_hash: &str,
+        access_key_id: &str,
+        secret: &str,
+    ) -> Result<()> {
+        let in_use = |e: rusqlite::Error| match unique_violation(&e) {
+            Some(_) => StoreError::Conflict("the API key or access key id is already in use".into()),
+            None => e.into(),
+        };
+        let now = facegate_core::service::now_rfc3339();
+        tx.prepare_cached("INSERT INTO tenant_api_keys (api_key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![api_key_hash, tenant_id, now])
+            .map_err(in_use)?;
+        tx.prepare_cached(
+            "INSERT INTO tenant_access_keys (access_key_id, tenant_id, secret_access_key, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![access_key_id, tenant_id, secret, now])
+        .map_err(in_use)?;
+        Ok(())
+    }
+
+    fn rotate_credentials_impl(&self, tenant_id: &str, new: &StoredCredentials, grace: Duration) -> Result<u64> {
+        self.write(|tx| {
+            let exists: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)", [tenant_id], |r| r.get(0))?;
+            if !exists {
+                return Err(StoreError::NotFound("tenant"));
+            }
+            let now = now_unix_ms();
+            let until = now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+            let mut retired = 0;
+            for table in CREDENTIAL_TABLES {
+                // Expired ones no longer open anything; they need not be kept.
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE tenant_id = ?1 AND expires_unix_ms <= ?2"),
+                    params![tenant_id, now],
+                )?;
+                retired += if grace.is_zero() {
+                    tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [tenant_id])?
+                } else {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {table} SET expires_unix_ms = ?2 \
+                             WHERE tenant_id = ?1 AND (expires_unix_ms IS NULL OR expires_unix_ms > ?2)"
+                        ),
+                        params![tenant_id, until],
+                    )?
+                };
+            }
+            Self::insert_token(tx, tenant_id, &new.token_hash)?;
+            Self::insert_api_credentials(tx, tenant_id, &new.api_key_hash, &new.access_key_id, &new.secret_access_key)?;
+            Ok(retired as u64)
+        })
+    }
+
+    /// Deletes the tenant's rows in one transaction (zeroed by `secure_delete`), then its image
+    /// folder, then checkpoints the WAL, as deleting a subject does. Image files are written only
+    /// by the holder of the directory's lock, which the caller should be.
+    fn delete_tenant_impl(&self, tenant_id: &str) -> Result<TenantPurge> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)", [tenant_id], |r| r.get(0))?;
+        if !exists {
+            return Err(StoreError::NotFound("tenant"));
+        }
+        let paths: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id WHERE s.tenant_id = ?1",
+            )?;
+            let rows = stmt.query_map([tenant_id], |row| row.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let delete = |sql: &str| -> Result<u64> { Ok(tx.execute(sql, [tenant_id])? as u64) };
+        // Children first and each by name, though most would go by ON DELETE CASCADE: the counts
+        // are what went, and no table is left to a cascade someone might drop later.
+        let mut purge = TenantPurge {
+            reindex_staging: delete("DELETE FROM reindex_staging WHERE tenant_id = ?1")?,
+            subject_tags: delete("DELETE FROM subject_tags WHERE tenant_id = ?1")?,
+            ..TenantPurge::default()
+        };
+        purge.images =
+            delete("DELETE FROM image_blobs WHERE sample_id IN (SELECT id FROM face_samples WHERE tenant_id = ?1)")?;
+        purge.face_samples = delete("DELETE FROM face_samples WHERE tenant_id = ?1")?;
+        purge.subjects = delete("DELETE FROM subjects WHERE tenant_id = ?1")?;
+        purge.tags = delete("DELETE FROM tags WHERE tenant_id = ?1")?;
+        purge.bulk_records =
+            delete("DELETE FROM bulk_records WHERE job_id IN (SELECT id FROM bulk_jobs WHERE tenant_id = ?1)")?;
+        purge.bulk_jobs = delete("DELETE FROM bulk_jobs WHERE tenant_id = ?1")?;
+        for table in CREDENTIAL_TABLES {
+            purge.credentials += delete(&format!("DELETE FROM {table} WHERE tenant_id = ?1"))?;
+        }
+        delete("DELETE FROM tenants WHERE id = ?1")?;
+        tx.commit()?;
+        // Still under the writer lock, as for a subject. A file that cannot be removed now has no
+        // row and is swept at the next start; the folder also takes any temporary file.
+        for path in &paths {
+            if let Err(e) = self.blobs.remove(path) {
+                tracing::warn!(%path, error = %e, "could not remove the image of a deleted tenant");
+            }
+        }
+        if let Err(e) = self.blobs.remove_tenant(tenant_id) {
+            tracing::warn!(tenant_id, error = %e, "could not remove the image folder of a deleted tenant");
+        }
+        scrub_wal(&conn);
+        Ok(purge)
     }
 
     pub(super) fn insert_tenant(tx: &Transaction<'_>, name: &str) -> Result<Tenant> {
@@ -76,7 +199,7 @@ impl facegate_core::TenantStore for SqliteStore {
     fn tenant_by_token_hash(&self, token_hash: &str) -> facegate_core::Result<Option<Tenant>> {
         Ok(self.tenant_by_credential(
             "SELECT t.id, t.name, t.created_at FROM tenant_tokens k JOIN tenants t ON t.id = k.tenant_id \
-             WHERE k.token_hash = ?1",
+             WHERE k.token_hash = ?1 AND (k.expires_unix_ms IS NULL OR k.expires_unix_ms > ?2)",
             token_hash,
         )?)
     }
@@ -97,29 +220,13 @@ impl facegate_core::TenantStore for SqliteStore {
         access_key_id: &str,
         secret: &str,
     ) -> facegate_core::Result<()> {
-        let in_use = |e: rusqlite::Error| match unique_violation(&e) {
-            Some(_) => StoreError::Conflict("the API key or access key id is already in use".into()),
-            None => e.into(),
-        };
-        Ok(self.write(|tx| {
-            let now = facegate_core::service::now_rfc3339();
-            tx.prepare_cached("INSERT INTO tenant_api_keys (api_key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![api_key_hash, tenant_id, now])
-                .map_err(in_use)?;
-            tx.prepare_cached(
-                "INSERT INTO tenant_access_keys (access_key_id, tenant_id, secret_access_key, created_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![access_key_id, tenant_id, secret, now])
-            .map_err(in_use)?;
-            Ok(())
-        })?)
+        Ok(self.write(|tx| Self::insert_api_credentials(tx, tenant_id, api_key_hash, access_key_id, secret))?)
     }
 
     fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> facegate_core::Result<Option<Tenant>> {
         Ok(self.tenant_by_credential(
             "SELECT t.id, t.name, t.created_at FROM tenant_api_keys k JOIN tenants t ON t.id = k.tenant_id \
-             WHERE k.api_key_hash = ?1",
+             WHERE k.api_key_hash = ?1 AND (k.expires_unix_ms IS NULL OR k.expires_unix_ms > ?2)",
             api_key_hash,
         )?)
     }
@@ -128,10 +235,26 @@ impl facegate_core::TenantStore for SqliteStore {
         let conn = self.reader()?;
         let secret = conn
             .prepare_cached(
-                "SELECT secret_access_key FROM tenant_access_keys WHERE access_key_id = ?1 AND tenant_id = ?2",
+                "SELECT secret_access_key FROM tenant_access_keys WHERE access_key_id = ?1 AND tenant_id = ?2 \
+                 AND (expires_unix_ms IS NULL OR expires_unix_ms > ?3)",
             )
-            .and_then(|mut stmt| stmt.query_row([access_key_id, tenant_id], |row| row.get(0)).optional())
+            .and_then(|mut stmt| {
+                stmt.query_row(params![access_key_id, tenant_id, now_unix_ms()], |row| row.get(0)).optional()
+            })
             .map_err(StoreError::from)?;
         Ok(secret)
+    }
+
+    fn rotate_credentials(
+        &self,
+        tenant_id: &str,
+        new: &StoredCredentials,
+        grace: Duration,
+    ) -> facegate_core::Result<u64> {
+        Ok(self.rotate_credentials_impl(tenant_id, new, grace)?)
+    }
+
+    fn delete_tenant(&self, tenant_id: &str) -> facegate_core::Result<TenantPurge> {
+        Ok(self.delete_tenant_impl(tenant_id)?)
     }
 }

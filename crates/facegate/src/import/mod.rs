@@ -153,15 +153,21 @@ pub fn run(args: ImportArgs, file: &FileConfig, log_filter: &str) -> anyhow::Res
     });
 
     // The service logs every enrollment at info, which would bury the progress bar; the import
-    // tasks all run on this thread, so a thread-local subscriber quiets just them.
-    let quiet = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(format!("{log_filter},facegate_core::service=warn"))
-                .unwrap_or_else(|_| "warn".into()),
+    // tasks all run on this thread, so a thread-local subscriber quiets just them. It keeps the
+    // audit layer: the audit lines are the server's, whatever the terminal shows.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let quiet = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_new(format!("{log_filter},facegate_core::service=warn"))
+                        .unwrap_or_else(|_| "warn".into()),
+                ),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish();
+        .with(crate::audit_log::layer());
     let started = Instant::now();
     {
         let _quiet = tracing::subscriber::set_default(quiet);
@@ -301,6 +307,9 @@ fn open_data_dir(args: &ImportArgs, file: &FileConfig, tenant_name: &str) -> any
     config.service.inference_queue = Some(config.service_config().inference_queue.max(in_flight));
     // A bulk load wants throughput: one ONNX Runtime thread per worker, unless asked otherwise.
     let (service, backend) = build_service(&config, 1)?;
+    // The enrollments below are the service's own, audited as the server audits them; the lines
+    // go where the server writes its own (on PostgreSQL, the data directory of this machine).
+    crate::audit_log::open_in(&config.store.data_dir)?;
     let store = backend.store();
     let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == tenant_name) {
         Some(tenant) => tenant,

@@ -1,0 +1,9 @@
+-- PostgreSQL schema v3: credentials can expire. `facegate tenant rotate-credentials` gives a
+-- tenant new ones and sets its old ones to expire after a grace period, so that its clients can
+-- switch over while both work. NULL for a credential that does not expire (every current one).
+-- Times are the database's own clock (now()), so nodes whose clocks differ still agree on when
+-- a credential stopped working. The lookups that authenticate a request ignore an expired
+-- credential, and the next rotation removes it.
+ALTER TABLE tenant_tokens ADD COLUMN expires_at TIMESTAMPTZ;
+ALTER TABLE tenant_api_keys ADD COLUMN expires_at TIMESTAMPTZ;
+ALTER TABLE tenant_access_keys ADD COLUMN expires_at TIMESTAMPTZ;
