@@ -40,8 +40,10 @@ pub enum TenantCommand {
         data: StoreArgs,
     },
     /// Delete a tenant and everything stored under it (people, face images, templates, tags,
-    /// bulk jobs, credentials), for good, and print what was removed as JSON. On SQLite the
-    /// server must be stopped; PostgreSQL nodes may run (they drop the tenant at once).
+    /// bulk jobs, credentials, its folder of the default bulk source `<data-dir>/bucket/<name>/`),
+    /// for good, and print what was removed as JSON. On SQLite the server must be stopped;
+    /// PostgreSQL nodes may run (they drop the tenant at once). A bulk source elsewhere
+    /// (`--bulk-source`, S3) is the operator's to clear.
     Delete {
         name: String,
         /// Confirms the deletion; nothing is deleted without it.
@@ -115,7 +117,23 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
             let store = backend.store();
             let (tenant, removed) =
                 delete_tenant(store.as_ref(), &name).with_context(|| format!("deleting tenant {name:?}"))?;
-            println!("{}", serde_json::json!({"id": tenant.id, "name": tenant.name, "removed": removed}));
+            // The default bulk source's folder is the tenant's too: left behind, a tenant created
+            // later under the same name could register the old one's photos. A source elsewhere
+            // (`--bulk-source`, S3) is the operator's storage and is left to them.
+            let staged = config.store.data_dir.join("bucket").join(&tenant.name);
+            let bulk_folder_removed = staged.is_dir();
+            if bulk_folder_removed {
+                std::fs::remove_dir_all(&staged).with_context(|| format!("removing {}", staged.display()))?;
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": tenant.id,
+                    "name": tenant.name,
+                    "removed": removed,
+                    "bulk_source_folder_removed": bulk_folder_removed,
+                })
+            );
         }
     }
     Ok(())

@@ -154,8 +154,15 @@ fn tenant_delete_removes_a_stopped_servers_tenant_and_keeps_the_other() {
     let images = data.join("images");
     assert_eq!(facegate_testkit::files_under(&images.join(a_id)).len(), 1, "nothing deleted without --yes");
 
+    // Photos staged for the tenant's bulk jobs in the default source go with it; b's stay.
+    for name in ["a", "b"] {
+        std::fs::create_dir_all(data.join("bucket").join(name)).expect("mkdir");
+        std::fs::write(data.join("bucket").join(name).join("staged.jpg"), yao()).expect("stage");
+    }
     let summary = run_json(&mut tenant(&["delete", "a", "--yes"], data));
     assert_eq!(summary["id"], a["id"]);
+    assert_eq!(summary["bulk_source_folder_removed"], true, "{summary}");
+    assert!(!data.join("bucket/a").exists() && data.join("bucket/b/staged.jpg").exists());
     let removed = &summary["removed"];
     assert_eq!((removed["subjects"].as_u64(), removed["face_samples"].as_u64()), (Some(1), Some(1)), "{summary}");
     assert_eq!((removed["images"].as_u64(), removed["credentials"].as_u64()), (Some(1), Some(3)), "{summary}");
