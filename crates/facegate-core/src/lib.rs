@@ -14,7 +14,9 @@ pub mod service;
 pub mod testing;
 
 pub use error::{Code, Error, Result};
-pub use jobs::{BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, SourceError};
+pub use jobs::{
+    BulkJob, BulkJobSummary, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, SourceError,
+};
 pub use model::*;
 pub use ports::{
     BulkJobStore, Change, ChangeFeed, ChangeKind, Engine, GalleryStore, Index, ReindexStore, Store, TagStore,
