@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod docs;
 pub mod error;
 pub mod health;
@@ -42,6 +43,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(miicloud::router(state.clone()))
         .merge(necid::router(state.clone()))
+        .merge(console::router(state.clone()))
         .merge(docs::router())
         .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
