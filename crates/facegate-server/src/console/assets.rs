@@ -32,7 +32,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Revalidate each time: the files change with the binary, and they are small.
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(HeaderName::from_static("content-security-policy"), HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers
+        .insert(HeaderName::from_static("content-security-policy"), HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // The page's address never leaves with a request to elsewhere (there are none, but a link

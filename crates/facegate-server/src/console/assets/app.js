@@ -256,6 +256,7 @@
     $("face-detail").hidden = true;
     $("side-faces").hidden = true;
     $("side-empty").hidden = false;
+    fitPhoto();
     drawOverlay();
     const found = await guarded(() => api("/console/api/detect", { method: "POST", body: formOf({}, file) }));
     if (!found || !state.photo || state.photo.url !== url) {
@@ -274,7 +275,22 @@
     }
   }
 
-  function qualityClass(q) { return q >= 0.7 ? "q-good" : q >= 0.5 ? "q-fair" : "q-poor"; }
+  // Shows the photo as large as the column and 70 % of the window allow, small photos scaled up
+  // (at most 4×) so that their faces can be judged; the overlay follows the photo's box.
+  function fitPhoto() {
+    const photo = state.photo;
+    if (!photo || $("stage").hidden) return;
+    const maxWidth = $("photo-frame").clientWidth;
+    const maxHeight = Math.max(280, window.innerHeight * 0.7);
+    const scale = Math.min(maxWidth / photo.width, maxHeight / photo.height, 4);
+    const wrap = $("photo-wrap");
+    wrap.style.width = Math.floor(photo.width * scale) + "px";
+    wrap.style.height = Math.floor(photo.height * scale) + "px";
+  }
+  window.addEventListener("resize", () => { fitPhoto(); drawOverlay(); });
+
+  // Registrable from 0.5, the service's default minimum quality for a registration.
+  function qualityClass(q) { return q >= 0.5 ? "q-good" : q >= 0.3 ? "q-fair" : "q-poor"; }
   function pct(q) { return Math.round(q * 100); }
   function deg(v) { return (v >= 0 ? "+" : "−") + Math.abs(Math.round(v)) + "°"; }
 
@@ -284,8 +300,9 @@
     svg.replaceChildren();
     if (!photo) return;
     svg.setAttribute("viewBox", "0 0 " + photo.width + " " + photo.height);
-    const unit = Math.max(photo.width, photo.height) / 100;
-    const fontSize = Math.max(10, unit * 1.7);
+    // Labels about 12 px high as shown, whatever the photo's size.
+    const shown = $("photo-wrap").clientWidth || photo.width;
+    const fontSize = Math.max(4, 12 * photo.width / shown);
     // Smaller faces drawn last, so that their boxes stay clickable inside larger ones.
     photo.faces.forEach((face, i) => {
       const b = face.face_box;
@@ -320,11 +337,12 @@
       line.setAttribute("x2", nose[0] + dx);
       line.setAttribute("y2", nose[1] + dy);
       g.appendChild(line);
-      const labelText = (i + 1) + " · Q" + pct(face.quality) + (face.largest ? " · largest" : "");
+      const labelText = (i + 1) + " · Q" + pct(face.quality);
       const textWidth = labelText.length * fontSize * 0.6 + fontSize * 0.6;
       const bg = document.createElementNS(SVG, "rect");
       bg.setAttribute("class", "label-bg");
-      bg.setAttribute("x", b.left);
+      const labelX = Math.max(0, Math.min(b.left, photo.width - textWidth));
+      bg.setAttribute("x", labelX);
       bg.setAttribute("y", Math.max(0, b.top - fontSize * 1.45));
       bg.setAttribute("width", textWidth);
       bg.setAttribute("height", fontSize * 1.4);
@@ -332,7 +350,7 @@
       g.appendChild(bg);
       const text = document.createElementNS(SVG, "text");
       text.setAttribute("class", "label");
-      text.setAttribute("x", b.left + fontSize * 0.3);
+      text.setAttribute("x", labelX + fontSize * 0.3);
       text.setAttribute("y", Math.max(0, b.top - fontSize * 1.45) + fontSize * 1.05);
       text.setAttribute("font-size", fontSize);
       text.textContent = labelText;
