@@ -29,6 +29,20 @@ pub struct BulkJob {
     pub created_at: String,
 }
 
+/// A job with its records counted, as a listing of a tenant's jobs shows its progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkJobSummary {
+    pub job: BulkJob,
+    /// Records (files) in the job.
+    pub records: u64,
+    /// Records processed, whatever their outcome.
+    pub processed: u64,
+    /// Processed records that registered a subject.
+    pub succeeded: u64,
+    /// Processed records that did not.
+    pub failed: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordStatus {
     New,

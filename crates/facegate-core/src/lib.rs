@@ -15,7 +15,9 @@ pub mod telemetry;
 pub mod testing;
 
 pub use error::{Code, Error, Result};
-pub use jobs::{BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, SourceError};
+pub use jobs::{
+    BulkJob, BulkJobSummary, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, SourceError,
+};
 pub use model::*;
 pub use ports::{
     BulkJobStore, Change, ChangeFeed, ChangeKind, Engine, GalleryStore, Index, ReindexStore, Store, TagStore,

@@ -232,6 +232,15 @@ pub struct Subject {
     pub updated_at: String,
 }
 
+/// A subject as a gallery listing shows it: its record, how many face samples it has, and the
+/// newest of them (the one a listing shows as its picture).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectSummary {
+    pub subject: Subject,
+    pub samples: u64,
+    pub newest_sample: Option<FaceSample>,
+}
+
 /// A stored face image of a subject, with the box and template made from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceSample {

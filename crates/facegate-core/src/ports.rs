@@ -2,10 +2,10 @@
 //! blocking threads so that async request handling never waits on inference or disk.
 
 use crate::error::Result;
-use crate::jobs::{BulkJob, BulkRecord, PendingRecord};
+use crate::jobs::{BulkJob, BulkJobSummary, BulkRecord, PendingRecord};
 use crate::model::{
     AnalyzeOptions, FaceSample, ImageAnalysis, ModelInfo, NewSample, ReindexTally, StagedSample, StaleTemplates,
-    StoredCredentials, StoredImage, Subject, SubjectHit, Template, Tenant, TenantPurge,
+    StoredCredentials, StoredImage, Subject, SubjectHit, SubjectSummary, Template, Tenant, TenantPurge,
 };
 
 /// Face detection and recognition on encoded image bytes.
@@ -131,6 +131,17 @@ pub trait GalleryStore: Send + Sync {
     fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool>;
     /// Deletes the subject, its samples and their image files. `false` if it did not exist.
     fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> Result<bool>;
+    /// Up to `limit` subjects of the tenant whose `customer_person_id` starts with `prefix` (all
+    /// for ""), in byte order of that id, after the id `after` when given: a page of a listing.
+    /// Each comes with its sample count and newest sample. Subjects without a
+    /// `customer_person_id` (NEC's) are not listed.
+    fn list_subjects(
+        &self,
+        tenant_id: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SubjectSummary>>;
     /// Streams every stored template made by `model_id`, for building the index at start-up.
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;
 }
@@ -166,6 +177,8 @@ pub trait BulkJobStore: Send + Sync {
     fn pending_bulk_records(&self, per_tenant: usize) -> Result<Vec<PendingRecord>>;
     /// How many records of the tenant's jobs are still `New`.
     fn queued_bulk_records(&self, tenant_id: &str) -> Result<u64>;
+    /// The tenant's newest `limit` jobs, newest first, each with its records counted.
+    fn list_bulk_jobs(&self, tenant_id: &str, limit: usize) -> Result<Vec<BulkJobSummary>>;
     /// Saves a record's progress (attempts, status, outcome).
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> Result<()>;
     /// Creates the subject with its first sample and tags and saves the (processed) record, in

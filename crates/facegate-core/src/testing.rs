@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus};
+use crate::jobs::{BulkJob, BulkJobSummary, BulkRecord, PendingRecord, RecordStatus, RegisterStatus};
 
 use crate::error::{Error, Result};
 use crate::model::{
     AnalyzeOptions, AnalyzedFace, BoundingBox, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ModelInfo,
     NewSample, Point, Pose, ReindexOutcome, ReindexTally, StagedSample, StaleTemplates, StaleTenant, StoredCredentials,
-    StoredImage, Subject, SubjectHit, Template, Tenant, TenantPurge,
+    StoredImage, Subject, SubjectHit, SubjectSummary, Template, Tenant, TenantPurge,
 };
 use crate::ports::{BulkJobStore, Engine, GalleryStore, Index, ReindexStore, Store, TagStore, TenantStore};
 use crate::score::Calibration;
@@ -340,6 +340,44 @@ impl GalleryStore for MemoryStore {
         self.set_subject_tags(&subject.tenant_id, &subject.id, tags)
     }
 
+    fn list_subjects(
+        &self,
+        tenant_id: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SubjectSummary>> {
+        let d = self.lock();
+        let mut listed: Vec<&Subject> = d
+            .subjects
+            .iter()
+            .filter(|s| s.tenant_id == tenant_id)
+            .filter(|s| {
+                s.customer_person_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(prefix) && after.is_none_or(|after| id > after))
+            })
+            .collect();
+        listed.sort_by(|a, b| a.customer_person_id.cmp(&b.customer_person_id));
+        Ok(listed
+            .into_iter()
+            .take(limit)
+            .map(|subject| {
+                let samples: Vec<&FaceSample> = d
+                    .samples
+                    .iter()
+                    .filter(|(s, _, t)| t == tenant_id && s.subject_id == subject.id)
+                    .map(|(s, _, _)| s)
+                    .collect();
+                SubjectSummary {
+                    subject: subject.clone(),
+                    samples: samples.len() as u64,
+                    newest_sample: samples.last().map(|s| (*s).clone()),
+                }
+            })
+            .collect())
+    }
+
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
         let d = self.lock();
         for (s, e, t) in d.samples.iter().filter(|(s, _, _)| s.model_id == model_id) {
@@ -465,6 +503,31 @@ impl BulkJobStore for MemoryStore {
             .filter(|r| r.status == RecordStatus::New)
             .count();
         Ok(queued as u64)
+    }
+
+    fn list_bulk_jobs(&self, tenant_id: &str, limit: usize) -> Result<Vec<BulkJobSummary>> {
+        let d = self.lock();
+        // Jobs are kept in creation order: newest last.
+        Ok(d.bulk_jobs
+            .iter()
+            .rev()
+            .filter(|(j, _)| j.tenant_id == tenant_id)
+            .take(limit)
+            .map(|(job, records)| {
+                let outcome = |status| {
+                    let done =
+                        |r: &&BulkRecord| r.status == RecordStatus::Processed && r.register_status == Some(status);
+                    records.iter().filter(done).count() as u64
+                };
+                BulkJobSummary {
+                    job: job.clone(),
+                    records: records.len() as u64,
+                    processed: records.iter().filter(|r| r.status == RecordStatus::Processed).count() as u64,
+                    succeeded: outcome(RegisterStatus::Success),
+                    failed: outcome(RegisterStatus::Failed),
+                }
+            })
+            .collect())
     }
 
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> Result<()> {

@@ -86,7 +86,8 @@ pub enum Dialect {
 
 impl Dialect {
     pub fn of(path: &str) -> Self {
-        if path.starts_with("/miicloud") {
+        // The console's API takes miiCloud's token and answers in its body.
+        if path.starts_with("/miicloud") || path.starts_with("/console/api") {
             Dialect::MiiCloud
         } else if path.starts_with("/v1.1") {
             Dialect::NecId

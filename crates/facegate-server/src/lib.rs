@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod cors;
 pub mod docs;
 pub mod error;
@@ -44,6 +45,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(miicloud::router(state.clone()))
         .merge(necid::router(state.clone()))
+        .merge(console::router(state.clone()))
         .merge(docs::router())
         .fallback(health::not_found)
         // Innermost, so that the matched route is known; everything below it is timed.

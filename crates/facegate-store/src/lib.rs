@@ -9,6 +9,7 @@ mod blobs;
 mod bucket;
 pub mod crypto;
 pub mod error;
+mod listing;
 mod lock;
 mod migrations;
 mod postgres;

@@ -118,6 +118,7 @@ conformance!(
     an_event_and_its_tags_commit_together,
     bulk_jobs_page_and_register_each_record_once,
     sixteen_writers_and_four_readers_lose_nothing,
+    persons_list_page_by_page_in_byte_order_with_a_prefix,
 );
 
 /// A template as the store gives it back: rounded to half precision.
@@ -555,4 +556,77 @@ fn sixteen_writers_and_four_readers_lose_nothing(h: &Harness) {
     assert_eq!(subjects.len(), kept.len());
     assert_eq!(h.image_count(), expected_samples, "one image per sample");
     h.check_integrity(store.as_ref());
+}
+
+/// The console's person list: byte order of `customer_person_id` on both backends (whatever the
+/// database's collation), a prefix, a page key, the tenant's own persons only, and subjects
+/// without a customer id left out.
+fn persons_list_page_by_page_in_byte_order_with_a_prefix(h: &Harness) {
+    use facegate_core::jobs::{BulkJob, BulkRecord, RecordStatus, RegisterStatus};
+    let store = h.store();
+    let tenant = store.create_tenant("acme", "h").expect("tenant");
+    let other = store.create_tenant("other", "o").expect("other");
+    let ids = ["amy", "Amy", "amy-2", "amz", "am", "b\u{e9}a", "bea", "zed"];
+    for (n, id) in ids.iter().enumerate() {
+        let subject_id = format!("s-{n}");
+        let first = sample(&subject_id, &format!("x-{n}"), "2024-01-01T00:00:00.000000Z", "m@1", 0.5);
+        store.create_subject(&subject(&tenant, &subject_id, Some(id)), Some(&first)).expect("create");
+    }
+    store.create_subject(&subject(&tenant, "nec-only", None), None).expect("no customer id");
+    store.create_subject(&subject(&other, "o-1", Some("amy-other")), None).expect("other tenant");
+    let second = sample("s-0", "x-0b", "2024-02-01T00:00:00.000000Z", "m@1", 0.25);
+    let mut amy = subject(&tenant, "s-0", Some("amy"));
+    amy.updated_at = "2024-02-01T00:00:00.000000Z".into();
+    store.update_subject(&amy, Some(&second), None).expect("second face");
+
+    let listed = |prefix: &str, after: Option<&str>, limit: usize| -> Vec<String> {
+        store
+            .list_subjects(&tenant.id, prefix, after, limit)
+            .expect("list")
+            .into_iter()
+            .map(|s| s.subject.customer_person_id.unwrap_or_default())
+            .collect()
+    };
+    let mut everyone: Vec<&str> = ids.to_vec();
+    everyone.sort_unstable();
+    assert_eq!(listed("", None, 100), everyone, "byte order, NEC-only subjects left out");
+    assert_eq!(listed("", None, 3), ["Amy", "am", "amy"]);
+    assert_eq!(listed("", Some("amy"), 3), ["amy-2", "amz", "bea"]);
+    assert_eq!(listed("am", None, 100), ["am", "amy", "amy-2", "amz"]);
+    assert_eq!(listed("amy", Some("amy"), 100), ["amy-2"]);
+    assert_eq!(listed("b\u{e9}", None, 100), ["b\u{e9}a"]);
+    assert!(listed("nobody", None, 100).is_empty());
+
+    let summary = store.list_subjects(&tenant.id, "amy", None, 1).expect("list").remove(0);
+    assert_eq!(summary.samples, 2);
+    assert_eq!(summary.newest_sample.map(|s| s.id), Some("x-0b".to_owned()), "the newest face");
+
+    let record = |seq: u64, status: RecordStatus, outcome: Option<RegisterStatus>| BulkRecord {
+        seq,
+        id: format!("op-{seq}"),
+        filename: format!("{seq}.jpg"),
+        tags: Vec::new(),
+        subject_id: format!("bulk-{seq}"),
+        attempts: 0,
+        status,
+        register_status: outcome,
+        reason: String::new(),
+        event_id: None,
+        attributes: None,
+    };
+    let older = BulkJob { id: "job-1".into(), tenant_id: tenant.id.clone(), created_at: "2024-01-01T00:00:00Z".into() };
+    let newer = BulkJob { id: "job-2".into(), tenant_id: tenant.id.clone(), created_at: "2024-03-01T00:00:00Z".into() };
+    store.create_bulk_job(&older, &[record(0, RecordStatus::New, None)]).expect("job");
+    store
+        .create_bulk_job(&newer, &[record(0, RecordStatus::New, None), record(1, RecordStatus::New, None)])
+        .expect("job");
+    let foreign =
+        BulkJob { id: "job-o".into(), tenant_id: other.id.clone(), created_at: "2024-04-01T00:00:00Z".into() };
+    store.create_bulk_job(&foreign, &[record(0, RecordStatus::New, None)]).expect("job");
+    store.save_bulk_record("job-2", &record(1, RecordStatus::Processed, Some(RegisterStatus::Failed))).expect("save");
+    let jobs = store.list_bulk_jobs(&tenant.id, 10).expect("jobs");
+    let seen: Vec<(&str, u64, u64, u64)> =
+        jobs.iter().map(|j| (j.job.id.as_str(), j.records, j.processed, j.failed)).collect();
+    assert_eq!(seen, [("job-2", 2, 1, 1), ("job-1", 1, 0, 0)], "newest first, the tenant's own");
+    assert_eq!(store.list_bulk_jobs(&tenant.id, 1).expect("jobs").len(), 1);
 }

@@ -14,8 +14,8 @@ use super::state::{blocking, template_of, FaceService, DEFAULT_MAX_IMAGE_BYTES, 
 use super::text::now_rfc3339;
 use crate::error::{Error, Result};
 use crate::jobs::{
-    check_filename, BulkJob, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord, RecordStatus,
-    RegisterStatus, SourceError, BULK_PAGE_SIZE, MAX_BULK_REGISTRATIONS,
+    check_filename, BulkJob, BulkJobSummary, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord,
+    RecordStatus, RegisterStatus, SourceError, BULK_PAGE_SIZE, MAX_BULK_REGISTRATIONS,
 };
 use crate::model::{AnalyzeOptions, ImageAnalysis, ImageUpload, Profile, Subject, Tenant};
 
@@ -48,6 +48,10 @@ impl Default for BulkConfig {
         }
     }
 }
+
+/// Most jobs one listing of a tenant's jobs shows, newest first. 50 covers any screen of
+/// progress bars, and each listed job costs a count over its records.
+pub const MAX_JOBS_LISTED: usize = 50;
 
 /// Pending records read per tenant when the runner refills its queue, beyond those in progress.
 const REFILL_PER_TENANT: usize = 16;
@@ -133,6 +137,14 @@ impl FaceService {
             Ok(job.id)
         })
         .await
+    }
+
+    /// The tenant's newest jobs with their progress, at most `limit` (capped at
+    /// [`MAX_JOBS_LISTED`]).
+    pub async fn list_bulk_jobs(&self, tenant: &Tenant, limit: usize) -> Result<Vec<BulkJobSummary>> {
+        let limit = limit.clamp(1, MAX_JOBS_LISTED);
+        let tenant_id = tenant.id.clone();
+        self.with_store(move |store| store.list_bulk_jobs(&tenant_id, limit)).await
     }
 
     /// One page of a job's records. `paging_id` is the previous page's `last_evaluated_key`.

@@ -5,11 +5,17 @@ use super::audit::audited;
 use super::state::{template_of, FacePolicy, FaceService};
 use super::text::{now_rfc3339, validate_name};
 use crate::error::{Error, Result};
-use crate::model::{BoundingBox, FaceAttributes, FaceSample, ImageUpload, Profile, Subject, Tenant};
+use crate::model::{
+    BoundingBox, FaceAttributes, FaceSample, ImageUpload, Profile, StoredImage, Subject, SubjectSummary, Tenant,
+};
 
 /// Longest accepted customer id and profile field, in characters.
 pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_FIELD_CHARS: usize = 256;
+
+/// Most subjects one page of a listing holds. 100 is more than a screen of pictures shows, and
+/// bounds the page's query (a sample count and a newest sample per subject) to milliseconds.
+pub const MAX_SUBJECT_PAGE: usize = 100;
 
 /// How a request names a subject.
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +207,37 @@ impl FaceService {
         let subject = self.subject(tenant, key).await?;
         let samples = self.samples(&subject).await?;
         Ok(SubjectRecord { subject, samples, new_face: None })
+    }
+
+    /// A page of the tenant's subjects that have a customer id starting with `prefix`, in byte
+    /// order of that id, after `after`; `limit` is capped at [`MAX_SUBJECT_PAGE`].
+    pub async fn list_subjects(
+        &self,
+        tenant: &Tenant,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SubjectSummary>> {
+        if prefix.chars().count() > MAX_ID_CHARS {
+            return Err(Error::InvalidRequest(format!("the prefix is longer than {MAX_ID_CHARS} characters")));
+        }
+        let limit = limit.clamp(1, MAX_SUBJECT_PAGE);
+        let (tenant_id, prefix, after) = (tenant.id.clone(), prefix.to_owned(), after.map(str::to_owned));
+        self.with_store(move |store| store.list_subjects(&tenant_id, &prefix, after.as_deref(), limit)).await
+    }
+
+    /// The stored image of one of the tenant's face samples, as it was uploaded. `NotFound` when
+    /// the tenant has no such sample (another tenant's sample is no different) or its image is
+    /// gone; `Internal` when it cannot be opened.
+    pub async fn face_image(&self, tenant: &Tenant, sample_id: &str) -> Result<Vec<u8>> {
+        let (tenant_id, sample_id) = (tenant.id.clone(), sample_id.to_owned());
+        match self.with_store(move |store| store.sample_image(&tenant_id, &sample_id)).await? {
+            StoredImage::Bytes(bytes) => Ok(bytes),
+            StoredImage::Missing => Err(Error::NotFound("face image")),
+            StoredImage::Unreadable(why) => {
+                Err(Error::Internal(format!("a stored face image cannot be opened: {why}")))
+            }
+        }
     }
 
     /// Deletes a subject with its samples, index entries and image files.

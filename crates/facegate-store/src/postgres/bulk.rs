@@ -7,7 +7,7 @@
 //! subject id is fixed when the job is created, so a file is registered exactly once even if
 //! two nodes end up working on it.
 
-use facegate_core::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus, RegisterStatus};
+use facegate_core::jobs::{BulkJob, BulkJobSummary, BulkRecord, PendingRecord, RecordStatus, RegisterStatus};
 use facegate_core::{NewSample, Subject, Tenant};
 use postgres::Transaction;
 
@@ -168,6 +168,35 @@ impl facegate_core::BulkJobStore for PgStore {
             )
             .map_err(StoreError::from)?;
         Ok(rows.iter().map(record_from_row).collect::<Result<_>>()?)
+    }
+
+    fn list_bulk_jobs(&self, tenant_id: &str, limit: usize) -> facegate_core::Result<Vec<BulkJobSummary>> {
+        let (success, failed) =
+            (RegisterStatus::name(Some(RegisterStatus::Success)), RegisterStatus::name(Some(RegisterStatus::Failed)));
+        let rows = self
+            .conn()?
+            .query(
+                "SELECT j.id, j.tenant_id, j.created_at, COUNT(r.seq), \
+                     COALESCE(SUM(CASE WHEN r.processed THEN 1 ELSE 0 END), 0)::BIGINT, \
+                     COALESCE(SUM(CASE WHEN r.processed AND r.register_status = $3 THEN 1 ELSE 0 END), 0)::BIGINT, \
+                     COALESCE(SUM(CASE WHEN r.processed AND r.register_status = $4 THEN 1 ELSE 0 END), 0)::BIGINT \
+                 FROM (SELECT id, tenant_id, created_at FROM bulk_jobs WHERE tenant_id = $1 \
+                       ORDER BY created_at DESC, id DESC LIMIT $2) j \
+                 LEFT JOIN bulk_records r ON r.job_id = j.id \
+                 GROUP BY j.id, j.tenant_id, j.created_at ORDER BY j.created_at DESC, j.id DESC",
+                &[&tenant_id, &to_i64(limit), &success, &failed],
+            )
+            .map_err(StoreError::from)?;
+        Ok(rows
+            .iter()
+            .map(|r| BulkJobSummary {
+                job: BulkJob { id: r.get(0), tenant_id: r.get(1), created_at: r.get(2) },
+                records: to_u64(r.get(3)),
+                processed: to_u64(r.get(4)),
+                succeeded: to_u64(r.get(5)),
+                failed: to_u64(r.get(6)),
+            })
+            .collect())
     }
 
     fn pending_bulk_records(&self, per_tenant: usize) -> facegate_core::Result<Vec<PendingRecord>> {

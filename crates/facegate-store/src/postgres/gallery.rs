@@ -1,6 +1,6 @@
 //! The gallery in PostgreSQL: subjects, their face samples with templates, and their images.
 
-use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Subject, Template};
+use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Subject, SubjectSummary, Template};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Transaction;
 
@@ -10,6 +10,7 @@ use super::tags::replace_subject_tags;
 use super::PgStore;
 use crate::blobs::BlobStore;
 use crate::error::{pg_foreign_key_violation, pg_unique_violation, Result, StoreError};
+use crate::listing::prefix_upper_bound;
 use crate::templates::{decode_template, encode_template};
 
 pub(super) const SUBJECT_COLUMNS: &str =
@@ -245,6 +246,70 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// As SQLite's, with every comparison and the order under the "C" collation: byte order,
+    /// whatever the database's locale, so that a page key means the same on both backends.
+    fn list_subjects_impl(
+        &self,
+        tenant_id: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SubjectSummary>> {
+        let upper = prefix_upper_bound(prefix);
+        let qualified = |alias: &str, columns: &str| {
+            columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+        };
+        let mut sql = format!(
+            "SELECT {}, (SELECT COUNT(*) FROM face_samples f WHERE f.tenant_id = s.tenant_id AND f.subject_id = s.id), \
+                 {} \
+             FROM subjects s LEFT JOIN face_samples n ON n.id = (SELECT f.id FROM face_samples f \
+                 WHERE f.tenant_id = s.tenant_id AND f.subject_id = s.id ORDER BY f.created_at DESC, f.ordinal DESC \
+                 LIMIT 1) \
+             WHERE s.tenant_id = $1 AND s.customer_person_id COLLATE \"C\" >= $2",
+            qualified("s", SUBJECT_COLUMNS),
+            qualified("n", SAMPLE_COLUMNS)
+        );
+        let limit = super::sql::to_i64(limit);
+        let mut values: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&tenant_id, &prefix];
+        if let Some(upper) = &upper {
+            values.push(upper);
+            sql.push_str(&format!(" AND s.customer_person_id COLLATE \"C\" < ${}", values.len()));
+        }
+        if let Some(after) = &after {
+            values.push(after);
+            sql.push_str(&format!(" AND s.customer_person_id COLLATE \"C\" > ${}", values.len()));
+        }
+        values.push(&limit);
+        sql.push_str(&format!(" ORDER BY s.customer_person_id COLLATE \"C\" LIMIT ${}", values.len()));
+        let rows = self.conn()?.query(&sql, &values)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let newest_id: Option<String> = row.get(10);
+                SubjectSummary {
+                    subject: subject_from_row(row),
+                    samples: super::sql::to_u64(row.get(9)),
+                    newest_sample: newest_id.map(|id| FaceSample {
+                        id,
+                        subject_id: row.get(11),
+                        image_name: row.get(12),
+                        bbox: BoundingBox {
+                            left: row.get(13),
+                            top: row.get(14),
+                            right: row.get(15),
+                            bottom: row.get(16),
+                        },
+                        detector_score: row.get(17),
+                        model_id: row.get(18),
+                        created_at: row.get(19),
+                    }),
+                }
+            })
+            .collect())
+    }
+}
+
 impl facegate_core::GalleryStore for PgStore {
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> facegate_core::Result<()> {
         Ok(self.create_subject_with(subject, first_sample, None, |_| Ok(()))?)
@@ -323,6 +388,16 @@ impl facegate_core::GalleryStore for PgStore {
 
     fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<bool> {
         Ok(self.delete_subject_impl(tenant_id, subject_id)?)
+    }
+
+    fn list_subjects(
+        &self,
+        tenant_id: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> facegate_core::Result<Vec<SubjectSummary>> {
+        Ok(self.list_subjects_impl(tenant_id, prefix, after, limit)?)
     }
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {

@@ -1,6 +1,6 @@
 //! Bulk registration jobs and their records in SQLite.
 
-use facegate_core::jobs::{BulkJob, BulkRecord, PendingRecord, RecordStatus, RegisterStatus};
+use facegate_core::jobs::{BulkJob, BulkJobSummary, BulkRecord, PendingRecord, RecordStatus, RegisterStatus};
 use facegate_core::{NewSample, Subject, Tenant};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
@@ -158,6 +158,36 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<BulkRecord> {
     })
 }
 
+impl SqliteStore {
+    fn list_bulk_jobs_impl(&self, tenant_id: &str, limit: usize) -> Result<Vec<BulkJobSummary>> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT j.id, j.tenant_id, j.created_at, COUNT(r.seq), \
+                 COALESCE(SUM(CASE WHEN r.processed THEN 1 ELSE 0 END), 0), \
+                 COALESCE(SUM(CASE WHEN r.processed AND r.register_status = ?3 THEN 1 ELSE 0 END), 0), \
+                 COALESCE(SUM(CASE WHEN r.processed AND r.register_status = ?4 THEN 1 ELSE 0 END), 0) \
+             FROM (SELECT id, tenant_id, created_at, rowid AS made FROM bulk_jobs WHERE tenant_id = ?1 \
+                   ORDER BY created_at DESC, rowid DESC LIMIT ?2) j \
+             LEFT JOIN bulk_records r ON r.job_id = j.id \
+             GROUP BY j.id ORDER BY j.created_at DESC, j.made DESC",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (success, failed) =
+            (RegisterStatus::name(Some(RegisterStatus::Success)), RegisterStatus::name(Some(RegisterStatus::Failed)));
+        let count = |row: &Row<'_>, i: usize| row.get::<_, i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
+        let rows = stmt.query_map(params![tenant_id, limit, success, failed], |row| {
+            Ok(BulkJobSummary {
+                job: BulkJob { id: row.get(0)?, tenant_id: row.get(1)?, created_at: row.get(2)? },
+                records: count(row, 3)?,
+                processed: count(row, 4)?,
+                succeeded: count(row, 5)?,
+                failed: count(row, 6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
 impl facegate_core::BulkJobStore for SqliteStore {
     fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> facegate_core::Result<()> {
         Ok(self.create_bulk_job_impl(job, records)?)
@@ -177,6 +207,10 @@ impl facegate_core::BulkJobStore for SqliteStore {
 
     fn queued_bulk_records(&self, tenant_id: &str) -> facegate_core::Result<u64> {
         Ok(self.queued_bulk_records_impl(tenant_id)?)
+    }
+
+    fn list_bulk_jobs(&self, tenant_id: &str, limit: usize) -> facegate_core::Result<Vec<BulkJobSummary>> {
+        Ok(self.list_bulk_jobs_impl(tenant_id, limit)?)
     }
 
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> facegate_core::Result<()> {

@@ -1,6 +1,6 @@
 //! The gallery in SQLite: subjects, their face samples with templates and image files.
 
-use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Subject, Template};
+use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Subject, SubjectSummary, Template};
 use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::tags::replace_subject_tags;
@@ -8,6 +8,7 @@ use super::{scrub_wal, SqliteStore};
 use crate::blobs::BlobInfo;
 use crate::crypto::DataKey;
 use crate::error::{unique_violation, Result, StoreError, UniqueKind};
+use crate::listing::prefix_upper_bound;
 use crate::templates::{decode_template, encode_template};
 
 pub(super) const SUBJECT_COLUMNS: &str =
@@ -175,6 +176,63 @@ impl SqliteStore {
         Ok(deleted > 0)
     }
 
+    pub(super) fn list_subjects_impl(
+        &self,
+        tenant_id: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SubjectSummary>> {
+        let upper = prefix_upper_bound(prefix);
+        let mut sql = format!(
+            "SELECT {}, (SELECT COUNT(*) FROM face_samples f WHERE f.tenant_id = s.tenant_id AND f.subject_id = s.id), \
+                 {} \
+             FROM subjects s LEFT JOIN face_samples n ON n.id = (SELECT f.id FROM face_samples f \
+                 WHERE f.tenant_id = s.tenant_id AND f.subject_id = s.id ORDER BY f.created_at DESC, f.rowid DESC LIMIT 1) \
+             WHERE s.tenant_id = ?1 AND s.customer_person_id >= ?2",
+            qualified("s", SUBJECT_COLUMNS),
+            qualified("n", SAMPLE_COLUMNS)
+        );
+        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&tenant_id, &prefix];
+        if let Some(upper) = &upper {
+            values.push(upper);
+            sql.push_str(&format!(" AND s.customer_person_id < ?{}", values.len()));
+        }
+        if let Some(after) = &after {
+            values.push(after);
+            sql.push_str(&format!(" AND s.customer_person_id > ?{}", values.len()));
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        values.push(&limit);
+        sql.push_str(&format!(" ORDER BY s.customer_person_id LIMIT ?{}", values.len()));
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(values.as_slice(), |row| {
+            let subject = subject_from_row(row)?;
+            let samples: i64 = row.get(9)?;
+            let newest_id: Option<String> = row.get(10)?;
+            let newest_sample = match newest_id {
+                Some(id) => Some(FaceSample {
+                    id,
+                    subject_id: row.get(11)?,
+                    image_name: row.get(12)?,
+                    bbox: BoundingBox {
+                        left: row.get(13)?,
+                        top: row.get(14)?,
+                        right: row.get(15)?,
+                        bottom: row.get(16)?,
+                    },
+                    detector_score: row.get(17)?,
+                    model_id: row.get(18)?,
+                    created_at: row.get(19)?,
+                }),
+                None => None,
+            };
+            Ok(SubjectSummary { subject, samples: u64::try_from(samples).unwrap_or(0), newest_sample })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     pub(super) fn for_each_template_impl(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
         let conn = self.reader()?;
         // One row at a time: the gallery can be far larger than what we want resident twice.
@@ -279,6 +337,16 @@ impl facegate_core::GalleryStore for SqliteStore {
         Ok(self.delete_subject_impl(tenant_id, subject_id)?)
     }
 
+    fn list_subjects(
+        &self,
+        tenant_id: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> facegate_core::Result<Vec<SubjectSummary>> {
+        Ok(self.list_subjects_impl(tenant_id, prefix, after, limit)?)
+    }
+
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
         Ok(self.for_each_template_impl(model_id, visit)?)
     }
@@ -354,6 +422,11 @@ pub(super) fn insert_sample(
             None => e.into(),
         })?;
     Ok(())
+}
+
+/// `columns` (a comma-separated list) with each name prefixed by the table alias `alias`.
+pub(super) fn qualified(alias: &str, columns: &str) -> String {
+    columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }
 
 pub(super) fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
