@@ -17,8 +17,12 @@ setup:
 build: setup
 	$(CARGO) build --release --locked -p facegate
 
+# Prometheus metrics for a local trial, on a loopback port of their own (empty: none).
+METRICS_LISTEN ?= 127.0.0.1:9464
+
 run: build
-	./target/release/facegate serve --sandbox --listen $(LISTEN) --data-dir $(DATA_DIR) $(if $(PACK),--pack $(PACK))
+	./target/release/facegate serve --sandbox --listen $(LISTEN) --data-dir $(DATA_DIR) $(if $(PACK),--pack $(PACK)) \
+		$(if $(METRICS_LISTEN),--metrics-listen $(METRICS_LISTEN))
 
 # Tests that skip (a missing prerequisite: ../shared, the harness Python packages) append a line
 # here; the run ends with their list and count. Under CI=true a skip fails its test instead.
@@ -46,3 +50,21 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# The speed figures of docs/benchmarks.md, short forms: the face pipeline on the first photo of
+# the first 300 LFW people (the pack's three photos when ../shared is absent), and 1:N search
+# over 100,000 synthetic templates. `make bench PACK=yunet_sface` for the other pack.
+BENCH_PHOTOS = $(shell ls -d ../shared/datasets/lfw/images/*/ 2>/dev/null | head -300 | \
+	while read d; do ls "$$d"*_0001.jpg 2>/dev/null; done)
+bench: build
+	@echo "facegate bench pipeline --rounds 2 $(if $(PACK),--pack $(PACK)) <$(words $(BENCH_PHOTOS)) LFW photos, or the pack's 3>"
+	@./target/release/facegate bench pipeline --rounds 2 $(if $(PACK),--pack $(PACK)) \
+		$(or $(BENCH_PHOTOS),.facegate/models/buffalo_s/yaoming.jpg .facegate/models/buffalo_s/gdp.jpg .facegate/models/buffalo_s/players.jpg)
+	./target/release/facegate bench search --templates 100000 --queries 500 --recall-queries 100
+
+# Deletes the `make run` data directory ($(DATA_DIR)): every tenant, person and face image in it.
+# Refused while a server holds it (the directory's lock).
+clean-data:
+	@if [ -e "$(DATA_DIR)/facegate.lock" ] && ! flock -n "$(DATA_DIR)/facegate.lock" true; then \
+		echo "clean-data: a facegate process holds $(DATA_DIR); stop it first" >&2; exit 1; fi
+	rm -rf -- "$(DATA_DIR)"
