@@ -41,6 +41,8 @@ pub fn build_router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit_bytes;
     let body_timeout = Duration::from_secs(state.settings.request_body_timeout_secs);
     Router::new()
+        // Someone who opens the server's address in a browser lands on the console.
+        .route("/", get(|| async { axum::response::Redirect::to("/console") }))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(miicloud::router(state.clone()))

@@ -239,6 +239,8 @@ fn cors_is_off_by_default_and_answers_only_the_configured_origins() {
         .to_ascii_lowercase()
     };
     let plain = SandboxServer::start(dir.path());
+    let root_page = exchange(&plain.addr, "GET", "/", &[], b"").to_ascii_lowercase();
+    assert!(root_page.starts_with("http/1.1 303") && root_page.contains("location: /console"), "{root_page}");
     let answer = preflight(&plain.addr, "https://app.example.com");
     assert!(!answer.contains("access-control-allow-origin"), "{answer}");
     drop(plain);
