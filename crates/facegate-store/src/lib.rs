@@ -29,6 +29,10 @@ pub use postgres::images::{ImageStore, InDatabase};
 pub use postgres::rotate::rotate_key_postgres;
 pub use postgres::{PgRole, PgStore, DEFAULT_CLAIM_LEASE};
 pub use rotate::{rotate_key, RotationReport};
+pub use sqlite::backup::{
+    check_image_path, image_file, inspect_database, snapshot_database, DatabaseSummary, ImageEntry, DATABASE_FILE,
+    IMAGES_DIR,
+};
 pub use sqlite::SqliteStore;
 
 /// The data directory when none is configured: `./data`, beside the working directory, so that a

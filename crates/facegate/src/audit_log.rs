@@ -1,9 +1,9 @@
 //! `<data_dir>/audit.log`: the core's audit events (tracing target `audit`) as JSON lines.
 //!
 //! The subscriber is set up before the settings say where the data directory is, so the file
-//! is opened later, by each command that changes the gallery ([`open_in`]: `serve`, direct
-//! `import`, `reindex`, `tenant delete` and `rotate-credentials`); until then audit events go
-//! only to the normal log. Every process appends whole lines (`O_APPEND`), so a command beside a
+//! is opened later, by each command that changes or copies the gallery ([`open_in`]: `serve`,
+//! direct `import`, `reindex`, `tenant delete` and `rotate-credentials`, `backup`, `restore`);
+//! until then audit events go only to the normal log. Every process appends whole lines (`O_APPEND`), so a command beside a
 //! running server interleaves lines with it, never bytes. [`reopen`] starts a new file after
 //! logrotate has moved the old one away (`serve` calls it on SIGHUP).
 

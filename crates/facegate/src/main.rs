@@ -1,6 +1,7 @@
 //! The `facegate` command: the server and the operator tools around it.
 
 mod audit_log;
+mod backup;
 mod bench;
 mod config;
 mod eval;
@@ -64,6 +65,13 @@ enum Command {
     /// after a pack change, so that the people enrolled before are found again. Resumable: run
     /// it again after an interruption; nothing changes until every face has been processed.
     Reindex(reindex::ReindexArgs),
+    /// Write a consistent backup of a SQLite data directory (its database and face images) to
+    /// one file, beside a running server; encrypted data stays encrypted. Prints a JSON summary.
+    /// For PostgreSQL, use `pg_dump` (docs/deployment.md).
+    Backup(backup::BackupArgs),
+    /// Restore a backup file into an empty or missing data directory, checking every hash and
+    /// the database's integrity. Prints a JSON summary.
+    Restore(backup::RestoreArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -113,6 +121,8 @@ fn main() -> std::process::ExitCode {
         Command::Keys(cmd) => keys::run(cmd, &file),
         Command::Packs(args) => packs::run(args, &file),
         Command::Reindex(args) => reindex::run(args, &file),
+        Command::Backup(args) => backup::backup(args, &file),
+        Command::Restore(args) => backup::restore(args),
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use facegate_core::{NewSample, Subject, Tenant};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+pub(crate) mod backup;
 mod bulk;
 mod gallery;
 mod reindex;
