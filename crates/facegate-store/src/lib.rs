@@ -20,6 +20,7 @@ mod staging;
 mod stored_attributes;
 mod tag_rows;
 mod templates;
+mod tenant_purge;
 
 pub use bucket::BucketSource;
 pub use crypto::DataKey;

@@ -2,15 +2,13 @@
 
 use std::time::Duration;
 
+use crate::tenant_purge::{delete_tenant_rows, CREDENTIAL_TABLES};
 use facegate_core::{StoredCredentials, Tenant, TenantPurge};
 use postgres::Transaction;
 
 use super::changes::{self, Change, Kind};
 use super::{tenant_from_row, PgStore};
 use crate::error::{pg_unique_violation, Result, StoreError};
-
-/// The tables of a tenant's credentials, each with `tenant_id` and `expires_at`.
-const CREDENTIAL_TABLES: [&str; 3] = ["tenant_tokens", "tenant_api_keys", "tenant_access_keys"];
 
 fn insert_api_credentials(
     tx: &mut Transaction<'_>,
@@ -233,25 +231,7 @@ impl PgStore {
             .map(|row| row.get(0))
             .collect();
         let mut delete = |sql: &str| -> Result<u64> { Ok(tx.execute(sql, &[&tenant_id])?) };
-        // Children first and each by name, though most would go by ON DELETE CASCADE: the counts
-        // are what went, and no table is left to a cascade someone might drop later.
-        let mut purge = TenantPurge {
-            reindex_staging: delete("DELETE FROM reindex_staging WHERE tenant_id = $1")?,
-            subject_tags: delete("DELETE FROM subject_tags WHERE tenant_id = $1")?,
-            ..TenantPurge::default()
-        };
-        purge.images =
-            delete("DELETE FROM image_blobs WHERE sample_id IN (SELECT id FROM face_samples WHERE tenant_id = $1)")?;
-        purge.face_samples = delete("DELETE FROM face_samples WHERE tenant_id = $1")?;
-        purge.subjects = delete("DELETE FROM subjects WHERE tenant_id = $1")?;
-        purge.tags = delete("DELETE FROM tags WHERE tenant_id = $1")?;
-        purge.bulk_records =
-            delete("DELETE FROM bulk_records WHERE job_id IN (SELECT id FROM bulk_jobs WHERE tenant_id = $1)")?;
-        purge.bulk_jobs = delete("DELETE FROM bulk_jobs WHERE tenant_id = $1")?;
-        for table in CREDENTIAL_TABLES {
-            purge.credentials += delete(&format!("DELETE FROM {table} WHERE tenant_id = $1"))?;
-        }
-        delete("DELETE FROM tenants WHERE id = $1")?;
+        let purge = delete_tenant_rows("$1", &mut delete)?;
         // The log's earlier rows name the tenant's subjects and samples; the one appended below
         // makes them moot for every node, behind or not.
         delete("DELETE FROM changes WHERE tenant_id = $1")?;

@@ -2,14 +2,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::tenant_purge::{delete_tenant_rows, CREDENTIAL_TABLES};
 use facegate_core::{StoredCredentials, Tenant, TenantPurge};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{scrub_wal, tenant_from_row, SqliteStore};
 use crate::error::{unique_violation, Result, StoreError};
-
-/// The tables of a tenant's credentials, each with `tenant_id` and `expires_unix_ms`.
-const CREDENTIAL_TABLES: [&str; 3] = ["tenant_tokens", "tenant_api_keys", "tenant_access_keys"];
 
 /// Now, as credentials' `expires_unix_ms` counts.
 fn now_unix_ms() -> i64 {
@@ -103,25 +101,7 @@ impl SqliteStore {
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
         let delete = |sql: &str| -> Result<u64> { Ok(tx.execute(sql, [tenant_id])? as u64) };
-        // Children first and each by name, though most would go by ON DELETE CASCADE: the counts
-        // are what went, and no table is left to a cascade someone might drop later.
-        let mut purge = TenantPurge {
-            reindex_staging: delete("DELETE FROM reindex_staging WHERE tenant_id = ?1")?,
-            subject_tags: delete("DELETE FROM subject_tags WHERE tenant_id = ?1")?,
-            ..TenantPurge::default()
-        };
-        purge.images =
-            delete("DELETE FROM image_blobs WHERE sample_id IN (SELECT id FROM face_samples WHERE tenant_id = ?1)")?;
-        purge.face_samples = delete("DELETE FROM face_samples WHERE tenant_id = ?1")?;
-        purge.subjects = delete("DELETE FROM subjects WHERE tenant_id = ?1")?;
-        purge.tags = delete("DELETE FROM tags WHERE tenant_id = ?1")?;
-        purge.bulk_records =
-            delete("DELETE FROM bulk_records WHERE job_id IN (SELECT id FROM bulk_jobs WHERE tenant_id = ?1)")?;
-        purge.bulk_jobs = delete("DELETE FROM bulk_jobs WHERE tenant_id = ?1")?;
-        for table in CREDENTIAL_TABLES {
-            purge.credentials += delete(&format!("DELETE FROM {table} WHERE tenant_id = ?1"))?;
-        }
-        delete("DELETE FROM tenants WHERE id = ?1")?;
+        let purge = delete_tenant_rows("?1", delete)?;
         tx.commit()?;
         // Still under the writer lock, as for a subject. A file that cannot be removed now has no
         // row and is swept at the next start; the folder also takes any temporary file.
