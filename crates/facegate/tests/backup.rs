@@ -157,10 +157,7 @@ fn a_backup_under_writes_restores_every_write_acknowledged_before_it() {
 fn an_encrypted_gallery_stays_sealed_in_its_backup_and_restores_with_its_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let key_file = dir.path().join("data.key");
-    let generated = common::facegate().args(["keys", "generate"]).output().expect("keys generate");
-    assert!(generated.status.success());
-    std::fs::write(&key_file, &generated.stdout).expect("key file");
+    let key_file = common::generate_key_file(&dir.path().join("data.key"));
     let args = |data: &Path| -> Vec<OsString> {
         vec![
             "--sandbox".into(),

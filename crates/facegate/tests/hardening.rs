@@ -97,9 +97,7 @@ fn is_jpeg(bytes: &[u8]) -> bool {
 fn only_the_lock_holder_changes_a_directorys_encryption() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let key = dir.path().join("data.key");
-    let generated = common::facegate().args(["keys", "generate"]).output().expect("keys generate");
-    std::fs::write(&key, &generated.stdout).expect("key file");
+    let key = common::generate_key_file(&dir.path().join("data.key"));
 
     // A plaintext server is running; a side process offers a key.
     let args: Vec<OsString> = vec!["--sandbox".into(), "--data-dir".into(), data.clone().into()];

@@ -228,10 +228,7 @@ fn raw_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 fn serve_with_a_key_file_keeps_faces_sealed_and_refuses_to_start_without_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let key_file = dir.path().join("data.key");
-    let generated = common::facegate().args(["keys", "generate"]).output().expect("keys generate");
-    assert!(generated.status.success());
-    std::fs::write(&key_file, &generated.stdout).expect("key file");
+    let key_file = common::generate_key_file(&dir.path().join("data.key"));
 
     let args: Vec<OsString> = vec![
         "--sandbox".into(),

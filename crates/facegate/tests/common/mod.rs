@@ -31,6 +31,14 @@ pub fn facegate() -> Command {
     cmd
 }
 
+/// A new encryption key from `facegate keys generate`, written to `path`.
+pub fn generate_key_file(path: &Path) -> PathBuf {
+    let generated = facegate().args(["keys", "generate"]).output().expect("keys generate");
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    std::fs::write(path, &generated.stdout).expect("key file");
+    path.to_path_buf()
+}
+
 /// A running `facegate serve`, killed on drop, with its log lines kept.
 pub struct SandboxServer {
     child: Child,
