@@ -65,11 +65,11 @@ impl AuthGate {
     /// Counts `error` against `client` when it refused the caller's credentials; a store error
     /// says nothing about the caller.
     pub fn record(&self, client: Option<IpAddr>, error: &AuthError, dialect: &'static str) {
-        if matches!(error, AuthError::Refused(_) | AuthError::Replayed) {
+        if let AuthError::Refused(_) = error {
             metrics::counter!(AUTH_FAILURES, "dialect" => dialect).increment(1);
-        }
-        if let (Some(ip), AuthError::Refused(_)) = (client, error) {
-            self.throttle.record_failure(ip);
+            if let Some(ip) = client {
+                self.throttle.record_failure(ip);
+            }
         }
     }
 }
