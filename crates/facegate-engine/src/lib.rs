@@ -326,6 +326,7 @@ impl OrtEngine {
             anchors_per_cell: m.detector.anchors_per_cell,
             retry_pad: RETRY_PAD,
             retry_fill: RETRY_FILL,
+            refine_canvas: m.detector.refine_canvas,
         };
         let mut recognizer = RecognizerParams {
             input_size: m.recognizer.input_size,
@@ -427,6 +428,14 @@ impl OrtEngine {
         let mut dets =
             detect::detect(&mut w.detector, &self.detector_outputs, &self.detector, &mut w.detect_scratch, img)?;
         dets.truncate(max_faces);
+        detect::refine_keypoints(
+            &mut w.detector,
+            &self.detector_outputs,
+            &self.detector,
+            &mut w.detect_scratch,
+            img,
+            &mut dets,
+        )?;
         Ok(dets)
     }
 

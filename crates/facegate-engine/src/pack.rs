@@ -81,6 +81,12 @@ pub struct DetectorSpec {
     /// IoU above which this pack's boxes are merged; the engine's `nms_iou` setting overrides it.
     #[serde(default)]
     pub nms_iou: Option<f32>,
+    /// Side of the square canvas of the keypoint refinement pass, a multiple of 32 and at least
+    /// 128; absent for none. Each face found is warped upright onto the ArcFace template in the
+    /// middle of that canvas and detected again there, and the keypoints of that second look
+    /// replace the first (see `detect::refine_keypoints`).
+    #[serde(default)]
+    pub refine_canvas: Option<u32>,
 }
 
 /// Detector families whose outputs the engine decodes.
@@ -251,6 +257,9 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
             return Err(bad(format!("{what} must lie in (0, 1]")));
         }
     }
+    if d.refine_canvas.is_some_and(|side| side < 128 || side % 32 != 0) {
+        return Err(bad("detector.refine_canvas must be a multiple of 32, at least 128".into()));
+    }
     let r = &manifest.recognizer;
     if r.input_size == 0 || r.embedding_size == 0 {
         return Err(bad("recognizer.input_size and embedding_size must be positive".into()));
@@ -365,6 +374,14 @@ embedding_size = 512
         assert!(manifest_calibration(&m, Path::new("m.toml")).is_err());
         let bad_stride = MINIMAL.replace("std = 128.0", "std = 128.0\nstrides = [7]");
         assert!(parse_manifest(&bad_stride, Path::new("m.toml")).is_err());
+        let refine = |side: &str| MINIMAL.replace("std = 128.0", &format!("std = 128.0\nrefine_canvas = {side}"));
+        assert_eq!(
+            parse_manifest(&refine("224"), Path::new("m.toml")).expect("valid").detector.refine_canvas,
+            Some(224)
+        );
+        for side in ["96", "200", "0"] {
+            assert!(parse_manifest(&refine(side), Path::new("m.toml")).is_err(), "refine_canvas = {side}");
+        }
         assert!(parse_manifest("model_id = 3", Path::new("m.toml")).is_err());
     }
 

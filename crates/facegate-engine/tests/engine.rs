@@ -459,17 +459,47 @@ fn mirroring_negates_pan_and_turning_shifts_roll() {
     );
 }
 
-/// The clean pack has no landmark model: pose comes from YuNet's five keypoints, and must still
-/// follow the head. Five points placed with a few pixels of noise give a noisier pose than 106
-/// (docs/accuracy.md: pan within 3.2° of buffalo_s's in the median, tilt 5.4°), hence wider
-/// bounds, measured on these photos: pan misses its mirror by up to 34 % (7.5° near frontal),
-/// roll by 6.4°, tilt by 8.1°. YuNet's keypoints also follow a turned photo only part of the way:
-/// turned 30° one way roll moves 25°, the other way 14°, so roll is a coarse measure with this pack.
+/// The clean pack has no landmark model: pose comes from YuNet's five (refined) keypoints, and
+/// must still follow the head. Five points placed with a few pixels of noise give a noisier pose
+/// than 106 (docs/accuracy.md: pan within 2.9° of buffalo_s's in the median, tilt 4.8°), so one
+/// photo can miss its mirror image by far more than the typical face: on these photos pan misses
+/// by up to 82 % (Abdullatif_Sener, 17° one way, 32° the other), tilt by 16°, roll by 6°. Hence
+/// wide bounds per photo, and tight ones on the typical miss over 60 LFW photos, where the median
+/// pan miss was 3.2° and the 90th percentile 8.3° (on 400 photos). Turned 15° and 30° either way,
+/// roll follows within 9°.
 #[test]
 fn mirroring_negates_pan_and_turning_shifts_roll_with_the_clean_pack() {
     let tolerance =
-        PoseTolerance { mirrored_pan: 0.4, frontal_pan: 8.0, mirrored_roll: 7.0, mirrored_tilt: 10.0, turned: 17.0 };
+        PoseTolerance { mirrored_pan: 0.9, frontal_pan: 8.0, mirrored_roll: 7.0, mirrored_tilt: 18.0, turned: 10.0 };
     mirroring_and_turning(&clean_engine(), tolerance);
+    let Some(data) = datasets() else {
+        eprintln!("SKIPPED the typical miss over LFW: ../shared/datasets is absent");
+        return;
+    };
+    let mut names: Vec<String> = std::fs::read_dir(data.join("lfw/images"))
+        .expect("LFW images")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut misses: Vec<f32> = names
+        .iter()
+        .step_by(40)
+        .take(60)
+        .filter_map(|name| {
+            let img = lfw_first(&data, name);
+            let (_, a, _) = largest_face_of(&clean_engine(), &img)?;
+            let (_, m, _) = largest_face_of(&clean_engine(), &image::imageops::flip_horizontal(&img))?;
+            Some((a.pose.pan + m.pose.pan).abs())
+        })
+        .collect();
+    assert!(misses.len() >= 55, "faces found in {} of 60 photos", misses.len());
+    misses.sort_by(f32::total_cmp);
+    let (median, p90) = (misses[misses.len() / 2], misses[misses.len() * 9 / 10]);
+    eprintln!(
+        "pan miss against the mirror image over {} photos: median {median:.1}°, 90th percentile {p90:.1}°",
+        misses.len()
+    );
+    assert!(median < 5.0 && p90 < 12.0, "pan misses its mirror image by {median}° (median), {p90}° (90th percentile)");
 }
 
 /// Degrees a pose may miss by: the roll of a photo and its mirror image should cancel, their
@@ -676,4 +706,87 @@ fn flip_test_templates_do_not_change_when_the_photo_is_mirrored() {
     assert!(flipped > plain, "flip test {flipped} should beat plain {plain}");
     // Same person either way: a flip-test template still matches a plain one.
     assert!(cosine(&embed(&flip, &photo, &face), &embed(&engine(), &photo, &face)) > 0.9);
+}
+
+/// A copy of the clean pack (manifest rewritten, model files linked) without the keypoint
+/// refinement pass.
+fn unrefined_clean_pack() -> (tempfile::TempDir, EngineConfig) {
+    let pack = home().join("models/yunet_sface");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(&pack).expect("read pack") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "onnx") {
+            std::os::unix::fs::symlink(&path, dir.path().join(path.file_name().expect("name"))).expect("link");
+        }
+    }
+    let manifest = std::fs::read_to_string(pack.join("manifest.toml")).expect("manifest");
+    let unrefined: String =
+        manifest.lines().filter(|l| !l.starts_with("refine_canvas")).map(|l| l.to_owned() + "\n").collect();
+    assert_ne!(unrefined, manifest, "the clean pack refines its keypoints");
+    std::fs::write(dir.path().join("manifest.toml"), unrefined).expect("write manifest");
+    let config = EngineConfig { workers: 1, model_dir: dir.path().to_owned(), ..EngineConfig::with_home(&home()) };
+    (dir, config)
+}
+
+/// The refinement pass exists to make the five points depend on the face rather than on where
+/// the face falls on the detector's grid: the same faces, photographed larger or smaller and
+/// shifted, must get more nearly the same points with it than without it. Measured on 150 LFW
+/// photos (all their faces): the points move 7–8 % of the eye distance refined against 10–12 %
+/// unrefined, at 0.8 to 2 times the size.
+#[test]
+fn refined_keypoints_move_less_when_the_photo_is_scaled_and_shifted() {
+    let Some(data) = datasets() else {
+        eprintln!("SKIPPED: ../shared/datasets is absent (LFW photos needed)");
+        return;
+    };
+    let (_dir, config) = unrefined_clean_pack();
+    let unrefined = OrtEngine::load(&config).expect("unrefined pack loads");
+    let refined = clean_engine();
+    let mut names: Vec<String> = std::fs::read_dir(data.join("lfw/images"))
+        .expect("LFW images")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let photos: Vec<RgbImage> = names.iter().step_by(40).take(60).map(|n| lfw_first(&data, n)).collect();
+    // How far each face's points move, as a fraction of its eye distance, between the photo and
+    // the photo scaled by `scale` and shifted by a few pixels (mapped back).
+    let drift = |engine: &OrtEngine, scale: f32| -> f32 {
+        let (mut total, mut faces) = (0.0, 0);
+        for photo in &photos {
+            let (w, h) = photo.dimensions();
+            let (sw, sh) = ((w as f32 * scale).round() as u32, (h as f32 * scale).round() as u32);
+            let resized = image::imageops::resize(photo, sw, sh, image::imageops::FilterType::Triangle);
+            let (dx, dy) = (5u32, 3u32);
+            let mut moved = RgbImage::new(sw + dx, sh + dy);
+            image::imageops::replace(&mut moved, &resized, i64::from(dx), i64::from(dy));
+            let back = |p: [f32; 2]| {
+                let x = (p[0] - dx as f32 + 0.5) * w as f32 / sw as f32 - 0.5;
+                [x, (p[1] - dy as f32 + 0.5) * h as f32 / sh as f32 - 0.5]
+            };
+            let centre = |d: &Detection| [(d.bbox.left + d.bbox.right) / 2.0, (d.bbox.top + d.bbox.bottom) / 2.0];
+            let after = engine.detect(&moved).expect("detect");
+            for face in engine.detect(photo).expect("detect") {
+                let c = centre(&face);
+                let Some(same) = after.iter().find(|d| {
+                    let m = back(centre(d));
+                    (m[0] - c[0]).abs() < 10.0 && (m[1] - c[1]).abs() < 10.0
+                }) else {
+                    continue;
+                };
+                let l = face.landmarks;
+                let eyes = ((l[0][0] - l[1][0]).powi(2) + (l[0][1] - l[1][1]).powi(2)).sqrt();
+                for (p, q) in l.iter().zip(same.landmarks.iter().map(|&q| back(q))) {
+                    total += ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt() / eyes;
+                }
+                faces += 1;
+            }
+        }
+        assert!(faces >= photos.len(), "each photo's face is found at both sizes ({faces} faces)");
+        total / (5 * faces) as f32
+    };
+    for scale in [0.8f32, 1.7] {
+        let (with, without) = (drift(&refined, scale), drift(&unrefined, scale));
+        eprintln!("scale {scale}: points move {with:.4} of the eye distance refined, {without:.4} unrefined");
+        assert!(with < 0.9 * without, "scale {scale}: refined points moved {with}, unrefined {without}");
+    }
 }
