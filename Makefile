@@ -2,8 +2,8 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= ./data
-# Model pack by name (`facegate packs` lists them): `make run PACK=yunet_sface` for the
-# licence-clean one. Empty: the binary's default, or FACEGATE_PACK when set.
+# Model pack by name (`facegate packs` lists them): `make run PACK=buffalo_s` for InsightFace's,
+# non-commercial only. Empty: the binary's default (yunet_sface), or FACEGATE_PACK when set.
 PACK ?=
 
 .PHONY: all setup build run test lint fmt bench clean-data
@@ -53,7 +53,7 @@ fmt:
 
 # The speed figures of docs/benchmarks.md, short forms: the face pipeline on the first photo of
 # the first 300 LFW people (the pack's three photos when ../shared is absent), and 1:N search
-# over 100,000 synthetic templates. `make bench PACK=yunet_sface` for the other pack.
+# over 100,000 synthetic templates. `make bench PACK=buffalo_s` for the other pack.
 BENCH_PHOTOS = $(shell ls -d ../shared/datasets/lfw/images/*/ 2>/dev/null | head -300 | \
 	while read d; do ls "$$d"*_0001.jpg 2>/dev/null; done)
 bench: build

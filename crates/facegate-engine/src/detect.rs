@@ -14,7 +14,6 @@ use image::RgbImage;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::align::{apply, invert, similarity_transform, warp_to_planar, ARCFACE_TEMPLATE};
 use crate::error::{EngineError, Result};
 use crate::pack::{ChannelOrder, DetectorKind};
 
@@ -102,7 +101,7 @@ pub struct DetectorParams {
     /// Margin (fraction of width/height per side) for the retry when nothing is found.
     pub retry_pad: f32,
     pub retry_fill: PadFill,
-    /// Side of the keypoint refinement canvas; `None` for no refinement.
+    /// Side of the keypoint refinement canvas (`refine::refine_keypoints`); `None` for none.
     pub refine_canvas: Option<u32>,
 }
 
@@ -111,7 +110,7 @@ pub struct DetectorParams {
 pub struct DetectScratch {
     resizer: fast_image_resize::Resizer,
     resized: Vec<u8>,
-    input: Vec<f32>,
+    pub(crate) input: Vec<f32>,
 }
 
 /// Output indices of one stride's heads.
@@ -186,72 +185,6 @@ pub fn detect(
     detect_on_canvas(session, outputs, params, scratch, img, &canvas, params.retry_fill)
 }
 
-/// Looks at each face a second time, upright and at the recognizer's scale, and keeps the
-/// keypoints of that look.
-///
-/// Why: the recognizer is only as steady as the five points its crop is fitted to. A detector
-/// places its points relative to its anchor grid, so a face at an arbitrary position, size and
-/// roll gets points with an error that changes from photo to photo. Warped by its first points
-/// onto the ArcFace template in the middle of a `refine_canvas`-sided square, every face sits at
-/// the same place, scale and roll on the grid, and the detector's error there is nearly the same
-/// for every photo, so it no longer separates two photos of one person. On LFW's `pairs_dev.txt`
-/// it takes YuNet + SFace from 99.20 % to 99.50 % (docs/accuracy.md), and the same faces
-/// photographed at another size get points a third steadier. The first look's box and
-/// score stay; a face not found again keeps its first points.
-pub fn refine_keypoints(
-    session: &mut Session,
-    outputs: &OutputMap,
-    params: &DetectorParams,
-    scratch: &mut DetectScratch,
-    img: &RgbImage,
-    faces: &mut [Detection],
-) -> Result<()> {
-    let Some(side) = params.refine_canvas else {
-        return Ok(());
-    };
-    let canvas = Canvas { content_w: side, content_h: side, offset_x: 0, offset_y: 0, input_w: side, input_h: side };
-    let margin = (side as f32 - 112.0) / 2.0;
-    let template = ARCFACE_TEMPLATE.map(|[x, y]| [x + margin, y + margin]);
-    let centre = side as f32 / 2.0;
-    let plane = (side * side) as usize;
-    for face in faces {
-        let Some(forward) = similarity_transform(&face.landmarks, &template) else {
-            continue;
-        };
-        let Some(back) = invert(&forward) else {
-            continue;
-        };
-        scratch.input.clear();
-        scratch.input.resize(3 * plane, 0.0);
-        if !warp_to_planar(img, &forward, side, params.mean, params.std, &mut scratch.input) {
-            continue;
-        }
-        if params.channels == ChannelOrder::Bgr {
-            let (red, rest) = scratch.input.split_at_mut(plane);
-            red.swap_with_slice(&mut rest[plane..]);
-        }
-        let found = nms(run_and_decode(session, outputs, params, &scratch.input, &canvas)?, params.nms_iou);
-        // The face the canvas was built around covers its centre; a neighbour never does.
-        let again = found
-            .into_iter()
-            .filter(|d| {
-                d.bbox.left <= centre && centre <= d.bbox.right && d.bbox.top <= centre && centre <= d.bbox.bottom
-            })
-            .min_by(|a, b| {
-                let dist = |d: &Detection| {
-                    let (x, y) =
-                        ((d.bbox.left + d.bbox.right) / 2.0 - centre, (d.bbox.top + d.bbox.bottom) / 2.0 - centre);
-                    x * x + y * y
-                };
-                dist(a).total_cmp(&dist(b))
-            });
-        if let Some(again) = again {
-            face.landmarks = again.landmarks.map(|p| apply(&back, p));
-        }
-    }
-    Ok(())
-}
-
 fn detect_on_canvas(
     session: &mut Session,
     outputs: &OutputMap,
@@ -288,7 +221,7 @@ fn detect_on_canvas(
 
 /// Runs the detector on a filled canvas and decodes every stride's candidates above the
 /// threshold, in network-input pixels.
-fn run_and_decode(
+pub(crate) fn run_and_decode(
     session: &mut Session,
     outputs: &OutputMap,
     params: &DetectorParams,

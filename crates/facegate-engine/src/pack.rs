@@ -84,7 +84,7 @@ pub struct DetectorSpec {
     /// Side of the square canvas of the keypoint refinement pass, a multiple of 32 and at least
     /// 128; absent for none. Each face found is warped upright onto the ArcFace template in the
     /// middle of that canvas and detected again there, and the keypoints of that second look
-    /// replace the first (see `detect::refine_keypoints`).
+    /// replace the first (see `refine::refine_keypoints`).
     #[serde(default)]
     pub refine_canvas: Option<u32>,
 }

@@ -300,9 +300,9 @@ config! {
         runtime_library: PathBuf = EngineConfig::default().runtime_library, env "FACEGATE_RUNTIME_LIBRARY";
         /// Model pack by name, one of those `facegate packs` lists
         ///
-        /// buffalo_s (InsightFace's weights, non-commercial research only) is the more accurate
-        /// on LFW; yunet_sface (YuNet + SFace, MIT and Apache-2.0 weights) is the one for
-        /// commercial use. `scripts/setup` fetches both; docs/accuracy.md compares them.
+        /// yunet_sface (YuNet + SFace, MIT and Apache-2.0 weights), the default, is the one for
+        /// commercial use; buffalo_s (InsightFace's weights, non-commercial research only) misses
+        /// fewer genuine pairs on LFW. `scripts/setup` fetches both; docs/accuracy.md compares them.
         pack: String = DEFAULT_PACK.to_owned(), env "FACEGATE_PACK";
         /// A pack directory of your own with manifest.toml, instead of `pack` [default: <home>/models/<pack>]
         model_dir: PathBuf, env "FACEGATE_MODEL_DIR";

@@ -89,27 +89,30 @@ fn detect_and_compare_print_json() {
 #[test]
 fn packs_are_listed_with_their_licences_and_chosen_by_name() {
     let listed = run_ok(facegate().arg("packs"));
-    assert!(listed.contains("* buffalo_s (default)"), "the default is active:\n{listed}");
+    assert!(listed.contains("* yunet_sface (default)"), "the default is active:\n{listed}");
     assert!(listed.contains("non-commercial") && listed.contains("not allowed"), "{listed}");
     assert!(
-        listed.contains("  yunet_sface") && listed.contains("Apache-2.0") && listed.contains("128 values"),
+        listed.contains("  buffalo_s") && listed.contains("Apache-2.0") && listed.contains("128 values"),
         "{listed}"
     );
     assert!(listed.contains("not legal advice"), "{listed}");
-    let chosen = run_ok(facegate().arg("packs").env("FACEGATE_PACK", "yunet_sface"));
-    assert!(chosen.contains("* yunet_sface") && chosen.contains("  buffalo_s"), "{chosen}");
+    let chosen = run_ok(facegate().arg("packs").env("FACEGATE_PACK", "buffalo_s"));
+    assert!(chosen.contains("* buffalo_s") && chosen.contains("  yunet_sface"), "{chosen}");
 
-    // The clean pack answers the same command, with its own model and template size, and logs
-    // its licence as it loads.
+    // The default pack logs its licence as it loads; the other answers the same command, with
+    // its own model, and warns that its weights are not for commercial use.
     let yao = root().join(".facegate/models/buffalo_s/yaoming.jpg");
-    let out = facegate().args(["detect", "--pack", "yunet_sface"]).arg(&yao).output().expect("run");
+    let out = facegate().arg("detect").arg(&yao).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("yunet_sface/sface_2021dec@1") && log.contains("MIT"), "{log}");
+    assert!(!log.contains("not licensed for commercial use"), "the default pack is licence-clean: {log}");
+    let out = facegate().args(["detect", "--pack", "buffalo_s"]).arg(&yao).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let detected: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(detected["faces"].as_array().map(Vec::len), Some(1), "{detected}");
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("yunet_sface/sface_2021dec@1") && log.contains("MIT"), "{log}");
-    let out = facegate().arg("detect").arg(&yao).output().expect("run");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not licensed for commercial use"), "buffalo_s warns");
+    assert!(log.contains("buffalo_s/w600k_mbf@1") && log.contains("not licensed for commercial use"), "{log}");
 
     let out = facegate().args(["detect", "--pack", "no_such_pack"]).arg(&yao).output().expect("run");
     assert!(!out.status.success());
@@ -130,7 +133,7 @@ fn logs_can_be_written_as_json_lines() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect();
     let loaded = lines.iter().find(|l| l["fields"]["message"] == "face engine loaded").expect("the load line");
-    assert_eq!(loaded["fields"]["model_id"], "buffalo_s/w600k_mbf@1", "{loaded}");
+    assert_eq!(loaded["fields"]["model_id"], "yunet_sface/sface_2021dec@1", "{loaded}");
     assert_eq!(loaded["level"], "INFO");
 
     let text = facegate().args(["detect", "--log", "info"]).arg(&yao).output().expect("run");

@@ -15,12 +15,12 @@ use serde_json::Value;
 mod common;
 use common::{facegate, match_faces, root, SandboxServer};
 
-/// The pack the tests switch to. The gallery is enrolled with the default pack (buffalo_s, 512-d
-/// templates); this is the other pack `scripts/setup` installs (yunet_sface, 128-d), so the switch
-/// changes the detector, the recognizer and the template size, as moving to the licence-clean
-/// pack does. Nothing else in these tests assumes which pack it is.
+/// The pack the tests switch to. The gallery is enrolled with the default pack (yunet_sface,
+/// 128-d templates); this is the other pack `scripts/setup` installs (buffalo_s, 512-d), so the
+/// switch changes the detector, the recognizer and the template size. Nothing else in these tests
+/// assumes which pack it is.
 fn other_pack() -> PathBuf {
-    root().join(".facegate/models/yunet_sface")
+    root().join(".facegate/models/buffalo_s")
 }
 
 /// `<datasets>/faceapi/identities`: 8 people, 5 photos each; `None` after a visible skip.
