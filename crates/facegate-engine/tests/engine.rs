@@ -659,9 +659,9 @@ fn quality_passes_clear_photos_and_fails_tiny_and_blurred_faces() {
     assert!(diagnostics.quality_parts.pose < 0.5 && a.frontal_face_score < 0.7, "{a:?}");
 }
 
-/// A copy of the default pack (manifest rewritten, model files linked) with the flip test on.
-fn flip_test_pack() -> (tempfile::TempDir, EngineConfig) {
-    let pack = home().join("models/buffalo_s");
+/// A copy of an installed pack, its model files linked and its manifest rewritten by `edit`.
+fn edited_pack(name: &str, edit: impl Fn(&str) -> String) -> (tempfile::TempDir, EngineConfig) {
+    let pack = home().join("models").join(name);
     let dir = tempfile::tempdir().expect("tempdir");
     for entry in std::fs::read_dir(&pack).expect("read pack") {
         let path = entry.expect("entry").path();
@@ -670,13 +670,20 @@ fn flip_test_pack() -> (tempfile::TempDir, EngineConfig) {
         }
     }
     let manifest = std::fs::read_to_string(pack.join("manifest.toml")).expect("manifest");
-    let manifest = manifest
-        .replace("model_id = \"buffalo_s/w600k_mbf@1\"", "model_id = \"buffalo_s/w600k_mbf+flip@1\"")
-        .replace("embedding_size = 512", "embedding_size = 512\nflip_test = true");
-    assert!(manifest.contains("flip_test = true"), "manifest layout changed");
-    std::fs::write(dir.path().join("manifest.toml"), manifest).expect("write manifest");
+    let edited = edit(&manifest);
+    assert_ne!(edited, manifest, "{name}'s manifest layout changed");
+    std::fs::write(dir.path().join("manifest.toml"), edited).expect("write manifest");
     let config = EngineConfig { workers: 1, model_dir: dir.path().to_owned(), ..EngineConfig::with_home(&home()) };
     (dir, config)
+}
+
+/// buffalo_s with the flip test on.
+fn flip_test_pack() -> (tempfile::TempDir, EngineConfig) {
+    edited_pack("buffalo_s", |manifest| {
+        manifest
+            .replace("model_id = \"buffalo_s/w600k_mbf@1\"", "model_id = \"buffalo_s/w600k_mbf+flip@1\"")
+            .replace("embedding_size = 512", "embedding_size = 512\nflip_test = true")
+    })
 }
 
 #[test]
@@ -708,24 +715,11 @@ fn flip_test_templates_do_not_change_when_the_photo_is_mirrored() {
     assert!(cosine(&embed(&flip, &photo, &face), &embed(&engine(), &photo, &face)) > 0.9);
 }
 
-/// A copy of the clean pack (manifest rewritten, model files linked) without the keypoint
-/// refinement pass.
+/// The clean pack without the keypoints' second look.
 fn unrefined_clean_pack() -> (tempfile::TempDir, EngineConfig) {
-    let pack = home().join("models/yunet_sface");
-    let dir = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(&pack).expect("read pack") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "onnx") {
-            std::os::unix::fs::symlink(&path, dir.path().join(path.file_name().expect("name"))).expect("link");
-        }
-    }
-    let manifest = std::fs::read_to_string(pack.join("manifest.toml")).expect("manifest");
-    let unrefined: String =
-        manifest.lines().filter(|l| !l.starts_with("refine_canvas")).map(|l| l.to_owned() + "\n").collect();
-    assert_ne!(unrefined, manifest, "the clean pack refines its keypoints");
-    std::fs::write(dir.path().join("manifest.toml"), unrefined).expect("write manifest");
-    let config = EngineConfig { workers: 1, model_dir: dir.path().to_owned(), ..EngineConfig::with_home(&home()) };
-    (dir, config)
+    edited_pack("yunet_sface", |manifest| {
+        manifest.lines().filter(|l| !l.starts_with("refine_canvas")).map(|l| l.to_owned() + "\n").collect()
+    })
 }
 
 /// The refinement pass exists to make the five points depend on the face rather than on where
