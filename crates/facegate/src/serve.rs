@@ -132,7 +132,8 @@ fn check_stale_templates(stale: &StaleTemplates, model_id: &str, allow: bool) ->
         "the store holds templates made by {models}, and the active model pack is {model_id}: search would not \
          find {} (they have no template of {model_id}). Run `facegate reindex` with this server stopped (the same \
          data directory or database, key and model pack) to re-embed their stored face images with the active \
-         pack, or start with --allow-stale-templates to serve without them",
+         pack, or start with the pack that made them (--pack NAME; `facegate packs` lists the installed ones), or \
+         with --allow-stale-templates to serve without them",
         lost.join(", ")
     );
     if !allow {

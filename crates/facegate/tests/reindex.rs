@@ -185,6 +185,7 @@ fn pack_change_needs_a_reindex_and_then_everyone_is_found(gallery: &Gallery) {
     let refused = gallery.serve_refused(&pack);
     assert!(refused.contains(&format!("{subjects} subjects of tenant \"sandbox\"")), "{refused}");
     assert!(refused.contains("facegate reindex") && refused.contains("--allow-stale-templates"), "{refused}");
+    assert!(refused.contains("yunet_sface/sface_2021dec@1") && refused.contains("--pack NAME"), "{refused}");
 
     // Asked to, it serves, says so, and /readyz counts what it cannot search.
     let server = gallery.serve(&pack, &["--allow-stale-templates"]);
