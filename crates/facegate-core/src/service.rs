@@ -27,7 +27,9 @@ mod text;
 pub use audit::{escape_controls, AUDIT_TARGET};
 pub use bulk::{BulkConfig, MAX_JOBS_LISTED};
 pub use follow::CHANGE_LOG_RETENTION;
-pub use gallery::{NewSubject, Registered, SubjectKey, SubjectRecord, MAX_FIELD_CHARS, MAX_ID_CHARS, MAX_SUBJECT_PAGE};
+pub use gallery::{
+    NewSubject, Registered, SubjectKey, SubjectPage, SubjectRecord, MAX_FIELD_CHARS, MAX_ID_CHARS, MAX_SUBJECT_PAGE,
+};
 pub use matching::{Candidate, FaceSearch, FaceSelection, SearchOptions};
 pub use reindex::{
     matching_face, reindex, ReindexConfig, ReindexProgress, ReindexReport, TenantReindex, DEFAULT_REINDEX_MIN_IOU,

@@ -166,3 +166,22 @@ async fn tags_are_unique_bounded_and_per_tenant() {
     svc.create_tag(&a, "room-again").await.expect("a slot freed");
     assert_eq!(svc.list_tags(&b).await.expect("list"), ["staff"]);
 }
+
+/// A page says where the next one starts, also at the largest page size: the service asks the
+/// store for one more than the page holds, whatever limit the caller gave.
+#[tokio::test]
+async fn subject_pages_say_where_the_next_starts_even_at_the_largest_size() {
+    use facegate_core::service::MAX_SUBJECT_PAGE;
+    let (svc, a, _) = service().await;
+    for i in 0..MAX_SUBJECT_PAGE + 2 {
+        enroll(&svc, &a, &format!("p{i:04}"), named("Ann"), image("face:ann")).await.expect("enroll");
+    }
+    let first = svc.list_subjects(&a, "p", None, MAX_SUBJECT_PAGE + 50).await.expect("first page");
+    assert_eq!(first.subjects.len(), MAX_SUBJECT_PAGE);
+    let next = first.next.expect("another page follows");
+    assert_eq!(next, format!("p{:04}", MAX_SUBJECT_PAGE - 1));
+    let last = svc.list_subjects(&a, "p", Some(&next), MAX_SUBJECT_PAGE).await.expect("last page");
+    let ids: Vec<_> = last.subjects.iter().filter_map(|s| s.subject.customer_person_id.clone()).collect();
+    assert_eq!(ids, [format!("p{:04}", MAX_SUBJECT_PAGE), format!("p{:04}", MAX_SUBJECT_PAGE + 1)]);
+    assert_eq!(last.next, None);
+}

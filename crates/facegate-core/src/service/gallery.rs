@@ -17,6 +17,14 @@ pub const MAX_FIELD_CHARS: usize = 256;
 /// bounds the page's query (a sample count and a newest sample per subject) to milliseconds.
 pub const MAX_SUBJECT_PAGE: usize = 100;
 
+/// One page of [`FaceService::list_subjects`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectPage {
+    pub subjects: Vec<SubjectSummary>,
+    /// The `after` of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
 /// How a request names a subject.
 #[derive(Debug, Clone, Copy)]
 pub enum SubjectKey<'a> {
@@ -210,20 +218,30 @@ impl FaceService {
     }
 
     /// A page of the tenant's subjects that have a customer id starting with `prefix`, in byte
-    /// order of that id, after `after`; `limit` is capped at [`MAX_SUBJECT_PAGE`].
+    /// order of that id, after `after`; `limit` is capped at [`MAX_SUBJECT_PAGE`]. The page says
+    /// where the next one starts, if one follows.
     pub async fn list_subjects(
         &self,
         tenant: &Tenant,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<SubjectSummary>> {
+    ) -> Result<SubjectPage> {
         if prefix.chars().count() > MAX_ID_CHARS {
             return Err(Error::InvalidRequest(format!("the prefix is longer than {MAX_ID_CHARS} characters")));
         }
         let limit = limit.clamp(1, MAX_SUBJECT_PAGE);
         let (tenant_id, prefix, after) = (tenant.id.clone(), prefix.to_owned(), after.map(str::to_owned));
-        self.with_store(move |store| store.list_subjects(&tenant_id, &prefix, after.as_deref(), limit)).await
+        // One more than asked tells whether another page follows.
+        let mut subjects =
+            self.with_store(move |store| store.list_subjects(&tenant_id, &prefix, after.as_deref(), limit + 1)).await?;
+        let next = if subjects.len() > limit {
+            subjects.truncate(limit);
+            subjects.last().and_then(|s| s.subject.customer_person_id.clone())
+        } else {
+            None
+        };
+        Ok(SubjectPage { subjects, next })
     }
 
     /// The stored image of one of the tenant's face samples, as it was uploaded. `NotFound` when

@@ -130,15 +130,8 @@ pub async fn persons(
 ) -> ConsoleResult<PersonPage> {
     let limit = query.limit.unwrap_or(DEFAULT_PERSON_PAGE).clamp(1, MAX_SUBJECT_PAGE);
     let after = query.after.as_deref().filter(|a| !a.is_empty());
-    // One more than asked tells whether another page follows.
-    let mut listed = state.service.list_subjects(&tenant, &query.prefix, after, limit + 1).await?;
-    let next = if listed.len() > limit {
-        listed.truncate(limit);
-        listed.last().and_then(|s| s.subject.customer_person_id.clone())
-    } else {
-        None
-    };
-    Ok(Json(PersonPage { persons: listed.iter().map(PersonSummary::from).collect(), next }))
+    let page = state.service.list_subjects(&tenant, &query.prefix, after, limit).await?;
+    Ok(Json(PersonPage { persons: page.subjects.iter().map(PersonSummary::from).collect(), next: page.next }))
 }
 
 /// `GET /console/api/persons/{customer_person_id}/faces`: the person's stored faces.
