@@ -43,7 +43,8 @@ const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 /// over. Five such races in a row mean something else removes files (a person, a disk), and the
 /// backup stops rather than loop.
 const MAX_ATTEMPTS: u32 = 5;
-/// Copy buffer: large enough to stream at disk speed, small beside any server's memory.
+/// Buffer of the backup file's reader and writer: large enough to stream at disk speed, small
+/// beside any server's memory.
 const COPY_BUFFER: usize = 1 << 20;
 
 #[derive(Args, Debug)]
@@ -255,7 +256,6 @@ fn write_attempt(
     w.write_all(MAGIC)?;
     w.write_all(&(json.len() as u64).to_le_bytes())?;
     w.write_all(&json)?;
-    let mut buf = vec![0u8; COPY_BUFFER];
     for entry in &manifest.entries {
         let path = if entry.path == DATABASE_FILE {
             snapshot.to_path_buf()
@@ -274,7 +274,7 @@ fn write_attempt(
             }
         };
         let (sha, n) =
-            copy_exact(source, entry.bytes, &mut w, &mut buf).with_context(|| format!("copying {}", path.display()))?;
+            copy_exact(source, entry.bytes, &mut w).with_context(|| format!("copying {}", path.display()))?;
         if n != entry.bytes || sha != entry.sha256 {
             return Err(AttemptError::Raced(format!("{} differs from its row", entry.path)));
         }
@@ -351,7 +351,6 @@ fn unpack(from: &Path, data_dir: &Path) -> anyhow::Result<(Manifest, u64)> {
     // The database arrives under a temporary name and takes its own only when everything checks
     // out, so that a restore cut short never looks like a data directory to a server.
     let pending_db = data_dir.join(format!("{DATABASE_FILE}.restoring"));
-    let mut buf = vec![0u8; COPY_BUFFER];
     for entry in &manifest.entries {
         let path = if entry.path == DATABASE_FILE {
             pending_db.clone()
@@ -369,7 +368,7 @@ fn unpack(from: &Path, data_dir: &Path) -> anyhow::Result<(Manifest, u64)> {
             .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
         let (sha, n) =
-            copy_exact(&mut r, entry.bytes, &mut out, &mut buf).with_context(|| format!("restoring {}", entry.path))?;
+            copy_exact(&mut r, entry.bytes, &mut out).with_context(|| format!("restoring {}", entry.path))?;
         ensure!(n == entry.bytes, "{}: the file ends inside {}", from.display(), entry.path);
         ensure!(sha == entry.sha256, "{}: {} fails its SHA-256 check (corrupt backup)", from.display(), entry.path);
         out.sync_all().with_context(|| format!("syncing {}", path.display()))?;
@@ -435,28 +434,14 @@ fn dirs_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<String> {
-    let mut hasher = Sha256::new();
-    io::copy(&mut File::open(path)?, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
+    Ok(copy_exact(File::open(path)?, u64::MAX, &mut io::sink())?.0)
 }
 
 /// Copies at most `limit` bytes from `r` to `w`; returns their SHA-256 (hex) and count.
-fn copy_exact(r: impl Read, limit: u64, w: &mut impl Write, buf: &mut [u8]) -> io::Result<(String, u64)> {
-    let mut r = r.take(limit);
-    let mut hasher = Sha256::new();
-    let mut n = 0u64;
-    loop {
-        let got = match r.read(buf) {
-            Ok(0) => break,
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..got]);
-        w.write_all(&buf[..got])?;
-        n += got as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), n))
+fn copy_exact(r: impl Read, limit: u64, w: &mut impl Write) -> io::Result<(String, u64)> {
+    let mut hashing = Hashing::new(w);
+    let n = io::copy(&mut r.take(limit), &mut hashing)?;
+    Ok((hex::encode(hashing.hasher.finalize()), n))
 }
 
 /// A reader or writer that hashes every byte through it, for the whole-file checksum.
