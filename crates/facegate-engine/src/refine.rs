@@ -44,7 +44,6 @@ pub fn refine_keypoints(
         let Some(back) = invert(&forward) else {
             continue;
         };
-        scratch.input.clear();
         scratch.input.resize(3 * plane, 0.0);
         if !warp_to_planar(img, &forward, side, params.mean, params.std, &mut scratch.input) {
             continue;
