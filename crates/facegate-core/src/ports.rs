@@ -100,6 +100,15 @@ pub trait TenantStore: Send + Sync {
     /// already expired. Returns how many credentials were retired. `NotFound` for no such tenant,
     /// `Conflict` if a new credential is in use.
     fn rotate_credentials(&self, tenant_id: &str, new: &StoredCredentials, grace: std::time::Duration) -> Result<u64>;
+    /// Records the digest of a signed write's signature as used for `keep` from now, in one
+    /// statement that a second node's insert of the same digest fails on (a unique key), so that a
+    /// captured request is carried out once across every node and restart. `false` when the digest
+    /// is recorded already and not yet expired: a replay. Prunes some expired records on the way,
+    /// so the table holds about one signing window of writes.
+    fn admit_signature(&self, digest: &[u8], keep: std::time::Duration) -> Result<bool>;
+    /// Forgets a recorded digest, for a write refused before it did anything (503), so that the
+    /// client's retry of the very same request is not taken for a replay.
+    fn forget_signature(&self, digest: &[u8]) -> Result<()>;
     /// Deletes the tenant and everything stored under it (subjects, samples and their images,
     /// tags, bulk jobs and records, credentials, staged reindex outcomes), as `delete_subject`
     /// purges a subject; a shared gallery also tells the other processes to forget the tenant.

@@ -85,6 +85,8 @@ struct MemoryData {
     subject_tags: Vec<(String, String, String)>,
     /// (tenant id, api key hash, access key id, secret)
     credentials: Vec<(String, String, String, String)>,
+    /// Signature digest -> when it may be forgotten.
+    signatures: HashMap<Vec<u8>, std::time::Instant>,
     subjects: Vec<Subject>,
     samples: Vec<(FaceSample, Vec<f32>, String)>,
     /// sample id -> image bytes
@@ -207,6 +209,22 @@ impl TenantStore for MemoryStore {
             new.secret_access_key.clone(),
         ));
         Ok(retired)
+    }
+
+    fn admit_signature(&self, digest: &[u8], keep: std::time::Duration) -> Result<bool> {
+        let now = std::time::Instant::now();
+        let mut d = self.lock();
+        d.signatures.retain(|_, until| *until > now);
+        if d.signatures.contains_key(digest) {
+            return Ok(false);
+        }
+        d.signatures.insert(digest.to_vec(), now + keep);
+        Ok(true)
+    }
+
+    fn forget_signature(&self, digest: &[u8]) -> Result<()> {
+        self.lock().signatures.remove(digest);
+        Ok(())
     }
 
     fn delete_tenant(&self, tenant_id: &str) -> Result<TenantPurge> {

@@ -267,12 +267,32 @@ async fn a_signed_write_is_accepted_once() {
     let register =
         nec_request(&server, creds, "POST", "/v1.1/subjects", Some(&json!({"face": face}))).build().expect("request");
     let replay = register.try_clone().expect("clone");
+    let after_restart = register.try_clone().expect("clone");
     let (status, body) = json_of(client().execute(register).await.expect("send")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = json_of(client().execute(replay).await.expect("send")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body["message"].as_str().is_some_and(|m| m.contains("already accepted")), "{body}");
     assert_eq!(server.service.template_count(&tenant.tenant), 1, "one subject, not two");
+    // The record is the store's, not the process's: a restarted server refuses it too. (Under
+    // FACEGATE_TEST_STORE=postgres each test server has a cluster of its own, dropped with it;
+    // the multi-node tests send one signed write to two nodes and again after a restart.)
+    let server = if std::env::var("FACEGATE_TEST_STORE").is_ok_and(|v| v == "postgres") {
+        server
+    } else {
+        server.stop().await;
+        let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+        let mut again = after_restart;
+        // The very bytes sent before, signed Host included, to the restarted server's new port.
+        let signed_host = again.url().authority().to_owned();
+        *again.url_mut() = reqwest::Url::parse(&server.url("/v1.1/subjects")).expect("url");
+        again.headers_mut().insert(reqwest::header::HOST, signed_host.parse().expect("host header"));
+        let (status, body) = json_of(client().execute(again).await.expect("send")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "after a restart: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("already accepted")), "{body}");
+        assert_eq!(server.service.template_count(&tenant.tenant), 1, "still one subject");
+        server
+    };
     // Reads may be repeated.
     let read = nec_request(&server, creds, "GET", "/v1.1/tags", None).build().expect("request");
     let again = read.try_clone().expect("clone");

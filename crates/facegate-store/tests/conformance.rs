@@ -119,6 +119,7 @@ conformance!(
     bulk_jobs_page_and_register_each_record_once,
     sixteen_writers_and_four_readers_lose_nothing,
     persons_list_page_by_page_in_byte_order_with_a_prefix,
+    a_signature_is_admitted_once_across_nodes_and_restarts_until_it_expires,
 );
 
 /// A template as the store gives it back: rounded to half precision.
@@ -629,4 +630,42 @@ fn persons_list_page_by_page_in_byte_order_with_a_prefix(h: &Harness) {
         jobs.iter().map(|j| (j.job.id.as_str(), j.records, j.processed, j.failed)).collect();
     assert_eq!(seen, [("job-2", 2, 1, 1), ("job-1", 1, 0, 0)], "newest first, the tenant's own");
     assert_eq!(store.list_bulk_jobs(&tenant.id, 1).expect("jobs").len(), 1);
+}
+
+/// The replay guard's record: one admission per digest, whichever store instance (a second node,
+/// or the same node after a restart) is asked, and again once the record has expired.
+fn a_signature_is_admitted_once_across_nodes_and_restarts_until_it_expires(h: &Harness) {
+    use std::time::Duration;
+    let keep = Duration::from_secs(600);
+    let (first, second) = (h.store(), h.store());
+    let digest = [7u8; 32];
+    assert!(first.admit_signature(&digest, keep).expect("admit"));
+    assert!(!first.admit_signature(&digest, keep).expect("again"), "a replay on the same node");
+    assert!(!second.admit_signature(&digest, keep).expect("again"), "a replay on another node");
+    drop(first);
+    assert!(!h.store().admit_signature(&digest, keep).expect("again"), "a replay after a restart");
+    assert!(second.admit_signature(&[8u8; 32], keep).expect("admit"), "another signature");
+
+    // Forgotten (its request was refused with 503): the retry goes through.
+    second.forget_signature(&digest).expect("forget");
+    assert!(second.admit_signature(&digest, keep).expect("admit"));
+
+    // Many nodes at once, one digest: exactly one admission.
+    let racers: Vec<_> = (0..8).map(|_| h.store()).collect();
+    let race = [9u8; 32];
+    let admitted: usize = std::thread::scope(|scope| {
+        let runs: Vec<_> = racers
+            .iter()
+            .map(|store| scope.spawn(move || store.admit_signature(&race, keep).expect("admit")))
+            .collect();
+        runs.into_iter().map(|r| usize::from(r.join().expect("racer"))).sum()
+    });
+    assert_eq!(admitted, 1, "one of eight racing nodes admits the signature");
+
+    // Past its time no clock accepts the request any more, and the record lapses.
+    let brief = [10u8; 32];
+    assert!(second.admit_signature(&brief, Duration::from_millis(50)).expect("admit"));
+    assert!(!second.admit_signature(&brief, keep).expect("again"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(second.admit_signature(&brief, keep).expect("admitted again once expired"));
 }

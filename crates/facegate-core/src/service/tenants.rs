@@ -61,6 +61,16 @@ impl FaceService {
         self.with_store(move |store| store.tenant_by_api_key_hash(&hash)).await
     }
 
+    /// Records a signed write's signature digest as used for `keep`; `false` for a replay.
+    pub async fn admit_signature(&self, digest: [u8; 32], keep: Duration) -> Result<bool> {
+        self.with_store(move |store| store.admit_signature(&digest, keep)).await
+    }
+
+    /// Forgets a signature digest, for a write refused before it did anything.
+    pub async fn forget_signature(&self, digest: [u8; 32]) -> Result<()> {
+        self.with_store(move |store| store.forget_signature(&digest)).await
+    }
+
     /// The secret of `access_key_id` when it belongs to `tenant`, for signature verification.
     pub async fn access_key_secret(&self, tenant: &Tenant, access_key_id: &str) -> Result<Option<String>> {
         let (tenant_id, akid) = (tenant.id.clone(), access_key_id.to_owned());

@@ -2,78 +2,37 @@
 //!
 //! A SigV4 signature stays valid for the whole clock-skew window, so a captured `POST
 //! /v1.1/subjects` could otherwise be sent again and create a second subject. Every accepted
-//! mutating request's signature is remembered until no server clock could accept it any more
-//! (the request's time is within ±`max_skew` of ours, so twice that from now), and a repeat is
-//! refused with 403.
+//! mutating request's signature is recorded in the store (through the core's
+//! `FaceService::admit_signature`) until no server clock could accept it any more: the request's
+//! time is within ±`max_skew` of ours, so twice that from now. The store's unique key makes the
+//! record hold across every node of a shared database and across restarts; a memory of this
+//! process alone would let the same request through on a second node, or after a restart.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-/// Signatures remembered at most. At 200,000 per 10-minute window a server would have to accept
-/// 330 writes a second, several times what its inference pool can do; past it, writes get 503
-/// rather than a replay going unnoticed.
-const MAX_REMEMBERED: usize = 200_000;
-
+/// How long signatures are remembered, and under which key.
 pub struct ReplayGuard {
-    /// How long a signature is remembered: twice the allowed clock skew.
+    /// Twice the allowed clock skew.
     keep: Duration,
-    /// Signature digest → when it may be forgotten.
-    seen: Mutex<HashMap<[u8; 32], Instant>>,
-}
-
-/// Why a signed request may not go ahead.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    Replayed,
-    /// The table is full of signatures still inside their window.
-    Full,
 }
 
 impl ReplayGuard {
     pub fn new(max_skew: Duration) -> Self {
-        Self { keep: max_skew * 2, seen: Mutex::new(HashMap::new()) }
+        Self { keep: max_skew * 2 }
     }
 
-    /// Records `signature` as used; `Err(Replayed)` if it already was.
-    pub fn admit(&self, signature: &str) -> Result<(), Refusal> {
-        self.admit_at(signature, Instant::now())
+    /// How long an accepted signature is refused again.
+    pub fn keep(&self) -> Duration {
+        self.keep
     }
 
-    /// Forgets `signature`, for a request refused before it did anything (503), so that the
-    /// client's retry of the very same request goes through.
-    pub fn forget(&self, signature: &str) {
-        self.seen.lock().remove(&digest(signature));
+    /// The key a signature is recorded under: its SHA-256, so that the record has a fixed size
+    /// whatever a client sends, and holds nothing that could sign anything.
+    pub fn digest(signature: &str) -> [u8; 32] {
+        Sha256::digest(signature.as_bytes()).into()
     }
-
-    fn admit_at(&self, signature: &str, now: Instant) -> Result<(), Refusal> {
-        let key = digest(signature);
-        let mut seen = self.seen.lock();
-        if let Some(&until) = seen.get(&key) {
-            if until > now {
-                return Err(Refusal::Replayed);
-            }
-        }
-        if seen.len() >= MAX_REMEMBERED {
-            seen.retain(|_, until| *until > now);
-            if seen.len() >= MAX_REMEMBERED {
-                return Err(Refusal::Full);
-            }
-        }
-        seen.insert(key, now + self.keep);
-        Ok(())
-    }
-
-    #[cfg(test)]
-    fn remembered(&self) -> usize {
-        self.seen.lock().len()
-    }
-}
-
-fn digest(signature: &str) -> [u8; 32] {
-    Sha256::digest(signature.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -81,28 +40,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_signature_is_accepted_once_within_its_window() {
+    fn a_signature_is_remembered_for_twice_the_skew_under_a_fixed_size_key() {
         let guard = ReplayGuard::new(Duration::from_secs(300));
-        let now = Instant::now();
-        assert_eq!(guard.admit_at("aa", now), Ok(()));
-        assert_eq!(guard.admit_at("aa", now + Duration::from_secs(599)), Err(Refusal::Replayed));
-        assert_eq!(guard.admit_at("bb", now), Ok(()), "another signature");
-        // Past twice the skew no server clock accepts the request any more.
-        assert_eq!(guard.admit_at("aa", now + Duration::from_secs(601)), Ok(()));
-        guard.forget("bb");
-        assert_eq!(guard.admit_at("bb", now), Ok(()), "forgotten after a 503");
-    }
-
-    #[test]
-    fn the_table_stays_bounded() {
-        let guard = ReplayGuard::new(Duration::from_secs(1));
-        let start = Instant::now();
-        for i in 0..MAX_REMEMBERED {
-            guard.admit_at(&i.to_string(), start).expect("room");
-        }
-        assert_eq!(guard.admit_at("one more", start), Err(Refusal::Full));
-        // Once the first ones are out of their window, they make room.
-        assert_eq!(guard.admit_at("one more", start + Duration::from_secs(3)), Ok(()));
-        assert_eq!(guard.remembered(), 1);
+        assert_eq!(guard.keep(), Duration::from_secs(600));
+        assert_eq!(ReplayGuard::digest("aa"), ReplayGuard::digest("aa"));
+        assert_ne!(ReplayGuard::digest("aa"), ReplayGuard::digest("ab"));
     }
 }

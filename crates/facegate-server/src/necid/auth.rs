@@ -12,7 +12,7 @@ use axum::response::Response;
 use facegate_core::Error;
 use time::OffsetDateTime;
 
-use crate::auth::replay::Refusal;
+use crate::auth::replay::ReplayGuard;
 use crate::auth::sigv4::{authorization_from_headers, verify, SigV4Error, SignedRequest};
 use crate::auth::AuthError;
 use crate::error::ApiError;
@@ -50,18 +50,19 @@ pub async fn refuse_replays(State(state): State<AppState>, req: Request, next: N
     let Some(Signature(signature)) = req.extensions().get::<Signature>().cloned() else {
         return Err(Error::Internal("refuse_replays runs after require_signed_request".into()).into());
     };
-    match state.replay_guard.admit(&signature) {
-        Ok(()) => {}
-        Err(Refusal::Replayed) => {
-            tracing::warn!(method = %req.method(), path = ?req.uri().path(), "refused a replayed signed request");
-            return Err(AuthError::Replayed.into());
-        }
-        Err(Refusal::Full) => return Err(Error::Overloaded.into()),
+    let digest = ReplayGuard::digest(&signature);
+    // A store that cannot record the signature cannot promise the write happens once: the
+    // request is refused with the store's error (503 for a store that is down or busy).
+    if !state.service.admit_signature(digest, state.replay_guard.keep()).await? {
+        tracing::warn!(method = %req.method(), path = ?req.uri().path(), "refused a replayed signed request");
+        return Err(AuthError::Replayed.into());
     }
     let response = next.run(req).await;
     if response.status() == StatusCode::SERVICE_UNAVAILABLE {
         // Refused before anything was done: the client's retry of this very request is no replay.
-        state.replay_guard.forget(&signature);
+        if let Err(e) = state.service.forget_signature(digest).await {
+            tracing::warn!(error = %e, "could not forget the signature of a write refused with 503; its retry will be refused as a replay");
+        }
     }
     Ok(response)
 }

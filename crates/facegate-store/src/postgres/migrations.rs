@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_reindex_staging.sql"),
     include_str!("migrations/0003_credential_expiry.sql"),
+    include_str!("migrations/0004_used_signatures.sql"),
 ];
 
 /// Serialises schema changes between nodes (an arbitrary, fixed 64-bit key: "facegate").

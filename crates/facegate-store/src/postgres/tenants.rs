@@ -82,6 +82,10 @@ impl PgStore {
     }
 }
 
+/// Expired signature records each admission deletes at most: more than the one it adds, so the
+/// table shrinks back to one window's writes, and few enough that no write waits on a long prune.
+const PRUNE_PER_ADMISSION: i64 = 64;
+
 impl facegate_core::TenantStore for PgStore {
     fn create_tenant(&self, name: &str, token_hash: &str) -> facegate_core::Result<Tenant> {
         let mut conn = self.conn()?;
@@ -180,6 +184,34 @@ impl facegate_core::TenantStore for PgStore {
         grace: Duration,
     ) -> facegate_core::Result<u64> {
         Ok(self.rotate_credentials_impl(tenant_id, new, grace)?)
+    }
+
+    fn admit_signature(&self, digest: &[u8], keep: Duration) -> facegate_core::Result<bool> {
+        let run = || -> Result<bool> {
+            let mut conn = self.conn()?;
+            // Rows another node is pruning at the same time are skipped rather than waited for.
+            conn.execute(
+                "DELETE FROM used_signatures WHERE digest IN (SELECT digest FROM used_signatures \
+                 WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)",
+                &[&PRUNE_PER_ADMISSION],
+            )?;
+            // A second node inserting the same digest waits for the first's commit, then finds
+            // the row live and changes nothing; an expired record of it is taken over.
+            let changed = conn.execute(
+                "INSERT INTO used_signatures (digest, expires_at) \
+                 VALUES ($1, now() + make_interval(secs => $2::float8)) \
+                 ON CONFLICT (digest) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+                 WHERE used_signatures.expires_at <= now()",
+                &[&digest, &keep.as_secs_f64()],
+            )?;
+            Ok(changed == 1)
+        };
+        Ok(run()?)
+    }
+
+    fn forget_signature(&self, digest: &[u8]) -> facegate_core::Result<()> {
+        self.conn()?.execute("DELETE FROM used_signatures WHERE digest = $1", &[&digest]).map_err(StoreError::from)?;
+        Ok(())
     }
 
     fn delete_tenant(&self, tenant_id: &str) -> facegate_core::Result<TenantPurge> {

@@ -9,8 +9,12 @@ use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use super::{scrub_wal, tenant_from_row, SqliteStore};
 use crate::error::{unique_violation, Result, StoreError};
 
+/// Expired signature records each admission deletes at most: more than the one it adds, so the
+/// table shrinks back to one window's writes, and few enough that no write waits on a long prune.
+const PRUNE_PER_ADMISSION: i64 = 64;
+
 /// Now, as credentials' `expires_unix_ms` counts.
-fn now_unix_ms() -> i64 {
+pub(super) fn now_unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -232,6 +236,36 @@ impl facegate_core::TenantStore for SqliteStore {
         grace: Duration,
     ) -> facegate_core::Result<u64> {
         Ok(self.rotate_credentials_impl(tenant_id, new, grace)?)
+    }
+
+    fn admit_signature(&self, digest: &[u8], keep: Duration) -> facegate_core::Result<bool> {
+        Ok(self.write(|tx| {
+            let now = now_unix_ms();
+            let until = now.saturating_add(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            tx.prepare_cached(
+                "DELETE FROM used_signatures WHERE digest IN \
+                 (SELECT digest FROM used_signatures WHERE expires_unix_ms <= ?1 LIMIT ?2)",
+            )?
+            .execute(params![now, PRUNE_PER_ADMISSION])?;
+            // An expired record of the same digest (kept past its time by a slow prune) is
+            // taken over; a live one leaves the row as it is, and no row changes.
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO used_signatures (digest, expires_unix_ms) VALUES (?1, ?2) \
+                     ON CONFLICT (digest) DO UPDATE SET expires_unix_ms = excluded.expires_unix_ms \
+                     WHERE used_signatures.expires_unix_ms <= ?3",
+                )?
+                .execute(params![digest, until, now])?;
+            Ok(changed == 1)
+        })?)
+    }
+
+    fn forget_signature(&self, digest: &[u8]) -> facegate_core::Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM used_signatures WHERE digest = ?1")?.execute([digest])?;
+            Ok(())
+        })?;
+        Ok(())
     }
 
     fn delete_tenant(&self, tenant_id: &str) -> facegate_core::Result<TenantPurge> {
