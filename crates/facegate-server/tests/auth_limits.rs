@@ -32,7 +32,7 @@ async fn repeated_failures_from_one_address_get_429_until_the_bucket_refills() {
     // Four failures of any kind are answered normally, in both dialects...
     let (status, _) = send(http.get(&person).header("Authorization", "Token wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = send(http.get(&person)).await;
+    let (status, _) = send(http.get(&person).header("Authorization", "Basic d3Jvbmc6d3Jvbmc=")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let forged = ApiCredentials { secret_access_key: "not the secret".into(), ..tenant.credentials.clone() };
     let (status, _) = send(nec_request(&server, &forged, "GET", "/v1.1/subjects/nobody/events", None)).await;
@@ -81,5 +81,36 @@ async fn a_zero_burst_turns_the_limit_off() {
         let (status, _) = send(http.get(server.url("/miicloud/person/x")).header("Authorization", "Token no")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_a_credential_never_lock_out_an_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_on_fakes(dir.path(), limited()).await;
+    let http = client();
+    let tenant = server.service.create_tenant("acme").await.expect("tenant");
+    // What any web page can make its visitor's browser send: POSTs with no credential at all,
+    // many times the burst, in both dialects. Each gets its own 401/403, never 429.
+    for _ in 0..22 {
+        let (status, body) = send(http.post(server.url("/miicloud/person")).body("x")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let (status, body) = send(http.post(server.url("/v1.1/subjects")).body("{}")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+    // The real clients behind that address still get in, in both dialects.
+    let good = format!("Token {}", tenant.token);
+    let (status, _) = send(http.get(server.url("/miicloud/person/nobody")).header("Authorization", &good)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) =
+        send(nec_request(&server, &tenant.credentials, "GET", "/v1.1/subjects/nobody/events", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A wrong credential still counts: four of them, and the address is limited.
+    for _ in 0..4 {
+        let (status, _) = send(http.get(server.url("/miicloud/person/x")).header("Authorization", "Token no")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = send(http.get(server.url("/miicloud/person/nobody")).header("Authorization", &good)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     server.stop().await;
 }

@@ -12,6 +12,7 @@ pub mod token;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use facegate_core::telemetry::{AUTH_FAILURES, AUTH_THROTTLED};
 
@@ -32,6 +33,14 @@ pub enum AuthError {
     Core(#[from] facegate_core::Error),
 }
 
+/// Whether a request carries a credential of either dialect, right or wrong.
+fn presents_credential(headers: &HeaderMap) -> bool {
+    headers.contains_key(AUTHORIZATION) || headers.contains_key(API_KEY_HEADER)
+}
+
+/// NEC ID's credential header.
+const API_KEY_HEADER: &str = "x-api-key";
+
 /// Counts failed authentications per client and refuses clients that failed too often.
 pub struct AuthGate {
     throttle: AuthFailureThrottle,
@@ -44,9 +53,15 @@ impl AuthGate {
     }
 
     /// The address failures are counted against: the connection's, or the forwarded client's
-    /// when the connection comes from a trusted proxy. None when there is no socket (a router
-    /// driven directly in tests), and then nothing is counted.
+    /// when the connection comes from a trusted proxy. None, and then nothing is counted or
+    /// limited, when there is no socket (a router driven directly in tests) or when the request
+    /// presents no credential of either dialect (no `Authorization`, no `x-api-key`): such a
+    /// request guesses nothing, and any web page can make a browser send it, so counting it would
+    /// let a page lock out the real clients behind its visitor's address.
     pub fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        if !presents_credential(headers) {
+            return None;
+        }
         peer.map(|peer| self.proxies.client_key(peer.ip(), headers))
     }
 
