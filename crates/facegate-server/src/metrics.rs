@@ -6,7 +6,7 @@
 //! monitoring network reaches, while the API's listener faces clients through the TLS proxy.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -19,6 +19,7 @@ use facegate_core::telemetry::{
     self, AUTH_FAILURES, AUTH_THROTTLED, BULK_RECORDS, DURATION_BUCKETS, HTTP_DURATION, HTTP_REQUESTS, POOL_REJECTIONS,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 use crate::http_limits::Dialect;
 use crate::state::AppState;
@@ -26,6 +27,13 @@ use crate::state::AppState;
 /// The route label of requests no route matched: one value, so that scanners probing random
 /// paths cannot grow the label set.
 const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// How long a gauge that was not set again stays on the page. Every gauge is set afresh just
+/// before each page is rendered (`FaceService::publish_gauges`), so a gauge older than this
+/// belongs to something gone, such as a deleted tenant's `facegate_templates` series, and
+/// dropping it is what keeps a node from showing the tenant for ever. A second is far longer
+/// than setting the gauges takes, and far shorter than any scrape interval.
+const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The process's Prometheus recorder, installed on first use: the `metrics` facade takes one
 /// global recorder, and a test process starts many servers.
@@ -36,6 +44,7 @@ pub fn recorder() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(DURATION_BUCKETS)
                 .expect("the duration buckets are a fixed, non-empty list")
+                .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only when another recorder is installed already; then that one records,
@@ -79,7 +88,8 @@ pub fn router(state: AppState, handle: PrometheusHandle) -> Router {
 }
 
 async fn render(State((state, handle)): State<(AppState, PrometheusHandle)>) -> Response {
-    // A gauge that cannot be read now keeps its last value; the page is still worth serving.
+    // Gauges that cannot be read now are left out (their last value would be a guess); the rest
+    // of the page is still worth serving.
     if let Err(e) = state.service.publish_gauges().await {
         tracing::warn!(error = %e, "reading the gauges for /metrics failed");
     }

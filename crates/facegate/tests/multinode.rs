@@ -254,3 +254,100 @@ fn a_node_killed_mid_bulk_job_leaves_its_records_to_the_others() {
     }
     eprintln!("{done_at_kill} of {total} records were processed when node 3 was killed");
 }
+
+/// One signed NEC ID write, sent byte for byte to two nodes of one database, creates one subject:
+/// the second node refuses it as a replay, and so does the first after a restart.
+#[test]
+fn a_signed_write_is_carried_out_once_on_any_node_and_after_a_restart() {
+    let Some(pg) = PgCluster::start() else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let bucket = dirs[2].path();
+    let mut nodes: Vec<SandboxServer> = (0..2).map(|i| node(pg.url(), dirs[i].path(), bucket, &[])).collect();
+    let creds = tenant_create(pg.url(), "replayed");
+    let key = |name: &str| creds[name].as_str().expect("credential").to_owned();
+    let face = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, yao());
+    let body = json!({"face": face}).to_string().into_bytes();
+    // Signed once, for `Host: x` (what `common::http` sends), then sent as is.
+    let headers = facegate_testkit::nec_headers(
+        "POST",
+        "x",
+        "/v1.1/subjects",
+        &body,
+        &key("api_key"),
+        &key("access_key_id"),
+        &key("secret_access_key"),
+    );
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let send = |node: &SandboxServer| http(&node.addr, "POST", "/v1.1/subjects", &headers, &body);
+
+    let (status, answer) = send(&nodes[0]);
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = send(&nodes[1]);
+    assert_eq!(status, 403, "the second node refuses the replay: {answer}");
+    assert!(answer.contains("already accepted"), "{answer}");
+    nodes[0].terminate();
+    assert!(nodes[0].wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    nodes[0] = node(pg.url(), dirs[0].path(), bucket, &[]);
+    let (status, answer) = send(&nodes[0]);
+    assert_eq!(status, 403, "the restarted node refuses the replay: {answer}");
+
+    let mut db = postgres::Client::connect(pg.url(), postgres::NoTls).expect("connect");
+    let tenant_id = creds["id"].as_str().expect("id");
+    let subjects: i64 =
+        db.query_one("SELECT COUNT(*) FROM subjects WHERE tenant_id = $1", &[&tenant_id]).expect("count").get(0);
+    assert_eq!(subjects, 1, "one signed write, one subject");
+}
+
+/// A free loopback port for a node's metrics listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `facegate_templates{tenant_id=…}` leaves every node's /metrics once the tenant is deleted.
+#[test]
+fn every_node_drops_a_deleted_tenants_gauge() {
+    let Some(pg) = PgCluster::start() else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let bucket = dirs[2].path();
+    let metrics: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let nodes: Vec<SandboxServer> =
+        (0..2).map(|i| node(pg.url(), dirs[i].path(), bucket, &["--metrics-listen", &metrics[i]])).collect();
+    let creds = tenant_create(pg.url(), "gone-soon");
+    let tenant_id = creds["id"].as_str().expect("id").to_owned();
+    let face = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, yao());
+    let (status, body) = nec(&nodes[0].addr, &creds, "POST", "/v1.1/subjects", Some(&json!({"face": face})));
+    assert_eq!(status, 201, "{body}");
+    let series = format!("facegate_templates{{tenant_id=\"{tenant_id}\"}}");
+    let scrape = |at: &str| http(at, "GET", "/metrics", &[], &[]).1;
+    let within = |at: &str, line: &str, want: bool| {
+        let started = Instant::now();
+        loop {
+            let page = scrape(at);
+            if page.contains(line) == want {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{at}: {line} present = {}:\n{page}", !want);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // One template on every node, once the change log has reached it.
+    for at in &metrics {
+        within(at, &format!("{series} 1"), true);
+    }
+    let out = common::facegate()
+        .args(["tenant", "delete", "gone-soon", "--yes", "--database-url", pg.url(), "--data-dir"])
+        .arg(dirs[0].path())
+        .output()
+        .expect("tenant delete");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The gauge is read afresh for each page, so the series is gone from the next one after
+    // the delete reached the node, and never comes back.
+    for at in &metrics {
+        within(at, &series, false);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for at in &metrics {
+        assert!(!scrape(at).contains(&series), "{at} shows the deleted tenant again");
+    }
+    drop(nodes);
+}
