@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use facegate_core::jobs::{check_filename, ImageSource, SourceError, SourceFuture};
 use facegate_core::Tenant;
+use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, RetryConfig};
@@ -116,6 +117,124 @@ impl BucketSource {
             }
         }
     }
+}
+
+impl BucketSource {
+    /// Whether a tenant's area holds any file (or object), so that `facegate tenant create` does
+    /// not hand a new tenant the photos another tenant of the same name left behind.
+    pub async fn area_holds_files(&self, area: &str) -> Result<bool> {
+        check_area(area)?;
+        match &self.backend {
+            Backend::Local(root) => {
+                let path = root.join(area);
+                tokio::task::spawn_blocking(move || local_area_holds_files(&path))
+                    .await
+                    .map_err(|e| StoreError::Inconsistent(format!("listing task failed: {e}")))?
+            }
+            Backend::Object(store) => {
+                let prefix = object_store::path::Path::from(area);
+                let first = store.list(Some(&prefix)).try_next().await.map_err(|e| self.object_failure(e))?;
+                Ok(first.is_some())
+            }
+        }
+    }
+
+    /// Removes a tenant's area and everything in it; returns how many files (or objects) went.
+    /// A local area that is a symbolic link loses the link only, never what it points at.
+    pub async fn remove_area(&self, area: &str) -> Result<u64> {
+        check_area(area)?;
+        match &self.backend {
+            Backend::Local(root) => {
+                let path = root.join(area);
+                tokio::task::spawn_blocking(move || remove_local_area(&path))
+                    .await
+                    .map_err(|e| StoreError::Inconsistent(format!("removal task failed: {e}")))?
+            }
+            Backend::Object(store) => {
+                let prefix = object_store::path::Path::from(area);
+                let objects: Vec<_> =
+                    store.list(Some(&prefix)).try_collect().await.map_err(|e| self.object_failure(e))?;
+                for object in &objects {
+                    match store.delete(&object.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(self.object_failure(e)),
+                    }
+                }
+                Ok(objects.len() as u64)
+            }
+        }
+    }
+
+    fn object_failure(&self, e: object_store::Error) -> StoreError {
+        StoreError::Inconsistent(format!("bulk source {}: {e}", self.location))
+    }
+}
+
+/// A tenant's area is one plain folder name: a tenant name, which `validate_tenant_name` keeps to
+/// a safe alphabet; checked again here because this removes files.
+fn check_area(area: &str) -> Result<()> {
+    if area.is_empty() || area.starts_with('.') || area.contains('/') || area.contains('\\') {
+        return Err(StoreError::Inconsistent(format!("{area:?} names no tenant area")));
+    }
+    Ok(())
+}
+
+fn local_area_holds_files(path: &Path) -> Result<bool> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
+    };
+    if !meta.is_dir() {
+        // A link or a file where the area would be: something is there all the same.
+        return Ok(true);
+    }
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let listing = std::fs::read_dir(&dir).map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?;
+        for entry in listing {
+            let entry = entry.map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?;
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => todo.push(entry.path()),
+                _ => return Ok(true),
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Files (anything but folders, links included) under `dir`, links not followed.
+fn count_files_under(dir: &Path) -> std::io::Result<u64> {
+    let mut files = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                todo.push(entry.path());
+            } else {
+                files += 1;
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn remove_local_area(path: &Path) -> Result<u64> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
+    };
+    let removing = |e| StoreError::io(format!("removing {}", path.display()), e);
+    if !meta.is_dir() {
+        std::fs::remove_file(path).map_err(removing)?;
+        return Ok(1);
+    }
+    let files = count_files_under(path).map_err(removing)?;
+    // remove_dir_all does not follow links inside the folder: a link goes, its target stays.
+    std::fs::remove_dir_all(path).map_err(removing)?;
+    Ok(files)
 }
 
 impl ImageSource for BucketSource {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use facegate_core::{FaceService, Store};
 use facegate_engine::OrtEngine;
 use facegate_index::FlatIndex;
-use facegate_store::{DataDirLock, DataKey, PgRole, PgStore, SqliteStore};
+use facegate_store::{BucketSource, DataDirLock, DataKey, PgRole, PgStore, SqliteStore};
 
 use crate::config::{self, Config};
 
@@ -143,4 +143,16 @@ pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(A
     let templates = service.load_index().context("loading templates into the index")?;
     tracing::info!(templates, ms = started.elapsed().as_millis() as u64, "index loaded");
     Ok((service, backend))
+}
+
+/// Where NEC bulk registration reads files: `bulk_source` (a folder or `s3://`), else the data
+/// directory's `bucket/`. `serve` reads from it, and `tenant create|delete` look after the
+/// tenant's folder in it.
+pub fn bulk_source(config: &Config) -> anyhow::Result<BucketSource> {
+    let source = match config.server.bulk_source.as_deref() {
+        Some(url) if url.starts_with("s3://") => BucketSource::s3(url, config.server.bulk_s3_endpoint.as_deref()),
+        Some(dir) => BucketSource::local(Path::new(dir)),
+        None => BucketSource::local(&config.store.data_dir.join("bucket")),
+    };
+    source.context("setting up the bulk registration source")
 }

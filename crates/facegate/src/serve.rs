@@ -7,7 +7,6 @@ use clap::Args;
 use facegate_core::StaleTemplates;
 use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
 use facegate_server::AppState;
-use facegate_store::BucketSource;
 
 use crate::config::{Config, EngineArgs, FileConfig, Flags, ServerArgs, ServiceArgs, StoreArgs};
 use crate::runtime::build_service;
@@ -66,7 +65,7 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
             }
             None => None,
         };
-        let bucket = bulk_source(&config)?;
+        let bucket = crate::runtime::bulk_source(&config)?;
         tracing::info!(source = bucket.location(), "bulk registration source");
         bucket.move_renamed_areas(&renamed_tenants);
         let state = AppState::new(service, config.settings(), Some(std::sync::Arc::new(bucket)));
@@ -145,15 +144,6 @@ fn check_stale_templates(stale: &StaleTemplates, model_id: &str, allow: bool) ->
         "STARTING WITH SUBJECTS SEARCH CANNOT FIND (--allow-stale-templates): {message}"
     );
     Ok(())
-}
-
-fn bulk_source(config: &Config) -> anyhow::Result<BucketSource> {
-    let source = match config.server.bulk_source.as_deref() {
-        Some(url) if url.starts_with("s3://") => BucketSource::s3(url, config.server.bulk_s3_endpoint.as_deref()),
-        Some(dir) => BucketSource::local(std::path::Path::new(dir)),
-        None => BucketSource::local(&config.store.data_dir.join("bucket")),
-    };
-    source.context("setting up the bulk registration source")
 }
 
 /// Reopens `audit.log` on each SIGHUP, the logrotate convention (`docs/security.md`). Registered

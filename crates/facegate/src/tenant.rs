@@ -6,17 +6,42 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use facegate_core::service::{create_tenant, delete_tenant, rotate_credentials, DEFAULT_CREDENTIAL_GRACE};
+use facegate_core::service::{
+    create_tenant, delete_tenant, rotate_credentials, validate_tenant_name, DEFAULT_CREDENTIAL_GRACE,
+};
 use facegate_core::Store;
 
 use crate::config::{Config, FileConfig, Flags, StoreArgs};
+use facegate_store::BucketSource;
+
 use crate::runtime::{open_beside_nodes, open_store};
+
+/// Where the servers read bulk registration files, as `serve` takes it, so that `tenant create`
+/// and `delete` look after the same folder the servers read.
+#[derive(clap::Args, Debug)]
+pub struct BulkFolderArgs {
+    /// The servers' bulk source: a folder or s3://bucket/prefix, one `<tenant name>/` folder per
+    /// tenant [default: the `bulk_source` of the environment or config file, else <data-dir>/bucket]
+    #[arg(long, env = "FACEGATE_BULK_SOURCE")]
+    bulk_source: Option<String>,
+    /// S3-compatible endpoint URL for an s3:// bulk source
+    #[arg(long, env = "FACEGATE_BULK_S3_ENDPOINT")]
+    bulk_s3_endpoint: Option<String>,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
-    /// Create a tenant and print its id and token as JSON. The token is shown only once.
+    /// Create a tenant and print its id and token as JSON. The token is shown only once. Refused
+    /// when the tenant's folder of the bulk source already holds files (left by an earlier
+    /// tenant of that name, say), unless --adopt-bulk-folder says they are the new tenant's.
     Create {
         name: String,
+        #[command(flatten)]
+        bulk: BulkFolderArgs,
+        /// Create the tenant although its bulk folder already holds files, which then become its
+        /// own to register
+        #[arg(long)]
+        adopt_bulk_folder: bool,
         #[command(flatten)]
         data: StoreArgs,
     },
@@ -40,15 +65,21 @@ pub enum TenantCommand {
         data: StoreArgs,
     },
     /// Delete a tenant and everything stored under it (people, face images, templates, tags,
-    /// bulk jobs, credentials, its folder of the default bulk source `<data-dir>/bucket/<name>/`),
-    /// for good, and print what was removed as JSON. On SQLite the server must be stopped;
-    /// PostgreSQL nodes may run (they drop the tenant at once). A bulk source elsewhere
-    /// (`--bulk-source`, S3) is the operator's to clear.
+    /// bulk jobs, credentials, and its folder `<name>/` of the bulk source: `--bulk-source`, a
+    /// shared folder or S3, else `<data-dir>/bucket`), for good, and print what was removed as
+    /// JSON. On SQLite the server must be stopped; PostgreSQL nodes may run (they drop the tenant
+    /// at once).
     Delete {
         name: String,
         /// Confirms the deletion; nothing is deleted without it.
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        bulk: BulkFolderArgs,
+        /// Leave the tenant's bulk folder as it is (its photos are kept elsewhere, say); a tenant
+        /// created later under the same name is then refused until the folder is cleared
+        #[arg(long)]
+        keep_bulk_folder: bool,
         #[command(flatten)]
         data: StoreArgs,
     },
@@ -56,8 +87,21 @@ pub enum TenantCommand {
 
 pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
     match cmd {
-        TenantCommand::Create { name, data } => {
-            let store = store(&data, file)?;
+        TenantCommand::Create { name, bulk, adopt_bulk_folder, data } => {
+            let config = Config::resolve(file, Flags { store: Some(&data), ..Flags::default() })?;
+            let source = bulk_source(&config, bulk)?;
+            if !adopt_bulk_folder && validate_tenant_name(&name).is_ok() {
+                let holds = block_on(source.area_holds_files(&name))?
+                    .with_context(|| format!("looking at the bulk folder of {name:?} in {}", source.location()))?;
+                anyhow::ensure!(
+                    !holds,
+                    "the bulk folder {name}/ of {} already holds files, perhaps those of an earlier tenant of this \
+                     name; a new tenant would bulk-register them as its own. Clear that folder first, or add \
+                     --adopt-bulk-folder if they are meant for this tenant",
+                    source.location()
+                );
+            }
+            let store = open_store(&config.store)?;
             let created = create_tenant(store.as_ref(), &name)?;
             let c = &created.credentials;
             println!(
@@ -105,38 +149,71 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
                 })
             );
         }
-        TenantCommand::Delete { name, yes, data } => {
+        TenantCommand::Delete { name, yes, bulk, keep_bulk_folder, data } => {
             anyhow::ensure!(
                 yes,
-                "deleting tenant {name:?} removes all its people, face images, templates, tags, bulk jobs and \
-                 credentials for good; add --yes to confirm"
+                "deleting tenant {name:?} removes all its people, face images, templates, tags, bulk jobs, \
+                 credentials and its bulk folder for good; add --yes to confirm"
             );
             let config = Config::resolve(file, Flags { store: Some(&data), ..Flags::default() })?;
+            // Set up before anything is deleted, so that a bulk source that cannot be reached
+            // stops the command while the tenant is still whole.
+            let source = bulk_source(&config, bulk)?;
             let backend = open_beside_nodes(&config)?;
             crate::audit_log::open_in(&config.store.data_dir)?;
             let store = backend.store();
             let (tenant, removed) =
                 delete_tenant(store.as_ref(), &name).with_context(|| format!("deleting tenant {name:?}"))?;
-            // The default bulk source's folder is the tenant's too: left behind, a tenant created
-            // later under the same name could register the old one's photos. A source elsewhere
-            // (`--bulk-source`, S3) is the operator's storage and is left to them.
-            let staged = config.store.data_dir.join("bucket").join(&tenant.name);
-            let bulk_folder_removed = staged.is_dir();
-            if bulk_folder_removed {
-                std::fs::remove_dir_all(&staged).with_context(|| format!("removing {}", staged.display()))?;
-            }
+            // The tenant's bulk folder goes too: left behind, a tenant created later under the
+            // same name would register the deleted one's photos.
+            let bulk_files_removed = if keep_bulk_folder {
+                tracing::warn!(folder = %format!("{}/{}", source.location(), tenant.name),
+                    "kept the deleted tenant's bulk folder (--keep-bulk-folder)");
+                None
+            } else {
+                let files = block_on(source.remove_area(&tenant.name))?.with_context(|| {
+                    format!(
+                        "tenant {name:?} is deleted, but its bulk folder {}/ of {} could not be removed; remove it \
+                         by hand",
+                        tenant.name,
+                        source.location()
+                    )
+                })?;
+                Some(files)
+            };
             println!(
                 "{}",
                 serde_json::json!({
                     "id": tenant.id,
                     "name": tenant.name,
                     "removed": removed,
-                    "bulk_source_folder_removed": bulk_folder_removed,
+                    "bulk_source": source.location(),
+                    "bulk_source_folder_removed": bulk_files_removed.is_some(),
+                    "bulk_source_files_removed": bulk_files_removed.unwrap_or(0),
                 })
             );
         }
     }
     Ok(())
+}
+
+/// The bulk source as `serve` resolves it, with this command's flags first.
+fn bulk_source(config: &Config, bulk: BulkFolderArgs) -> anyhow::Result<BucketSource> {
+    let mut config = config.clone();
+    if bulk.bulk_source.is_some() {
+        config.server.bulk_source = bulk.bulk_source;
+    }
+    if bulk.bulk_s3_endpoint.is_some() {
+        config.server.bulk_s3_endpoint = bulk.bulk_s3_endpoint;
+    }
+    crate::runtime::bulk_source(&config)
+}
+
+/// Runs one bulk-source call (S3 is asynchronous) on a runtime of its own: the tenant commands
+/// have no other.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a runtime")?;
+    Ok(runtime.block_on(work))
 }
 
 fn store(flags: &StoreArgs, file: &FileConfig) -> anyhow::Result<Arc<dyn Store>> {

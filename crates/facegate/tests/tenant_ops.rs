@@ -267,3 +267,48 @@ fn sighup_reopens_the_audit_log_for_logrotate() {
     let mode = std::fs::metadata(data.join("audit.log")).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the new file is private too");
 }
+
+/// With the bulk source in a shared folder outside the data directory (`--bulk-source`, as
+/// docs/deployment.md sets up), `tenant delete` removes the tenant's folder there too (or keeps
+/// it when told), and `tenant create` refuses a name whose folder still holds files, unless
+/// told they are the new tenant's: a re-created tenant never bulk-registers a deleted one's photos.
+#[test]
+fn a_deleted_tenants_shared_bulk_folder_goes_with_it_and_a_new_namesake_is_warned() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let shared = tempfile::tempdir().expect("tempdir");
+    let data = data.path();
+    let source = shared.path().to_str().expect("utf-8 path").to_owned();
+    let stage = |name: &str| {
+        std::fs::create_dir_all(shared.path().join(name).join("sub")).expect("mkdir");
+        std::fs::write(shared.path().join(name).join("sub/staged.jpg"), yao()).expect("stage");
+    };
+
+    run_json(&mut tenant(&["create", "acme", "--bulk-source", &source], data));
+    stage("acme");
+    stage("other");
+    let summary = run_json(&mut tenant(&["delete", "acme", "--yes", "--bulk-source", &source], data));
+    assert_eq!(summary["bulk_source_folder_removed"], true, "{summary}");
+    assert_eq!(summary["bulk_source_files_removed"], 1, "{summary}");
+    assert!(!shared.path().join("acme").exists(), "the deleted tenant's folder is gone");
+    assert!(shared.path().join("other/sub/staged.jpg").is_file(), "another tenant's folder stays");
+    run_json(&mut tenant(&["create", "acme", "--bulk-source", &source], data));
+
+    // Files left in a name's folder: refused, unless adopted. The environment names the source
+    // as well as the flag does.
+    stage("globex");
+    let refused = tenant(&["create", "globex"], data).env("FACEGATE_BULK_SOURCE", &source).output().expect("run");
+    assert!(!refused.status.success(), "a name whose bulk folder holds files is refused");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("already holds files") && stderr.contains("--adopt-bulk-folder"), "{stderr}");
+    let listed = run_json(&mut tenant(&["list"], data));
+    assert!(!listed.to_string().contains("globex"), "nothing was created: {listed}");
+    run_json(&mut tenant(&["create", "globex", "--adopt-bulk-folder", "--bulk-source", &source], data));
+
+    // Kept on request, and then a namesake is refused again.
+    let summary =
+        run_json(&mut tenant(&["delete", "globex", "--yes", "--keep-bulk-folder", "--bulk-source", &source], data));
+    assert_eq!(summary["bulk_source_folder_removed"], false, "{summary}");
+    assert!(shared.path().join("globex/sub/staged.jpg").is_file());
+    let refused = tenant(&["create", "globex", "--bulk-source", &source], data).output().expect("run");
+    assert!(!refused.status.success());
+}
