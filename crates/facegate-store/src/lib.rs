@@ -31,8 +31,8 @@ pub use postgres::rotate::rotate_key_postgres;
 pub use postgres::{PgRole, PgStore, DEFAULT_CLAIM_LEASE};
 pub use rotate::{rotate_key, RotationReport};
 pub use sqlite::backup::{
-    check_image_path, image_file, inspect_database, snapshot_database, DatabaseSummary, ImageEntry, DATABASE_FILE,
-    IMAGES_DIR,
+    check_image_path, image_file, inspect_database, revoke_all_credentials, snapshot_database, DatabaseSummary,
+    ImageEntry, DATABASE_FILE, IMAGES_DIR,
 };
 pub use sqlite::SqliteStore;
 

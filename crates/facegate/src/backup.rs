@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context};
 use clap::Args;
 use facegate_core::service::{escape_controls, AUDIT_TARGET};
-use facegate_store::{check_image_path, image_file, inspect_database, snapshot_database, DatabaseSummary};
+use facegate_store::{
+    check_image_path, image_file, inspect_database, revoke_all_credentials, snapshot_database, DatabaseSummary,
+};
 use facegate_store::{DATABASE_FILE, IMAGES_DIR};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -64,6 +66,11 @@ pub struct RestoreArgs {
     /// The data directory to restore into; it must be empty or missing
     #[arg(long)]
     data_dir: PathBuf,
+    /// Restore with every tenant's credentials revoked (for a restore after a compromise): the
+    /// backup's tokens and keys, leaked or revoked since, open nothing, and each tenant gets new
+    /// ones with `facegate tenant rotate-credentials NAME`
+    #[arg(long)]
+    revoke_credentials: bool,
 }
 
 /// The manifest: what the file holds and how to check it.
@@ -118,6 +125,9 @@ pub fn backup(args: BackupArgs, file: &FileConfig) -> anyhow::Result<()> {
         );
     }
     let data_dir = &config.store.data_dir;
+    // Before anything is written, the audit line included: a backup written into the data
+    // directory would be renamed over a live file (the database itself, at worst).
+    refuse_target_of_the_store(&args.to, data_dir, config.store.encryption_key_file.as_deref())?;
     // Beside a running server (which holds the lock): appends whole lines, as the server does.
     crate::audit_log::open_in(data_dir)?;
     let input = args.to.display().to_string();
@@ -136,10 +146,26 @@ pub fn backup(args: BackupArgs, file: &FileConfig) -> anyhow::Result<()> {
 }
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let (manifest, bytes) = restore_into(&args.from, &args.data_dir)?;
+    let (manifest, bytes, credentials) = restore_into(&args.from, &args.data_dir, args.revoke_credentials)?;
     // Only now: the audit log is a file of the data directory, which had to be empty.
     crate::audit_log::open_in(&args.data_dir)?;
-    let summary = manifest.summary(bytes);
+    let mut summary = manifest.summary(bytes);
+    // What a restore brings back into service is the backup's credentials as they were, revoked
+    // ones included when revoked after it; the operator is told how many.
+    summary["credentials_restored"] = serde_json::json!(if args.revoke_credentials { 0 } else { credentials });
+    summary["credentials_revoked"] = serde_json::json!(if args.revoke_credentials { credentials } else { 0 });
+    if args.revoke_credentials {
+        tracing::warn!(
+            revoked = credentials,
+            "restored with every credential revoked: give each tenant new ones with `facegate tenant rotate-credentials NAME`"
+        );
+    } else if credentials > 0 {
+        tracing::warn!(
+            restored = credentials,
+            "the backup's credentials work again, including any revoked after the backup was taken; after a \
+             compromise, restore with --revoke-credentials"
+        );
+    }
     audit("restore", &args.from.display().to_string(), &summary.to_string(), "ok");
     if manifest.encrypted {
         tracing::warn!(
@@ -154,6 +180,57 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         )?
     );
     Ok(())
+}
+
+/// Refuses a backup file inside the data directory, or one that is a file the store uses (the
+/// key file, or another name of the database through a hard link), on resolved paths: `..`
+/// and symbolic links in `to` or its folder are followed first. The backup is renamed into
+/// place, so a target inside the directory would replace a live file under the running server,
+/// which keeps answering from the old one until its restart finds the backup instead.
+fn refuse_target_of_the_store(to: &Path, data_dir: &Path, key_file: Option<&Path>) -> anyhow::Result<()> {
+    let data =
+        fs::canonicalize(data_dir).with_context(|| format!("resolving the data directory {}", data_dir.display()))?;
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = to.file_name().with_context(|| format!("{} names no file", to.display()))?;
+    let folder = fs::canonicalize(&parent).with_context(|| format!("resolving the folder of {}", to.display()))?;
+    // Where the rename puts the file, and, when `to` is a link, the file it points at.
+    let mut resolved = vec![folder.join(name)];
+    if let Ok(target) = fs::canonicalize(to) {
+        resolved.push(target);
+    }
+    for path in &resolved {
+        ensure!(
+            !path.starts_with(&data),
+            "refusing to write the backup to {} (resolved: {}): it is inside the data directory {}, where it would              replace files the server is using. Write it outside the data directory",
+            to.display(),
+            path.display(),
+            data.display()
+        );
+    }
+    let mut used = vec![data.join(DATABASE_FILE)];
+    used.extend(["-wal", "-shm"].map(|suffix| data.join(format!("{DATABASE_FILE}{suffix}"))));
+    used.extend(key_file.map(Path::to_path_buf));
+    let target_ids: Vec<(u64, u64)> = resolved.iter().filter_map(|p| file_id(p)).collect();
+    for file in used {
+        let same_path = fs::canonicalize(&file).is_ok_and(|f| resolved.contains(&f));
+        let same_file = file_id(&file).is_some_and(|id| target_ids.contains(&id));
+        ensure!(
+            !same_path && !same_file,
+            "refusing to write the backup to {}: it is {}, a file the store uses",
+            to.display(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// The device and inode of an existing file: two names of one file share them.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// One audit event of an operator command that is not a tenant's (a backup covers them all).
@@ -287,7 +364,9 @@ fn write_attempt(
 }
 
 /// Restores `from` into `data_dir`, which must be empty or missing; on failure leaves it as found.
-fn restore_into(from: &Path, data_dir: &Path) -> anyhow::Result<(Manifest, u64)> {
+/// Returns the manifest, the file's size and the live credentials restored (or, with `revoke`,
+/// removed).
+fn restore_into(from: &Path, data_dir: &Path, revoke: bool) -> anyhow::Result<(Manifest, u64, u64)> {
     let created = match fs::read_dir(data_dir) {
         Ok(mut listing) => {
             ensure!(
@@ -306,7 +385,7 @@ fn restore_into(from: &Path, data_dir: &Path) -> anyhow::Result<(Manifest, u64)>
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", data_dir.display()))),
     };
-    let result = unpack(from, data_dir);
+    let result = unpack(from, data_dir, revoke);
     if result.is_err() {
         // It was empty: whatever is there now is a part of this restore.
         let cleanup = if created { fs::remove_dir_all(data_dir) } else { empty_dir(data_dir) };
@@ -329,7 +408,7 @@ fn empty_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn unpack(from: &Path, data_dir: &Path) -> anyhow::Result<(Manifest, u64)> {
+fn unpack(from: &Path, data_dir: &Path, revoke: bool) -> anyhow::Result<(Manifest, u64, u64)> {
     let file = File::open(from).with_context(|| format!("opening {}", from.display()))?;
     let file_bytes = file.metadata()?.len();
     let mut r = Hashing::new(BufReader::with_capacity(COPY_BUFFER, file));
@@ -396,10 +475,18 @@ fn unpack(from: &Path, data_dir: &Path) -> anyhow::Result<(Manifest, u64)> {
     for dir in dirs_under(&data_dir.join(IMAGES_DIR))? {
         File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
     }
+    // Before the database takes its name, so that no server ever sees the revoked credentials.
+    let credentials = if revoke {
+        let revoked = revoke_all_credentials(&pending_db).context("revoking the restored credentials")?;
+        File::open(&pending_db).and_then(|f| f.sync_all()).context("syncing the restored database")?;
+        revoked
+    } else {
+        db.credentials
+    };
     let db_path = data_dir.join(DATABASE_FILE);
     fs::rename(&pending_db, &db_path).with_context(|| format!("renaming into {}", db_path.display()))?;
     File::open(data_dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", data_dir.display()))?;
-    Ok((manifest, file_bytes))
+    Ok((manifest, file_bytes, credentials))
 }
 
 /// The database first, then image paths that stay in their tenant's folder, each once.

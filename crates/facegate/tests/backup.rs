@@ -213,3 +213,123 @@ fn a_postgres_gallery_is_pointed_to_pg_dump() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!to.exists());
 }
+
+/// `backup --to` naming the live database, by any path that resolves to the data directory (a
+/// `..` detour, a link to the folder, a link to the file), a hard link of it outside, or the
+/// key file, is refused before anything is written, while the server keeps serving; the
+/// database opens after a restart with everything enrolled after the refused backups.
+#[test]
+fn a_backup_is_never_written_over_a_file_the_store_uses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let key_file = common::generate_key_file(&dir.path().join("data.key"));
+    let args: Vec<OsString> = vec![
+        "--sandbox".into(),
+        "--data-dir".into(),
+        data.clone().into(),
+        "--encryption-key-file".into(),
+        key_file.clone().into(),
+    ];
+    let photo = yao();
+    let server = SandboxServer::spawn(&args, &[]);
+    assert_eq!(enroll(&server.addr, "before", &photo), 200);
+
+    let outside = dir.path().join("elsewhere");
+    std::fs::create_dir(&outside).expect("mkdir");
+    std::os::unix::fs::symlink(&data, outside.join("data-link")).expect("folder link");
+    std::os::unix::fs::symlink(data.join("facegate.db"), outside.join("db-link")).expect("file link");
+    std::fs::hard_link(data.join("facegate.db"), outside.join("db-hardlink")).expect("hard link");
+    let db_before = std::fs::read(data.join("facegate.db")).expect("db");
+    let targets = [
+        data.join("facegate.db"),
+        data.join("facegate.db-wal"),
+        data.join("new.fgbackup"),
+        data.join("images/new.fgbackup"),
+        outside.join("../data/facegate.db"),
+        outside.join("data-link/facegate.db"),
+        outside.join("db-link"),
+        outside.join("db-hardlink"),
+        key_file.clone(),
+    ];
+    for target in &targets {
+        let out = run(&[
+            "backup".as_ref(),
+            "--to".as_ref(),
+            target.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--encryption-key-file".as_ref(),
+            key_file.as_os_str(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a backup to {} was written", target.display());
+        assert!(stderr.contains("refusing to write the backup"), "{}: {stderr}", target.display());
+    }
+    assert!(std::fs::read(data.join("facegate.db")).expect("db").len() >= db_before.len());
+    assert!(!data.join("new.fgbackup").exists() && !data.join("images/new.fgbackup").exists());
+    assert!(!std::fs::read(&key_file).expect("key").is_empty(), "the key file is untouched");
+
+    // The server went on, and so does the database after a restart.
+    assert_eq!(enroll(&server.addr, "after", &photo), 200);
+    drop(server);
+    assert_integrity(&data);
+    let server = SandboxServer::spawn(&args, &[]);
+    assert_known(&server, "before");
+    assert_known(&server, "after");
+    // A backup beside the data directory is still written.
+    let beside = outside.join("ok.fgbackup");
+    backup(&data, &beside, Some(&key_file));
+    assert!(beside.is_file());
+}
+
+/// `restore` says how many credentials it brings back (a revoked one comes back with its
+/// backup), and `--revoke-credentials` restores with none: the old token opens nothing until the
+/// tenant is given new credentials.
+#[test]
+fn restore_counts_the_credentials_it_brings_back_and_can_revoke_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = run(&["tenant".as_ref(), "create".as_ref(), "acme".as_ref(), "--data-dir".as_ref(), data.as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tenant: Value = serde_json::from_slice(&out.stdout).expect("tenant json");
+    let token = format!("Token {}", tenant["token"].as_str().expect("token"));
+    let file = dir.path().join("creds.fgbackup");
+    backup(&data, &file, None);
+
+    let restore_with = |into: &Path, revoke: bool| -> Value {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["restore".as_ref(), "--from".as_ref(), file.as_os_str(), "--data-dir".as_ref(), into.as_os_str()];
+        if revoke {
+            args.push("--revoke-credentials".as_ref());
+        }
+        let out = run(&args);
+        assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("restore summary json")
+    };
+    // The sandbox tenant is created by `serve`, not here: acme's token, API key and access key.
+    let plain = dir.path().join("plain");
+    let answer = restore_with(&plain, false);
+    assert_eq!(answer["summary"]["credentials_restored"], 3, "{answer}");
+    assert_eq!(answer["summary"]["credentials_revoked"], 0, "{answer}");
+    let server = SandboxServer::spawn(&["--data-dir".into(), plain.clone().into()], &[]);
+    let (status, body) = http(&server.addr, "GET", "/miicloud/person/nobody", &[("Authorization", &token)], &[]);
+    assert_eq!(status, 404, "the restored token works: {body}");
+    drop(server);
+
+    let revoked = dir.path().join("revoked");
+    let answer = restore_with(&revoked, true);
+    assert_eq!(answer["summary"]["credentials_restored"], 0, "{answer}");
+    assert_eq!(answer["summary"]["credentials_revoked"], 3, "{answer}");
+    let server = SandboxServer::spawn(&["--data-dir".into(), revoked.clone().into()], &[]);
+    let (status, body) = http(&server.addr, "GET", "/miicloud/person/nobody", &[("Authorization", &token)], &[]);
+    assert_eq!(status, 401, "the backup's token opens nothing: {body}");
+    drop(server);
+    let out = run(&[
+        "tenant".as_ref(),
+        "rotate-credentials".as_ref(),
+        "acme".as_ref(),
+        "--data-dir".as_ref(),
+        revoked.as_os_str(),
+    ]);
+    assert!(out.status.success(), "new credentials after the restore: {}", String::from_utf8_lossy(&out.stderr));
+}

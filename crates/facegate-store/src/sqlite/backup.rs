@@ -17,6 +17,7 @@ use super::recorded_key_id;
 use crate::blobs::BlobStore;
 use crate::error::{Result, StoreError};
 use crate::migrations;
+use crate::tenant_purge::CREDENTIAL_TABLES;
 
 /// The database file's name in a data directory.
 pub const DATABASE_FILE: &str = "facegate.db";
@@ -48,6 +49,10 @@ pub struct DatabaseSummary {
     pub tenants: u64,
     pub subjects: u64,
     pub samples: u64,
+    /// Credentials (tokens, API keys, access keys) that have not expired: what a restore of this
+    /// database brings back into service, revoked ones included when they were still in their
+    /// grace period at the snapshot.
+    pub credentials: u64,
     /// Sorted by path.
     pub images: Vec<ImageEntry>,
     /// The id of the key templates and images are sealed with; `None` when stored in the clear.
@@ -126,6 +131,7 @@ pub fn inspect_database(path: &Path) -> Result<DatabaseSummary> {
             tenants: 0,
             subjects: 0,
             samples: 0,
+            credentials: 0,
             images: Vec::new(),
             encryption_key_id: None,
             integrity,
@@ -158,10 +164,50 @@ pub fn inspect_database(path: &Path) -> Result<DatabaseSummary> {
         tenants: count("tenants")?,
         subjects: count("subjects")?,
         samples: count("face_samples")?,
+        credentials: live_credentials(&conn, schema_version)?,
         images,
         encryption_key_id: recorded_key_id(&conn)?,
         integrity,
     })
+}
+
+/// The schema version from which credentials carry an expiry (`0009_credential_expiry.sql`).
+const CREDENTIAL_EXPIRY_SCHEMA: i64 = 9;
+
+/// Credentials not yet expired, in every tenant.
+fn live_credentials(conn: &Connection, schema_version: i64) -> Result<u64> {
+    let now = super::tenants::now_unix_ms();
+    let mut live = 0u64;
+    for table in CREDENTIAL_TABLES {
+        let sql = if schema_version >= CREDENTIAL_EXPIRY_SCHEMA {
+            format!("SELECT COUNT(*) FROM {table} WHERE expires_unix_ms IS NULL OR expires_unix_ms > ?1")
+        } else {
+            format!("SELECT COUNT(*) FROM {table} WHERE ?1 IS NOT NULL")
+        };
+        let n: i64 = conn.query_row(&sql, [now], |row| row.get(0))?;
+        live += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(live)
+}
+
+/// Removes every credential of every tenant from the database file at `path` (a restored copy,
+/// not yet served), as `facegate tenant rotate-credentials --grace 0` does for one tenant, and
+/// returns how many were live. For restoring after a compromise: the backup may hold
+/// credentials that were revoked since, or leaked; each tenant then gets new ones by rotation.
+pub fn revoke_all_credentials(path: &Path) -> Result<u64> {
+    let mut conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let schema_version = migrations::version(&conn)?;
+    let live = live_credentials(&conn, schema_version)?;
+    // secure_delete, as every delete of the store: the rows' bytes do not linger in free pages.
+    conn.pragma_update(None, "secure_delete", true)?;
+    let tx = conn.transaction()?;
+    for table in CREDENTIAL_TABLES {
+        tx.execute(&format!("DELETE FROM {table}"), [])?;
+    }
+    tx.commit()?;
+    Ok(live)
 }
 
 /// Refuses an image path that could leave its tenant's folder: `<tenant id>/<image name>`, where
