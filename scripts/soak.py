@@ -865,19 +865,19 @@ def prober(ctx):
 # ---- the final read-back -----------------------------------------------------------------------
 
 def check_subject(ctx, node, s):
-    """Problems with one subject on one node ([] when it agrees with the ledger), and whether
-    each problem is a lost write or a resurrected delete."""
+    """Problems with one subject on one node ([] when it agrees with the ledger): (kind, the
+    subject's id, what), the kind "lost" (a write) or "resurrected" (a delete)."""
     client = ctx.client
     problems = []
     if s.state == "deleted":
         if s.cpid:
             r = client.send(node, "final_mii_get", "GET", f"/miicloud/person/{s.cpid}", s.tenant, expect=(404,))
             if r is None or r.status_code != 404:
-                problems.append(("resurrected", f"{node.name}: deleted person {s.cpid} ({s.id}) answered "
+                problems.append(("resurrected", s.id, f"{node.name}: deleted person {s.cpid} ({s.id}) answered "
                                  f"{r.status_code if r is not None else 'nothing'}"))
         r = client.send(node, "final_nec_events", "GET", f"/v1.1/subjects/{s.id}/events", s.tenant, expect=(404,))
         if r is None or r.status_code != 404:
-            problems.append(("resurrected", f"{node.name}: deleted subject {s.id} answered "
+            problems.append(("resurrected", s.id, f"{node.name}: deleted subject {s.id} answered "
                              f"{r.status_code if r is not None else 'nothing'}"))
         return problems
     if s.cpid:
@@ -885,46 +885,46 @@ def check_subject(ctx, node, s):
         if s.state == "uncertain" and r is not None and r.status_code == 404:
             return []
         if r is None or r.status_code != 200:
-            problems.append(("lost", f"{node.name}: person {s.cpid} ({s.id}) answered "
+            problems.append(("lost", s.id, f"{node.name}: person {s.cpid} ({s.id}) answered "
                              f"{r.status_code if r is not None else 'nothing'}"))
         else:
             b = body_of(r)
             have = {i["image"] for i in b.get("images", [])}
             if b.get("miicloud_person_id") != s.id:
-                problems.append(("lost", f"{node.name}: person {s.cpid} is {b.get('miicloud_person_id')}, not {s.id}"))
+                problems.append(("lost", s.id, f"{node.name}: person {s.cpid} is {b.get('miicloud_person_id')}, not {s.id}"))
             if not s.images <= have:
-                problems.append(("lost", f"{node.name}: person {s.cpid} lacks images {sorted(s.images - have)}"))
+                problems.append(("lost", s.id, f"{node.name}: person {s.cpid} lacks images {sorted(s.images - have)}"))
     r = client.send(node, "final_nec_events", "GET", f"/v1.1/subjects/{s.id}/events", s.tenant, expect=(404,))
     if s.state == "uncertain" and r is not None and r.status_code == 404:
         return problems
     if r is None or r.status_code != 200:
-        problems.append(("lost", f"{node.name}: subject {s.id} events answered {r.status_code if r is not None else 'nothing'}"))
+        problems.append(("lost", s.id, f"{node.name}: subject {s.id} events answered {r.status_code if r is not None else 'nothing'}"))
         return problems
     have = {e["id"] for e in body_of(r).get("events", [])}
     if not s.events <= have:
-        problems.append(("lost", f"{node.name}: subject {s.id} lacks events {sorted(s.events - have)}"))
+        problems.append(("lost", s.id, f"{node.name}: subject {s.id} lacks events {sorted(s.events - have)}"))
     if s.deleted_events & have:
-        problems.append(("resurrected", f"{node.name}: subject {s.id} has deleted events {sorted(s.deleted_events & have)}"))
+        problems.append(("resurrected", s.id, f"{node.name}: subject {s.id} has deleted events {sorted(s.deleted_events & have)}"))
     if len(have) < max(len(s.images), 1):
-        problems.append(("lost", f"{node.name}: subject {s.id} has {len(have)} events, {len(s.images)} images acknowledged"))
+        problems.append(("lost", s.id, f"{node.name}: subject {s.id} has {len(have)} events, {len(s.images)} images acknowledged"))
     return problems
 
 
 def check_tags(ctx, node, tenant):
     r = ctx.client.send(node, "final_tag_list", "GET", "/v1.1/tags", tenant)
     if r is None or r.status_code != 200:
-        return [("lost", f"{node.name}: tag list of {tenant.name} answered {r.status_code if r is not None else 'nothing'}")]
+        return [("check_error", f"tags {tenant.name}", f"{node.name}: tag list of {tenant.name} answered {r.status_code if r is not None else 'nothing'}")]
     listed = set(body_of(r).get("tags", []))
     problems = []
     for owner in ctx.ledger.tag_owners:
         if owner["tenant"] is not tenant:
             continue
         for name in set(owner["live"]) - listed:
-            problems.append(("lost", f"{node.name}: tag {name} of {tenant.name} is missing"))
+            problems.append(("lost", f"tag {tenant.name}/{name}", f"{node.name}: tag {name} of {tenant.name} is missing"))
         for name in (owner["removed"] - owner["uncertain"]) & listed:
-            problems.append(("resurrected", f"{node.name}: removed tag {name} of {tenant.name} is listed"))
+            problems.append(("resurrected", f"tag {tenant.name}/{name}", f"{node.name}: removed tag {name} of {tenant.name} is listed"))
     if "bulk" not in listed:
-        problems.append(("lost", f"{node.name}: tag bulk of {tenant.name} is missing"))
+        problems.append(("lost", f"tag {tenant.name}/bulk", f"{node.name}: tag bulk of {tenant.name} is missing"))
     return problems
 
 
@@ -935,13 +935,13 @@ def check_index(ctx, node):
     try:
         indexed = node.templates()
     except requests.RequestException as e:
-        return [("index", f"{node.name}: metrics unreadable: {e}")]
+        return [("check_error", node.name, f"{node.name}: metrics unreadable: {e}")]
     problems = []
     ctx.index_seen["database"] = {t.name: stored.get(t.id, 0) for t in ctx.tenants}
     ctx.index_seen[node.name] = {t.name: indexed.get(t.id, 0) for t in ctx.tenants}
     for t in ctx.tenants:
         if indexed.get(t.id, 0) != stored.get(t.id, 0):
-            problems.append(("index", f"{node.name}: index holds {indexed.get(t.id, 0)} templates of {t.name}, "
+            problems.append(("index", node.name, f"{node.name}: index holds {indexed.get(t.id, 0)} templates of {t.name}, "
                              f"the database {stored.get(t.id, 0)}"))
     return problems
 
@@ -964,7 +964,7 @@ def read_back(ctx, limit):
                 return check_tags(ctx, n, what)
             return check_index(ctx, n)
         except Exception as e:  # noqa: BLE001 - a check that cannot run is a failure, not a crash
-            return [("check_error", f"{n.name}: {kind} check failed: {e!r}")]
+            return [("check_error", n.name, f"{n.name}: {kind} check failed: {e!r}")]
 
     pending, checked, retried = items, 0, 0
     first_pass_end, converged = None, 0.0
@@ -1244,10 +1244,14 @@ def run(args, ctx, work, duration, deadline_at, made_bulk_dirs, state):
     ctx.index_seen = {}
     budget = max(5.0, min(args.convergence, deadline_at - time.monotonic() - 30))
     problems, checked, retried, converged = read_back(ctx, budget)
-    lost = [m for k, m in problems if k == "lost"]
-    back = [m for k, m in problems if k == "resurrected"]
-    index = [m for k, m in problems if k == "index"]
-    check_errors = [m for k, m in problems if k == "check_error"]
+    # Counted once per subject or tag, however many nodes or faces showed it; the failure
+    # list says which node saw what.
+    lost = [m for k, _, m in problems if k == "lost"]
+    back = [m for k, _, m in problems if k == "resurrected"]
+    lost_keys = {key for k, key, _ in problems if k == "lost"}
+    back_keys = {key for k, key, _ in problems if k == "resurrected"}
+    index = [m for k, _, m in problems if k == "index"]
+    check_errors = [m for k, _, m in problems if k == "check_error"]
     crashed = [f"{w.name}: {w.error.strip().splitlines()[-1]}" for w in workers + [bulk, probe] if w.error]
     for m in lost + back + index + check_errors:
         log(f"FINAL: {m}")
@@ -1311,8 +1315,8 @@ def run(args, ctx, work, duration, deadline_at, made_bulk_dirs, state):
         "read_back": {"subjects": len(ledger.subjects), "nodes": NODES, "checks": checked,
                       "retried": retried, "converged_after_s": converged,
                       "templates": ctx.index_seen},
-        "lost_writes": len(lost),
-        "resurrected_deletes": len(back),
+        "lost_writes": len(lost_keys),
+        "resurrected_deletes": len(back_keys),
         "index_mismatches": len(index),
         "live_violations": len(ledger.live_violations),
         "nodes_not_recovered": len(never_back),
