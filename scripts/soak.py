@@ -328,6 +328,7 @@ class Stats:
         self.down_since = {n.name: None for n in nodes}
         self.outages = {n.name: [] for n in nodes}
         self.unexpected = []  # a few samples of 4xx answers the client did not expect
+        self.server_errors = []  # the first 5xx answers, with the time and the request id
         self.t0 = time.monotonic()
 
     def record(self, node, op, cls, seconds):
@@ -352,6 +353,14 @@ class Stats:
                 if since is not None:
                     self.outages[name].append((since - self.t0, now - self.t0))
                     self.down_since[name] = None
+
+    def note_server_error(self, node, op, status, text, request_id):
+        """When and where a 5xx came, to tell a database restart's from an overload's (503)."""
+        with self.lock:
+            if len(self.server_errors) < 20:
+                self.server_errors.append({"op": op, "node": node.name, "status": status,
+                                           "at_s": round(time.monotonic() - self.t0, 1), "body": text[:200],
+                                           "request_id": request_id})
 
     def note_unexpected(self, op, status, text):
         with self.lock:
@@ -474,6 +483,8 @@ class Client:
         self.stats.record(node, op, status_class(r.status_code), time.monotonic() - started)
         if 400 <= r.status_code < 500 and r.status_code not in expect:
             self.stats.note_unexpected(op, r.status_code, r.text)
+        elif r.status_code >= 500:
+            self.stats.note_server_error(node, op, r.status_code, r.text, rid)
         return r
 
 
@@ -1335,6 +1346,7 @@ def run(args, ctx, work, duration, deadline_at, made_bulk_dirs, state):
         "requests": requests_by_op,
         "errors": errors,
         "unexpected_4xx": ctx.stats.unexpected[:10],
+        "server_errors": ctx.stats.server_errors,
         "latency_ms": latency,
         "unavailability_s": unavailability,
         "kills": restarts,
