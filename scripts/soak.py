@@ -41,13 +41,15 @@ for --convergence seconds (the change log is followed within a second) before th
 
 The summary is one JSON object, the last line of stdout (progress goes to stderr). Exit status:
 0 when nothing was lost or came back, 1 when an acknowledged write was lost, a delete came back,
-an index disagreed, a node never came back or a bulk job never finished, 2 on a usage or setup
-error, 3 past the hard deadline (--minutes plus --margin). On every exit (Ctrl-C and errors
+an index disagreed, a read during the run contradicted the ledger, a node exited unasked or never
+came back, or a bulk job never finished; 2 when the soak could not run (usage, setup, an error of
+its own), 3 past the hard deadline (--minutes plus --margin), 130 when interrupted. On every exit (Ctrl-C and errors
 included) the nodes are killed and the cluster is stopped and removed; the work directory (node
 logs, PostgreSQL's log) is kept when the run failed, for inspection.
 
 usage: soak.py [--minutes N] [--kill-interval S] [--mii-clients C] [--nec-clients C]
-               [--bulk-source DIR] [--bin FACEGATE] [--seed S] [--work-dir DIR]
+               [--bulk-source DIR] [--bin FACEGATE] [--seed S] [--work-dir DIR] [--margin S]
+               [--convergence S] [--pg-restart-at S] [--keep-work]     (--help says the defaults)
 needs: python3 with requests and botocore (scripts/setup-test-tools), PostgreSQL (scripts/postgres)
 """
 import argparse
@@ -112,6 +114,10 @@ BULK_LEASE_SECS = 30
 BULK_DRAIN = 180
 PROBE_EVERY = 0.25  # /readyz of each node: the resolution of the unavailability figures
 RSS_EVERY = 10  # seconds between samples of each node's VmRSS
+
+
+class SetupError(Exception):
+    """The soak could not get going (cluster, tenants, nodes, photos): exit status 2."""
 
 
 def log(msg):
@@ -182,7 +188,7 @@ class Postgres:
         out = subprocess.run(["bash", os.path.join(ROOT, "scripts/postgres"), "start"], capture_output=True,
                              text=True, timeout=180)
         if out.returncode != 0:
-            raise SystemExit(f"scripts/postgres start failed: {out.stderr.strip()}")
+            raise SetupError(f"scripts/postgres start failed: {out.stderr.strip()}")
         self.url = out.stdout.strip().splitlines()[-1]
         # The wrapper stops the cluster from this file if we die without cleaning up.
         with open(os.path.join(work, "pg-url"), "w") as f:
@@ -1110,6 +1116,12 @@ def main():
         log(f"interrupted ({e or 'Ctrl-C'}): cleaning up")
         state["keep"] = False
         return 130
+    except SetupError as e:
+        log(f"setup failed: {e}")
+        return 2
+    except Exception:  # noqa: BLE001 - an error of the soak's own: no verdict on facegate
+        log(f"the soak failed:\n{traceback.format_exc()}")
+        return 2
     finally:
         cleanup()
 
@@ -1126,7 +1138,7 @@ def run(args, ctx, work, duration, deadline_at, made_bulk_dirs, state):
         out = subprocess.run([args.bin, "tenant", "create", name, "--database-url", ctx.pg.url, "--data-dir", setup_dir],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
         if out.returncode != 0:
-            raise SystemExit(f"tenant create {name}: {out.stderr.strip()}")
+            raise SetupError(f"tenant create {name}: {out.stderr.strip()}")
         ctx.tenants.append(Tenant(name, json.loads(out.stdout)))
 
     bulk_source = args.bulk_source or os.path.join(work, "bucket")
@@ -1139,13 +1151,13 @@ def run(args, ctx, work, duration, deadline_at, made_bulk_dirs, state):
         n.start()
     for n in ctx.nodes:
         if not n.wait_ready():
-            raise SystemExit(f"{n.name} did not become ready; see {n.log_path}")
+            raise SetupError(f"{n.name} did not become ready; see {n.log_path}")
     log("3 nodes ready: " + ", ".join(f"{n.name} {n.base} (pid {n.proc.pid})" for n in ctx.nodes))
 
     singles, crowds = candidate_photos()
     photos = usable_photos(ctx.client, ctx.nodes[0], ctx.tenants[0], singles)
     if not photos:
-        raise SystemExit("no usable one-face photo (run scripts/setup)")
+        raise SetupError("no usable one-face photo (run scripts/setup)")
     ctx.photos = photos
     ctx.crowds = [Photo(p) for p in crowds]
     log(f"{len(photos)} one-face photos, {len(ctx.crowds)} group photos")
@@ -1164,7 +1176,7 @@ def run(args, ctx, work, duration, deadline_at, made_bulk_dirs, state):
             ctx.bulk_photos[t.name][fname] = photo
         r = ctx.client.send(ctx.nodes[0], "setup_tag", "POST", "/v1.1/tags/bulk", t)
         if r is None or r.status_code != 200:
-            raise SystemExit(f"could not create the bulk tag of {t.name}")
+            raise SetupError(f"could not create the bulk tag of {t.name}")
 
     rss = {n.name: {"start_kib": n.rss_kib(), "max_kib": n.rss_kib(), "at_kill": []} for n in ctx.nodes}
     kills, pg_at = schedule(duration, args.kill_interval, args.pg_restart_at)
