@@ -285,6 +285,78 @@ async fn requests_the_parser_refuses_get_json_in_their_paths_dialect() {
 }
 
 #[tokio::test]
+async fn the_docs_page_and_what_it_loads_carry_a_policy_and_refuse_framing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+    for path in [
+        "/docs/",
+        "/docs/swagger-initializer.js",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/openapi/miicloud.json",
+        "/openapi/necid.json",
+    ] {
+        let res = client().get(server.url(path)).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let policy = header("content-security-policy");
+        for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+            assert!(policy.contains(directive), "{path}: {directive} in {policy:?}");
+        }
+        assert!(!policy.contains("unsafe-"), "{path}: {policy}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+    }
+    // Swagger UI's validator badge would load an image from validator.swagger.io.
+    let initializer =
+        client().get(server.url("/docs/swagger-initializer.js")).send().await.expect("send").text().await.expect("js");
+    assert!(initializer.contains("\"validatorUrl\": \"none\""), "{initializer}");
+    server.stop().await;
+}
+
+/// Debian's browser, which `scripts/setup-test-tools` installs for the console's browser test.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_renders_under_its_policy_in_a_real_browser() {
+    if !std::path::Path::new(CHROMIUM).is_file() {
+        facegate_testkit::skip(&format!(
+            "{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/setup-test-tools)"
+        ));
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+    let profile = tempfile::tempdir().expect("browser profile");
+    let mut command = std::process::Command::new(CHROMIUM);
+    command
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
+        // Console messages (a refused script, style or fetch among them) go to stderr.
+        .args(["--enable-logging=stderr", "--v=0"])
+        // Lets the page fetch its document and render before the DOM is printed.
+        .arg("--virtual-time-budget=20000")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(server.url("/docs/"));
+    // A normal run takes a few seconds; the rest is room for a loaded machine.
+    let out =
+        tokio::task::spawn_blocking(move || facegate_testkit::output_within(&mut command, Duration::from_secs(120)))
+            .await
+            .expect("chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let refused: Vec<&str> =
+        log.lines().filter(|l| l.contains("Content Security Policy") || l.contains("Refused to")).collect();
+    assert!(refused.is_empty(), "the policy blocked part of the page: {refused:#?}");
+    // The miiCloud document (the first) is rendered: its operations are on the page.
+    assert!(
+        dom.contains("opblock") && dom.contains("/miicloud/match_faces"),
+        "Swagger UI did not render:\n{dom}\n{log}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn readiness_checks_the_database_and_the_disk_headroom() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
