@@ -167,6 +167,44 @@ async fn tags_are_unique_bounded_and_per_tenant() {
     assert_eq!(svc.list_tags(&b).await.expect("list"), ["staff"]);
 }
 
+/// Tag names are stored and compared in NFC, and no tag name holds an invisible character, so no
+/// two tags look alike: creating, renaming, and naming tags on a subject or a search.
+#[tokio::test]
+async fn tag_names_are_compared_in_nfc_and_invisible_characters_are_refused() {
+    use facegate_core::service::{FacePolicy, NewSubject, SearchOptions};
+    let (svc, a, _) = service().await;
+    let (composed, decomposed) = ("caf\u{e9}", "cafe\u{301}");
+    svc.create_tag(&a, decomposed).await.expect("create");
+    assert_eq!(svc.list_tags(&a).await.expect("list"), [composed], "stored in NFC");
+    assert!(matches!(svc.create_tag(&a, composed).await, Err(Error::Conflict(_))), "the same tag");
+    for invisible in ["staff\u{200B}", "\u{202E}ffats", "st\u{2060}aff", "\u{FEFF}staff", "sta\u{FE0F}ff"] {
+        let refused = svc.create_tag(&a, invisible).await;
+        assert!(matches!(refused, Err(Error::InvalidRequest(ref m)) if m.contains("invisible")), "{refused:?}");
+        let renamed = svc.rename_tag(&a, composed, invisible).await;
+        assert!(matches!(renamed, Err(Error::InvalidRequest(_))), "{renamed:?}");
+    }
+    // Either spelling names the one tag on a subject and in a search.
+    let new = NewSubject {
+        customer_id: Some("p1".into()),
+        profile: Profile::default(),
+        tags: vec![decomposed.into()],
+        image: image("face:ann"),
+        policy: FacePolicy::Largest,
+    };
+    let subject = svc.create_subject(&a, new).await.expect("tagged subject").subject;
+    assert_eq!(svc.subject_tags(&a, &subject.id).await.expect("tags"), [composed]);
+    let search = SearchOptions { tags: vec![composed.into()], ..SearchOptions::best_of_every_face() };
+    let found = svc.find_subjects(&a, b"face:ann".to_vec(), search).await.expect("search");
+    assert_eq!(found[0].candidates.first().map(|c| c.subject_id.as_str()), Some(subject.id.as_str()));
+    let search = SearchOptions { tags: vec!["caf\u{e9}\u{200B}".into()], ..SearchOptions::best_of_every_face() };
+    let refused = svc.find_subjects(&a, b"face:ann".to_vec(), search).await;
+    assert!(matches!(refused, Err(Error::InvalidRequest(ref m)) if m.contains("invisible")), "{refused:?}");
+    // Renamed and deleted by either spelling too.
+    svc.rename_tag(&a, decomposed, "cr\u{e8}me").await.expect("rename");
+    svc.delete_tag(&a, "cre\u{300}me").await.expect("delete");
+    assert!(svc.list_tags(&a).await.expect("list").is_empty());
+}
+
 /// A page says where the next one starts, also at the largest page size: the service asks the
 /// store for one more than the page holds, whatever limit the caller gave.
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -118,7 +118,8 @@ impl Dialect {
 const MAX_REJECTION_TEXT: usize = 512;
 
 /// Middleware: an error answer that is not JSON (axum's plain-text rejections, an empty 405) is
-/// rewritten into the dialect's JSON error with the same status and `Allow`/`Retry-After`.
+/// rewritten into the dialect's JSON error with the same status and `Allow`/`Retry-After`, and
+/// the `Cache-Control` a route set (the console API's `no-store`).
 pub async fn json_error_bodies(req: Request, next: Next) -> Response {
     let dialect = Dialect::of(req.uri().path());
     let response = next.run(req).await;
@@ -148,7 +149,7 @@ pub async fn json_error_bodies(req: Request, next: Next) -> Response {
     };
     let mut rewritten = dialect.respond(error);
     *rewritten.status_mut() = status;
-    for name in [ALLOW, RETRY_AFTER] {
+    for name in [ALLOW, RETRY_AFTER, CACHE_CONTROL] {
         if let Some(value) = parts.headers.get(&name) {
             rewritten.headers_mut().insert(name, value.clone());
         }

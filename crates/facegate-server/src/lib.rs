@@ -13,6 +13,7 @@ pub mod listener;
 pub mod metrics;
 pub mod miicloud;
 pub mod necid;
+pub mod parse_errors;
 pub mod request_id;
 pub mod state;
 

@@ -1,7 +1,8 @@
 //! The accept loop: every connection is served by hyper-util's connection builder with a timer,
 //! so that a client gets `header_read_timeout` to send each request head, a connection with no
 //! request in progress closes after `keep_alive_idle`, and at most `max_connections` sockets are
-//! open at once.
+//! open at once. Each socket is wrapped so that hyper's own empty answers to requests it cannot
+//! parse go out as JSON (`parse_errors`).
 //!
 //! The cap is enforced at accept time: the loop accepts only while it holds one of
 //! `max_connections` slots, and a slot is freed only once its socket is closed. When none is
@@ -26,6 +27,8 @@ use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
+
+use crate::parse_errors::{Refusals, Rewriting};
 
 /// File descriptors kept back from the connection cap for the database, image files, bulk
 /// reads, the audit log and the runtime itself.
@@ -207,6 +210,7 @@ pub async fn serve_connections(
     builder = builder.http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     let builder = Arc::new(builder);
+    let refusals = Arc::new(Refusals::render().await);
     let slots = Arc::new(Semaphore::new(cap));
     let reaper = {
         let registry = registry.clone();
@@ -245,6 +249,7 @@ pub async fn serve_connections(
         let (id, tracked) = registry.admit();
         let (builder, router, registry, shutdown) =
             (builder.clone(), router.clone(), registry.clone(), shutdown.clone());
+        let stream = Rewriting::new(stream, refusals.clone());
         tokio::spawn(async move {
             serve_one(&builder, stream, peer, router, tracked, registry.clock, shutdown).await;
             registry.remove(id);
@@ -281,7 +286,7 @@ async fn free_slot(slots: &Arc<Semaphore>, registry: &Registry) -> OwnedSemaphor
 
 async fn serve_one(
     builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+    stream: Rewriting<TcpStream>,
     peer: SocketAddr,
     router: Router,
     tracked: Arc<Tracked>,

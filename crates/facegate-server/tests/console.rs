@@ -85,6 +85,38 @@ async fn the_api_takes_the_miicloud_token_and_answers_in_its_body() {
 }
 
 #[tokio::test]
+async fn no_cache_keeps_the_apis_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+    enroll_fake(&server, "emp-001", "ann").await;
+    for path in [
+        "/console/api/session",
+        "/console/api/persons",
+        "/console/api/persons/emp-001/faces",
+        "/console/api/persons/nobody/faces",
+        "/console/api/tags",
+        "/console/api/jobs",
+    ] {
+        let res = client().get(server.url(path)).header("Authorization", AUTH).send().await.expect("send");
+        let cache = res.headers().get("cache-control").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(cache.as_deref(), Some("no-store"), "{path}: {}", res.status());
+    }
+    for path in ["/console/api/detect", "/console/api/search"] {
+        let form = person_form(&[], Some(("photo.jpg", face("ann"))));
+        let res =
+            client().post(server.url(path)).header("Authorization", AUTH).multipart(form).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(res.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{path}");
+    }
+    // An answer axum makes itself, rewritten into miiCloud's JSON body, keeps it too.
+    let res =
+        client().delete(server.url("/console/api/persons")).header("Authorization", AUTH).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn detect_search_persons_faces_tags_and_jobs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;

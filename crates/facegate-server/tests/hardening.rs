@@ -178,6 +178,184 @@ async fn every_error_answer_is_json_in_its_dialect() {
     server.stop().await;
 }
 
+/// How long any raw socket read may wait: the server answers these requests at once.
+const RAW_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads one answer off `stream`: its head, then the body its `content-length` announces. The
+/// head's lines are lower-cased for matching.
+fn read_answer(stream: &mut TcpStream) -> (String, String) {
+    stream.set_read_timeout(Some(RAW_READ_TIMEOUT)).expect("timeout");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => panic!("no whole answer: {}", String::from_utf8_lossy(&got)),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    while got.len() < head_end + length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => panic!("body cut short: {}", String::from_utf8_lossy(&got)),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    (head, String::from_utf8_lossy(&got[head_end..head_end + length]).into_owned())
+}
+
+/// Whether the server closes `stream` after its answer, as it must after a request it could
+/// not parse.
+fn closes_after_answer(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(RAW_READ_TIMEOUT)).expect("timeout");
+    matches!(stream.read(&mut [0u8; 16]), Ok(0))
+}
+
+/// Requests hyper cannot parse, with the status it answers each with.
+fn unparseable(path: &str) -> Vec<(&'static str, String, u16)> {
+    let start = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n");
+    let many: String = (0..120).map(|i| format!("X-Pad-{i}: {i}\r\n")).collect();
+    vec![
+        ("duplicate Content-Length", format!("{start}Content-Length: 5\r\nContent-Length: 6\r\n\r\n"), 400),
+        ("bad Transfer-Encoding", format!("{start}Transfer-Encoding: gzip\r\n\r\n"), 400),
+        ("Transfer-Encoding in HTTP/1.0", format!("POST {path} HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400),
+        ("too many headers", format!("{start}Content-Length: 0\r\n{many}\r\n"), 431),
+        ("a target over 64 KiB", format!("GET {path}?q={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)), 414),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_parser_refuses_get_json_in_their_paths_dialect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        for (path, dialect) in
+            [("/miicloud/match_faces", "miiCloud"), ("/v1.1/face/search", "NEC ID"), ("/healthz", "generic")]
+        {
+            for (what, request, status) in unparseable(path) {
+                let mut s = TcpStream::connect(&addr).expect("connect");
+                s.write_all(request.as_bytes()).expect("request");
+                let (head, body) = read_answer(&mut s);
+                let case = format!("{what} on {path}: {head}{body}");
+                assert!(head.starts_with(&format!("http/1.1 {status} ")), "{case}");
+                assert!(head.contains("content-type: application/json"), "{case}");
+                assert!(head.contains("connection: close"), "{case}");
+                let json: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {case}"));
+                assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{case}");
+                match dialect {
+                    "NEC ID" => {
+                        assert_eq!(json["errorCode"], 1001, "{case}");
+                        assert_eq!(json["errorType"], "InvalidRequest", "{case}");
+                        assert!(json.get("status").is_none(), "{case}");
+                    }
+                    _ => {
+                        assert_eq!(json["status"], "fail", "{case}");
+                        assert!(json.get("errorCode").is_none(), "{case}");
+                    }
+                }
+                assert!(closes_after_answer(&mut s), "{case}: the connection stays open");
+            }
+        }
+        // On a kept-alive connection the refused request's own path decides, not the one before.
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        s.write_all(b"GET /miicloud/no-such-route HTTP/1.1\r\nHost: x\r\n\r\n").expect("first request");
+        let (head, _) = read_answer(&mut s);
+        assert!(head.starts_with("http/1.1 404 "), "{head}");
+        let (_, request, _) = unparseable("/v1.1/subjects").remove(0);
+        s.write_all(request.as_bytes()).expect("second request");
+        let (head, body) = read_answer(&mut s);
+        assert!(head.starts_with("http/1.1 400 "), "{head}");
+        let json: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(json["errorCode"], 1001, "{json}");
+    })
+    .await
+    .expect("raw requests");
+    // The server still answers.
+    let (status, _) = send(client().get(server.url("/healthz"))).await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_docs_page_and_what_it_loads_carry_a_policy_and_refuse_framing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+    for path in [
+        "/docs/",
+        "/docs/swagger-initializer.js",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/openapi/miicloud.json",
+        "/openapi/necid.json",
+    ] {
+        let res = client().get(server.url(path)).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let policy = header("content-security-policy");
+        for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+            assert!(policy.contains(directive), "{path}: {directive} in {policy:?}");
+        }
+        assert!(!policy.contains("unsafe-"), "{path}: {policy}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+    }
+    // Swagger UI's validator badge would load an image from validator.swagger.io.
+    let initializer =
+        client().get(server.url("/docs/swagger-initializer.js")).send().await.expect("send").text().await.expect("js");
+    assert!(initializer.contains("\"validatorUrl\": \"none\""), "{initializer}");
+    server.stop().await;
+}
+
+/// Debian's browser, which `scripts/setup-test-tools` installs for the console's browser test.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_renders_under_its_policy_in_a_real_browser() {
+    if !std::path::Path::new(CHROMIUM).is_file() {
+        facegate_testkit::skip(&format!(
+            "{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/setup-test-tools)"
+        ));
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+    let profile = tempfile::tempdir().expect("browser profile");
+    let mut command = std::process::Command::new(CHROMIUM);
+    command
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
+        // Console messages (a refused script, style or fetch among them) go to stderr.
+        .args(["--enable-logging=stderr", "--v=0"])
+        // Lets the page fetch its document and render before the DOM is printed.
+        .arg("--virtual-time-budget=20000")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(server.url("/docs/"));
+    // A normal run takes a few seconds; the rest is room for a loaded machine.
+    let out =
+        tokio::task::spawn_blocking(move || facegate_testkit::output_within(&mut command, Duration::from_secs(120)))
+            .await
+            .expect("chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let refused: Vec<&str> =
+        log.lines().filter(|l| l.contains("Content Security Policy") || l.contains("Refused to")).collect();
+    assert!(refused.is_empty(), "the policy blocked part of the page: {refused:#?}");
+    // The miiCloud document (the first) is rendered: its operations are on the page.
+    assert!(
+        dom.contains("opblock") && dom.contains("/miicloud/match_faces"),
+        "Swagger UI did not render:\n{dom}\n{log}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn readiness_checks_the_database_and_the_disk_headroom() {
     let dir = tempfile::tempdir().expect("tempdir");

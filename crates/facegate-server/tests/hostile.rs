@@ -922,3 +922,76 @@ async fn over_long_ids_and_control_characters_are_refused() {
     still_serves(&server, "after-names").await;
     server.stop().await;
 }
+
+/// Tag names with invisible characters (zero-width, bidi controls, fillers, variation selectors)
+/// would look like another tag, or like nothing: refused wherever a tag is named. "é" typed as
+/// one code point or as "e" + U+0301 is one tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_tag_names_are_refused_and_both_spellings_name_one_tag() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+    let creds = server.create_tenant("lookalike").await.expect("tenant").credentials;
+    let encoded = |name: &str| name.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let (composed, decomposed) = ("caf\u{e9}", "cafe\u{301}");
+    let nec = |method: &'static str, path: String, body: Option<Value>| {
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        timed(nec_request_bytes(&server, &creds, method, &path, body))
+    };
+    let answer = nec("POST", format!("/v1.1/tags/{}", encoded(composed)), None).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    // The decomposed twin is the same tag: a conflict, as a second "café" is.
+    let answer = nec("POST", format!("/v1.1/tags/{}", encoded(decomposed)), None).await;
+    refused_nec("creating the decomposed twin of a tag", &answer);
+    assert_eq!((answer.0, &answer.1["errorCode"]), (StatusCode::BAD_REQUEST, &Value::from(1001)), "{}", answer.1);
+    assert!(answer.1["message"].as_str().is_some_and(|m| m.contains("already exists")), "{}", answer.1);
+
+    let face = b64(b"face:ann");
+    for bad in
+        ["vip\u{200B}", "\u{202E}piv", "v\u{2060}ip", "\u{2066}vip\u{2069}", "\u{FEFF}vip", "vi\u{FE0F}p", "\u{3164}"]
+    {
+        let what = |action: &str| format!("{action} {bad:?}");
+        let answers = [
+            (what("creating"), nec("POST", format!("/v1.1/tags/{}", encoded(bad)), None).await),
+            (
+                what("renaming to"),
+                nec("PUT", format!("/v1.1/tags/{}", encoded(composed)), Some(serde_json::json!({"newName": bad})))
+                    .await,
+            ),
+            (
+                what("renaming by path to"),
+                nec("POST", format!("/v1.1/tags/{}/{}", encoded(composed), encoded(bad)), None).await,
+            ),
+            (
+                what("registering with"),
+                nec("POST", "/v1.1/subjects".into(), Some(serde_json::json!({"face": face, "tags": [bad]}))).await,
+            ),
+            (
+                what("searching with"),
+                nec("POST", "/v1.1/face/search".into(), Some(serde_json::json!({"probe": face, "tags": [bad]}))).await,
+            ),
+        ];
+        for (what, answer) in answers {
+            refused_nec(&what, &answer);
+            assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{what}: {}", answer.1);
+            assert_eq!(
+                (&answer.1["errorCode"], &answer.1["errorType"]),
+                (&Value::from(1001), &Value::from("InvalidRequest"))
+            );
+            assert!(answer.1["message"].as_str().is_some_and(|m| m.contains("invisible")), "{what}: {}", answer.1);
+        }
+    }
+
+    // Either spelling names the tag on a subject and in a search; one tag is listed.
+    let answer =
+        nec("POST", "/v1.1/subjects".into(), Some(serde_json::json!({"face": face, "tags": [decomposed]}))).await;
+    assert_eq!(answer.0, StatusCode::CREATED, "{}", answer.1);
+    let subject = answer.1["id"].as_str().expect("subject id").to_owned();
+    let answer =
+        nec("POST", "/v1.1/face/search".into(), Some(serde_json::json!({"probe": face, "tags": [composed]}))).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    assert!(answer.1.to_string().contains(&subject), "found by the composed spelling: {}", answer.1);
+    let (status, body) = send(nec_request_bytes(&server, &creds, "GET", "/v1.1/tags", Vec::new())).await;
+    assert_eq!((status, &body["tags"]), (StatusCode::OK, &serde_json::json!([composed])), "{body}");
+    server.stop().await;
+}

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::audit::{self, audited};
 use super::state::{blocking, template_of, FaceService, DEFAULT_MAX_IMAGE_BYTES, REGISTRATION_FACES_EXAMINED};
-use super::text::now_rfc3339;
+use super::text::{nfc, now_rfc3339};
 use crate::error::{Error, Result};
 use crate::jobs::{
     check_filename, BulkJob, BulkJobSummary, BulkPage, BulkRecord, BulkRegistration, ImageSource, PendingRecord,
@@ -107,7 +107,8 @@ impl FaceService {
                     seq: seq as u64,
                     id: uuid::Uuid::new_v4().to_string(),
                     filename: r.filename,
-                    tags: r.tags,
+                    // Compared with the tenant's tags, which are stored in NFC, when the record runs.
+                    tags: r.tags.iter().map(|t| nfc(t)).collect(),
                     subject_id: uuid::Uuid::new_v4().to_string(),
                     attempts: 0,
                     status: RecordStatus::New,

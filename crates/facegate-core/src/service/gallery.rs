@@ -92,7 +92,7 @@ impl FaceService {
                     return Err(Error::Conflict(format!("a subject with customer id '{customer_id}' already exists")));
                 }
             }
-            self.check_tags_exist(tenant, &new.tags).await?;
+            let tags = self.known_tags(tenant, &new.tags).await?;
             let found = self.face_by_policy(new.image.bytes.clone(), new.policy).await?;
             let now = now_rfc3339();
             let subject = Subject {
@@ -106,7 +106,7 @@ impl FaceService {
             let new_sample = self.new_sample(&subject, &found.face, new.image);
             let _subject_lock = self.subject_locks.lock(&subject.tenant_id, &subject.id).await;
             let (subject, new_sample, tags) = {
-                let (subject, tags) = (subject.clone(), new.tags);
+                let subject = subject.clone();
                 self.with_store(move |store| {
                     if tags.is_empty() {
                         store.create_subject(&subject, Some(&new_sample))?;
@@ -140,9 +140,10 @@ impl FaceService {
         let input = format!("{} replacing={}", key.describe(), replacing.unwrap_or("-"));
         audited(tenant, "add_face", input, |r| format!("sample={}", r.sample.id), async {
             let mut subject = self.subject(tenant, key).await?;
-            if let Some(tags) = &tags {
-                self.check_tags_exist(tenant, tags).await?;
-            }
+            let tags = match tags {
+                Some(tags) => Some(self.known_tags(tenant, &tags).await?),
+                None => None,
+            };
             let found = self.face_by_policy(image.bytes.clone(), policy).await?;
             subject.updated_at = now_rfc3339();
             let mut new_sample = self.new_sample(&subject, &found.face, image);

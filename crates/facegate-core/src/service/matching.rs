@@ -88,11 +88,11 @@ impl FaceService {
     ) -> Result<Vec<FaceSearch>> {
         let input = format!("limit={} min_score={} tags={}", options.limit, options.min_score, options.tags.join(","));
         audited(tenant, "find_subjects", input, |faces: &Vec<FaceSearch>| audit_faces(faces), async {
-            self.check_tags_exist(tenant, &options.tags).await?;
+            let tags = self.known_tags(tenant, &options.tags).await?;
             let mut found = Vec::new();
             for (face, attributes) in self.probe_faces(image, options.faces).await? {
                 let (index, tenant_id, embedding) = (self.index.clone(), tenant.id.clone(), face.embedding.clone());
-                let (limit, tags) = (options.limit, options.tags.clone());
+                let (limit, tags) = (options.limit, tags.clone());
                 // A scan of a large gallery takes milliseconds: off the async threads.
                 let hits = blocking(move || Ok(index.search_tagged(&tenant_id, &embedding, limit, &tags))).await?;
                 let calibration = &self.engine.model_info().calibration;

@@ -8,6 +8,9 @@ pub mod assets;
 pub mod handlers;
 pub mod wire;
 
+use axum::http::header::CACHE_CONTROL;
+use axum::http::HeaderValue;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 
@@ -24,11 +27,19 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/api/faces/{face_id}/image", get(handlers::face_image))
         .route("/console/api/tags", get(handlers::tags))
         .route("/console/api/jobs", get(handlers::jobs))
-        .route_layer(middleware::from_fn_with_state(state, require_token));
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+        .layer(middleware::map_response(no_store));
     Router::new()
         .route("/console", get(assets::index))
         .route("/console/", get(assets::index))
         .route("/console/app.css", get(assets::stylesheet))
         .route("/console/app.js", get(assets::script))
         .merge(api)
+}
+
+/// The API's answers hold personal data (names, ids, face images, search results): no browser
+/// or proxy cache may keep a copy after the tab is closed.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
