@@ -35,8 +35,8 @@ SKIP_LOG ?= $(abspath $(or $(CARGO_TARGET_DIR),target))/test-skips.log
 test: setup
 	@bash scripts/setup-test-tools
 	@mkdir -p "$(dir $(SKIP_LOG))" && rm -f "$(SKIP_LOG)"
-	@echo "$(CARGO) test --release --locked --workspace"; \
-	status=0; FACEGATE_SKIP_LOG="$(SKIP_LOG)" $(CARGO) test --release --locked --workspace || status=$$?; \
+	@echo "$(CARGO) test --release --locked --workspace --no-fail-fast"; \
+	status=0; FACEGATE_SKIP_LOG="$(SKIP_LOG)" $(CARGO) test --release --locked --workspace --no-fail-fast || status=$$?; \
 	FACEGATE_SKIP_LOG="$(SKIP_LOG)" CARGO="$(CARGO)" bash scripts/test-on-postgres || { [ $$status -ne 0 ] || status=1; }; \
 	CARGO="$(CARGO)" bash scripts/replay-fuzz-corpus || { [ $$status -ne 0 ] || status=1; }; \
 	python3 scripts/check-import-cycles || { [ $$status -ne 0 ] || status=1; }; \
