@@ -493,6 +493,14 @@ fn bulk_jobs_page_and_register_each_record_once(h: &Harness) {
     assert_eq!((page[0].attempts, page[0].reason.as_str()), (3, "not found"));
     let pending = store.pending_bulk_records(3).expect("pending");
     assert!(pending.iter().all(|p| p.record.seq > 1 || p.tenant.id == b.id), "processed records wait no more");
+
+    // What a stopping process released is another's at once (on PostgreSQL, a node with a new
+    // id), not only once the hold's lease runs out.
+    store.release_bulk_records().expect("release");
+    let next = h.store();
+    let taken = next.pending_bulk_records(3).expect("pending");
+    let seqs: Vec<u64> = taken.iter().filter(|p| p.tenant.id == a.id).map(|p| p.record.seq).collect();
+    assert_eq!(seqs, [2, 3, 4], "the records the stopped process held");
 }
 
 fn sixteen_writers_and_four_readers_lose_nothing(h: &Harness) {
