@@ -18,11 +18,20 @@ fn bytes_of_face() -> Vec<u8> {
     b"face:yao".to_vec()
 }
 
+/// A connection to `addr` whose reads and writes give up after 10 s, so that no test can hang on
+/// a server that neither answers nor closes.
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    s.set_write_timeout(Some(Duration::from_secs(10))).expect("write timeout");
+    s
+}
+
 /// Opens `n` connections that send half a request line and then nothing.
 fn half_open(addr: &str, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|_| {
-            let mut s = TcpStream::connect(addr).expect("connect");
+            let mut s = connect(addr);
             s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x").expect("half a request");
             s
         })
@@ -83,7 +92,7 @@ async fn a_kept_alive_connection_closes_after_the_idle_timeout() {
     let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let closed = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(&addr).expect("connect");
+        let mut s = connect(&addr);
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
         s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let mut buf = [0u8; 1024];
@@ -103,7 +112,7 @@ async fn a_kept_alive_connection_closes_after_the_idle_timeout() {
 /// Sends `head` (a request with a Content-Length), then only part of the body, and reads the
 /// answer.
 fn trickled(addr: &str, head: &str) -> (String, Duration) {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut s = connect(addr);
     s.write_all(head.as_bytes()).expect("head");
     s.write_all(b"{\"a\":").expect("a few bytes of the body");
     let started = Instant::now();

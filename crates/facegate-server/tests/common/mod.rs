@@ -1,5 +1,6 @@
 //! What the API integration tests share: a real server on a random loopback port (real models,
-//! real SQLite in a temporary directory), and clients for both dialects.
+//! real SQLite in a temporary directory, or PostgreSQL under `FACEGATE_TEST_STORE=postgres`), and
+//! clients for both dialects, each with a timeout.
 
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of this module
 
@@ -248,8 +249,12 @@ fn open_store(
     (Arc::new(store), None)
 }
 
+/// How long any one request of a test may take: well past a real model's inference on a busy
+/// 2-core machine, so that only a server that hangs fails by it, and in bounded time.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("HTTP client")
 }
 
 /// A multipart body as Python `requests` builds it from `data=` and `files=`.
