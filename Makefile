@@ -29,14 +29,15 @@ run: build
 SKIP_LOG ?= $(abspath $(or $(CARGO_TARGET_DIR),target))/test-skips.log
 
 # Release profile: the tests run real models on real photos, and the build is shared with `make run`.
-# Then the isolation and hostile-input suites run again on PostgreSQL, the committed fuzz
-# corpus is replayed through its targets, and the source files are checked for import cycles.
+# --no-fail-fast: a failing suite does not keep the others from running. Then the server's HTTP
+# suites run again on PostgreSQL, the committed fuzz corpus is replayed through its targets, and
+# the source files are checked for import cycles.
 # The status is cargo test's, or that of the first later step that failed.
 test: setup
 	@bash scripts/setup-test-tools
 	@mkdir -p "$(dir $(SKIP_LOG))" && rm -f "$(SKIP_LOG)"
-	@echo "$(CARGO) test --release --locked --workspace --no-fail-fast"; \
-	status=0; FACEGATE_SKIP_LOG="$(SKIP_LOG)" $(CARGO) test --release --locked --workspace --no-fail-fast || status=$$?; \
+	@echo "$(CARGO) test --release --locked --no-fail-fast --workspace"; \
+	status=0; FACEGATE_SKIP_LOG="$(SKIP_LOG)" $(CARGO) test --release --locked --no-fail-fast --workspace || status=$$?; \
 	FACEGATE_SKIP_LOG="$(SKIP_LOG)" CARGO="$(CARGO)" bash scripts/test-on-postgres || { [ $$status -ne 0 ] || status=1; }; \
 	CARGO="$(CARGO)" bash scripts/replay-fuzz-corpus || { [ $$status -ne 0 ] || status=1; }; \
 	python3 scripts/check-import-cycles || { [ $$status -ne 0 ] || status=1; }; \

@@ -7,11 +7,13 @@ kills the server with SIGKILL once part of the job is done, restarts it, and wai
 to finish. Then it checks every record (paged 1,000 at a time), the failure reasons, and that
 the database holds exactly one subject per successful record.
 
-usage: bulk_kill9.py FACEGATE_BIN PHOTOS_DIR N [--kills K]
+usage: bulk_kill9.py FACEGATE_BIN PHOTOS_DIR N [--kills K] [--database-url URL]
   PHOTOS_DIR: photos to copy into the bucket (searched recursively, .jpg/.png), reused in turn
   N:          good files in the job (plus 4 planted bad ones: not an image, no face, missing,
               path traversal)
-needs: python3 with botocore and requests
+  --database-url: run the server on this PostgreSQL database (an empty one) instead of SQLite;
+              the database is then read with `psql`
+needs: python3 with botocore and requests; psql with --database-url
 """
 import json
 import os
@@ -35,6 +37,8 @@ from checks import check
 
 BIN, PHOTOS, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
 KILLS = int(sys.argv[sys.argv.index("--kills") + 1]) if "--kills" in sys.argv else 1
+DATABASE_URL = sys.argv[sys.argv.index("--database-url") + 1] if "--database-url" in sys.argv else None
+STORE_ARGS = ["--database-url", DATABASE_URL] if DATABASE_URL else []
 # Bounds on every wait, so that a hung server or harness fails instead of holding the run.
 COMMAND_TIMEOUT = 60  # a facegate command, a server's exit, one HTTP request
 JOB_TIMEOUT = 900  # the whole job, kills and restarts included
@@ -50,7 +54,7 @@ SERVERS = []  # every server started, so that none outlives the harness
 
 
 def start(data, port):
-    proc = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
+    proc = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, *STORE_ARGS],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "serve.log"), "a"))
     SERVERS.append(proc)
     deadline = time.time() + 60
@@ -103,6 +107,37 @@ def run_job(call, records, names, data, port, server):
     return recs, at_kills, elapsed
 
 
+class Sqlite:
+    def __init__(self, path):
+        self.db = sqlite3.connect(path)
+
+    def rows(self, sql, *params):
+        return self.db.execute(sql, params).fetchall()
+
+    def integrity(self):
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+class Postgres:
+    """The gallery in PostgreSQL, read with psql. `?` placeholders take the harness's own values,
+    quoted here."""
+
+    def __init__(self, url):
+        self.url = url
+
+    def rows(self, sql, *params):
+        for value in params:
+            sql = sql.replace("?", "'" + str(value).replace("'", "''") + "'", 1)
+        out = subprocess.run(["psql", self.url, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                             capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        check(out.returncode == 0, f"psql failed: {out.stderr.strip()}")
+        return [tuple(line.split("\t")) for line in out.stdout.splitlines()]
+
+    def integrity(self):
+        # PostgreSQL enforces its constraints on every write; the counts above check the rest.
+        return "ok"
+
+
 def grey_png(side=200):
     """A flat grey PNG: an image with no face in it."""
     def chunk(kind, body):
@@ -116,7 +151,7 @@ def main():
     work = tempfile.mkdtemp(prefix="facegate-kill9-")
     data = os.path.join(work, "data")
     os.makedirs(data)
-    created = json.loads(subprocess.check_output([BIN, "tenant", "create", "bulk", "--data-dir", data],
+    created = json.loads(subprocess.check_output([BIN, "tenant", "create", "bulk", "--data-dir", data, *STORE_ARGS],
                                                  timeout=COMMAND_TIMEOUT))
     creds = Credentials(created["access_key_id"], created["secret_access_key"])
     api_key = created["api_key"]
@@ -185,13 +220,16 @@ def main():
         reasons[rec["reason"].split(":")[0]] = reasons.get(rec["reason"].split(":")[0], 0) + 1
     ids = {rec["subjectId"] for rec in ok}
     check(len(ids) == len(ok), "one subject per success")
-    db = sqlite3.connect(os.path.join(data, "facegate.db"))
-    tenant_id = db.execute("SELECT id FROM tenants WHERE name = 'bulk'").fetchone()[0]
-    stored = {row[0] for row in db.execute("SELECT id FROM subjects WHERE tenant_id = ?", (tenant_id,))}
-    samples = db.execute("SELECT COUNT(*) FROM face_samples WHERE tenant_id = ?", (tenant_id,)).fetchone()[0]
+    db = Postgres(DATABASE_URL) if DATABASE_URL else Sqlite(os.path.join(data, "facegate.db"))
+    tenant_id = db.rows("SELECT id FROM tenants WHERE name = 'bulk'")[0][0]
+    stored = {row[0] for row in db.rows("SELECT id FROM subjects WHERE tenant_id = ?", tenant_id)}
+    samples = int(db.rows("SELECT COUNT(*) FROM face_samples WHERE tenant_id = ?", tenant_id)[0][0])
+    images = int(db.rows("SELECT COUNT(*) FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id "
+                         "WHERE s.tenant_id = ?", tenant_id)[0][0])
     check(stored == ids, f"database has {len(stored)} subjects, records name {len(ids)}")
     check(samples == len(ok), f"{samples} samples for {len(ok)} registrations")
-    check(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+    check(images == samples, f"{images} images for {samples} samples")
+    check(db.integrity() == "ok")
     print(json.dumps({"records": len(recs), "registered": len(ok), "failed_good_files": reasons,
                       "kills": KILLS, "processed_at_kills": at_kills, "seconds": round(elapsed, 1),
                       "files_per_s": round(len(recs) / elapsed, 1)}))

@@ -68,6 +68,9 @@ def main():
                  "--window-size=%d,%d" % LAPTOP):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=args.chromedriver), options=options)
+    # A page or script that never finishes fails the run instead of holding it.
+    driver.set_page_load_timeout(WAIT)
+    driver.set_script_timeout(WAIT)
     shots = []
     result = {"faces_api": faces_api}
     try:

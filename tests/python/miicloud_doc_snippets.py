@@ -16,6 +16,18 @@ from checks import check
 
 BASE = sys.argv[1].rstrip("/")
 
+# The snippets below are the document's own and carry no timeout; every request gets one here
+# instead, so that a server that stops answering fails the harness rather than holding the run.
+_send = requests.sessions.Session.request
+
+
+def _with_timeout(self, method, url, **kwargs):
+    kwargs.setdefault("timeout", 120)
+    return _send(self, method, url, **kwargs)
+
+
+requests.sessions.Session.request = _with_timeout
+
 
 def check_keys(name, body, expected):
     got = sorted(body.keys())

@@ -184,6 +184,12 @@ pub trait BulkJobStore: Send + Sync {
     /// Records still `New`: for every tenant that has some, up to `per_tenant` of them, oldest
     /// job first and in request order within a job. Tenants come in id order.
     fn pending_bulk_records(&self, per_tenant: usize) -> Result<Vec<PendingRecord>>;
+    /// Gives up this process's hold on the records [`Self::pending_bulk_records`] returned it and
+    /// it did not finish, so that another process takes them at once rather than when the hold
+    /// runs out. Nothing to do for a store that no other process shares.
+    fn release_bulk_records(&self) -> Result<()> {
+        Ok(())
+    }
     /// How many records of the tenant's jobs are still `New`.
     fn queued_bulk_records(&self, tenant_id: &str) -> Result<u64>;
     /// The tenant's newest `limit` jobs, newest first, each with its records counted.

@@ -200,10 +200,7 @@ impl Index for FlatIndex {
 
     fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str) {
         if let Some(tenant) = self.tenant(tenant_id) {
-            let mut tenant = tenant.write();
-            if let Some(bit) = tenant.tag_bits.remove(old_name) {
-                tenant.tag_bits.insert(new_name.to_owned(), bit);
-            }
+            tenant.write().rename_tag(old_name, new_name);
         }
     }
 
@@ -405,6 +402,24 @@ impl TenantIndex {
                 if let Some(t) = self.row_tags.get_mut(row as usize) {
                     *t = mask;
                 }
+            }
+        }
+    }
+
+    fn rename_tag(&mut self, old_name: &str, new_name: &str) {
+        let Some(old_bit) = self.tag_bits.remove(old_name) else { return };
+        let Some(&new_bit) = self.tag_bits.get(new_name) else {
+            self.tag_bits.insert(new_name.to_owned(), old_bit);
+            return;
+        };
+        // The new name has a bit already: on a node following a shared gallery, a subject's
+        // labels can be read from the store after the rename committed and before the rename
+        // itself is applied here. Taking over the old bit would strand those subjects on a bit no
+        // name maps to; the old bit's subjects move to the new one instead, as their labels did.
+        let (from, to) = (1u64 << old_bit, 1u64 << new_bit);
+        for mask in self.subject_tags.values_mut().chain(self.row_tags.iter_mut()) {
+            if *mask & from != 0 {
+                *mask = (*mask & !from) | to;
             }
         }
     }

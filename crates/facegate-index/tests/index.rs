@@ -285,6 +285,20 @@ fn tag_filters_keep_only_tagged_subjects_in_both_search_paths() {
         index.rename_tag("t", "vip", "gold");
         assert_eq!(index.search_tagged("t", &probe, 10, &tags(&["gold"])).len(), 2);
         assert!(index.search_tagged("t", &probe, 10, &tags(&["vip"])).is_empty());
+        // A rename onto a name that subjects already carry here (a node that read one subject's
+        // labels after the rename committed, and applies the rename afterwards): both groups
+        // are found by the new name, none by the old.
+        index.set_subject_tags("t", "subj9", &tags(&["silver"]));
+        index.set_subject_tags("t", "subj3", &tags(&["platinum"]));
+        index.rename_tag("t", "gold", "platinum");
+        let platinum: Vec<String> =
+            index.search_tagged("t", &probe, 10, &tags(&["platinum"])).into_iter().map(|h| h.subject_id).collect();
+        assert_eq!(platinum.len(), 2, "{platinum:?}");
+        assert!(platinum.contains(&"subj3".to_owned()) && platinum.contains(&"subj7".to_owned()));
+        assert!(index.search_tagged("t", &probe, 10, &tags(&["gold"])).is_empty());
+        assert_eq!(index.search_tagged("t", &probe, 10, &tags(&["silver"])).len(), 1, "other tags untouched");
+        index.rename_tag("t", "platinum", "vip");
+        index.set_subject_tags("t", "subj9", &tags(&["staff"]));
         // Replacing tags replaces them; deleting a subject drops its tags with it.
         index.set_subject_tags("t", "subj9", &[]);
         assert_eq!(index.search_tagged("t", &probe, 10, &tags(&["staff"])).len(), 1);

@@ -1,5 +1,6 @@
-//! End-to-end tests of the HTTP API: the real router, real models and a real SQLite store in
-//! a temporary data directory, served on a random loopback port.
+//! End-to-end tests of the HTTP API: the real router, real models and a real store (SQLite in a
+//! temporary data directory, or PostgreSQL under `FACEGATE_TEST_STORE=postgres`), served on a
+//! random loopback port.
 
 mod common;
 
@@ -97,8 +98,7 @@ async fn person_lifecycle_has_the_documented_shapes() {
     );
     assert_eq!(body["images"].as_array().map(Vec::len), Some(2));
 
-    let stored = files_under(&dir.path().join("images"));
-    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(server.stored_images().await, 2);
 
     let (status, body) =
         send(client().delete(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH))
@@ -107,7 +107,7 @@ async fn person_lifecycle_has_the_documented_shapes() {
     assert_eq!(keys(&body), ["customer_person_id", "miicloud_person_id", "status"]);
     assert_eq!(body["status"], "success");
     assert_eq!(body["miicloud_person_id"], person_id.as_str());
-    assert!(files_under(&dir.path().join("images")).is_empty(), "image files are deleted with the person");
+    assert_eq!(server.stored_images().await, 0, "images are deleted with the person");
 
     let (status, body) =
         send(client().get(server.url("/miicloud/person/5712f5242cf956c7c1d248e89")).header("Authorization", AUTH))
@@ -299,6 +299,8 @@ async fn overload_gets_503_not_a_wait() {
         }
     }
     assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
+    let Ok(server) = Arc::try_unwrap(server) else { panic!("every request has finished") };
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -329,9 +331,9 @@ async fn data_survives_a_restart() {
     let (status, body) = enroll(&server, "yao", "yaoming.jpg", asset("yaoming.jpg")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let data_dir = server.data_dir.clone();
-    server.stop().await;
+    let store = server.stop_keeping_store().await;
 
-    let server = TestServer::start(&data_dir).await;
+    let server = TestServer::restart(&data_dir, store).await;
     let (status, body) = send(client().get(server.url("/miicloud/person/yao")).header("Authorization", AUTH)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["first_name"], "John");
@@ -709,8 +711,8 @@ async fn bulk_jobs_page_by_a_thousand_and_resume_after_a_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert!(processed < good, "the job should still be running when the server stops: {processed} processed");
-    server.stop().await;
-    let server = TestServer::start(dir.path()).await;
+    let store = server.stop_keeping_store().await;
+    let server = TestServer::restart(dir.path(), store).await;
     let (records, pages) = finished_bulk_records(&server, &creds, &batch_id).await;
     assert_eq!(pages, 2);
     assert_eq!(records.len(), 1005);

@@ -1,7 +1,7 @@
 //! The console's page and its API under `/console/api/`, on the core's fake engine (a fake image
-//! is text, `face:<label>` per face) and the real SQLite store: the page's files and headers,
-//! the token, every list's paging and limits, stored face images scoped to their tenant, and
-//! errors in miiCloud's body.
+//! is text, `face:<label>` per face) and a real store (SQLite, or PostgreSQL under
+//! `FACEGATE_TEST_STORE=postgres`): the page's files and headers, the token, every list's paging
+//! and limits, stored face images scoped to their tenant, and errors in miiCloud's body.
 
 mod common;
 

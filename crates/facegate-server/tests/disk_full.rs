@@ -1,6 +1,11 @@
-//! A full disk, simulated with a database size cap (`max_database_bytes`, SQLite's
-//! `max_page_count`): writes fail with a JSON 507, leave no row and no file behind, reads go on,
-//! and writes succeed again once deletes free space.
+//! A full disk: writes fail with a JSON 507, leave no row and no image behind, reads go on, and
+//! writes succeed again once deletes free space.
+//!
+//! On SQLite the disk is simulated with a database size cap (`max_database_bytes`, SQLite's
+//! `max_page_count`). PostgreSQL has no such cap that facegate sets, and its disk is the database
+//! server's: there a trigger makes the database answer as a full disk does (SQLSTATE 53100,
+//! `disk_full`) once the gallery holds a few samples, so the same test covers how facegate maps
+//! that error and what it leaves behind.
 
 mod common;
 
@@ -10,18 +15,40 @@ use serde_json::json;
 
 const PAGE: u64 = 4096;
 
-fn image_files(dir: &Path) -> Vec<PathBuf> {
-    files_under(&dir.join("images"))
+/// Samples the PostgreSQL gallery takes before its "disk" is full.
+const PG_SAMPLES_BEFORE_FULL: usize = 8;
+
+/// Makes the PostgreSQL database at `url` refuse a new sample with `disk_full` while the gallery
+/// holds [`PG_SAMPLES_BEFORE_FULL`] samples or more, as a database server whose disk is full does.
+async fn fill_the_disk_at(url: String) {
+    let sql = format!(
+        "CREATE FUNCTION facegate_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF (SELECT COUNT(*) FROM face_samples) >= {PG_SAMPLES_BEFORE_FULL} THEN \
+             RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; \
+           END IF; \
+           RETURN NEW; \
+         END $$; \
+         CREATE TRIGGER facegate_test_disk_full BEFORE INSERT ON face_samples \
+           FOR EACH ROW EXECUTE FUNCTION facegate_test_disk_full();"
+    );
+    pg_execute(url, sql).await;
 }
 
 #[tokio::test]
 async fn a_full_database_answers_507_keeps_nothing_partial_and_recovers_after_deletes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // The size of a freshly made store, then room for a few dozen enrollments more.
-    drop(SqliteStore::open(dir.path()).expect("open"));
-    let empty = std::fs::metadata(dir.path().join("facegate.db")).expect("db").len();
-    let settings = Settings { max_database_bytes: Some(empty + 12 * PAGE), ..Settings::default() };
+    let settings = if on_postgres() {
+        Settings::default()
+    } else {
+        // The size of a freshly made store, then room for a few dozen enrollments more.
+        drop(SqliteStore::open(dir.path()).expect("open"));
+        let empty = std::fs::metadata(dir.path().join("facegate.db")).expect("db").len();
+        Settings { max_database_bytes: Some(empty + 12 * PAGE), ..Settings::default() }
+    };
     let server = TestServer::start_with(dir.path(), settings).await;
+    if let Some(url) = server.database_url() {
+        fill_the_disk_at(url).await;
+    }
     let photo = asset("yaoming.jpg");
     let nec_tenant = server.service.create_tenant("nec").await.expect("tenant");
 
@@ -40,12 +67,15 @@ async fn a_full_database_answers_507_keeps_nothing_partial_and_recovers_after_de
     assert_fail(StatusCode::INSUFFICIENT_STORAGE, &body, StatusCode::INSUFFICIENT_STORAGE);
     assert!(body["message"].as_str().is_some_and(|m| m.contains("storage is full")), "{body}");
 
-    // Nothing of the refused enrollment remains: no person, no image file, no stray temp file.
+    // Nothing of the refused enrollment remains: no person, no image, no stray temp file.
     let (status, _) =
         send(client().get(server.url(&format!("/miicloud/person/{failed_id}"))).header("Authorization", AUTH)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let files = image_files(dir.path());
-    assert_eq!(files.len(), enrolled.len(), "one image per acknowledged enrollment: {files:?}");
+    assert_eq!(server.stored_images().await, enrolled.len(), "one image per acknowledged enrollment");
+    if !on_postgres() {
+        let files = files_under(&dir.path().join("images"));
+        assert_eq!(files.len(), enrolled.len(), "and no other file: {files:?}");
+    }
 
     // NEC ID writes get the same 507, in NEC's error shape; reads keep working.
     let face = base64::engine::general_purpose::STANDARD.encode(&photo);
@@ -54,7 +84,7 @@ async fn a_full_database_answers_507_keeps_nothing_partial_and_recovers_after_de
         send(nec_request(&server, &nec_tenant.credentials, "POST", "/v1.1/subjects", Some(&register))).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
     assert_eq!(body, json!({"message": "storage is full"}));
-    assert_eq!(image_files(dir.path()).len(), enrolled.len());
+    assert_eq!(server.stored_images().await, enrolled.len());
     let (status, body) = match_faces(&server, photo.clone(), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["faces"][0]["match_status"], json!("known"), "{body}");
@@ -67,8 +97,17 @@ async fn a_full_database_answers_507_keeps_nothing_partial_and_recovers_after_de
     }
     let (status, body) = enroll(&server, &failed_id, "yao.jpg", photo.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(image_files(dir.path()).len(), enrolled.len() - 4 + 1);
+    assert_eq!(server.stored_images().await, enrolled.len() - 4 + 1);
 
+    if let Some(url) = server.database_url() {
+        // PostgreSQL checks its constraints on every write; what is left to see is that the
+        // rows agree: one subject per sample, one image per sample.
+        let subjects = pg_query_one(url.clone(), "SELECT COUNT(*) FROM subjects").await;
+        let samples = pg_query_one(url, "SELECT COUNT(*) FROM face_samples").await;
+        assert_eq!((subjects, samples), ((enrolled.len() - 3) as i64, (enrolled.len() - 3) as i64));
+        server.stop().await;
+        return;
+    }
     let data_dir = server.data_dir.clone();
     server.stop().await;
     let store = SqliteStore::open(&data_dir).expect("reopen");

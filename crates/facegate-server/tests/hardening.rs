@@ -18,11 +18,20 @@ fn bytes_of_face() -> Vec<u8> {
     b"face:yao".to_vec()
 }
 
+/// A connection to `addr` whose reads and writes give up after 10 s, so that no test can hang on
+/// a server that neither answers nor closes.
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    s.set_write_timeout(Some(Duration::from_secs(10))).expect("write timeout");
+    s
+}
+
 /// Opens `n` connections that send half a request line and then nothing.
 fn half_open(addr: &str, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|_| {
-            let mut s = TcpStream::connect(addr).expect("connect");
+            let mut s = connect(addr);
             s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x").expect("half a request");
             s
         })
@@ -83,7 +92,7 @@ async fn a_kept_alive_connection_closes_after_the_idle_timeout() {
     let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let closed = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(&addr).expect("connect");
+        let mut s = connect(&addr);
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
         s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let mut buf = [0u8; 1024];
@@ -103,7 +112,7 @@ async fn a_kept_alive_connection_closes_after_the_idle_timeout() {
 /// Sends `head` (a request with a Content-Length), then only part of the body, and reads the
 /// answer.
 fn trickled(addr: &str, head: &str) -> (String, Duration) {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut s = connect(addr);
     s.write_all(head.as_bytes()).expect("head");
     s.write_all(b"{\"a\":").expect("a few bytes of the body");
     let started = Instant::now();
@@ -359,10 +368,22 @@ async fn swagger_ui_renders_under_its_policy_in_a_real_browser() {
 #[tokio::test]
 async fn readiness_checks_the_database_and_the_disk_headroom() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
+    let mut server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
     let (status, body) = send(client().get(server.url("/readyz"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["stale_templates"]["unsearchable_subjects"], 0, "{body}");
+    if on_postgres() {
+        // The disk headroom is the SQLite store's check (PostgreSQL's disk is the database
+        // server's); what applies here is a database that stops answering.
+        server.stop_database().await;
+        let (status, body) = send(client().get(server.url("/readyz"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["reason"], "the database does not answer", "{body}");
+        let (status, _) = send(client().get(server.url("/healthz"))).await;
+        assert_eq!(status, StatusCode::OK);
+        server.stop().await;
+        return;
+    }
     server.stop().await;
 
     // No disk has this much room.

@@ -78,7 +78,7 @@ fn seed_operations() -> Option<BTreeSet<String>> {
 async fn both_documents_are_served_match_their_snapshots_and_cover_the_references() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
-    let client = reqwest::Client::new();
+    let client = client();
     let mut served = Vec::new();
     for dialect in ["miicloud", "necid"] {
         let res = client.get(server.url(&format!("/openapi/{dialect}.json"))).send().await.expect("get document");

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// A per-tenant limit (such as the number of tags) would be exceeded.
     #[error("{0}")]
     LimitReached(String),
+    /// A subject's new tag labels name a tag the tenant does not have (any more).
+    #[error("tag '{0}' does not exist; create it first")]
+    UnknownTag(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -109,7 +112,7 @@ impl From<StoreError> for facegate_core::Error {
         match e {
             StoreError::Conflict(msg) => facegate_core::Error::Conflict(msg),
             StoreError::NotFound(what) => facegate_core::Error::NotFound(what),
-            StoreError::InvalidImageName(_) | StoreError::LimitReached(_) => {
+            StoreError::InvalidImageName(_) | StoreError::LimitReached(_) | StoreError::UnknownTag(_) => {
                 facegate_core::Error::InvalidRequest(e.to_string())
             }
             StoreError::Sqlite(_)

@@ -350,12 +350,23 @@ fn subject_tags_are_replaced_and_scoped(h: &Harness) {
     let b = store.create_tenant("b", "hb").expect("b");
     let s = subject(&a, "s1", None);
     store.create_subject(&s, Some(&sample("s1", "x1", "2024-01-01T00:00:00.000000Z", "m", 0.5))).expect("create");
+    for tag in ["passport", "staff"] {
+        store.create_tag(&a.id, tag, 64).expect("tag");
+    }
     store.set_subject_tags(&a.id, "s1", &["passport".into(), "staff".into()]).expect("tags");
     assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["passport", "staff"]);
     store.set_subject_tags(&a.id, "s1", &["staff".into()]).expect("replace");
     assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["staff"]);
     assert!(matches!(store.set_subject_tags(&b.id, "s1", &[]), Err(Error::NotFound(_))));
-    store.create_tag(&a.id, "staff", 64).expect("tag");
+    // A label must name one of the tenant's tags when it is written: not another tenant's, not
+    // one that is gone.
+    store.create_tag(&b.id, "guest", 64).expect("tag");
+    store.delete_tag(&a.id, "passport").expect("delete");
+    for unknown in ["nope", "guest", "passport"] {
+        let refused = store.set_subject_tags(&a.id, "s1", &["staff".into(), unknown.into()]);
+        assert!(matches!(refused, Err(Error::InvalidRequest(_))), "{unknown}: {refused:?}");
+    }
+    assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["staff"], "a refused write changes nothing");
     store.rename_tag(&a.id, "staff", "employees").expect("rename");
     assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["employees"], "labels follow a rename");
     assert!(store.subject_tags(&b.id, "s1").expect("tags").is_empty());
@@ -388,6 +399,9 @@ fn an_event_and_its_tags_commit_together(h: &Harness) {
     let store = h.store();
     let a = store.create_tenant("a", "ha").expect("a");
     let s = subject(&a, "s1", None);
+    for tag in ["x", "y", "z"] {
+        store.create_tag(&a.id, tag, 64).expect("tag");
+    }
     store.create_tagged_subject(&s, &sample("s1", "e1", "1", "m", 0.5), &["x".into()]).expect("create");
     assert_eq!(store.subject_tags(&a.id, "s1").expect("tags"), ["x"]);
     store.update_subject(&s, Some(&sample("s1", "e2", "2", "m", 0.4)), Some(&["y".into()])).expect("update");
@@ -408,6 +422,7 @@ fn bulk_jobs_page_and_register_each_record_once(h: &Harness) {
     let store = h.store();
     let a = store.create_tenant("a", "ha").expect("a");
     let b = store.create_tenant("b", "hb").expect("b");
+    store.create_tag(&a.id, "t", 64).expect("tag");
     let records = |n: u64| -> Vec<BulkRecord> {
         (0..n)
             .map(|seq| BulkRecord {
@@ -479,6 +494,14 @@ fn bulk_jobs_page_and_register_each_record_once(h: &Harness) {
     assert_eq!((page[0].attempts, page[0].reason.as_str()), (3, "not found"));
     let pending = store.pending_bulk_records(3).expect("pending");
     assert!(pending.iter().all(|p| p.record.seq > 1 || p.tenant.id == b.id), "processed records wait no more");
+
+    // What a stopping process released is another's at once (on PostgreSQL, a node with a new
+    // id), not only once the hold's lease runs out.
+    store.release_bulk_records().expect("release");
+    let next = h.store();
+    let taken = next.pending_bulk_records(3).expect("pending");
+    let seqs: Vec<u64> = taken.iter().filter(|p| p.tenant.id == a.id).map(|p| p.record.seq).collect();
+    assert_eq!(seqs, [2, 3, 4], "the records the stopped process held");
 }
 
 fn sixteen_writers_and_four_readers_lose_nothing(h: &Harness) {

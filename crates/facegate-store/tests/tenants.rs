@@ -83,11 +83,11 @@ fn populate(store: &dyn Store, tenant: &Tenant, tag: &str) -> Vec<String> {
     let (x1, x2, x3) = (format!("{tag}-sample-1"), format!("{tag}-sample-2"), format!("{tag}-sample-3"));
     let customer = format!("{tag}-customer");
     let one = subject(tenant, &s1, Some(&customer));
+    store.create_tag(&tenant.id, &format!("{tag}-vip"), 64).expect("tag");
     store.create_tagged_subject(&one, &sample(&s1, &x1, "1", "m", 0.25), &[format!("{tag}-vip")]).expect("subject 1");
     store.update_subject(&one, Some(&sample(&s1, &x2, "2", "m", 0.5)), None).expect("second sample");
     let two = subject(tenant, &s2, None);
     store.create_subject(&two, Some(&sample(&s2, &x3, "3", "m", 0.75))).expect("subject 2");
-    store.create_tag(&tenant.id, &format!("{tag}-vip"), 64).expect("tag");
     let job = BulkJob { id: format!("{tag}-job"), tenant_id: tenant.id.clone(), created_at: "1".into() };
     let records: Vec<BulkRecord> = (0..2)
         .map(|seq| BulkRecord {

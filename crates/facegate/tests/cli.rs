@@ -227,18 +227,30 @@ fn eval_pairs_reads_the_lfw_format_and_reports_folds() {
 /// with SIGKILL twice mid-job, and every file registered exactly once in the end.
 #[test]
 fn bulk_jobs_survive_sigkill() {
+    run_bulk_kill9(None);
+}
+
+/// The same with the server's gallery in PostgreSQL (a throwaway cluster), read back with psql.
+#[test]
+fn bulk_jobs_survive_sigkill_on_postgres() {
+    let Some(cluster) = facegate_testkit::PgCluster::start() else { return };
+    run_bulk_kill9(Some(cluster.url()));
+}
+
+fn run_bulk_kill9(database_url: Option<&str>) {
     let Some(mut python) = facegate_testkit::python_with(&["botocore", "requests", "sqlite3"]) else { return };
     let photos = tempfile::tempdir().expect("tempdir");
     std::fs::copy(root().join(".facegate/models/buffalo_s/yaoming.jpg"), photos.path().join("yao.jpg")).expect("copy");
-    let out = facegate_testkit::output_within(
-        python
-            .arg(root().join("tests/python/bulk_kill9.py"))
-            .arg(env!("CARGO_BIN_EXE_facegate"))
-            .arg(photos.path())
-            .args(["40", "--kills", "2"])
-            .current_dir(root()),
-        std::time::Duration::from_secs(600),
-    );
+    python
+        .arg(root().join("tests/python/bulk_kill9.py"))
+        .arg(env!("CARGO_BIN_EXE_facegate"))
+        .arg(photos.path())
+        .args(["40", "--kills", "2"])
+        .current_dir(root());
+    if let Some(url) = database_url {
+        python.args(["--database-url", url]);
+    }
+    let out = facegate_testkit::output_within(&mut python, std::time::Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("summary json");

@@ -44,7 +44,7 @@ fn a_flood_of_half_sent_requests_under_a_low_file_limit_leaves_the_server_answer
     let server = SandboxServer::spawn_command(cmd);
     let idle: Vec<TcpStream> = (0..400)
         .map(|_| {
-            let mut s = TcpStream::connect(&server.addr).expect("connect");
+            let mut s = common::connect(&server.addr);
             s.write_all(b"POST /miicloud/match_faces HTTP/1.1\r\nHost: x").expect("half a request");
             s
         })

@@ -238,10 +238,21 @@ fn reindex_works_on_an_encrypted_postgres_gallery() {
 /// staged outcomes and finishes, and every subject is then found.
 #[test]
 fn a_reindex_killed_half_way_changes_nothing_and_the_next_run_finishes_it() {
+    killed_half_way_then_finished(&Gallery::new(false, None));
+}
+
+/// The same on PostgreSQL: the killed run's staged rows stay in the database (its transactions
+/// committed batch by batch), and the node lock it held goes with its connection.
+#[test]
+fn a_reindex_killed_half_way_on_postgres_changes_nothing_and_the_next_run_finishes_it() {
+    let Some(cluster) = facegate_testkit::PgCluster::start() else { return };
+    killed_half_way_then_finished(&Gallery::new(false, Some(cluster.url())));
+}
+
+fn killed_half_way_then_finished(gallery: &Gallery) {
     let Some(identities) = identities() else { return };
     let work = tempfile::tempdir().expect("tempdir");
     let pack = other_pack();
-    let gallery = Gallery::new(false, None);
     let copies = 10;
     let people = people(&identities);
     let subjects = people.len() * copies;

@@ -42,7 +42,7 @@ fn start_match_faces(server: &SandboxServer) -> (TcpStream, Vec<u8>) {
         &[("Authorization", &auth), ("Content-Type", &content_type)],
         body.len(),
     );
-    let mut conn = TcpStream::connect(&server.addr).expect("connect");
+    let mut conn = common::connect(&server.addr);
     conn.write_all(head.as_bytes()).expect("head");
     let half = body.len() / 2;
     conn.write_all(&body[..half]).expect("first half");

@@ -246,6 +246,12 @@ impl FaceService {
             });
         }
         while running.join_next().await.is_some() {}
+        // On a shared gallery this process holds the records it read last, finished or not; a
+        // node restarted in its place is another process, and would wait out the hold.
+        let store = self.store.clone();
+        if let Err(e) = blocking(move || store.release_bulk_records()).await {
+            tracing::warn!(error = %e, "releasing the unfinished bulk records failed; they wait for their lease");
+        }
     }
 
     /// Registers one record's file, retrying transient failures, and saves the outcome.

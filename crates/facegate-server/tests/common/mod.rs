@@ -1,5 +1,6 @@
 //! What the API integration tests share: a real server on a random loopback port (real models,
-//! real SQLite in a temporary directory), and clients for both dialects.
+//! real SQLite in a temporary directory, or PostgreSQL under `FACEGATE_TEST_STORE=postgres`), and
+//! clients for both dialects, each with a timeout.
 
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of this module
 
@@ -71,7 +72,13 @@ impl TestServer {
         settings: Settings,
         bulk_source: Arc<dyn facegate_core::ImageSource>,
     ) -> Self {
-        Self::start_on(data_dir, settings, bulk_source, engine()).await
+        Self::start_on(data_dir, settings, bulk_source, engine(), KeptStore::default()).await
+    }
+
+    /// A server on the store a stopped one left ([`TestServer::stop_keeping_store`]): a restart.
+    pub async fn restart(data_dir: &Path, kept: KeptStore) -> Self {
+        let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
+        Self::start_on(data_dir, Settings::default(), Arc::new(bucket), engine(), kept).await
     }
 
     /// A server on the core's fake engine (`facegate_core::testing::FakeEngine`): for tests of
@@ -79,7 +86,7 @@ impl TestServer {
     pub async fn start_on_fakes(data_dir: &Path, settings: Settings) -> Self {
         let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
         let engine: Arc<dyn facegate_core::Engine> = Arc::new(facegate_core::testing::FakeEngine::default());
-        Self::start_on(data_dir, settings, Arc::new(bucket), engine).await
+        Self::start_on(data_dir, settings, Arc::new(bucket), engine, KeptStore::default()).await
     }
 
     async fn start_on(
@@ -87,6 +94,7 @@ impl TestServer {
         mut settings: Settings,
         bulk_source: Arc<dyn facegate_core::ImageSource>,
         engine: Arc<dyn facegate_core::Engine>,
+        kept: KeptStore,
     ) -> Self {
         settings.data_dir = data_dir.to_owned();
         std::fs::create_dir_all(data_dir).expect("create data dir");
@@ -99,7 +107,7 @@ impl TestServer {
         // Store calls block (PostgreSQL's client most of all): off the async threads.
         let (dir, store_settings) = (data_dir.to_owned(), settings.clone());
         let (service, cluster) = tokio::task::spawn_blocking(move || {
-            let (store, cluster) = open_store(&dir, &store_settings);
+            let (store, cluster) = open_store(&dir, &store_settings, kept.cluster);
             let service = Arc::new(FaceService::new(engine, store, Arc::new(FlatIndex::new()), config));
             service.load_index().expect("load index");
             (service, cluster)
@@ -137,6 +145,39 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// The PostgreSQL database the store lives in; `None` on SQLite.
+    pub fn database_url(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.url().to_owned())
+    }
+
+    /// How many face images the store holds: the files under `images/` on SQLite, the
+    /// `image_blobs` rows on PostgreSQL, where the images live in the database.
+    pub async fn stored_images(&self) -> usize {
+        match self.database_url() {
+            None => files_under(&self.data_dir.join("images")).len(),
+            Some(url) => {
+                let count = pg_query_one(url, "SELECT COUNT(*) FROM image_blobs").await;
+                usize::try_from(count).expect("a count")
+            }
+        }
+    }
+
+    /// Stops and removes the PostgreSQL cluster under the running server, as a database outage
+    /// would. Does nothing on SQLite.
+    pub async fn stop_database(&mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            tokio::task::spawn_blocking(move || drop(cluster)).await.expect("stop the cluster");
+        }
+    }
+
+    /// Stops the server and hands back its store, for [`TestServer::restart`] on the same data
+    /// directory: on PostgreSQL the cluster would otherwise be removed with the server.
+    pub async fn stop_keeping_store(mut self) -> KeptStore {
+        let cluster = self.cluster.take();
+        self.stop().await;
+        KeptStore { cluster }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -150,15 +191,51 @@ impl TestServer {
     }
 }
 
-/// The store a test server runs on: SQLite in `data_dir`, or, when `FACEGATE_TEST_STORE` is
-/// `postgres` (`scripts/test-on-postgres` sets it), a PostgreSQL store on a throwaway cluster, so
-/// that the same suites run against both backends.
+/// What a stopped server leaves for the next one: on PostgreSQL its cluster, where the gallery
+/// is; on SQLite nothing, the data directory being the store.
+#[derive(Default)]
+pub struct KeptStore {
+    cluster: Option<facegate_testkit::PgCluster>,
+}
+
+/// Whether the test servers of this run keep their store in PostgreSQL (`FACEGATE_TEST_STORE`,
+/// which `scripts/test-on-postgres` sets), rather than SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("FACEGATE_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// Runs `sql` on the database at `url` (off the async threads, as the client blocks) and returns
+/// the first column of its one row.
+pub async fn pg_query_one(url: String, sql: &'static str) -> i64 {
+    tokio::task::spawn_blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect to the test database");
+        db.query_one(sql, &[]).expect(sql).get(0)
+    })
+    .await
+    .expect("query")
+}
+
+/// Runs `sql` (statements, no rows) on the database at `url`, off the async threads.
+pub async fn pg_execute(url: String, sql: String) {
+    tokio::task::spawn_blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect to the test database");
+        db.batch_execute(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
+    .await
+    .expect("execute");
+}
+
+/// The store a test server runs on: SQLite in `data_dir`, or, when [`on_postgres`], a PostgreSQL
+/// store on a throwaway cluster (the one `kept` names, after a restart), so that the same suites
+/// run against both backends.
 fn open_store(
     data_dir: &Path,
     settings: &Settings,
+    kept: Option<facegate_testkit::PgCluster>,
 ) -> (Arc<dyn facegate_core::Store>, Option<facegate_testkit::PgCluster>) {
-    if std::env::var("FACEGATE_TEST_STORE").is_ok_and(|v| v == "postgres") {
-        let cluster = facegate_testkit::PgCluster::start()
+    if on_postgres() {
+        let cluster = kept
+            .or_else(facegate_testkit::PgCluster::start)
             .expect("FACEGATE_TEST_STORE=postgres, and no PostgreSQL cluster could be started");
         let store = facegate_store::PgStore::connect(cluster.url(), None, facegate_store::PgRole::Node)
             .expect("open the PostgreSQL store");
@@ -172,8 +249,12 @@ fn open_store(
     (Arc::new(store), None)
 }
 
+/// How long any one request of a test may take: well past a real model's inference on a busy
+/// 2-core machine, so that only a server that hangs fails by it, and in bounded time.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("HTTP client")
 }
 
 /// A multipart body as Python `requests` builds it from `data=` and `files=`.

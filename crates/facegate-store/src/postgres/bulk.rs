@@ -203,6 +203,17 @@ impl facegate_core::BulkJobStore for PgStore {
         Ok(self.claim_bulk_records(per_tenant)?)
     }
 
+    fn release_bulk_records(&self) -> facegate_core::Result<()> {
+        self.conn()?
+            .execute(
+                "UPDATE bulk_records SET claimed_by = NULL, claim_expires = NULL \
+                 WHERE claimed_by = $1 AND NOT processed",
+                &[&self.node_id],
+            )
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
     fn queued_bulk_records(&self, tenant_id: &str) -> facegate_core::Result<u64> {
         let row = self
             .conn()?

@@ -125,13 +125,26 @@ impl facegate_core::TagStore for PgStore {
     }
 }
 
-/// Replaces a subject's tag labels inside `tx`; repeated names are kept once.
+/// Replaces a subject's tag labels inside `tx`; repeated names are kept once. Each must name one
+/// of the tenant's tags.
 pub(super) fn replace_subject_tags(
     tx: &mut Transaction<'_>,
     tenant_id: &str,
     subject_id: &str,
     tags: &[String],
 ) -> Result<()> {
+    // The service checks the names before its inference, but a rename or delete of the tag on any
+    // node may commit in between, and a rename carries over only the labels that exist when it
+    // runs: the label would name a tag that is gone. Checked here, with the tag row share-locked
+    // until commit, a rename either waits for this write (and carries its label) or has already
+    // committed (and the write is refused).
+    for tag in tags {
+        let found =
+            tx.query_opt("SELECT 1 FROM tags WHERE tenant_id = $1 AND name = $2 FOR SHARE", &[&tenant_id, tag])?;
+        if found.is_none() {
+            return Err(StoreError::UnknownTag(tag.clone()));
+        }
+    }
     tx.execute("DELETE FROM subject_tags WHERE subject_id = $1", &[&subject_id])?;
     for tag in tags {
         tx.execute(

@@ -578,6 +578,9 @@ mod tests {
             created_at: String::new(),
             updated_at: String::new(),
         };
+        for tag in ["a", "b", "boom"] {
+            store.create_tag(&tenant.id, tag, 64).expect("tag");
+        }
         store.create_tagged_subject(&subject, &sample_of(&subject, "e1"), &["a".into()]).expect("subject");
         // A tag write that fails, after the event's rows in the same transaction.
         store

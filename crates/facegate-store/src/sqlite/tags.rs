@@ -109,12 +109,23 @@ impl facegate_core::TagStore for SqliteStore {
     }
 }
 
+/// Replaces a subject's tag labels inside `tx`; repeated names are kept once. Each must name one
+/// of the tenant's tags.
 pub(super) fn replace_subject_tags(
     tx: &Transaction<'_>,
     tenant_id: &str,
     subject_id: &str,
     tags: &[String],
 ) -> Result<()> {
+    // The service checks the names before its inference, but a rename or delete of the tag may
+    // commit in between, and a rename carries over only the labels that exist when it runs: the
+    // label would name a tag that is gone. Inside the write (one writer at a time) the check holds.
+    let mut known = tx.prepare_cached("SELECT 1 FROM tags WHERE tenant_id = ?1 AND name = ?2")?;
+    for tag in tags {
+        if !known.exists(params![tenant_id, tag])? {
+            return Err(StoreError::UnknownTag(tag.clone()));
+        }
+    }
     tx.prepare_cached("DELETE FROM subject_tags WHERE subject_id = ?1")?.execute([subject_id])?;
     let mut insert =
         tx.prepare_cached("INSERT OR IGNORE INTO subject_tags (subject_id, tenant_id, tag) VALUES (?1, ?2, ?3)")?;

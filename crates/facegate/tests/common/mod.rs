@@ -143,7 +143,7 @@ impl SandboxServer {
 
     /// A raw HTTP/1.1 GET, answered as text with the status line.
     pub fn get(&self, path: &str, authorization: Option<&str>) -> String {
-        let mut s = TcpStream::connect(&self.addr).expect("connect");
+        let mut s = connect(&self.addr);
         let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").expect("write");
         let mut out = String::new();
@@ -204,8 +204,20 @@ pub fn exchange(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], 
     out
 }
 
+/// How long a test waits on one socket read or write: well past a real model's inference on a
+/// busy 2-core machine, so that only a server that hangs fails by it, and in bounded time.
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A connection to `addr` whose every read and write gives up after [`SOCKET_TIMEOUT`].
+pub fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(SOCKET_TIMEOUT)).expect("read timeout");
+    s.set_write_timeout(Some(SOCKET_TIMEOUT)).expect("write timeout");
+    s
+}
+
 fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut s = connect(addr);
     s.write_all(request_head(method, path, headers, body.len()).as_bytes()).expect("write head");
     s.write_all(body).expect("write body");
     s
