@@ -153,15 +153,6 @@ impl Settings {
         }
     }
 
-    /// How connections are limited.
-    pub fn connection_limits(&self) -> crate::listener::ConnectionLimits {
-        crate::listener::ConnectionLimits {
-            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
-            keep_alive_idle: std::time::Duration::from_secs(self.keep_alive_idle_secs),
-            max_connections: self.max_connections,
-        }
-    }
-
     /// The bulk runner's settings: as many files at once as inference workers, or one worker
     /// fewer when each job runs several ONNX Runtime threads (they fill the cores already, and a
     /// request then finds a free worker at once).

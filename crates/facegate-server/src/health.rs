@@ -6,8 +6,9 @@ use axum::response::Response;
 use axum::Json;
 use serde_json::json;
 
+use crate::answer::in_dialect;
+use crate::dialect::Dialect;
 use crate::error::ApiError;
-use crate::http_limits::Dialect;
 use crate::state::AppState;
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -49,5 +50,5 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
 /// A path no route owns answers in the body of the dialect its prefix names: NEC's
 /// `{"message": "Not Found"}` under `/v1.1/`, miiCloud's failure under `/miicloud/`.
 pub async fn not_found(uri: Uri) -> Response {
-    Dialect::of(uri.path()).respond(ApiError::NoRoute)
+    in_dialect(Dialect::of(uri.path()), ApiError::NoRoute)
 }

@@ -14,12 +14,12 @@ use axum::extract::{Request, State};
 use axum::http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use crate::answer::in_dialect;
+use crate::dialect::Dialect;
 use crate::error::ApiError;
-use crate::miicloud::error::MiiError;
-use crate::necid::error::NecError;
 
 /// The error a request body yields once its deadline has passed.
 #[derive(Debug, thiserror::Error)]
@@ -70,48 +70,9 @@ pub async fn body_deadline(State(timeout): State<Duration>, req: Request, next: 
     let response = next.run(req).await;
     if fired.load(Ordering::Acquire) {
         tracing::info!(timeout_secs = timeout.as_secs(), "request body not received in time; answered 408");
-        return dialect.respond(ApiError::RequestTimeout);
+        return in_dialect(dialect, ApiError::RequestTimeout);
     }
     response
-}
-
-/// Which wire format an error answer takes, by the route's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    MiiCloud,
-    NecId,
-    /// Health probes and unknown routes.
-    Generic,
-}
-
-impl Dialect {
-    pub fn of(path: &str) -> Self {
-        // The console's API takes miiCloud's token and answers in its body.
-        if path.starts_with("/miicloud") || path.starts_with("/console/api") {
-            Dialect::MiiCloud
-        } else if path.starts_with("/v1.1") {
-            Dialect::NecId
-        } else {
-            Dialect::Generic
-        }
-    }
-
-    /// The name metrics label requests with.
-    pub fn label(self) -> &'static str {
-        match self {
-            Dialect::MiiCloud => "miicloud",
-            Dialect::NecId => "necid",
-            Dialect::Generic => "none",
-        }
-    }
-
-    pub fn respond(self, error: ApiError) -> Response {
-        match self {
-            Dialect::MiiCloud => MiiError(error).into_response(),
-            Dialect::NecId => NecError::Api(error).into_response(),
-            Dialect::Generic => error.into_response(),
-        }
-    }
 }
 
 /// Longest text of axum's own rejection carried into the JSON message.
@@ -147,7 +108,7 @@ pub async fn json_error_bodies(req: Request, next: Next) -> Response {
         s if s.is_client_error() => ApiError::invalid(text.unwrap_or_else(|| "invalid request".into())),
         _ => ApiError::Core(facegate_core::Error::Internal(text.unwrap_or_else(|| status.to_string()))),
     };
-    let mut rewritten = dialect.respond(error);
+    let mut rewritten = in_dialect(dialect, error);
     *rewritten.status_mut() = status;
     for name in [ALLOW, RETRY_AFTER, CACHE_CONTROL] {
         if let Some(value) = parts.headers.get(&name) {
@@ -164,13 +125,6 @@ fn is_json(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dialects_follow_the_path_prefix() {
-        assert_eq!(Dialect::of("/miicloud/person/x"), Dialect::MiiCloud);
-        assert_eq!(Dialect::of("/v1.1/subjects"), Dialect::NecId);
-        assert_eq!(Dialect::of("/healthz"), Dialect::Generic);
-    }
 
     /// One byte, then nothing, ever.
     struct Stalled {

@@ -1,10 +1,12 @@
 //! facegate's HTTP layer: authentication and the API dialects, translating each wire format
 //! into `facegate_core::FaceService` calls and back.
 
+pub mod answer;
 pub mod auth;
 pub mod config;
 pub mod console;
 pub mod cors;
+pub mod dialect;
 pub mod docs;
 pub mod error;
 pub mod health;
@@ -105,7 +107,7 @@ pub async fn serve(
         .bulk_source
         .clone()
         .map(|source| tokio::spawn(state.service.clone().run_bulk_jobs(source, state.settings.bulk(), runner_stop)));
-    let mut limits = state.settings.connection_limits();
+    let mut limits = listener::ConnectionLimits::of(&state.settings);
     limits.max_connections = listener::effective_max_connections(limits.max_connections);
     tracing::info!(
         max_connections = limits.max_connections,

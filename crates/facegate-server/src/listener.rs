@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
+use crate::config::Settings;
 use crate::parse_errors::{Refusals, Rewriting};
 
 /// File descriptors kept back from the connection cap for the database, image files, bulk
@@ -47,6 +48,17 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub keep_alive_idle: Duration,
     pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// The limits `settings` configure.
+    pub fn of(settings: &Settings) -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+            keep_alive_idle: Duration::from_secs(settings.keep_alive_idle_secs),
+            max_connections: settings.max_connections,
+        }
+    }
 }
 
 /// The connection cap the process's file limit allows: `wanted`, or less when the soft

@@ -21,7 +21,7 @@ use facegate_core::telemetry::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
-use crate::http_limits::Dialect;
+use crate::dialect::Dialect;
 use crate::state::AppState;
 
 /// The route label of requests no route matched: one value, so that scanners probing random

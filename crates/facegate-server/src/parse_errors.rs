@@ -16,8 +16,9 @@ use std::task::{ready, Context, Poll};
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::answer::in_dialect;
+use crate::dialect::Dialect;
 use crate::error::ApiError;
-use crate::http_limits::Dialect;
 
 /// The statuses hyper answers a parse error with, and what each means to the client.
 const REFUSALS: [(StatusCode, &str); 3] = [
@@ -51,7 +52,7 @@ impl Refusals {
         let mut bodies = Vec::with_capacity(DIALECTS.len() * REFUSALS.len());
         for dialect in DIALECTS {
             for (status, message) in REFUSALS {
-                let response = dialect.respond(ApiError::invalid(message));
+                let response = in_dialect(dialect, ApiError::invalid(message));
                 // The body is an in-memory JSON buffer a few hundred bytes long.
                 let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
                 bodies.push((dialect, status, body.to_vec()));

@@ -11,7 +11,7 @@ use facegate_core::Tenant;
 
 use crate::auth::token::parse_token;
 use crate::auth::AuthError;
-use crate::http_limits::Dialect;
+use crate::dialect::Dialect;
 use crate::miicloud::error::MiiError;
 use crate::state::AppState;
 

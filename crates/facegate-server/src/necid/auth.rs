@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use crate::auth::replay::ReplayGuard;
 use crate::auth::sigv4::{authorization_from_headers, verify, SigV4Error, SignedRequest};
 use crate::auth::AuthError;
+use crate::dialect::Dialect;
 use crate::error::ApiError;
-use crate::http_limits::Dialect;
 use crate::necid::error::NecError;
 use crate::state::AppState;
 
