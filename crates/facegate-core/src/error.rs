@@ -55,6 +55,27 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, for tables that must cover them all.
+    pub const ALL: [Code; 12] = [
+        Code::InvalidRequest,
+        Code::NotFound,
+        Code::Conflict,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::InvalidImage,
+        Code::NoFace,
+        Code::MultipleFaces,
+        Code::PoorQuality,
+        Code::Overloaded,
+        Code::InsufficientStorage,
+        Code::Internal,
+    ];
+
+    /// The code [`Code::name`] names, for a client reading it back off the wire.
+    pub fn from_name(name: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|code| code.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Code::InvalidRequest => "InvalidRequest",
@@ -103,5 +124,19 @@ impl Error {
             Code::Internal => "internal server error".to_owned(),
             _ => self.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_read_back_from_its_name() {
+        for code in Code::ALL {
+            assert_eq!(Code::from_name(code.name()), Some(code));
+        }
+        assert_eq!(Code::from_name("noface"), None);
+        assert_eq!(Code::from_name(""), None);
     }
 }

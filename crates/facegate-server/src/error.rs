@@ -187,10 +187,21 @@ pub fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// Adds `Retry-After` to `response` when the table says so.
-pub fn with_retry_after(mut response: axum::response::Response, error: &ApiError) -> axum::response::Response {
+/// The response header that names the core's error code (`facegate_core::Code::name`) on every
+/// error answer that has one, in every dialect. miiCloud's failure body holds only a message, and
+/// a client that acts on the kind of failure (`facegate import --to`) must not have to recognise
+/// it by the message's wording. Not part of either reference API, so neither OpenAPI document
+/// lists it.
+pub const ERROR_CODE_HEADER: &str = "x-facegate-error-code";
+
+/// Adds the headers every error answer carries: `Retry-After` when the table says so, and the
+/// core's code in [`ERROR_CODE_HEADER`] when the error has one.
+pub fn with_error_headers(mut response: axum::response::Response, error: &ApiError) -> axum::response::Response {
     if let Some(value) = error.retry_after() {
         response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    if let ErrorKind::Core(code) = error.kind() {
+        response.headers_mut().insert(ERROR_CODE_HEADER, HeaderValue::from_static(code.name()));
     }
     response
 }
@@ -201,7 +212,7 @@ impl IntoResponse for ApiError {
         self.log_if_internal();
         let body = serde_json::json!({"status": "fail", "message": self.public_message()});
         let response = (status(wire(self.kind()).miicloud), axum::Json(body)).into_response();
-        with_retry_after(response, &self)
+        with_error_headers(response, &self)
     }
 }
 
@@ -224,21 +235,6 @@ pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
 mod tests {
     use super::*;
 
-    const EVERY_CODE: [Code; 12] = [
-        Code::InvalidRequest,
-        Code::NotFound,
-        Code::Conflict,
-        Code::PayloadTooLarge,
-        Code::UnsupportedMediaType,
-        Code::InvalidImage,
-        Code::NoFace,
-        Code::MultipleFaces,
-        Code::PoorQuality,
-        Code::Overloaded,
-        Code::InsufficientStorage,
-        Code::Internal,
-    ];
-
     #[test]
     fn every_row_holds_real_statuses_and_nec_codes_only_on_client_errors() {
         let transport = [
@@ -250,7 +246,7 @@ mod tests {
             ErrorKind::MethodNotAllowed,
             ErrorKind::RequestTimeout,
         ];
-        for kind in EVERY_CODE.map(ErrorKind::Core).into_iter().chain(transport) {
+        for kind in Code::ALL.map(ErrorKind::Core).into_iter().chain(transport) {
             let row = wire(kind);
             for code in [row.miicloud, row.necid] {
                 assert!(StatusCode::from_u16(code).is_ok_and(|s| s.is_client_error() || s.is_server_error()));

@@ -4,7 +4,7 @@
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::error::{status, wire, with_retry_after, ApiError};
+use crate::error::{status, wire, with_error_headers, ApiError};
 use crate::miicloud::wire::Failure;
 
 #[derive(Debug)]
@@ -21,6 +21,6 @@ impl IntoResponse for MiiError {
         let error = self.0;
         error.log_if_internal();
         let body = Failure { status: "fail", message: error.public_message() };
-        with_retry_after((status(wire(error.kind()).miicloud), Json(body)).into_response(), &error)
+        with_error_headers((status(wire(error.kind()).miicloud), Json(body)).into_response(), &error)
     }
 }

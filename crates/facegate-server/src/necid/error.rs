@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::error::{status, wire, with_retry_after, ApiError, ErrorKind, NecErrorType};
+use crate::error::{status, wire, with_error_headers, ApiError, ErrorKind, NecErrorType};
 use crate::necid::wire::Failure;
 
 #[derive(Debug)]
@@ -41,6 +41,6 @@ impl IntoResponse for NecError {
             ErrorKind::NoRoute => NOT_FOUND.to_owned(),
             _ => error.public_message(),
         };
-        with_retry_after((status(row.necid), Json(Failure::new(message, row.necid_error))).into_response(), &error)
+        with_error_headers((status(row.necid), Json(Failure::new(message, row.necid_error))).into_response(), &error)
     }
 }

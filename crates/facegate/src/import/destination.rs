@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use facegate_core::{Error, FaceService, ImageUpload, Profile, Tenant};
+use facegate_core::{Code, Error, FaceService, ImageUpload, Profile, Tenant};
+use facegate_server::error::ERROR_CODE_HEADER;
 use reqwest::{multipart, StatusCode, Url};
 use serde::Deserialize;
 
@@ -103,20 +104,27 @@ impl Destination {
 /// A short, stable name for why an image was not imported.
 fn failure_reason(error: &Error) -> &'static str {
     match error {
-        Error::NoFace => "no face",
-        Error::MultipleFaces => "multiple faces",
-        Error::PoorQuality(_) => "poor quality",
-        Error::TooLarge(_) => "too large",
-        Error::UnsupportedImage(_) => "unsupported image",
-        Error::InvalidImage(_) => "invalid image",
-        Error::InvalidRequest(_) => "invalid request",
-        Error::NotFound(_) => "not found",
-        Error::Conflict(_) => "conflict",
-        Error::Overloaded => "overloaded",
-        Error::StorageFull => "storage full",
         Error::Storage(_) => "storage error",
         Error::Engine(_) => "inference error",
-        Error::Internal(_) => "internal error",
+        other => code_reason(other.code()),
+    }
+}
+
+/// The reason for a core error code, whether the error happened here or on a remote server.
+fn code_reason(code: Code) -> &'static str {
+    match code {
+        Code::NoFace => "no face",
+        Code::MultipleFaces => "multiple faces",
+        Code::PoorQuality => "poor quality",
+        Code::PayloadTooLarge => "too large",
+        Code::UnsupportedMediaType => "unsupported image",
+        Code::InvalidImage => "invalid image",
+        Code::InvalidRequest => "invalid request",
+        Code::NotFound => "not found",
+        Code::Conflict => "conflict",
+        Code::Overloaded => "overloaded",
+        Code::InsufficientStorage => "storage full",
+        Code::Internal => "internal error",
     }
 }
 
@@ -238,8 +246,9 @@ impl ApiClient {
         if status.is_success() {
             return Ok(());
         }
+        let code = response.headers().get(ERROR_CODE_HEADER).and_then(|v| v.to_str().ok()).and_then(Code::from_name);
         let message = response.json::<FailureBody>().await.map(|b| b.message).unwrap_or_default();
-        let reason = reason_of(status, &message);
+        let reason = reason_of(status, code);
         let fatal =
             matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::INSUFFICIENT_STORAGE);
         Err(Failure { reason, detail: format!("{status}: {message}"), fatal })
@@ -264,23 +273,24 @@ impl ApiClient {
     }
 }
 
-/// The summary's reason for a refused upload, from the status and the server's message (the
-/// miiCloud failure body has no error code).
-fn reason_of(status: StatusCode, message: &str) -> &'static str {
-    let message = message.to_ascii_lowercase();
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "too large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported image",
-        StatusCode::UNPROCESSABLE_ENTITY if message.starts_with("no face") => "no face",
-        StatusCode::UNPROCESSABLE_ENTITY if message.starts_with("more than one face") => "multiple faces",
-        StatusCode::UNPROCESSABLE_ENTITY if message.starts_with("face quality") => "poor quality",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid image",
-        StatusCode::BAD_REQUEST => "invalid request",
-        StatusCode::CONFLICT => "conflict",
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "credentials refused",
-        StatusCode::SERVICE_UNAVAILABLE => "overloaded",
-        StatusCode::INSUFFICIENT_STORAGE => "storage full",
-        _ => "server error",
+/// The summary's reason for a refused upload: the one a local import gives for the core error
+/// code the server names (`ERROR_CODE_HEADER`), else, for an answer with no code (credentials
+/// refused, a proxy's own error page), the status's.
+fn reason_of(status: StatusCode, code: Option<Code>) -> &'static str {
+    match code {
+        // A remote server's internal detail stays in its log; locally the variant is known.
+        Some(Code::Internal) | None => match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported image",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid image",
+            StatusCode::BAD_REQUEST => "invalid request",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "credentials refused",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded",
+            StatusCode::INSUFFICIENT_STORAGE => "storage full",
+            _ => "server error",
+        },
+        Some(code) => code_reason(code),
     }
 }
 
@@ -311,7 +321,16 @@ mod tests {
             (StatusCode::INSUFFICIENT_STORAGE, Error::StorageFull),
         ];
         for (status, error) in cases {
-            assert_eq!(reason_of(status, &error.public_message()), failure_reason(&error), "{error}");
+            assert_eq!(reason_of(status, Some(error.code())), failure_reason(&error), "{error}");
         }
+    }
+
+    #[test]
+    fn the_reason_follows_the_code_not_the_wording() {
+        // The same status and no code: the status alone decides, whatever the message said.
+        assert_eq!(reason_of(StatusCode::UNPROCESSABLE_ENTITY, None), "invalid image");
+        assert_eq!(reason_of(StatusCode::UNPROCESSABLE_ENTITY, Some(Code::NoFace)), "no face");
+        assert_eq!(reason_of(StatusCode::FORBIDDEN, None), "credentials refused");
+        assert_eq!(reason_of(StatusCode::INTERNAL_SERVER_ERROR, Some(Code::Internal)), "server error");
     }
 }
