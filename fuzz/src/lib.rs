@@ -153,7 +153,7 @@ impl App {
             policy: FacePolicy::Largest,
         };
         service.create_subject(t, bob).await.expect("seed person");
-        let state = AppState::new(service, Settings::default(), None);
+        let state = AppState::new(service, Settings::default());
         let (subject_id, event_id) = (alice.subject.id, alice.sample.id);
         App { router: facegate_server::build_router(state), tenant, subject_id, event_id }
     }

@@ -8,12 +8,18 @@
 //! - `matching`: find subjects for the faces of an image, compare an image with one subject,
 //!   extract face attributes;
 //! - `bulk`: registration jobs and their runner; `follow`: keeping the index in step with a
-//!   gallery other processes write; `audit`: the audit trail;
+//!   gallery other processes write; `background`: starting and stopping those two beside the
+//!   requests; `audit`: the audit trail;
 //! - `reindex`: re-embedding every stored face with the active model (`facegate reindex`);
+//!
+//! A use case is a method of the object that holds the ports it needs: [`FaceService`] (engine,
+//! store, index) for everything a running server does, [`TenantAdmin`] (store) and
+//! [`Reindexer`] (engine, store) for the commands that run without an index.
 //! - `state`: the service itself, its configuration, and the one helper that runs store work on
 //!   a blocking thread.
 
 mod audit;
+mod background;
 mod bulk;
 mod follow;
 mod gallery;
@@ -25,6 +31,7 @@ mod tenants;
 mod text;
 
 pub use audit::{escape_controls, AUDIT_TARGET};
+pub use background::{BackgroundWork, BulkRunner};
 pub use bulk::{BulkConfig, MAX_JOBS_LISTED};
 pub use follow::CHANGE_LOG_RETENTION;
 pub use gallery::{
@@ -32,17 +39,17 @@ pub use gallery::{
 };
 pub use matching::{Candidate, FaceSearch, FaceSelection, SearchOptions};
 pub use reindex::{
-    matching_face, reindex, ReindexConfig, ReindexProgress, ReindexReport, TenantReindex, DEFAULT_REINDEX_MIN_IOU,
+    matching_face, ReindexConfig, ReindexProgress, ReindexReport, Reindexer, TenantReindex, DEFAULT_REINDEX_MIN_IOU,
     REINDEX_STAGE_BATCH,
 };
 pub use state::{
     registrable_face, FacePolicy, FaceService, ServiceConfig, DEFAULT_INFERENCE_QUEUE_PER_WORKER,
-    DEFAULT_KNOWN_THRESHOLD, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY, REGISTRATION_FACES_EXAMINED,
-    RIVAL_MIN_AREA_RATIO,
+    DEFAULT_KNOWN_THRESHOLD, DEFAULT_MAX_BULK_QUEUED_PER_TENANT, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY,
+    REGISTRATION_FACES_EXAMINED, RIVAL_MIN_AREA_RATIO,
 };
 pub use tags::{MAX_TAGS, MAX_TAG_CHARS};
 pub use tenants::{
-    create_tenant, delete_tenant, hash_secret, random_credentials, random_token, rotate_credentials,
-    validate_tenant_name, NewTenant, RotatedCredentials, DEFAULT_CREDENTIAL_GRACE, MAX_TENANT_NAME_CHARS,
+    hash_secret, random_credentials, random_token, validate_tenant_name, NewTenant, RotatedCredentials, TenantAdmin,
+    DEFAULT_CREDENTIAL_GRACE, MAX_TENANT_NAME_CHARS,
 };
 pub use text::{image_extension, now_rfc3339, rfc3339_after, stored_image_name};

@@ -149,8 +149,7 @@ async fn a_small_job_finishes_while_another_tenants_large_job_runs() {
     ));
     let big = svc.create_tenant("big").await.expect("tenant").tenant;
     let small = svc.create_tenant("small").await.expect("tenant").tenant;
-    let limit = 1_000;
-    let large = svc.create_bulk_job(&big, registrations("big", 100), limit).await.expect("large job");
+    let large = svc.create_bulk_job(&big, registrations("big", 100)).await.expect("large job");
     let config = BulkConfig { concurrency: 1, read_timeout: Duration::from_millis(500), ..BulkConfig::default() };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let runner = tokio::spawn(svc.clone().run_bulk_jobs(
@@ -167,7 +166,7 @@ async fn a_small_job_finishes_while_another_tenants_large_job_runs() {
         BulkRegistration { filename: "stuck.jpg".into(), tags: vec![] },
         BulkRegistration { filename: "quick.jpg".into(), tags: vec![] },
     ];
-    let little = svc.create_bulk_job(&small, one, limit).await.expect("small job");
+    let little = svc.create_bulk_job(&small, one).await.expect("small job");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while processed(&svc, &small, &little).await < 2 {
         assert!(tokio::time::Instant::now() < deadline, "the small job never finished");
@@ -188,17 +187,17 @@ async fn a_tenant_can_queue_only_so_many_records() {
         Arc::new(FakeEngine::default()),
         Arc::new(MemoryStore::default()),
         Arc::new(BruteForceIndex::default()),
-        ServiceConfig::default(),
+        ServiceConfig { max_bulk_queued_per_tenant: 10, ..ServiceConfig::default() },
     );
     let a = svc.create_tenant("a").await.expect("tenant").tenant;
     let b = svc.create_tenant("b").await.expect("tenant").tenant;
-    svc.create_bulk_job(&a, registrations("x", 6), 10).await.expect("within the limit");
-    let over = svc.create_bulk_job(&a, registrations("y", 5), 10).await;
+    svc.create_bulk_job(&a, registrations("x", 6)).await.expect("within the limit");
+    let over = svc.create_bulk_job(&a, registrations("y", 5)).await;
     assert!(matches!(over, Err(Error::InvalidRequest(_))), "{over:?}");
-    svc.create_bulk_job(&a, registrations("y", 4), 10).await.expect("up to the limit");
-    svc.create_bulk_job(&b, registrations("x", 10), 10).await.expect("another tenant has its own limit");
+    svc.create_bulk_job(&a, registrations("y", 4)).await.expect("up to the limit");
+    svc.create_bulk_job(&b, registrations("x", 10)).await.expect("another tenant has its own limit");
     let mut dup = registrations("d", 3);
     dup.push(BulkRegistration { filename: "d1.jpg".into(), tags: vec![] });
-    let refused = svc.create_bulk_job(&b, dup, 1_000).await;
+    let refused = svc.create_bulk_job(&b, dup).await;
     assert!(matches!(refused, Err(Error::InvalidRequest(ref m)) if m.contains("more than once")), "{refused:?}");
 }

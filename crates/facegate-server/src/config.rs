@@ -6,11 +6,8 @@
 //! configuration takes its server defaults from.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
 
-use facegate_core::service::{
-    DEFAULT_INFERENCE_QUEUE_PER_WORKER, DEFAULT_KNOWN_THRESHOLD, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY,
-};
+use facegate_core::service::DEFAULT_MAX_IMAGE_BYTES;
 
 /// The public token printed in the miiCloud document, accepted by `serve --sandbox`.
 pub const SANDBOX_TOKEN: &str = "0e653da4969a757d21de0ffa6387d5fbd6401131";
@@ -41,13 +38,11 @@ pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: u64 = 120;
 /// Connections open at once: far more than the inference pool can serve at a time, and well
 /// within the usual file limit.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// ONNX Runtime threads inside one inference job of the server. 2 lets a lone request use two
-/// cores (match_faces p50 26 ms instead of 36 ms on a 640×480 photo, 2-core machine) and costs
-/// about 7 % of throughput at saturation, since the threads do not spin. Capped at the core count.
-pub const DEFAULT_INTRA_OP_THREADS: usize = 2;
 
-/// What the HTTP layer reads at run time. `facegate serve` fills it from its configuration;
-/// [`Settings::default`] is the defaults, for tests and embedders.
+/// What the HTTP layer reads at run time, and nothing else: the service, the store and the
+/// background work are configured and started by the composition root (`facegate serve`), which
+/// fills this from its one configuration table. [`Settings::default`] is the defaults, for tests
+/// and embedders.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Largest request body; larger bodies get 413.
@@ -75,41 +70,12 @@ pub struct Settings {
     /// AWS Signature V4 scope NEC ID clients sign for.
     pub sigv4_region: String,
     pub sigv4_service: String,
-    /// Tries per bulk file when reading it fails in a way worth retrying.
-    pub bulk_max_attempts: u32,
-    /// Seconds one bulk file may take to read before the attempt counts as a read error.
-    pub bulk_read_timeout_secs: u64,
-    /// Bulk registration records a tenant may have waiting at once, over all its jobs.
-    pub bulk_max_queued_per_tenant: u64,
-    /// Concurrent inference jobs and ONNX Runtime threads in each: the bulk runner sizes its
-    /// concurrency from them (see [`Settings::bulk`]).
-    pub inference_workers: usize,
-    pub intra_op_threads: usize,
-    // The fields below are not read by the HTTP layer: the binary builds the service and the
-    // store from its own configuration. They are here for harnesses that start a service and a
-    // server from one struct (the server's tests, the fuzz targets); the store's two are left
-    // off by default (no directory, no disk check), as the store crate owns their defaults.
-    /// A face is "known" at or above this score (0–9999).
-    pub known_threshold: u32,
-    /// Jobs that may wait for an inference worker before requests are refused with 503.
-    pub inference_queue: usize,
-    /// NEC ID registrations with a `faceQualityScore` below this are refused (PoorQuality).
-    pub min_face_quality: f32,
-    /// Database, image files and everything else that must survive a restart.
-    pub data_dir: PathBuf,
-    /// Largest the database may grow, in bytes; unset: as large as the disk allows.
-    pub max_database_bytes: Option<u64>,
-    /// `/readyz` reports not ready below this much free space on the data directory's disk;
-    /// 0: never.
-    pub min_free_disk_bytes: u64,
     /// Origins browsers may call the APIs from (`*`: any); empty: CORS off.
     pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let bulk = facegate_core::BulkConfig::default();
         let sigv4 = crate::auth::sigv4::SigV4Config::default();
         Self {
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
@@ -122,17 +88,6 @@ impl Default for Settings {
             auth_failure_refill_secs: DEFAULT_AUTH_FAILURE_REFILL_SECS,
             sigv4_region: sigv4.region,
             sigv4_service: sigv4.service,
-            bulk_max_attempts: bulk.max_attempts,
-            bulk_read_timeout_secs: bulk.read_timeout.as_secs(),
-            bulk_max_queued_per_tenant: bulk.max_queued_per_tenant,
-            inference_workers: cores,
-            intra_op_threads: cores.min(DEFAULT_INTRA_OP_THREADS),
-            known_threshold: DEFAULT_KNOWN_THRESHOLD,
-            inference_queue: cores * DEFAULT_INFERENCE_QUEUE_PER_WORKER,
-            min_face_quality: DEFAULT_MIN_FACE_QUALITY,
-            data_dir: PathBuf::new(),
-            max_database_bytes: None,
-            min_free_disk_bytes: 0,
             cors_allowed_origins: Vec::new(),
         }
     }
@@ -149,21 +104,6 @@ impl Settings {
         crate::auth::sigv4::SigV4Config {
             region: self.sigv4_region.clone(),
             service: self.sigv4_service.clone(),
-            ..Default::default()
-        }
-    }
-
-    /// The bulk runner's settings: as many files at once as inference workers, or one worker
-    /// fewer when each job runs several ONNX Runtime threads (they fill the cores already, and a
-    /// request then finds a free worker at once).
-    pub fn bulk(&self) -> facegate_core::BulkConfig {
-        let workers = self.inference_workers.max(1);
-        facegate_core::BulkConfig {
-            concurrency: if self.intra_op_threads > 1 { (workers - 1).max(1) } else { workers },
-            max_attempts: self.bulk_max_attempts.max(1),
-            max_file_bytes: self.body_limit_bytes as u64,
-            read_timeout: std::time::Duration::from_secs(self.bulk_read_timeout_secs.max(1)),
-            max_queued_per_tenant: self.bulk_max_queued_per_tenant,
             ..Default::default()
         }
     }

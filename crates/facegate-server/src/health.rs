@@ -22,7 +22,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// the server only starts with subjects it cannot find when told to (`--allow-stale-templates`),
 /// and a probe should see that it did. Counts only, no tenant names: this route answers anyone.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let info = state.service.engine().model_info();
+    let info = state.service.model_info();
     match state.service.readiness().await {
         Ok(()) => {
             let stale = state.service.stale_templates();

@@ -36,9 +36,6 @@ pub use state::AppState;
 /// The name of each HTTP request's span, which carries its `request_id`.
 pub const REQUEST_SPAN: &str = "request";
 
-/// How long shutdown waits for bulk records being registered to be saved.
-const BULK_STOP_GRACE: Duration = Duration::from_secs(10);
-
 /// The whole HTTP surface: health probes plus every API dialect.
 pub fn build_router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit_bytes;
@@ -90,7 +87,8 @@ pub fn build_router(state: AppState) -> Router {
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets in-flight requests finish.
-/// Connections are limited as `listener::serve_connections` describes.
+/// Connections are limited as `listener::serve_connections` describes. Only HTTP: the service's
+/// background work (`FaceService::start_background_work`) is the caller's to start and stop.
 /// `metrics`, when given, serves `/metrics` (see [`metrics`]) under the same connection limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -98,15 +96,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Jobs left unfinished by an earlier run resume here; the runner stops with the server.
-    let (stop_runner, runner_stop) = tokio::sync::watch::channel(false);
-    // On a gallery shared with other nodes, their writes reach this node's index from the
-    // change log; on one of its own, the follower returns at once.
-    let follower = tokio::spawn(state.service.clone().follow_changes(runner_stop.clone()));
-    let runner = state
-        .bulk_source
-        .clone()
-        .map(|source| tokio::spawn(state.service.clone().run_bulk_jobs(source, state.settings.bulk(), runner_stop)));
     let mut limits = listener::ConnectionLimits::of(&state.settings);
     limits.max_connections = listener::effective_max_connections(limits.max_connections);
     tracing::info!(
@@ -127,16 +116,6 @@ pub async fn serve(
     let served = listener::serve_connections(listener, build_router(state), limits, stopped).await;
     if let Some(scrapes) = scrapes {
         scrapes.abort();
-    }
-    // The follower stops with it; records in progress finish and are saved, the rest wait for
-    // the next start. One that takes too long is abandoned unsaved and redone then.
-    let _ = stop_runner.send(true);
-    follower.abort();
-    if let Some(mut runner) = runner {
-        if tokio::time::timeout(BULK_STOP_GRACE, &mut runner).await.is_err() {
-            tracing::warn!("bulk records still in progress at shutdown are left for the next start");
-            runner.abort();
-        }
     }
     served
 }

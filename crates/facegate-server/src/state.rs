@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use facegate_core::{FaceService, ImageSource};
+use facegate_core::FaceService;
 
 use crate::auth::forwarded::TrustedProxies;
 use crate::auth::replay::ReplayGuard;
@@ -15,8 +15,6 @@ use crate::config::Settings;
 pub struct AppState {
     pub service: Arc<FaceService>,
     pub settings: Arc<Settings>,
-    /// Where bulk registration jobs read files; `serve` runs the job runner when present.
-    pub bulk_source: Option<Arc<dyn ImageSource>>,
     /// The limit on failed authentications per client.
     pub auth_gate: Arc<AuthGate>,
     /// Signatures of NEC ID writes already accepted.
@@ -24,7 +22,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(service: Arc<FaceService>, settings: Settings, bulk_source: Option<Arc<dyn ImageSource>>) -> Self {
+    pub fn new(service: Arc<FaceService>, settings: Settings) -> Self {
         let throttle = AuthFailureThrottle::new(
             settings.auth_failure_burst,
             Duration::from_secs(settings.auth_failure_refill_secs),
@@ -38,7 +36,6 @@ impl AppState {
         Self {
             service,
             settings: Arc::new(settings),
-            bulk_source,
             auth_gate: Arc::new(AuthGate::new(throttle, trusted_proxies)),
             replay_guard,
         }

@@ -264,7 +264,10 @@ async fn bodies_over_the_limit_get_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overload_gets_503_not_a_wait() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings { inference_workers: 1, inference_queue: 0, ..Settings::default() };
+    let settings = Setup {
+        service: ServiceConfig { inference_workers: 1, inference_queue: 0, ..ServiceConfig::default() },
+        ..Setup::default()
+    };
     let server = TestServer::start_with(dir.path(), settings).await;
     let server = Arc::new(server);
     let mut tasks = Vec::new();
@@ -813,7 +816,7 @@ async fn unreachable_sources_are_retried_then_reported() {
     let source = facegate_store::BucketSource::s3_with_key("s3://nowhere", Some(&endpoint), "k", "s", "us-east-1")
         .expect("s3 source");
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings { bulk_max_attempts: 2, ..Settings::default() };
+    let settings = Setup { bulk: BulkConfig { max_attempts: 2, ..BulkConfig::default() }, ..Setup::default() };
     let server = TestServer::start_with_source(dir.path(), settings, Arc::new(source)).await;
     let creds = server.service.create_tenant("flaky-app").await.expect("tenant").credentials;
     let body = serde_json::json!({"registrations": [{"filename": "a.jpg"}]});

@@ -203,7 +203,7 @@ async fn detect_search_persons_faces_tags_and_jobs() {
     let (_, jobs) = get(&server, "/console/api/jobs").await;
     assert_eq!(jobs["jobs"], serde_json::json!([]));
     let files = vec![BulkRegistration { filename: "missing.jpg".into(), tags: vec![] }];
-    let batch = server.service.create_bulk_job(&tenant, files, 1000).await.expect("job");
+    let batch = server.service.create_bulk_job(&tenant, files).await.expect("job");
     let started = Instant::now();
     let job = loop {
         let (_, jobs) = get(&server, "/console/api/jobs?limit=5").await;

@@ -38,12 +38,12 @@ async fn fill_the_disk_at(url: String) {
 async fn a_full_database_answers_507_keeps_nothing_partial_and_recovers_after_deletes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = if on_postgres() {
-        Settings::default()
+        Setup::default()
     } else {
         // The size of a freshly made store, then room for a few dozen enrollments more.
         drop(SqliteStore::open(dir.path()).expect("open"));
         let empty = std::fs::metadata(dir.path().join("facegate.db")).expect("db").len();
-        Settings { max_database_bytes: Some(empty + 12 * PAGE), ..Settings::default() }
+        Setup { max_database_bytes: Some(empty + 12 * PAGE), ..Setup::default() }
     };
     let server = TestServer::start_with(dir.path(), settings).await;
     if let Some(url) = server.database_url() {

@@ -387,7 +387,7 @@ async fn readiness_checks_the_database_and_the_disk_headroom() {
     server.stop().await;
 
     // No disk has this much room.
-    let settings = Settings { min_free_disk_bytes: u64::MAX, ..Settings::default() };
+    let settings = Setup { min_free_disk_bytes: u64::MAX, ..Setup::default() };
     let server = TestServer::start_on_fakes(dir.path(), settings).await;
     let (status, body) = send(client().get(server.url("/readyz"))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -1,6 +1,6 @@
 //! `facegate reindex`: re-embeds every stored face image of a stopped server's gallery with the
 //! active model pack, after a pack change, so that the subjects enrolled under the old pack can be
-//! found again. The work is the core's (`facegate_core::service::reindex`); this command holds the
+//! found again. The work is the core's (`facegate_core::service::Reindexer`); this command holds the
 //! gallery alone, loads the engine for throughput, shows progress and prints the summary.
 
 use std::sync::Mutex;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use facegate_core::service::{reindex, ReindexConfig, ReindexProgress, ReindexReport, DEFAULT_REINDEX_MIN_IOU};
+use facegate_core::service::{ReindexConfig, ReindexProgress, ReindexReport, Reindexer, DEFAULT_REINDEX_MIN_IOU};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -91,9 +91,9 @@ pub fn run(args: ReindexArgs, file: &FileConfig) -> anyhow::Result<()> {
         }
     };
     let started = Instant::now();
-    let report =
-        reindex(&engine, backend.store().as_ref(), &ReindexConfig { workers, min_iou: args.min_iou }, &on_progress)
-            .context("re-embedding the stored faces (run it again to resume)")?;
+    let report = Reindexer::new(std::sync::Arc::new(engine), backend.store())
+        .run(&ReindexConfig { workers, min_iou: args.min_iou }, &on_progress)
+        .context("re-embedding the stored faces (run it again to resume)")?;
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     backend.checkpoint();

@@ -4,12 +4,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use facegate_core::service::BulkRunner;
 use facegate_core::StaleTemplates;
 use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
 use facegate_server::AppState;
 
 use crate::config::{Config, EngineArgs, FileConfig, Flags, ServerArgs, ServiceArgs, StoreArgs};
 use crate::runtime::build_service;
+
+/// How long shutdown waits for bulk records being registered to be saved: a record is one image
+/// through the face pipeline, well under a second, so 10 s covers every worker's record on a
+/// loaded machine while still ending within the usual 30 s a supervisor waits.
+const BULK_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// `serve` takes the flags of every section.
 #[derive(Args, Debug)]
@@ -35,7 +41,7 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
     config.validate_for_serving()?;
     let (service, backend) = build_service(&config, config.engine.serve_intra_op_threads())?;
     let stale = service.check_stale_templates().context("counting the templates of other models")?;
-    check_stale_templates(&stale, &service.engine().model_info().model_id, config.server.allow_stale_templates)?;
+    check_stale_templates(&stale, &service.model_info().model_id, config.server.allow_stale_templates)?;
     crate::audit_log::open_in(&config.store.data_dir)?;
     if config.store.encryption_key_file.is_none() {
         tracing::warn!("templates and face images are stored unencrypted; see --encryption-key-file");
@@ -68,7 +74,11 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
         let bucket = crate::runtime::bulk_source(&config)?;
         tracing::info!(source = bucket.location(), "bulk registration source");
         bucket.move_renamed_areas(&renamed_tenants);
-        let state = AppState::new(service, config.settings(), Some(std::sync::Arc::new(bucket)));
+        // Jobs left unfinished by an earlier run resume here, and other nodes' writes to a shared
+        // gallery reach this node's index; both stop after the requests do.
+        let bulk = BulkRunner { source: std::sync::Arc::new(bucket), config: config.bulk_config() };
+        let background = service.start_background_work(Some(bulk));
+        let state = AppState::new(service, config.settings());
         tracing::info!(%addr, "facegate listening");
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
@@ -89,6 +99,7 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
                 "in-flight requests did not finish within the shutdown grace period; stopping anyway"
             ),
         }
+        background.stop(BULK_STOP_GRACE).await;
         anyhow::Ok(())
     });
     // Past the deadline, work still running (a long inference, the bulk runner) is abandoned

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use facegate_core::service::{
-    create_tenant, delete_tenant, rotate_credentials, validate_tenant_name, DEFAULT_CREDENTIAL_GRACE,
-};
+use facegate_core::service::{validate_tenant_name, TenantAdmin, DEFAULT_CREDENTIAL_GRACE};
 use facegate_core::Store;
 
 use crate::config::{Config, FileConfig, Flags, StoreArgs};
@@ -102,7 +100,7 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
                 );
             }
             let store = open_store(&config.store)?;
-            let created = create_tenant(store.as_ref(), &name)?;
+            let created = TenantAdmin::new(store).create_tenant(&name)?;
             let c = &created.credentials;
             println!(
                 "{}",
@@ -131,7 +129,8 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
             let store = open_store(&config.store)?;
             crate::audit_log::open_in(&config.store.data_dir)?;
             let grace = grace.unwrap_or(DEFAULT_CREDENTIAL_GRACE);
-            let rotated = rotate_credentials(store.as_ref(), &name, grace)
+            let rotated = TenantAdmin::new(store)
+                .rotate_credentials(&name, grace)
                 .with_context(|| format!("rotating the credentials of tenant {name:?}"))?;
             let c = &rotated.credentials;
             println!(
@@ -163,7 +162,7 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
             crate::audit_log::open_in(&config.store.data_dir)?;
             let store = backend.store();
             let (tenant, removed) =
-                delete_tenant(store.as_ref(), &name).with_context(|| format!("deleting tenant {name:?}"))?;
+                TenantAdmin::new(store).delete_tenant(&name).with_context(|| format!("deleting tenant {name:?}"))?;
             // The tenant's bulk folder goes too: left behind, a tenant created later under the
             // same name would register the deleted one's photos.
             let bulk_files_removed = if keep_bulk_folder {

@@ -32,8 +32,6 @@ pub struct BulkConfig {
     pub max_file_bytes: u64,
     /// Longest one read from the source may take before it counts as a read error.
     pub read_timeout: Duration,
-    /// Records a tenant may have waiting, over all its jobs.
-    pub max_queued_per_tenant: u64,
 }
 
 impl Default for BulkConfig {
@@ -44,7 +42,6 @@ impl Default for BulkConfig {
             retry_base: Duration::from_millis(200),
             max_file_bytes: DEFAULT_MAX_IMAGE_BYTES as u64,
             read_timeout: Duration::from_secs(30),
-            max_queued_per_tenant: 200_000,
         }
     }
 }
@@ -70,12 +67,8 @@ impl FaceService {
     /// Stores a job with one `New` record per registration and wakes the runner. Per-file
     /// problems (bad names, missing files, unknown tags) are not checked here: they become
     /// per-record failures, as NEC reports them.
-    pub async fn create_bulk_job(
-        &self,
-        tenant: &Tenant,
-        registrations: Vec<BulkRegistration>,
-        max_queued_per_tenant: u64,
-    ) -> Result<String> {
+    pub async fn create_bulk_job(&self, tenant: &Tenant, registrations: Vec<BulkRegistration>) -> Result<String> {
+        let max_queued_per_tenant = self.config.max_bulk_queued_per_tenant;
         let files = registrations.len();
         audited(tenant, "create_bulk_job", format!("files={files}"), |batch| format!("batch={batch}"), async {
             if registrations.is_empty() {

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::model::{
@@ -112,10 +112,34 @@ impl ReindexReport {
     }
 }
 
-/// Re-embeds every stored sample whose template another model than `engine`'s made, and swaps
-/// the new templates in once all have an outcome (see the module docs). Each tenant's outcome is
-/// audited (`reindex`). Errors of the store abort the run, and leave what was staged for the next.
-pub fn reindex(
+/// The reindex use case: re-embedding a store's faces with an engine's model. Run by
+/// `facegate reindex` with no server on the store, so it holds no index: a server started
+/// afterwards loads the swapped-in templates.
+#[derive(Clone)]
+pub struct Reindexer {
+    engine: Arc<dyn Engine>,
+    store: Arc<dyn Store>,
+}
+
+impl Reindexer {
+    pub fn new(engine: Arc<dyn Engine>, store: Arc<dyn Store>) -> Self {
+        Self { engine, store }
+    }
+
+    /// Re-embeds every stored sample whose template another model than the engine's made, and
+    /// swaps the new templates in once all have an outcome (see the module docs). Each tenant's
+    /// outcome is audited (`reindex`). Errors of the store abort the run, and leave what was
+    /// staged for the next. Blocks for the whole run.
+    pub fn run(
+        &self,
+        config: &ReindexConfig,
+        progress: &(dyn Fn(ReindexProgress<'_>) + Sync),
+    ) -> Result<ReindexReport> {
+        reindex(self.engine.as_ref(), self.store.as_ref(), config, progress)
+    }
+}
+
+fn reindex(
     engine: &dyn Engine,
     store: &dyn Store,
     config: &ReindexConfig,
@@ -365,20 +389,20 @@ mod tests {
         }
     }
 
-    fn run(engine: &FakeEngine, store: &MemoryStore) -> ReindexReport {
+    fn run(engine: &Arc<FakeEngine>, store: &Arc<MemoryStore>) -> ReindexReport {
         let config = ReindexConfig { workers: 3, min_iou: DEFAULT_REINDEX_MIN_IOU };
-        reindex(engine, store, &config, &|_| {}).expect("reindex")
+        Reindexer::new(engine.clone(), store.clone()).run(&config, &|_| {}).expect("reindex")
     }
 
     #[test]
     fn every_stored_face_gets_a_template_of_the_new_model_and_failures_keep_theirs() {
-        let store = MemoryStore::default();
+        let store = Arc::new(MemoryStore::default());
         let acme = store.create_tenant("acme", "h1").expect("tenant");
         let beta = store.create_tenant("beta", "h2").expect("tenant");
         enroll(&store, &acme, "alice", &[b"face:alice", b"face:alice\nface:bob"], "old@1");
         enroll(&store, &acme, "carol", &[b"no face here"], "old@1");
         enroll(&store, &beta, "dave", &[b"face:dave", b"\xff not text"], "old@1");
-        let engine = FakeEngine::with_model_id("new@1");
+        let engine = Arc::new(FakeEngine::with_model_id("new@1"));
         let before = store.stale_templates("new@1").expect("stale");
         assert_eq!((before.stale_samples(), before.unsearchable_subjects()), (5, 3));
 
@@ -405,7 +429,7 @@ mod tests {
 
     #[test]
     fn outcomes_staged_by_an_interrupted_run_are_not_redone() {
-        let store = MemoryStore::default();
+        let store = Arc::new(MemoryStore::default());
         let acme = store.create_tenant("acme", "h1").expect("tenant");
         enroll(&store, &acme, "alice", &[b"face:alice", b"face:alice"], "old@1");
         // What a run killed after its first batch left: one outcome, made up here so that
@@ -417,7 +441,7 @@ mod tests {
             outcome: ReindexOutcome::Failed(ReindexFailure::NoFace),
         };
         store.stage_reindexed("new@1", &[left_by_kill]).expect("stage");
-        let report = run(&FakeEngine::with_model_id("new@1"), &store);
+        let report = run(&Arc::new(FakeEngine::with_model_id("new@1")), &store);
         assert_eq!(report.staged_before, 1);
         assert_eq!(report.reembedded(), 1);
         assert_eq!(report.failed().get("no face"), Some(&1), "the staged outcome was kept: {report:?}");
@@ -425,10 +449,10 @@ mod tests {
 
     #[test]
     fn nothing_stale_is_nothing_to_do() {
-        let store = MemoryStore::default();
+        let store = Arc::new(MemoryStore::default());
         let acme = store.create_tenant("acme", "h1").expect("tenant");
         enroll(&store, &acme, "alice", &[b"face:alice"], "new@1");
-        let report = run(&FakeEngine::with_model_id("new@1"), &store);
+        let report = run(&Arc::new(FakeEngine::with_model_id("new@1")), &store);
         assert!(report.tenants.is_empty() && report.left.is_empty(), "{report:?}");
     }
 

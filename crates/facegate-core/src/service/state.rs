@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    AnalyzeOptions, AttributedFace, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ImageUpload, NewSample,
-    StaleTemplates, Subject, Template, Tenant,
+    AnalyzeOptions, AttributedFace, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ImageUpload, ModelInfo,
+    NewSample, StaleTemplates, Subject, Template, Tenant,
 };
 use crate::pool::InferencePool;
 use crate::ports::{Engine, Index, Store};
@@ -34,6 +34,11 @@ pub const DEFAULT_INFERENCE_QUEUE_PER_WORKER: usize = 16;
 /// the engine as too large, and the binary passes one setting (`body_limit_bytes`) to both.
 pub const DEFAULT_MAX_IMAGE_BYTES: usize = 10 << 20;
 
+/// Bulk registration records one tenant may have waiting: two full jobs
+/// ([`crate::jobs::MAX_BULK_REGISTRATIONS`] each), so that a tenant can queue its next job while
+/// one runs, and no tenant can fill the disk with records.
+pub const DEFAULT_MAX_BULK_QUEUED_PER_TENANT: u64 = 2 * crate::jobs::MAX_BULK_REGISTRATIONS as u64;
+
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// A face is "known" when its score (0–9999) reaches this; see [`DEFAULT_KNOWN_THRESHOLD`].
@@ -44,6 +49,9 @@ pub struct ServiceConfig {
     pub inference_queue: usize,
     /// Writes with [`FacePolicy::SingleOfQuality`] below this quality are refused with PoorQuality.
     pub min_face_quality: f32,
+    /// Bulk registration records a tenant may have waiting, over all its jobs; see
+    /// [`DEFAULT_MAX_BULK_QUEUED_PER_TENANT`].
+    pub max_bulk_queued_per_tenant: u64,
 }
 
 impl Default for ServiceConfig {
@@ -54,6 +62,7 @@ impl Default for ServiceConfig {
             inference_workers: cores,
             inference_queue: cores * DEFAULT_INFERENCE_QUEUE_PER_WORKER,
             min_face_quality: DEFAULT_MIN_FACE_QUALITY,
+            max_bulk_queued_per_tenant: DEFAULT_MAX_BULK_QUEUED_PER_TENANT,
         }
     }
 }
@@ -194,8 +203,10 @@ impl FaceService {
         Ok(())
     }
 
-    pub fn engine(&self) -> &Arc<dyn Engine> {
-        &self.engine
+    /// The active model pack: its id (which every template records), dimensions and score
+    /// calibration.
+    pub fn model_info(&self) -> &ModelInfo {
+        self.engine.model_info()
     }
 
     /// Whether the store answers and has room to write (the models are loaded before a

@@ -4,6 +4,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::audit::record;
@@ -33,10 +34,20 @@ pub struct NewTenant {
     pub credentials: ApiCredentials,
 }
 
+/// The tenant use cases that need no model: creating a tenant, rotating its credentials,
+/// deleting it. `facegate tenant` and `facegate import` run them on a store without loading a
+/// pack; a running service reaches the same through [`FaceService::create_tenant`]. Each call
+/// blocks on the store.
+#[derive(Clone)]
+pub struct TenantAdmin {
+    store: Arc<dyn Store>,
+}
+
 impl FaceService {
+    /// Creates a tenant as [`TenantAdmin::create_tenant`] does, off the async threads.
     pub async fn create_tenant(&self, name: &str) -> Result<NewTenant> {
-        let name = name.to_owned();
-        self.with_store(move |store| create_tenant(store, &name)).await
+        let (admin, name) = (TenantAdmin::new(self.store.clone()), name.to_owned());
+        super::state::blocking(move || admin.create_tenant(&name)).await
     }
 
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -89,23 +100,6 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
-/// Creates a tenant with a token and NEC credentials; only their hashes (and the signing
-/// secret, which verifying a signature needs) are stored. Shared by the service and the
-/// `tenant create` command, which works on a data directory without loading models.
-pub fn create_tenant(store: &dyn Store, name: &str) -> Result<NewTenant> {
-    validate_tenant_name(name)?;
-    let token = random_token();
-    let tenant = store.create_tenant(name, &hash_secret(&token))?;
-    let credentials = random_credentials();
-    store.add_api_credentials(
-        &tenant.id,
-        &hash_secret(&credentials.api_key),
-        &credentials.access_key_id,
-        &credentials.secret_access_key,
-    )?;
-    Ok(NewTenant { tenant, token, credentials })
-}
-
 /// A tenant's new credentials in plaintext, shown once, and when its old ones stop working.
 #[derive(Debug, Clone)]
 pub struct RotatedCredentials {
@@ -120,57 +114,79 @@ pub struct RotatedCredentials {
     pub old_expire_at: String,
 }
 
-/// Issues the tenant `name` a new token, API key and access key, and lets its old ones work for
-/// `grace` more. Audited as `rotate_credentials` (the new access key id, never a secret).
-pub fn rotate_credentials(store: &dyn Store, name: &str, grace: Duration) -> Result<RotatedCredentials> {
-    let tenant = tenant_named(store, name)?;
-    let token = random_token();
-    let credentials = random_credentials();
-    let stored = StoredCredentials {
-        token_hash: hash_secret(&token),
-        api_key_hash: hash_secret(&credentials.api_key),
-        access_key_id: credentials.access_key_id.clone(),
-        secret_access_key: credentials.secret_access_key.clone(),
-    };
-    let input = format!("grace_secs={}", grace.as_secs());
-    match store.rotate_credentials(&tenant.id, &stored, grace) {
-        Ok(retired) => {
-            let output = format!("access_key_id={} retired={retired}", credentials.access_key_id);
-            record(&tenant, "rotate_credentials", &input, &output, "ok");
-            let old_expire_at = rfc3339_after(grace);
-            Ok(RotatedCredentials { tenant, token, credentials, retired, old_expire_at })
-        }
-        Err(e) => {
-            record(&tenant, "rotate_credentials", &input, "", e.code().name());
-            Err(e)
+impl TenantAdmin {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Creates a tenant with a token and NEC credentials; only their hashes (and the signing
+    /// secret, which verifying a signature needs) are stored.
+    pub fn create_tenant(&self, name: &str) -> Result<NewTenant> {
+        validate_tenant_name(name)?;
+        let token = random_token();
+        let tenant = self.store.create_tenant(name, &hash_secret(&token))?;
+        let credentials = random_credentials();
+        self.store.add_api_credentials(
+            &tenant.id,
+            &hash_secret(&credentials.api_key),
+            &credentials.access_key_id,
+            &credentials.secret_access_key,
+        )?;
+        Ok(NewTenant { tenant, token, credentials })
+    }
+
+    /// Issues the tenant `name` a new token, API key and access key, and lets its old ones work for
+    /// `grace` more. Audited as `rotate_credentials` (the new access key id, never a secret).
+    pub fn rotate_credentials(&self, name: &str, grace: Duration) -> Result<RotatedCredentials> {
+        let tenant = self.tenant_named(name)?;
+        let token = random_token();
+        let credentials = random_credentials();
+        let stored = StoredCredentials {
+            token_hash: hash_secret(&token),
+            api_key_hash: hash_secret(&credentials.api_key),
+            access_key_id: credentials.access_key_id.clone(),
+            secret_access_key: credentials.secret_access_key.clone(),
+        };
+        let input = format!("grace_secs={}", grace.as_secs());
+        match self.store.rotate_credentials(&tenant.id, &stored, grace) {
+            Ok(retired) => {
+                let output = format!("access_key_id={} retired={retired}", credentials.access_key_id);
+                record(&tenant, "rotate_credentials", &input, &output, "ok");
+                let old_expire_at = rfc3339_after(grace);
+                Ok(RotatedCredentials { tenant, token, credentials, retired, old_expire_at })
+            }
+            Err(e) => {
+                record(&tenant, "rotate_credentials", &input, "", e.code().name());
+                Err(e)
+            }
         }
     }
-}
 
-/// Deletes the tenant `name` and everything stored under it. Audited as `delete_tenant`, with
-/// what was removed.
-pub fn delete_tenant(store: &dyn Store, name: &str) -> Result<(Tenant, TenantPurge)> {
-    let tenant = tenant_named(store, name)?;
-    match store.delete_tenant(&tenant.id) {
-        Ok(purge) => {
-            let p = &purge;
-            let output = format!(
-                "subjects={} face_samples={} images={} tags={} bulk_jobs={} bulk_records={} credentials={}",
-                p.subjects, p.face_samples, p.images, p.tags, p.bulk_jobs, p.bulk_records, p.credentials
-            );
-            record(&tenant, "delete_tenant", "", &output, "ok");
-            Ok((tenant, purge))
-        }
-        Err(e) => {
-            record(&tenant, "delete_tenant", "", "", e.code().name());
-            Err(e)
+    /// Deletes the tenant `name` and everything stored under it. Audited as `delete_tenant`, with
+    /// what was removed.
+    pub fn delete_tenant(&self, name: &str) -> Result<(Tenant, TenantPurge)> {
+        let tenant = self.tenant_named(name)?;
+        match self.store.delete_tenant(&tenant.id) {
+            Ok(purge) => {
+                let p = &purge;
+                let output = format!(
+                    "subjects={} face_samples={} images={} tags={} bulk_jobs={} bulk_records={} credentials={}",
+                    p.subjects, p.face_samples, p.images, p.tags, p.bulk_jobs, p.bulk_records, p.credentials
+                );
+                record(&tenant, "delete_tenant", "", &output, "ok");
+                Ok((tenant, purge))
+            }
+            Err(e) => {
+                record(&tenant, "delete_tenant", "", "", e.code().name());
+                Err(e)
+            }
         }
     }
-}
 
-/// The tenant called `name`; `NotFound` when there is none.
-fn tenant_named(store: &dyn Store, name: &str) -> Result<Tenant> {
-    store.list_tenants()?.into_iter().find(|t| t.name == name).ok_or(Error::NotFound("tenant"))
+    /// The tenant called `name`; `NotFound` when there is none.
+    fn tenant_named(&self, name: &str) -> Result<Tenant> {
+        self.store.list_tenants()?.into_iter().find(|t| t.name == name).ok_or(Error::NotFound("tenant"))
+    }
 }
 
 /// Fresh NEC credentials, shaped like AWS's: a 20-character `AKIA…` access key id and a

@@ -50,7 +50,7 @@ pub async fn session(State(state): State<AppState>, Extension(tenant): Extension
     Ok(Json(Session {
         tenant: tenant.name.clone(),
         known_threshold: service.config().known_threshold,
-        model_id: service.engine().model_info().model_id.clone(),
+        model_id: service.model_info().model_id.clone(),
         templates: service.template_count(&tenant),
         limits: Limits {
             detect_faces: MAX_DETECT_FACES,

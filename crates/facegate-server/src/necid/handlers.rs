@@ -380,8 +380,7 @@ pub async fn create_bulk_job(
             Ok(BulkRegistration { filename, tags: e.tags })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let batch_id =
-        state.service.create_bulk_job(&tenant, registrations, state.settings.bulk_max_queued_per_tenant).await?;
+    let batch_id = state.service.create_bulk_job(&tenant, registrations).await?;
     Ok(Json(BatchCreated { batch_id }))
 }
 

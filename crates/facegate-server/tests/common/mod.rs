@@ -9,7 +9,8 @@ pub use std::net::SocketAddr;
 pub use std::path::{Path, PathBuf};
 pub use std::sync::{Arc, OnceLock};
 
-pub use facegate_core::{FaceService, ServiceConfig};
+pub use facegate_core::service::BulkRunner;
+pub use facegate_core::{BulkConfig, FaceService, ServiceConfig};
 pub use facegate_engine::{EngineConfig, OrtEngine};
 pub use facegate_index::FlatIndex;
 pub use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
@@ -46,6 +47,30 @@ pub fn asset(name: &str) -> Vec<u8> {
     std::fs::read(pack_dir().join(name)).expect("pack image present: run scripts/setup")
 }
 
+/// What a test server starts with: the HTTP layer's settings, and what `facegate serve`
+/// configures beside them (the service, the bulk runner, the store's limits). A [`Settings`]
+/// alone stands for the defaults of the rest.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub settings: Settings,
+    pub service: ServiceConfig,
+    pub bulk: BulkConfig,
+    /// As `--max-database-bytes`: SQLite only.
+    pub max_database_bytes: Option<u64>,
+    /// As `--min-free-disk-bytes`: SQLite only; 0, the store's own default off, so that a full
+    /// test machine does not fail unrelated tests.
+    pub min_free_disk_bytes: u64,
+}
+
+impl From<Settings> for Setup {
+    fn from(settings: Settings) -> Self {
+        Setup { settings, ..Setup::default() }
+    }
+}
+
+/// How long a stopping test server gives bulk records in progress, as `facegate serve` does.
+const BULK_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct TestServer {
     pub base: String,
     /// The PostgreSQL cluster the server's store lives in, under `FACEGATE_TEST_STORE=postgres`;
@@ -62,52 +87,48 @@ impl TestServer {
         Self::start_with(data_dir, Settings::default()).await
     }
 
-    pub async fn start_with(data_dir: &Path, settings: Settings) -> Self {
+    pub async fn start_with(data_dir: &Path, settings: impl Into<Setup>) -> Self {
         let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
         Self::start_with_source(data_dir, settings, Arc::new(bucket)).await
     }
 
     pub async fn start_with_source(
         data_dir: &Path,
-        settings: Settings,
+        settings: impl Into<Setup>,
         bulk_source: Arc<dyn facegate_core::ImageSource>,
     ) -> Self {
-        Self::start_on(data_dir, settings, bulk_source, engine(), KeptStore::default()).await
+        Self::start_on(data_dir, settings.into(), bulk_source, engine(), KeptStore::default()).await
     }
 
     /// A server on the store a stopped one left ([`TestServer::stop_keeping_store`]): a restart.
     pub async fn restart(data_dir: &Path, kept: KeptStore) -> Self {
         let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
-        Self::start_on(data_dir, Settings::default(), Arc::new(bucket), engine(), kept).await
+        Self::start_on(data_dir, Setup::default(), Arc::new(bucket), engine(), kept).await
     }
 
     /// A server on the core's fake engine (`facegate_core::testing::FakeEngine`): for tests of
     /// the HTTP surface that need no real face, so they load no model.
-    pub async fn start_on_fakes(data_dir: &Path, settings: Settings) -> Self {
+    pub async fn start_on_fakes(data_dir: &Path, settings: impl Into<Setup>) -> Self {
         let bucket = facegate_store::BucketSource::local(&data_dir.join("bucket")).expect("bucket");
         let engine: Arc<dyn facegate_core::Engine> = Arc::new(facegate_core::testing::FakeEngine::default());
-        Self::start_on(data_dir, settings, Arc::new(bucket), engine, KeptStore::default()).await
+        Self::start_on(data_dir, settings.into(), Arc::new(bucket), engine, KeptStore::default()).await
     }
 
+    /// The service as `facegate serve` composes it, its background work included, behind the
+    /// HTTP layer.
     async fn start_on(
         data_dir: &Path,
-        mut settings: Settings,
+        setup: Setup,
         bulk_source: Arc<dyn facegate_core::ImageSource>,
         engine: Arc<dyn facegate_core::Engine>,
         kept: KeptStore,
     ) -> Self {
-        settings.data_dir = data_dir.to_owned();
         std::fs::create_dir_all(data_dir).expect("create data dir");
-        let config = ServiceConfig {
-            known_threshold: settings.known_threshold,
-            inference_workers: settings.inference_workers,
-            inference_queue: settings.inference_queue,
-            min_face_quality: settings.min_face_quality,
-        };
+        let Setup { settings, service: config, bulk, max_database_bytes, min_free_disk_bytes } = setup;
         // Store calls block (PostgreSQL's client most of all): off the async threads.
-        let (dir, store_settings) = (data_dir.to_owned(), settings.clone());
+        let dir = data_dir.to_owned();
         let (service, cluster) = tokio::task::spawn_blocking(move || {
-            let (store, cluster) = open_store(&dir, &store_settings, kept.cluster);
+            let (store, cluster) = open_store(&dir, max_database_bytes, min_free_disk_bytes, kept.cluster);
             let service = Arc::new(FaceService::new(engine, store, Arc::new(FlatIndex::new()), config));
             service.load_index().expect("load index");
             (service, cluster)
@@ -117,7 +138,8 @@ impl TestServer {
         service.ensure_tenant_with_token(SANDBOX_TENANT, SANDBOX_TOKEN).await.expect("sandbox tenant");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let state = AppState::new(service.clone(), settings, Some(bulk_source));
+        let background = service.start_background_work(Some(BulkRunner { source: bulk_source, config: bulk }));
+        let state = AppState::new(service.clone(), settings);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             facegate_server::serve(listener, None, state, async {
@@ -125,6 +147,7 @@ impl TestServer {
             })
             .await
             .expect("serve");
+            background.stop(BULK_STOP_GRACE).await;
         });
         Self {
             cluster,
@@ -230,7 +253,8 @@ pub async fn pg_execute(url: String, sql: String) {
 /// run against both backends.
 fn open_store(
     data_dir: &Path,
-    settings: &Settings,
+    max_database_bytes: Option<u64>,
+    min_free_disk_bytes: u64,
     kept: Option<facegate_testkit::PgCluster>,
 ) -> (Arc<dyn facegate_core::Store>, Option<facegate_testkit::PgCluster>) {
     if on_postgres() {
@@ -242,10 +266,10 @@ fn open_store(
         return (Arc::new(store), Some(cluster));
     }
     let store = SqliteStore::open(data_dir).expect("open store");
-    if let Some(bytes) = settings.max_database_bytes {
+    if let Some(bytes) = max_database_bytes {
         store.set_max_database_bytes(bytes).expect("cap the database");
     }
-    store.set_min_free_disk_bytes(settings.min_free_disk_bytes);
+    store.set_min_free_disk_bytes(min_free_disk_bytes);
     (Arc::new(store), None)
 }
 

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use facegate_core::service::{create_tenant, stored_image_name};
+use facegate_core::service::{stored_image_name, TenantAdmin};
 use facegate_core::{ImageUpload, Profile};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -314,7 +314,8 @@ fn open_data_dir(args: &ImportArgs, file: &FileConfig, tenant_name: &str) -> any
     let tenant = match store.list_tenants()?.into_iter().find(|t| t.name == tenant_name) {
         Some(tenant) => tenant,
         None => {
-            let created = create_tenant(store.as_ref(), tenant_name)
+            let created = TenantAdmin::new(store.clone())
+                .create_tenant(tenant_name)
                 .with_context(|| format!("creating tenant {tenant_name:?}"))?;
             // Shown once, as `tenant create` does: only hashes are stored.
             let c = &created.credentials;

@@ -1,0 +1,55 @@
+//! The service's work beside the requests: following the changes other nodes write to a shared
+//! gallery, and running bulk registration jobs. The composition root (`facegate serve`, a test
+//! harness) starts it next to whatever serves requests and stops it after them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::bulk::BulkConfig;
+use super::state::FaceService;
+use crate::jobs::ImageSource;
+
+/// Where bulk registration jobs read their files, and how the runner works through them.
+pub struct BulkRunner {
+    pub source: Arc<dyn ImageSource>,
+    pub config: BulkConfig,
+}
+
+/// The running background work; [`BackgroundWork::stop`] ends it.
+pub struct BackgroundWork {
+    stop: watch::Sender<bool>,
+    follower: JoinHandle<()>,
+    bulk_runner: Option<JoinHandle<()>>,
+}
+
+impl FaceService {
+    /// Starts following the change log (on a gallery of its own the follower returns at once)
+    /// and, given a `bulk` runner, the jobs left unfinished by an earlier run and every new one.
+    /// Needs a Tokio runtime.
+    pub fn start_background_work(self: &Arc<Self>, bulk: Option<BulkRunner>) -> BackgroundWork {
+        let (stop, stopped) = watch::channel(false);
+        let follower = tokio::spawn(self.clone().follow_changes(stopped.clone()));
+        let bulk_runner =
+            bulk.map(|runner| tokio::spawn(self.clone().run_bulk_jobs(runner.source, runner.config, stopped)));
+        BackgroundWork { stop, follower, bulk_runner }
+    }
+}
+
+impl BackgroundWork {
+    /// Stops the follower at once. The bulk runner starts no new record; those in progress get
+    /// `grace` to finish and be saved, and one that takes longer is abandoned unsaved, to be
+    /// redone at the next start.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        self.follower.abort();
+        if let Some(mut runner) = self.bulk_runner {
+            if tokio::time::timeout(grace, &mut runner).await.is_err() {
+                tracing::warn!("bulk records still in progress at shutdown are left for the next start");
+                runner.abort();
+            }
+        }
+    }
+}
