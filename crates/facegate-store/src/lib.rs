@@ -5,16 +5,13 @@
 //! call [`SqliteStore::sweep_orphans`] once at start-up to remove image files that a crash left
 //! without a row.
 
-mod blobs;
-mod bucket;
+mod bulk_source;
 pub mod crypto;
 pub mod error;
+mod image_path;
 mod listing;
-mod lock;
-mod migrations;
 mod postgres;
 pub mod private_fs;
-mod rotate;
 mod sqlite;
 mod staging;
 mod stored_attributes;
@@ -22,18 +19,18 @@ mod tag_rows;
 mod templates;
 mod tenant_purge;
 
-pub use bucket::BucketSource;
-pub use crypto::DataKey;
+pub use bulk_source::BucketSource;
+pub use crypto::{DataKey, RotationReport};
 pub use error::{Result, StoreError};
-pub use lock::DataDirLock;
 pub use postgres::images::{ImageStore, InDatabase};
 pub use postgres::rotate::rotate_key_postgres;
 pub use postgres::{PgRole, PgStore, DEFAULT_CLAIM_LEASE};
-pub use rotate::{rotate_key, RotationReport};
 pub use sqlite::backup::{
     check_image_path, image_file, inspect_database, revoke_all_credentials, snapshot_database, DatabaseSummary,
     ImageEntry, DATABASE_FILE, IMAGES_DIR,
 };
+pub use sqlite::lock::DataDirLock;
+pub use sqlite::rotate::rotate_key;
 pub use sqlite::SqliteStore;
 
 /// The data directory when none is configured: `./data`, beside the working directory, so that a

@@ -8,8 +8,8 @@ use super::changes::{self, Change, Kind};
 use super::images::NewImage;
 use super::tags::replace_subject_tags;
 use super::PgStore;
-use crate::blobs::BlobStore;
 use crate::error::{pg_foreign_key_violation, pg_unique_violation, Result, StoreError};
+use crate::image_path;
 use crate::listing::prefix_upper_bound;
 use crate::templates::{decode_template, encode_template};
 
@@ -28,7 +28,7 @@ impl PgStore {
                 s.id, s.subject_id, subject.id
             )));
         }
-        let path = BlobStore::rel_path(&subject.tenant_id, &s.image_name)?;
+        let path = image_path::rel_path(&subject.tenant_id, &s.image_name)?;
         let (embedding, encoding) = encode_template(&ns.embedding, &s.subject_id, self.key.as_ref())?;
         tx.execute(
             &format!(

@@ -3,9 +3,9 @@
 use facegate_core::{BoundingBox, FaceSample, NewSample, Profile, Subject, SubjectSummary, Template};
 use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+use super::blobs::BlobInfo;
 use super::tags::replace_subject_tags;
 use super::{scrub_wal, SqliteStore};
-use crate::blobs::BlobInfo;
 use crate::crypto::DataKey;
 use crate::error::{unique_violation, Result, StoreError, UniqueKind};
 use crate::listing::prefix_upper_bound;
