@@ -545,7 +545,7 @@ mod tests {
             })
             .expect("seed");
         let mut seen = Vec::new();
-        store.for_each_template_impl("m", &mut |t| seen.push((t.sample_id, t.embedding))).expect("stream");
+        store.for_each_template("m", &mut |t| seen.push((t.sample_id, t.embedding))).expect("stream");
         assert_eq!(seen, vec![("good".to_owned(), vec![1.0])]);
     }
 
