@@ -100,7 +100,44 @@ impl MemoryData {
     fn add_sample(&mut self, ns: &NewSample, tenant_id: &str) {
         self.images.insert(ns.sample.id.clone(), ns.image.clone());
         self.staging.retain(|(_, s)| s.sample_id != ns.sample.id);
-        self.samples.push((ns.sample.clone(), ns.embedding.clone(), tenant_id.to_owned()));
+        self.samples.push((ns.sample.clone(), as_stored(&ns.embedding), tenant_id.to_owned()));
+    }
+
+    /// What the real stores refuse of a new sample before they write anything: one for another
+    /// subject, an image name that could leave the tenant's folder, an id already taken.
+    fn check_new_sample(&self, subject: &Subject, ns: &NewSample, replacing: bool) -> Result<()> {
+        if ns.sample.subject_id != subject.id {
+            return Err(Error::Storage(format!("sample {} is for another subject", ns.sample.id)));
+        }
+        check_image_name(&subject.tenant_id, &ns.sample.image_name)?;
+        if !replacing && self.samples.iter().any(|(s, _, _)| s.id == ns.sample.id) {
+            return Err(Error::Conflict(format!("a sample with id '{}' already exists", ns.sample.id)));
+        }
+        Ok(())
+    }
+
+    /// A subject's labels must each name one of its tenant's tags when written.
+    fn check_tags(&self, tenant_id: &str, tags: &[String]) -> Result<()> {
+        match tags.iter().find(|tag| !self.tags.iter().any(|(t, n)| t == tenant_id && n == *tag)) {
+            Some(unknown) => Err(Error::InvalidRequest(format!("unknown tag '{unknown}'"))),
+            None => Ok(()),
+        }
+    }
+
+    /// As the stores' `subjects` table: ids are unique over all tenants, customer ids within one.
+    fn check_new_subject(&self, subject: &Subject) -> Result<()> {
+        if self.subjects.iter().any(|s| s.id == subject.id) {
+            return Err(Error::Conflict(format!("subject '{}' exists", subject.id)));
+        }
+        if subject.customer_person_id.is_some()
+            && self
+                .subjects
+                .iter()
+                .any(|s| s.tenant_id == subject.tenant_id && s.customer_person_id == subject.customer_person_id)
+        {
+            return Err(Error::Conflict("customer_person_id exists".into()));
+        }
+        Ok(())
     }
 
     /// Drops the images and staged outcomes of samples that are gone.
@@ -121,6 +158,19 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryData> {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The stored image of the tenant's sample named `image_name`, as the store conformance
+    /// suite reads a real store's files or rows.
+    pub fn image(&self, tenant_id: &str, image_name: &str) -> Option<Vec<u8>> {
+        let d = self.lock();
+        let (sample, _, _) = d.samples.iter().find(|(s, _, t)| t == tenant_id && s.image_name == image_name)?;
+        d.images.get(&sample.id).cloned()
+    }
+
+    /// How many images are stored, over all tenants.
+    pub fn image_count(&self) -> usize {
+        self.lock().images.len()
+    }
 }
 
 impl TenantStore for MemoryStore {
@@ -129,13 +179,20 @@ impl TenantStore for MemoryStore {
         if d.tenants.iter().any(|(t, _)| t.name == name) {
             return Err(Error::Conflict(format!("tenant '{name}' exists")));
         }
-        let t = Tenant { id: uuid::Uuid::new_v4().to_string(), name: name.into(), created_at: String::new() };
+        if d.tenants.iter().any(|(_, tokens)| tokens.iter().any(|h| h == token_hash)) {
+            return Err(Error::Conflict("token exists".into()));
+        }
+        let t = Tenant { id: uuid::Uuid::new_v4().to_string(), name: name.into(), created_at: now_rfc3339() };
         d.tenants.push((t.clone(), vec![token_hash.into()]));
         Ok(t)
     }
 
     fn ensure_tenant(&self, name: &str, token_hash: &str) -> Result<Tenant> {
         let mut d = self.lock();
+        // A token of one tenant never becomes another's.
+        if d.tenants.iter().any(|(t, tokens)| t.name != name && tokens.iter().any(|h| h == token_hash)) {
+            return Err(Error::Conflict("token exists".into()));
+        }
         if let Some((t, tokens)) = d.tenants.iter_mut().find(|(t, _)| t.name == name) {
             if !tokens.iter().any(|h| h == token_hash) {
                 tokens.push(token_hash.into());
@@ -264,12 +321,9 @@ impl TenantStore for MemoryStore {
 impl GalleryStore for MemoryStore {
     fn create_subject(&self, subject: &Subject, first_sample: Option<&NewSample>) -> Result<()> {
         let mut d = self.lock();
-        if subject.customer_person_id.is_some()
-            && d.subjects
-                .iter()
-                .any(|s| s.tenant_id == subject.tenant_id && s.customer_person_id == subject.customer_person_id)
-        {
-            return Err(Error::Conflict("customer_person_id exists".into()));
+        d.check_new_subject(subject)?;
+        if let Some(ns) = first_sample {
+            d.check_new_sample(subject, ns, false)?;
         }
         d.subjects.push(subject.clone());
         if let Some(ns) = first_sample {
@@ -293,6 +347,14 @@ impl GalleryStore for MemoryStore {
 
     fn update_subject(&self, subject: &Subject, new_sample: Option<&NewSample>, tags: Option<&[String]>) -> Result<()> {
         let mut d = self.lock();
+        // Everything is checked before anything changes, as the real stores' one transaction.
+        if !d.subjects.iter().any(|s| s.tenant_id == subject.tenant_id && s.id == subject.id) {
+            return Err(Error::NotFound("subject"));
+        }
+        if let Some(ns) = new_sample {
+            d.check_new_sample(subject, ns, false)?;
+        }
+        d.check_tags(&subject.tenant_id, tags.unwrap_or_default())?;
         let slot = d
             .subjects
             .iter_mut()
@@ -316,18 +378,25 @@ impl GalleryStore for MemoryStore {
             .filter(|(s, _, t)| t == tenant_id && s.subject_id == subject_id)
             .map(|(s, _, _)| s.clone())
             .collect();
+        // Newest first; of two at the same time, the later written (the stores' rowid order).
         v.reverse();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         Ok(v)
     }
 
     fn replace_sample(&self, subject: &Subject, sample: &NewSample, tags: Option<&[String]>) -> Result<()> {
         let mut d = self.lock();
+        d.check_new_sample(subject, sample, true)?;
+        d.check_tags(&subject.tenant_id, tags.unwrap_or_default())?;
         let slot = d
             .samples
             .iter_mut()
             .find(|(s, _, t)| *t == subject.tenant_id && s.subject_id == subject.id && s.id == sample.sample.id)
             .ok_or(Error::NotFound("event"))?;
-        *slot = (sample.sample.clone(), sample.embedding.clone(), subject.tenant_id.clone());
+        *slot = (sample.sample.clone(), as_stored(&sample.embedding), subject.tenant_id.clone());
+        if let Some(stored) = d.subjects.iter_mut().find(|s| s.tenant_id == subject.tenant_id && s.id == subject.id) {
+            stored.updated_at.clone_from(&subject.updated_at);
+        }
         d.images.insert(sample.sample.id.clone(), sample.image.clone());
         d.staging.retain(|(_, s)| s.sample_id != sample.sample.id);
         if let Some(tags) = tags {
@@ -354,8 +423,14 @@ impl GalleryStore for MemoryStore {
     }
 
     fn create_tagged_subject(&self, subject: &Subject, first_sample: &NewSample, tags: &[String]) -> Result<()> {
-        self.create_subject(subject, Some(first_sample))?;
-        self.set_subject_tags(&subject.tenant_id, &subject.id, tags)
+        let mut d = self.lock();
+        d.check_tags(&subject.tenant_id, tags)?;
+        d.check_new_subject(subject)?;
+        d.check_new_sample(subject, first_sample, false)?;
+        d.subjects.push(subject.clone());
+        d.add_sample(first_sample, &subject.tenant_id);
+        replace_tags(&mut d, &subject.tenant_id, &subject.id, tags);
+        Ok(())
     }
 
     fn list_subjects(
@@ -387,10 +462,12 @@ impl GalleryStore for MemoryStore {
                     .filter(|(s, _, t)| t == tenant_id && s.subject_id == subject.id)
                     .map(|(s, _, _)| s)
                     .collect();
+                // The newest by time; of two at the same time, the later written.
+                let newest = samples.iter().rev().max_by(|a, b| a.created_at.cmp(&b.created_at));
                 SubjectSummary {
                     subject: subject.clone(),
                     samples: samples.len() as u64,
-                    newest_sample: samples.last().map(|s| (*s).clone()),
+                    newest_sample: newest.map(|s| (*s).clone()),
                 }
             })
             .collect())
@@ -430,8 +507,16 @@ impl TagStore for MemoryStore {
         }
         let tag = d.tags.iter_mut().find(|(t, n)| t == tenant_id && n == old_name).ok_or(Error::NotFound("tag"))?;
         tag.1 = new_name.into();
-        for (t, _, label) in d.subject_tags.iter_mut() {
-            if t == tenant_id && label == old_name {
+        // A subject that already carries the new name keeps both labels, as the stores'
+        // `UPDATE OR IGNORE` does.
+        let carrying_new: Vec<String> = d
+            .subject_tags
+            .iter()
+            .filter(|(t, _, label)| t == tenant_id && label == new_name)
+            .map(|(_, s, _)| s.clone())
+            .collect();
+        for (t, subject, label) in d.subject_tags.iter_mut() {
+            if t == tenant_id && label == old_name && !carrying_new.contains(subject) {
                 *label = new_name.into();
             }
         }
@@ -450,7 +535,12 @@ impl TagStore for MemoryStore {
     }
 
     fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) -> Result<()> {
-        replace_tags(&mut self.lock(), tenant_id, subject_id, tags);
+        let mut d = self.lock();
+        if !d.subjects.iter().any(|s| s.tenant_id == tenant_id && s.id == subject_id) {
+            return Err(Error::NotFound("subject"));
+        }
+        d.check_tags(tenant_id, tags)?;
+        replace_tags(&mut d, tenant_id, subject_id, tags);
         Ok(())
     }
 
@@ -473,6 +563,8 @@ impl TagStore for MemoryStore {
                 None => grouped.push(((tenant.clone(), subject.clone()), vec![tag.clone()])),
             }
         }
+        // The stores' order: by tenant, then subject.
+        grouped.sort_by(|a, b| a.0.cmp(&b.0));
         for ((tenant, subject), tags) in grouped {
             visit(&tenant, &subject, tags);
         }
@@ -565,8 +657,17 @@ impl BulkJobStore for MemoryStore {
         job_id: &str,
         record: &BulkRecord,
     ) -> Result<()> {
-        self.create_subject(subject, Some(sample))?;
-        self.set_subject_tags(&subject.tenant_id, &subject.id, tags)?;
+        // All or nothing, as the stores' one transaction: the record must exist before the
+        // subject is written.
+        let known = self
+            .lock()
+            .bulk_jobs
+            .iter()
+            .any(|(j, records)| j.id == job_id && records.iter().any(|r| r.seq == record.seq));
+        if !known {
+            return Err(Error::NotFound("record"));
+        }
+        self.create_tagged_subject(subject, sample, tags)?;
         self.save_bulk_record(job_id, record)
     }
 }
@@ -667,7 +768,7 @@ impl ReindexStore for MemoryStore {
                 sample.model_id = model_id.to_owned();
                 sample.bbox = face.bbox;
                 sample.detector_score = face.detector_score;
-                *embedding = face.embedding.clone();
+                *embedding = as_stored(&face.embedding);
             }
         }
         d.staging.clear();
@@ -694,10 +795,60 @@ impl Store for MemoryStore {
     }
 }
 
+/// Replaces a subject's labels; repeated names are kept once.
 fn replace_tags(d: &mut MemoryData, tenant_id: &str, subject_id: &str, tags: &[String]) {
     d.subject_tags.retain(|(t, s, _)| !(t == tenant_id && s == subject_id));
     for tag in tags {
-        d.subject_tags.push((tenant_id.into(), subject_id.into(), tag.clone()));
+        let label = (tenant_id.to_owned(), subject_id.to_owned(), tag.clone());
+        if !d.subject_tags.contains(&label) {
+            d.subject_tags.push(label);
+        }
+    }
+}
+
+/// The stores' creation time: RFC 3339 UTC with microseconds, as `service::now_rfc3339` makes it
+/// (not called from here, so that the fakes import nothing of the service they are used to test).
+fn now_rfc3339() -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    let at = time::OffsetDateTime::now_utc();
+    at.format(&format).unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// The stores key an image by `<tenant id>/<image name>` and refuse one that could leave the
+/// tenant's folder: no empty, `.`, `..` or hidden component, no leading `/`, no NUL or backslash.
+fn check_image_name(tenant_id: &str, image_name: &str) -> Result<()> {
+    let plain = |name: &str| {
+        !name.is_empty()
+            && !name.contains(['\0', '\\'])
+            && !name.contains("..")
+            && name.split('/').all(|c| !c.is_empty() && !c.starts_with('.'))
+    };
+    if tenant_id.contains('/') || !plain(tenant_id) || !plain(image_name) {
+        return Err(Error::InvalidRequest(format!("invalid image name: {tenant_id}/{image_name}")));
+    }
+    Ok(())
+}
+
+/// A template as the stores keep it: each value rounded to half precision (IEEE binary16, to
+/// nearest, ties to even), so that what the fake gives back is what a real store would.
+fn as_stored(embedding: &[f32]) -> Vec<f32> {
+    embedding.iter().map(|&x| to_half_precision(x)).collect()
+}
+
+fn to_half_precision(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    // binary16 keeps 10 fraction bits; below its smallest normal (2^-14) the step stays 2^-24.
+    let exponent = ((x.to_bits() >> 23) & 0xff) as i32 - 127;
+    let step = 2f32.powi(exponent.max(-14) - 10);
+    // Both exact: `step` is a power of two.
+    let rounded = (x / step).round_ties_even() * step;
+    if rounded.abs() > 65504.0 {
+        f32::INFINITY.copysign(x)
+    } else {
+        rounded
     }
 }
 

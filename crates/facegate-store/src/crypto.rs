@@ -157,6 +157,15 @@ pub(crate) fn check_key_state(
     }
 }
 
+/// What a key rotation changed, on either backend (`rotate_key`, `rotate_key_postgres`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationReport {
+    pub templates: usize,
+    pub images: usize,
+    /// Values found already under the new key (left by an earlier, interrupted rotation).
+    pub already_rotated: usize,
+}
+
 /// Whether a rotation to `new` may start on a gallery whose recorded key id is `recorded`:
 /// `old` must be that key (or `new` itself, when an interrupted rotation is run again), and a
 /// plaintext gallery has no old key.

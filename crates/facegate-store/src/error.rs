@@ -127,6 +127,15 @@ impl From<StoreError> for facegate_core::Error {
     }
 }
 
+/// Runs the body of a role-trait method (`facegate_core::TenantStore` and the others) and hands
+/// back the core's error. The body is written against the store's own [`Result`], because `?`
+/// can turn a driver's error into a [`StoreError`] but not into the core's error (neither type
+/// is ours to join by `From`); the one conversion here then maps it as the impl above says. So
+/// each operation is written once, in its trait method, with no inherent twin to forward to.
+pub(crate) fn to_core<T>(body: impl FnOnce() -> Result<T>) -> facegate_core::Result<T> {
+    Ok(body()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The store conformance suite: the same tests, through the core's `Store` traits, against
-//! SQLite on a temporary data directory and against PostgreSQL on a throwaway cluster
-//! (`scripts/postgres`). What only one backend has (SQLite's image files, sweep and WAL scrub)
-//! is tested in `store.rs`.
+//! SQLite on a temporary data directory, against PostgreSQL on a throwaway cluster
+//! (`scripts/postgres`), and against the core's `MemoryStore`, so that the fake the service's
+//! tests run on keeps the same contract. What only one backend has (SQLite's image files, sweep
+//! and WAL scrub) is tested in `store.rs`.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use common::{sample, subject, templates};
 use facegate_core::store_roles::*;
+use facegate_core::testing::MemoryStore;
 use facegate_core::{Error, Profile, Subject, Template, Tenant};
 use facegate_store::{PgRole, PgStore, SqliteStore};
 use facegate_testkit::PgCluster;
@@ -18,6 +20,8 @@ use facegate_testkit::PgCluster;
 enum Harness {
     Sqlite(tempfile::TempDir),
     Postgres(PgCluster),
+    /// One fake for the whole test: reopening it keeps its data, as a database would.
+    Memory(Arc<MemoryStore>),
 }
 
 impl Harness {
@@ -30,8 +34,13 @@ impl Harness {
         PgCluster::start().map(Harness::Postgres)
     }
 
+    fn memory() -> Harness {
+        Harness::Memory(Arc::new(MemoryStore::default()))
+    }
+
     fn store(&self) -> Arc<dyn Store> {
         match self {
+            Harness::Memory(store) => store.clone(),
             Harness::Sqlite(dir) => Arc::new(SqliteStore::open(dir.path()).expect("open SQLite store")),
             Harness::Postgres(cluster) => {
                 Arc::new(PgStore::connect(cluster.url(), None, PgRole::Node).expect("open PostgreSQL store"))
@@ -51,6 +60,7 @@ impl Harness {
                     .expect("query")
                     .map(|row| row.get(0))
             }
+            Harness::Memory(store) => store.image(tenant_id, image_name),
         }
     }
 
@@ -80,6 +90,7 @@ impl Harness {
                     pg_client(cluster).query_one("SELECT COUNT(*) FROM image_blobs", &[]).expect("count").get(0);
                 usize::try_from(n).expect("count")
             }
+            Harness::Memory(store) => store.image_count(),
         }
     }
 }
@@ -88,9 +99,12 @@ fn pg_client(cluster: &PgCluster) -> ::postgres::Client {
     ::postgres::Client::connect(cluster.url(), ::postgres::NoTls).expect("connect")
 }
 
-/// Runs each named test against both backends.
+/// Runs each named test against both backends and the fake.
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(#[test] fn $test() { super::$test(&super::Harness::memory()) })*
+        }
         mod sqlite {
             $(#[test] fn $test() { super::$test(&super::Harness::sqlite()) })*
         }

@@ -12,7 +12,7 @@ use facegate_core::{NewSample, Subject, Tenant};
 use postgres::Transaction;
 
 use super::{to_i64, to_u64, PgStore};
-use crate::error::{Result, StoreError};
+use crate::error::{to_core, Result, StoreError};
 use crate::stored_attributes;
 
 const RECORD_COLUMNS: &str = "seq, id, filename, tags_json, subject_id, attempts, processed, register_status, reason, \
@@ -22,33 +22,6 @@ const RECORD_COLUMNS: &str = "seq, id, filename, tags_json, subject_id, attempts
 const INSERT_BATCH: usize = 5_000;
 
 impl PgStore {
-    fn create_bulk_job_impl(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO bulk_jobs (id, tenant_id, created_at) VALUES ($1, $2, $3)",
-            &[&job.id, &job.tenant_id, &job.created_at],
-        )?;
-        // One statement per batch of records, as arrays: a 100,000-record job is 20 round trips.
-        for batch in records.chunks(INSERT_BATCH) {
-            let seqs: Vec<i64> = batch.iter().map(|r| to_i64(r.seq)).collect();
-            let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
-            let filenames: Vec<&str> = batch.iter().map(|r| r.filename.as_str()).collect();
-            let tags = batch
-                .iter()
-                .map(|r| serde_json::to_string(&r.tags).map_err(|e| StoreError::Inconsistent(e.to_string())))
-                .collect::<Result<Vec<String>>>()?;
-            let subjects: Vec<&str> = batch.iter().map(|r| r.subject_id.as_str()).collect();
-            tx.execute(
-                "INSERT INTO bulk_records (job_id, seq, id, filename, tags_json, subject_id) \
-                 SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])",
-                &[&job.id, &seqs, &ids, &filenames, &tags, &subjects],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     /// Claims, for each tenant with waiting records, up to `per_tenant` of them that no live
     /// lease of another node holds; this node's own claims are renewed and returned again.
     fn claim_bulk_records(&self, per_tenant: usize) -> Result<Vec<PendingRecord>> {
@@ -142,7 +115,32 @@ fn record_from_row(row: &postgres::Row) -> Result<BulkRecord> {
 
 impl facegate_core::BulkJobStore for PgStore {
     fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> facegate_core::Result<()> {
-        Ok(self.create_bulk_job_impl(job, records)?)
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO bulk_jobs (id, tenant_id, created_at) VALUES ($1, $2, $3)",
+                &[&job.id, &job.tenant_id, &job.created_at],
+            )?;
+            // One statement per batch of records, as arrays: a 100,000-record job is 20 round trips.
+            for batch in records.chunks(INSERT_BATCH) {
+                let seqs: Vec<i64> = batch.iter().map(|r| to_i64(r.seq)).collect();
+                let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+                let filenames: Vec<&str> = batch.iter().map(|r| r.filename.as_str()).collect();
+                let tags = batch
+                    .iter()
+                    .map(|r| serde_json::to_string(&r.tags).map_err(|e| StoreError::Inconsistent(e.to_string())))
+                    .collect::<Result<Vec<String>>>()?;
+                let subjects: Vec<&str> = batch.iter().map(|r| r.subject_id.as_str()).collect();
+                tx.execute(
+                    "INSERT INTO bulk_records (job_id, seq, id, filename, tags_json, subject_id) \
+                     SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])",
+                    &[&job.id, &seqs, &ids, &filenames, &tags, &subjects],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn bulk_job(&self, tenant_id: &str, job_id: &str) -> facegate_core::Result<Option<BulkJob>> {
@@ -227,14 +225,13 @@ impl facegate_core::BulkJobStore for PgStore {
     }
 
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> facegate_core::Result<()> {
-        let run = || -> Result<()> {
+        to_core(|| {
             let mut conn = self.conn()?;
             let mut tx = conn.transaction()?;
             update_record(&mut tx, job_id, record)?;
             tx.commit()?;
             Ok(())
-        };
-        Ok(run()?)
+        })
     }
 
     fn register_bulk_record(

@@ -7,7 +7,7 @@
 
 use postgres::Transaction;
 
-use crate::error::Result;
+use crate::error::{to_core, Result};
 
 /// Serialises change-log appends between nodes ("facegate" + 1).
 const CHANGES_LOCK: i64 = 0x6661_6365_6761_7466;
@@ -85,119 +85,123 @@ fn kind_of(name: &str) -> Option<facegate_core::ChangeKind> {
     })
 }
 
-impl super::PgStore {
-    fn latest_change_impl(&self) -> Result<u64> {
-        let row = self.conn()?.query_one("SELECT COALESCE(MAX(seq), 0) FROM changes", &[])?;
-        Ok(super::to_u64(row.get(0)))
+impl facegate_core::ChangeFeed for super::PgStore {
+    fn latest_change(&self) -> facegate_core::Result<u64> {
+        to_core(|| {
+            let row = self.conn()?.query_one("SELECT COALESCE(MAX(seq), 0) FROM changes", &[])?;
+            Ok(super::to_u64(row.get(0)))
+        })
     }
 
-    fn prune_changes_impl(&self, keep: std::time::Duration) -> Result<u64> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        // Behind the appends' lock, so that no change commits below the watermark afterwards.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGES_LOCK])?;
-        let row = tx.query_one(
-            "WITH gone AS (DELETE FROM changes WHERE at < now() - make_interval(secs => $1) RETURNING seq) \
-             SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM gone",
-            &[&keep.as_secs_f64()],
-        )?;
-        let (count, through): (i64, i64) = (row.get(0), row.get(1));
-        if count > 0 {
-            tx.execute(
-                "INSERT INTO store_meta (name, value) VALUES ($1, $2::BIGINT::TEXT) ON CONFLICT (name) DO UPDATE \
-                 SET value = GREATEST(store_meta.value::BIGINT, EXCLUDED.value::BIGINT)::TEXT",
-                &[&META_PRUNED_THROUGH, &through],
+    fn changes_after(&self, after: u64, limit: usize) -> facegate_core::Result<Vec<facegate_core::Change>> {
+        to_core(|| {
+            let rows = self.conn()?.query(
+                "SELECT seq, tenant_id, kind, subject_id, sample_id, old_name, new_name FROM changes \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&super::to_i64(after), &super::to_i64(limit)],
             )?;
-        }
-        tx.commit()?;
-        Ok(super::to_u64(count))
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let seq = super::to_u64(row.try_get(0)?);
+                let kind: String = row.try_get(2)?;
+                let Some(kind) = kind_of(&kind) else {
+                    // A kind from a newer facegate: nothing this build's index knows to do with it.
+                    tracing::warn!(seq, kind = ?kind, "skipping a change of an unknown kind");
+                    continue;
+                };
+                out.push(facegate_core::Change {
+                    seq,
+                    tenant_id: row.try_get(1)?,
+                    kind,
+                    subject_id: row.try_get(3)?,
+                    sample_id: row.try_get(4)?,
+                    old_name: row.try_get(5)?,
+                    new_name: row.try_get(6)?,
+                });
+            }
+            Ok(out)
+        })
     }
 
-    fn pruned_through_impl(&self) -> Result<u64> {
-        let row =
-            self.conn()?.query_opt("SELECT value::BIGINT FROM store_meta WHERE name = $1", &[&META_PRUNED_THROUGH])?;
-        Ok(row.map_or(0, |r| super::to_u64(r.get(0))))
+    fn prune_changes(&self, keep: std::time::Duration) -> facegate_core::Result<u64> {
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            // Behind the appends' lock, so that no change commits below the watermark afterwards.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGES_LOCK])?;
+            let row = tx.query_one(
+                "WITH gone AS (DELETE FROM changes WHERE at < now() - make_interval(secs => $1) RETURNING seq) \
+                 SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM gone",
+                &[&keep.as_secs_f64()],
+            )?;
+            let (count, through): (i64, i64) = (row.get(0), row.get(1));
+            if count > 0 {
+                tx.execute(
+                    "INSERT INTO store_meta (name, value) VALUES ($1, $2::BIGINT::TEXT) ON CONFLICT (name) DO UPDATE \
+                     SET value = GREATEST(store_meta.value::BIGINT, EXCLUDED.value::BIGINT)::TEXT",
+                    &[&META_PRUNED_THROUGH, &through],
+                )?;
+            }
+            tx.commit()?;
+            Ok(super::to_u64(count))
+        })
     }
 
-    fn changes_after_impl(&self, after: u64, limit: usize) -> Result<Vec<facegate_core::Change>> {
-        let rows = self.conn()?.query(
-            "SELECT seq, tenant_id, kind, subject_id, sample_id, old_name, new_name FROM changes \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&super::to_i64(after), &super::to_i64(limit)],
-        )?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let seq = super::to_u64(row.try_get(0)?);
-            let kind: String = row.try_get(2)?;
-            let Some(kind) = kind_of(&kind) else {
-                // A kind from a newer facegate: nothing this build's index knows to do with it.
-                tracing::warn!(seq, kind = ?kind, "skipping a change of an unknown kind");
-                continue;
-            };
-            out.push(facegate_core::Change {
-                seq,
-                tenant_id: row.try_get(1)?,
-                kind,
-                subject_id: row.try_get(3)?,
-                sample_id: row.try_get(4)?,
-                old_name: row.try_get(5)?,
-                new_name: row.try_get(6)?,
-            });
-        }
-        Ok(out)
+    fn pruned_through(&self) -> facegate_core::Result<u64> {
+        to_core(|| {
+            let row = self
+                .conn()?
+                .query_opt("SELECT value::BIGINT FROM store_meta WHERE name = $1", &[&META_PRUNED_THROUGH])?;
+            Ok(row.map_or(0, |r| super::to_u64(r.get(0))))
+        })
     }
 
     /// Waits on this node's own listening connection (opened on first use, reopened after an
     /// error) for a notification on [`CHANNEL`].
-    fn wait_for_change_impl(&self, timeout: std::time::Duration) -> Result<()> {
-        use postgres::fallible_iterator::FallibleIterator;
-        let mut slot = self.listener.lock();
-        let client = match slot.as_mut() {
-            Some(client) => client,
-            None => {
-                let mut client = self.config.connect(postgres::NoTls)?;
-                client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
-                slot.insert(client)
-            }
-        };
-        let waited = (|| -> Result<()> {
-            let mut notifications = client.notifications();
-            if notifications.timeout_iter(timeout).next()?.is_some() {
-                // Take whatever else has arrived, without waiting: one read of the log covers all.
-                let mut pending = notifications.iter();
-                while pending.next()?.is_some() {}
-            }
-            Ok(())
-        })();
-        if waited.is_err() {
-            *slot = None;
-        }
-        waited
-    }
-}
-
-impl facegate_core::ChangeFeed for super::PgStore {
-    fn latest_change(&self) -> facegate_core::Result<u64> {
-        Ok(self.latest_change_impl()?)
-    }
-
-    fn changes_after(&self, after: u64, limit: usize) -> facegate_core::Result<Vec<facegate_core::Change>> {
-        Ok(self.changes_after_impl(after, limit)?)
-    }
-
-    fn prune_changes(&self, keep: std::time::Duration) -> facegate_core::Result<u64> {
-        Ok(self.prune_changes_impl(keep)?)
-    }
-
-    fn pruned_through(&self) -> facegate_core::Result<u64> {
-        Ok(self.pruned_through_impl()?)
-    }
-
     fn wait_for_change(&self, timeout: std::time::Duration) -> facegate_core::Result<()> {
-        Ok(self.wait_for_change_impl(timeout)?)
+        to_core(|| {
+            use postgres::fallible_iterator::FallibleIterator;
+            let mut slot = self.listener.lock();
+            let client = match slot.as_mut() {
+                Some(client) => client,
+                None => {
+                    let mut client = self.config.connect(postgres::NoTls)?;
+                    client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                    slot.insert(client)
+                }
+            };
+            let waited = (|| -> Result<()> {
+                let mut notifications = client.notifications();
+                if notifications.timeout_iter(timeout).next()?.is_some() {
+                    // Take whatever else has arrived, without waiting: one read of the log covers all.
+                    let mut pending = notifications.iter();
+                    while pending.next()?.is_some() {}
+                }
+                Ok(())
+            })();
+            if waited.is_err() {
+                *slot = None;
+            }
+            waited
+        })
     }
 
+    /// The template of one sample, for applying a change made on another node.
     fn template(&self, tenant_id: &str, sample_id: &str) -> facegate_core::Result<Option<facegate_core::Template>> {
-        Ok(self.template_impl(tenant_id, sample_id)?)
+        to_core(|| {
+            let row = self.conn()?.query_opt(
+                "SELECT subject_id, embedding, embedding_encoding FROM face_samples WHERE tenant_id = $1 AND id = $2",
+                &[&tenant_id, &sample_id],
+            )?;
+            let Some(row) = row else { return Ok(None) };
+            let subject_id: String = row.get(0);
+            let embedding = crate::templates::decode_template(row.get(1), row.get(2), &subject_id, self.key.as_ref())?;
+            Ok(embedding.map(|embedding| facegate_core::Template {
+                tenant_id: tenant_id.to_owned(),
+                subject_id,
+                sample_id: sample_id.to_owned(),
+                embedding,
+            }))
+        })
     }
 }

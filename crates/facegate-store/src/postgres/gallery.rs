@@ -8,8 +8,8 @@ use super::changes::{self, Change, Kind};
 use super::images::NewImage;
 use super::tags::replace_subject_tags;
 use super::PgStore;
-use crate::blobs::BlobStore;
-use crate::error::{pg_foreign_key_violation, pg_unique_violation, Result, StoreError};
+use crate::error::{pg_foreign_key_violation, pg_unique_violation, to_core, Result, StoreError};
+use crate::image_path;
 use crate::listing::prefix_upper_bound;
 use crate::templates::{decode_template, encode_template};
 
@@ -28,7 +28,7 @@ impl PgStore {
                 s.id, s.subject_id, subject.id
             )));
         }
-        let path = BlobStore::rel_path(&subject.tenant_id, &s.image_name)?;
+        let path = image_path::rel_path(&subject.tenant_id, &s.image_name)?;
         let (embedding, encoding) = encode_template(&ns.embedding, &s.subject_id, self.key.as_ref())?;
         tx.execute(
             &format!(
@@ -96,218 +96,6 @@ impl PgStore {
         also(&mut tx)?;
         changes::commit_with(tx, &log)
     }
-
-    fn update_subject_impl(
-        &self,
-        subject: &Subject,
-        new_sample: Option<&NewSample>,
-        tags: Option<&[String]>,
-    ) -> Result<()> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let p = &subject.profile;
-        let changed = tx.execute(
-            "UPDATE subjects SET first_name = $3, last_name = $4, email = $5, phone = $6, updated_at = $7 \
-             WHERE tenant_id = $1 AND id = $2",
-            &[&subject.tenant_id, &subject.id, &p.first_name, &p.last_name, &p.email, &p.phone, &subject.updated_at],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound("subject"));
-        }
-        let mut log = Vec::new();
-        let base = Change { tenant_id: &subject.tenant_id, subject_id: Some(&subject.id), ..Change::default() };
-        if let Some(ns) = new_sample {
-            self.insert_sample(&mut tx, subject, ns)?;
-            log.push((Kind::SampleAdded, Change { sample_id: Some(&ns.sample.id), ..base.clone() }));
-        }
-        if let Some(tags) = tags {
-            replace_subject_tags(&mut tx, &subject.tenant_id, &subject.id, tags)?;
-            log.push((Kind::SubjectTagsSet, base.clone()));
-        }
-        changes::commit_with(tx, &log)
-    }
-
-    /// Swaps the face of one sample: the new row keeps the sample id.
-    fn replace_sample_impl(&self, subject: &Subject, sample: &NewSample, tags: Option<&[String]>) -> Result<()> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let old_path: Option<Option<String>> = tx
-            .query_opt(
-                "SELECT b.path FROM face_samples s LEFT JOIN image_blobs b ON b.sample_id = s.id \
-                 WHERE s.tenant_id = $1 AND s.subject_id = $2 AND s.id = $3 FOR UPDATE OF s",
-                &[&subject.tenant_id, &subject.id, &sample.sample.id],
-            )?
-            .map(|row| row.get(0));
-        let Some(old_path) = old_path else { return Err(StoreError::NotFound("event")) };
-        tx.execute("DELETE FROM face_samples WHERE id = $1", &[&sample.sample.id])?;
-        self.insert_sample(&mut tx, subject, sample)?;
-        tx.execute(
-            "UPDATE subjects SET updated_at = $3 WHERE tenant_id = $1 AND id = $2",
-            &[&subject.tenant_id, &subject.id, &subject.updated_at],
-        )?;
-        let base = Change { tenant_id: &subject.tenant_id, subject_id: Some(&subject.id), ..Change::default() };
-        let mut log = vec![(Kind::SampleAdded, Change { sample_id: Some(&sample.sample.id), ..base.clone() })];
-        if let Some(tags) = tags {
-            replace_subject_tags(&mut tx, &subject.tenant_id, &subject.id, tags)?;
-            log.push((Kind::SubjectTagsSet, base.clone()));
-        }
-        changes::commit_with(tx, &log)?;
-        self.images.forget(&old_path.into_iter().collect::<Vec<_>>());
-        Ok(())
-    }
-
-    fn delete_subject_impl(&self, tenant_id: &str, subject_id: &str) -> Result<bool> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let paths: Vec<String> = tx
-            .query(
-                "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id \
-                 WHERE s.tenant_id = $1 AND s.subject_id = $2",
-                &[&tenant_id, &subject_id],
-            )?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        // Samples and their images go by ON DELETE CASCADE.
-        let deleted =
-            tx.execute("DELETE FROM subjects WHERE tenant_id = $1 AND id = $2", &[&tenant_id, &subject_id])?;
-        let log = match deleted {
-            0 => vec![],
-            _ => vec![(Kind::SubjectRemoved, Change { tenant_id, subject_id: Some(subject_id), ..Change::default() })],
-        };
-        changes::commit_with(tx, &log)?;
-        self.images.forget(&paths);
-        Ok(deleted > 0)
-    }
-
-    fn delete_sample_impl(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> Result<bool> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let path: Option<String> = tx
-            .query_opt(
-                "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id \
-                 WHERE s.tenant_id = $1 AND s.subject_id = $2 AND s.id = $3",
-                &[&tenant_id, &subject_id, &sample_id],
-            )?
-            .map(|row| row.get(0));
-        let deleted = tx.execute(
-            "DELETE FROM face_samples WHERE tenant_id = $1 AND subject_id = $2 AND id = $3",
-            &[&tenant_id, &subject_id, &sample_id],
-        )?;
-        let log = match deleted {
-            0 => vec![],
-            _ => vec![(
-                Kind::SampleRemoved,
-                Change { tenant_id, subject_id: Some(subject_id), sample_id: Some(sample_id), ..Change::default() },
-            )],
-        };
-        changes::commit_with(tx, &log)?;
-        self.images.forget(&path.into_iter().collect::<Vec<_>>());
-        Ok(deleted > 0)
-    }
-
-    fn for_each_template_impl(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
-        let mut conn = self.conn()?;
-        // Streamed: the gallery can be far larger than what we want resident twice.
-        let mut rows = conn.query_raw(
-            "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
-             WHERE model_id = $1 ORDER BY ordinal",
-            [model_id],
-        )?;
-        while let Some(row) = rows.next()? {
-            let sample_id: String = row.get(2);
-            let blob: &[u8] = row.get(3);
-            let encoding: &str = row.get(4);
-            let subject_id: String = row.get(1);
-            let Some(embedding) = decode_template(blob, encoding, &subject_id, self.key.as_ref())? else {
-                tracing::warn!(sample = %sample_id, bytes = blob.len(), encoding, "skipping an undecodable template");
-                continue;
-            };
-            visit(Template { tenant_id: row.get(0), subject_id, sample_id, embedding });
-        }
-        Ok(())
-    }
-
-    /// The template of one sample, for applying a change made on another node.
-    pub(super) fn template_impl(&self, tenant_id: &str, sample_id: &str) -> Result<Option<Template>> {
-        let row = self.conn()?.query_opt(
-            "SELECT subject_id, embedding, embedding_encoding FROM face_samples WHERE tenant_id = $1 AND id = $2",
-            &[&tenant_id, &sample_id],
-        )?;
-        let Some(row) = row else { return Ok(None) };
-        let subject_id: String = row.get(0);
-        let embedding = decode_template(row.get(1), row.get(2), &subject_id, self.key.as_ref())?;
-        Ok(embedding.map(|embedding| Template {
-            tenant_id: tenant_id.to_owned(),
-            subject_id,
-            sample_id: sample_id.to_owned(),
-            embedding,
-        }))
-    }
-}
-
-impl PgStore {
-    /// As SQLite's, with every comparison and the order under the "C" collation: byte order,
-    /// whatever the database's locale, so that a page key means the same on both backends.
-    fn list_subjects_impl(
-        &self,
-        tenant_id: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<SubjectSummary>> {
-        let upper = prefix_upper_bound(prefix);
-        let qualified = |alias: &str, columns: &str| {
-            columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
-        };
-        let mut sql = format!(
-            "SELECT {}, (SELECT COUNT(*) FROM face_samples f WHERE f.tenant_id = s.tenant_id AND f.subject_id = s.id), \
-                 {} \
-             FROM subjects s LEFT JOIN face_samples n ON n.id = (SELECT f.id FROM face_samples f \
-                 WHERE f.tenant_id = s.tenant_id AND f.subject_id = s.id ORDER BY f.created_at DESC, f.ordinal DESC \
-                 LIMIT 1) \
-             WHERE s.tenant_id = $1 AND s.customer_person_id COLLATE \"C\" >= $2",
-            qualified("s", SUBJECT_COLUMNS),
-            qualified("n", SAMPLE_COLUMNS)
-        );
-        let limit = super::sql::to_i64(limit);
-        let mut values: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&tenant_id, &prefix];
-        if let Some(upper) = &upper {
-            values.push(upper);
-            sql.push_str(&format!(" AND s.customer_person_id COLLATE \"C\" < ${}", values.len()));
-        }
-        if let Some(after) = &after {
-            values.push(after);
-            sql.push_str(&format!(" AND s.customer_person_id COLLATE \"C\" > ${}", values.len()));
-        }
-        values.push(&limit);
-        sql.push_str(&format!(" ORDER BY s.customer_person_id COLLATE \"C\" LIMIT ${}", values.len()));
-        let rows = self.conn()?.query(&sql, &values)?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let newest_id: Option<String> = row.get(10);
-                SubjectSummary {
-                    subject: subject_from_row(row),
-                    samples: super::sql::to_u64(row.get(9)),
-                    newest_sample: newest_id.map(|id| FaceSample {
-                        id,
-                        subject_id: row.get(11),
-                        image_name: row.get(12),
-                        bbox: BoundingBox {
-                            left: row.get(13),
-                            top: row.get(14),
-                            right: row.get(15),
-                            bottom: row.get(16),
-                        },
-                        detector_score: row.get(17),
-                        model_id: row.get(18),
-                        created_at: row.get(19),
-                    }),
-                }
-            })
-            .collect())
-    }
 }
 
 impl facegate_core::GalleryStore for PgStore {
@@ -356,7 +144,38 @@ impl facegate_core::GalleryStore for PgStore {
         new_sample: Option<&NewSample>,
         tags: Option<&[String]>,
     ) -> facegate_core::Result<()> {
-        Ok(self.update_subject_impl(subject, new_sample, tags)?)
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let p = &subject.profile;
+            let changed = tx.execute(
+                "UPDATE subjects SET first_name = $3, last_name = $4, email = $5, phone = $6, updated_at = $7 \
+                 WHERE tenant_id = $1 AND id = $2",
+                &[
+                    &subject.tenant_id,
+                    &subject.id,
+                    &p.first_name,
+                    &p.last_name,
+                    &p.email,
+                    &p.phone,
+                    &subject.updated_at,
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("subject"));
+            }
+            let mut log = Vec::new();
+            let base = Change { tenant_id: &subject.tenant_id, subject_id: Some(&subject.id), ..Change::default() };
+            if let Some(ns) = new_sample {
+                self.insert_sample(&mut tx, subject, ns)?;
+                log.push((Kind::SampleAdded, Change { sample_id: Some(&ns.sample.id), ..base.clone() }));
+            }
+            if let Some(tags) = tags {
+                replace_subject_tags(&mut tx, &subject.tenant_id, &subject.id, tags)?;
+                log.push((Kind::SubjectTagsSet, base.clone()));
+            }
+            changes::commit_with(tx, &log)
+        })
     }
 
     fn samples_of(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<Vec<FaceSample>> {
@@ -373,23 +192,101 @@ impl facegate_core::GalleryStore for PgStore {
         Ok(rows.iter().map(sample_from_row).collect())
     }
 
+    /// Swaps the face of one sample: the new row keeps the sample id.
     fn replace_sample(
         &self,
         subject: &Subject,
         sample: &NewSample,
         tags: Option<&[String]>,
     ) -> facegate_core::Result<()> {
-        Ok(self.replace_sample_impl(subject, sample, tags)?)
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let old_path: Option<Option<String>> = tx
+                .query_opt(
+                    "SELECT b.path FROM face_samples s LEFT JOIN image_blobs b ON b.sample_id = s.id \
+                     WHERE s.tenant_id = $1 AND s.subject_id = $2 AND s.id = $3 FOR UPDATE OF s",
+                    &[&subject.tenant_id, &subject.id, &sample.sample.id],
+                )?
+                .map(|row| row.get(0));
+            let Some(old_path) = old_path else { return Err(StoreError::NotFound("event")) };
+            tx.execute("DELETE FROM face_samples WHERE id = $1", &[&sample.sample.id])?;
+            self.insert_sample(&mut tx, subject, sample)?;
+            tx.execute(
+                "UPDATE subjects SET updated_at = $3 WHERE tenant_id = $1 AND id = $2",
+                &[&subject.tenant_id, &subject.id, &subject.updated_at],
+            )?;
+            let base = Change { tenant_id: &subject.tenant_id, subject_id: Some(&subject.id), ..Change::default() };
+            let mut log = vec![(Kind::SampleAdded, Change { sample_id: Some(&sample.sample.id), ..base.clone() })];
+            if let Some(tags) = tags {
+                replace_subject_tags(&mut tx, &subject.tenant_id, &subject.id, tags)?;
+                log.push((Kind::SubjectTagsSet, base.clone()));
+            }
+            changes::commit_with(tx, &log)?;
+            self.images.forget(&old_path.into_iter().collect::<Vec<_>>());
+            Ok(())
+        })
     }
 
     fn delete_sample(&self, tenant_id: &str, subject_id: &str, sample_id: &str) -> facegate_core::Result<bool> {
-        Ok(self.delete_sample_impl(tenant_id, subject_id, sample_id)?)
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let path: Option<String> = tx
+                .query_opt(
+                    "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id \
+                     WHERE s.tenant_id = $1 AND s.subject_id = $2 AND s.id = $3",
+                    &[&tenant_id, &subject_id, &sample_id],
+                )?
+                .map(|row| row.get(0));
+            let deleted = tx.execute(
+                "DELETE FROM face_samples WHERE tenant_id = $1 AND subject_id = $2 AND id = $3",
+                &[&tenant_id, &subject_id, &sample_id],
+            )?;
+            let log = match deleted {
+                0 => vec![],
+                _ => vec![(
+                    Kind::SampleRemoved,
+                    Change { tenant_id, subject_id: Some(subject_id), sample_id: Some(sample_id), ..Change::default() },
+                )],
+            };
+            changes::commit_with(tx, &log)?;
+            self.images.forget(&path.into_iter().collect::<Vec<_>>());
+            Ok(deleted > 0)
+        })
     }
 
     fn delete_subject(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<bool> {
-        Ok(self.delete_subject_impl(tenant_id, subject_id)?)
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let paths: Vec<String> = tx
+                .query(
+                    "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id \
+                     WHERE s.tenant_id = $1 AND s.subject_id = $2",
+                    &[&tenant_id, &subject_id],
+                )?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            // Samples and their images go by ON DELETE CASCADE.
+            let deleted =
+                tx.execute("DELETE FROM subjects WHERE tenant_id = $1 AND id = $2", &[&tenant_id, &subject_id])?;
+            let log = match deleted {
+                0 => vec![],
+                _ => vec![(
+                    Kind::SubjectRemoved,
+                    Change { tenant_id, subject_id: Some(subject_id), ..Change::default() },
+                )],
+            };
+            changes::commit_with(tx, &log)?;
+            self.images.forget(&paths);
+            Ok(deleted > 0)
+        })
     }
 
+    /// As SQLite's, with every comparison and the order under the "C" collation: byte order,
+    /// whatever the database's locale, so that a page key means the same on both backends.
     fn list_subjects(
         &self,
         tenant_id: &str,
@@ -397,11 +294,83 @@ impl facegate_core::GalleryStore for PgStore {
         after: Option<&str>,
         limit: usize,
     ) -> facegate_core::Result<Vec<SubjectSummary>> {
-        Ok(self.list_subjects_impl(tenant_id, prefix, after, limit)?)
+        to_core(|| {
+            let upper = prefix_upper_bound(prefix);
+            let qualified = |alias: &str, columns: &str| {
+                columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+            };
+            let mut sql = format!(
+                "SELECT {}, (SELECT COUNT(*) FROM face_samples f WHERE f.tenant_id = s.tenant_id AND f.subject_id = s.id), \
+                     {} \
+                 FROM subjects s LEFT JOIN face_samples n ON n.id = (SELECT f.id FROM face_samples f \
+                     WHERE f.tenant_id = s.tenant_id AND f.subject_id = s.id ORDER BY f.created_at DESC, f.ordinal DESC \
+                     LIMIT 1) \
+                 WHERE s.tenant_id = $1 AND s.customer_person_id COLLATE \"C\" >= $2",
+                qualified("s", SUBJECT_COLUMNS),
+                qualified("n", SAMPLE_COLUMNS)
+            );
+            let limit = super::sql::to_i64(limit);
+            let mut values: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&tenant_id, &prefix];
+            if let Some(upper) = &upper {
+                values.push(upper);
+                sql.push_str(&format!(" AND s.customer_person_id COLLATE \"C\" < ${}", values.len()));
+            }
+            if let Some(after) = &after {
+                values.push(after);
+                sql.push_str(&format!(" AND s.customer_person_id COLLATE \"C\" > ${}", values.len()));
+            }
+            values.push(&limit);
+            sql.push_str(&format!(" ORDER BY s.customer_person_id COLLATE \"C\" LIMIT ${}", values.len()));
+            let rows = self.conn()?.query(&sql, &values)?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    let newest_id: Option<String> = row.get(10);
+                    SubjectSummary {
+                        subject: subject_from_row(row),
+                        samples: super::sql::to_u64(row.get(9)),
+                        newest_sample: newest_id.map(|id| FaceSample {
+                            id,
+                            subject_id: row.get(11),
+                            image_name: row.get(12),
+                            bbox: BoundingBox {
+                                left: row.get(13),
+                                top: row.get(14),
+                                right: row.get(15),
+                                bottom: row.get(16),
+                            },
+                            detector_score: row.get(17),
+                            model_id: row.get(18),
+                            created_at: row.get(19),
+                        }),
+                    }
+                })
+                .collect())
+        })
     }
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
-        Ok(self.for_each_template_impl(model_id, visit)?)
+        to_core(|| {
+            let mut conn = self.conn()?;
+            // Streamed: the gallery can be far larger than what we want resident twice.
+            let mut rows = conn.query_raw(
+                "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
+                 WHERE model_id = $1 ORDER BY ordinal",
+                [model_id],
+            )?;
+            while let Some(row) = rows.next()? {
+                let sample_id: String = row.get(2);
+                let blob: &[u8] = row.get(3);
+                let encoding: &str = row.get(4);
+                let subject_id: String = row.get(1);
+                let Some(embedding) = decode_template(blob, encoding, &subject_id, self.key.as_ref())? else {
+                    tracing::warn!(sample = %sample_id, bytes = blob.len(), encoding, "skipping an undecodable template");
+                    continue;
+                };
+                visit(Template { tenant_id: row.get(0), subject_id, sample_id, embedding });
+            }
+            Ok(())
+        })
     }
 }
 

@@ -169,7 +169,7 @@ impl PgStore {
 
     /// The stored bytes of one sample's image (sealed when the gallery is encrypted).
     pub fn image_bytes(&self, tenant_id: &str, image_name: &str) -> Result<Option<Vec<u8>>> {
-        let path = crate::blobs::BlobStore::rel_path(tenant_id, image_name)?;
+        let path = crate::image_path::rel_path(tenant_id, image_name)?;
         self.images.load(&mut self.conn()?, &path)
     }
 }

@@ -7,9 +7,8 @@
 use postgres::{Client, NoTls};
 
 use super::{migrations, META_KEY_ID, NODES_LOCK};
-use crate::crypto::{sealed_key_id, DataKey};
+use crate::crypto::{sealed_key_id, DataKey, RotationReport};
 use crate::error::{Result, StoreError};
-use crate::rotate::RotationReport;
 use crate::templates::{decode_template, encode_template};
 
 /// Rows read per round trip while rotating.

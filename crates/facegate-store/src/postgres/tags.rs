@@ -4,11 +4,11 @@ use postgres::Transaction;
 
 use super::changes::{self, Change, Kind};
 use super::PgStore;
-use crate::error::{pg_unique_violation, Result, StoreError};
+use crate::error::{pg_unique_violation, to_core, Result, StoreError};
 
 impl facegate_core::TagStore for PgStore {
     fn create_tag(&self, tenant_id: &str, name: &str, max_tags: usize) -> facegate_core::Result<()> {
-        let run = || -> Result<()> {
+        to_core(|| {
             let mut conn = self.conn()?;
             let mut tx = conn.transaction()?;
             // One tag creation per tenant at a time across nodes, so the count below holds.
@@ -27,12 +27,11 @@ impl facegate_core::TagStore for PgStore {
             )?;
             tx.commit()?;
             Ok(())
-        };
-        Ok(run()?)
+        })
     }
 
     fn rename_tag(&self, tenant_id: &str, old_name: &str, new_name: &str) -> facegate_core::Result<()> {
-        let run = || -> Result<()> {
+        to_core(|| {
             let mut conn = self.conn()?;
             let mut tx = conn.transaction()?;
             let changed = tx
@@ -56,8 +55,7 @@ impl facegate_core::TagStore for PgStore {
             )?;
             let change = Change { tenant_id, old_name: Some(old_name), new_name: Some(new_name), ..Change::default() };
             changes::commit_with(tx, &[(Kind::TagRenamed, change)])
-        };
-        Ok(run()?)
+        })
     }
 
     fn delete_tag(&self, tenant_id: &str, name: &str) -> facegate_core::Result<bool> {
@@ -78,7 +76,7 @@ impl facegate_core::TagStore for PgStore {
     }
 
     fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) -> facegate_core::Result<()> {
-        let run = || -> Result<()> {
+        to_core(|| {
             let mut conn = self.conn()?;
             let mut tx = conn.transaction()?;
             let owned = tx.query_opt(
@@ -91,8 +89,7 @@ impl facegate_core::TagStore for PgStore {
             replace_subject_tags(&mut tx, tenant_id, subject_id, tags)?;
             let change = Change { tenant_id, subject_id: Some(subject_id), ..Change::default() };
             changes::commit_with(tx, &[(Kind::SubjectTagsSet, change)])
-        };
-        Ok(run()?)
+        })
     }
 
     fn subject_tags(&self, tenant_id: &str, subject_id: &str) -> facegate_core::Result<Vec<String>> {
@@ -108,7 +105,7 @@ impl facegate_core::TagStore for PgStore {
 
     fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> facegate_core::Result<()> {
         use postgres::fallible_iterator::FallibleIterator;
-        let run = |visit: &mut dyn FnMut(&str, &str, Vec<String>)| -> Result<()> {
+        to_core(|| {
             let mut conn = self.conn()?;
             let mut rows = conn.query_raw(
                 "SELECT tenant_id, subject_id, tag FROM subject_tags ORDER BY tenant_id, subject_id, ordinal",
@@ -120,8 +117,7 @@ impl facegate_core::TagStore for PgStore {
             }
             grouped.finish(visit);
             Ok(())
-        };
-        Ok(run(visit)?)
+        })
     }
 }
 

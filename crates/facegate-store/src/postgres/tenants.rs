@@ -8,7 +8,7 @@ use postgres::Transaction;
 
 use super::changes::{self, Change, Kind};
 use super::{tenant_from_row, PgStore};
-use crate::error::{pg_unique_violation, Result, StoreError};
+use crate::error::{pg_unique_violation, to_core, Result, StoreError};
 
 fn insert_api_credentials(
     tx: &mut Transaction<'_>,
@@ -97,7 +97,7 @@ impl facegate_core::TenantStore for PgStore {
     }
 
     fn ensure_tenant(&self, name: &str, token_hash: &str) -> facegate_core::Result<Tenant> {
-        let run = || -> Result<Tenant> {
+        to_core(|| {
             let mut conn = self.conn()?;
             let mut tx = conn.transaction()?;
             // Nodes starting together all ensure the sandbox tenant: one at a time.
@@ -120,8 +120,7 @@ impl facegate_core::TenantStore for PgStore {
             }
             tx.commit()?;
             Ok(tenant)
-        };
-        Ok(run()?)
+        })
     }
 
     fn tenant_by_token_hash(&self, token_hash: &str) -> facegate_core::Result<Option<Tenant>> {
@@ -147,14 +146,13 @@ impl facegate_core::TenantStore for PgStore {
         access_key_id: &str,
         secret: &str,
     ) -> facegate_core::Result<()> {
-        let run = || -> Result<()> {
+        to_core(|| {
             let mut conn = self.conn()?;
             let mut tx = conn.transaction()?;
             insert_api_credentials(&mut tx, tenant_id, api_key_hash, access_key_id, secret)?;
             tx.commit()?;
             Ok(())
-        };
-        Ok(run()?)
+        })
     }
 
     fn tenant_by_api_key_hash(&self, api_key_hash: &str) -> facegate_core::Result<Option<Tenant>> {
@@ -183,11 +181,40 @@ impl facegate_core::TenantStore for PgStore {
         new: &StoredCredentials,
         grace: Duration,
     ) -> facegate_core::Result<u64> {
-        Ok(self.rotate_credentials_impl(tenant_id, new, grace)?)
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            // Two rotations of one tenant run one after the other.
+            lock_tenant(&mut tx, tenant_id)?;
+            let grace_secs = grace.as_secs_f64();
+            let mut retired = 0;
+            for table in CREDENTIAL_TABLES {
+                // Expired ones no longer open anything; they need not be kept.
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE tenant_id = $1 AND expires_at <= now()"),
+                    &[&tenant_id],
+                )?;
+                retired += if grace.is_zero() {
+                    tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1"), &[&tenant_id])?
+                } else {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {table} SET expires_at = now() + make_interval(secs => $2) \
+                             WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now() + make_interval(secs => $2))"
+                        ),
+                        &[&tenant_id, &grace_secs],
+                    )?
+                };
+            }
+            insert_token(&mut tx, tenant_id, &new.token_hash)?;
+            insert_api_credentials(&mut tx, tenant_id, &new.api_key_hash, &new.access_key_id, &new.secret_access_key)?;
+            tx.commit()?;
+            Ok(retired)
+        })
     }
 
     fn admit_signature(&self, digest: &[u8], keep: Duration) -> facegate_core::Result<bool> {
-        let run = || -> Result<bool> {
+        to_core(|| {
             let mut conn = self.conn()?;
             // Rows another node is pruning at the same time are skipped rather than waited for.
             conn.execute(
@@ -205,8 +232,7 @@ impl facegate_core::TenantStore for PgStore {
                 &[&digest, &keep.as_secs_f64()],
             )?;
             Ok(changed == 1)
-        };
-        Ok(run()?)
+        })
     }
 
     fn forget_signature(&self, digest: &[u8]) -> facegate_core::Result<()> {
@@ -214,61 +240,29 @@ impl facegate_core::TenantStore for PgStore {
         Ok(())
     }
 
-    fn delete_tenant(&self, tenant_id: &str) -> facegate_core::Result<TenantPurge> {
-        Ok(self.delete_tenant_impl(tenant_id)?)
-    }
-}
-
-impl PgStore {
-    fn rotate_credentials_impl(&self, tenant_id: &str, new: &StoredCredentials, grace: Duration) -> Result<u64> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        // Two rotations of one tenant run one after the other.
-        lock_tenant(&mut tx, tenant_id)?;
-        let grace_secs = grace.as_secs_f64();
-        let mut retired = 0;
-        for table in CREDENTIAL_TABLES {
-            // Expired ones no longer open anything; they need not be kept.
-            tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND expires_at <= now()"), &[&tenant_id])?;
-            retired += if grace.is_zero() {
-                tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = $1"), &[&tenant_id])?
-            } else {
-                tx.execute(
-                    &format!(
-                        "UPDATE {table} SET expires_at = now() + make_interval(secs => $2) \
-                         WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now() + make_interval(secs => $2))"
-                    ),
-                    &[&tenant_id, &grace_secs],
-                )?
-            };
-        }
-        insert_token(&mut tx, tenant_id, &new.token_hash)?;
-        insert_api_credentials(&mut tx, tenant_id, &new.api_key_hash, &new.access_key_id, &new.secret_access_key)?;
-        tx.commit()?;
-        Ok(retired)
-    }
-
     /// Deletes the tenant's rows in one transaction, with its earlier change-log rows, and
     /// appends one `tenant_removed` change, on which every node drops the tenant's index.
-    fn delete_tenant_impl(&self, tenant_id: &str) -> Result<TenantPurge> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        lock_tenant(&mut tx, tenant_id)?;
-        let paths: Vec<String> = tx
-            .query(
-                "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id WHERE s.tenant_id = $1",
-                &[&tenant_id],
-            )?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let mut delete = |sql: &str| -> Result<u64> { Ok(tx.execute(sql, &[&tenant_id])?) };
-        let purge = delete_tenant_rows("$1", &mut delete)?;
-        // The log's earlier rows name the tenant's subjects and samples; the one appended below
-        // makes them moot for every node, behind or not.
-        delete("DELETE FROM changes WHERE tenant_id = $1")?;
-        changes::commit_with(tx, &[(Kind::TenantRemoved, Change { tenant_id, ..Change::default() })])?;
-        self.images.forget(&paths);
-        Ok(purge)
+    fn delete_tenant(&self, tenant_id: &str) -> facegate_core::Result<TenantPurge> {
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            lock_tenant(&mut tx, tenant_id)?;
+            let paths: Vec<String> = tx
+                .query(
+                    "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id WHERE s.tenant_id = $1",
+                    &[&tenant_id],
+                )?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let mut delete = |sql: &str| -> Result<u64> { Ok(tx.execute(sql, &[&tenant_id])?) };
+            let purge = delete_tenant_rows("$1", &mut delete)?;
+            // The log's earlier rows name the tenant's subjects and samples; the one appended below
+            // makes them moot for every node, behind or not.
+            delete("DELETE FROM changes WHERE tenant_id = $1")?;
+            changes::commit_with(tx, &[(Kind::TenantRemoved, Change { tenant_id, ..Change::default() })])?;
+            self.images.forget(&paths);
+            Ok(purge)
+        })
     }
 }

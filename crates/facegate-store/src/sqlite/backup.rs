@@ -13,10 +13,9 @@ use std::time::Duration;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
+use super::migrations;
 use super::recorded_key_id;
-use crate::blobs::BlobStore;
 use crate::error::{Result, StoreError};
-use crate::migrations;
 use crate::tenant_purge::CREDENTIAL_TABLES;
 
 /// The database file's name in a data directory.
@@ -215,7 +214,7 @@ pub fn revoke_all_credentials(path: &Path) -> Result<u64> {
 /// are input, so restore checks every path with this.
 pub fn check_image_path(rel_path: &str) -> Result<()> {
     match rel_path.split_once('/') {
-        Some((tenant, name)) => BlobStore::rel_path(tenant, name).map(|_| ()),
+        Some((tenant, name)) => crate::image_path::rel_path(tenant, name).map(|_| ()),
         None => Err(StoreError::InvalidImageName(rel_path.to_owned())),
     }
 }

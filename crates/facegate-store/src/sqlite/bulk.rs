@@ -5,112 +5,11 @@ use facegate_core::{NewSample, Subject, Tenant};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::SqliteStore;
-use crate::error::{Result, StoreError};
+use crate::error::{to_core, Result, StoreError};
 use crate::stored_attributes;
 
 const RECORD_COLUMNS: &str = "seq, id, filename, tags_json, subject_id, attempts, processed, register_status, reason, \
                               event_id, attributes_json";
-
-impl SqliteStore {
-    pub(super) fn create_bulk_job_impl(&self, job: &BulkJob, records: &[BulkRecord]) -> Result<()> {
-        self.write(|tx| {
-            tx.prepare_cached("INSERT INTO bulk_jobs (id, tenant_id, created_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![job.id, job.tenant_id, job.created_at])?;
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO bulk_records ({RECORD_COLUMNS}, job_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-                 ?11, ?12)"
-            ))?;
-            for r in records {
-                let tags = serde_json::to_string(&r.tags).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
-                let attributes = stored_attributes::encode(r.attributes.as_ref())
-                    .map_err(|e| StoreError::Inconsistent(format!("record attributes: {e}")))?;
-                insert.execute(params![
-                    i64::try_from(r.seq).unwrap_or(i64::MAX),
-                    r.id,
-                    r.filename,
-                    tags,
-                    r.subject_id,
-                    r.attempts,
-                    r.status == RecordStatus::Processed,
-                    RegisterStatus::name(r.register_status),
-                    r.reason,
-                    r.event_id,
-                    attributes,
-                    job.id
-                ])?;
-            }
-            Ok(())
-        })
-    }
-
-    pub(super) fn bulk_job_impl(&self, tenant_id: &str, job_id: &str) -> Result<Option<BulkJob>> {
-        let conn = self.reader()?;
-        let job = conn
-            .prepare_cached("SELECT id, tenant_id, created_at FROM bulk_jobs WHERE id = ?1 AND tenant_id = ?2")?
-            .query_row([job_id, tenant_id], |r| {
-                Ok(BulkJob { id: r.get(0)?, tenant_id: r.get(1)?, created_at: r.get(2)? })
-            })
-            .optional()?;
-        Ok(job)
-    }
-
-    pub(super) fn bulk_records_impl(&self, job_id: &str, after: Option<u64>, limit: usize) -> Result<Vec<BulkRecord>> {
-        let conn = self.reader()?;
-        let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM bulk_records WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-        ))?;
-        let records =
-            stmt.query_map(params![job_id, after, limit], record_from_row)?.collect::<rusqlite::Result<_>>()?;
-        Ok(records)
-    }
-
-    pub(super) fn pending_bulk_records_impl(&self, per_tenant: usize) -> Result<Vec<PendingRecord>> {
-        let conn = self.reader()?;
-        let per_tenant = i64::try_from(per_tenant).unwrap_or(i64::MAX);
-        // Tenant by tenant, so that each query stops after `per_tenant` rows of the pending
-        // index instead of sorting every waiting record of every job.
-        let tenants: Vec<Tenant> = conn
-            .prepare_cached(
-                "SELECT t.id, t.name, t.created_at FROM tenants t WHERE EXISTS ( \
-                   SELECT 1 FROM bulk_jobs j JOIN bulk_records r ON r.job_id = j.id AND r.processed = 0 \
-                   WHERE j.tenant_id = t.id) ORDER BY t.id",
-            )?
-            .query_map([], |row| Ok(Tenant { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? }))?
-            .collect::<rusqlite::Result<_>>()?;
-        let columns = RECORD_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ");
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {columns}, j.id FROM bulk_jobs j JOIN bulk_records r ON r.job_id = j.id AND r.processed = 0 \
-             WHERE j.tenant_id = ?1 ORDER BY j.created_at, j.id, r.seq LIMIT ?2"
-        ))?;
-        let mut pending = Vec::new();
-        for tenant in tenants {
-            let rows = stmt.query_map(params![tenant.id, per_tenant], |row| {
-                Ok(PendingRecord { record: record_from_row(row)?, job_id: row.get(11)?, tenant: tenant.clone() })
-            })?;
-            for row in rows {
-                pending.push(row?);
-            }
-        }
-        Ok(pending)
-    }
-
-    pub(super) fn queued_bulk_records_impl(&self, tenant_id: &str) -> Result<u64> {
-        let conn = self.reader()?;
-        let queued: i64 = conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM bulk_records r JOIN bulk_jobs j ON j.id = r.job_id \
-                 WHERE j.tenant_id = ?1 AND r.processed = 0",
-            )?
-            .query_row([tenant_id], |row| row.get(0))?;
-        Ok(u64::try_from(queued).unwrap_or(0))
-    }
-
-    pub(super) fn save_bulk_record_impl(&self, job_id: &str, record: &BulkRecord) -> Result<()> {
-        self.write(|tx| update_record(tx, job_id, record))
-    }
-}
 
 /// Saves a record's progress inside `tx`.
 fn update_record(tx: &Transaction<'_>, job_id: &str, record: &BulkRecord) -> Result<()> {
@@ -158,63 +57,146 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<BulkRecord> {
     })
 }
 
-impl SqliteStore {
-    fn list_bulk_jobs_impl(&self, tenant_id: &str, limit: usize) -> Result<Vec<BulkJobSummary>> {
-        let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT j.id, j.tenant_id, j.created_at, COUNT(r.seq), \
-                 COALESCE(SUM(CASE WHEN r.processed THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN r.processed AND r.register_status = ?3 THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN r.processed AND r.register_status = ?4 THEN 1 ELSE 0 END), 0) \
-             FROM (SELECT id, tenant_id, created_at, rowid AS made FROM bulk_jobs WHERE tenant_id = ?1 \
-                   ORDER BY created_at DESC, rowid DESC LIMIT ?2) j \
-             LEFT JOIN bulk_records r ON r.job_id = j.id \
-             GROUP BY j.id ORDER BY j.created_at DESC, j.made DESC",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (success, failed) =
-            (RegisterStatus::name(Some(RegisterStatus::Success)), RegisterStatus::name(Some(RegisterStatus::Failed)));
-        let count = |row: &Row<'_>, i: usize| row.get::<_, i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
-        let rows = stmt.query_map(params![tenant_id, limit, success, failed], |row| {
-            Ok(BulkJobSummary {
-                job: BulkJob { id: row.get(0)?, tenant_id: row.get(1)?, created_at: row.get(2)? },
-                records: count(row, 3)?,
-                processed: count(row, 4)?,
-                succeeded: count(row, 5)?,
-                failed: count(row, 6)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-}
-
 impl facegate_core::BulkJobStore for SqliteStore {
     fn create_bulk_job(&self, job: &BulkJob, records: &[BulkRecord]) -> facegate_core::Result<()> {
-        Ok(self.create_bulk_job_impl(job, records)?)
+        to_core(|| {
+            self.write(|tx| {
+                tx.prepare_cached("INSERT INTO bulk_jobs (id, tenant_id, created_at) VALUES (?1, ?2, ?3)")?
+                    .execute(params![job.id, job.tenant_id, job.created_at])?;
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT INTO bulk_records ({RECORD_COLUMNS}, job_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                     ?11, ?12)"
+                ))?;
+                for r in records {
+                    let tags = serde_json::to_string(&r.tags).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+                    let attributes = stored_attributes::encode(r.attributes.as_ref())
+                        .map_err(|e| StoreError::Inconsistent(format!("record attributes: {e}")))?;
+                    insert.execute(params![
+                        i64::try_from(r.seq).unwrap_or(i64::MAX),
+                        r.id,
+                        r.filename,
+                        tags,
+                        r.subject_id,
+                        r.attempts,
+                        r.status == RecordStatus::Processed,
+                        RegisterStatus::name(r.register_status),
+                        r.reason,
+                        r.event_id,
+                        attributes,
+                        job.id
+                    ])?;
+                }
+                Ok(())
+            })
+        })
     }
 
     fn bulk_job(&self, tenant_id: &str, job_id: &str) -> facegate_core::Result<Option<BulkJob>> {
-        Ok(self.bulk_job_impl(tenant_id, job_id)?)
+        to_core(|| {
+            let conn = self.reader()?;
+            let job = conn
+                .prepare_cached("SELECT id, tenant_id, created_at FROM bulk_jobs WHERE id = ?1 AND tenant_id = ?2")?
+                .query_row([job_id, tenant_id], |r| {
+                    Ok(BulkJob { id: r.get(0)?, tenant_id: r.get(1)?, created_at: r.get(2)? })
+                })
+                .optional()?;
+            Ok(job)
+        })
     }
 
     fn bulk_records(&self, job_id: &str, after: Option<u64>, limit: usize) -> facegate_core::Result<Vec<BulkRecord>> {
-        Ok(self.bulk_records_impl(job_id, after, limit)?)
+        to_core(|| {
+            let conn = self.reader()?;
+            let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM bulk_records WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            ))?;
+            let records =
+                stmt.query_map(params![job_id, after, limit], record_from_row)?.collect::<rusqlite::Result<_>>()?;
+            Ok(records)
+        })
     }
 
     fn pending_bulk_records(&self, per_tenant: usize) -> facegate_core::Result<Vec<PendingRecord>> {
-        Ok(self.pending_bulk_records_impl(per_tenant)?)
+        to_core(|| {
+            let conn = self.reader()?;
+            let per_tenant = i64::try_from(per_tenant).unwrap_or(i64::MAX);
+            // Tenant by tenant, so that each query stops after `per_tenant` rows of the pending
+            // index instead of sorting every waiting record of every job.
+            let tenants: Vec<Tenant> = conn
+                .prepare_cached(
+                    "SELECT t.id, t.name, t.created_at FROM tenants t WHERE EXISTS ( \
+                       SELECT 1 FROM bulk_jobs j JOIN bulk_records r ON r.job_id = j.id AND r.processed = 0 \
+                       WHERE j.tenant_id = t.id) ORDER BY t.id",
+                )?
+                .query_map([], |row| Ok(Tenant { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? }))?
+                .collect::<rusqlite::Result<_>>()?;
+            let columns = RECORD_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {columns}, j.id FROM bulk_jobs j JOIN bulk_records r ON r.job_id = j.id AND r.processed = 0 \
+                 WHERE j.tenant_id = ?1 ORDER BY j.created_at, j.id, r.seq LIMIT ?2"
+            ))?;
+            let mut pending = Vec::new();
+            for tenant in tenants {
+                let rows = stmt.query_map(params![tenant.id, per_tenant], |row| {
+                    Ok(PendingRecord { record: record_from_row(row)?, job_id: row.get(11)?, tenant: tenant.clone() })
+                })?;
+                for row in rows {
+                    pending.push(row?);
+                }
+            }
+            Ok(pending)
+        })
     }
 
     fn queued_bulk_records(&self, tenant_id: &str) -> facegate_core::Result<u64> {
-        Ok(self.queued_bulk_records_impl(tenant_id)?)
+        to_core(|| {
+            let conn = self.reader()?;
+            let queued: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM bulk_records r JOIN bulk_jobs j ON j.id = r.job_id \
+                     WHERE j.tenant_id = ?1 AND r.processed = 0",
+                )?
+                .query_row([tenant_id], |row| row.get(0))?;
+            Ok(u64::try_from(queued).unwrap_or(0))
+        })
     }
 
     fn list_bulk_jobs(&self, tenant_id: &str, limit: usize) -> facegate_core::Result<Vec<BulkJobSummary>> {
-        Ok(self.list_bulk_jobs_impl(tenant_id, limit)?)
+        to_core(|| {
+            let conn = self.reader()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT j.id, j.tenant_id, j.created_at, COUNT(r.seq), \
+                     COALESCE(SUM(CASE WHEN r.processed THEN 1 ELSE 0 END), 0), \
+                     COALESCE(SUM(CASE WHEN r.processed AND r.register_status = ?3 THEN 1 ELSE 0 END), 0), \
+                     COALESCE(SUM(CASE WHEN r.processed AND r.register_status = ?4 THEN 1 ELSE 0 END), 0) \
+                 FROM (SELECT id, tenant_id, created_at, rowid AS made FROM bulk_jobs WHERE tenant_id = ?1 \
+                       ORDER BY created_at DESC, rowid DESC LIMIT ?2) j \
+                 LEFT JOIN bulk_records r ON r.job_id = j.id \
+                 GROUP BY j.id ORDER BY j.created_at DESC, j.made DESC",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let (success, failed) = (
+                RegisterStatus::name(Some(RegisterStatus::Success)),
+                RegisterStatus::name(Some(RegisterStatus::Failed)),
+            );
+            let count = |row: &Row<'_>, i: usize| row.get::<_, i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
+            let rows = stmt.query_map(params![tenant_id, limit, success, failed], |row| {
+                Ok(BulkJobSummary {
+                    job: BulkJob { id: row.get(0)?, tenant_id: row.get(1)?, created_at: row.get(2)? },
+                    records: count(row, 3)?,
+                    processed: count(row, 4)?,
+                    succeeded: count(row, 5)?,
+                    failed: count(row, 6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     fn save_bulk_record(&self, job_id: &str, record: &BulkRecord) -> facegate_core::Result<()> {
-        Ok(self.save_bulk_record_impl(job_id, record)?)
+        to_core(|| self.write(|tx| update_record(tx, job_id, record)))
     }
 
     fn register_bulk_record(
@@ -225,7 +207,7 @@ impl facegate_core::BulkJobStore for SqliteStore {
         job_id: &str,
         record: &BulkRecord,
     ) -> facegate_core::Result<()> {
-        Ok(self.create_tagged_subject_impl(subject, sample, tags, |tx| update_record(tx, job_id, record))?)
+        Ok(self.create_tagged_subject_with(subject, sample, tags, |tx| update_record(tx, job_id, record))?)
     }
 }
 

@@ -10,16 +10,20 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 pub(crate) mod backup;
+mod blobs;
 mod bulk;
 mod gallery;
+pub(crate) mod lock;
+mod migrations;
 mod reindex;
+pub(crate) mod rotate;
 mod tags;
 mod tenants;
 
-use crate::blobs::{BlobInfo, BlobStore, StagedBlob};
+use self::blobs::{BlobInfo, BlobStore, StagedBlob};
+use self::lock::DataDirLock;
 use crate::crypto::DataKey;
 use crate::error::{Result, StoreError};
-use crate::migrations;
 use crate::private_fs;
 
 /// Long enough to ride out another process's checkpoint, short enough that a stuck lock
@@ -65,15 +69,11 @@ impl SqliteStore {
     /// Opens the store as the one process holding `lock`: as [`Self::open_with_key`], but a key
     /// given for a directory without faces marks it encrypted, and tenant names from before the
     /// safe alphabet are renamed (see [`Self::renamed_tenants`]).
-    pub fn open_locked(data_dir: &Path, key: Option<DataKey>, lock: &crate::lock::DataDirLock) -> Result<SqliteStore> {
+    pub fn open_locked(data_dir: &Path, key: Option<DataKey>, lock: &DataDirLock) -> Result<SqliteStore> {
         Self::open_inner(data_dir, key, Some(lock))
     }
 
-    fn open_inner(
-        data_dir: &Path,
-        key: Option<DataKey>,
-        owner: Option<&crate::lock::DataDirLock>,
-    ) -> Result<SqliteStore> {
+    fn open_inner(data_dir: &Path, key: Option<DataKey>, owner: Option<&DataDirLock>) -> Result<SqliteStore> {
         private_fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io(format!("create {}", data_dir.display()), e))?;
         let db_path = data_dir.join("facegate.db");
@@ -125,7 +125,7 @@ impl SqliteStore {
 
     /// As [`Self::sweep_orphans`], but every temporary file goes, however young: holding
     /// `_lock` proves no other process can be writing one.
-    pub fn sweep_orphans_exclusive(&self, _lock: &crate::lock::DataDirLock) -> Result<usize> {
+    pub fn sweep_orphans_exclusive(&self, _lock: &DataDirLock) -> Result<usize> {
         self.sweep_with_grace(Duration::ZERO)
     }
 
@@ -155,7 +155,7 @@ impl SqliteStore {
 
     /// Where the image of a sample lives on disk.
     pub fn image_path(&self, tenant_id: &str, image_name: &str) -> Result<PathBuf> {
-        Ok(self.blobs.path_of(&BlobStore::rel_path(tenant_id, image_name)?))
+        Ok(self.blobs.path_of(&crate::image_path::rel_path(tenant_id, image_name)?))
     }
 
     /// Copies the WAL into the database file and empties it, waiting out readers for up to the
@@ -231,7 +231,7 @@ impl SqliteStore {
                 ns.sample.id, ns.sample.subject_id, subject.id
             )));
         }
-        let rel = BlobStore::rel_path(&subject.tenant_id, &ns.sample.image_name)?;
+        let rel = crate::image_path::rel_path(&subject.tenant_id, &ns.sample.image_name)?;
         match &self.key {
             Some(key) => self.blobs.stage(&rel, &key.seal(&ns.image, subject.id.as_bytes())?).map(Some),
             None => self.blobs.stage(&rel, &ns.image).map(Some),
@@ -477,7 +477,7 @@ mod tests {
         let side = SqliteStore::open(dir.path()).expect("side process");
         assert!(side.renamed_tenants().is_empty(), "only the lock holder renames");
         drop(side);
-        let lock = crate::lock::DataDirLock::acquire(dir.path()).expect("lock");
+        let lock = DataDirLock::acquire(dir.path()).expect("lock");
         let store = SqliteStore::open_locked(dir.path(), None, &lock).expect("open locked");
         let renamed: Vec<(&str, &str)> =
             store.renamed_tenants().iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -545,7 +545,7 @@ mod tests {
             })
             .expect("seed");
         let mut seen = Vec::new();
-        store.for_each_template_impl("m", &mut |t| seen.push((t.sample_id, t.embedding))).expect("stream");
+        store.for_each_template("m", &mut |t| seen.push((t.sample_id, t.embedding))).expect("stream");
         assert_eq!(seen, vec![("good".to_owned(), vec![1.0])]);
     }
 

@@ -3,22 +3,7 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::SqliteStore;
-use crate::error::{unique_violation, Result, StoreError};
-
-impl SqliteStore {
-    pub(super) fn for_each_subject_tags_impl(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> Result<()> {
-        let conn = self.reader()?;
-        let mut stmt =
-            conn.prepare("SELECT tenant_id, subject_id, tag FROM subject_tags ORDER BY tenant_id, subject_id, rowid")?;
-        let mut rows = stmt.query([])?;
-        let mut grouped = crate::tag_rows::SubjectTags::default();
-        while let Some(row) = rows.next()? {
-            grouped.push(row.get(0)?, row.get(1)?, row.get(2)?, visit);
-        }
-        grouped.finish(visit);
-        Ok(())
-    }
-}
+use crate::error::{to_core, unique_violation, Result, StoreError};
 
 impl facegate_core::TagStore for SqliteStore {
     fn create_tag(&self, tenant_id: &str, name: &str, max_tags: usize) -> facegate_core::Result<()> {
@@ -105,7 +90,18 @@ impl facegate_core::TagStore for SqliteStore {
     }
 
     fn for_each_subject_tags(&self, visit: &mut dyn FnMut(&str, &str, Vec<String>)) -> facegate_core::Result<()> {
-        Ok(self.for_each_subject_tags_impl(visit)?)
+        to_core(|| {
+            let conn = self.reader()?;
+            let mut stmt = conn
+                .prepare("SELECT tenant_id, subject_id, tag FROM subject_tags ORDER BY tenant_id, subject_id, rowid")?;
+            let mut rows = stmt.query([])?;
+            let mut grouped = crate::tag_rows::SubjectTags::default();
+            while let Some(row) = rows.next()? {
+                grouped.push(row.get(0)?, row.get(1)?, row.get(2)?, visit);
+            }
+            grouped.finish(visit);
+            Ok(())
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use facegate_core::{StoredCredentials, Tenant, TenantPurge};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{scrub_wal, tenant_from_row, SqliteStore};
-use crate::error::{unique_violation, Result, StoreError};
+use crate::error::{to_core, unique_violation, Result, StoreError};
 
 /// Expired signature records each admission deletes at most: more than the one it adds, so the
 /// table shrinks back to one window's writes, and few enough that no write waits on a long prune.
@@ -50,75 +50,6 @@ impl SqliteStore {
         .execute(params![access_key_id, tenant_id, secret, now])
         .map_err(in_use)?;
         Ok(())
-    }
-
-    fn rotate_credentials_impl(&self, tenant_id: &str, new: &StoredCredentials, grace: Duration) -> Result<u64> {
-        self.write(|tx| {
-            let exists: bool =
-                tx.query_row("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)", [tenant_id], |r| r.get(0))?;
-            if !exists {
-                return Err(StoreError::NotFound("tenant"));
-            }
-            let now = now_unix_ms();
-            let until = now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-            let mut retired = 0;
-            for table in CREDENTIAL_TABLES {
-                // Expired ones no longer open anything; they need not be kept.
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE tenant_id = ?1 AND expires_unix_ms <= ?2"),
-                    params![tenant_id, now],
-                )?;
-                retired += if grace.is_zero() {
-                    tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [tenant_id])?
-                } else {
-                    tx.execute(
-                        &format!(
-                            "UPDATE {table} SET expires_unix_ms = ?2 \
-                             WHERE tenant_id = ?1 AND (expires_unix_ms IS NULL OR expires_unix_ms > ?2)"
-                        ),
-                        params![tenant_id, until],
-                    )?
-                };
-            }
-            Self::insert_token(tx, tenant_id, &new.token_hash)?;
-            Self::insert_api_credentials(tx, tenant_id, &new.api_key_hash, &new.access_key_id, &new.secret_access_key)?;
-            Ok(retired as u64)
-        })
-    }
-
-    /// Deletes the tenant's rows in one transaction (zeroed by `secure_delete`), then its image
-    /// folder, then checkpoints the WAL, as deleting a subject does. Image files are written only
-    /// by the holder of the directory's lock, which the caller should be.
-    fn delete_tenant_impl(&self, tenant_id: &str) -> Result<TenantPurge> {
-        let mut conn = self.writer.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)", [tenant_id], |r| r.get(0))?;
-        if !exists {
-            return Err(StoreError::NotFound("tenant"));
-        }
-        let paths: Vec<String> = {
-            let mut stmt = tx.prepare(
-                "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id WHERE s.tenant_id = ?1",
-            )?;
-            let rows = stmt.query_map([tenant_id], |row| row.get::<_, String>(0))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        let delete = |sql: &str| -> Result<u64> { Ok(tx.execute(sql, [tenant_id])? as u64) };
-        let purge = delete_tenant_rows("?1", delete)?;
-        tx.commit()?;
-        // Still under the writer lock, as for a subject. A file that cannot be removed now has no
-        // row and is swept at the next start; the folder also takes any temporary file.
-        for path in &paths {
-            if let Err(e) = self.blobs.remove(path) {
-                tracing::warn!(%path, error = %e, "could not remove the image of a deleted tenant");
-            }
-        }
-        if let Err(e) = self.blobs.remove_tenant(tenant_id) {
-            tracing::warn!(tenant_id, error = %e, "could not remove the image folder of a deleted tenant");
-        }
-        scrub_wal(&conn);
-        Ok(purge)
     }
 
     pub(super) fn insert_tenant(tx: &Transaction<'_>, name: &str) -> Result<Tenant> {
@@ -235,7 +166,45 @@ impl facegate_core::TenantStore for SqliteStore {
         new: &StoredCredentials,
         grace: Duration,
     ) -> facegate_core::Result<u64> {
-        Ok(self.rotate_credentials_impl(tenant_id, new, grace)?)
+        to_core(|| {
+            self.write(|tx| {
+                let exists: bool =
+                    tx.query_row("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)", [tenant_id], |r| r.get(0))?;
+                if !exists {
+                    return Err(StoreError::NotFound("tenant"));
+                }
+                let now = now_unix_ms();
+                let until = now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+                let mut retired = 0;
+                for table in CREDENTIAL_TABLES {
+                    // Expired ones no longer open anything; they need not be kept.
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE tenant_id = ?1 AND expires_unix_ms <= ?2"),
+                        params![tenant_id, now],
+                    )?;
+                    retired += if grace.is_zero() {
+                        tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [tenant_id])?
+                    } else {
+                        tx.execute(
+                            &format!(
+                                "UPDATE {table} SET expires_unix_ms = ?2 \
+                                 WHERE tenant_id = ?1 AND (expires_unix_ms IS NULL OR expires_unix_ms > ?2)"
+                            ),
+                            params![tenant_id, until],
+                        )?
+                    };
+                }
+                Self::insert_token(tx, tenant_id, &new.token_hash)?;
+                Self::insert_api_credentials(
+                    tx,
+                    tenant_id,
+                    &new.api_key_hash,
+                    &new.access_key_id,
+                    &new.secret_access_key,
+                )?;
+                Ok(retired as u64)
+            })
+        })
     }
 
     fn admit_signature(&self, digest: &[u8], keep: Duration) -> facegate_core::Result<bool> {
@@ -268,7 +237,40 @@ impl facegate_core::TenantStore for SqliteStore {
         Ok(())
     }
 
+    /// Deletes the tenant's rows in one transaction (zeroed by `secure_delete`), then its image
+    /// folder, then checkpoints the WAL, as deleting a subject does. Image files are written only
+    /// by the holder of the directory's lock, which the caller should be.
     fn delete_tenant(&self, tenant_id: &str) -> facegate_core::Result<TenantPurge> {
-        Ok(self.delete_tenant_impl(tenant_id)?)
+        to_core(|| {
+            let mut conn = self.writer.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)", [tenant_id], |r| r.get(0))?;
+            if !exists {
+                return Err(StoreError::NotFound("tenant"));
+            }
+            let paths: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT b.path FROM image_blobs b JOIN face_samples s ON s.id = b.sample_id WHERE s.tenant_id = ?1",
+                )?;
+                let rows = stmt.query_map([tenant_id], |row| row.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            let delete = |sql: &str| -> Result<u64> { Ok(tx.execute(sql, [tenant_id])? as u64) };
+            let purge = delete_tenant_rows("?1", delete)?;
+            tx.commit()?;
+            // Still under the writer lock, as for a subject. A file that cannot be removed now has no
+            // row and is swept at the next start; the folder also takes any temporary file.
+            for path in &paths {
+                if let Err(e) = self.blobs.remove(path) {
+                    tracing::warn!(%path, error = %e, "could not remove the image of a deleted tenant");
+                }
+            }
+            if let Err(e) = self.blobs.remove_tenant(tenant_id) {
+                tracing::warn!(tenant_id, error = %e, "could not remove the image folder of a deleted tenant");
+            }
+            scrub_wal(&conn);
+            Ok(purge)
+        })
     }
 }

@@ -10,21 +10,12 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use crate::blobs::BlobStore;
-use crate::crypto::{sealed_key_id, DataKey};
+use super::blobs::BlobStore;
+use super::lock::DataDirLock;
+use super::{migrations, recorded_key_id, META_KEY_ID};
+use crate::crypto::{sealed_key_id, DataKey, RotationReport};
 use crate::error::{Result, StoreError};
-use crate::migrations;
-use crate::sqlite::{recorded_key_id, META_KEY_ID};
 use crate::templates::{decode_template, encode_template};
-
-/// What a rotation changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RotationReport {
-    pub templates: usize,
-    pub images: usize,
-    /// Values found already under the new key (left by an earlier, interrupted rotation).
-    pub already_rotated: usize,
-}
 
 /// Re-encrypts the data directory under `new`. `old` is the key it is encrypted under now, or
 /// `None` when it is in the clear. The server must be stopped.
@@ -33,7 +24,7 @@ pub fn rotate_key(data_dir: &Path, old: Option<&DataKey>, new: &DataKey) -> Resu
     if !db_path.is_file() {
         return Err(StoreError::Key(format!("no database at {}", db_path.display())));
     }
-    let _lock = crate::lock::DataDirLock::acquire(data_dir)?;
+    let _lock = DataDirLock::acquire(data_dir)?;
     let mut conn = Connection::open(&db_path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
