@@ -163,3 +163,119 @@ pub(crate) fn landmark_params(pack: &Pack) -> Option<(PathBuf, LandmarkParams)> 
         .zip(pack.manifest.landmarks.as_ref())
         .map(|(path, spec)| (path, LandmarkParams { input_size: spec.input_size, mean: spec.mean, std: spec.std }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::{manifest_calibration, parse_manifest, ChannelOrder, DetectorKind};
+
+    const MANIFEST: &str = r#"
+model_id = "test@1"
+[detector]
+file = "det.onnx"
+sha256 = "00"
+kind = "yunet"
+channels = "bgr"
+mean = 0.0
+std = 1.0
+strides = [8, 16, 32]
+anchors_per_cell = 1
+threshold = 0.7
+refine_canvas = 192
+[recognizer]
+file = "rec.onnx"
+sha256 = "00"
+input_size = 112
+mean = 127.5
+std = 128.0
+embedding_size = 128
+flip_test = true
+[landmarks]
+file = "lmk.onnx"
+sha256 = "00"
+input_size = 192
+mean = 0.0
+"#;
+
+    fn manifest(text: &str) -> Manifest {
+        parse_manifest(text, Path::new("manifest.toml")).expect("valid manifest")
+    }
+
+    #[test]
+    fn defaults_are_valid_and_point_under_home() {
+        let config = EngineConfig::with_home(Path::new("/srv/fg"));
+        config.validate().expect("the defaults are valid");
+        assert_eq!(config.runtime_library, Path::new("/srv/fg/onnxruntime/libonnxruntime.so"));
+        assert_eq!(config.model_dir, Path::new("/srv/fg/models").join(DEFAULT_PACK));
+        assert_eq!(config.intra_threads, DEFAULT_INTRA_THREADS);
+        assert!(config.workers >= 1);
+        let limits = config.decode_limits();
+        assert_eq!((limits.max_input_bytes, limits.max_pixels), (DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS));
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused() {
+        let good = EngineConfig::with_home(Path::new("/srv/fg"));
+        let bad = [
+            EngineConfig { max_detector_side: 31, ..good.clone() },
+            EngineConfig { detection_threshold: Some(0.0), ..good.clone() },
+            EngineConfig { detection_threshold: Some(1.5), ..good.clone() },
+            EngineConfig { detection_threshold: Some(f32::NAN), ..good.clone() },
+            EngineConfig { nms_iou: Some(-0.1), ..good.clone() },
+            EngineConfig { max_pixels: 0, ..good.clone() },
+            EngineConfig { max_input_bytes: 0, ..good.clone() },
+            EngineConfig { intra_threads: 0, ..good.clone() },
+        ];
+        for config in bad {
+            assert!(matches!(config.validate(), Err(EngineError::Config(_))), "{config:?}");
+        }
+        let edge = EngineConfig { max_detector_side: 32, detection_threshold: Some(1.0), nms_iou: Some(1.0), ..good };
+        edge.validate().expect("the edges of each range are valid");
+    }
+
+    #[test]
+    fn the_config_overrides_the_manifest_which_overrides_the_defaults() {
+        let m = manifest(MANIFEST);
+        let config = EngineConfig { max_detector_side: 320, ..EngineConfig::with_home(Path::new("/h")) };
+        let p = config.detector_params(&m);
+        // The manifest names a threshold but no IoU.
+        assert_eq!((p.threshold, p.nms_iou), (0.7, DEFAULT_NMS_IOU));
+        assert_eq!((p.kind, p.channels, p.max_side), (DetectorKind::Yunet, ChannelOrder::Bgr, 320));
+        assert_eq!((p.strides.as_slice(), p.anchors_per_cell, p.refine_canvas), (&[8, 16, 32][..], 1, Some(192)));
+        assert_eq!((p.retry_pad, p.retry_fill), (RETRY_PAD, RETRY_FILL));
+
+        let config = EngineConfig { detection_threshold: Some(0.3), nms_iou: Some(0.6), ..config };
+        let p = config.detector_params(&m);
+        assert_eq!((p.threshold, p.nms_iou), (0.3, 0.6));
+
+        let bare = manifest(&MANIFEST.replace("threshold = 0.7\n", ""));
+        let p = EngineConfig::with_home(Path::new("/h")).detector_params(&bare);
+        assert_eq!((p.threshold, p.nms_iou), (DEFAULT_DETECTION_THRESHOLD, DEFAULT_NMS_IOU));
+    }
+
+    #[test]
+    fn recognizer_and_landmark_settings_come_from_the_manifest() {
+        let m = manifest(MANIFEST);
+        let r = recognizer_params(&m);
+        assert_eq!((r.input_size, r.mean, r.std, r.embedding_size), (112, 127.5, 128.0, 128));
+        assert_eq!((r.max_batch, r.flip_test), (1, true));
+
+        let path = Path::new("manifest.toml");
+        let pack = |manifest: Manifest, landmarks_path: Option<PathBuf>| Pack {
+            dir: PathBuf::from("/p"),
+            calibration: manifest_calibration(&manifest, path).expect("calibration"),
+            manifest,
+            detector_path: PathBuf::from("/p/det.onnx"),
+            recognizer_path: PathBuf::from("/p/rec.onnx"),
+            landmarks_path,
+        };
+        let (file, params) =
+            landmark_params(&pack(m.clone(), Some(PathBuf::from("/p/lmk.onnx")))).expect("the pack has landmarks");
+        assert_eq!(file, Path::new("/p/lmk.onnx"));
+        // `std` is left out of the manifest: the pack's default applies.
+        assert_eq!(params, LandmarkParams { input_size: 192, mean: 0.0, std: 1.0 });
+
+        let start = MANIFEST.find("[landmarks]").expect("section");
+        assert!(landmark_params(&pack(manifest(&MANIFEST[..start]), None)).is_none());
+    }
+}

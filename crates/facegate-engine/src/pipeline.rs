@@ -294,3 +294,101 @@ impl facegate_core::Engine for OrtEngine {
         Ok(self.analyze_bytes(image, options)?.analysis)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attributes::{LANDMARK_POINTS, LEFT_EYE_106, RIGHT_EYE_106};
+    use facegate_core::{BoundingBox, Code, Point};
+
+    fn photo() -> RgbImage {
+        RgbImage::from_fn(160, 180, |x, y| {
+            image::Rgb([(x * 5 % 256) as u8, (y * 3 % 256) as u8, ((x + y) % 256) as u8])
+        })
+    }
+
+    /// A face whose box and keypoints are `shift` pixels right of the first one's.
+    fn face(img: &RgbImage, shift: f32, score: f32) -> AlignedFace {
+        let at = |x: f32, y: f32| [x + shift, y];
+        let detection = Detection {
+            bbox: BoundingBox { left: 30.0 + shift, top: 40.0, right: 100.0 + shift, bottom: 130.0 },
+            landmarks: [at(50.0, 75.0), at(80.0, 74.0), at(65.0, 95.0), at(53.0, 112.0), at(78.0, 111.0)],
+            score,
+        };
+        AlignedFace::new(img, detection, 112)
+    }
+
+    fn code(bytes: &[u8], limits: &DecodeLimits) -> Option<Code> {
+        decode_upload(bytes, limits).err().map(|e| facegate_core::Error::from(e).code())
+    }
+
+    #[test]
+    fn bad_uploads_are_refused_with_the_clients_codes_before_inference() {
+        let limits = DecodeLimits { max_input_bytes: 64, max_pixels: 100 };
+        assert_eq!(code(b"", &limits), Some(Code::InvalidImage));
+        assert_eq!(code(b"definitely not an image", &limits), Some(Code::UnsupportedMediaType));
+        assert_eq!(code(&[0u8; 65], &limits), Some(Code::PayloadTooLarge));
+
+        let mut png = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(RgbImage::new(11, 10)).write_to(&mut png, image::ImageFormat::Png).expect("png");
+        let png = png.into_inner();
+        let roomy = DecodeLimits { max_input_bytes: png.len(), max_pixels: 110 };
+        assert_eq!(decode_upload(&png, &roomy).expect("within the limits").dimensions(), (11, 10));
+        assert_eq!(code(&png, &DecodeLimits { max_pixels: 109, ..roomy }), Some(Code::PayloadTooLarge));
+    }
+
+    #[test]
+    fn faces_keep_their_order_embedding_and_attributes() {
+        let img = photo();
+        let aligned = vec![face(&img, 0.0, 0.9), face(&img, 30.0, 0.6)];
+        let embeddings = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+
+        let (faces, diagnostics) = assemble(aligned.clone(), embeddings.clone(), Vec::new());
+        assert!(diagnostics.is_empty());
+        assert_eq!(faces.len(), 2);
+        for ((f, a), e) in faces.iter().zip(&aligned).zip(&embeddings) {
+            assert_eq!(f.face.bbox, a.detection.bbox);
+            assert_eq!(f.face.landmarks, a.detection.landmarks);
+            assert_eq!(f.face.detector_score, a.detection.score);
+            assert_eq!(&f.face.embedding, e);
+            assert!(f.attributes.is_none());
+        }
+
+        let measured = measure(&img, &aligned, None);
+        let (faces, diagnostics) = assemble(aligned, embeddings, measured.clone());
+        assert_eq!(diagnostics, measured.iter().map(|m| m.diagnostics.clone()).collect::<Vec<_>>());
+        for (f, m) in faces.iter().zip(&measured) {
+            assert_eq!(f.attributes.as_ref(), Some(&m.attributes));
+        }
+        assert_eq!(faces[1].attributes.as_ref().map(|a| a.face_score), Some(0.6));
+    }
+
+    #[test]
+    fn attributes_come_from_the_106_landmarks_when_there_are_106() {
+        let img = photo();
+        let faces = vec![face(&img, 0.0, 0.9), face(&img, 30.0, 0.8)];
+        assert!(measure(&img, &[], None).is_empty());
+
+        // Without a landmark model, the eyes are the detector's keypoints.
+        let from_5 = measure(&img, &faces, None);
+        assert_eq!(from_5.len(), 2);
+        for (m, f) in from_5.iter().zip(&faces) {
+            assert!(m.diagnostics.landmarks106.is_empty());
+            let [x, y] = f.detection.landmarks[0];
+            assert_eq!(m.attributes.right_eye_center, Point { x: x.round(), y: y.round() });
+        }
+
+        let mut points = vec![[60.0, 100.0]; LANDMARK_POINTS];
+        RIGHT_EYE_106.iter().for_each(|&i| points[i] = [48.0, 70.0]);
+        LEFT_EYE_106.iter().for_each(|&i| points[i] = [84.0, 71.0]);
+        let from_106 = measure(&img, &faces[..1], Some(vec![points.clone()]));
+        assert_eq!(from_106[0].diagnostics.landmarks106, points);
+        assert_eq!(from_106[0].attributes.right_eye_center, Point { x: 48.0, y: 70.0 });
+        assert_eq!(from_106[0].attributes.left_eye_center, Point { x: 84.0, y: 71.0 });
+
+        // A landmark model answering with another count is not trusted.
+        let short = measure(&img, &faces[..1], Some(vec![points[..100].to_vec()]));
+        assert!(short[0].diagnostics.landmarks106.is_empty());
+        assert_eq!(short[0].attributes, from_5[0].attributes);
+    }
+}

@@ -50,3 +50,52 @@ impl<T> Drop for Lease<'_, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn each_worker_is_leased_to_one_caller_at_a_time() {
+        let pool = Pool::new(vec![1, 2]);
+        let mut a = pool.lease();
+        let mut b = pool.lease();
+        let (x, y) = (*a.get().expect("leased"), *b.get().expect("leased"));
+        assert_ne!(x, y);
+        // What a caller leaves in its worker (scratch buffers) is there for the next one.
+        *a.get().expect("leased") += 10;
+        drop(a);
+        assert_eq!(*pool.lease().get().expect("leased"), x + 10);
+    }
+
+    #[test]
+    fn a_caller_waits_until_a_worker_comes_back() {
+        let pool = Pool::new(vec![7]);
+        let held = pool.lease();
+        let pool = &pool;
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            s.spawn(move || {
+                let mut lease = pool.lease();
+                tx.send(*lease.get().expect("leased")).expect("send");
+            });
+            assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "leased a worker that was out");
+            drop(held);
+            assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(7));
+        });
+    }
+
+    #[test]
+    fn a_panic_while_leased_gives_the_worker_back() {
+        let pool = Pool::new(vec![0]);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _lease = pool.lease();
+            panic!("inference failed");
+        }));
+        assert!(outcome.is_err());
+        let idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner).len();
+        assert_eq!(idle, 1, "the worker was lost");
+    }
+}

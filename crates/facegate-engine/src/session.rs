@@ -132,3 +132,48 @@ fn check_embedding_width(last: Option<i64>, params: &RecognizerParams, file: &st
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> RecognizerParams {
+        RecognizerParams {
+            input_size: 112,
+            mean: 127.5,
+            std: 127.5,
+            embedding_size: 512,
+            max_batch: 1,
+            flip_test: false,
+        }
+    }
+
+    #[test]
+    fn a_dynamic_batch_dimension_takes_many_faces_a_run() {
+        let p = params();
+        assert_eq!(recognizer_batch(&[-1, 3, 112, 112], &p, "rec.onnx").expect("fits"), 32);
+        assert_eq!(recognizer_batch(&[1, 3, 112, 112], &p, "rec.onnx").expect("fits"), 1);
+        // Dynamic channels and sides fit any crop.
+        assert_eq!(recognizer_batch(&[-1, -1, -1, -1], &p, "rec.onnx").expect("fits"), 32);
+    }
+
+    #[test]
+    fn a_recognizer_of_another_shape_is_refused_by_name() {
+        let p = params();
+        for dims in [&[1, 3, 128, 128][..], &[1, 1, 112, 112], &[1, 112, 112, 3], &[3, 112, 112]] {
+            match recognizer_batch(dims, &p, "rec.onnx") {
+                Err(EngineError::Model { model, reason }) => {
+                    assert_eq!(model, "rec.onnx");
+                    assert!(reason.contains("112×112"), "{reason}");
+                }
+                other => panic!("{dims:?}: {other:?}"),
+            }
+        }
+        check_embedding_width(Some(512), &p, "rec.onnx").expect("the manifest's width");
+        // Undeclared widths are checked on the first run instead.
+        check_embedding_width(Some(-1), &p, "rec.onnx").expect("dynamic");
+        check_embedding_width(None, &p, "rec.onnx").expect("unknown");
+        let e = check_embedding_width(Some(128), &p, "rec.onnx").expect_err("wrong width");
+        assert!(e.to_string().contains("embedding_size = 512"), "{e}");
+    }
+}
