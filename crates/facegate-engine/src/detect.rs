@@ -204,8 +204,18 @@ fn detect_on_canvas(
     };
     fill_canvas(content, canvas, fill, params.channels, params.mean, params.std, &mut scratch.input);
 
-    let mut candidates = run_and_decode(session, outputs, params, &scratch.input, canvas)?;
-    let (w, h) = img.dimensions();
+    let candidates = run_and_decode(session, outputs, params, &scratch.input, canvas)?;
+    Ok(faces_in_source(candidates, canvas, img.dimensions(), params.nms_iou))
+}
+
+/// One canvas's candidates as faces of the `width`×`height` source image: mapped back to its
+/// pixels, overlapping boxes merged there, largest box first.
+fn faces_in_source(
+    mut candidates: Vec<Detection>,
+    canvas: &Canvas,
+    (w, h): (u32, u32),
+    nms_iou: f32,
+) -> Vec<Detection> {
     for d in &mut candidates {
         let tl = canvas.to_source([d.bbox.left, d.bbox.top], w, h);
         let br = canvas.to_source([d.bbox.right, d.bbox.bottom], w, h);
@@ -214,9 +224,9 @@ fn detect_on_canvas(
             *p = canvas.to_source(*p, w, h);
         }
     }
-    let mut kept = nms(candidates, params.nms_iou);
+    let mut kept = nms(candidates, nms_iou);
     kept.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
-    Ok(kept)
+    kept
 }
 
 /// Runs the detector on a filled canvas and decodes every stride's candidates above the
@@ -493,6 +503,32 @@ mod tests {
         let c = Canvas::new(150, 150, 640, 0.25);
         let p = c.to_source([38.0, 38.0], 150, 150);
         assert!(p[0].abs() < 1e-4 && p[1].abs() < 1e-4, "{p:?}");
+    }
+
+    #[test]
+    fn candidates_come_back_in_source_pixels_merged_and_largest_first() {
+        // The padded retry's canvas of a 1000×800 photo: scaled by 0.32, offset by the margin.
+        let c = Canvas::new(1000, 800, 640, 0.5);
+        let (ox, oy) = (c.offset_x as f32, c.offset_y as f32);
+        let mut small = det(ox + 10.0, oy + 10.0, ox + 30.0, oy + 30.0, 0.95);
+        small.landmarks = [[ox + 20.0, oy + 20.0]; 5];
+        let big = det(ox + 100.0, oy + 50.0, ox + 200.0, oy + 170.0, 0.8);
+        let twin = det(ox + 102.0, oy + 52.0, ox + 202.0, oy + 172.0, 0.9);
+        let found = faces_in_source(vec![small.clone(), big, twin.clone()], &c, (1000, 800), 0.4);
+
+        assert_eq!(found.len(), 2, "{found:?}");
+        // The better scored of the two overlapping boxes stays, and it comes first for its size.
+        assert_eq!(found[0].score, twin.score);
+        assert_eq!(found[1].score, small.score);
+        let expect = |p: [f32; 2]| c.to_source(p, 1000, 800);
+        let b = &found[0].bbox;
+        assert_eq!([b.left, b.top], expect([twin.bbox.left, twin.bbox.top]));
+        assert_eq!([b.right, b.bottom], expect([twin.bbox.right, twin.bbox.bottom]));
+        assert_eq!(found[1].landmarks, [expect([ox + 20.0, oy + 20.0]); 5]);
+        // 20 canvas pixels are 62.5 photo pixels at this scale.
+        let w = found[1].bbox.right - found[1].bbox.left;
+        assert!((w - 20.0 * 1000.0 / c.content_w as f32).abs() < 1e-3, "{w}");
+        assert!(faces_in_source(Vec::new(), &c, (1000, 800), 0.4).is_empty());
     }
 
     #[test]

@@ -17,6 +17,11 @@ use crate::error::{EngineError, Result};
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
 
+/// Where `scripts/setup` puts the pack called `name` under `home`.
+pub fn pack_dir(home: &Path, name: &str) -> PathBuf {
+    home.join("models").join(name)
+}
+
 /// Similarity → score knots used when a manifest has no `[calibration]` table.
 ///
 /// The scale is `score = 3000 + 1000 · log10(1 / FMR)` (see `facegate_core::score`). These are
