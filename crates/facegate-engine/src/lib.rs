@@ -1,5 +1,6 @@
-//! facegate's face engine on ONNX Runtime: decode → SCRFD detection → 5-point alignment →
-//! ArcFace embedding, and on request the face attributes, behind `facegate_core::Engine`.
+//! facegate's face engine on ONNX Runtime: decode → detection (YuNet or SCRFD, as the model pack
+//! says) → 5-point alignment → embedding (SFace or ArcFace), and on request the face attributes,
+//! behind `facegate_core::Engine`.
 //!
 //! ```no_run
 //! use facegate_core::{AnalyzeOptions, Engine};

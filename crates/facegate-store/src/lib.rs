@@ -3,9 +3,9 @@
 //! registration reads its photos.
 //!
 //! - [`SqliteStore`]: the embedded default, one SQLite file in WAL mode with the image files
-//!   beside it, in a data directory that one process holds ([`DataDirLock`]). Open it with
-//!   [`SqliteStore::open`] and call [`SqliteStore::sweep_orphans`] once at start-up to remove
-//!   image files that a crash left without a row.
+//!   beside it, in a data directory that one process holds ([`DataDirLock`]). The holder opens it
+//!   with [`SqliteStore::open_locked`] and calls [`SqliteStore::sweep_orphans_exclusive`] once at
+//!   start-up to remove image files that a crash left without a row.
 //! - [`PgStore`]: PostgreSQL, shared by several nodes, images in the database.
 //! - [`BucketSource`]: the bulk image source, a local folder or an S3-compatible bucket; it is
 //!   read, never written, and holds no gallery data.

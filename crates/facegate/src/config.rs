@@ -318,7 +318,7 @@ config! {
         ///
         /// One per core keeps every core busy without oversubscribing.
         inference_workers: usize = facegate_engine::default_workers(), env "FACEGATE_INFERENCE_WORKERS";
-        /// ONNX Runtime threads per inference job [default: 2 for serve (1 on one core), 1 for import and bench]
+        /// ONNX Runtime threads per inference job [default: 2 for serve, detect, compare and eval (1 on one core); 1 for import, reindex and bench]
         ///
         /// 2 lets a lone request use two cores (lower latency); 1 gives the most throughput,
         /// which is what a bulk load wants.
