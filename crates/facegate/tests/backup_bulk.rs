@@ -13,7 +13,7 @@ use facegate_core::{BulkJobStore, GalleryStore};
 use serde_json::{json, Value};
 
 mod common;
-use common::{http, match_faces, multipart, root, SandboxServer, SANDBOX_TOKEN};
+use common::{bulk_records, http, match_faces, multipart, nec, root, SandboxServer, SANDBOX_TOKEN};
 
 /// Photos in the job: enough that the backup, taken once a few are done, lands mid-job even on
 /// an idle machine, where a photo takes a few milliseconds.
@@ -27,40 +27,6 @@ fn yao() -> Vec<u8> {
 
 fn face() -> String {
     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, yao())
-}
-
-/// A request to the NEC dialect signed with AWS Signature V4 with `creds`.
-fn nec(addr: &str, creds: &Value, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let key = |name: &str| creds[name].as_str().expect("credential").to_owned();
-    // `common::http` sends `Host: x`; the signature covers the host the request names.
-    let headers = facegate_testkit::nec_headers(
-        method,
-        "x",
-        path,
-        &body,
-        &key("api_key"),
-        &key("access_key_id"),
-        &key("secret_access_key"),
-    );
-    let all: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let (status, text) = http(addr, method, path, &all, &body);
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Every record of a job, from all its pages.
-fn records(addr: &str, creds: &Value, batch: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut path = format!("/v1.1/jobs/bulkregister/{batch}");
-    loop {
-        let (status, page) = nec(addr, creds, "GET", &path, None);
-        assert_eq!(status, 200, "{page}");
-        out.extend(page["processed"].as_array().cloned().unwrap_or_default());
-        match page["lastEvaluatedKey"].as_str() {
-            Some(key) if !key.is_empty() => path = format!("/v1.1/jobs/bulkregister/{batch}/{key}"),
-            _ => return out,
-        }
-    }
 }
 
 fn processed(records: &[Value]) -> usize {
@@ -151,7 +117,7 @@ fn a_backup_taken_during_a_bulk_job_restores_nec_subjects_tags_credentials_and_c
     assert_eq!(status, 200, "{job}");
     let batch = job["batchId"].as_str().expect("batchId").to_owned();
     let started = Instant::now();
-    while processed(&records(&addr, &creds, &batch)) < 3 {
+    while processed(&bulk_records(&addr, &creds, &batch)) < 3 {
         assert!(started.elapsed() < Duration::from_secs(120), "the job never got going:\n{}", server.logs());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -161,7 +127,7 @@ fn a_backup_taken_during_a_bulk_job_restores_nec_subjects_tags_credentials_and_c
     let out = common::facegate().arg("backup").arg("--to").arg(&file).arg("--data-dir").arg(&data).output();
     let out = out.expect("run backup");
     assert!(out.status.success(), "backup failed: {}", String::from_utf8_lossy(&out.stderr));
-    let after_backup = processed(&records(&addr, &creds, &batch));
+    let after_backup = processed(&bulk_records(&addr, &creds, &batch));
     assert!(after_backup < FILES, "the job had finished by the end of the backup: the backup ran beside no job");
     drop(server);
 
@@ -224,7 +190,7 @@ fn a_backup_taken_during_a_bulk_job_restores_nec_subjects_tags_credentials_and_c
     // the records registered before the backup unchanged.
     let started = Instant::now();
     let all = loop {
-        let all = records(&addr, &creds, &batch);
+        let all = bulk_records(&addr, &creds, &batch);
         if processed(&all) == FILES {
             break all;
         }

@@ -11,7 +11,7 @@ use facegate_testkit::PgCluster;
 use serde_json::{json, Value};
 
 mod common;
-use common::{http, match_faces, multipart, root, SandboxServer, SANDBOX_TOKEN};
+use common::{bulk_records, http, match_faces, multipart, nec, root, tenant_create, SandboxServer, SANDBOX_TOKEN};
 
 fn yao() -> Vec<u8> {
     std::fs::read(root().join(".facegate/models/buffalo_s/yaoming.jpg")).expect("pack photo: run scripts/setup")
@@ -140,50 +140,8 @@ fn three_nodes_serve_one_gallery() {
     }
 }
 
-/// `facegate tenant create NAME --database-url URL`: the tenant's credentials.
-fn tenant_create(url: &str, name: &str) -> Value {
-    let created =
-        common::facegate().args(["tenant", "create", name, "--database-url", url]).output().expect("tenant create");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    serde_json::from_slice(&created.stdout).expect("credentials")
-}
-
-/// A request to the NEC dialect signed with AWS Signature V4, as a Rust NEC client signs it.
-fn nec(addr: &str, creds: &Value, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let key = |name: &str| creds[name].as_str().expect("credential").to_owned();
-    // `common::http` sends `Host: x`; the signature covers the host the request names.
-    let headers = facegate_testkit::nec_headers(
-        method,
-        "x",
-        path,
-        &body,
-        &key("api_key"),
-        &key("access_key_id"),
-        &key("secret_access_key"),
-    );
-    let all: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let (status, text) = http(addr, method, path, &all, &body);
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 fn processed(records: &Value) -> usize {
     records.as_array().map_or(0, |r| r.iter().filter(|r| r["status"] == "Processed").count())
-}
-
-/// Every record of a job, from all its pages.
-fn records(addr: &str, creds: &Value, batch: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut path = format!("/v1.1/jobs/bulkregister/{batch}");
-    loop {
-        let (status, page) = nec(addr, creds, "GET", &path, None);
-        assert_eq!(status, 200, "{page}");
-        out.extend(page["processed"].as_array().cloned().unwrap_or_default());
-        match page["lastEvaluatedKey"].as_str() {
-            Some(key) if !key.is_empty() => path = format!("/v1.1/jobs/bulkregister/{batch}/{key}"),
-            _ => return out,
-        }
-    }
 }
 
 #[test]
@@ -216,17 +174,17 @@ fn a_node_killed_mid_bulk_job_leaves_its_records_to_the_others() {
 
     // Kill node 3 once the job is under way.
     let started = Instant::now();
-    while processed(&Value::Array(records(&nodes[1].addr, &creds, &batch))) < 20 {
+    while processed(&Value::Array(bulk_records(&nodes[1].addr, &creds, &batch))) < 20 {
         assert!(started.elapsed() < Duration::from_secs(120), "the job never started");
         std::thread::sleep(Duration::from_millis(100));
     }
     nodes[2].kill();
-    let done_at_kill = processed(&Value::Array(records(&nodes[1].addr, &creds, &batch)));
+    let done_at_kill = processed(&Value::Array(bulk_records(&nodes[1].addr, &creds, &batch)));
     assert!(done_at_kill < total, "the job finished before the kill");
 
     // The others finish it.
     let all = loop {
-        let all = records(&nodes[0].addr, &creds, &batch);
+        let all = bulk_records(&nodes[0].addr, &creds, &batch);
         if processed(&Value::Array(all.clone())) == total {
             break all;
         }

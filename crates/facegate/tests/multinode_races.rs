@@ -13,7 +13,7 @@ use facegate_testkit::PgCluster;
 use serde_json::{json, Value};
 
 mod common;
-use common::{http, match_faces, multipart, root, SandboxServer, SANDBOX_TOKEN};
+use common::{http, match_faces, multipart, nec, root, tenant_create, SandboxServer, SANDBOX_TOKEN};
 
 fn yao() -> Vec<u8> {
     std::fs::read(root().join(".facegate/models/buffalo_s/yaoming.jpg")).expect("pack photo: run scripts/setup")
@@ -69,33 +69,6 @@ fn person(addr: &str, customer_person_id: &str) -> (u16, Value) {
     let (status, body) =
         http(addr, "GET", &format!("/miicloud/person/{customer_person_id}"), &[("Authorization", &auth)], &[]);
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// `facegate tenant create NAME --database-url URL`: the tenant's credentials.
-fn tenant_create(url: &str, name: &str) -> Value {
-    let created =
-        common::facegate().args(["tenant", "create", name, "--database-url", url]).output().expect("tenant create");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    serde_json::from_slice(&created.stdout).expect("credentials")
-}
-
-/// A request to the NEC dialect signed with AWS Signature V4, as a Rust NEC client signs it.
-fn nec(addr: &str, creds: &Value, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let key = |name: &str| creds[name].as_str().expect("credential").to_owned();
-    // `common::http` sends `Host: x`; the signature covers the host the request names.
-    let headers = facegate_testkit::nec_headers(
-        method,
-        "x",
-        path,
-        &body,
-        &key("api_key"),
-        &key("access_key_id"),
-        &key("secret_access_key"),
-    );
-    let all: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let (status, text) = http(addr, method, path, &all, &body);
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// The subjects an NEC search by `tag` finds on `node`, sorted; `None` when the search is refused.

@@ -242,3 +242,51 @@ pub fn read_response(s: &mut TcpStream) -> (u16, String) {
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// `facegate tenant create NAME --database-url URL`: the tenant's credentials, as printed.
+pub fn tenant_create(url: &str, name: &str) -> serde_json::Value {
+    let created = facegate().args(["tenant", "create", name, "--database-url", url]).output().expect("tenant create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    serde_json::from_slice(&created.stdout).expect("credentials")
+}
+
+/// A request to the NEC dialect signed with AWS Signature V4 with `creds` (as `tenant create`
+/// prints them), as a Rust NEC client signs it.
+pub fn nec(
+    addr: &str,
+    creds: &serde_json::Value,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let key = |name: &str| creds[name].as_str().expect("credential").to_owned();
+    // `http` sends `Host: x`; the signature covers the host the request names.
+    let headers = facegate_testkit::nec_headers(
+        method,
+        "x",
+        path,
+        &body,
+        &key("api_key"),
+        &key("access_key_id"),
+        &key("secret_access_key"),
+    );
+    let all: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let (status, text) = http(addr, method, path, &all, &body);
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Every record of an NEC bulk registration job, from all its pages.
+pub fn bulk_records(addr: &str, creds: &serde_json::Value, batch: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut path = format!("/v1.1/jobs/bulkregister/{batch}");
+    loop {
+        let (status, page) = nec(addr, creds, "GET", &path, None);
+        assert_eq!(status, 200, "{page}");
+        out.extend(page["processed"].as_array().cloned().unwrap_or_default());
+        match page["lastEvaluatedKey"].as_str() {
+            Some(key) if !key.is_empty() => path = format!("/v1.1/jobs/bulkregister/{batch}/{key}"),
+            _ => return out,
+        }
+    }
+}
