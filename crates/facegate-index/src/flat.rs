@@ -1,99 +1,23 @@
-//! [`FlatIndex`]: per-tenant vectors in one contiguous block, searched by a full scan.
-//!
-//! # Layout
-//! Each tenant's templates are rows: an f16 vector (`dim` values), a sign sketch (`dim / 64`
-//! u64 words), a tag mask, an interned subject and a sample id, each in its own array so a
-//! scan streams through memory in order. f16 halves the memory of f32 (1 KiB per 512-d
-//! template) and changes a cosine similarity by less than 1e-3.
-//!
-//! # Search
-//! Up to [`SearchTuning::exact_rows`] rows, every row is scored exactly. Above that, a search
-//! runs in two stages: the Hamming distance of every row's sign sketch to the query's (64 bytes
-//! a row, a few milliseconds over a million rows) picks the closest
-//! [`SearchTuning::candidates`] rows, and only those are scored exactly. A sign sketch
-//! preserves angles (SimHash), so a mate at similarity 0.4 or more sits far inside the
-//! candidates; `facegate bench search` measures the recall against exact search.
+//! [`FlatIndex`]: the index shell. Per tenant it owns subjects (interned to small ids), which
+//! sample is which row slot, and tag names with their bits; the vectors and the search itself
+//! are a [`VectorSearch`] behind it (`crate::vectors`), today a [`FlatScan`].
 //!
 //! # Tags
 //! Subjects carry tags; each tenant's tag names (at most 64, the NEC limit) map to bits, and
-//! every row holds its subject's mask, so a filtered search skips rows with one AND in the
-//! sketch scan and the filter never shrinks the candidates.
+//! every row carries its subject's mask into the vector search, so a filter is applied inside
+//! the search and never shrinks its results.
 //!
-//! Deletes swap the last row into the freed place, so they are visible to the next search.
-//! Each tenant has its own lock, so a long scan of one tenant never delays another's writes.
+//! Writes are visible to the next search. Each tenant has its own lock, so a long scan of one
+//! tenant never delays another's writes.
 
-use std::cell::RefCell;
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use facegate_core::{Index, SubjectHit, Template};
-use half::f16;
 use parking_lot::RwLock;
 
-use crate::kernels::{dot_f16, hamming_distances, prefetch, sketch_into, TagFilter};
-
-/// Per-thread buffers of the sketch stage, kept between searches: a million-row search would
-/// otherwise allocate and zero 2 MB each time.
-#[derive(Default)]
-struct Scratch {
-    distances: Vec<u16>,
-    histogram: Vec<u32>,
-}
-
-/// Rows requested from memory ahead of the one being scored.
-const PREFETCH_AHEAD: usize = 8;
-/// Threads of one sketch scan, at most.
-const MAX_SCAN_THREADS: usize = 4;
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// When a tenant is searched exactly and how many candidates the sketch stage keeps.
-#[derive(Debug, Clone, Copy)]
-pub struct SearchTuning {
-    /// Tenants with at most this many templates are scored exactly, row by row.
-    pub exact_rows: usize,
-    /// Rows the sketch stage passes on for exact scoring, at least.
-    pub min_candidates: usize,
-    /// ... or this fraction of the rows, whichever is more ...
-    pub candidate_fraction: f64,
-    /// ... but never more than this many.
-    pub max_candidates: usize,
-    /// Tenants from this many rows scan their sketches on several threads.
-    pub parallel_scan_rows: usize,
-}
-
-impl Default for SearchTuning {
-    fn default() -> Self {
-        Self {
-            exact_rows: 32_768,
-            min_candidates: 4_096,
-            candidate_fraction: 0.016,
-            max_candidates: 32_768,
-            parallel_scan_rows: 200_000,
-        }
-    }
-}
-
-/// The embedding length the candidate counts above are tuned for.
-pub const TUNED_DIM: usize = 512;
-
-impl SearchTuning {
-    /// Rows the sketch stage keeps for exact scoring out of `rows` of `dim`-value templates.
-    ///
-    /// A shorter template has a shorter sign sketch (`dim` bits), which ranks mates less
-    /// sharply, and is cheaper to score exactly; so the counts grow by `512 / dim` (at most
-    /// 4×), which keeps the bytes the exact stage reads, and the recall, where they are at 512.
-    /// Measured at a million 128-d rows (`facegate bench search --dim 128`): recall@1 0.965 and
-    /// @10 0.888 with the 512-d counts, 0.995 and 0.977 with four times as many, as at 512-d.
-    pub fn candidates(&self, rows: usize, dim: usize) -> usize {
-        let widen = (TUNED_DIM / dim.max(1)).clamp(1, 4);
-        let by_fraction = (rows as f64 * self.candidate_fraction).ceil() as usize;
-        (by_fraction.min(self.max_candidates).max(self.min_candidates) * widen).min(rows.max(1))
-    }
-}
+use crate::flat_scan::{FlatScan, SearchTuning};
+use crate::vectors::{ScoredRow, VectorSearch};
 
 /// Per-tenant template search; see the module documentation.
 #[derive(Default)]
@@ -111,8 +35,8 @@ impl FlatIndex {
         Self { tuning, ..Self::default() }
     }
 
-    /// Bytes of every tenant's rows in use (vectors, sketches, masks, subjects; not the id
-    /// strings, nor the spare capacity of growing arrays).
+    /// Bytes of every tenant's rows in use (vectors, sketches, masks, subjects, slots; not the
+    /// id strings, nor the spare capacity of growing arrays).
     pub fn row_bytes(&self) -> usize {
         self.tenants.read().values().map(|t| t.read().row_bytes()).sum()
     }
@@ -120,24 +44,25 @@ impl FlatIndex {
     /// Exact search, every row scored whatever the tenant's size: the reference the two-stage
     /// search is measured against.
     pub fn search_exact(&self, tenant_id: &str, query: &[f32], limit: usize, tags: &[String]) -> Vec<SubjectHit> {
-        self.search_filtered(tenant_id, tags, |tenant, filter| tenant.search_exact(query, limit, filter))
+        self.search_filtered(tenant_id, tags, |tenant, filter| tenant.vectors.search_exact(query, limit, filter))
     }
 
-    /// Runs `search` on the tenant with the tag filter `tags` makes; nothing when the tenant is
-    /// unknown or none of the tags is held by anyone.
+    /// Runs `search` on the tenant's vectors with the tag filter `tags` makes; nothing when the
+    /// tenant is unknown or none of the tags is held by anyone.
     fn search_filtered(
         &self,
         tenant_id: &str,
         tags: &[String],
-        search: impl FnOnce(&TenantIndex, Option<u64>) -> Vec<SubjectHit>,
+        search: impl FnOnce(&TenantIndex, Option<u64>) -> Vec<ScoredRow>,
     ) -> Vec<SubjectHit> {
         let Some(tenant) = self.tenant(tenant_id) else { return Vec::new() };
         let tenant = tenant.read();
-        match tenant.tag_mask(tags) {
+        let rows = match tenant.tag_mask(tags) {
             TagMask::All => search(&tenant, None),
             TagMask::Bits(bits) => search(&tenant, Some(bits)),
             TagMask::NoneKnown => Vec::new(),
-        }
+        };
+        rows.into_iter().filter_map(|row| tenant.hit(row)).collect()
     }
 
     fn tenant(&self, tenant_id: &str) -> Option<Arc<RwLock<TenantIndex>>> {
@@ -148,7 +73,12 @@ impl FlatIndex {
         if let Some(t) = self.tenant(tenant_id) {
             return t;
         }
-        self.tenants.write().entry(tenant_id.to_owned()).or_default().clone()
+        let tuning = self.tuning;
+        self.tenants
+            .write()
+            .entry(tenant_id.to_owned())
+            .or_insert_with(|| Arc::new(RwLock::new(TenantIndex::new(FlatScan::new(tuning)))))
+            .clone()
     }
 }
 
@@ -184,13 +114,7 @@ impl Index for FlatIndex {
     }
 
     fn search_tagged(&self, tenant_id: &str, query: &[f32], limit: usize, tags: &[String]) -> Vec<SubjectHit> {
-        self.search_filtered(tenant_id, tags, |tenant, filter| {
-            if tenant.len() <= self.tuning.exact_rows {
-                tenant.search_exact(query, limit, filter)
-            } else {
-                tenant.search_two_stage(query, limit, filter, &self.tuning)
-            }
-        })
+        self.search_filtered(tenant_id, tags, |tenant, filter| tenant.vectors.search(query, limit, filter))
     }
 
     fn set_subject_tags(&self, tenant_id: &str, subject_id: &str, tags: &[String]) {
@@ -205,24 +129,36 @@ impl Index for FlatIndex {
     }
 
     fn best_of_subject(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {
-        self.tenant(tenant_id)?.read().best_of_subject(subject_id, query)
+        let tenant = self.tenant(tenant_id)?;
+        let tenant = tenant.read();
+        // Ties go to the slot listed first, as `subject_samples` ranks them.
+        let best =
+            tenant
+                .scored_subject_slots(subject_id, query)
+                .into_iter()
+                .reduce(|a, b| if b.score > a.score { b } else { a })?;
+        tenant.hit(best)
     }
 
     fn subject_samples(&self, tenant_id: &str, subject_id: &str, query: &[f32]) -> Vec<SubjectHit> {
-        self.tenant(tenant_id).map_or_else(Vec::new, |t| t.read().subject_samples(subject_id, query))
+        let Some(tenant) = self.tenant(tenant_id) else { return Vec::new() };
+        let tenant = tenant.read();
+        let mut scored = tenant.scored_subject_slots(subject_id, query);
+        scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+        scored.into_iter().filter_map(|s| tenant.hit(s)).collect()
     }
 
     fn remove_sample(&self, tenant_id: &str, sample_id: &str) {
         if let Some(t) = self.tenant(tenant_id) {
             let mut t = t.write();
-            if let Some(&row) = t.sample_rows.get(sample_id) {
-                t.remove_row(row);
+            if let Some(&slot) = t.sample_slots.get(sample_id) {
+                t.remove_slot(slot);
             }
         }
     }
 
     fn len(&self, tenant_id: &str) -> usize {
-        self.tenant(tenant_id).map_or(0, |t| t.read().len())
+        self.tenant(tenant_id).map_or(0, |t| t.read().vectors.len())
     }
 }
 
@@ -235,24 +171,17 @@ enum TagMask {
     NoneKnown,
 }
 
-#[derive(Default)]
+/// One tenant: the shell's bookkeeping around its vector search.
 struct TenantIndex {
-    /// Length of every vector; set by the first insert into an empty tenant.
-    dim: usize,
-    /// Sketch words per row: `dim` bits rounded up to u64s.
-    words: usize,
-    /// `len() × dim` values, row after row.
-    vectors: Vec<f16>,
-    /// `len() × words` sign bits, row after row.
-    sketches: Vec<u64>,
-    /// Each row's subject's tag bits.
-    row_tags: Vec<u64>,
-    row_subject: Vec<u32>,
-    row_sample: Vec<Arc<str>>,
-    sample_rows: HashMap<Arc<str>, u32>,
+    vectors: FlatScan,
+    sample_slots: HashMap<Arc<str>, u32>,
+    /// Indexed by slot: the sample and the interned subject of the row in it; `None` for a slot
+    /// free for reuse.
+    slots: Vec<Option<Slot>>,
+    free_slots: Vec<u32>,
     subject_ids: HashMap<Arc<str>, u32>,
     /// Indexed by interned subject id; `None` for a freed id awaiting reuse.
-    subjects: Vec<Option<SubjectRows>>,
+    subjects: Vec<Option<SubjectSlots>>,
     free_subjects: Vec<u32>,
     /// Tag bits of subjects with at least one tag, rows or not: tags may be set before the
     /// first template arrives.
@@ -261,71 +190,84 @@ struct TenantIndex {
     tag_bits: HashMap<String, u32>,
 }
 
-struct SubjectRows {
+struct Slot {
+    sample: Arc<str>,
+    subject: u32,
+}
+
+struct SubjectSlots {
     name: Arc<str>,
-    rows: Vec<u32>,
+    slots: Vec<u32>,
 }
 
 impl TenantIndex {
-    fn len(&self) -> usize {
-        self.row_subject.len()
-    }
-
-    fn row_vector(&self, row: u32) -> &[f16] {
-        let start = row as usize * self.dim;
-        &self.vectors[start..start + self.dim]
+    fn new(vectors: FlatScan) -> Self {
+        Self {
+            vectors,
+            sample_slots: HashMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            subject_ids: HashMap::new(),
+            subjects: Vec::new(),
+            free_subjects: Vec::new(),
+            subject_tags: HashMap::new(),
+            tag_bits: HashMap::new(),
+        }
     }
 
     fn row_bytes(&self) -> usize {
-        self.vectors.len() * std::mem::size_of::<f16>()
-            + self.sketches.len() * 8
-            + self.row_tags.len() * 8
-            + self.row_subject.len() * 4
-            + self.row_sample.len() * std::mem::size_of::<Arc<str>>()
+        self.vectors.row_bytes() + self.slots.len() * std::mem::size_of::<Option<Slot>>()
     }
 
     fn insert(&mut self, subject_id: &str, sample_id: &str, embedding: &[f32]) -> Result<(), &'static str> {
-        if let Some(&row) = self.sample_rows.get(sample_id) {
+        if let Some(&slot) = self.sample_slots.get(sample_id) {
             // Re-inserting a sample replaces it (it may even have moved subject).
-            self.remove_row(row);
+            self.remove_slot(slot);
         }
-        if self.len() == 0 {
-            self.dim = embedding.len();
-            self.words = embedding.len().div_ceil(64);
-        } else if embedding.len() != self.dim {
+        if self.vectors.len() > 0 && embedding.len() != self.vectors.dim() {
             return Err("embedding length differs from the tenant's other templates");
         }
-        let row = u32::try_from(self.len()).map_err(|_| "tenant holds too many templates")?;
+        let slot = match self.free_slots.last() {
+            Some(&slot) => slot,
+            None => u32::try_from(self.slots.len()).map_err(|_| "tenant holds too many templates")?,
+        };
         let subject = self.intern(subject_id);
+        let tags = self.subject_tags.get(subject_id).copied().unwrap_or(0);
+        if let Err(reason) = self.vectors.add(slot, subject, tags, embedding) {
+            self.release_subject_if_empty(subject);
+            return Err(reason);
+        }
+        if self.free_slots.last() == Some(&slot) {
+            self.free_slots.pop();
+        }
         let sample: Arc<str> = Arc::from(sample_id);
-        self.vectors.extend(embedding.iter().map(|&x| f16::from_f32(x)));
-        let start = self.sketches.len();
-        self.sketches.resize(start + self.words, 0);
-        sketch_into(embedding, &mut self.sketches[start..]);
-        self.row_tags.push(self.subject_tags.get(subject_id).copied().unwrap_or(0));
-        self.row_subject.push(subject);
-        self.row_sample.push(sample.clone());
-        self.sample_rows.insert(sample, row);
+        let entry = Some(Slot { sample: sample.clone(), subject });
+        match self.slots.get_mut(slot as usize) {
+            Some(free) => *free = entry,
+            None => self.slots.push(entry),
+        }
+        self.sample_slots.insert(sample, slot);
         if let Some(Some(s)) = self.subjects.get_mut(subject as usize) {
-            s.rows.push(row);
+            s.slots.push(slot);
         }
         Ok(())
     }
+
     fn intern(&mut self, subject_id: &str) -> u32 {
         if let Some(&id) = self.subject_ids.get(subject_id) {
             return id;
         }
         let name: Arc<str> = Arc::from(subject_id);
-        let slot = Some(SubjectRows { name: name.clone(), rows: Vec::new() });
+        let entry = Some(SubjectSlots { name: name.clone(), slots: Vec::new() });
         let id = match self.free_subjects.pop() {
             Some(id) => {
-                self.subjects[id as usize] = slot;
+                self.subjects[id as usize] = entry;
                 id
             }
             None => {
-                // Rows are bounded by u32 (checked by the caller) and each live subject has a
-                // row, so the number of subject ids is too.
-                self.subjects.push(slot);
+                // Slots are bounded by u32 (checked by the caller) and each live subject has a
+                // slot, so the number of subject ids is too.
+                self.subjects.push(entry);
                 (self.subjects.len() - 1) as u32
             }
         };
@@ -333,55 +275,36 @@ impl TenantIndex {
         id
     }
 
-    fn remove_subject(&mut self, subject_id: &str) {
-        self.subject_tags.remove(subject_id);
-        let Some(&id) = self.subject_ids.get(subject_id) else { return };
-        // Each removal updates this subject's row list (and frees the id after the last row).
-        while let Some(&row) = self.subjects.get(id as usize).and_then(|s| s.as_ref()).and_then(|s| s.rows.last()) {
-            self.remove_row(row);
-        }
-        // Give memory back after a large purge, keeping headroom for growth.
-        if self.vectors.capacity() > 4 * self.vectors.len().max(1 << 16) {
-            self.vectors.shrink_to(self.vectors.len() * 2);
-            self.sketches.shrink_to(self.sketches.len() * 2);
+    /// Frees a subject id that holds no slot.
+    fn release_subject_if_empty(&mut self, subject: u32) {
+        let Some(Some(s)) = self.subjects.get(subject as usize) else { return };
+        if s.slots.is_empty() {
+            self.subject_ids.remove(&s.name);
+            self.subjects[subject as usize] = None;
+            self.free_subjects.push(subject);
         }
     }
 
-    /// Removes one row by moving the last row into its place.
-    fn remove_row(&mut self, row: u32) {
-        let r = row as usize;
-        let last = self.len() - 1;
-        let subject = self.row_subject[r];
-        if let Some(Some(s)) = self.subjects.get_mut(subject as usize) {
-            if let Some(pos) = s.rows.iter().position(|&x| x == row) {
-                s.rows.swap_remove(pos);
-            }
-            if s.rows.is_empty() {
-                self.subject_ids.remove(&s.name);
-                self.subjects[subject as usize] = None;
-                self.free_subjects.push(subject);
+    fn remove_subject(&mut self, subject_id: &str) {
+        self.subject_tags.remove(subject_id);
+        let Some(&id) = self.subject_ids.get(subject_id) else { return };
+        // Each removal updates this subject's slot list (and frees the id after the last one).
+        while let Some(&slot) = self.subjects.get(id as usize).and_then(|s| s.as_ref()).and_then(|s| s.slots.last()) {
+            self.remove_slot(slot);
+        }
+    }
+
+    fn remove_slot(&mut self, slot: u32) {
+        let Some(entry) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        if let Some(Some(s)) = self.subjects.get_mut(entry.subject as usize) {
+            if let Some(pos) = s.slots.iter().position(|&x| x == slot) {
+                s.slots.swap_remove(pos);
             }
         }
-        self.sample_rows.remove(&self.row_sample[r]);
-        if r != last {
-            let (dim, words) = (self.dim, self.words);
-            self.vectors.copy_within(last * dim..(last + 1) * dim, r * dim);
-            self.sketches.copy_within(last * words..(last + 1) * words, r * words);
-            let moved_subject = self.row_subject[last];
-            if let Some(Some(s)) = self.subjects.get_mut(moved_subject as usize) {
-                if let Some(pos) = s.rows.iter().position(|&x| x as usize == last) {
-                    s.rows[pos] = row;
-                }
-            }
-            if let Some(slot) = self.sample_rows.get_mut(&self.row_sample[last]) {
-                *slot = row;
-            }
-        }
-        self.vectors.truncate(last * self.dim);
-        self.sketches.truncate(last * self.words);
-        self.row_tags.swap_remove(r);
-        self.row_subject.swap_remove(r);
-        self.row_sample.swap_remove(r);
+        self.release_subject_if_empty(entry.subject);
+        self.sample_slots.remove(&entry.sample);
+        self.free_slots.push(slot);
+        self.vectors.remove(slot);
     }
 
     fn set_subject_tags(&mut self, subject_id: &str, tags: &[String]) {
@@ -397,11 +320,9 @@ impl TenantIndex {
         } else {
             self.subject_tags.insert(subject_id.to_owned(), mask);
         }
-        if let Some(s) = self.subject_ids.get(subject_id).and_then(|&id| self.subjects.get(id as usize)) {
-            for &row in s.as_ref().map_or(&[][..], |s| &s.rows[..]) {
-                if let Some(t) = self.row_tags.get_mut(row as usize) {
-                    *t = mask;
-                }
+        if let Some(Some(s)) = self.subject_ids.get(subject_id).and_then(|&id| self.subjects.get(id as usize)) {
+            for &slot in &s.slots {
+                self.vectors.set_tags(slot, mask);
             }
         }
     }
@@ -417,11 +338,12 @@ impl TenantIndex {
         // itself is applied here. Taking over the old bit would strand those subjects on a bit no
         // name maps to; the old bit's subjects move to the new one instead, as their labels did.
         let (from, to) = (1u64 << old_bit, 1u64 << new_bit);
-        for mask in self.subject_tags.values_mut().chain(self.row_tags.iter_mut()) {
+        for mask in self.subject_tags.values_mut() {
             if *mask & from != 0 {
                 *mask = (*mask & !from) | to;
             }
         }
+        self.vectors.move_tag_bits(from, to);
     }
 
     /// The bit of a tag name, given one now if it has none.
@@ -449,252 +371,25 @@ impl TenantIndex {
         }
     }
 
-    /// Every row (that passes the filter) scored exactly.
-    fn search_exact(&self, query: &[f32], limit: usize, filter: Option<u64>) -> Vec<SubjectHit> {
-        if limit == 0 || self.len() == 0 || query.len() != self.dim {
+    /// Every slot of one subject scored against `query`, NaNs dropped; empty for an unknown
+    /// subject or a query of the wrong length.
+    fn scored_subject_slots(&self, subject_id: &str, query: &[f32]) -> Vec<ScoredRow> {
+        let Some(Some(s)) = self.subject_ids.get(subject_id).and_then(|&id| self.subjects.get(id as usize)) else {
             return Vec::new();
-        }
-        // Best row per interned subject; a plain array indexed by id is cheaper than a map.
-        let mut best: Vec<(f32, u32)> = vec![(f32::NEG_INFINITY, u32::MAX); self.subjects.len()];
-        let rows = self.vectors.chunks_exact(self.dim).zip(&self.row_subject).zip(&self.row_tags).enumerate();
-        for (row, ((vector, &subject), &tags)) in rows {
-            if filter.is_some_and(|f| f & tags == 0) {
-                continue;
-            }
-            let score = dot_f16(vector, query);
-            if let Some(b) = best.get_mut(subject as usize) {
-                // `>` keeps the earliest row on ties and never takes a NaN.
-                if score > b.0 {
-                    *b = (score, row as u32);
-                }
-            }
-        }
-        // Bounded min-heap: O(subjects · log limit), not a sort of every subject.
-        let mut heap: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(limit.min(best.len()) + 1);
-        for &(score, row) in &best {
-            if row == u32::MAX {
-                continue;
-            }
-            let candidate = Scored { score, row };
-            if heap.len() < limit {
-                heap.push(Reverse(candidate));
-            } else if heap.peek().is_some_and(|Reverse(min)| candidate > *min) {
-                heap.pop();
-                heap.push(Reverse(candidate));
-            }
-        }
-        let mut top: Vec<Scored> = heap.into_iter().map(|Reverse(s)| s).collect();
-        top.sort_unstable_by(|a, b| b.cmp(a));
-        top.into_iter().map(|s| self.hit(s)).collect()
+        };
+        s.slots.iter().filter_map(|&slot| Some(ScoredRow { slot, score: self.vectors.score(slot, query)? })).collect()
     }
 
-    /// Sketch distances pick `candidates` rows; those are scored exactly.
-    fn search_two_stage(
-        &self,
-        query: &[f32],
-        limit: usize,
-        filter: Option<u64>,
-        tuning: &SearchTuning,
-    ) -> Vec<SubjectHit> {
-        if limit == 0 || self.len() == 0 || query.len() != self.dim {
-            return Vec::new();
-        }
-        let mut query_sketch = vec![0u64; self.words];
-        sketch_into(query, &mut query_sketch);
-        let max_distance = self.words * 64;
-        let filter = filter.map(|any_of| TagFilter { row_tags: &self.row_tags, any_of });
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.distances.resize(self.len(), 0);
-            scratch.histogram.clear();
-            scratch.histogram.resize(max_distance + 1, 0);
-            let parallel = self.len() >= tuning.parallel_scan_rows;
-            self.sketch_distances(&query_sketch, filter, parallel, &mut scratch.distances, &mut scratch.histogram);
-            let candidates = tuning.candidates(self.len(), self.dim);
-            self.rerank_closest(query, limit, candidates, &scratch.distances, &scratch.histogram)
+    fn hit(&self, row: ScoredRow) -> Option<SubjectHit> {
+        let slot = self.slots.get(row.slot as usize)?.as_ref()?;
+        let subject = self.subjects.get(slot.subject as usize)?.as_ref()?;
+        Some(SubjectHit {
+            subject_id: subject.name.to_string(),
+            sample_id: slot.sample.to_string(),
+            similarity: row.score,
         })
     }
-
-    /// The sketch scan, split across the cores for large tenants: one core cannot draw the
-    /// memory bandwidth that streaming 64 MB of sketches per million rows needs.
-    fn sketch_distances(
-        &self,
-        query_sketch: &[u64],
-        filter: Option<TagFilter>,
-        parallel: bool,
-        out: &mut [u16],
-        histogram: &mut [u32],
-    ) {
-        let parts = if parallel {
-            std::thread::available_parallelism().map_or(1, usize::from).min(MAX_SCAN_THREADS)
-        } else {
-            1
-        };
-        if parts <= 1 {
-            hamming_distances(&self.sketches, query_sketch, filter, out, histogram);
-            return;
-        }
-        let rows_per_part = self.len().div_ceil(parts);
-        let words = self.words;
-        let partial: Vec<Vec<u32>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = out
-                .chunks_mut(rows_per_part)
-                .enumerate()
-                .map(|(part, out)| {
-                    let start = part * rows_per_part;
-                    let end = start + out.len();
-                    let sketches = &self.sketches[start * words..end * words];
-                    let filter = filter.map(|f| TagFilter { row_tags: &f.row_tags[start..end], any_of: f.any_of });
-                    let bins = histogram.len();
-                    scope.spawn(move || {
-                        let mut part_histogram = vec![0u32; bins];
-                        hamming_distances(sketches, query_sketch, filter, out, &mut part_histogram);
-                        part_histogram
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-        });
-        for part in partial {
-            for (total, count) in histogram.iter_mut().zip(part) {
-                *total += count;
-            }
-        }
-    }
-
-    /// Scores the `candidates` rows of smallest sketch distance exactly and returns the best
-    /// row of each subject, best first.
-    fn rerank_closest(
-        &self,
-        query: &[f32],
-        limit: usize,
-        candidates: usize,
-        distances: &[u16],
-        histogram: &[u32],
-    ) -> Vec<SubjectHit> {
-        let max_distance = self.words * 64;
-        let mut cutoff = 0usize;
-        let mut below = 0usize;
-        for (d, &count) in histogram.iter().enumerate() {
-            cutoff = d;
-            let count = count as usize;
-            if below + count >= candidates {
-                break;
-            }
-            below += count;
-        }
-        // Rows under the cutoff all pass; rows at it fill what is left of the budget.
-        let mut at_cutoff_left = candidates.saturating_sub(below);
-        let mut rows: Vec<u32> = Vec::with_capacity(candidates.min(self.len()));
-        for (row, &d) in distances.iter().enumerate() {
-            let d = usize::from(d);
-            if d > cutoff || d > max_distance {
-                continue;
-            }
-            if d == cutoff {
-                if at_cutoff_left == 0 {
-                    continue;
-                }
-                at_cutoff_left -= 1;
-            }
-            rows.push(row as u32);
-        }
-        let mut scored: Vec<Scored> = Vec::with_capacity(rows.len());
-        for (i, &row) in rows.iter().enumerate() {
-            if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
-                prefetch(self.row_vector(ahead));
-            }
-            let score = dot_f16(self.row_vector(row), query);
-            if !score.is_nan() {
-                scored.push(Scored { score, row });
-            }
-        }
-        scored.sort_unstable_by(|a, b| b.cmp(a));
-        let mut seen = HashSet::with_capacity(limit);
-        let mut hits = Vec::with_capacity(limit);
-        for s in scored {
-            if seen.insert(self.row_subject[s.row as usize]) {
-                hits.push(self.hit(s));
-                if hits.len() == limit {
-                    break;
-                }
-            }
-        }
-        hits
-    }
-
-    /// Every row of one subject scored against `query`, NaNs dropped; empty for an unknown
-    /// subject or a query of the wrong length.
-    fn scored_subject_rows(&self, subject_id: &str, query: &[f32]) -> Vec<Scored> {
-        if query.len() != self.dim {
-            return Vec::new();
-        }
-        let Some(rows) = self
-            .subject_ids
-            .get(subject_id)
-            .and_then(|&id| self.subjects.get(id as usize))
-            .and_then(|s| s.as_ref())
-            .map(|s| &s.rows)
-        else {
-            return Vec::new();
-        };
-        rows.iter()
-            .filter_map(|&row| {
-                let r = row as usize;
-                let vector = self.vectors.get(r * self.dim..(r + 1) * self.dim)?;
-                Some(Scored { score: dot_f16(vector, query), row })
-            })
-            .filter(|s| !s.score.is_nan())
-            .collect()
-    }
-
-    fn best_of_subject(&self, subject_id: &str, query: &[f32]) -> Option<SubjectHit> {
-        let best = self.scored_subject_rows(subject_id, query).into_iter().max()?;
-        Some(self.hit(best))
-    }
-
-    fn subject_samples(&self, subject_id: &str, query: &[f32]) -> Vec<SubjectHit> {
-        let mut scored = self.scored_subject_rows(subject_id, query);
-        scored.sort_by(|a, b| b.cmp(a));
-        scored.into_iter().map(|s| self.hit(s)).collect()
-    }
-
-    fn hit(&self, s: Scored) -> SubjectHit {
-        let r = s.row as usize;
-        let subject_name = self
-            .subjects
-            .get(self.row_subject[r] as usize)
-            .and_then(|s| s.as_ref())
-            .map_or_else(String::new, |s| s.name.to_string());
-        SubjectHit { subject_id: subject_name, sample_id: self.row_sample[r].to_string(), similarity: s.score }
-    }
 }
-
-/// A scored row, ordered by score and then by lower row first, so results are deterministic.
-#[derive(Clone, Copy)]
-struct Scored {
-    score: f32,
-    row: u32,
-}
-
-impl Ord for Scored {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.row.cmp(&self.row))
-    }
-}
-
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Scored {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Scored {}
 
 #[cfg(test)]
 mod tests {
@@ -740,16 +435,22 @@ mod tests {
         }
         let tenant = index.tenant("t").expect("tenant");
         let t = tenant.read();
-        assert_eq!(t.len(), 5 * 3 * 3);
+        assert_eq!(t.vectors.len(), 5 * 3 * 3);
         assert!(t.subjects.len() <= 10, "ids were not reused: {}", t.subjects.len());
-        for (row, (&subject, sample)) in t.row_subject.iter().zip(&t.row_sample).enumerate() {
-            assert_eq!(t.sample_rows[sample], row as u32);
-            let rows = &t.subjects[subject as usize].as_ref().expect("live subject").rows;
-            assert!(rows.contains(&(row as u32)));
+        assert!(t.slots.len() <= 10 * 3 * 2, "slots were not reused: {}", t.slots.len());
+        for (slot, entry) in t.slots.iter().enumerate() {
+            let Some(entry) = entry else {
+                assert!(t.free_slots.contains(&(slot as u32)), "slot {slot} is neither used nor free");
+                continue;
+            };
+            assert_eq!(t.sample_slots[&entry.sample], slot as u32);
+            let slots = &t.subjects[entry.subject as usize].as_ref().expect("live subject").slots;
+            assert!(slots.contains(&(slot as u32)));
+            assert!(t.vectors.score(slot as u32, &unit(&[1.0, 0.0, 0.0])).is_some(), "slot {slot} has a row");
         }
-        let live_rows: usize = t.subjects.iter().flatten().map(|s| s.rows.len()).sum();
-        assert_eq!(live_rows, t.len());
-        assert_eq!(t.vectors.len(), t.len() * t.dim);
+        let live_slots: usize = t.subjects.iter().flatten().map(|s| s.slots.len()).sum();
+        assert_eq!(live_slots, t.vectors.len());
+        assert_eq!(t.sample_slots.len(), t.vectors.len());
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! In-memory vector search for facegate, partitioned by tenant.
 //!
-//! [`FlatIndex`] keeps each tenant's templates as f16 rows with sign sketches, scores small
-//! tenants exactly and large ones in two stages (sketch scan, then exact scoring of the
-//! closest candidates); `facegate bench search` measures its latency and recall against
-//! [`FlatIndex::search_exact`].
+//! [`FlatIndex`] is the shell behind the core's `Index` port: per tenant it owns subjects,
+//! sample slots and tag bits, and hands the vectors to a [`VectorSearch`]. [`FlatScan`], the
+//! one implementation today, keeps f16 rows with sign sketches, scores small tenants exactly and
+//! large ones in two stages (sketch scan, then exact scoring of the closest candidates);
+//! `facegate bench search` measures its latency and recall against [`FlatIndex::search_exact`].
 
 mod flat;
+mod flat_scan;
 mod kernels;
+mod vectors;
 
-pub use flat::{FlatIndex, SearchTuning};
+pub use flat::FlatIndex;
+pub use flat_scan::{FlatScan, SearchTuning};
 pub use kernels::dot;
+pub use vectors::{ScoredRow, VectorSearch};
