@@ -224,7 +224,7 @@ impl TenantIndex {
             // Re-inserting a sample replaces it (it may even have moved subject).
             self.remove_slot(slot);
         }
-        if self.vectors.len() > 0 && embedding.len() != self.vectors.dim() {
+        if !self.vectors.is_empty() && embedding.len() != self.vectors.dim() {
             return Err("embedding length differs from the tenant's other templates");
         }
         let slot = match self.free_slots.last() {

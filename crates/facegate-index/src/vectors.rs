@@ -21,6 +21,9 @@ pub trait VectorSearch: Send + Sync {
     /// The length of every vector; 0 while empty.
     fn dim(&self) -> usize;
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Adds the row `slot` (not in use) of subject `group` with tag mask `tags`. Refused when
     /// `embedding`'s length differs from the others', or the search holds all it can.
     fn add(&mut self, slot: u32, group: u32, tags: u64, embedding: &[f32]) -> Result<(), &'static str>;
