@@ -31,7 +31,7 @@ mod tenants;
 mod text;
 
 pub use audit::{escape_controls, AUDIT_TARGET};
-pub use background::{BackgroundWork, BulkRunner};
+pub use background::{BackgroundWork, BulkRunner, BULK_STOP_GRACE};
 pub use bulk::{BulkConfig, MAX_JOBS_LISTED};
 pub use follow::CHANGE_LOG_RETENTION;
 pub use gallery::{

@@ -169,6 +169,31 @@ pub struct RotationReport {
 /// Whether a rotation to `new` may start on a gallery whose recorded key id is `recorded`:
 /// `old` must be that key (or `new` itself, when an interrupted rotation is run again), and a
 /// plaintext gallery has no old key.
+/// A stored face image sealed anew under `new` for key rotation, both backends alike: `Ok(None)`
+/// when it is sealed under `new` already (a rotation run again after an interruption). A plain
+/// image is sealed only in a gallery that was plain (`was_encrypted` false); in an encrypted one
+/// it is refused, since something wrote it past the store. `gallery` names the gallery's kind
+/// in that refusal ("data directory", "gallery").
+pub(crate) fn reseal_image(
+    stored: Vec<u8>,
+    path: &str,
+    subject_id: &str,
+    was_encrypted: bool,
+    old: Option<&DataKey>,
+    new: &DataKey,
+    gallery: &str,
+) -> Result<Option<Vec<u8>>> {
+    let plain = match sealed_key_id(&stored) {
+        Some(id) if id == new.id() => return Ok(None),
+        Some(_) => old
+            .ok_or_else(|| StoreError::Key(format!("{path} is encrypted and no old key was given")))?
+            .open(&stored, subject_id.as_bytes())?,
+        None if !was_encrypted => stored,
+        None => return Err(StoreError::Key(format!("{path} is not encrypted in an encrypted {gallery}"))),
+    };
+    new.seal(&plain, subject_id.as_bytes()).map(Some)
+}
+
 pub(crate) fn check_rotation_keys(recorded: Option<&str>, old: Option<&DataKey>, new: &DataKey) -> Result<()> {
     match (recorded, old) {
         (Some(id), _) if id == new.id_hex() => Ok(()),

@@ -2,7 +2,7 @@
 //! measurable change in accuracy: docs/accuracy.md), sealed with the data key when the gallery
 //! is encrypted. Rows written before SQLite schema v6 hold f32.
 
-use crate::crypto::DataKey;
+use crate::crypto::{sealed_key_id, DataKey};
 use crate::error::{Result, StoreError};
 
 /// `face_samples.embedding_encoding` of little-endian f16 templates, what new rows get.
@@ -25,6 +25,24 @@ pub(crate) fn encode_template(
         Some(key) => (key.seal(&plain, subject_id.as_bytes())?, F16_LE_SEALED),
         None => (plain, F16_LE),
     })
+}
+
+/// A stored template sealed anew under `new` for key rotation, both backends alike: `Ok(None)`
+/// when it is sealed under `new` already (a rotation run again after an interruption).
+pub(crate) fn reseal_template(
+    blob: &[u8],
+    encoding: &str,
+    sample_id: &str,
+    subject_id: &str,
+    old: Option<&DataKey>,
+    new: &DataKey,
+) -> Result<Option<(Vec<u8>, &'static str)>> {
+    if sealed_key_id(blob) == Some(new.id()) {
+        return Ok(None);
+    }
+    let embedding = decode_template(blob, encoding, subject_id, old)?
+        .ok_or_else(|| StoreError::Inconsistent(format!("sample {sample_id} holds no readable template")))?;
+    encode_template(&embedding, subject_id, Some(new)).map(Some)
 }
 
 /// A template from its stored bytes, opening it with the data key when sealed. `Ok(None)` for

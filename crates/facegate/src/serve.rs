@@ -4,18 +4,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use facegate_core::service::BulkRunner;
+use facegate_core::service::{BulkRunner, BULK_STOP_GRACE};
 use facegate_core::StaleTemplates;
 use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
 use facegate_server::AppState;
 
 use crate::config::{Config, EngineArgs, FileConfig, Flags, ServerArgs, ServiceArgs, StoreArgs};
 use crate::runtime::build_service;
-
-/// How long shutdown waits for bulk records being registered to be saved: a record is one image
-/// through the face pipeline, well under a second, so 10 s covers every worker's record on a
-/// loaded machine while still ending within the usual 30 s a supervisor waits.
-const BULK_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// `serve` takes the flags of every section.
 #[derive(Args, Debug)]

@@ -12,6 +12,11 @@ use super::bulk::BulkConfig;
 use super::state::FaceService;
 use crate::jobs::ImageSource;
 
+/// How long a stop waits for bulk records being registered to be saved: a record is one image
+/// through the face pipeline, well under a second, so 10 s covers every worker's record on a
+/// loaded machine while still ending within the usual 30 s a supervisor waits.
+pub const BULK_STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Where bulk registration jobs read their files, and how the runner works through them.
 pub struct BulkRunner {
     pub source: Arc<dyn ImageSource>,

@@ -9,7 +9,7 @@ pub use std::net::SocketAddr;
 pub use std::path::{Path, PathBuf};
 pub use std::sync::{Arc, OnceLock};
 
-pub use facegate_core::service::BulkRunner;
+pub use facegate_core::service::{BulkRunner, BULK_STOP_GRACE};
 pub use facegate_core::{BulkConfig, FaceService, ServiceConfig};
 pub use facegate_engine::{EngineConfig, OrtEngine};
 pub use facegate_index::FlatIndex;
@@ -67,9 +67,6 @@ impl From<Settings> for Setup {
         Setup { settings, ..Setup::default() }
     }
 }
-
-/// How long a stopping test server gives bulk records in progress, as `facegate serve` does.
-const BULK_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct TestServer {
     pub base: String,

@@ -7,9 +7,9 @@
 use postgres::{Client, NoTls};
 
 use super::{migrations, META_KEY_ID, NODES_LOCK};
-use crate::crypto::{sealed_key_id, DataKey, RotationReport};
+use crate::crypto::{reseal_image, DataKey, RotationReport};
 use crate::error::{Result, StoreError};
-use crate::templates::{decode_template, encode_template};
+use crate::templates::reseal_template;
 
 /// Rows read per round trip while rotating.
 const BATCH: i64 = 1_000;
@@ -44,13 +44,11 @@ pub fn rotate_key_postgres(url: &str, old: Option<&DataKey>, new: &DataKey) -> R
             let (sample_id, subject_id): (String, String) = (row.get(1), row.get(2));
             let blob: Vec<u8> = row.get(3);
             let encoding: String = row.get(4);
-            if sealed_key_id(&blob) == Some(new.id()) {
+            let Some((sealed, sealed_encoding)) = reseal_template(&blob, &encoding, &sample_id, &subject_id, old, new)?
+            else {
                 report.already_rotated += 1;
                 continue;
-            }
-            let embedding = decode_template(&blob, &encoding, &subject_id, old)?
-                .ok_or_else(|| StoreError::Inconsistent(format!("sample {sample_id} holds no readable template")))?;
-            let (sealed, sealed_encoding) = encode_template(&embedding, &subject_id, Some(new))?;
+            };
             tx.execute(
                 "UPDATE face_samples SET embedding = $2, embedding_encoding = $3 WHERE id = $1",
                 &[&sample_id, &sealed, &sealed_encoding],
@@ -71,18 +69,11 @@ pub fn rotate_key_postgres(url: &str, old: Option<&DataKey>, new: &DataKey) -> R
         for row in &rows {
             let (sample_id, subject_id, path): (String, String, String) = (row.get(0), row.get(1), row.get(2));
             let stored: Vec<u8> = row.get(3);
-            let plain = match sealed_key_id(&stored) {
-                Some(id) if id == new.id() => {
-                    report.already_rotated += 1;
-                    continue;
-                }
-                Some(_) => old
-                    .ok_or_else(|| StoreError::Key(format!("{path} is encrypted and no old key was given")))?
-                    .open(&stored, subject_id.as_bytes())?,
-                None if recorded.is_none() => stored,
-                None => return Err(StoreError::Key(format!("{path} is not encrypted in an encrypted gallery"))),
+            let Some(sealed) = reseal_image(stored, &path, &subject_id, recorded.is_some(), old, new, "gallery")?
+            else {
+                report.already_rotated += 1;
+                continue;
             };
-            let sealed = new.seal(&plain, subject_id.as_bytes())?;
             use sha2::{Digest, Sha256};
             let sha = hex::encode(Sha256::digest(&sealed));
             tx.execute(

@@ -13,9 +13,9 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use super::blobs::BlobStore;
 use super::lock::DataDirLock;
 use super::{migrations, recorded_key_id, META_KEY_ID};
-use crate::crypto::{sealed_key_id, DataKey, RotationReport};
+use crate::crypto::{reseal_image, DataKey, RotationReport};
 use crate::error::{Result, StoreError};
-use crate::templates::{decode_template, encode_template};
+use crate::templates::reseal_template;
 
 /// Re-encrypts the data directory under `new`. `old` is the key it is encrypted under now, or
 /// `None` when it is in the clear. The server must be stopped.
@@ -45,20 +45,12 @@ pub fn rotate_key(data_dir: &Path, old: Option<&DataKey>, new: &DataKey) -> Resu
     };
     for (sample_id, subject_id, path) in images {
         let stored = blobs.read(&path)?;
-        let plain = match sealed_key_id(&stored) {
-            Some(id) if id == new.id() => {
-                report.already_rotated += 1;
-                continue;
-            }
-            Some(_) => {
-                let old =
-                    old.ok_or_else(|| StoreError::Key(format!("{path} is encrypted and no old key was given")))?;
-                old.open(&stored, subject_id.as_bytes())?
-            }
-            None if recorded.is_none() => stored,
-            None => return Err(StoreError::Key(format!("{path} is not encrypted in an encrypted data directory"))),
+        let Some(sealed) = reseal_image(stored, &path, &subject_id, recorded.is_some(), old, new, "data directory")?
+        else {
+            report.already_rotated += 1;
+            continue;
         };
-        let info = blobs.replace(&path, &new.seal(&plain, subject_id.as_bytes())?)?;
+        let info = blobs.replace(&path, &sealed)?;
         let bytes = i64::try_from(info.bytes).map_err(|_| StoreError::Inconsistent("image too large".into()))?;
         conn.execute(
             "UPDATE image_blobs SET sha256 = ?2, bytes = ?3 WHERE sample_id = ?1",
@@ -76,13 +68,11 @@ pub fn rotate_key(data_dir: &Path, old: Option<&DataKey>, new: &DataKey) -> Resu
             let (sample_id, subject_id): (String, String) = (row.get(0)?, row.get(1)?);
             let blob: Vec<u8> = row.get(2)?;
             let encoding: String = row.get(3)?;
-            if sealed_key_id(&blob) == Some(new.id()) {
+            let Some((sealed, sealed_encoding)) = reseal_template(&blob, &encoding, &sample_id, &subject_id, old, new)?
+            else {
                 report.already_rotated += 1;
                 continue;
-            }
-            let embedding = decode_template(&blob, &encoding, &subject_id, old)?
-                .ok_or_else(|| StoreError::Inconsistent(format!("sample {sample_id} holds no readable template")))?;
-            let (sealed, sealed_encoding) = encode_template(&embedding, &subject_id, Some(new))?;
+            };
             update.execute(params![sample_id, sealed, sealed_encoding])?;
             report.templates += 1;
         }
