@@ -12,18 +12,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use facegate_core::{Index, SubjectHit, Template};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
-use crate::flat_scan::{FlatScan, SearchTuning};
-use crate::vectors::{ScoredRow, VectorSearch};
+use crate::config::IndexConfig;
+use crate::flat_scan::SearchTuning;
+use crate::rebuild::{self, Change, ChangeLog, Rebuildable};
+use crate::vectors::{Partition, ScoredRow, VectorSearch};
 
 /// Per-tenant template search; see the module documentation.
 #[derive(Default)]
 pub struct FlatIndex {
     tenants: RwLock<HashMap<String, Arc<RwLock<TenantIndex>>>>,
-    tuning: SearchTuning,
+    config: IndexConfig,
+    /// Rebuilds running in the background (`crate::rebuild`), and ones finished but not joined.
+    rebuilds: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl FlatIndex {
@@ -31,8 +36,57 @@ impl FlatIndex {
         Self::default()
     }
 
+    pub fn with_config(config: IndexConfig) -> Self {
+        Self { config, ..Self::default() }
+    }
+
+    /// The default configuration with the flat scan tuned as `tuning`.
     pub fn with_tuning(tuning: SearchTuning) -> Self {
-        Self { tuning, ..Self::default() }
+        Self::with_config(IndexConfig { flat: tuning, ..IndexConfig::default() })
+    }
+
+    /// Waits until no rebuild runs: a benchmark times the index it will search, and a test the
+    /// search it rebuilt.
+    pub fn wait_for_rebuilds(&self) {
+        loop {
+            let running: Vec<JoinHandle<()>> = std::mem::take(&mut *self.rebuilds.lock());
+            if running.is_empty() {
+                return;
+            }
+            for handle in running {
+                if handle.join().is_err() {
+                    tracing::error!("an index rebuild panicked; the tenant keeps its index as it was");
+                }
+            }
+        }
+    }
+
+    /// How a tenant's vectors are partitioned; `None` for an unknown tenant or the flat scan.
+    pub fn partition(&self, tenant_id: &str) -> Option<Partition> {
+        self.tenant(tenant_id)?.read().vectors.partition()
+    }
+
+    /// Starts a rebuild of `tenant` (write-locked by the caller as `locked`) when its size calls
+    /// for another search and none runs.
+    fn rebuild_if_due(&self, tenant: &Arc<RwLock<TenantIndex>>, locked: &mut TenantIndex) {
+        if locked.changes.is_some() {
+            return;
+        }
+        let Some(target) = rebuild::wanted(&self.config, locked.vectors.as_ref()) else { return };
+        locked.changes = Some(ChangeLog::new());
+        let (tenant, config) = (Arc::clone(tenant), self.config);
+        let spawned = std::thread::Builder::new()
+            .name("index-rebuild".into())
+            .spawn(move || rebuild::run(&tenant, &config, target));
+        let mut rebuilds = self.rebuilds.lock();
+        rebuilds.retain(|h| !h.is_finished());
+        match spawned {
+            Ok(handle) => rebuilds.push(handle),
+            Err(error) => {
+                tracing::error!(%error, "cannot start an index rebuild; the tenant keeps its index as it is");
+                locked.changes = None;
+            }
+        }
     }
 
     /// Bytes of every tenant's rows in use (vectors, sketches, masks, subjects, slots; not the
@@ -73,11 +127,11 @@ impl FlatIndex {
         if let Some(t) = self.tenant(tenant_id) {
             return t;
         }
-        let tuning = self.tuning;
+        let config = self.config;
         self.tenants
             .write()
             .entry(tenant_id.to_owned())
-            .or_insert_with(|| Arc::new(RwLock::new(TenantIndex::new(FlatScan::new(tuning)))))
+            .or_insert_with(|| Arc::new(RwLock::new(TenantIndex::new(rebuild::initial(&config)))))
             .clone()
     }
 }
@@ -97,15 +151,18 @@ impl Index for FlatIndex {
             return;
         }
         let tenant = self.tenant_or_insert(&template.tenant_id);
-        let mut tenant = tenant.write();
-        if let Err(reason) = tenant.insert(&template.subject_id, &template.sample_id, &template.embedding) {
+        let mut locked = tenant.write();
+        if let Err(reason) = locked.insert(&template.subject_id, &template.sample_id, &template.embedding) {
             tracing::warn!(tenant = %template.tenant_id, sample = %template.sample_id, reason, "template not indexed");
         }
+        self.rebuild_if_due(&tenant, &mut locked);
     }
 
     fn remove_subject(&self, tenant_id: &str, subject_id: &str) {
         if let Some(tenant) = self.tenant(tenant_id) {
-            tenant.write().remove_subject(subject_id);
+            let mut locked = tenant.write();
+            locked.remove_subject(subject_id);
+            self.rebuild_if_due(&tenant, &mut locked);
         }
     }
 
@@ -149,11 +206,12 @@ impl Index for FlatIndex {
     }
 
     fn remove_sample(&self, tenant_id: &str, sample_id: &str) {
-        if let Some(t) = self.tenant(tenant_id) {
-            let mut t = t.write();
-            if let Some(&slot) = t.sample_slots.get(sample_id) {
-                t.remove_slot(slot);
+        if let Some(tenant) = self.tenant(tenant_id) {
+            let mut locked = tenant.write();
+            if let Some(&slot) = locked.sample_slots.get(sample_id) {
+                locked.remove_slot(slot);
             }
+            self.rebuild_if_due(&tenant, &mut locked);
         }
     }
 
@@ -173,7 +231,9 @@ enum TagMask {
 
 /// One tenant: the shell's bookkeeping around its vector search.
 struct TenantIndex {
-    vectors: FlatScan,
+    vectors: Box<dyn VectorSearch>,
+    /// While a rebuild runs, every change to `vectors` (`crate::rebuild`).
+    changes: Option<ChangeLog>,
     sample_slots: HashMap<Arc<str>, u32>,
     /// Indexed by slot: the sample and the interned subject of the row in it; `None` for a slot
     /// free for reuse.
@@ -201,9 +261,10 @@ struct SubjectSlots {
 }
 
 impl TenantIndex {
-    fn new(vectors: FlatScan) -> Self {
+    fn new(vectors: Box<dyn VectorSearch>) -> Self {
         Self {
             vectors,
+            changes: None,
             sample_slots: HashMap::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -237,6 +298,7 @@ impl TenantIndex {
             self.release_subject_if_empty(subject);
             return Err(reason);
         }
+        self.log(Change::Slot(slot));
         if self.free_slots.last() == Some(&slot) {
             self.free_slots.pop();
         }
@@ -305,6 +367,7 @@ impl TenantIndex {
         self.sample_slots.remove(&entry.sample);
         self.free_slots.push(slot);
         self.vectors.remove(slot);
+        self.log(Change::Slot(slot));
     }
 
     fn set_subject_tags(&mut self, subject_id: &str, tags: &[String]) {
@@ -323,6 +386,9 @@ impl TenantIndex {
         if let Some(Some(s)) = self.subject_ids.get(subject_id).and_then(|&id| self.subjects.get(id as usize)) {
             for &slot in &s.slots {
                 self.vectors.set_tags(slot, mask);
+                if let Some(log) = self.changes.as_mut() {
+                    log.push(Change::Slot(slot));
+                }
             }
         }
     }
@@ -344,6 +410,13 @@ impl TenantIndex {
             }
         }
         self.vectors.move_tag_bits(from, to);
+        self.log(Change::MoveTagBits { from, to });
+    }
+
+    fn log(&mut self, change: Change) {
+        if let Some(log) = self.changes.as_mut() {
+            log.push(change);
+        }
     }
 
     /// The bit of a tag name, given one now if it has none.
@@ -388,6 +461,25 @@ impl TenantIndex {
             sample_id: slot.sample.to_string(),
             similarity: row.score,
         })
+    }
+}
+
+impl Rebuildable for TenantIndex {
+    fn vectors(&self) -> &dyn VectorSearch {
+        self.vectors.as_ref()
+    }
+
+    fn take_changes(&mut self) -> ChangeLog {
+        self.changes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn install(&mut self, vectors: Box<dyn VectorSearch>) {
+        self.vectors = vectors;
+        self.changes = None;
+    }
+
+    fn abandon(&mut self) {
+        self.changes = None;
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::{BinaryHeap, HashSet};
 use half::f16;
 
 use crate::kernels::{dot_f16, hamming_distances, prefetch, sketch_into, TagFilter};
-use crate::vectors::{ScoredRow, VectorSearch};
+use crate::vectors::{RowCopy, ScoredRow, VectorSearch};
 
 /// Per-thread buffers of the sketch stage, kept between searches: a million-row search would
 /// otherwise allocate and zero 2 MB each time.
@@ -390,6 +390,16 @@ impl VectorSearch for FlatScan {
 
     fn search_exact(&self, query: &[f32], limit: usize, filter: Option<u64>) -> Vec<ScoredRow> {
         self.exact_scan(query, limit, filter)
+    }
+
+    fn slot_bound(&self) -> u32 {
+        self.slot_row.len() as u32
+    }
+
+    fn row(&self, slot: u32) -> Option<RowCopy> {
+        let r = self.row_of(slot)?;
+        let vector = self.row_vector(r as u32).iter().map(|x| x.to_f32()).collect();
+        Some(RowCopy { group: self.row_group[r], tags: self.row_tags[r], vector })
     }
 
     fn row_bytes(&self) -> usize {

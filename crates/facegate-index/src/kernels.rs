@@ -16,6 +16,26 @@ const LANES: usize = 16;
 /// Dot product of the common prefix of `a` and `b` (cosine similarity for unit vectors).
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has just been checked for the feature the function is built with.
+        #[allow(unsafe_code)]
+        unsafe {
+            return dot_avx2(a, b);
+        }
+    }
+    dot_portable(a, b)
+}
+
+/// The same loop with 256-bit registers: training a partition is millions of these.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_portable(a, b)
+}
+
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
@@ -91,12 +111,55 @@ fn dot_f16_f16c(row: &[f16], query: &[f32]) -> f32 {
     total + dot_f16_portable(&row[done..n], &query[done..n])
 }
 
+/// Dot product of an int8 row with an f32 query of the same length (the common prefix
+/// otherwise); the caller multiplies by the row's scale.
+#[inline]
+pub fn dot_i8(row: &[i8], query: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has just been checked for the feature the function is built with.
+        #[allow(unsafe_code)]
+        unsafe {
+            return dot_i8_avx2(row, query);
+        }
+    }
+    dot_i8_portable(row, query)
+}
+
+/// The portable loop, which the compiler widens to 256-bit registers here.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_i8_avx2(row: &[i8], query: &[f32]) -> f32 {
+    dot_i8_portable(row, query)
+}
+
+#[inline(always)]
+fn dot_i8_portable(row: &[i8], query: &[f32]) -> f32 {
+    let n = row.len().min(query.len());
+    let (a, b) = (&row[..n], &query[..n]);
+    let mut acc = [0.0f32; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for ((s, &x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += f32::from(x) * y;
+        }
+    }
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, y)| f32::from(x) * y).sum();
+    sum_lanes(acc) + tail
+}
+
+/// Hamming distance between two sign sketches of the same length.
+#[inline(always)]
+pub fn hamming(a: &[u64], b: &[u64]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
 /// Asks the CPU to start loading `values` into cache: the exact stage reads rows scattered
 /// over a gigabyte, and waiting for each one in turn would cost more than scoring it.
 #[inline(always)]
-pub fn prefetch(values: &[f16]) {
+pub fn prefetch<T>(values: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for line in values.chunks(32) {
+    for line in values.chunks((64 / std::mem::size_of::<T>().max(1)).max(1)) {
         // SAFETY: a prefetch is a hint that never faults, and the address is in bounds anyway.
         #[allow(unsafe_code)]
         unsafe {

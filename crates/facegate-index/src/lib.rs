@@ -6,12 +6,18 @@
 //! large ones in two stages (sketch scan, then exact scoring of the closest candidates);
 //! `facegate bench search` measures its latency and recall against [`FlatIndex::search_exact`].
 
+mod config;
 mod flat;
 mod flat_scan;
+mod ivf;
 mod kernels;
+mod quantizer;
+mod rebuild;
 mod vectors;
 
+pub use config::{IndexConfig, IndexKind, DEFAULT_PARTITION_ROWS};
 pub use flat::FlatIndex;
 pub use flat_scan::{FlatScan, SearchTuning};
+pub use ivf::{IvfSearch, IvfTuning};
 pub use kernels::dot;
-pub use vectors::{ScoredRow, VectorSearch};
+pub use vectors::{Partition, RowCopy, ScoredRow, VectorSearch};

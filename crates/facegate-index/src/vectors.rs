@@ -14,6 +14,24 @@ pub struct ScoredRow {
     pub score: f32,
 }
 
+/// A copy of one row, for building another search from this one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowCopy {
+    pub group: u32,
+    pub tags: u64,
+    pub vector: Vec<f32>,
+}
+
+/// How a partitioned search is divided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub lists: usize,
+    /// Rows it held when its lists were learnt; 0 before.
+    pub trained_rows: usize,
+    /// Rows of the longest list since the lists were learnt, at least.
+    pub largest_list: usize,
+}
+
 /// One tenant's vectors. Rows are named by slots the shell hands out: a slot names one row from
 /// `add` until `remove`, and may be handed out again after. Every vector of one tenant has the
 /// same length, set by the first `add` into an empty search.
@@ -43,4 +61,34 @@ pub trait VectorSearch: Send + Sync {
     fn search_exact(&self, query: &[f32], limit: usize, filter: Option<u64>) -> Vec<ScoredRow>;
     /// Bytes of the rows in use, not counting spare capacity.
     fn row_bytes(&self) -> usize;
+    /// Learns whatever the search learns from its rows (a partition), in place; nothing for a
+    /// search that learns nothing.
+    fn train(&mut self) {}
+    /// One past the largest slot that may be in use.
+    fn slot_bound(&self) -> u32;
+    /// A copy of row `slot`, its vector as stored (rounded); `None` for no such row.
+    fn row(&self, slot: u32) -> Option<RowCopy>;
+    /// How the search is partitioned; `None` for one that scans every row.
+    fn partition(&self) -> Option<Partition> {
+        None
+    }
+    /// Where a row of `embedding` would go (its list), worked out without changing anything, so
+    /// that many rows can be placed at once on several threads; `None` where there is nothing
+    /// to work out.
+    fn placement(&self, embedding: &[f32]) -> Option<u32> {
+        let _ = embedding;
+        None
+    }
+    /// As `add`, with the row's [`Self::placement`] when it was worked out.
+    fn add_placed(
+        &mut self,
+        slot: u32,
+        group: u32,
+        tags: u64,
+        embedding: &[f32],
+        placement: Option<u32>,
+    ) -> Result<(), &'static str> {
+        let _ = placement;
+        self.add(slot, group, tags, embedding)
+    }
 }

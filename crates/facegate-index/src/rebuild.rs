@@ -1,0 +1,277 @@
+//! Replacing a tenant's vector search in the background: the flat scan by inverted lists as the
+//! tenant grows (and back as it shrinks), or the lists by new ones learnt from today's rows.
+//!
+//! Searches never wait for it, and no write is lost:
+//! 1. the shell starts a [`ChangeLog`] under the tenant's write lock: from then on every
+//!    change to the vectors names its slot there;
+//! 2. a thread learns the new lists from a sample and copies every row into the new search,
+//!    a chunk of slots at a time under the read lock (searches go on; writes wait at most one
+//!    chunk);
+//! 3. it catches up with the log: each slot named there is copied again as it is now (or
+//!    removed when it is gone), in rounds, until what is left is small;
+//! 4. under the write lock, it replays the rest and swaps the new search in.
+//!
+//! Replaying a slot copies its current state, so a slot changed twice, or copied in step 2 after
+//! its change, ends the same. A move of tag bits is replayed in its place in the log; replayed
+//! on a row copied after it, it finds no bit to move unless a later change set one, and that
+//! change comes after it in the log.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::config::{IndexConfig, IndexKind, RETRAIN_GROWTH, RETRAIN_IMBALANCE};
+use crate::flat_scan::FlatScan;
+use crate::ivf::IvfSearch;
+use crate::quantizer::{sample_indices, SplitMix};
+use crate::vectors::{RowCopy, VectorSearch};
+
+/// Slots copied per read lock: a few milliseconds of copying, the longest a write waits.
+const CHUNK_SLOTS: u32 = 4_096;
+/// Catch-up rounds before the last one runs under the write lock whatever is left.
+const CATCH_UP_ROUNDS: usize = 8;
+/// Logged changes few enough to replay under the write lock: well under a millisecond each.
+const FINAL_REPLAY: usize = 4_096;
+/// An `ivf` tenant is first trained at this many times the rows of one list: fewer would make
+/// a partition of two or three lists, which saves nothing over scanning them.
+const MIN_TRAINING_LISTS: usize = 4;
+
+/// A change to the vectors made while a rebuild runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Change {
+    /// The row in this slot was added, removed or retagged.
+    Slot(u32),
+    MoveTagBits {
+        from: u64,
+        to: u64,
+    },
+}
+
+/// Changes logged since a rebuild started.
+pub type ChangeLog = Vec<Change>;
+
+/// What a tenant's vectors should become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Flat,
+    Partitioned,
+}
+
+/// The search a tenant of `config` starts with.
+pub fn initial(config: &IndexConfig) -> Box<dyn VectorSearch> {
+    match config.kind {
+        IndexKind::Auto | IndexKind::Flat => Box::new(FlatScan::new(config.flat)),
+        IndexKind::Ivf => Box::new(IvfSearch::new(config.ivf)),
+    }
+}
+
+/// Whether `vectors` should be rebuilt, and into what; see [`crate::config`] for each rule.
+pub fn wanted(config: &IndexConfig, vectors: &dyn VectorSearch) -> Option<Target> {
+    let len = vectors.len();
+    let Some(partition) = vectors.partition() else {
+        return (config.kind == IndexKind::Auto && len >= config.partition_rows).then_some(Target::Partitioned);
+    };
+    if config.kind == IndexKind::Auto && len < config.partition_rows / 2 {
+        return Some(Target::Flat);
+    }
+    let trained = partition.trained_rows;
+    if trained == 0 {
+        let enough = config.ivf.rows_per_list.saturating_mul(MIN_TRAINING_LISTS);
+        return (len >= enough).then_some(Target::Partitioned);
+    }
+    let grown = len >= trained.saturating_mul(RETRAIN_GROWTH);
+    let mean_list = (len / partition.lists.max(1)).max(config.ivf.rows_per_list);
+    // Only once it has grown a quarter since, so that lists that stay unbalanced whatever they
+    // are learnt from (many copies of one face) do not retrain on every write.
+    let unbalanced =
+        partition.largest_list > mean_list.saturating_mul(RETRAIN_IMBALANCE) && len >= trained + trained / 4;
+    (grown || unbalanced).then_some(Target::Partitioned)
+}
+
+/// The state a rebuild needs of the tenant it runs for.
+pub trait Rebuildable: Send + Sync + 'static {
+    fn vectors(&self) -> &dyn VectorSearch;
+    /// Takes the changes logged so far, leaving the log running.
+    fn take_changes(&mut self) -> ChangeLog;
+    /// Ends the log and puts `vectors` in place of the tenant's.
+    fn install(&mut self, vectors: Box<dyn VectorSearch>);
+    /// Ends the log, keeping the tenant's vectors.
+    fn abandon(&mut self);
+}
+
+/// Runs a rebuild of `tenant` into `target`; the caller has started its change log.
+pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Target) {
+    let started = std::time::Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let (bound, rows, dim) = {
+        let t = tenant.read();
+        (t.vectors().slot_bound(), t.vectors().len(), t.vectors().dim())
+    };
+    let mut new: Box<dyn VectorSearch> = match target {
+        Target::Flat => Box::new(FlatScan::new(config.flat)),
+        Target::Partitioned => {
+            let sample = training_sample(tenant, bound, IvfSearch::training_rows(&config.ivf, rows), dim);
+            let quantizer = IvfSearch::train_quantizer(&config.ivf, &sample, dim, rows, threads);
+            drop(sample);
+            Box::new(IvfSearch::with_quantizer(config.ivf, Arc::new(quantizer), rows))
+        }
+    };
+    let trained_ms = started.elapsed().as_millis() as u64;
+    let mut start = 0;
+    while start < bound {
+        let end = start.saturating_add(CHUNK_SLOTS).min(bound);
+        let rows: Vec<(u32, RowCopy)> = {
+            let t = tenant.read();
+            (start..end).filter_map(|slot| Some((slot, t.vectors().row(slot)?))).collect()
+        };
+        add_all(new.as_mut(), &rows, threads);
+        start = end;
+    }
+    for round in 0.. {
+        let mut t = tenant.write();
+        let changes = t.take_changes();
+        if changes.len() <= FINAL_REPLAY || round >= CATCH_UP_ROUNDS {
+            replay(&*t, new.as_mut(), &changes, threads);
+            if new.len() != t.vectors().len() {
+                // Only a tenant emptied and refilled with vectors of another length gets here.
+                tracing::warn!(kept = t.vectors().len(), built = new.len(), "index rebuild abandoned");
+                t.abandon();
+                return;
+            }
+            tracing::info!(
+                rows = new.len(),
+                lists = new.partition().map_or(0, |p| p.lists),
+                train_ms = trained_ms,
+                total_ms = started.elapsed().as_millis() as u64,
+                "tenant index rebuilt"
+            );
+            t.install(new);
+            return;
+        }
+        drop(t);
+        replay_unlocked(tenant, new.as_mut(), &changes, threads);
+    }
+}
+
+/// Up to `count` rows drawn at random from slots below `bound`, row after row.
+fn training_sample<T: Rebuildable>(tenant: &RwLock<T>, bound: u32, count: usize, dim: usize) -> Vec<f32> {
+    let mut rng = SplitMix(u64::from(bound));
+    // Some slots are free: draw a few more than needed.
+    let mut picks = sample_indices(bound as usize, count + count / 4, &mut rng);
+    picks.sort_unstable();
+    let mut out = Vec::with_capacity(count * dim);
+    for chunk in picks.chunks(CHUNK_SLOTS as usize) {
+        let t = tenant.read();
+        for &slot in chunk {
+            if out.len() >= count * dim {
+                break;
+            }
+            if let Some(row) = t.vectors().row(slot as u32) {
+                if row.vector.len() == dim {
+                    out.extend_from_slice(&row.vector);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Adds copied rows, placing them (in their lists) on `threads` threads first: placing is most
+/// of the cost of adding a row to a partitioned search.
+fn add_all(new: &mut dyn VectorSearch, rows: &[(u32, RowCopy)], threads: usize) {
+    let placements = place(&*new, rows, threads);
+    for ((slot, row), placement) in rows.iter().zip(placements) {
+        if let Err(reason) = new.add_placed(*slot, row.group, row.tags, &row.vector, placement) {
+            tracing::debug!(slot, reason, "row not copied into the rebuilt index");
+        }
+    }
+}
+
+fn place(search: &dyn VectorSearch, rows: &[(u32, RowCopy)], threads: usize) -> Vec<Option<u32>> {
+    let mut out = vec![None; rows.len()];
+    let per_thread = rows.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for (out, rows) in out.chunks_mut(per_thread).zip(rows.chunks(per_thread)) {
+            scope.spawn(move || {
+                for (o, (_, row)) in out.iter_mut().zip(rows) {
+                    *o = search.placement(&row.vector);
+                }
+            });
+        }
+    });
+    out
+}
+
+/// Replays `changes` onto `new` from the tenant as it is now, which the caller holds locked.
+fn replay<T: Rebuildable>(tenant: &T, new: &mut dyn VectorSearch, changes: &[Change], threads: usize) {
+    for segment in segments(changes) {
+        match segment {
+            Segment::Slots(slots) => {
+                let rows: Vec<(u32, RowCopy)> =
+                    slots.iter().filter_map(|&slot| Some((slot, tenant.vectors().row(slot)?))).collect();
+                for &slot in &slots {
+                    new.remove(slot);
+                }
+                add_all(new, &rows, threads);
+            }
+            Segment::Move { from, to } => new.move_tag_bits(from, to),
+        }
+    }
+}
+
+/// As [`replay`], reading the tenant a chunk at a time under its read lock.
+fn replay_unlocked<T: Rebuildable>(tenant: &RwLock<T>, new: &mut dyn VectorSearch, changes: &[Change], threads: usize) {
+    for segment in segments(changes) {
+        match segment {
+            Segment::Slots(slots) => {
+                for chunk in slots.chunks(CHUNK_SLOTS as usize) {
+                    let rows: Vec<(u32, RowCopy)> = {
+                        let t = tenant.read();
+                        chunk.iter().filter_map(|&slot| Some((slot, t.vectors().row(slot)?))).collect()
+                    };
+                    for &slot in chunk {
+                        new.remove(slot);
+                    }
+                    add_all(new, &rows, threads);
+                }
+            }
+            Segment::Move { from, to } => new.move_tag_bits(from, to),
+        }
+    }
+}
+
+enum Segment {
+    /// Distinct slots, in order.
+    Slots(Vec<u32>),
+    Move {
+        from: u64,
+        to: u64,
+    },
+}
+
+/// The log cut at each move of tag bits, the slots between moves deduplicated.
+fn segments(changes: &[Change]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut slots: Vec<u32> = Vec::new();
+    for change in changes {
+        match *change {
+            Change::Slot(slot) => slots.push(slot),
+            Change::MoveTagBits { from, to } => {
+                if !slots.is_empty() {
+                    out.push(Segment::Slots(dedup(std::mem::take(&mut slots))));
+                }
+                out.push(Segment::Move { from, to });
+            }
+        }
+    }
+    if !slots.is_empty() {
+        out.push(Segment::Slots(dedup(slots)));
+    }
+    out
+}
+
+fn dedup(mut slots: Vec<u32>) -> Vec<u32> {
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
