@@ -75,9 +75,22 @@ impl FlatIndex {
         let Some(target) = rebuild::wanted(&self.config, locked.vectors.as_ref()) else { return };
         locked.changes = Some(ChangeLog::new());
         let (tenant, config) = (Arc::clone(tenant), self.config);
-        let spawned = std::thread::Builder::new()
-            .name("index-rebuild".into())
-            .spawn(move || rebuild::run(&tenant, &config, target));
+        let spawned = std::thread::Builder::new().name("index-rebuild".into()).spawn(move || {
+            let mut target = target;
+            loop {
+                rebuild::run(&tenant, &config, target);
+                // Writes made while it ran may call for another (a tenant that doubled while
+                // its lists were learnt): the tenant may see no further write to start it.
+                let mut locked = tenant.write();
+                match rebuild::wanted(&config, locked.vectors.as_ref()) {
+                    Some(next) if locked.changes.is_none() => {
+                        locked.changes = Some(ChangeLog::new());
+                        target = next;
+                    }
+                    _ => return,
+                }
+            }
+        });
         let mut rebuilds = self.rebuilds.lock();
         rebuilds.retain(|h| !h.is_finished());
         match spawned {

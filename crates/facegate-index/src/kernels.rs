@@ -17,21 +17,32 @@ const LANES: usize = 16;
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has just been checked for the feature the function is built with.
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has just been checked for the features the function is built with.
         #[allow(unsafe_code)]
         unsafe {
-            return dot_avx2(a, b);
+            return dot_fma(a, b);
         }
     }
     dot_portable(a, b)
 }
 
-/// The same loop with 256-bit registers: training a partition is millions of these.
+/// The same loop in 256-bit registers with fused multiply-adds: placing rows in a partition is
+/// billions of these, and a multiply-add is one instruction where a multiply and an add are two.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_portable(a, b)
+#[target_feature(enable = "avx2,fma")]
+fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s = x.mul_add(*y, *s);
+        }
+    }
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    sum_lanes(acc) + tail
 }
 
 #[inline(always)]

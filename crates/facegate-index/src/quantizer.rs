@@ -22,6 +22,15 @@ const ITERATIONS: usize = 10;
 /// Training rows per centroid, at most: more sharpens the centroids little (Faiss trains on
 /// 39–256 per centroid) and costs time and memory in step.
 pub const TRAINING_ROWS_PER_LIST: usize = 64;
+/// Lists per coarse cell, at least (more once there are [`MAX_COARSE_CELLS`]). The coarse
+/// level must have at least as many cells as the rows have natural clusters, or the rows of a
+/// cluster that got no centroid of its own scatter over many cells, and a search for them must
+/// read many: measured on the synthetic population of `facegate bench search`, whose 256 groups
+/// want 256 cells or more, which two lists per cell give from a million rows on.
+const LISTS_PER_COARSE_CELL: usize = 2;
+/// Coarse cells at most: placing a row costs a dot product with each, and at 512 cells
+/// placing 10M rows of 512 values is about 3·10¹² multiply-adds, a few minutes on two cores.
+const MAX_COARSE_CELLS: usize = 512;
 /// Coarse cells a search ranks the fine centroids of, at least: enough that a query near a cell
 /// boundary still reaches the lists on the other side.
 const MIN_BRANCHES: usize = 8;
@@ -58,7 +67,7 @@ impl Quantizer {
             return Self::single(dim);
         }
         let lists = lists.min(rows);
-        let k1 = (lists as f64).sqrt().ceil() as usize;
+        let k1 = lists.div_ceil(LISTS_PER_COARSE_CELL).clamp(1, MAX_COARSE_CELLS);
         let k2 = lists.div_ceil(k1);
         let mut rng = SplitMix(seed);
         let coarse = kmeans(sample, dim, k1, threads, &mut rng);
@@ -178,10 +187,7 @@ fn assign_all(rows: &[f32], dim: usize, centroids: &[f32], threads: usize) -> Ve
 fn kmeans(rows: &[f32], dim: usize, k: usize, threads: usize, rng: &mut SplitMix) -> Vec<f32> {
     let count = rows.len() / dim;
     let k = k.min(count).max(1);
-    let mut centroids = Vec::with_capacity(k * dim);
-    for i in sample_indices(count, k, rng) {
-        centroids.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
-    }
+    let mut centroids = seeds(rows, dim, k, rng);
     for _ in 0..ITERATIONS {
         let assignment = assign_all(rows, dim, &centroids, threads);
         let mut sums = vec![0.0f32; k * dim];
@@ -207,6 +213,43 @@ fn kmeans(rows: &[f32], dim: usize, k: usize, threads: usize, rng: &mut SplitMix
             target.copy_from_slice(&sums[c * dim..(c + 1) * dim]);
             normalize(target);
         }
+    }
+    centroids
+}
+
+/// k-means++ seeds: each next seed drawn with probability growing with its distance from the
+/// seeds so far. Random rows as seeds leave some clusters without one when the clusters are
+/// weak next to the spread within them, as face embeddings' are; Lloyd's iterations never
+/// gather such a cluster again, and its rows stay scattered over many lists.
+fn seeds(rows: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec<f32> {
+    let count = rows.len() / dim;
+    let mut centroids = Vec::with_capacity(k * dim);
+    let first = rng.below(count);
+    centroids.extend_from_slice(&rows[first * dim..(first + 1) * dim]);
+    // Squared distance of each row to its nearest seed: 2 - 2·similarity for unit rows.
+    let mut distance: Vec<f32> =
+        rows.chunks_exact(dim).map(|r| (2.0 - 2.0 * dot(r, &centroids[..dim])).max(0.0)).collect();
+    while centroids.len() < k * dim {
+        let total: f64 = distance.iter().map(|&d| f64::from(d)).sum();
+        let pick = if total > 0.0 {
+            let mut target = rng.next_u64() as f64 / u64::MAX as f64 * total;
+            let mut pick = count - 1;
+            for (i, &d) in distance.iter().enumerate() {
+                target -= f64::from(d);
+                if target <= 0.0 {
+                    pick = i;
+                    break;
+                }
+            }
+            pick
+        } else {
+            rng.below(count)
+        };
+        let seed = rows[pick * dim..(pick + 1) * dim].to_vec();
+        for (d, r) in distance.iter_mut().zip(rows.chunks_exact(dim)) {
+            *d = d.min((2.0 - 2.0 * dot(r, &seed)).max(0.0));
+        }
+        centroids.extend_from_slice(&seed);
     }
     centroids
 }

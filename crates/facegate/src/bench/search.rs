@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use clap::Args;
 use facegate_core::{Index, SubjectHit, Template};
-use facegate_index::{FlatIndex, SearchTuning};
+use facegate_index::{FlatIndex, IndexConfig, IndexKind, IvfTuning, SearchTuning};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -56,6 +56,27 @@ pub struct SearchArgs {
     /// ... but never more than this many.
     #[arg(long, default_value_t = SearchTuning::default().max_candidates)]
     max_candidates: usize,
+    /// Vector search: auto (flat below --partition-rows, inverted lists above), flat or ivf.
+    #[arg(long, default_value = "auto")]
+    index: IndexKind,
+    /// Rows from which `auto` partitions a tenant into lists.
+    #[arg(long, default_value_t = IndexConfig::default().partition_rows)]
+    partition_rows: usize,
+    /// Rows per list the partition aims at.
+    #[arg(long, default_value_t = IvfTuning::default().rows_per_list)]
+    rows_per_list: usize,
+    /// Lists a partitioned search reads, at least.
+    #[arg(long, default_value_t = IvfTuning::default().probes)]
+    probes: usize,
+    /// Rows a partitioned search scores exactly, at least (at 512 values) ...
+    #[arg(long, default_value_t = IvfTuning::default().min_rerank)]
+    rerank: usize,
+    /// ... or this fraction of the rows it reads.
+    #[arg(long, default_value_t = IvfTuning::default().rerank_fraction)]
+    rerank_fraction: f64,
+    /// Searches at once for the throughput figure (besides 1).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -141,7 +162,14 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         max_candidates: args.max_candidates,
         ..SearchTuning::default()
     };
-    let index = FlatIndex::with_tuning(tuning);
+    let ivf = IvfTuning {
+        rows_per_list: args.rows_per_list.max(1),
+        probes: args.probes.max(1),
+        min_rerank: args.rerank,
+        rerank_fraction: args.rerank_fraction,
+    };
+    let config = IndexConfig { kind: args.index, partition_rows: args.partition_rows, flat: tuning, ivf };
+    let index = FlatIndex::with_config(config);
     let population = Population::new(args.dim);
     let rss_before = resident_bytes();
 
@@ -170,7 +198,12 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         }
         insert_seconds += started.elapsed().as_secs_f64();
     }
+    // Background rebuilds (partitioning, retraining) are part of building the index searched.
+    let started = Instant::now();
+    index.wait_for_rebuilds();
+    let rebuild_wait_seconds = started.elapsed().as_secs_f64();
     let rss_after = resident_bytes();
+    let partition = index.partition(TENANT).filter(|p| p.trained_rows > 0);
 
     // Probes: 70% mated; a quarter filtered by a common tag, one in twenty by `rare`.
     let probes: Vec<Probe> = (0..args.queries)
@@ -196,8 +229,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         results.push(hits);
     }
     let sorted = sorted(&latencies_ms);
+    let qps_1 = probes.len() as f64 / (latencies_ms.iter().sum::<f64>() / 1e3).max(1e-9);
+    let qps_concurrent = throughput(&index, &probes, args.limit, args.concurrency.max(1));
 
-    let exact = args.templates <= args.exact_rows;
+    let exact = partition.is_none() && args.templates <= args.exact_rows;
     let recall = (!exact).then(|| recall(&index, &probes, &results, args.limit, args.recall_queries));
 
     let row_bytes = index.row_bytes();
@@ -208,14 +243,29 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         "dim": args.dim,
         "queries": probes.len(),
         "limit": args.limit,
-        "search": if exact { "exact" } else { "two-stage" },
-        "candidates": if exact { args.templates } else { tuning.candidates(args.templates, args.dim) },
-        "build_s": insert_seconds,
+        "search": match (&partition, exact) {
+            (Some(_), _) => "ivf",
+            (None, true) => "exact",
+            (None, false) => "two-stage",
+        },
+        "candidates": match (&partition, exact) {
+            (Some(_), _) => None,
+            (None, true) => Some(args.templates),
+            (None, false) => Some(tuning.candidates(args.templates, args.dim)),
+        },
+        "index": args.index.name(),
+        "lists": partition.map(|p| p.lists),
+        "probes": partition.map(|_| args.probes),
+        "build_s": insert_seconds + rebuild_wait_seconds,
+        "rebuild_wait_s": rebuild_wait_seconds,
         "memory_bytes": memory,
         "vector_bytes": row_bytes,
         "p50_ms": quantile(&sorted, 0.5),
         "p99_ms": quantile(&sorted, 0.99),
         "max_ms": sorted.last().copied().unwrap_or(0.0),
+        "qps": qps_1,
+        "concurrency": args.concurrency.max(1),
+        "qps_concurrent": qps_concurrent,
         "recall_at_1": recall.as_ref().map(|r| r.at_1),
         "recall_at_10": recall.as_ref().map(|r| r.at_10),
         "recall_at_1_mated": recall.as_ref().map(|r| r.at_1_mated),
@@ -232,12 +282,16 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     );
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     println!("  {:<28} {}", "search", summary["search"].as_str().unwrap_or(""));
-    println!("  {:<28} {:.1} s", "build (inserts)", insert_seconds);
+    println!("  {:<28} {:.1} s (inserts {:.1} s)", "build", insert_seconds + rebuild_wait_seconds, insert_seconds);
+    if let Some(p) = partition {
+        println!("  {:<28} {} lists, {} probed", "partition", p.lists, args.probes);
+    }
     println!("  {:<28} {:.0} MiB", "index rows", mib(row_bytes as u64));
     if let Some(m) = memory {
         println!("  {:<28} {:.0} MiB", "resident growth", mib(m));
     }
     println!("  {:<28} {:.2} ms / {:.2} ms", "latency p50 / p99", quantile(&sorted, 0.5), quantile(&sorted, 0.99));
+    println!("  {:<28} {:.0} /s at 1, {:.0} /s at {}", "searches", qps_1, qps_concurrent, args.concurrency.max(1));
     match recall {
         Some(r) => println!(
             "  {:<28} @1 {:.4}  @10 {:.4}  (mated @1 {:.4}, filtered @1 {:.4}; {} queries)",
@@ -246,6 +300,21 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         None => println!("  {:<28} 1 (exact search)", "recall vs exact"),
     }
     Ok(())
+}
+
+/// Searches per second with `concurrency` threads searching at once, each through the probes.
+fn throughput(index: &FlatIndex, probes: &[Probe], limit: usize, concurrency: usize) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for worker in 0..concurrency {
+            scope.spawn(move || {
+                for probe in probes.iter().skip(worker).step_by(concurrency) {
+                    std::hint::black_box(index.search_tagged(TENANT, &probe.embedding, limit, &probe.tags));
+                }
+            });
+        }
+    });
+    probes.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
 }
 
 struct Recall {
