@@ -8,6 +8,7 @@
 
 mod flat;
 mod flat_scan;
+mod ids;
 mod kernels;
 mod vectors;
 
