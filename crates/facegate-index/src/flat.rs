@@ -36,8 +36,8 @@ impl FlatIndex {
         Self { tuning, ..Self::default() }
     }
 
-    /// Bytes of every tenant's rows in use (vectors, sketches, masks, subjects, slots; not the
-    /// id strings, nor the spare capacity of growing arrays).
+    /// Bytes of every tenant's rows in use: vectors, sketches, masks, and the id bookkeeping
+    /// (slots, subjects, id bytes, their hash tables); not the spare capacity of growing arrays.
     pub fn row_bytes(&self) -> usize {
         self.tenants.read().values().map(|t| t.read().row_bytes()).sum()
     }
