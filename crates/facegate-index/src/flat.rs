@@ -175,18 +175,15 @@ enum TagMask {
 /// One tenant: the shell's bookkeeping around its vector search.
 struct TenantIndex {
     vectors: FlatScan,
-    /// Subjects and their numbers, samples and their slots.
+    /// Subjects and their numbers and tag bits, samples and their slots.
     ids: TenantIds,
-    /// Tag bits of subjects with at least one tag, rows or not: tags may be set before the
-    /// first template arrives.
-    subject_tags: HashMap<String, u64>,
     /// Tag name -> bit.
     tag_bits: HashMap<String, u32>,
 }
 
 impl TenantIndex {
     fn new(vectors: FlatScan) -> Self {
-        Self { vectors, ids: TenantIds::default(), subject_tags: HashMap::new(), tag_bits: HashMap::new() }
+        Self { vectors, ids: TenantIds::default(), tag_bits: HashMap::new() }
     }
 
     fn row_bytes(&self) -> usize {
@@ -202,7 +199,7 @@ impl TenantIndex {
             return Err("embedding length differs from the tenant's other templates");
         }
         let (slot, subject) = self.ids.add(subject_id, sample_id)?;
-        let tags = self.subject_tags.get(subject_id).copied().unwrap_or(0);
+        let tags = self.ids.tags(subject);
         if let Err(reason) = self.vectors.add(slot, subject, tags, embedding) {
             // Handing the slot back puts the slot and subject number where they were: the next
             // `add` gets the same ones.
@@ -213,8 +210,8 @@ impl TenantIndex {
     }
 
     fn remove_subject(&mut self, subject_id: &str) {
-        self.subject_tags.remove(subject_id);
-        let Some(id) = self.ids.subject(subject_id) else { return };
+        // Without tags, the subject's number is released with its last slot.
+        let Ok(Some(id)) = self.ids.set_tags(subject_id, 0) else { return };
         // Each removal updates this subject's slot list (and frees the id after the last one).
         while let Some(slot) = self.ids.last_slot(id) {
             self.remove_slot(slot);
@@ -236,12 +233,14 @@ impl TenantIndex {
                 None => tracing::warn!(tag, "more than 64 tags in one tenant; this one is not indexed"),
             }
         }
-        if mask == 0 {
-            self.subject_tags.remove(subject_id);
-        } else {
-            self.subject_tags.insert(subject_id.to_owned(), mask);
-        }
-        if let Some(id) = self.ids.subject(subject_id) {
+        let id = match self.ids.set_tags(subject_id, mask) {
+            Ok(id) => id,
+            Err(reason) => {
+                tracing::warn!(subject = subject_id, reason, "subject tags not indexed");
+                return;
+            }
+        };
+        if let Some(id) = id {
             for slot in self.ids.slots(id) {
                 self.vectors.set_tags(slot, mask);
             }
@@ -259,11 +258,7 @@ impl TenantIndex {
         // itself is applied here. Taking over the old bit would strand those subjects on a bit no
         // name maps to; the old bit's subjects move to the new one instead, as their labels did.
         let (from, to) = (1u64 << old_bit, 1u64 << new_bit);
-        for mask in self.subject_tags.values_mut() {
-            if *mask & from != 0 {
-                *mask = (*mask & !from) | to;
-            }
-        }
+        self.ids.move_tag_bits(from, to);
         self.vectors.move_tag_bits(from, to);
     }
 

@@ -1,6 +1,8 @@
 //! [`TenantIds`]: one tenant's id bookkeeping in the index shell. It interns subject ids to
 //! small numbers (the groups a [`crate::VectorSearch`] sees), hands out the row slots, and knows
-//! which sample and subject each slot holds and which slots each subject has.
+//! which sample and subject each slot holds, which slots each subject has, and each subject's
+//! tag bits. A subject keeps its number while it has a slot or a tag: tags may be set before the
+//! first template arrives.
 //!
 //! Slots and subject numbers are reused after release, the last released first: the vector
 //! search sizes arrays by the largest of each, so both must stay small and dense.
@@ -11,7 +13,7 @@
 //! handle, which holds a canonical UUID (what facegate generates for both) or an id of up to 15
 //! bytes whole, and otherwise points into one byte arena; and a hash table of bare `u32` handles,
 //! hashed and compared through the keys. A subject's slots are a list threaded through a per-slot
-//! array. About 24 bytes a slot and 20 a subject, plus their hash tables' 5 bytes a bucket (7/16
+//! array. About 24 bytes a slot and 28 a subject, plus their hash tables' 5 bytes a bucket (7/16
 //! to 7/8 full, so 6 to 11 bytes an id), and the arena bytes of ids that fit no key.
 
 use std::hash::{BuildHasher, RandomState};
@@ -43,6 +45,8 @@ pub(crate) struct TenantIds {
     /// would make that O(1) too, for 4 more bytes a row, and buy nothing at a handful of samples
     /// per subject.
     subject_last: Vec<u32>,
+    /// Indexed by subject number: its tag bits (0 for a released number).
+    subject_tags: Vec<u64>,
 }
 
 impl Default for TenantIds {
@@ -53,6 +57,7 @@ impl Default for TenantIds {
             slot_before: Vec::new(),
             subjects: Names::new(),
             subject_last: Vec::new(),
+            subject_tags: Vec::new(),
         }
     }
 }
@@ -65,6 +70,7 @@ impl TenantIds {
         self.samples.bytes()
             + self.subjects.bytes()
             + (self.slot_subject.len() + self.slot_before.len() + self.subject_last.len()) * size_of::<u32>()
+            + self.subject_tags.len() * size_of::<u64>()
     }
 
     /// The slot holding `sample`.
@@ -72,7 +78,7 @@ impl TenantIds {
         self.samples.find(sample)
     }
 
-    /// The interned number of `subject`, while it holds a slot.
+    /// The interned number of `subject`, while it holds a slot or a tag.
     pub fn subject(&self, subject: &str) -> Option<u32> {
         self.subjects.find(subject)
     }
@@ -84,19 +90,13 @@ impl TenantIds {
             return Err("sample already has a slot");
         }
         let slot = self.samples.insert(sample, "tenant holds too many templates")?;
-        let group = match self.subjects.find(subject) {
-            Some(group) => group,
-            None => match self.subjects.insert(subject, "tenant holds too many subjects") {
-                Ok(group) => {
-                    set(&mut self.subject_last, group, NONE);
-                    group
-                }
-                Err(reason) => {
-                    // Handing the slot back leaves the free slots as they were.
-                    self.samples.remove(slot);
-                    return Err(reason);
-                }
-            },
+        let group = match self.intern(subject) {
+            Ok(group) => group,
+            Err(reason) => {
+                // Handing the slot back leaves the free slots as they were.
+                self.samples.remove(slot);
+                return Err(reason);
+            }
         };
         let last = self.subject_last.get(group as usize).copied().unwrap_or(NONE);
         set(&mut self.slot_subject, slot, group);
@@ -105,18 +105,61 @@ impl TenantIds {
         Ok((slot, group))
     }
 
-    /// Releases `slot`, and its subject's number when that was its last slot; false when the
-    /// slot was not in use.
+    /// The number of `subject`, given one now if it has none.
+    fn intern(&mut self, subject: &str) -> Result<u32, &'static str> {
+        if let Some(group) = self.subjects.find(subject) {
+            return Ok(group);
+        }
+        let group = self.subjects.insert(subject, "tenant holds too many subjects")?;
+        set(&mut self.subject_last, group, NONE);
+        set_tags(&mut self.subject_tags, group, 0);
+        Ok(group)
+    }
+
+    /// Releases `slot`, and its subject's number when that was its last slot and it has no tag;
+    /// false when the slot was not in use.
     pub fn remove(&mut self, slot: u32) -> bool {
         if !self.samples.remove(slot) {
             return false;
         }
         let Some(&group) = self.slot_subject.get(slot as usize) else { return true };
         self.unlist(group, slot);
-        if self.last_slot(group).is_none() {
+        self.release_if_unused(group);
+        true
+    }
+
+    /// Releases the number of a subject with no slot and no tag.
+    fn release_if_unused(&mut self, group: u32) {
+        if self.last_slot(group).is_none() && self.tags(group) == 0 {
             self.subjects.remove(group);
         }
-        true
+    }
+
+    /// The tag bits of `subject`.
+    pub fn tags(&self, subject: u32) -> u64 {
+        self.subject_tags.get(subject as usize).copied().unwrap_or(0)
+    }
+
+    /// Replaces the tag bits of `subject`, interning it if it has none yet; returns its number,
+    /// or `None` once it has neither slot nor tag.
+    pub fn set_tags(&mut self, subject: &str, tags: u64) -> Result<Option<u32>, &'static str> {
+        let group = match self.subjects.find(subject) {
+            Some(group) => group,
+            None if tags == 0 => return Ok(None),
+            None => self.intern(subject)?,
+        };
+        set_tags(&mut self.subject_tags, group, tags);
+        self.release_if_unused(group);
+        Ok(self.subjects.key(group).is_some().then_some(group))
+    }
+
+    /// Every subject holding a bit of `from` holds `to` instead.
+    pub fn move_tag_bits(&mut self, from: u64, to: u64) {
+        for mask in &mut self.subject_tags {
+            if *mask & from != 0 {
+                *mask = (*mask & !from) | to;
+            }
+        }
     }
 
     /// Takes `slot` off its subject's list the way `Vec::swap_remove` would: the last-listed
@@ -185,6 +228,15 @@ fn set(v: &mut Vec<u32>, i: u32, value: u32) {
         v.resize(i + 1, NONE);
     }
     v[i] = value;
+}
+
+/// As [`set`], for the tag bits.
+fn set_tags(v: &mut Vec<u64>, i: u32, tags: u64) {
+    let i = i as usize;
+    if i >= v.len() {
+        v.resize(i + 1, 0);
+    }
+    v[i] = tags;
 }
 
 /// Id strings by `u32` handle and handles by id: a handle is handed out for an id, names it
@@ -508,9 +560,10 @@ impl TenantIds {
             let slots = self.slots(group);
             if self.subjects.name(group).is_none() {
                 assert!(slots.is_empty(), "a released subject lists {slots:?}");
+                assert_eq!(self.tags(group), 0, "a released subject keeps tags");
                 continue;
             }
-            assert!(!slots.is_empty(), "subject {group} is in use with no slot");
+            assert!(!slots.is_empty() || self.tags(group) != 0, "subject {group} is in use with no slot or tag");
             for &slot in &slots {
                 assert_eq!(self.slot_subject[slot as usize], group);
             }
@@ -736,6 +789,31 @@ mod tests {
         assert_eq!(ids.add("s4", "f"), Ok((3, 0)));
         assert_eq!(ids.names(3), Some(("s4".to_owned(), "f".to_owned())));
         assert_eq!(ids.slots(1), [1, 0]);
+        ids.assert_consistent();
+    }
+
+    #[test]
+    fn tags_keep_a_subject_without_slots_and_go_with_it() {
+        let mut ids = TenantIds::default();
+        // Tags may come before the first sample: they intern the subject.
+        assert_eq!(ids.set_tags("s", 0b1), Ok(Some(0)));
+        assert_eq!(ids.add("s", "a"), Ok((0, 0)));
+        assert_eq!(ids.tags(0), 0b1);
+        // Its last slot gone, its tags keep it.
+        assert!(ids.remove(0));
+        assert_eq!(ids.subject("s"), Some(0));
+        ids.move_tag_bits(0b1, 0b100);
+        assert_eq!(ids.tags(0), 0b100);
+        ids.assert_consistent();
+        // With neither, its number is released and reused, untagged.
+        assert_eq!(ids.set_tags("s", 0), Ok(None));
+        assert_eq!(ids.subject("s"), None);
+        assert_eq!(ids.set_tags("nobody", 0), Ok(None));
+        assert_eq!(ids.subject_bound(), 1);
+        assert_eq!(ids.add("t", "b"), Ok((0, 0)));
+        assert_eq!(ids.tags(0), 0);
+        assert_eq!(ids.set_tags("t", 0b10), Ok(Some(0)));
+        assert_eq!(ids.set_tags("t", 0), Ok(Some(0)), "its slot keeps it");
         ids.assert_consistent();
     }
 
