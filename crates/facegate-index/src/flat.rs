@@ -1,6 +1,7 @@
 //! [`FlatIndex`]: the index shell. Per tenant it owns subjects (interned to small ids), which
 //! sample is which row slot, and tag names with their bits; the vectors and the search itself
-//! are a [`VectorSearch`] behind it (`crate::vectors`), today a [`FlatScan`].
+//! are a [`VectorSearch`] behind it (`crate::vectors`), today a [`FlatScan`]. The id bookkeeping
+//! (subjects, slots, each subject's tag bits) is a compact `crate::ids::TenantIds`.
 //!
 //! # Tags
 //! Subjects carry tags; each tenant's tag names (at most 64, the NEC limit) map to bits, and
