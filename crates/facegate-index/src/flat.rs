@@ -1,6 +1,7 @@
 //! [`FlatIndex`]: the index shell. Per tenant it owns subjects (interned to small ids), which
 //! sample is which row slot, and tag names with their bits; the vectors and the search itself
-//! are a [`VectorSearch`] behind it (`crate::vectors`), today a [`FlatScan`].
+//! are a [`VectorSearch`] behind it (`crate::vectors`), today a [`FlatScan`]. The id bookkeeping
+//! (subjects, slots, each subject's tag bits) is a compact `crate::ids::TenantIds`.
 //!
 //! # Tags
 //! Subjects carry tags; each tenant's tag names (at most 64, the NEC limit) map to bits, and
@@ -19,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::IndexConfig;
 use crate::flat_scan::SearchTuning;
+use crate::ids::TenantIds;
 use crate::rebuild::{self, Change, ChangeLog, Rebuildable};
 use crate::vectors::{Partition, ScoredRow, VectorSearch};
 
@@ -102,8 +104,8 @@ impl FlatIndex {
         }
     }
 
-    /// Bytes of every tenant's rows in use (vectors, sketches, masks, subjects, slots; not the
-    /// id strings, nor the spare capacity of growing arrays).
+    /// Bytes of every tenant's rows in use: vectors, sketches, masks, and the id bookkeeping
+    /// (slots, subjects, id bytes, their hash tables); not the spare capacity of growing arrays.
     pub fn row_bytes(&self) -> usize {
         self.tenants.read().values().map(|t| t.read().row_bytes()).sum()
     }
@@ -221,7 +223,7 @@ impl Index for FlatIndex {
     fn remove_sample(&self, tenant_id: &str, sample_id: &str) {
         if let Some(tenant) = self.tenant(tenant_id) {
             let mut locked = tenant.write();
-            if let Some(&slot) = locked.sample_slots.get(sample_id) {
+            if let Some(slot) = locked.ids.slot(sample_id) {
                 locked.remove_slot(slot);
             }
             self.rebuild_if_due(&tenant, &mut locked);
@@ -247,138 +249,54 @@ struct TenantIndex {
     vectors: Box<dyn VectorSearch>,
     /// While a rebuild runs, every change to `vectors` (`crate::rebuild`).
     changes: Option<ChangeLog>,
-    sample_slots: HashMap<Arc<str>, u32>,
-    /// Indexed by slot: the sample and the interned subject of the row in it; `None` for a slot
-    /// free for reuse.
-    slots: Vec<Option<Slot>>,
-    free_slots: Vec<u32>,
-    subject_ids: HashMap<Arc<str>, u32>,
-    /// Indexed by interned subject id; `None` for a freed id awaiting reuse.
-    subjects: Vec<Option<SubjectSlots>>,
-    free_subjects: Vec<u32>,
-    /// Tag bits of subjects with at least one tag, rows or not: tags may be set before the
-    /// first template arrives.
-    subject_tags: HashMap<String, u64>,
+    /// Subjects and their numbers and tag bits, samples and their slots.
+    ids: TenantIds,
     /// Tag name -> bit.
     tag_bits: HashMap<String, u32>,
 }
 
-struct Slot {
-    sample: Arc<str>,
-    subject: u32,
-}
-
-struct SubjectSlots {
-    name: Arc<str>,
-    slots: Vec<u32>,
-}
-
 impl TenantIndex {
     fn new(vectors: Box<dyn VectorSearch>) -> Self {
-        Self {
-            vectors,
-            changes: None,
-            sample_slots: HashMap::new(),
-            slots: Vec::new(),
-            free_slots: Vec::new(),
-            subject_ids: HashMap::new(),
-            subjects: Vec::new(),
-            free_subjects: Vec::new(),
-            subject_tags: HashMap::new(),
-            tag_bits: HashMap::new(),
-        }
+        Self { vectors, changes: None, ids: TenantIds::default(), tag_bits: HashMap::new() }
     }
 
     fn row_bytes(&self) -> usize {
-        self.vectors.row_bytes() + self.slots.len() * std::mem::size_of::<Option<Slot>>()
+        self.vectors.row_bytes() + self.ids.row_bytes()
     }
 
     fn insert(&mut self, subject_id: &str, sample_id: &str, embedding: &[f32]) -> Result<(), &'static str> {
-        if let Some(&slot) = self.sample_slots.get(sample_id) {
+        if let Some(slot) = self.ids.slot(sample_id) {
             // Re-inserting a sample replaces it (it may even have moved subject).
             self.remove_slot(slot);
         }
         if !self.vectors.is_empty() && embedding.len() != self.vectors.dim() {
             return Err("embedding length differs from the tenant's other templates");
         }
-        let slot = match self.free_slots.last() {
-            Some(&slot) => slot,
-            None => u32::try_from(self.slots.len()).map_err(|_| "tenant holds too many templates")?,
-        };
-        let subject = self.intern(subject_id);
-        let tags = self.subject_tags.get(subject_id).copied().unwrap_or(0);
+        let (slot, subject) = self.ids.add(subject_id, sample_id)?;
+        let tags = self.ids.tags(subject);
         if let Err(reason) = self.vectors.add(slot, subject, tags, embedding) {
-            self.release_subject_if_empty(subject);
+            // Handing the slot back puts the slot and subject number where they were: the next
+            // `add` gets the same ones.
+            self.ids.remove(slot);
             return Err(reason);
         }
         self.log(Change::Slot(slot));
-        if self.free_slots.last() == Some(&slot) {
-            self.free_slots.pop();
-        }
-        let sample: Arc<str> = Arc::from(sample_id);
-        let entry = Some(Slot { sample: sample.clone(), subject });
-        match self.slots.get_mut(slot as usize) {
-            Some(free) => *free = entry,
-            None => self.slots.push(entry),
-        }
-        self.sample_slots.insert(sample, slot);
-        if let Some(Some(s)) = self.subjects.get_mut(subject as usize) {
-            s.slots.push(slot);
-        }
         Ok(())
     }
 
-    fn intern(&mut self, subject_id: &str) -> u32 {
-        if let Some(&id) = self.subject_ids.get(subject_id) {
-            return id;
-        }
-        let name: Arc<str> = Arc::from(subject_id);
-        let entry = Some(SubjectSlots { name: name.clone(), slots: Vec::new() });
-        let id = match self.free_subjects.pop() {
-            Some(id) => {
-                self.subjects[id as usize] = entry;
-                id
-            }
-            None => {
-                // Slots are bounded by u32 (checked by the caller) and each live subject has a
-                // slot, so the number of subject ids is too.
-                self.subjects.push(entry);
-                (self.subjects.len() - 1) as u32
-            }
-        };
-        self.subject_ids.insert(name, id);
-        id
-    }
-
-    /// Frees a subject id that holds no slot.
-    fn release_subject_if_empty(&mut self, subject: u32) {
-        let Some(Some(s)) = self.subjects.get(subject as usize) else { return };
-        if s.slots.is_empty() {
-            self.subject_ids.remove(&s.name);
-            self.subjects[subject as usize] = None;
-            self.free_subjects.push(subject);
-        }
-    }
-
     fn remove_subject(&mut self, subject_id: &str) {
-        self.subject_tags.remove(subject_id);
-        let Some(&id) = self.subject_ids.get(subject_id) else { return };
+        // Without tags, the subject's number is released with its last slot.
+        let Ok(Some(id)) = self.ids.set_tags(subject_id, 0) else { return };
         // Each removal updates this subject's slot list (and frees the id after the last one).
-        while let Some(&slot) = self.subjects.get(id as usize).and_then(|s| s.as_ref()).and_then(|s| s.slots.last()) {
+        while let Some(slot) = self.ids.last_slot(id) {
             self.remove_slot(slot);
         }
     }
 
     fn remove_slot(&mut self, slot: u32) {
-        let Some(entry) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
-        if let Some(Some(s)) = self.subjects.get_mut(entry.subject as usize) {
-            if let Some(pos) = s.slots.iter().position(|&x| x == slot) {
-                s.slots.swap_remove(pos);
-            }
+        if !self.ids.remove(slot) {
+            return;
         }
-        self.release_subject_if_empty(entry.subject);
-        self.sample_slots.remove(&entry.sample);
-        self.free_slots.push(slot);
         self.vectors.remove(slot);
         self.log(Change::Slot(slot));
     }
@@ -391,13 +309,15 @@ impl TenantIndex {
                 None => tracing::warn!(tag, "more than 64 tags in one tenant; this one is not indexed"),
             }
         }
-        if mask == 0 {
-            self.subject_tags.remove(subject_id);
-        } else {
-            self.subject_tags.insert(subject_id.to_owned(), mask);
-        }
-        if let Some(Some(s)) = self.subject_ids.get(subject_id).and_then(|&id| self.subjects.get(id as usize)) {
-            for &slot in &s.slots {
+        let id = match self.ids.set_tags(subject_id, mask) {
+            Ok(id) => id,
+            Err(reason) => {
+                tracing::warn!(subject = subject_id, reason, "subject tags not indexed");
+                return;
+            }
+        };
+        if let Some(id) = id {
+            for slot in self.ids.slots(id) {
                 self.vectors.set_tags(slot, mask);
                 if let Some(log) = self.changes.as_mut() {
                     log.push(Change::Slot(slot));
@@ -417,11 +337,7 @@ impl TenantIndex {
         // itself is applied here. Taking over the old bit would strand those subjects on a bit no
         // name maps to; the old bit's subjects move to the new one instead, as their labels did.
         let (from, to) = (1u64 << old_bit, 1u64 << new_bit);
-        for mask in self.subject_tags.values_mut() {
-            if *mask & from != 0 {
-                *mask = (*mask & !from) | to;
-            }
-        }
+        self.ids.move_tag_bits(from, to);
         self.vectors.move_tag_bits(from, to);
         self.log(Change::MoveTagBits { from, to });
     }
@@ -460,20 +376,14 @@ impl TenantIndex {
     /// Every slot of one subject scored against `query`, NaNs dropped; empty for an unknown
     /// subject or a query of the wrong length.
     fn scored_subject_slots(&self, subject_id: &str, query: &[f32]) -> Vec<ScoredRow> {
-        let Some(Some(s)) = self.subject_ids.get(subject_id).and_then(|&id| self.subjects.get(id as usize)) else {
-            return Vec::new();
-        };
-        s.slots.iter().filter_map(|&slot| Some(ScoredRow { slot, score: self.vectors.score(slot, query)? })).collect()
+        let Some(id) = self.ids.subject(subject_id) else { return Vec::new() };
+        let slots = self.ids.slots(id);
+        slots.iter().filter_map(|&slot| Some(ScoredRow { slot, score: self.vectors.score(slot, query)? })).collect()
     }
 
     fn hit(&self, row: ScoredRow) -> Option<SubjectHit> {
-        let slot = self.slots.get(row.slot as usize)?.as_ref()?;
-        let subject = self.subjects.get(slot.subject as usize)?.as_ref()?;
-        Some(SubjectHit {
-            subject_id: subject.name.to_string(),
-            sample_id: slot.sample.to_string(),
-            similarity: row.score,
-        })
+        let (subject_id, sample_id) = self.ids.names(row.slot)?;
+        Some(SubjectHit { subject_id, sample_id, similarity: row.score })
     }
 }
 
@@ -541,21 +451,13 @@ mod tests {
         let tenant = index.tenant("t").expect("tenant");
         let t = tenant.read();
         assert_eq!(t.vectors.len(), 5 * 3 * 3);
-        assert!(t.subjects.len() <= 10, "ids were not reused: {}", t.subjects.len());
-        assert!(t.slots.len() <= 10 * 3 * 2, "slots were not reused: {}", t.slots.len());
-        for (slot, entry) in t.slots.iter().enumerate() {
-            let Some(entry) = entry else {
-                assert!(t.free_slots.contains(&(slot as u32)), "slot {slot} is neither used nor free");
-                continue;
-            };
-            assert_eq!(t.sample_slots[&entry.sample], slot as u32);
-            let slots = &t.subjects[entry.subject as usize].as_ref().expect("live subject").slots;
-            assert!(slots.contains(&(slot as u32)));
-            assert!(t.vectors.score(slot as u32, &unit(&[1.0, 0.0, 0.0])).is_some(), "slot {slot} has a row");
+        assert!(t.ids.subject_bound() <= 10, "ids were not reused: {}", t.ids.subject_bound());
+        assert!(t.ids.slot_bound() <= 10 * 3 * 2, "slots were not reused: {}", t.ids.slot_bound());
+        let live = t.ids.assert_consistent();
+        for &slot in &live {
+            assert!(t.vectors.score(slot, &unit(&[1.0, 0.0, 0.0])).is_some(), "slot {slot} has a row");
         }
-        let live_slots: usize = t.subjects.iter().flatten().map(|s| s.slots.len()).sum();
-        assert_eq!(live_slots, t.vectors.len());
-        assert_eq!(t.sample_slots.len(), t.vectors.len());
+        assert_eq!(live.len(), t.vectors.len());
     }
 
     #[test]

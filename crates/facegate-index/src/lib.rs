@@ -9,6 +9,7 @@
 mod config;
 mod flat;
 mod flat_scan;
+mod ids;
 mod ivf;
 mod kernels;
 mod quantizer;
