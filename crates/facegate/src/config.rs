@@ -1,5 +1,6 @@
-//! The one configuration of the binary, in four sections: `server` (HTTP), `engine` (models and
-//! inference), `service` (matching) and `store` (where the gallery lives).
+//! The one configuration of the binary, in five sections: `server` (HTTP), `engine` (models and
+//! inference), `service` (matching), `index` (in-memory search) and `store` (where the gallery
+//! lives).
 //!
 //! Each field is declared once, in the [`config!`] invocation below: its flag (`--field-name`),
 //! environment variable, TOML key (`field_name`), type, default and, in its doc comment, what it
@@ -28,6 +29,7 @@ use facegate_core::service::{
 };
 use facegate_core::{BulkConfig, ServiceConfig};
 use facegate_engine::{EngineConfig, DEFAULT_HOME, DEFAULT_MAX_DETECTOR_SIDE, DEFAULT_MAX_PIXELS, DEFAULT_PACK};
+use facegate_index::{IndexConfig, IndexKind, IvfTuning, DEFAULT_PARTITION_ROWS};
 use facegate_server::auth::sigv4::SigV4Config;
 use facegate_server::config::{
     DEFAULT_AUTH_FAILURE_BURST, DEFAULT_AUTH_FAILURE_REFILL_SECS, DEFAULT_BODY_LIMIT_BYTES,
@@ -356,6 +358,33 @@ config! {
         min_face_quality: f32 = DEFAULT_MIN_FACE_QUALITY, env "FACEGATE_MIN_FACE_QUALITY";
     }
 
+    /// The in-memory search index: which vector search a tenant gets, and how widely it looks.
+    index: IndexSection, IndexArgs {
+        /// Vector search per tenant: auto, flat or ivf
+        ///
+        /// auto scans a tenant's templates (exactly up to 32,768, in two stages above) until it
+        /// holds `index_partition_rows`, then partitions them into inverted lists, learnt in
+        /// the background, whose search cost stays flat as the gallery grows. flat always
+        /// scans; ivf partitions every tenant large enough to learn lists from.
+        index_kind: String = IndexKind::default().name().to_owned(), env "FACEGATE_INDEX_KIND";
+        /// Templates from which `auto` partitions a tenant into inverted lists
+        ///
+        /// Where the scan and the lists cost about the same (2 ms on two cores at 512 values,
+        /// docs/benchmarks.md); below it a search stays exact or nearly so, with no training.
+        index_partition_rows: usize = DEFAULT_PARTITION_ROWS, env "FACEGATE_INDEX_PARTITION_ROWS";
+        /// Lists a partitioned search reads
+        ///
+        /// The rows of one cluster of similar faces spread over several lists; 64 reads all of
+        /// them on the synthetic gallery of `facegate bench search` up to 10M templates (recall
+        /// on mated probes 0.99). More finds more non-mated neighbours, at a cost in step.
+        index_probes: usize = IvfTuning::default().probes, env "FACEGATE_INDEX_PROBES";
+        /// Templates a partitioned search scores exactly, at least (at 512 values; 4x at 128)
+        ///
+        /// Chosen by their sign-sketch distance among the rows read; 4,096 holds recall@10
+        /// against the exact scan at 0.95 at a million templates.
+        index_rerank: usize = IvfTuning::default().min_rerank, env "FACEGATE_INDEX_RERANK";
+    }
+
     /// The gallery: a SQLite data directory, or a PostgreSQL database shared by several nodes.
     store: Store, StoreArgs {
         /// Data directory
@@ -404,6 +433,7 @@ impl Config {
         if self.service.known_threshold > facegate_core::score::MAX_SCORE {
             anyhow::bail!("known_threshold must be within 0..=9999");
         }
+        self.index_config()?;
         self.settings().validate()?;
         Ok(())
     }
@@ -464,6 +494,19 @@ impl Config {
             min_face_quality: self.service.min_face_quality,
             max_bulk_queued_per_tenant: self.server.bulk_max_queued_per_tenant,
         }
+    }
+
+    /// The index configuration; refused for an unknown kind.
+    pub fn index_config(&self) -> anyhow::Result<IndexConfig> {
+        let index = &self.index;
+        let kind: IndexKind = index.index_kind.parse().map_err(|e: String| anyhow::anyhow!("index_kind: {e}"))?;
+        let defaults = IndexConfig::default();
+        Ok(IndexConfig {
+            kind,
+            partition_rows: index.index_partition_rows,
+            ivf: IvfTuning { probes: index.index_probes.max(1), min_rerank: index.index_rerank, ..defaults.ivf },
+            ..defaults
+        })
     }
 
     /// How `serve`'s bulk runner works: as many files at once as inference workers, or one
@@ -621,6 +664,7 @@ mod tests {
             server,
             engine: EngineArgs::default().resolve(&FileConfig::default()),
             service: ServiceArgs::default().resolve(&FileConfig::default()),
+            index: IndexArgs::default().resolve(&FileConfig::default()),
             store: cli.store.resolve(&file("max_database_bytes = 4096")),
         };
         assert_eq!(config.settings().trusted_proxies, ["10.0.0.1", "10.0.0.0/8"]);
@@ -640,6 +684,7 @@ mod tests {
             server: parse(&["--sandbox", "--listen", "0.0.0.0:8080"]).server.resolve(&FileConfig::default()),
             engine: EngineArgs::default().resolve(&FileConfig::default()),
             service: ServiceArgs::default().resolve(&FileConfig::default()),
+            index: IndexArgs::default().resolve(&FileConfig::default()),
             store: StoreArgs::default().resolve(&FileConfig::default()),
         };
         let err = config.validate_for_serving().expect_err("public sandbox");
@@ -648,6 +693,10 @@ mod tests {
         assert!(config.validate_for_serving().is_ok());
         config.service.known_threshold = 10_000;
         assert!(config.validate_for_serving().is_err());
+        config.service.known_threshold = 7_000;
+        config.index.index_kind = "hnsw".into();
+        let err = config.validate_for_serving().expect_err("unknown index kind");
+        assert!(err.to_string().contains("auto, flat, ivf"), "{err}");
     }
 
     #[test]
@@ -657,6 +706,7 @@ mod tests {
             server: ServerArgs::default().resolve(&file),
             engine: EngineArgs::default().resolve(&file),
             service: ServiceArgs::default().resolve(&file),
+            index: IndexArgs::default().resolve(&file),
             store: StoreArgs::default().resolve(&file),
         };
         let engine = config.engine_config(1);

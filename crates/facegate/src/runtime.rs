@@ -137,7 +137,7 @@ pub fn open_beside_nodes(config: &Config) -> anyhow::Result<Backend> {
 pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(Arc<FaceService>, Backend)> {
     let backend = open_backend(config, PgRole::Node)?;
     let engine = Arc::new(load_engine(config, intra_threads)?);
-    let index = Arc::new(FlatIndex::new());
+    let index = Arc::new(FlatIndex::with_config(config.index_config()?));
     let service = Arc::new(FaceService::new(engine, backend.store(), index, config.service_config()));
     let started = std::time::Instant::now();
     let templates = service.load_index().context("loading templates into the index")?;

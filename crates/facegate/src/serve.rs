@@ -9,7 +9,7 @@ use facegate_core::StaleTemplates;
 use facegate_server::config::{SANDBOX_TENANT, SANDBOX_TOKEN};
 use facegate_server::AppState;
 
-use crate::config::{Config, EngineArgs, FileConfig, Flags, ServerArgs, ServiceArgs, StoreArgs};
+use crate::config::{Config, EngineArgs, FileConfig, Flags, IndexArgs, ServerArgs, ServiceArgs, StoreArgs};
 use crate::runtime::build_service;
 
 /// `serve` takes the flags of every section.
@@ -22,6 +22,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     service: ServiceArgs,
     #[command(flatten)]
+    index: IndexArgs,
+    #[command(flatten)]
     store: StoreArgs,
 }
 
@@ -30,6 +32,7 @@ pub fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<()> {
         server: Some(&args.server),
         engine: Some(&args.engine),
         service: Some(&args.service),
+        index: Some(&args.index),
         store: Some(&args.store),
     };
     let config = Config::resolve(file, flags)?;
