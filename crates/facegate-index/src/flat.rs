@@ -31,6 +31,10 @@ pub struct FlatIndex {
     config: IndexConfig,
     /// Rebuilds running in the background (`crate::rebuild`), and ones finished but not joined.
     rebuilds: Mutex<Vec<JoinHandle<()>>>,
+    /// Held by the rebuild that runs: one at a time, since each trains on every core and holds
+    /// a training sample of up to 512 MB; several tenants crossing a threshold at once (a
+    /// start-up loading them all) take turns, their change logs growing meanwhile.
+    rebuild_turn: Arc<Mutex<()>>,
 }
 
 impl FlatIndex {
@@ -76,8 +80,9 @@ impl FlatIndex {
         }
         let Some(target) = rebuild::wanted(&self.config, locked.vectors.as_ref()) else { return };
         locked.changes = Some(ChangeLog::new());
-        let (tenant, config) = (Arc::clone(tenant), self.config);
+        let (tenant, config, turn) = (Arc::clone(tenant), self.config, Arc::clone(&self.rebuild_turn));
         let spawned = std::thread::Builder::new().name("index-rebuild".into()).spawn(move || {
+            let _turn = turn.lock();
             let mut target = target;
             loop {
                 rebuild::run(&tenant, &config, target);

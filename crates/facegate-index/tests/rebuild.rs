@@ -138,3 +138,20 @@ fn the_ivf_kind_partitions_small_tenants_and_the_flat_kind_never_does() {
         }
     }
 }
+
+#[test]
+fn tenants_crossing_the_threshold_together_take_turns_and_are_all_partitioned() {
+    let index = FlatIndex::with_config(config());
+    for subject in 0..2_000 {
+        for tenant in ["a", "b", "c"] {
+            index.insert(Template { tenant_id: tenant.into(), ..template(subject, 0) });
+        }
+    }
+    index.wait_for_rebuilds();
+    for tenant in ["a", "b", "c"] {
+        assert!(index.partition(tenant).is_some_and(|p| p.trained_rows >= 1_500), "{tenant}");
+        assert_eq!(index.len(tenant), 2_000);
+        let hits = index.search(tenant, &vector_of(1_234, 0), 1);
+        assert_eq!(hits[0].subject_id, "s1234", "{tenant}");
+    }
+}
