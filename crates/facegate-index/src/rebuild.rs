@@ -129,6 +129,13 @@ pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Tar
     }
     for round in 0.. {
         let mut t = tenant.write();
+        if target == Target::Partitioned && t.vectors().len() >= rows.saturating_mul(RETRAIN_GROWTH) {
+            // The tenant doubled while these lists were learnt (a bulk load): they would be due
+            // for retraining the moment they were in. The next rebuild starts from today's rows.
+            tracing::info!(learnt_from = rows, now = t.vectors().len(), "index rebuild overtaken by growth; starting over");
+            t.abandon();
+            return;
+        }
         let changes = t.take_changes();
         if changes.len() <= FINAL_REPLAY || round >= CATCH_UP_ROUNDS {
             replay(&*t, new.as_mut(), &changes, threads);
@@ -146,6 +153,8 @@ pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Tar
                 "tenant index rebuilt"
             );
             t.install(new);
+            drop(t);
+            return_freed_memory();
             return;
         }
         drop(t);
@@ -274,4 +283,17 @@ fn dedup(mut slots: Vec<u32>) -> Vec<u32> {
     slots.sort_unstable();
     slots.dedup();
     slots
+}
+
+/// Hands the heap pages the replaced search freed back to the system. Its lists were allocated
+/// before the new search's, which now sit above them on the heap, so the allocator cannot
+/// shrink the heap by itself: at 10M rows of 512 values, about 1 GB stayed resident without
+/// this.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it touches no live allocation.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
