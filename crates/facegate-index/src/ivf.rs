@@ -308,29 +308,32 @@ impl IvfSearch {
         if limit == 0 || self.len == 0 || query.len() != self.dim {
             return Vec::new();
         }
+        let Some(filter) = filter else { return self.exact_all(query, limit) };
+        // The slots passing: the union of the filter's bits' slot sets, a word at a time. A
+        // filter worth scoring row by row passes few rows, so they are ranked as the lists'
+        // candidates are, with no array over every group.
+        let maps: Vec<&Vec<u64>> = (0..64).filter(|b| filter & (1 << b) != 0).map(|b| &self.tag_slots[b]).collect();
+        let words = maps.iter().map(|m| m.len()).max().unwrap_or(0);
+        let mut slots = Vec::new();
+        for w in 0..words {
+            let mut passing = maps.iter().fold(0u64, |acc, m| acc | m.get(w).copied().unwrap_or(0));
+            while passing != 0 {
+                slots.push((w * 64) as u32 + passing.trailing_zeros());
+                passing &= passing - 1;
+            }
+        }
+        self.best_per_group(&slots, query, limit)
+    }
+
+    /// Every row scored, the best row of each group kept in an array indexed by group.
+    fn exact_all(&self, query: &[f32], limit: usize) -> Vec<ScoredRow> {
         let mut best: Vec<(f32, u32)> = vec![(f32::NEG_INFINITY, u32::MAX); self.group_bound];
-        let mut score = |slot: usize| {
+        for slot in (0..self.list_of.len()).filter(|&s| self.list_of[s] != NO_LIST) {
             let score = self.score_slot(slot, query);
             if let Some(b) = best.get_mut(self.groups[slot] as usize) {
                 // `>` keeps the lower slot on ties and never takes a NaN.
                 if score > b.0 {
                     *b = (score, slot as u32);
-                }
-            }
-        };
-        match filter {
-            None => (0..self.list_of.len()).filter(|&s| self.list_of[s] != NO_LIST).for_each(&mut score),
-            Some(filter) => {
-                // The slots passing: the union of the filter's bits' slot sets, a word at a time.
-                let maps: Vec<&Vec<u64>> =
-                    (0..64).filter(|b| filter & (1 << b) != 0).map(|b| &self.tag_slots[b]).collect();
-                let words = maps.iter().map(|m| m.len()).max().unwrap_or(0);
-                for w in 0..words {
-                    let mut passing = maps.iter().fold(0u64, |acc, m| acc | m.get(w).copied().unwrap_or(0));
-                    while passing != 0 {
-                        score(w * 64 + passing.trailing_zeros() as usize);
-                        passing &= passing - 1;
-                    }
                 }
             }
         }

@@ -132,7 +132,11 @@ pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Tar
         if target == Target::Partitioned && t.vectors().len() >= rows.saturating_mul(RETRAIN_GROWTH) {
             // The tenant doubled while these lists were learnt (a bulk load): they would be due
             // for retraining the moment they were in. The next rebuild starts from today's rows.
-            tracing::info!(learnt_from = rows, now = t.vectors().len(), "index rebuild overtaken by growth; starting over");
+            tracing::info!(
+                learnt_from = rows,
+                now = t.vectors().len(),
+                "index rebuild overtaken by growth; starting over"
+            );
             t.abandon();
             return;
         }
