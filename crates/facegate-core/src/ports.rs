@@ -262,4 +262,10 @@ pub trait Index: Send + Sync + 'static {
     fn clear(&self);
     /// Forgets every template and tag of one tenant (deleted).
     fn remove_tenant(&self, tenant_id: &str);
+    /// A load of the whole gallery starts (`true`) or ends (`false`): an index that does work in
+    /// the background as tenants grow may hold it until the load is over, so that the load,
+    /// which a starting node waits for, has the cores to itself.
+    fn loading(&self, loading: bool) {
+        let _ = loading;
+    }
 }

@@ -31,6 +31,8 @@ pub struct FlatIndex {
     config: IndexConfig,
     /// Rebuilds running in the background (`crate::rebuild`), and ones finished but not joined.
     rebuilds: Mutex<Vec<JoinHandle<()>>>,
+    /// While the whole gallery loads, no rebuild starts ([`Index::loading`]).
+    loading: std::sync::atomic::AtomicBool,
     /// Held by the rebuild that runs: one at a time, since each trains on every core and holds
     /// a training sample of up to 512 MB; several tenants crossing a threshold at once (a
     /// start-up loading them all) take turns, their change logs growing meanwhile.
@@ -75,7 +77,7 @@ impl FlatIndex {
     /// Starts a rebuild of `tenant` (write-locked by the caller as `locked`) when its size calls
     /// for another search and none runs.
     fn rebuild_if_due(&self, tenant: &Arc<RwLock<TenantIndex>>, locked: &mut TenantIndex) {
-        if locked.changes.is_some() {
+        if locked.changes.is_some() || self.loading.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         let Some(target) = rebuild::wanted(&self.config, locked.vectors.as_ref()) else { return };
@@ -157,6 +159,18 @@ impl FlatIndex {
 }
 
 impl Index for FlatIndex {
+    fn loading(&self, loading: bool) {
+        self.loading.store(loading, std::sync::atomic::Ordering::Release);
+        if !loading {
+            // Whatever the load made due starts now.
+            let tenants: Vec<_> = self.tenants.read().values().cloned().collect();
+            for tenant in tenants {
+                let mut locked = tenant.write();
+                self.rebuild_if_due(&tenant, &mut locked);
+            }
+        }
+    }
+
     fn clear(&self) {
         self.tenants.write().clear();
     }

@@ -155,3 +155,19 @@ fn tenants_crossing_the_threshold_together_take_turns_and_are_all_partitioned() 
         assert_eq!(hits[0].subject_id, "s1234", "{tenant}");
     }
 }
+
+#[test]
+fn a_load_of_the_whole_gallery_defers_rebuilds_until_it_is_over() {
+    let index = FlatIndex::with_config(config());
+    index.loading(true);
+    for subject in 0..2_000 {
+        index.insert(template(subject, 0));
+    }
+    index.wait_for_rebuilds();
+    assert_eq!(index.partition("t"), None, "nothing is rebuilt while the gallery loads");
+    assert_eq!(index.search("t", &vector_of(77, 0), 1)[0].subject_id, "s77");
+    index.loading(false);
+    index.wait_for_rebuilds();
+    assert!(index.partition("t").is_some_and(|p| p.trained_rows >= 2_000));
+    assert_eq!(index.search("t", &vector_of(77, 0), 1)[0].subject_id, "s77");
+}

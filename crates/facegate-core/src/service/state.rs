@@ -170,14 +170,19 @@ impl FaceService {
             })
             .map_err(|e| Error::Internal(format!("cannot start the template reader: {e}")))?;
         let mut count = 0usize;
-        for batch in received {
-            count += batch.len();
-            batch.into_iter().for_each(|template| self.index.insert(template));
-        }
-        reader.join().map_err(|_| Error::Internal("the template reader panicked".into()))??;
-        self.store.for_each_subject_tags(&mut |tenant_id, subject_id, tags| {
-            self.index.set_subject_tags(tenant_id, subject_id, &tags);
-        })?;
+        self.index.loading(true);
+        let loaded = (|| {
+            for batch in received {
+                count += batch.len();
+                batch.into_iter().for_each(|template| self.index.insert(template));
+            }
+            reader.join().map_err(|_| Error::Internal("the template reader panicked".into()))??;
+            self.store.for_each_subject_tags(&mut |tenant_id, subject_id, tags| {
+                self.index.set_subject_tags(tenant_id, subject_id, &tags);
+            })
+        })();
+        self.index.loading(false);
+        loaded?;
         Ok(count)
     }
 
