@@ -32,28 +32,25 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *s = x.mul_add(*y, *s);
-        }
-    }
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    sum_lanes(acc) + tail
+    dot_lanes(a, b, |sum, x, y| x.mul_add(y, sum))
 }
 
 #[inline(always)]
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b, |sum, x, y| sum + x * y)
+}
+
+/// The dot product over [`LANES`] running sums, each step `step(sum, x, y)`: a multiply and an
+/// add, or one fused multiply-add where the CPU has it.
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32], step: impl Fn(f32, f32, f32) -> f32) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
     let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     for (x, y) in (&mut ca).zip(&mut cb) {
-        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s = step(*s, x, y);
         }
     }
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
