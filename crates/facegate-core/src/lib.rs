@@ -20,8 +20,8 @@ pub use jobs::{
 };
 pub use model::*;
 pub use ports::{
-    BulkJobStore, Change, ChangeFeed, ChangeKind, Engine, GalleryStore, Index, ReindexStore, Store, TagStore,
-    TenantStore,
+    BulkJobStore, Change, ChangeFeed, ChangeKind, Engine, GalleryStore, Index, IndexSnapshots, ReindexStore,
+    RestoredSnapshot, SavedSnapshot, Store, TagStore, TenantStore,
 };
 
 /// The store's role traits, for code that calls a concrete store's methods:

@@ -75,8 +75,41 @@ pub trait ChangeFeed: Send + Sync {
     /// The newest `seq` pruned so far (0 for none): a reader that has applied less than this
     /// has missed changes it can no longer read, and must reload its index.
     fn pruned_through(&self) -> Result<u64>;
-    /// One sample's template, to index a change made elsewhere; `None` if it is gone since.
-    fn template(&self, tenant_id: &str, sample_id: &str) -> Result<Option<Template>>;
+    /// One sample's template of `model_id`, to index a change made elsewhere; `None` if it is
+    /// gone since, or of another model (which the index leaves out).
+    fn template(&self, tenant_id: &str, sample_id: &str, model_id: &str) -> Result<Option<Template>>;
+}
+
+/// Snapshots of this process's index on its local disk, one per tenant, so that a restart loads
+/// the index from them and the store's change log since, instead of reading every template.
+/// Each records the last change of the log it reflects (its position) and its model.
+pub trait IndexSnapshots: Send + Sync {
+    /// Puts every snapshot of `model_id` whose position lies in `usable` (the log still holds
+    /// every change after it, and it is not ahead of the log) into the index, and deletes the
+    /// others, and any that fails its checks. Returns the tenants restored.
+    fn restore(&self, model_id: &str, usable: std::ops::RangeInclusive<u64>) -> Result<Vec<RestoredSnapshot>>;
+    /// The tenants whose index changed since their snapshot was written or restored, each with
+    /// whether it is urgent: no snapshot yet, or the index has been rebuilt in another form.
+    fn due(&self) -> Vec<(String, bool)>;
+    /// Writes the tenant's snapshot at `position` (every change through it is in the index)
+    /// in place of the old one, atomically; `None` for a tenant the index does not hold.
+    fn save(&self, tenant_id: &str, model_id: &str, position: u64) -> Result<Option<SavedSnapshot>>;
+    /// Deletes the tenant's snapshot, if any: its faces must not outlive it on disk.
+    fn remove(&self, tenant_id: &str) -> Result<()>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredSnapshot {
+    pub tenant_id: String,
+    pub position: u64,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedSnapshot {
+    pub rows: u64,
+    pub bytes: u64,
+    pub ms: u64,
 }
 
 /// Tenants and their credentials. A credential past its expiry (see
@@ -153,6 +186,14 @@ pub trait GalleryStore: Send + Sync {
     ) -> Result<Vec<SubjectSummary>>;
     /// Streams every stored template made by `model_id`, for building the index at start-up.
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()>;
+    /// As `for_each_template`, the templates of one tenant only.
+    fn for_each_tenant_template(&self, tenant_id: &str, model_id: &str, visit: &mut dyn FnMut(Template)) -> Result<()> {
+        self.for_each_template(model_id, &mut |template| {
+            if template.tenant_id == tenant_id {
+                visit(template);
+            }
+        })
+    }
 }
 
 /// A tenant's tags, and the tag labels its subjects carry.

@@ -25,6 +25,7 @@ mod follow;
 mod gallery;
 mod matching;
 mod reindex;
+mod snapshots;
 mod state;
 mod tags;
 mod tenants;
@@ -42,6 +43,7 @@ pub use reindex::{
     matching_face, ReindexConfig, ReindexProgress, ReindexReport, Reindexer, TenantReindex, DEFAULT_REINDEX_MIN_IOU,
     REINDEX_STAGE_BATCH,
 };
+pub use snapshots::SNAPSHOT_EVERY;
 pub use state::{
     registrable_face, FacePolicy, FaceService, ServiceConfig, DEFAULT_INFERENCE_QUEUE_PER_WORKER,
     DEFAULT_KNOWN_THRESHOLD, DEFAULT_MAX_BULK_QUEUED_PER_TENANT, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY,

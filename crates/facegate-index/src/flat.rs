@@ -141,7 +141,30 @@ impl FlatIndex {
         rows.into_iter().filter_map(|row| tenant.hit(row)).collect()
     }
 
-    fn tenant(&self, tenant_id: &str) -> Option<Arc<RwLock<TenantIndex>>> {
+    /// Every tenant the index holds.
+    pub fn tenant_ids(&self) -> Vec<String> {
+        self.tenants.read().keys().cloned().collect()
+    }
+
+    /// A number that changes whenever the tenant's index does; `None` for an unknown tenant.
+    pub fn version(&self, tenant_id: &str) -> Option<u64> {
+        Some(self.tenant(tenant_id)?.read().version)
+    }
+
+    /// Puts `index` in place of whatever the tenant held, and starts whatever rebuild its size
+    /// calls for.
+    pub(crate) fn install_tenant(&self, tenant_id: &str, index: TenantIndex) {
+        let tenant = Arc::new(RwLock::new(index));
+        self.tenants.write().insert(tenant_id.to_owned(), Arc::clone(&tenant));
+        let mut locked = tenant.write();
+        self.rebuild_if_due(&tenant, &mut locked);
+    }
+
+    pub(crate) fn config(&self) -> &IndexConfig {
+        &self.config
+    }
+
+    pub(crate) fn tenant(&self, tenant_id: &str) -> Option<Arc<RwLock<TenantIndex>>> {
         self.tenants.read().get(tenant_id).cloned()
     }
 
@@ -264,19 +287,21 @@ enum TagMask {
 }
 
 /// One tenant: the shell's bookkeeping around its vector search.
-struct TenantIndex {
-    vectors: Box<dyn VectorSearch>,
+pub(crate) struct TenantIndex {
+    pub(crate) vectors: Box<dyn VectorSearch>,
     /// While a rebuild runs, every change to `vectors` (`crate::rebuild`).
     changes: Option<ChangeLog>,
     /// Subjects and their numbers and tag bits, samples and their slots.
-    ids: TenantIds,
+    pub(crate) ids: TenantIds,
     /// Tag name -> bit.
-    tag_bits: HashMap<String, u32>,
+    pub(crate) tag_bits: HashMap<String, u32>,
+    /// Moves at every change, so that a snapshot knows whether it is behind (`crate::snapshot`).
+    pub(crate) version: u64,
 }
 
 impl TenantIndex {
-    fn new(vectors: Box<dyn VectorSearch>) -> Self {
-        Self { vectors, changes: None, ids: TenantIds::default(), tag_bits: HashMap::new() }
+    pub(crate) fn new(vectors: Box<dyn VectorSearch>) -> Self {
+        Self { vectors, changes: None, ids: TenantIds::default(), tag_bits: HashMap::new(), version: 0 }
     }
 
     fn row_bytes(&self) -> usize {
@@ -284,6 +309,18 @@ impl TenantIndex {
     }
 
     fn insert(&mut self, subject_id: &str, sample_id: &str, embedding: &[f32]) -> Result<(), &'static str> {
+        self.insert_placed(subject_id, sample_id, embedding, None)
+    }
+
+    /// As `insert`, into the list `placement` of a partitioned search when known (a snapshot's).
+    pub(crate) fn insert_placed(
+        &mut self,
+        subject_id: &str,
+        sample_id: &str,
+        embedding: &[f32],
+        placement: Option<u32>,
+    ) -> Result<(), &'static str> {
+        self.version += 1;
         if let Some(slot) = self.ids.slot(sample_id) {
             // Re-inserting a sample replaces it (it may even have moved subject).
             self.remove_slot(slot);
@@ -293,7 +330,7 @@ impl TenantIndex {
         }
         let (slot, subject) = self.ids.add(subject_id, sample_id)?;
         let tags = self.ids.tags(subject);
-        if let Err(reason) = self.vectors.add(slot, subject, tags, embedding) {
+        if let Err(reason) = self.vectors.add_placed(slot, subject, tags, embedding, placement) {
             // Handing the slot back puts the slot and subject number where they were: the next
             // `add` gets the same ones.
             self.ids.remove(slot);
@@ -316,11 +353,13 @@ impl TenantIndex {
         if !self.ids.remove(slot) {
             return;
         }
+        self.version += 1;
         self.vectors.remove(slot);
         self.log(Change::Slot(slot));
     }
 
     fn set_subject_tags(&mut self, subject_id: &str, tags: &[String]) {
+        self.version += 1;
         let mut mask = 0u64;
         for tag in tags {
             match self.tag_bit(tag) {
@@ -347,6 +386,7 @@ impl TenantIndex {
 
     fn rename_tag(&mut self, old_name: &str, new_name: &str) {
         let Some(old_bit) = self.tag_bits.remove(old_name) else { return };
+        self.version += 1;
         let Some(&new_bit) = self.tag_bits.get(new_name) else {
             self.tag_bits.insert(new_name.to_owned(), old_bit);
             return;
@@ -416,6 +456,7 @@ impl Rebuildable for TenantIndex {
     }
 
     fn install(&mut self, vectors: Box<dyn VectorSearch>) {
+        self.version += 1;
         self.vectors = vectors;
         self.changes = None;
     }

@@ -399,7 +399,7 @@ impl VectorSearch for FlatScan {
     fn row(&self, slot: u32) -> Option<RowCopy> {
         let r = self.row_of(slot)?;
         let vector = self.row_vector(r as u32).iter().map(|x| x.to_f32()).collect();
-        Some(RowCopy { group: self.row_group[r], tags: self.row_tags[r], vector })
+        Some(RowCopy { group: self.row_group[r], tags: self.row_tags[r], vector, placement: None })
     }
 
     fn row_bytes(&self) -> usize {

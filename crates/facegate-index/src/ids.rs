@@ -213,6 +213,14 @@ impl TenantIds {
         slots
     }
 
+    /// Every subject holding a tag, with its tag bits.
+    pub fn tagged_subjects(&self) -> Vec<(String, u64)> {
+        (0..self.subject_tags.len() as u32)
+            .filter(|&group| self.tags(group) != 0)
+            .filter_map(|group| Some((self.subjects.name(group)?, self.tags(group))))
+            .collect()
+    }
+
     /// The subject and sample ids of the row in `slot`.
     pub fn names(&self, slot: u32) -> Option<(String, String)> {
         let sample = self.samples.name(slot)?;

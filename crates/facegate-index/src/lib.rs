@@ -14,6 +14,7 @@ mod ivf;
 mod kernels;
 mod quantizer;
 mod rebuild;
+mod snapshot;
 mod vectors;
 
 pub use config::{IndexConfig, IndexKind, DEFAULT_PARTITION_ROWS};
@@ -21,4 +22,5 @@ pub use flat::FlatIndex;
 pub use flat_scan::{FlatScan, SearchTuning};
 pub use ivf::{IvfSearch, IvfTuning};
 pub use kernels::dot;
+pub use snapshot::{remove_tenant_snapshot, SnapshotDir, SnapshotHeader};
 pub use vectors::{Partition, RowCopy, ScoredRow, VectorSearch};

@@ -99,6 +99,29 @@ impl Quantizer {
         self.dim
     }
 
+    /// The centroids as a snapshot stores them: coarse, fine, and the fine rows of each coarse
+    /// cell (`offsets`).
+    pub fn parts(&self) -> (&[f32], &[f32], &[u32]) {
+        (&self.coarse, &self.fine, &self.offsets)
+    }
+
+    /// A quantizer from [`Self::parts`]; `None` unless they fit together (whole rows of `dim`,
+    /// one offset past each coarse cell, rising from 0 to the fine rows), so that a damaged
+    /// snapshot cannot make a search index out of bounds.
+    pub fn from_parts(dim: usize, coarse: Vec<f32>, fine: Vec<f32>, offsets: Vec<u32>) -> Option<Self> {
+        let whole = |v: &[f32]| dim > 0 && !v.is_empty() && v.len().is_multiple_of(dim);
+        if !whole(&coarse) || !whole(&fine) || offsets.len() != coarse.len() / dim + 1 || offsets[0] != 0 {
+            return None;
+        }
+        let rising = offsets.windows(2).all(|w| w[0] <= w[1]);
+        (rising && offsets.last().is_some_and(|&end| end as usize == fine.len() / dim)).then_some(Self {
+            dim,
+            coarse,
+            fine,
+            offsets,
+        })
+    }
+
     pub fn lists(&self) -> usize {
         self.offsets.last().map_or(0, |&n| n as usize)
     }

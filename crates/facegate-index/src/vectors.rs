@@ -20,6 +20,17 @@ pub struct RowCopy {
     pub group: u32,
     pub tags: u64,
     pub vector: Vec<f32>,
+    /// Its list in a partitioned search, for [`VectorSearch::add_placed`] into one that shares
+    /// the partition (a snapshot's); `None` in a flat one.
+    pub placement: Option<u32>,
+}
+
+/// What a partitioned search learnt from its rows, which a snapshot keeps so that a restored
+/// search need not learn it again.
+#[derive(Debug, Clone)]
+pub struct Learnt {
+    pub quantizer: std::sync::Arc<crate::quantizer::Quantizer>,
+    pub trained_rows: usize,
 }
 
 /// How a partitioned search is divided.
@@ -70,6 +81,11 @@ pub trait VectorSearch: Send + Sync {
     fn row(&self, slot: u32) -> Option<RowCopy>;
     /// How the search is partitioned; `None` for one that scans every row.
     fn partition(&self) -> Option<Partition> {
+        None
+    }
+    /// The partition it learnt, to rebuild the same search from a snapshot; `None` for one that
+    /// learns nothing.
+    fn learnt(&self) -> Option<Learnt> {
         None
     }
     /// Where a row of `embedding` would go (its list), worked out without changing anything, so

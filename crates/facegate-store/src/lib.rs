@@ -27,6 +27,7 @@
 //!   (0700/0600 files); and `bulk_source.rs`, the bulk image source.
 
 mod bulk_source;
+mod change_kinds;
 pub mod crypto;
 pub mod error;
 mod image_path;

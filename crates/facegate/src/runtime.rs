@@ -6,10 +6,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use facegate_core::{FaceService, Store};
 use facegate_engine::OrtEngine;
-use facegate_index::FlatIndex;
+use facegate_index::{FlatIndex, SnapshotDir};
 use facegate_store::{BucketSource, DataDirLock, DataKey, PgRole, PgStore, SqliteStore};
 
 use crate::config::{self, Config};
+
+/// Where a node keeps its index snapshots, under its data directory: on its own disk, also on
+/// PostgreSQL, where each node has its own.
+pub const SNAPSHOT_DIR: &str = "index-snapshots";
 
 /// The engine as `config` says, with `intra_threads` ONNX Runtime threads per job unless
 /// configured.
@@ -138,10 +142,27 @@ pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(A
     let backend = open_backend(config, PgRole::Node)?;
     let engine = Arc::new(load_engine(config, intra_threads)?);
     let index = Arc::new(FlatIndex::with_config(config.index_config()?));
-    let service = Arc::new(FaceService::new(engine, backend.store(), index, config.service_config()));
+    let mut service = FaceService::new(engine, backend.store(), index.clone(), config.service_config());
+    if config.store.encryption_key_file.is_some() {
+        // A snapshot holds every template in the clear; the store keeps them sealed.
+        tracing::info!("index snapshots are off for an encrypted gallery: the index loads from the store");
+    } else {
+        let dir = config.store.data_dir.join(SNAPSHOT_DIR);
+        let snapshots = SnapshotDir::open(&dir, index)
+            .with_context(|| format!("opening the index snapshot directory {}", dir.display()))?;
+        service = service.with_snapshots(Arc::new(snapshots));
+    }
+    let service = Arc::new(service);
     let started = std::time::Instant::now();
     let templates = service.load_index().context("loading templates into the index")?;
-    tracing::info!(templates, ms = started.elapsed().as_millis() as u64, "index loaded");
+    // Whatever the snapshots missed, before the index serves: a snapshot is never served older
+    // than the store.
+    let position = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(service.sync_index())
+        .context("applying the changes made since the index snapshots")?;
+    tracing::info!(templates, position, ms = started.elapsed().as_millis() as u64, "index loaded");
     Ok((service, backend))
 }
 

@@ -163,6 +163,15 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
             let store = backend.store();
             let (tenant, removed) =
                 TenantAdmin::new(store).delete_tenant(&name).with_context(|| format!("deleting tenant {name:?}"))?;
+            // This directory's index snapshot of the tenant goes now, not at the next start (a
+            // PostgreSQL node removes its own when it applies the delete).
+            let snapshots = config.store.data_dir.join(crate::runtime::SNAPSHOT_DIR);
+            facegate_index::remove_tenant_snapshot(&snapshots, &tenant.id).with_context(|| {
+                format!(
+                    "tenant {name:?} is deleted, but its index snapshot in {} could not be removed",
+                    snapshots.display()
+                )
+            })?;
             // The tenant's bulk folder goes too: left behind, a tenant created later under the
             // same name would register the deleted one's photos.
             let bulk_files_removed = if keep_bulk_folder {

@@ -27,6 +27,7 @@ pub struct BulkRunner {
 pub struct BackgroundWork {
     stop: watch::Sender<bool>,
     follower: JoinHandle<()>,
+    snapshots: JoinHandle<()>,
     bulk_runner: Option<JoinHandle<()>>,
 }
 
@@ -37,9 +38,10 @@ impl FaceService {
     pub fn start_background_work(self: &Arc<Self>, bulk: Option<BulkRunner>) -> BackgroundWork {
         let (stop, stopped) = watch::channel(false);
         let follower = tokio::spawn(self.clone().follow_changes(stopped.clone()));
+        let snapshots = tokio::spawn(self.clone().keep_snapshots(stopped.clone()));
         let bulk_runner =
             bulk.map(|runner| tokio::spawn(self.clone().run_bulk_jobs(runner.source, runner.config, stopped)));
-        BackgroundWork { stop, follower, bulk_runner }
+        BackgroundWork { stop, follower, snapshots, bulk_runner }
     }
 }
 
@@ -50,6 +52,8 @@ impl BackgroundWork {
     pub async fn stop(self, grace: Duration) {
         let _ = self.stop.send(true);
         self.follower.abort();
+        // A snapshot being written is left as a temporary file, removed at the next start.
+        self.snapshots.abort();
         if let Some(mut runner) = self.bulk_runner {
             if tokio::time::timeout(grace, &mut runner).await.is_err() {
                 tracing::warn!("bulk records still in progress at shutdown are left for the next start");

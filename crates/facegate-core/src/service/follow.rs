@@ -1,8 +1,11 @@
-//! Keeping this process's index in step with a gallery that other processes write too.
+//! Keeping this process's index in step with the store's change log.
 //!
-//! The store's change log ([`ChangeFeed`]) lists every write in commit order. The index is
-//! loaded from a snapshot taken after noting the newest change; from then on, each change after
-//! the last one applied is applied in order. Applying is idempotent (a template is loaded and
+//! The store's change log ([`ChangeFeed`]) lists every write in commit order: on PostgreSQL the
+//! writes of every node, on SQLite this process's and any other's on the same file (an import
+//! beside the server). The index is loaded (from the store, or from index snapshots: see
+//! `snapshots.rs`) as of a noted change; from then on, each change after the last one applied
+//! is applied in order, so [`FaceService::applied_change`] is a position every change up to
+//! which the index reflects: what an index snapshot records. Applying is idempotent (a template is loaded and
 //! inserted under its sample id, removals of what is gone do nothing), so seeing this process's
 //! own writes again is harmless, and a subject's changes are applied under the same per-subject
 //! lock as this process's own writes, so the index ends in the store's order.
@@ -28,14 +31,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 pub const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 impl FaceService {
-    /// The last change of the shared log this index reflects (0 before any, or when the store
+    /// The last change of the store's log this index reflects (0 before any, or when the store
     /// has no log).
     pub fn applied_change(&self) -> u64 {
         self.applied_change.load(Ordering::Acquire)
     }
 
-    /// Applies the changes other processes make to the gallery until `stop` turns true. Returns
-    /// at once when the store is not shared.
+    /// Applies the store's changes to the index until `stop` turns true, and prunes the log now
+    /// and then. Returns at once when the store keeps no log.
     pub async fn follow_changes(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         if self.store.change_feed().is_none() {
             return;
@@ -82,7 +85,7 @@ impl FaceService {
         }
     }
 
-    /// Brings the index in step with the shared gallery: applies the changes after the last one
+    /// Brings the index in step with the store: applies the changes after the last one
     /// applied or, when some of those were pruned before this node read them, loads the index
     /// anew from the store. Returns the last change the index reflects.
     pub async fn sync_index(self: &Arc<Self>) -> Result<u64> {
@@ -141,8 +144,9 @@ impl FaceService {
                     (subject_id.ok_or_else(|| missing("subject"))?, sample_id.ok_or_else(|| missing("sample"))?);
                 let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;
                 let (store, tid, sid) = (self.store.clone(), tenant_id.clone(), sample.clone());
+                let model_id = self.engine.model_info().model_id.clone();
                 let template = blocking(move || match store.change_feed() {
-                    Some(feed) => feed.template(&tid, &sid),
+                    Some(feed) => feed.template(&tid, &sid, &model_id),
                     None => Ok(None),
                 })
                 .await?;
@@ -164,7 +168,10 @@ impl FaceService {
             }
             // Every node drops the tenant's gallery; its credentials went with its rows, so no
             // request can name it any more.
-            ChangeKind::TenantRemoved => self.index.remove_tenant(&tenant_id),
+            ChangeKind::TenantRemoved => {
+                self.index.remove_tenant(&tenant_id);
+                self.forget_snapshot(&tenant_id);
+            }
             ChangeKind::SubjectTagsSet => {
                 let subject = subject_id.ok_or_else(|| missing("subject"))?;
                 let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;

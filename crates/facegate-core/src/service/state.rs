@@ -10,7 +10,7 @@ use crate::model::{
     NewSample, StaleTemplates, Subject, Template, Tenant,
 };
 use crate::pool::InferencePool;
-use crate::ports::{Engine, Index, Store};
+use crate::ports::{Engine, Index, IndexSnapshots, Store};
 
 use super::text::{now_rfc3339, stored_image_name};
 
@@ -80,11 +80,13 @@ pub struct FaceService {
     /// without it, an enroll's index insert landing after a racing delete would leave a
     /// template of a deleted subject searchable.
     pub(super) subject_locks: SubjectLocks,
-    /// The last change of a shared gallery's log that the index reflects (`follow.rs`).
+    /// The last change of the store's log that the index reflects (`follow.rs`).
     pub(super) applied_change: std::sync::atomic::AtomicU64,
     /// The stored templates of other models, as [`FaceService::check_stale_templates`] last
     /// found them.
     pub(super) stale: parking_lot::RwLock<StaleTemplates>,
+    /// Snapshots of the index on local disk (`snapshots.rs`); `None` loads from the store.
+    pub(super) snapshots: Option<Arc<dyn IndexSnapshots>>,
 }
 
 /// Striped locks keyed by (tenant, subject). 256 stripes make two unrelated subjects share a
@@ -120,7 +122,14 @@ impl FaceService {
             subject_locks: SubjectLocks::new(),
             applied_change: std::sync::atomic::AtomicU64::new(0),
             stale: parking_lot::RwLock::new(StaleTemplates::default()),
+            snapshots: None,
         }
+    }
+
+    /// Loads the index from `snapshots` where it can, and keeps them up to date.
+    pub fn with_snapshots(mut self, snapshots: Arc<dyn IndexSnapshots>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// Looks up the stored templates that other models than the engine's made, which the index
@@ -138,31 +147,76 @@ impl FaceService {
         self.stale.read().clone()
     }
 
-    /// Fills the index with every stored template of the engine's model. Returns the count.
+    /// Fills the index with every stored template of the engine's model: each tenant from its
+    /// snapshot where one is usable (`snapshots.rs`), the others from the store. Returns the
+    /// count. A snapshot is older than the store: [`FaceService::sync_index`] must run before
+    /// the index serves, to apply the changes since.
+    pub fn load_index(&self) -> Result<usize> {
+        self.index.loading(true);
+        let loaded = self.load_index_inner();
+        self.index.loading(false);
+        loaded
+    }
+
+    fn load_index_inner(&self) -> Result<usize> {
+        let model_id = self.engine.model_info().model_id.clone();
+        // The index will reflect at least every change up to `latest` (changes during the load
+        // are applied again, harmlessly), so the follower starts after it, or after the oldest
+        // snapshot's position.
+        let feed = self.store.change_feed();
+        let latest = feed.map(|f| f.latest_change()).transpose()?.unwrap_or(0);
+        let mut restored = std::collections::HashMap::new();
+        let mut count = 0usize;
+        if let (Some(snapshots), Some(feed)) = (&self.snapshots, feed) {
+            let usable = feed.pruned_through()?..=latest;
+            for snapshot in snapshots.restore(&model_id, usable)? {
+                count += snapshot.rows as usize;
+                restored.insert(snapshot.tenant_id, snapshot.position);
+            }
+        }
+        let applied = restored.values().copied().min().unwrap_or(latest).min(latest);
+        self.applied_change.store(applied, std::sync::atomic::Ordering::Release);
+        if restored.is_empty() {
+            count += self.load_templates(&model_id, None)?;
+        } else {
+            for tenant in self.store.list_tenants()? {
+                if !restored.contains_key(&tenant.id) {
+                    count += self.load_templates(&model_id, Some(&tenant.id))?;
+                }
+            }
+        }
+        self.store.for_each_subject_tags(&mut |tenant_id, subject_id, tags| {
+            if !restored.contains_key(tenant_id) {
+                self.index.set_subject_tags(tenant_id, subject_id, &tags);
+            }
+        })?;
+        Ok(count)
+    }
+
+    /// Inserts every stored template of `model_id` (of one tenant, or of all) into the index.
     ///
     /// Reading the store and filling the index take about as long as each other (5 and 7.5 s at
     /// a million templates), so one thread reads while this one inserts.
-    pub fn load_index(&self) -> Result<usize> {
+    fn load_templates(&self, model_id: &str, tenant_id: Option<&str>) -> Result<usize> {
         const BATCH: usize = 4096;
-        // A shared gallery: the index will reflect at least every change up to here, so the
-        // change follower starts after it (changes during the load are applied again, harmlessly).
-        if let Some(feed) = self.store.change_feed() {
-            self.applied_change.store(feed.latest_change()?, std::sync::atomic::Ordering::Release);
-        }
-        let model_id = self.engine.model_info().model_id.clone();
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Template>>(8);
         let store = self.store.clone();
+        let (model_id, tenant_id) = (model_id.to_owned(), tenant_id.map(str::to_owned));
         let reader = std::thread::Builder::new()
             .name("template-reader".into())
             .spawn(move || -> Result<()> {
                 let mut batch = Vec::with_capacity(BATCH);
-                store.for_each_template(&model_id, &mut |template| {
+                let mut visit = |template| {
                     batch.push(template);
                     if batch.len() == BATCH {
                         // Only fails once the receiver is gone, and then nothing waits for more.
                         let _ = batches.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                     }
-                })?;
+                };
+                match &tenant_id {
+                    Some(tenant_id) => store.for_each_tenant_template(tenant_id, &model_id, &mut visit)?,
+                    None => store.for_each_template(&model_id, &mut visit)?,
+                }
                 if !batch.is_empty() {
                     let _ = batches.send(batch);
                 }
@@ -170,19 +224,11 @@ impl FaceService {
             })
             .map_err(|e| Error::Internal(format!("cannot start the template reader: {e}")))?;
         let mut count = 0usize;
-        self.index.loading(true);
-        let loaded = (|| {
-            for batch in received {
-                count += batch.len();
-                batch.into_iter().for_each(|template| self.index.insert(template));
-            }
-            reader.join().map_err(|_| Error::Internal("the template reader panicked".into()))??;
-            self.store.for_each_subject_tags(&mut |tenant_id, subject_id, tags| {
-                self.index.set_subject_tags(tenant_id, subject_id, &tags);
-            })
-        })();
-        self.index.loading(false);
-        loaded?;
+        for batch in received {
+            count += batch.len();
+            batch.into_iter().for_each(|template| self.index.insert(template));
+        }
+        reader.join().map_err(|_| Error::Internal("the template reader panicked".into()))??;
         Ok(count)
     }
 

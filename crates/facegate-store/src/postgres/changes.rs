@@ -72,19 +72,6 @@ pub(crate) fn commit_with(mut tx: Transaction<'_>, changes: &[(Kind, Change<'_>)
     Ok(())
 }
 
-fn kind_of(name: &str) -> Option<facegate_core::ChangeKind> {
-    use facegate_core::ChangeKind as K;
-    Some(match name {
-        "sample_added" => K::SampleAdded,
-        "sample_removed" => K::SampleRemoved,
-        "subject_removed" => K::SubjectRemoved,
-        "subject_tags_set" => K::SubjectTagsSet,
-        "tag_renamed" => K::TagRenamed,
-        "tenant_removed" => K::TenantRemoved,
-        _ => return None,
-    })
-}
-
 impl facegate_core::ChangeFeed for super::PgStore {
     fn latest_change(&self) -> facegate_core::Result<u64> {
         to_core(|| {
@@ -104,7 +91,7 @@ impl facegate_core::ChangeFeed for super::PgStore {
             for row in rows {
                 let seq = super::to_u64(row.try_get(0)?);
                 let kind: String = row.try_get(2)?;
-                let Some(kind) = kind_of(&kind) else {
+                let Some(kind) = crate::change_kinds::kind_of(&kind) else {
                     // A kind from a newer facegate: nothing this build's index knows to do with it.
                     tracing::warn!(seq, kind = ?kind, "skipping a change of an unknown kind");
                     continue;
@@ -187,11 +174,17 @@ impl facegate_core::ChangeFeed for super::PgStore {
     }
 
     /// The template of one sample, for applying a change made on another node.
-    fn template(&self, tenant_id: &str, sample_id: &str) -> facegate_core::Result<Option<facegate_core::Template>> {
+    fn template(
+        &self,
+        tenant_id: &str,
+        sample_id: &str,
+        model_id: &str,
+    ) -> facegate_core::Result<Option<facegate_core::Template>> {
         to_core(|| {
             let row = self.conn()?.query_opt(
-                "SELECT subject_id, embedding, embedding_encoding FROM face_samples WHERE tenant_id = $1 AND id = $2",
-                &[&tenant_id, &sample_id],
+                "SELECT subject_id, embedding, embedding_encoding FROM face_samples \
+                 WHERE tenant_id = $1 AND id = $2 AND model_id = $3",
+                &[&tenant_id, &sample_id, &model_id],
             )?;
             let Some(row) = row else { return Ok(None) };
             let subject_id: String = row.get(0);

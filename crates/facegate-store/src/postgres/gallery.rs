@@ -350,14 +350,41 @@ impl facegate_core::GalleryStore for PgStore {
     }
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
+        self.stream_templates(model_id, None, visit)
+    }
+
+    fn for_each_tenant_template(
+        &self,
+        tenant_id: &str,
+        model_id: &str,
+        visit: &mut dyn FnMut(Template),
+    ) -> facegate_core::Result<()> {
+        self.stream_templates(model_id, Some(tenant_id), visit)
+    }
+}
+
+impl PgStore {
+    fn stream_templates(
+        &self,
+        model_id: &str,
+        tenant_id: Option<&str>,
+        visit: &mut dyn FnMut(Template),
+    ) -> facegate_core::Result<()> {
         to_core(|| {
             let mut conn = self.conn()?;
             // Streamed: the gallery can be far larger than what we want resident twice.
-            let mut rows = conn.query_raw(
-                "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
-                 WHERE model_id = $1 ORDER BY ordinal",
-                [model_id],
-            )?;
+            let mut rows = match tenant_id {
+                None => conn.query_raw(
+                    "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
+                     WHERE model_id = $1 ORDER BY ordinal",
+                    [model_id],
+                )?,
+                Some(tenant_id) => conn.query_raw(
+                    "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
+                     WHERE model_id = $1 AND tenant_id = $2 ORDER BY ordinal",
+                    [model_id, tenant_id],
+                )?,
+            };
             while let Some(row) = rows.next()? {
                 let sample_id: String = row.get(2);
                 let blob: &[u8] = row.get(3);

@@ -296,14 +296,44 @@ impl facegate_core::GalleryStore for SqliteStore {
     }
 
     fn for_each_template(&self, model_id: &str, visit: &mut dyn FnMut(Template)) -> facegate_core::Result<()> {
+        self.stream_templates(model_id, None, visit)
+    }
+
+    fn for_each_tenant_template(
+        &self,
+        tenant_id: &str,
+        model_id: &str,
+        visit: &mut dyn FnMut(Template),
+    ) -> facegate_core::Result<()> {
+        self.stream_templates(model_id, Some(tenant_id), visit)
+    }
+}
+
+impl SqliteStore {
+    fn stream_templates(
+        &self,
+        model_id: &str,
+        tenant_id: Option<&str>,
+        visit: &mut dyn FnMut(Template),
+    ) -> facegate_core::Result<()> {
         to_core(|| {
             let conn = self.reader()?;
             // One row at a time: the gallery can be far larger than what we want resident twice.
-            let mut stmt = conn.prepare(
-                "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
-                 WHERE model_id = ?1 ORDER BY rowid",
-            )?;
-            let mut rows = stmt.query([model_id])?;
+            let sql = match tenant_id {
+                None => {
+                    "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
+                         WHERE model_id = ?1 ORDER BY rowid"
+                }
+                Some(_) => {
+                    "SELECT tenant_id, subject_id, id, embedding, embedding_encoding FROM face_samples \
+                            WHERE model_id = ?1 AND tenant_id = ?2 ORDER BY rowid"
+                }
+            };
+            let mut stmt = conn.prepare(sql)?;
+            let mut rows = match tenant_id {
+                None => stmt.query([model_id])?,
+                Some(tenant_id) => stmt.query([model_id, tenant_id])?,
+            };
             while let Some(row) = rows.next()? {
                 let sample_id: String = row.get(2)?;
                 let blob = row.get_ref(3)?.as_blob().map_err(|e| {

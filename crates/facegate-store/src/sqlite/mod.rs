@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 pub(crate) mod backup;
 mod blobs;
 mod bulk;
+mod changes;
 mod gallery;
 pub(crate) mod lock;
 mod migrations;
@@ -48,6 +49,8 @@ pub struct SqliteStore {
     key: Option<DataKey>,
     renamed_tenants: Vec<(String, String)>,
     min_free_disk_bytes: std::sync::atomic::AtomicU64,
+    /// Wakes the change follower at each commit (`changes.rs`).
+    commits: changes::Commits,
 }
 
 impl SqliteStore {
@@ -101,6 +104,7 @@ impl SqliteStore {
             key,
             renamed_tenants,
             min_free_disk_bytes: std::sync::atomic::AtomicU64::new(0),
+            commits: changes::Commits::default(),
         })
     }
 
@@ -216,6 +220,7 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx, published.as_ref().map(|p| p.info()))?;
         tx.commit()?;
+        self.commits.committed();
         if let Some(p) = published {
             p.keep();
         }
@@ -266,6 +271,13 @@ impl facegate_core::Store for SqliteStore {
                 Err(facegate_core::Error::Storage("cannot read the free disk space".into()))
             }
         }
+    }
+
+    /// Its own change log: the index follows it as on PostgreSQL (this process's writes come back
+    /// once more, harmlessly, as do an import's beside it), and a snapshot of the index records
+    /// the last change it reflects.
+    fn change_feed(&self) -> Option<&dyn facegate_core::ChangeFeed> {
+        Some(self)
     }
 }
 
