@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use facegate_core::service::{FacePolicy, NewSubject, SubjectKey};
 use facegate_core::testing::FakeEngine;
-use facegate_core::{ChangeFeed, FaceService, ImageUpload, Index, IndexSnapshots, ServiceConfig, Store, Template, Tenant};
+use facegate_core::{
+    ChangeFeed, FaceService, ImageUpload, Index, IndexSnapshots, ServiceConfig, Store, Template, Tenant,
+};
 use facegate_index::{FlatIndex, SnapshotDir};
 use facegate_store::{PgRole, PgStore, SqliteStore};
 use facegate_testkit::PgCluster;
@@ -91,10 +93,8 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 }
 
 fn snapshot_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("index-snapshots"))
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir.join("index-snapshots")).expect("list").map(|e| e.expect("entry").path()).collect();
     files.sort();
     files
 }
@@ -168,24 +168,38 @@ async fn a_postgres_node_restarted_from_its_snapshot_catches_up_with_the_other_n
     let dir = tempfile::tempdir().expect("tempdir");
     let url = cluster.url().to_owned();
     let connect = move || -> Arc<dyn Store> { Arc::new(PgStore::connect(&url, None, PgRole::Node).expect("connect")) };
-    let store = { let c = connect.clone(); blocking(c).await };
+    let store = {
+        let c = connect.clone();
+        blocking(c).await
+    };
     let node = start(store, dir.path()).await;
     let tenant = node.service.create_tenant("t").await.expect("tenant").tenant;
     let a = enroll(&node.service, &tenant, "a", "ann").await;
     let b = enroll(&node.service, &tenant, "b", "bob").await;
     plant_ghost(&node.index, &tenant);
     save(&node, &tenant).await;
-    drop(node);
+    stop(node).await;
 
     // While it is down, another node enrolls and deletes.
-    let other_store = { let c = connect.clone(); blocking(c).await };
+    let other_store = {
+        let c = connect.clone();
+        blocking(c).await
+    };
     let other = start(other_store, tempfile::tempdir().expect("other dir").path()).await;
     let c = enroll(&other.service, &tenant, "c", "cat").await;
     delete(&other.service, &tenant, "b").await;
 
-    let store = { let c = connect.clone(); blocking(c).await };
+    let store = {
+        let c = connect.clone();
+        blocking(c).await
+    };
     let node = start(store, dir.path()).await;
     assert_eq!(indexed(&node.index, &tenant), set(&[&a, &c, "ghost"]));
-    let _ = node.index.len(&tenant.id);
-    drop(other);
+    stop(node).await;
+    stop(other).await;
+}
+
+/// The PostgreSQL client blocks: its connections close off the async threads.
+async fn stop(node: Node) {
+    blocking(move || drop(node)).await;
 }

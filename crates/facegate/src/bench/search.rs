@@ -77,6 +77,13 @@ pub struct SearchArgs {
     /// Searches at once for the throughput figure (besides 1).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Where the index's snapshot is written and timed, then removed (a temporary folder when
+    /// not given).
+    #[arg(long)]
+    snapshot_dir: Option<std::path::PathBuf>,
+    /// Leave out the snapshot timing.
+    #[arg(long)]
+    no_snapshot: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -237,6 +244,11 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
 
     let row_bytes = index.row_bytes();
     let memory = rss_after.zip(rss_before).map(|(a, b)| a.saturating_sub(b));
+    let snapshot = if args.no_snapshot {
+        None
+    } else {
+        Some(snapshot_round_trip(index, config, &probes, args.limit, args.snapshot_dir.as_deref())?)
+    };
     let summary = json!({
         "templates": args.templates,
         "subjects": identities,
@@ -271,6 +283,9 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         "recall_at_1_mated": recall.as_ref().map(|r| r.at_1_mated),
         "recall_at_1_filtered": recall.as_ref().map(|r| r.at_1_filtered),
         "recall_queries": recall.as_ref().map(|r| r.queries),
+        "snapshot_bytes": snapshot.as_ref().map(|s| s.bytes),
+        "snapshot_write_s": snapshot.as_ref().map(|s| s.write_s),
+        "snapshot_load_s": snapshot.as_ref().map(|s| s.load_s),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -299,7 +314,67 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         ),
         None => println!("  {:<28} 1 (exact search)", "recall vs exact"),
     }
+    if let Some(s) = snapshot {
+        println!(
+            "  {:<28} {:.0} MiB, written in {:.1} s, loaded in {:.1} s",
+            "snapshot",
+            mib(s.bytes),
+            s.write_s,
+            s.load_s
+        );
+    }
     Ok(())
+}
+
+struct SnapshotTiming {
+    bytes: u64,
+    write_s: f64,
+    load_s: f64,
+}
+
+/// Writes the index's snapshot to a file, drops the index (two copies of a 10M gallery would
+/// not fit), loads the snapshot into a new one, and checks that it answers the probes as the
+/// first did: the time a restarting node spends on its snapshot.
+fn snapshot_round_trip(
+    index: FlatIndex,
+    config: IndexConfig,
+    probes: &[Probe],
+    limit: usize,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<SnapshotTiming> {
+    let temp;
+    let dir = match dir {
+        Some(dir) => dir,
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path()
+        }
+    };
+    let path = dir.join("bench-search.snap");
+    let checked: Vec<&Probe> = probes.iter().take(20).collect();
+    let before: Vec<Vec<SubjectHit>> =
+        checked.iter().map(|p| index.search_tagged(TENANT, &p.embedding, limit, &p.tags)).collect();
+    let started = Instant::now();
+    {
+        let mut out = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(&path)?);
+        index.write_snapshot(TENANT, "bench@1", 0, &mut out)?;
+        std::io::Write::flush(&mut out)?;
+        out.get_ref().sync_all()?;
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    drop(index);
+    let bytes = std::fs::metadata(&path)?.len();
+    let restored = FlatIndex::with_config(config);
+    let started = Instant::now();
+    restored.read_snapshot(&mut std::fs::File::open(&path)?, bytes, &|_| true)?;
+    let load_s = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    let after: Vec<Vec<SubjectHit>> =
+        checked.iter().map(|p| restored.search_tagged(TENANT, &p.embedding, limit, &p.tags)).collect();
+    let top =
+        |hits: &Vec<Vec<SubjectHit>>| hits.iter().map(|h| h.first().map(|h| h.subject_id.clone())).collect::<Vec<_>>();
+    anyhow::ensure!(top(&before) == top(&after), "the restored index answers differently");
+    Ok(SnapshotTiming { bytes, write_s, load_s })
 }
 
 /// Searches per second with `concurrency` threads searching at once, each through the probes.
