@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use facegate_core::service::{FacePolicy, NewSubject, SubjectKey};
 use facegate_core::testing::FakeEngine;
-use facegate_core::{
-    ChangeFeed, FaceService, ImageUpload, Index, IndexSnapshots, ServiceConfig, Store, Template, Tenant,
-};
+use facegate_core::{FaceService, ImageUpload, Index, IndexSnapshots, ServiceConfig, Store, Template, Tenant};
 use facegate_index::{FlatIndex, SnapshotDir};
 use facegate_store::{PgRole, PgStore, SqliteStore};
 use facegate_testkit::PgCluster;
@@ -194,7 +192,8 @@ async fn a_postgres_node_restarted_from_its_snapshot_catches_up_with_the_other_n
         blocking(c).await
     };
     let node = start(store, dir.path()).await;
-    assert_eq!(indexed(&node.index, &tenant), set(&[&a, &c, "ghost"]));
+    assert_eq!(indexed(&node.index, &tenant), set(&[&a, &c, "ghost"]), "b deleted elsewhere, c enrolled elsewhere");
+    assert!(!indexed(&node.index, &tenant).contains(&b));
     stop(node).await;
     stop(other).await;
 }
