@@ -308,6 +308,12 @@ impl TenantIndex {
         self.vectors.row_bytes() + self.ids.row_bytes()
     }
 
+    /// Room for `rows` more rows: a snapshot's, loaded at once.
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        self.ids.reserve(rows);
+        self.vectors.reserve(rows);
+    }
+
     fn insert(&mut self, subject_id: &str, sample_id: &str, embedding: &[f32]) -> Result<(), &'static str> {
         self.insert_placed(subject_id, sample_id, embedding, None)
     }
@@ -328,7 +334,7 @@ impl TenantIndex {
         if !self.vectors.is_empty() && embedding.len() != self.vectors.dim() {
             return Err("embedding length differs from the tenant's other templates");
         }
-        let (slot, subject) = self.ids.add(subject_id, sample_id)?;
+        let (slot, subject) = self.ids.add_absent(subject_id, sample_id)?;
         let tags = self.ids.tags(subject);
         if let Err(reason) = self.vectors.add_placed(slot, subject, tags, embedding, placement) {
             // Handing the slot back puts the slot and subject number where they were: the next

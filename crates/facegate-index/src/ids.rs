@@ -83,12 +83,30 @@ impl TenantIds {
         self.subjects.find(subject)
     }
 
+    /// Room for `rows` more samples of as many subjects, so that loading a known number of rows
+    /// does not grow the tables step by step (rehashing them each time).
+    pub fn reserve(&mut self, rows: usize) {
+        for names in [&mut self.samples, &mut self.subjects] {
+            names.reserve(rows);
+        }
+        for v in [&mut self.slot_subject, &mut self.slot_before, &mut self.subject_last] {
+            v.reserve(rows);
+        }
+        self.subject_tags.reserve(rows);
+    }
+
     /// Hands out a slot to `sample` (which holds none) of `subject`, interning the subject;
     /// returns the slot and the subject's number.
+    #[cfg(test)]
     pub fn add(&mut self, subject: &str, sample: &str) -> Result<(u32, u32), &'static str> {
         if self.samples.find(sample).is_some() {
             return Err("sample already has a slot");
         }
+        self.add_absent(subject, sample)
+    }
+
+    /// As [`Self::add`] for a sample the caller has just looked up and found without a slot.
+    pub fn add_absent(&mut self, subject: &str, sample: &str) -> Result<(u32, u32), &'static str> {
         let slot = self.samples.insert(sample, "tenant holds too many templates")?;
         let group = match self.intern(subject) {
             Ok(group) => group,
@@ -280,6 +298,12 @@ impl Names {
         self.keys.len() * size_of::<Key>()
             + self.arena.len().saturating_sub(self.garbage)
             + self.table.allocation_size()
+    }
+
+    fn reserve(&mut self, more: usize) {
+        self.keys.reserve(more);
+        let Self { keys, arena, table, hasher, .. } = self;
+        table.reserve(more, |&h| keys.get(h as usize).map_or(0, |k| k.hash(arena, hasher)));
     }
 
     fn find(&self, id: &str) -> Option<u32> {

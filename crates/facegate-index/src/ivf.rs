@@ -397,11 +397,20 @@ impl VectorSearch for IvfSearch {
     }
 
     fn add(&mut self, slot: u32, group: u32, tags: u64, embedding: &[f32]) -> Result<(), &'static str> {
-        self.add_to_list(slot, group, tags, embedding, None)
+        self.add_to_list(slot, group, tags, embedding, None, None)
     }
 
     fn remove(&mut self, slot: u32) {
         self.remove_row(slot);
+    }
+
+    fn reserve(&mut self, rows: usize) {
+        self.codes.reserve(rows * self.dim);
+        self.scales.reserve(rows);
+        self.groups.reserve(rows);
+        self.tags.reserve(rows);
+        self.list_of.reserve(rows);
+        self.position.reserve(rows);
     }
     fn set_tags(&mut self, slot: u32, tags: u64) {
         if !self.in_use(slot) {
@@ -510,7 +519,18 @@ impl VectorSearch for IvfSearch {
         embedding: &[f32],
         placement: Option<u32>,
     ) -> Result<(), &'static str> {
-        self.add_to_list(slot, group, tags, embedding, placement)
+        self.add_to_list(slot, group, tags, embedding, placement, None)
+    }
+
+    fn add_recent(
+        &mut self,
+        slot: u32,
+        group: u32,
+        tags: u64,
+        embedding: &[f32],
+        home: Option<u32>,
+    ) -> Result<(), &'static str> {
+        self.add_to_list(slot, group, tags, embedding, None, home)
     }
 
     fn partition(&self) -> Option<Partition> {
@@ -599,7 +619,8 @@ impl IvfSearch {
         Scan::Found(hits)
     }
 
-    /// Adds a row as [`VectorSearch::add`] does, into `list` when the caller placed it already.
+    /// Adds a row as [`VectorSearch::add`] does, into `list` when the caller placed it already;
+    /// `home`, when known, is the row's own list (its placement), saving the work of finding it.
     fn add_to_list(
         &mut self,
         slot: u32,
@@ -607,6 +628,7 @@ impl IvfSearch {
         tags: u64,
         embedding: &[f32],
         list: Option<u32>,
+        home: Option<u32>,
     ) -> Result<(), &'static str> {
         if self.in_use(slot) {
             return Err("slot already in use");
@@ -638,21 +660,30 @@ impl IvfSearch {
         self.scales[s] = scale;
         self.groups[s] = group;
         self.tags[s] = tags;
-        let mut sketch = vec![0u64; self.words];
-        sketch_into(embedding, &mut sketch);
+        // On the stack up to 1,024 values: an allocation a row was a tenth of loading a snapshot.
+        let mut stack = [0u64; 16];
+        let mut heap = Vec::new();
+        let sketch = if self.words <= stack.len() {
+            &mut stack[..self.words]
+        } else {
+            heap.resize(self.words, 0);
+            &mut heap[..]
+        };
+        sketch_into(embedding, sketch);
         let fresh = self.fresh();
+        let known_home = home.filter(|&h| h < fresh);
         let (list, home) = match list {
             // Placed by a rebuild or a snapshot.
             Some(list) if list < fresh => (list, list),
-            Some(list) if list == fresh => (fresh, self.quantizer.assign(embedding)),
             // A new row of a trained search: the fresh list first.
-            _ if self.trained_rows > 0 => (fresh, self.quantizer.assign(embedding)),
+            Some(list) if list == fresh => (fresh, known_home.unwrap_or_else(|| self.quantizer.assign(embedding))),
+            _ if self.trained_rows > 0 => (fresh, known_home.unwrap_or_else(|| self.quantizer.assign(embedding))),
             _ => {
-                let list = self.quantizer.assign(embedding);
-                (list, list)
+                let home = known_home.unwrap_or_else(|| self.quantizer.assign(embedding));
+                (home, home)
             }
         };
-        self.push_to_list(slot, list, &sketch, home);
+        self.push_to_list(slot, list, sketch, home);
         self.settle_fresh();
         self.count_bits(slot, tags, true);
         self.len += 1;
@@ -770,5 +801,51 @@ mod tests {
         }
         assert_eq!(search.partition().map(|p| p.lists), Some(1));
         search.add(0, 0, 0, &[1.0, 0.0]).expect("a new length once empty");
+    }
+
+    /// A face unlike every row the lists were learnt from: in a list a search for another photo
+    /// of it need not read. Kept in the fresh list, it is found; and the fresh list stays bounded.
+    #[test]
+    fn rows_added_after_training_are_found_however_unlike_the_training_rows() {
+        let mut rng = SplitMix(11);
+        let dim = 64;
+        let tuning = IvfTuning { rows_per_list: 40, probes: 1, min_rerank: 8, rerank_fraction: 0.0 };
+        let mut search = IvfSearch::new(tuning);
+        // Trained on rows in the first half of the space only.
+        let half = |rng: &mut SplitMix| {
+            let mut v = random_unit(rng, dim / 2);
+            v.resize(dim, 0.0);
+            v
+        };
+        for slot in 0..4000u32 {
+            search.add(slot, slot, 0, &half(&mut rng)).expect("add");
+        }
+        search.train();
+        // Then faces in the other half, and "other photos" of them: similar, not equal.
+        let mut probes = Vec::new();
+        for k in 0..50u32 {
+            let mut face = vec![0.0; dim / 2];
+            face.extend(random_unit(&mut rng, dim / 2));
+            let noise = random_unit(&mut rng, dim);
+            let probe: Vec<f32> = face.iter().zip(&noise).map(|(f, n)| f + 0.6 * n).collect();
+            search.add(4000 + k, 4000 + k, 0, &face).expect("add");
+            probes.push((4000 + k, probe));
+        }
+        assert_eq!(search.lists[search.fresh() as usize].slots.len(), 50);
+        for (slot, probe) in &probes {
+            assert_eq!(search.search(probe, 1, None)[0].slot, *slot, "the face in slot {slot} is found");
+        }
+        // Past FRESH_ROWS, the older half goes to their own lists; every row stays in one list.
+        for slot in 5000..5000 + FRESH_ROWS as u32 {
+            search.add(slot, slot, 0, &half(&mut rng)).expect("add");
+        }
+        let fresh = search.lists[search.fresh() as usize].slots.len();
+        assert!(fresh <= FRESH_ROWS && fresh >= FRESH_ROWS / 2, "{fresh}");
+        let listed: usize = search.lists.iter().map(|l| l.slots.len()).sum();
+        assert_eq!(listed, search.len());
+        let newest = 5000 + FRESH_ROWS as u32 - 1;
+        assert_eq!(search.list_of[newest as usize], search.fresh(), "the newest row is still fresh");
+        let home = search.lists[search.fresh() as usize].homes[search.position[newest as usize] as usize];
+        assert_eq!(home, search.placement(&search.row(newest).expect("row").vector).expect("placed"));
     }
 }

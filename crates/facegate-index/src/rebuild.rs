@@ -124,7 +124,7 @@ pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Tar
             let t = tenant.read();
             (start..end).filter_map(|slot| Some((slot, t.vectors().row(slot)?))).collect()
         };
-        add_all(new.as_mut(), &rows, threads);
+        add_all(new.as_mut(), &rows, threads, false);
         start = end;
     }
     for round in 0.. {
@@ -190,11 +190,17 @@ fn training_sample<T: Rebuildable>(tenant: &RwLock<T>, bound: u32, count: usize,
 }
 
 /// Adds copied rows, placing them (in their lists) on `threads` threads first: placing is most
-/// of the cost of adding a row to a partitioned search.
-fn add_all(new: &mut dyn VectorSearch, rows: &[(u32, RowCopy)], threads: usize) {
+/// of the cost of adding a row to a partitioned search. `recent` rows were written while the
+/// rebuild ran, after its training sample was drawn ([`VectorSearch::add_recent`]).
+fn add_all(new: &mut dyn VectorSearch, rows: &[(u32, RowCopy)], threads: usize, recent: bool) {
     let placements = place(&*new, rows, threads);
     for ((slot, row), placement) in rows.iter().zip(placements) {
-        if let Err(reason) = new.add_placed(*slot, row.group, row.tags, &row.vector, placement) {
+        let added = if recent {
+            new.add_recent(*slot, row.group, row.tags, &row.vector, placement)
+        } else {
+            new.add_placed(*slot, row.group, row.tags, &row.vector, placement)
+        };
+        if let Err(reason) = added {
             tracing::debug!(slot, reason, "row not copied into the rebuilt index");
         }
     }
@@ -225,7 +231,7 @@ fn replay<T: Rebuildable>(tenant: &T, new: &mut dyn VectorSearch, changes: &[Cha
                 for &slot in &slots {
                     new.remove(slot);
                 }
-                add_all(new, &rows, threads);
+                add_all(new, &rows, threads, true);
             }
             Segment::Move { from, to } => new.move_tag_bits(from, to),
         }
@@ -245,7 +251,7 @@ fn replay_unlocked<T: Rebuildable>(tenant: &RwLock<T>, new: &mut dyn VectorSearc
                     for &slot in chunk {
                         new.remove(slot);
                     }
-                    add_all(new, &rows, threads);
+                    add_all(new, &rows, threads, true);
                 }
             }
             Segment::Move { from, to } => new.move_tag_bits(from, to),

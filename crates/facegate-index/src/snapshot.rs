@@ -100,6 +100,8 @@ impl FlatIndex {
             out.u64(position);
             out.u32(vectors.dim() as u32);
             out.u8(encoding as u8);
+            // The rows there were when the copy began: room to reserve when loading.
+            out.u64(vectors.len() as u64);
             let mut tags: Vec<(&String, &u32)> = locked.tag_bits.iter().collect();
             tags.sort_by_key(|(_, &bit)| bit);
             out.u32(tags.len() as u32);
@@ -195,6 +197,7 @@ impl FlatIndex {
             1 => Encoding::I8,
             _ => return Err(invalid("unknown vector encoding")),
         };
+        let rows_hint = input.u64()?;
         let header = SnapshotHeader { tenant_id, model_id, position, dim };
         if !accept(&header) {
             return Err(io::Error::other("snapshot not wanted"));
@@ -228,15 +231,24 @@ impl FlatIndex {
             }
         };
         let mut tenant = TenantIndex::new(vectors);
+        // A row takes at least its marker, two id lengths, its list and a byte a value, so a
+        // damaged hint cannot reserve more than the file could hold.
+        tenant.reserve(rows_hint.min(len / (13 + dim as u64)) as usize);
         tenant.tag_bits = tag_bits;
         for (subject, mask) in &tagged {
             tenant.ids.set_tags(subject, *mask).map_err(invalid)?;
         }
         let (sender, batches) = std::sync::mpsc::sync_channel::<io::Result<RowBatch>>(4);
         let mut rows = 0u64;
+        // Which side bounds a restore: the time inserting waited for decoded rows.
+        let mut waited = std::time::Duration::ZERO;
+        let started = std::time::Instant::now();
         let inserted = std::thread::scope(|scope| -> io::Result<()> {
             let decoder = scope.spawn(move || decode_rows(&mut input, encoding, dim, &sender));
-            for batch in batches {
+            loop {
+                let asked = std::time::Instant::now();
+                let Ok(batch) = batches.recv() else { break };
+                waited += asked.elapsed();
                 let batch = batch?;
                 for (i, ((sample, subject), &list)) in batch.ids.iter().zip(&batch.lists).enumerate() {
                     let placement = (list != u32::MAX).then_some(list);
@@ -248,6 +260,12 @@ impl FlatIndex {
             decoder.join().map_err(|_| invalid("the snapshot decoder panicked"))?
         });
         inserted?;
+        tracing::debug!(
+            rows,
+            ms = started.elapsed().as_millis() as u64,
+            waiting_for_decoder_ms = waited.as_millis() as u64,
+            "snapshot rows read"
+        );
         let Hashing { inner, left, crc } = buffered.into_inner();
         debug_assert_eq!(left, 0);
         let mut stored = [0u8; 4];

@@ -56,6 +56,10 @@ pub trait VectorSearch: Send + Sync {
     /// Adds the row `slot` (not in use) of subject `group` with tag mask `tags`. Refused when
     /// `embedding`'s length differs from the others', or the search holds all it can.
     fn add(&mut self, slot: u32, group: u32, tags: u64, embedding: &[f32]) -> Result<(), &'static str>;
+    /// Room for `rows` more rows, to load a known number without growing step by step.
+    fn reserve(&mut self, rows: usize) {
+        let _ = rows;
+    }
     /// Forgets the row `slot`; nothing when there is none.
     fn remove(&mut self, slot: u32);
     fn set_tags(&mut self, slot: u32, tags: u64);
@@ -94,6 +98,19 @@ pub trait VectorSearch: Send + Sync {
     fn placement(&self, embedding: &[f32]) -> Option<u32> {
         let _ = embedding;
         None
+    }
+    /// As `add_placed`, for a row written since the search's partition was learnt (a rebuild
+    /// replaying the writes made while it ran): a partitioned search keeps it with its newest
+    /// rows, as `add` does. `home` is its [`Self::placement`] when worked out.
+    fn add_recent(
+        &mut self,
+        slot: u32,
+        group: u32,
+        tags: u64,
+        embedding: &[f32],
+        home: Option<u32>,
+    ) -> Result<(), &'static str> {
+        self.add_placed(slot, group, tags, embedding, home)
     }
     /// As `add`, with the row's [`Self::placement`] when it was worked out.
     fn add_placed(
