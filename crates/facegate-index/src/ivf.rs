@@ -840,7 +840,7 @@ mod tests {
             search.add(slot, slot, 0, &half(&mut rng)).expect("add");
         }
         let fresh = search.lists[search.fresh() as usize].slots.len();
-        assert!(fresh <= FRESH_ROWS && fresh >= FRESH_ROWS / 2, "{fresh}");
+        assert!((FRESH_ROWS / 2..=FRESH_ROWS).contains(&fresh), "{fresh}");
         let listed: usize = search.lists.iter().map(|l| l.slots.len()).sum();
         assert_eq!(listed, search.len());
         let newest = 5000 + FRESH_ROWS as u32 - 1;
