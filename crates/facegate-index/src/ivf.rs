@@ -546,6 +546,15 @@ impl VectorSearch for IvfSearch {
     }
 }
 
+/// `x` (|x| < 2^22) rounded to the nearest integer, ties to even: adding and taking away 1.5·2^23
+/// leaves no fraction bits. Unlike `f32::round`, no library call, so a row's loop vectorizes:
+/// rounding was a third of loading a snapshot.
+#[inline]
+fn round_small(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (x + SHIFT) - SHIFT
+}
+
 /// What one pass over the nearest lists came to.
 enum Scan {
     Found(Vec<ScoredRow>),
@@ -654,8 +663,9 @@ impl IvfSearch {
         }
         let max = embedding.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let inverse = 1.0 / scale;
         for (c, &x) in self.codes[s * self.dim..(s + 1) * self.dim].iter_mut().zip(embedding) {
-            *c = (x / scale).round().clamp(-127.0, 127.0) as i8;
+            *c = round_small((x * inverse).clamp(-127.0, 127.0)) as i8;
         }
         self.scales[s] = scale;
         self.groups[s] = group;
@@ -847,5 +857,17 @@ mod tests {
         assert_eq!(search.list_of[newest as usize], search.fresh(), "the newest row is still fresh");
         let home = search.lists[search.fresh() as usize].homes[search.position[newest as usize] as usize];
         assert_eq!(home, search.placement(&search.row(newest).expect("row").vector).expect("placed"));
+    }
+
+    #[test]
+    fn the_rounding_of_codes_is_to_the_nearest_integer() {
+        let mut rng = SplitMix(1);
+        for _ in 0..100_000 {
+            let x = (rng.next_u64() as f64 / u64::MAX as f64 * 254.0 - 127.0) as f32;
+            assert_eq!(round_small(x), x.round_ties_even(), "{x}");
+        }
+        for x in [-127.0f32, -0.5, 0.5, 1.5, 2.5, 126.5, 127.0, 0.0] {
+            assert_eq!(round_small(x), x.round_ties_even(), "{x}");
+        }
     }
 }
