@@ -612,7 +612,8 @@ impl IndexSnapshots for SnapshotDir {
         let version = self.index.version(tenant_id);
         let form = self.form(tenant_id);
         let path = self.path_of(tenant_id);
-        let tmp = path.with_extension("tmp");
+        // Named by process too: two nodes sharing a directory never write one file together.
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
         let written = (|| -> io::Result<Option<u64>> {
             let file = create_private_file(&tmp)?;
             let mut out = BufWriter::with_capacity(BUFFER, file);

@@ -144,8 +144,15 @@ pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(A
     let index = Arc::new(FlatIndex::with_config(config.index_config()?));
     let mut service = FaceService::new(engine, backend.store(), index.clone(), config.service_config());
     if config.store.encryption_key_file.is_some() {
-        // A snapshot holds every template in the clear; the store keeps them sealed.
+        // A snapshot holds every template in the clear; the store keeps them sealed. Snapshots
+        // from before the gallery was encrypted go.
         tracing::info!("index snapshots are off for an encrypted gallery: the index loads from the store");
+        let dir = config.store.data_dir.join(SNAPSHOT_DIR);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing the unencrypted index snapshots in {}", dir.display()))?;
+            tracing::warn!(dir = %dir.display(), "removed index snapshots written before the gallery was encrypted");
+        }
     } else {
         let dir = config.store.data_dir.join(SNAPSHOT_DIR);
         let snapshots = SnapshotDir::open(&dir, index)
