@@ -22,8 +22,9 @@
 //!
 //! # The comparison
 //! The gallery is indexed twice: exactly (the flat scan scoring every row) and as configured
-//! (`--index`, inverted lists by default), inserted in one shuffled order as a gallery grows,
-//! background rebuilds included. Recall is the agreement of the configured index with the exact
+//! (`--index`, inverted lists by default), inserted in one shuffled order and loaded as a
+//! node's start-up loads a gallery ([`Index::loading`]: one training on every row, so that runs
+//! repeat), or with `--grow` as a gallery grows, retrained in the background as it does. Recall is the agreement of the configured index with the exact
 //! one on the top subject and the overlap of their top ten subjects (`crate::bench::recall`),
 //! beside the rank-1 identification rate of each on the mated probes.
 
@@ -76,6 +77,11 @@ pub struct IndexRecallArgs {
     index: IndexKind,
     #[command(flatten)]
     lists: IvfArgs,
+    /// Insert as a gallery grows, lists learnt in the background as it does (their count then
+    /// depends on how far the inserts got while each training ran), instead of as a node's
+    /// start-up loads one: every row first, then one training on all of them.
+    #[arg(long)]
+    grow: bool,
     /// Also list the probes whose top subject differs between the index and the exact scan.
     #[arg(long)]
     show_misses: bool,
@@ -247,12 +253,19 @@ pub fn run(args: IndexRecallArgs, file: &FileConfig) -> anyhow::Result<()> {
         IndexConfig { kind: args.index, partition_rows: args.lists.partition_rows, flat: SearchTuning::default(), ivf };
     let (exact, tested) = (FlatIndex::with_config(exact_config), FlatIndex::with_config(tested_config));
     let started = Instant::now();
+    let loading = !args.grow;
+    for index in [&exact, &tested] {
+        index.loading(loading);
+    }
     for t in &rows {
         exact.insert(t.clone());
     }
     let gallery_templates = rows.len();
     for t in rows {
         tested.insert(t);
+    }
+    for index in [&exact, &tested] {
+        index.loading(false);
     }
     tested.wait_for_rebuilds();
     let build_s = started.elapsed().as_secs_f64();
@@ -327,6 +340,7 @@ pub fn run(args: IndexRecallArgs, file: &FileConfig) -> anyhow::Result<()> {
         "rows_per_list": partition.map(|_| ivf.rows_per_list),
         "rerank": partition.map(|_| ivf.min_rerank),
         "build_s": build_s,
+        "grow": args.grow,
         "p50_ms": quantile(&latencies, 0.5),
         "p99_ms": quantile(&latencies, 0.99),
         "recall_at_1": r.at_1,
