@@ -217,8 +217,10 @@ pub fn run(args: IndexRecallArgs, file: &FileConfig) -> anyhow::Result<()> {
     let mut work: Vec<(PathBuf, Vec<Variant>)> = split.gallery.iter().map(|p| (path(p), variants.to_vec())).collect();
     work.extend(split.mated.iter().chain(&split.non_mated).map(|p| (path(p), vec![VARIANTS[0]])));
     let embeddings = embed_variants(&engine, &work, config.engine.inference_workers, &args.embed)?;
-    let embedding = |photo: &Path, variant: Variant| -> Option<&Vec<f32>> {
-        embeddings.get(&(canonical(photo), variant.name())).and_then(Option::as_ref)
+    let embedding = |photo: &Path, variant: Variant| -> Option<Vec<f32>> {
+        let mut e = embeddings.get(&(canonical(photo), variant.name())).cloned().flatten()?;
+        args.embed.template_precision.apply(&mut e);
+        Some(e)
     };
 
     // The gallery, inserted in one shuffled order into both indexes.
@@ -235,7 +237,7 @@ pub fn run(args: IndexRecallArgs, file: &FileConfig) -> anyhow::Result<()> {
                 tenant_id: TENANT.to_owned(),
                 subject_id: people[person].0.clone(),
                 sample_id: format!("{}#{}", people[person].1[photo].display(), variant.name()),
-                embedding: e.clone(),
+                embedding: e,
             });
         }
     }
@@ -273,7 +275,7 @@ pub fn run(args: IndexRecallArgs, file: &FileConfig) -> anyhow::Result<()> {
     eprintln!("indexed {gallery_templates} rows twice in {build_s:.1} s");
 
     // The probes: (person, photo path, embedding, mated).
-    let mut probes: Vec<(usize, PathBuf, &[f32], bool)> = Vec::new();
+    let mut probes: Vec<(usize, PathBuf, Vec<f32>, bool)> = Vec::new();
     let mut probes_without_face = 0usize;
     for (list, listed_as_mated) in [(&split.mated, true), (&split.non_mated, false)] {
         for p in list {
