@@ -16,6 +16,8 @@ use serde_json::json;
 use crate::config::{Config, EngineArgs, FileConfig, Flags};
 use crate::runtime::load_engine;
 
+mod index_recall;
+
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
     /// LFW-style verification: N-fold accuracy with held-out thresholds, TAR@FAR, and the
@@ -32,6 +34,10 @@ pub enum EvalCommand {
     /// the old rule (any second face refuses) and under rival-size ratios; and how often the
     /// registered face is not the labelled person's (its box misses the image centre).
     Registration(RegistrationArgs),
+    /// The index's recall against the exact scan on real embeddings: every photo of a folder
+    /// of people with mirrored, shifted and scaled copies as the gallery (100,000+ rows from
+    /// LFW), some photos and people held out as mated and non-mated probes. Prints JSON.
+    IndexRecall(index_recall::IndexRecallArgs),
 }
 
 #[derive(Args, Debug)]
@@ -175,6 +181,7 @@ pub fn run(cmd: EvalCommand, file: &FileConfig) -> anyhow::Result<()> {
         EvalCommand::Identify(args) => identify(args, file),
         EvalCommand::Calibrate(args) => calibrate(args, file),
         EvalCommand::Registration(args) => registration(args, file),
+        EvalCommand::IndexRecall(args) => index_recall::run(args, file),
     }
 }
 

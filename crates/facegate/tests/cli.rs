@@ -175,6 +175,41 @@ fn eval_identify_reports_nist_metrics_as_json() {
 }
 
 #[test]
+fn eval_index_recall_compares_with_the_exact_scan_and_reuses_its_cache() {
+    let Some(identities) = faceapi_identities() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("variants.bin");
+    let run = || {
+        let out = facegate()
+            .args(["eval", "index-recall", "--variants", "2", "--images"])
+            .arg(&identities)
+            .arg("--embeddings-cache")
+            .arg(&cache)
+            .output()
+            .expect("run facegate");
+        assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+        (report, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (report, stderr) = run();
+    // 8 people × 5 photos: the first photo of each is a mated probe, the other 4 are enrolled
+    // as they are and mirrored.
+    assert_eq!(report["mated_queries"], 8, "{report}");
+    assert_eq!(report["non_mated_queries"], 0, "{report}");
+    assert_eq!(report["gallery_photos"], 32, "{report}");
+    let rows =
+        report["gallery_templates"].as_u64().unwrap_or(0) + report["variants_without_face"].as_u64().unwrap_or(0);
+    assert_eq!(rows, 64, "{report}");
+    assert_eq!(report["rank1_exact"], 1.0, "{report}");
+    // Too few rows to train lists on: the index scores every row, as the exact scan does.
+    assert_eq!(report["recall_at_1"], 1.0, "{report}");
+    assert!(stderr.contains("embedded 72 templates"), "{stderr}");
+    let (again, stderr) = run();
+    assert!(!stderr.contains("embedded"), "the second run reads every template from the cache: {stderr}");
+    assert_eq!(again["gallery_templates"], report["gallery_templates"]);
+}
+
+#[test]
 fn eval_pairs_reads_the_lfw_format_and_reports_folds() {
     let Some(identities) = faceapi_identities() else { return };
     // An LFW-style tree (`Name/Name_0001.jpg`) and a one-fold pairs file over the 8 people.

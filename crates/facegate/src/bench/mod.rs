@@ -2,10 +2,12 @@
 
 mod http;
 mod pipeline;
+pub(crate) mod recall;
 mod replication;
 mod search;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use facegate_index::{IndexConfig, IvfTuning};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -32,15 +34,47 @@ pub fn run(command: BenchCommand, file: &crate::config::FileConfig) -> anyhow::R
     }
 }
 
+/// How inverted lists are made and searched: the flags of `bench search` and `eval
+/// index-recall` beside `--index`.
+#[derive(Args, Debug)]
+pub(crate) struct IvfArgs {
+    /// Rows from which `auto` partitions a tenant into lists.
+    #[arg(long, default_value_t = IndexConfig::default().partition_rows)]
+    pub partition_rows: usize,
+    /// Rows per list the partition aims at.
+    #[arg(long, default_value_t = IvfTuning::default().rows_per_list)]
+    rows_per_list: usize,
+    /// Lists a partitioned search reads, at least.
+    #[arg(long, default_value_t = IvfTuning::default().probes)]
+    probes: usize,
+    /// Rows a partitioned search scores exactly, at least (at 512 values) ...
+    #[arg(long, default_value_t = IvfTuning::default().min_rerank)]
+    rerank: usize,
+    /// ... or this fraction of the rows it reads.
+    #[arg(long, default_value_t = IvfTuning::default().rerank_fraction)]
+    rerank_fraction: f64,
+}
+
+impl IvfArgs {
+    pub(crate) fn tuning(&self) -> IvfTuning {
+        IvfTuning {
+            rows_per_list: self.rows_per_list.max(1),
+            probes: self.probes.max(1),
+            min_rerank: self.rerank,
+            rerank_fraction: self.rerank_fraction,
+        }
+    }
+}
+
 /// A sorted copy of timings, for [`quantile`].
-fn sorted(values: &[f64]) -> Vec<f64> {
+pub(crate) fn sorted(values: &[f64]) -> Vec<f64> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     v
 }
 
 /// The value at quantile `q` (0..=1) of `sorted`, nearest rank; 0 when empty.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

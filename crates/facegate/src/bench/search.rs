@@ -20,12 +20,13 @@ use std::time::Instant;
 
 use clap::Args;
 use facegate_core::{Index, SubjectHit, Template};
-use facegate_index::{FlatIndex, IndexConfig, IndexKind, IvfTuning, SearchTuning};
+use facegate_index::{FlatIndex, IndexConfig, IndexKind, SearchTuning};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::{quantile, resident_bytes, sorted};
+use super::recall::{recall, Compared};
+use super::{quantile, resident_bytes, sorted, IvfArgs};
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
@@ -59,21 +60,8 @@ pub struct SearchArgs {
     /// Vector search: auto (flat below --partition-rows, inverted lists above), flat or ivf.
     #[arg(long, default_value = "auto")]
     index: IndexKind,
-    /// Rows from which `auto` partitions a tenant into lists.
-    #[arg(long, default_value_t = IndexConfig::default().partition_rows)]
-    partition_rows: usize,
-    /// Rows per list the partition aims at.
-    #[arg(long, default_value_t = IvfTuning::default().rows_per_list)]
-    rows_per_list: usize,
-    /// Lists a partitioned search reads, at least.
-    #[arg(long, default_value_t = IvfTuning::default().probes)]
-    probes: usize,
-    /// Rows a partitioned search scores exactly, at least (at 512 values) ...
-    #[arg(long, default_value_t = IvfTuning::default().min_rerank)]
-    rerank: usize,
-    /// ... or this fraction of the rows it reads.
-    #[arg(long, default_value_t = IvfTuning::default().rerank_fraction)]
-    rerank_fraction: f64,
+    #[command(flatten)]
+    lists: IvfArgs,
     /// Searches at once for the throughput figure (besides 1).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -169,13 +157,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         max_candidates: args.max_candidates,
         ..SearchTuning::default()
     };
-    let ivf = IvfTuning {
-        rows_per_list: args.rows_per_list.max(1),
-        probes: args.probes.max(1),
-        min_rerank: args.rerank,
-        rerank_fraction: args.rerank_fraction,
-    };
-    let config = IndexConfig { kind: args.index, partition_rows: args.partition_rows, flat: tuning, ivf };
+    let ivf = args.lists.tuning();
+    let config = IndexConfig { kind: args.index, partition_rows: args.lists.partition_rows, flat: tuning, ivf };
     let index = FlatIndex::with_config(config);
     let population = Population::new(args.dim);
     let rss_before = resident_bytes();
@@ -240,7 +223,17 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let qps_concurrent = throughput(&index, &probes, args.limit, args.concurrency.max(1));
 
     let exact = partition.is_none() && args.templates <= args.exact_rows;
-    let recall = (!exact).then(|| recall(&index, &probes, &results, args.limit, args.recall_queries));
+    let recall = (!exact).then(|| {
+        let queries = args.recall_queries.min(probes.len());
+        let want: Vec<Vec<SubjectHit>> =
+            probes[..queries].iter().map(|p| index.search_exact(TENANT, &p.embedding, args.limit, &p.tags)).collect();
+        recall(probes.iter().zip(&results).zip(&want).map(|((probe, got), exact)| Compared {
+            exact,
+            got,
+            mated: probe.mated,
+            filtered: !probe.tags.is_empty(),
+        }))
+    });
 
     let row_bytes = index.row_bytes();
     let memory = rss_after.zip(rss_before).map(|(a, b)| a.saturating_sub(b));
@@ -267,7 +260,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         },
         "index": args.index.name(),
         "lists": partition.map(|p| p.lists),
-        "probes": partition.map(|_| args.probes),
+        "probes": partition.map(|_| ivf.probes),
         "build_s": insert_seconds + rebuild_wait_seconds,
         "rebuild_wait_s": rebuild_wait_seconds,
         "memory_bytes": memory,
@@ -299,7 +292,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     println!("  {:<28} {}", "search", summary["search"].as_str().unwrap_or(""));
     println!("  {:<28} {:.1} s (inserts {:.1} s)", "build", insert_seconds + rebuild_wait_seconds, insert_seconds);
     if let Some(p) = partition {
-        println!("  {:<28} {} lists, {} probed", "partition", p.lists, args.probes);
+        println!("  {:<28} {} lists, {} probed", "partition", p.lists, ivf.probes);
     }
     println!("  {:<28} {:.0} MiB", "index rows", mib(row_bytes as u64));
     if let Some(m) = memory {
@@ -390,48 +383,6 @@ fn throughput(index: &FlatIndex, probes: &[Probe], limit: usize, concurrency: us
         }
     });
     probes.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
-}
-
-struct Recall {
-    at_1: f64,
-    at_10: f64,
-    at_1_mated: f64,
-    at_1_filtered: f64,
-    queries: usize,
-}
-
-/// Top-1 agreement and top-10 overlap with exact search, by subject.
-fn recall(index: &FlatIndex, probes: &[Probe], results: &[Vec<SubjectHit>], limit: usize, queries: usize) -> Recall {
-    let (mut top1, mut top10, mut n) = (0usize, 0.0f64, 0usize);
-    let (mut mated_hits, mut mated_n, mut filtered_hits, mut filtered_n) = (0usize, 0usize, 0usize, 0usize);
-    for (probe, got) in probes.iter().zip(results).take(queries) {
-        let want = index.search_exact(TENANT, &probe.embedding, limit, &probe.tags);
-        n += 1;
-        let first_agrees = want.first().map(|h| &h.subject_id) == got.first().map(|h| &h.subject_id);
-        top1 += usize::from(first_agrees);
-        if !want.is_empty() {
-            let found = want.iter().filter(|w| got.iter().any(|g| g.subject_id == w.subject_id)).count();
-            top10 += found as f64 / want.len() as f64;
-        } else {
-            top10 += 1.0;
-        }
-        if probe.mated {
-            mated_n += 1;
-            mated_hits += usize::from(first_agrees);
-        }
-        if !probe.tags.is_empty() {
-            filtered_n += 1;
-            filtered_hits += usize::from(first_agrees);
-        }
-    }
-    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-    Recall {
-        at_1: ratio(top1, n),
-        at_10: if n == 0 { 1.0 } else { top10 / n as f64 },
-        at_1_mated: ratio(mated_hits, mated_n),
-        at_1_filtered: ratio(filtered_hits, filtered_n),
-        queries: n,
-    }
 }
 
 #[cfg(test)]
