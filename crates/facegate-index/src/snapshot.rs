@@ -219,7 +219,7 @@ impl FlatIndex {
             tagged.push((input.str()?, input.u64()?));
         }
         let vectors: Box<dyn VectorSearch> = match encoding {
-            Encoding::F16 => Box::new(crate::FlatScan::new(self.config().flat)),
+            Encoding::F16 => Box::new(crate::flat_scan::FlatScan::new(self.config().flat)),
             Encoding::I8 => {
                 let trained_rows = input.u64()? as usize;
                 let coarse = input.f32s(dim)?;

@@ -7,6 +7,7 @@
 
 use postgres::Transaction;
 
+use crate::change_kinds::ChangeRow;
 use crate::error::{to_core, Result};
 
 /// Serialises change-log appends between nodes ("facegate" + 1).
@@ -89,22 +90,16 @@ impl facegate_core::ChangeFeed for super::PgStore {
             )?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                let seq = super::to_u64(row.try_get(0)?);
-                let kind: String = row.try_get(2)?;
-                let Some(kind) = crate::change_kinds::kind_of(&kind) else {
-                    // A kind from a newer facegate: nothing this build's index knows to do with it.
-                    tracing::warn!(seq, kind = ?kind, "skipping a change of an unknown kind");
-                    continue;
-                };
-                out.push(facegate_core::Change {
-                    seq,
+                let read = ChangeRow {
+                    seq: super::to_u64(row.try_get(0)?),
                     tenant_id: row.try_get(1)?,
-                    kind,
+                    kind: row.try_get(2)?,
                     subject_id: row.try_get(3)?,
                     sample_id: row.try_get(4)?,
                     old_name: row.try_get(5)?,
                     new_name: row.try_get(6)?,
-                });
+                };
+                out.extend(read.into_change());
             }
             Ok(out)
         })

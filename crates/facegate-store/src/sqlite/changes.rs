@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rusqlite::OptionalExtension;
 
+use crate::change_kinds::ChangeRow;
 use crate::error::to_core;
 use crate::templates::decode_template;
 
@@ -40,21 +41,16 @@ impl facegate_core::ChangeFeed for super::SqliteStore {
             let mut rows = stmt.query(rusqlite::params![after, limit])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
-                let seq = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
-                let kind: String = row.get(2)?;
-                let Some(kind) = crate::change_kinds::kind_of(&kind) else {
-                    tracing::warn!(seq, kind, "skipping a change of an unknown kind");
-                    continue;
-                };
-                out.push(facegate_core::Change {
-                    seq,
+                let read = ChangeRow {
+                    seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
                     tenant_id: row.get(1)?,
-                    kind,
+                    kind: row.get(2)?,
                     subject_id: row.get(3)?,
                     sample_id: row.get(4)?,
                     old_name: row.get(5)?,
                     new_name: row.get(6)?,
-                });
+                };
+                out.extend(read.into_change());
             }
             Ok(out)
         })
