@@ -18,6 +18,9 @@ const CHECK_EVERY: Duration = Duration::from_secs(15);
 /// whole tenant (seconds and gigabytes at millions of templates), and a restart replays at most
 /// this long of changes, about a second's work even under a steady stream of enrollments.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+/// An urgent snapshot (none yet, or the index rebuilt) is tried again no sooner than this after
+/// the last try: a full disk must not turn into gigabytes written every few seconds.
+const URGENT_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
 impl FaceService {
     /// Writes the snapshots that are due until `stop` turns true: at once for a tenant with none
@@ -32,7 +35,8 @@ impl FaceService {
                 if *stop.borrow() {
                     return;
                 }
-                if !urgent && written.get(&tenant_id).is_some_and(|at| at.elapsed() < SNAPSHOT_EVERY) {
+                let gap = if urgent { URGENT_AGAIN_AFTER } else { SNAPSHOT_EVERY };
+                if written.get(&tenant_id).is_some_and(|at| at.elapsed() < gap) {
                     continue;
                 }
                 written.insert(tenant_id.clone(), Instant::now());
