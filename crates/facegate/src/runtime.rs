@@ -164,12 +164,12 @@ pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(A
     let templates = service.load_index().context("loading templates into the index")?;
     // Whatever the snapshots missed, before the index serves: a snapshot is never served older
     // than the store.
-    let position = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(service.sync_index())
-        .context("applying the changes made since the index snapshots")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let position =
+        runtime.block_on(service.sync_index()).context("applying the changes made since the index snapshots")?;
     tracing::info!(templates, position, ms = started.elapsed().as_millis() as u64, "index loaded");
+    // A node killed right after this start must not load its index from the store again.
+    runtime.block_on(service.write_missing_snapshots());
     Ok((service, backend))
 }
 

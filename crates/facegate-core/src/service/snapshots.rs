@@ -49,6 +49,18 @@ impl FaceService {
         }
     }
 
+    /// Writes a snapshot of every tenant that has none, before the node serves: a node killed
+    /// right after its first start (one that loaded its index from the store) must not have to
+    /// load it from the store again. Failures are logged; the node serves either way.
+    pub async fn write_missing_snapshots(&self) {
+        let Some(snapshots) = self.snapshots.clone() else { return };
+        for (tenant_id, urgent) in snapshots.due() {
+            if urgent {
+                self.save_snapshot(&snapshots, tenant_id).await;
+            }
+        }
+    }
+
     async fn save_snapshot(&self, snapshots: &Arc<dyn IndexSnapshots>, tenant_id: String) {
         let position = self.applied_change();
         let model_id = self.engine.model_info().model_id.clone();
