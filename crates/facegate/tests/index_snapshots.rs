@@ -202,3 +202,21 @@ async fn a_postgres_node_restarted_from_its_snapshot_catches_up_with_the_other_n
 async fn stop(node: Node) {
     blocking(move || drop(node)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_deleted_while_the_node_was_down_does_not_come_back_from_its_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || Arc::new(SqliteStore::open(dir.path()).expect("open")) as Arc<dyn Store>;
+    let node = start(open(), dir.path()).await;
+    let tenant = node.service.create_tenant("t").await.expect("tenant").tenant;
+    enroll(&node.service, &tenant, "a", "ann").await;
+    save(&node, &tenant).await;
+    drop(node);
+    // Deleted with no server running, and its snapshot left behind (a removal that failed).
+    let store = open();
+    store.delete_tenant(&tenant.id).expect("delete");
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    let node = start(store, dir.path()).await;
+    assert!(indexed(&node.index, &tenant).is_empty(), "the deleted tenant's faces came back");
+    assert!(snapshot_files(dir.path()).is_empty(), "its snapshot is removed");
+}

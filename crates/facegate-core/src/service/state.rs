@@ -166,21 +166,36 @@ impl FaceService {
         let feed = self.store.change_feed();
         let latest = feed.map(|f| f.latest_change()).transpose()?.unwrap_or(0);
         let mut restored = std::collections::HashMap::new();
-        let mut count = 0usize;
         if let (Some(snapshots), Some(feed)) = (&self.snapshots, feed) {
             let usable = feed.pruned_through()?..=latest;
             for snapshot in snapshots.restore(&model_id, usable)? {
-                count += snapshot.rows as usize;
                 restored.insert(snapshot.tenant_id, snapshot.position);
             }
         }
+        if !restored.is_empty() {
+            // A tenant deleted since its snapshot (by a command with no server running) is gone
+            // from the store: its faces must not come back from the snapshot.
+            let tenants: std::collections::HashSet<String> =
+                self.store.list_tenants()?.into_iter().map(|t| t.id).collect();
+            restored.retain(|tenant_id, _| {
+                let kept = tenants.contains(tenant_id);
+                if !kept {
+                    self.index.remove_tenant(tenant_id);
+                    self.forget_snapshot(tenant_id);
+                }
+                kept
+            });
+        }
         let applied = restored.values().copied().min().unwrap_or(latest).min(latest);
         self.applied_change.store(applied, std::sync::atomic::Ordering::Release);
+        let mut count = 0usize;
         if restored.is_empty() {
-            count += self.load_templates(&model_id, None)?;
+            count = self.load_templates(&model_id, None)?;
         } else {
             for tenant in self.store.list_tenants()? {
-                if !restored.contains_key(&tenant.id) {
+                if restored.contains_key(&tenant.id) {
+                    count += self.index.len(&tenant.id);
+                } else {
                     count += self.load_templates(&model_id, Some(&tenant.id))?;
                 }
             }

@@ -54,8 +54,9 @@ CREATE TRIGGER changes_tag_renamed AFTER UPDATE OF name ON tags BEGIN
     INSERT INTO changes (tenant_id, kind, old_name, new_name) VALUES (NEW.tenant_id, 'tag_renamed', OLD.name, NEW.name);
 END;
 
--- The tenant's own changes go with it (as on PostgreSQL): one `tenant_removed` says it all.
+-- The tenant's changes go with it, leaving nothing that names it (`tenant delete` runs with no
+-- server on the directory, and a starting server drops the index snapshot of a tenant the store
+-- no longer has), unlike PostgreSQL, where running nodes need the `tenant_removed` row.
 CREATE TRIGGER changes_tenant_removed AFTER DELETE ON tenants BEGIN
     DELETE FROM changes WHERE tenant_id = OLD.id;
-    INSERT INTO changes (tenant_id, kind) VALUES (OLD.id, 'tenant_removed');
 END;
