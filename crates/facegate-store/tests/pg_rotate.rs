@@ -44,8 +44,9 @@ fn a_postgres_gallery_is_encrypted_and_re_keyed_with_every_node_stopped() {
     assert!(refused.to_string().contains("stop them all"), "{refused}");
     drop(node);
 
-    // Plaintext → key 1 → key 2.
-    let first = rotate_key_postgres(url, None, &key(1)).expect("encrypt");
+    // Plaintext → key 1 → key 2. PostgreSQL frees a closed connection's locks once its backend
+    // has exited, which a loaded machine may not have done yet when `drop` returns.
+    let first = retry_while_locked(|| rotate_key_postgres(url, None, &key(1))).expect("encrypt");
     assert_eq!((first.templates, first.images), (1, 1));
     assert!(PgStore::connect(url, None, PgRole::Tool).is_err(), "the key is now required");
     let second = rotate_key_postgres(url, Some(&key(1)), &key(2)).expect("re-key");
@@ -61,4 +62,17 @@ fn a_postgres_gallery_is_encrypted_and_re_keyed_with_every_node_stopped() {
     // And a wrong old key is refused without touching anything.
     drop(store);
     assert!(rotate_key_postgres(url, Some(&key(9)), &key(3)).is_err());
+}
+
+/// `rotate` again while it is refused for running nodes, for up to 10 s.
+fn retry_while_locked<T, E: std::fmt::Display>(mut rotate: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match rotate() {
+            Err(e) if e.to_string().contains("stop them all") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
