@@ -181,6 +181,9 @@ impl FaceService {
     ) {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let in_progress: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
+        // Records finished since the pending ones were last read: a read that began before one
+        // was saved still lists it as new, and it must not be registered a second time.
+        let finished: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
         let mut queue = FairQueue::default();
         let mut running = JoinSet::new();
         let mut refill = true;
@@ -192,11 +195,14 @@ impl FaceService {
                 refill = false;
                 let store = self.store.clone();
                 let per_tenant = REFILL_PER_TENANT + config.concurrency;
+                finished.lock().clear();
                 match blocking(move || store.pending_bulk_records(per_tenant)).await {
                     Ok(pending) => {
-                        let busy = in_progress.lock();
-                        queue
-                            .replace(pending.into_iter().filter(|p| !busy.contains(&(p.job_id.clone(), p.record.seq))));
+                        let (busy, done) = (in_progress.lock(), finished.lock());
+                        queue.replace(pending.into_iter().filter(|p| {
+                            let key = (p.job_id.clone(), p.record.seq);
+                            !busy.contains(&key) && !done.contains(&key)
+                        }));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "reading pending bulk records failed; retrying in 1 s");
@@ -230,11 +236,14 @@ impl FaceService {
             let Some(pending) = queue.next() else { continue };
             let key = (pending.job_id.clone(), pending.record.seq);
             in_progress.lock().insert(key.clone());
-            let (service, source, config, in_progress) =
-                (self.clone(), source.clone(), config.clone(), in_progress.clone());
+            let (service, source, config, in_progress, finished) =
+                (self.clone(), source.clone(), config.clone(), in_progress.clone(), finished.clone());
             running.spawn(async move {
                 let _slot = slot;
                 service.process_record(&*source, &config, pending).await;
+                // Finished before it stops being in progress, so a refill filtering between
+                // the two still sees it.
+                finished.lock().insert(key.clone());
                 in_progress.lock().remove(&key);
             });
         }
