@@ -529,8 +529,7 @@ impl SnapshotDir {
     }
 
     fn path_of(&self, tenant_id: &str) -> PathBuf {
-        let name: String = tenant_id.bytes().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{name}.snap"))
+        self.dir.join(file_name(tenant_id))
     }
 
     fn form(&self, tenant_id: &str) -> usize {
@@ -657,11 +656,16 @@ impl IndexSnapshots for SnapshotDir {
 /// Removes the snapshot of `tenant_id` from `dir`, for a command that deletes a tenant while no
 /// server runs (`facegate tenant delete`): its faces must not outlive it on disk.
 pub fn remove_tenant_snapshot(dir: &Path, tenant_id: &str) -> io::Result<()> {
-    let name: String = tenant_id.bytes().map(|b| format!("{b:02x}")).collect();
-    match std::fs::remove_file(dir.join(format!("{name}.snap"))) {
+    match std::fs::remove_file(dir.join(file_name(tenant_id))) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// A tenant's snapshot file: its id in hex, so that no id can name another path.
+fn file_name(tenant_id: &str) -> String {
+    let hex: String = tenant_id.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.snap")
 }
 
 fn io_error(doing: &str, e: &io::Error) -> facegate_core::Error {

@@ -172,13 +172,12 @@ impl FaceService {
                 restored.insert(snapshot.tenant_id, snapshot.position);
             }
         }
+        let tenants = if restored.is_empty() { Vec::new() } else { self.store.list_tenants()? };
         if !restored.is_empty() {
             // A tenant deleted since its snapshot (by a command with no server running) is gone
             // from the store: its faces must not come back from the snapshot.
-            let tenants: std::collections::HashSet<String> =
-                self.store.list_tenants()?.into_iter().map(|t| t.id).collect();
             restored.retain(|tenant_id, _| {
-                let kept = tenants.contains(tenant_id);
+                let kept = tenants.iter().any(|t| &t.id == tenant_id);
                 if !kept {
                     self.index.remove_tenant(tenant_id);
                     self.forget_snapshot(tenant_id);
@@ -192,7 +191,7 @@ impl FaceService {
         if restored.is_empty() {
             count = self.load_templates(&model_id, None)?;
         } else {
-            for tenant in self.store.list_tenants()? {
+            for tenant in &tenants {
                 if restored.contains_key(&tenant.id) {
                     count += self.index.len(&tenant.id);
                 } else {
