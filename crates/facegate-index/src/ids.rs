@@ -18,6 +18,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 /// No slot: the end of a subject's list, or of a free list.
@@ -107,7 +108,22 @@ impl TenantIds {
 
     /// As [`Self::add`] for a sample the caller has just looked up and found without a slot.
     pub fn add_absent(&mut self, subject: &str, sample: &str) -> Result<(u32, u32), &'static str> {
-        let slot = self.samples.insert(sample, "tenant holds too many templates")?;
+        let slot = self.samples.insert(sample, TOO_MANY_TEMPLATES)?;
+        self.attach(slot, subject)
+    }
+
+    /// As [`Self::add_absent`] for a sample not looked up yet, refused when it has a slot: one
+    /// probe of each table, which is what restoring a snapshot's rows wants (`crate::snapshot`).
+    pub fn add_new(&mut self, subject: &str, sample: &str) -> Result<(u32, u32), &'static str> {
+        let (slot, found) = self.samples.find_or_insert(sample, TOO_MANY_TEMPLATES)?;
+        if found {
+            return Err("a sample listed twice");
+        }
+        self.attach(slot, subject)
+    }
+
+    /// Gives the new `slot` to `subject`, interning it; the slot is released again on failure.
+    fn attach(&mut self, slot: u32, subject: &str) -> Result<(u32, u32), &'static str> {
         let group = match self.intern(subject) {
             Ok(group) => group,
             Err(reason) => {
@@ -125,12 +141,11 @@ impl TenantIds {
 
     /// The number of `subject`, given one now if it has none.
     fn intern(&mut self, subject: &str) -> Result<u32, &'static str> {
-        if let Some(group) = self.subjects.find(subject) {
-            return Ok(group);
+        let (group, found) = self.subjects.find_or_insert(subject, "tenant holds too many subjects")?;
+        if !found {
+            set(&mut self.subject_last, group, NONE);
+            set_tags(&mut self.subject_tags, group, 0);
         }
-        let group = self.subjects.insert(subject, "tenant holds too many subjects")?;
-        set(&mut self.subject_last, group, NONE);
-        set_tags(&mut self.subject_tags, group, 0);
         Ok(group)
     }
 
@@ -265,6 +280,9 @@ fn set_tags(v: &mut Vec<u64>, i: u32, tags: u64) {
     v[i] = tags;
 }
 
+/// Why a slot is refused when every `u32` is in use.
+const TOO_MANY_TEMPLATES: &str = "tenant holds too many templates";
+
 /// Id strings by `u32` handle and handles by id: a handle is handed out for an id, names it
 /// until released, and is handed out again after, the last released first.
 struct Names {
@@ -316,34 +334,72 @@ impl Names {
     /// use.
     fn insert(&mut self, id: &str, full: &'static str) -> Result<u32, &'static str> {
         let probe = Probe::of(id);
+        let handle = self.claim(&probe, full)?;
+        let hash = probe.hash(&self.hasher);
+        let Self { keys, arena, table, hasher, .. } = self;
+        table.insert_unique(hash, handle, |&h| keys.get(h as usize).map_or(0, |k| k.hash(arena, hasher)));
+        Ok(handle)
+    }
+
+    /// The handle of `id` and true when it has one, else a new handle for it and false; `full`
+    /// as for [`Self::insert`]. One probe of the table where `find` then `insert` take two: the
+    /// second was a third of the time restoring a snapshot's ids took.
+    fn find_or_insert(&mut self, id: &str, full: &'static str) -> Result<(u32, bool), &'static str> {
+        let probe = Probe::of(id);
+        let hash = probe.hash(&self.hasher);
+        let Self { keys, arena, table, hasher, free, .. } = self;
+        let entry = table.entry(
+            hash,
+            |&h| keys.get(h as usize).is_some_and(|k| k.next_free().is_none() && k.holds(&probe, arena)),
+            |&h| keys.get(h as usize).map_or(0, |k| k.hash(arena, hasher)),
+        );
+        let vacant = match entry {
+            Entry::Occupied(found) => return Ok((*found.get(), true)),
+            Entry::Vacant(vacant) => vacant,
+        };
+        // On failure the vacant entry goes unused: the table is as it was.
+        let handle = Self::claim_in(keys, arena, free, &probe, full)?;
+        vacant.insert(handle);
+        Ok((handle, false))
+    }
+
+    /// A handle given the key of `probe`'s id, not yet in the table.
+    fn claim(&mut self, probe: &Probe<'_>, full: &'static str) -> Result<u32, &'static str> {
+        Self::claim_in(&mut self.keys, &mut self.arena, &mut self.free, probe, full)
+    }
+
+    fn claim_in(
+        keys: &mut Vec<Key>,
+        arena: &mut Vec<u8>,
+        free: &mut u32,
+        probe: &Probe<'_>,
+        full: &'static str,
+    ) -> Result<u32, &'static str> {
         // What can fail is checked before anything changes.
         let spilled_len = match probe {
             Probe::Packed(_) => 0,
             Probe::Spilled(bytes) => u32::try_from(bytes.len()).map_err(|_| "id longer than 4 GiB")?,
         };
-        let handle = match self.free {
+        let handle = match *free {
             // NONE itself is never a handle: it ends the lists.
-            NONE => u32::try_from(self.keys.len()).ok().filter(|&h| h != NONE).ok_or(full)?,
+            NONE => u32::try_from(keys.len()).ok().filter(|&h| h != NONE).ok_or(full)?,
             handle => handle,
         };
         let key = match probe {
-            Probe::Packed(key) => key,
+            Probe::Packed(key) => *key,
             Probe::Spilled(bytes) => {
-                let key = Key::spilled(self.arena.len(), spilled_len);
-                self.arena.extend_from_slice(bytes);
+                let key = Key::spilled(arena.len(), spilled_len);
+                arena.extend_from_slice(bytes);
                 key
             }
         };
-        match self.keys.get_mut(handle as usize) {
+        match keys.get_mut(handle as usize) {
             Some(released) => {
-                self.free = released.next_free().unwrap_or(NONE);
+                *free = released.next_free().unwrap_or(NONE);
                 *released = key;
             }
-            None => self.keys.push(key),
+            None => keys.push(key),
         }
-        let hash = probe.hash(&self.hasher);
-        let Self { keys, arena, table, hasher, .. } = self;
-        table.insert_unique(hash, handle, |&h| keys.get(h as usize).map_or(0, |k| k.hash(arena, hasher)));
         Ok(handle)
     }
 

@@ -36,6 +36,7 @@ use facegate_core::{IndexSnapshots, RestoredSnapshot, SavedSnapshot};
 use parking_lot::Mutex;
 
 use crate::flat::{FlatIndex, TenantIndex};
+use crate::ids::TenantIds;
 use crate::ivf::IvfSearch;
 use crate::quantizer::Quantizer;
 use crate::vectors::VectorSearch;
@@ -167,7 +168,7 @@ impl FlatIndex {
     /// every check passes, puts it in place of the tenant's index. `InvalidData` for a damaged
     /// snapshot, `Other` for one `accept` refused; the index is left as it was on any error.
     ///
-    /// One thread decodes the rows while this one inserts them: each is about half the work.
+    /// Three threads restore the rows: one decodes them, one numbers them (ids), one lists them.
     pub fn read_snapshot(
         &self,
         input: &mut (dyn Read + Send),
@@ -238,32 +239,30 @@ impl FlatIndex {
         for (subject, mask) in &tagged {
             tenant.ids.set_tags(subject, *mask).map_err(invalid)?;
         }
-        let (sender, batches) = std::sync::mpsc::sync_channel::<io::Result<RowBatch>>(4);
-        let mut rows = 0u64;
-        // Which side bounds a restore: the time inserting waited for decoded rows.
-        let mut waited = std::time::Duration::ZERO;
         let started = std::time::Instant::now();
-        let inserted = std::thread::scope(|scope| -> io::Result<()> {
-            let decoder = scope.spawn(move || decode_rows(&mut input, encoding, dim, &sender));
-            loop {
-                let asked = std::time::Instant::now();
-                let Ok(batch) = batches.recv() else { break };
-                waited += asked.elapsed();
-                let batch = batch?;
-                for (i, ((sample, subject), &list)) in batch.ids.iter().zip(&batch.lists).enumerate() {
-                    let placement = (list != u32::MAX).then_some(list);
-                    let vector = &batch.vectors[i * dim..(i + 1) * dim];
-                    tenant.insert_placed(subject, sample, vector, placement).map_err(invalid)?;
-                    rows += 1;
-                }
-            }
-            decoder.join().map_err(|_| invalid("the snapshot decoder panicked"))?
+        // Three stages, a batch of rows at a time: decoding; the ids (a slot and subject number
+        // for each row, hash-table work); the vectors (lists). The last two took about half of
+        // a restore each, so each has a core. A stage that fails drops its ends of the channels,
+        // which stops the others; the first error found is the answer.
+        let (decoded_sender, decoded) = std::sync::mpsc::sync_channel::<RowBatch>(4);
+        let (numbered_sender, numbered) = std::sync::mpsc::sync_channel::<RowBatch>(4);
+        let TenantIndex { ids, vectors, .. } = &mut tenant;
+        let (placed, waited, numbering, decoding) = std::thread::scope(|scope| {
+            let decoder = scope.spawn(move || decode_rows(&mut input, encoding, dim, decoded_sender));
+            let numberer = scope.spawn(move || number_rows(ids, decoded, numbered_sender));
+            let (placed, waited) = place_rows(vectors.as_mut(), dim, numbered);
+            let gone = || invalid("a snapshot restoring thread panicked");
+            (placed, waited, numberer.join().unwrap_or_else(|_| Err(gone())), decoder.join().unwrap_or_else(|_| Err(gone())))
         });
-        inserted?;
+        decoding?;
+        numbering?;
+        let rows = placed?;
+        // One step a row, as inserting them one by one would have moved it.
+        tenant.version = rows;
         tracing::debug!(
             rows,
             ms = started.elapsed().as_millis() as u64,
-            waiting_for_decoder_ms = waited.as_millis() as u64,
+            waiting_for_ids_ms = waited.as_millis() as u64,
             "snapshot rows read"
         );
         let Hashing { inner, left, crc } = buffered.into_inner();
@@ -287,64 +286,119 @@ impl FlatIndex {
 
 /// Rows decoded, a few thousand at a time.
 struct RowBatch {
-    /// (sample, subject) of each row.
-    ids: Vec<(String, String)>,
+    /// The rows' ids end to end, each row's sample then its subject.
+    ids: String,
+    /// Where each row's sample and subject end in `ids`.
+    id_ends: Vec<(usize, usize)>,
     lists: Vec<u32>,
     /// `dim` values a row.
     vectors: Vec<f32>,
+    /// Each row's slot, subject number and tag bits, once numbered.
+    numbers: Vec<(u32, u32, u64)>,
+}
+
+/// How many rows a batch holds: enough that passing batches between threads costs nothing
+/// next to the rows, few enough that four in flight are a few megabytes.
+const BATCH: usize = 4096;
+
+impl RowBatch {
+    fn new() -> Self {
+        Self {
+            ids: String::new(),
+            id_ends: Vec::with_capacity(BATCH),
+            lists: Vec::with_capacity(BATCH),
+            vectors: Vec::new(),
+            numbers: Vec::new(),
+        }
+    }
 }
 
 /// Decodes rows until the end marker and the row count, sending them in batches; the row count
-/// checked against the rows sent. A decoding error is sent too, and ends it.
+/// checked against the rows decoded. Stops early, without error, when the next stage has.
 fn decode_rows(
     input: &mut Decoder<'_>,
     encoding: Encoding,
     dim: usize,
-    sender: &std::sync::mpsc::SyncSender<io::Result<RowBatch>>,
+    sender: std::sync::mpsc::SyncSender<RowBatch>,
 ) -> io::Result<()> {
-    const BATCH: usize = 4096;
-    let new_batch =
-        || RowBatch { ids: Vec::with_capacity(BATCH), lists: Vec::with_capacity(BATCH), vectors: Vec::new() };
-    let mut sent = 0u64;
-    let mut batch = new_batch();
+    let mut decoded = 0u64;
+    let mut batch = RowBatch::new();
     let mut vector = vec![0.0f32; dim];
-    let result = (|| -> io::Result<()> {
-        loop {
-            match input.u8()? {
-                END => break,
-                ROW => {}
-                _ => return Err(invalid("bad row marker")),
-            }
-            let sample = input.str()?;
-            let subject = input.str()?;
-            let list = input.u32()?;
-            decode_vector(input, encoding, &mut vector)?;
-            // A row the index would refuse (a non-finite vector) is damage too.
-            if !vector.iter().all(|x| x.is_finite()) {
-                return Err(invalid("a non-finite vector"));
-            }
-            batch.ids.push((sample, subject));
-            batch.lists.push(list);
-            batch.vectors.extend_from_slice(&vector);
-            if batch.ids.len() == BATCH {
-                sent += BATCH as u64;
-                if sender.send(Ok(std::mem::replace(&mut batch, new_batch()))).is_err() {
-                    return Ok(());
-                }
-            }
+    let mut scratch = Vec::new();
+    loop {
+        match input.u8()? {
+            END => break,
+            ROW => {}
+            _ => return Err(invalid("bad row marker")),
         }
-        sent += batch.ids.len() as u64;
-        let count = input.u64()?;
-        let _ = sender.send(Ok(batch));
-        if count != sent {
-            return Err(invalid("row count differs"));
+        input.str_onto(&mut scratch, &mut batch.ids)?;
+        let sample_end = batch.ids.len();
+        input.str_onto(&mut scratch, &mut batch.ids)?;
+        batch.id_ends.push((sample_end, batch.ids.len()));
+        batch.lists.push(input.u32()?);
+        decode_vector(input, encoding, &mut vector)?;
+        // A row the index would refuse (a non-finite vector) is damage too.
+        if !vector.iter().all(|x| x.is_finite()) {
+            return Err(invalid("a non-finite vector"));
         }
-        Ok(())
-    })();
-    if let Err(e) = &result {
-        let _ = sender.send(Err(io::Error::new(e.kind(), e.to_string())));
+        batch.vectors.extend_from_slice(&vector);
+        decoded += 1;
+        if batch.id_ends.len() == BATCH && sender.send(std::mem::replace(&mut batch, RowBatch::new())).is_err() {
+            return Ok(());
+        }
     }
-    result
+    if input.u64()? != decoded {
+        return Err(invalid("row count differs"));
+    }
+    let _ = sender.send(batch);
+    Ok(())
+}
+
+/// Gives each decoded row a slot and its subject's number, passing the batches on.
+fn number_rows(
+    ids: &mut TenantIds,
+    batches: std::sync::mpsc::Receiver<RowBatch>,
+    sender: std::sync::mpsc::SyncSender<RowBatch>,
+) -> io::Result<()> {
+    for mut batch in batches {
+        let mut start = 0;
+        batch.numbers.reserve(batch.id_ends.len());
+        for &(sample_end, subject_end) in &batch.id_ends {
+            let (sample, subject) = (&batch.ids[start..sample_end], &batch.ids[sample_end..subject_end]);
+            let (slot, group) = ids.add_new(subject, sample).map_err(invalid)?;
+            batch.numbers.push((slot, group, ids.tags(group)));
+            start = subject_end;
+        }
+        if sender.send(batch).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Puts each numbered row in the vector search; the rows placed, and the time spent waiting
+/// for numbered rows (which says which stage bounds a restore).
+fn place_rows(
+    vectors: &mut dyn VectorSearch,
+    dim: usize,
+    batches: std::sync::mpsc::Receiver<RowBatch>,
+) -> (io::Result<u64>, std::time::Duration) {
+    let mut rows = 0u64;
+    let mut waited = std::time::Duration::ZERO;
+    let placed = (|| {
+        loop {
+            let asked = std::time::Instant::now();
+            let Ok(batch) = batches.recv() else { return Ok(rows) };
+            waited += asked.elapsed();
+            for (i, (&(slot, group, tags), &list)) in batch.numbers.iter().zip(&batch.lists).enumerate() {
+                let placement = (list != u32::MAX).then_some(list);
+                let vector = &batch.vectors[i * dim..(i + 1) * dim];
+                vectors.add_placed(slot, group, tags, vector, placement).map_err(invalid)?;
+                rows += 1;
+            }
+        }
+    })();
+    (placed, waited)
 }
 
 /// Counts every byte read into a CRC, up to `left` bytes (the checksum after them is not).
@@ -493,13 +547,20 @@ impl Decoder<'_> {
         Ok(v)
     }
     fn str(&mut self) -> io::Result<String> {
+        let mut text = String::new();
+        self.str_onto(&mut Vec::new(), &mut text)?;
+        Ok(text)
+    }
+    /// As [`Self::str`], onto the end of `text`, read through `scratch`: no allocation a row.
+    fn str_onto(&mut self, scratch: &mut Vec<u8>, text: &mut String) -> io::Result<()> {
         let len = self.u32()? as usize;
         if len > MAX_ID {
             return Err(invalid("an id too long"));
         }
-        let mut bytes = vec![0u8; len];
-        self.read(&mut bytes)?;
-        String::from_utf8(bytes).map_err(|_| invalid("an id not UTF-8"))
+        scratch.resize(len, 0);
+        self.read(scratch)?;
+        text.push_str(std::str::from_utf8(scratch).map_err(|_| invalid("an id not UTF-8"))?);
+        Ok(())
     }
 }
 

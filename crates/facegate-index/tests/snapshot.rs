@@ -154,6 +154,24 @@ fn a_snapshot_cut_short_or_with_a_changed_byte_is_refused_and_changes_nothing() 
     assert!(restore(partitioned(), &longer).1.is_err());
 }
 
+/// A snapshot that lists one sample twice (its checksum made to match) is damage: refused,
+/// and with many batches of rows behind the bad one, refused without the restoring threads
+/// waiting on each other forever.
+#[test]
+fn a_snapshot_listing_a_sample_twice_is_refused() {
+    let config = IndexConfig { kind: IndexKind::Flat, ..IndexConfig::default() };
+    let mut bytes = snapshot(&filled(config, 30_000));
+    let at = bytes.windows(9).position(|w| w == b"sample-11").expect("sample-11 in the snapshot");
+    bytes[at..at + 9].copy_from_slice(b"sample-10");
+    let body = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    let (index, read) = restore(config, &bytes);
+    let error = read.expect_err("a sample listed twice was loaded");
+    assert!(error.kind() == std::io::ErrorKind::InvalidData && error.to_string().contains("twice"), "{error}");
+    assert_eq!(index.len(TENANT), 0);
+}
+
 #[test]
 fn a_snapshot_of_another_model_is_not_read() {
     let bytes = snapshot(&filled(IndexConfig::default(), 100));

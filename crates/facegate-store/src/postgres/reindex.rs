@@ -8,7 +8,7 @@ use facegate_core::{FaceSample, ReindexTally, StagedSample, StaleTemplates, Stal
 use super::sql::{to_i64, to_u64};
 use super::PgStore;
 use crate::error::{to_core, Result, StoreError};
-use crate::staging::{open_image, tallies, StagedRow};
+use crate::staging::{OTHER_MODELS, open_image, tallies, StagedRow};
 
 const SAMPLE_COLUMNS: &str = "s.id, s.subject_id, s.image_name, s.bbox_left, s.bbox_top, s.bbox_right, \
      s.bbox_bottom, s.detector_score, s.model_id, s.created_at";
@@ -25,13 +25,10 @@ impl facegate_core::ReindexStore for PgStore {
     fn stale_templates(&self, model_id: &str) -> facegate_core::Result<StaleTemplates> {
         to_core(|| {
             let mut conn = self.conn()?;
-            // face_samples_model answers this from the index; the per-subject count below reads every
+            // OTHER_MODELS answers this from the index; the per-subject count below reads every
             // sample, and runs only when there is something stale.
             let models: Vec<String> = conn
-                .query(
-                    "SELECT DISTINCT model_id FROM face_samples WHERE model_id <> $1 ORDER BY model_id",
-                    &[&model_id],
-                )?
+                .query(OTHER_MODELS, &[&model_id])?
                 .iter()
                 .map(|row| row.get(0))
                 .collect();

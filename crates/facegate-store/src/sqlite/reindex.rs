@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 use super::gallery::{sample_from_row, SAMPLE_COLUMNS};
 use super::{scrub_wal, SqliteStore};
 use crate::error::{to_core, Result, StoreError};
-use crate::staging::{open_image, tallies, StagedRow};
+use crate::staging::{OTHER_MODELS, open_image, tallies, StagedRow};
 
 /// Counts of `reindex_staging` per tenant and failure (none: re-embedded).
 const STAGED_COUNTS: &str =
@@ -17,10 +17,10 @@ impl facegate_core::ReindexStore for SqliteStore {
     fn stale_templates(&self, model_id: &str) -> facegate_core::Result<StaleTemplates> {
         to_core(|| {
             let conn = self.reader()?;
-            // face_samples_model answers this from the index alone; the per-subject count below reads
+            // OTHER_MODELS answers this from the index alone; the per-subject count below reads
             // every sample, and runs only when there is something stale.
             let models: Vec<String> = conn
-                .prepare("SELECT DISTINCT model_id FROM face_samples WHERE model_id <> ?1 ORDER BY model_id")?
+                .prepare(OTHER_MODELS)?
                 .query_map([model_id], |row| row.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             if models.is_empty() {
