@@ -80,7 +80,7 @@ impl FlatIndex {
         if locked.changes.is_some() || self.loading.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        let Some(target) = rebuild::wanted(&self.config, locked.vectors.as_ref()) else { return };
+        let Some(target) = locked.rebuild_wanted(&self.config) else { return };
         locked.changes = Some(ChangeLog::new());
         let (tenant, config, turn) = (Arc::clone(tenant), self.config, Arc::clone(&self.rebuild_turn));
         let spawned = std::thread::Builder::new().name("index-rebuild".into()).spawn(move || {
@@ -91,7 +91,7 @@ impl FlatIndex {
                 // Writes made while it ran may call for another (a tenant that doubled while
                 // its lists were learnt): the tenant may see no further write to start it.
                 let mut locked = tenant.write();
-                match rebuild::wanted(&config, locked.vectors.as_ref()) {
+                match locked.rebuild_wanted(&config) {
                     Some(next) if locked.changes.is_none() => {
                         locked.changes = Some(ChangeLog::new());
                         target = next;
@@ -297,15 +297,46 @@ pub(crate) struct TenantIndex {
     pub(crate) tag_bits: HashMap<String, u32>,
     /// Moves at every change, so that a snapshot knows whether it is behind (`crate::snapshot`).
     pub(crate) version: u64,
+    /// When a due rebuild was last put off for want of memory ([`rebuild::memory_short`]).
+    rebuild_deferred: Option<std::time::Instant>,
 }
 
 impl TenantIndex {
     pub(crate) fn new(vectors: Box<dyn VectorSearch>) -> Self {
-        Self { vectors, changes: None, ids: TenantIds::default(), tag_bits: HashMap::new(), version: 0 }
+        Self {
+            vectors,
+            changes: None,
+            ids: TenantIds::default(),
+            tag_bits: HashMap::new(),
+            version: 0,
+            rebuild_deferred: None,
+        }
     }
 
     fn row_bytes(&self) -> usize {
         self.vectors.row_bytes() + self.ids.row_bytes()
+    }
+
+    /// What the vectors should be rebuilt into, when they should and memory allows; a rebuild
+    /// put off for memory is looked at again after [`rebuild::DEFERRED_RECHECK`].
+    fn rebuild_wanted(&mut self, config: &IndexConfig) -> Option<rebuild::Target> {
+        let target = rebuild::wanted(config, self.vectors.as_ref())?;
+        if self.rebuild_deferred.is_some_and(|at| at.elapsed() < rebuild::DEFERRED_RECHECK) {
+            return None;
+        }
+        if let Some(short) = rebuild::memory_short(self.vectors.as_ref()) {
+            tracing::warn!(
+                rows = self.vectors.len(),
+                needs_mb = short.needed >> 20,
+                available_mb = short.available >> 20,
+                "index rebuild deferred: a second copy of the tenant's vectors would not fit in memory; \
+                 its search goes on as it is"
+            );
+            self.rebuild_deferred = Some(std::time::Instant::now());
+            return None;
+        }
+        self.rebuild_deferred = None;
+        Some(target)
     }
 
     /// Room for `rows` more rows: a snapshot's, loaded at once.

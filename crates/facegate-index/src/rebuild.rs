@@ -36,6 +36,44 @@ const FINAL_REPLAY: usize = 4_096;
 /// a partition of two or three lists, which saves nothing over scanning them.
 const MIN_TRAINING_LISTS: usize = 4;
 
+/// How long a rebuild put off for want of memory waits before memory is looked at again: a
+/// write calls for it every time, and reading `/proc/meminfo` at every write of a bulk load
+/// would cost more than the writes.
+pub const DEFERRED_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The share of the memory available that a rebuild may take. While it runs, the old and the
+/// new vectors are both held (step 2 above); the rest is for other tenants' growth, searches'
+/// buffers and the page cache the store reads through. A node that retrains its largest tenant
+/// into swap, or into the OOM killer, serves nobody.
+const REBUILD_MEMORY_SHARE: f64 = 0.8;
+
+/// Memory a rebuild would need and what the machine has available, when it has too little.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryShort {
+    pub needed: u64,
+    pub available: u64,
+}
+
+/// Whether a rebuild of `vectors` must wait for memory: the new search is about the size of
+/// the old one (a flat scan's rows are larger than the lists built from them), and it must fit
+/// in [`REBUILD_MEMORY_SHARE`] of what the kernel says is available. `None` where the kernel
+/// does not say (not Linux): the rebuild goes ahead.
+pub fn memory_short(vectors: &dyn VectorSearch) -> Option<MemoryShort> {
+    short_of(vectors.row_bytes() as u64, available_memory()?)
+}
+
+fn short_of(needed: u64, available: u64) -> Option<MemoryShort> {
+    ((needed as f64) > available as f64 * REBUILD_MEMORY_SHARE).then_some(MemoryShort { needed, available })
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes: what can be allocated without swapping.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// A change to the vectors made while a rebuild runs.
 #[derive(Debug, Clone, Copy)]
 pub enum Change {
@@ -305,5 +343,20 @@ fn return_freed_memory() {
     #[allow(unsafe_code)]
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_waits_when_its_copy_would_take_most_of_the_memory_left() {
+        const GIB: u64 = 1 << 30;
+        assert!(short_of(7 * GIB, 10 * GIB).is_none());
+        assert!(short_of(9 * GIB, 10 * GIB).is_some(), "a copy must leave a fifth of what is available");
+        // This machine says what it has: a search of no rows always fits.
+        assert!(available_memory().is_some_and(|bytes| bytes > 0));
+        assert!(memory_short(&FlatScan::new(IndexConfig::default().flat)).is_none());
     }
 }
