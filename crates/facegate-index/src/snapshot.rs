@@ -336,7 +336,7 @@ fn decode_rows(
         input.str_onto(&mut scratch, &mut batch.ids)?;
         batch.id_ends.push((sample_end, batch.ids.len()));
         batch.lists.push(input.u32()?);
-        decode_vector(input, encoding, &mut vector)?;
+        decode_vector(input, encoding, &mut scratch, &mut vector)?;
         // A row the index would refuse (a non-finite vector) is damage too.
         if !vector.iter().all(|x| x.is_finite()) {
             return Err(invalid("a non-finite vector"));
@@ -444,20 +444,26 @@ fn encode_vector(out: &mut Encoder<'_>, encoding: Encoding, vector: &[f32]) {
     }
 }
 
-fn decode_vector(input: &mut Decoder<'_>, encoding: Encoding, vector: &mut [f32]) -> io::Result<()> {
+/// Reads one row's values into `vector`, through `bytes` (reused: no allocation a row).
+fn decode_vector(
+    input: &mut Decoder<'_>,
+    encoding: Encoding,
+    bytes: &mut Vec<u8>,
+    vector: &mut [f32],
+) -> io::Result<()> {
     match encoding {
         Encoding::F16 => {
-            let mut bytes = vec![0u8; vector.len() * 2];
-            input.read(&mut bytes)?;
+            bytes.resize(vector.len() * 2, 0);
+            input.read(bytes)?;
             for (x, b) in vector.iter_mut().zip(bytes.chunks_exact(2)) {
                 *x = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
             }
         }
         Encoding::I8 => {
             let scale = input.f32()?;
-            let mut bytes = vec![0u8; vector.len()];
-            input.read(&mut bytes)?;
-            for (x, &b) in vector.iter_mut().zip(&bytes) {
+            bytes.resize(vector.len(), 0);
+            input.read(bytes)?;
+            for (x, &b) in vector.iter_mut().zip(bytes.iter()) {
                 *x = f32::from(b as i8) * scale;
             }
         }

@@ -372,13 +372,14 @@ config! {
         /// Where the scan and the lists cost about the same (2 ms on two cores at 512 values,
         /// docs/benchmarks.md); below it a search stays exact or nearly so, with no training.
         index_partition_rows: usize = DEFAULT_PARTITION_ROWS, env "FACEGATE_INDEX_PARTITION_ROWS";
-        /// Lists a partitioned search reads
+        /// Lists a partitioned search reads (at 512 values; 4x at 128)
         ///
         /// The rows of one cluster of similar faces spread over several lists; 64 reads all of
-        /// them on the synthetic gallery of `facegate bench search` up to 10M templates (recall
-        /// on mated probes 0.99). More finds more non-mated neighbours, at a cost in step.
+        /// them on the synthetic gallery of `facegate bench search` up to 10M templates of 512
+        /// values (recall on mated probes 0.99), and shorter templates spread wider. More finds
+        /// more non-mated neighbours, at a cost in step.
         index_probes: usize = IvfTuning::default().probes, env "FACEGATE_INDEX_PROBES";
-        /// Templates a partitioned search scores exactly, at least (at 512 values; 4x at 128)
+        /// Templates a partitioned search scores exactly, at least
         ///
         /// Chosen by their sign-sketch distance among the rows read; 4,096 holds recall@10
         /// against the exact scan at 0.95 at a million templates.

@@ -1,6 +1,7 @@
 //! `facegate bench`: speed figures measured in the repo, printed as a table or as JSON.
 
 mod http;
+mod export;
 mod pipeline;
 pub(crate) mod recall;
 mod replication;
@@ -44,10 +45,10 @@ pub(crate) struct IvfArgs {
     /// Rows per list the partition aims at.
     #[arg(long, default_value_t = IvfTuning::default().rows_per_list)]
     rows_per_list: usize,
-    /// Lists a partitioned search reads, at least.
+    /// Lists a partitioned search reads, at least (at 512 values; 4x at 128) ...
     #[arg(long, default_value_t = IvfTuning::default().probes)]
     probes: usize,
-    /// Rows a partitioned search scores exactly, at least (at 512 values) ...
+    /// Rows a partitioned search scores exactly, at least ...
     #[arg(long, default_value_t = IvfTuning::default().min_rerank)]
     rerank: usize,
     /// ... or this fraction of the rows it reads.

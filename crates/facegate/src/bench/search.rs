@@ -25,6 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+use super::export::{ExportedProbe, GalleryExport};
 use super::recall::{recall, Compared};
 use super::{quantile, resident_bytes, sorted, IvfArgs};
 
@@ -75,6 +76,10 @@ pub struct SearchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also write the gallery, the probes and the exact scan's answers as raw files into this
+    /// folder (`bench/export.rs`), for measuring another index on the same data.
+    #[arg(long)]
+    export: Option<std::path::PathBuf>,
 }
 
 const TENANT: &str = "bench";
@@ -146,6 +151,8 @@ struct Probe {
     embedding: Vec<f32>,
     tags: Vec<String>,
     mated: bool,
+    /// The subject it is a photo of: enrolled when mated.
+    subject_id: String,
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
@@ -162,6 +169,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let index = FlatIndex::with_config(config);
     let population = Population::new(args.dim);
     let rss_before = resident_bytes();
+    let mut export = args.export.as_deref().map(GalleryExport::create).transpose()?;
 
     // Build: generation is not timed, inserts are.
     let mut rng = SmallRng::seed_from_u64(1);
@@ -180,6 +188,11 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             })
             .collect();
         inserted += templates.len();
+        if let Some(export) = export.as_mut() {
+            for t in &templates {
+                export.row(identity, &t.embedding)?;
+            }
+        }
         let tags = Population::tags_of(identity);
         let started = Instant::now();
         index.set_subject_tags(TENANT, &subject_id, &tags);
@@ -206,7 +219,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
                 1..=5 => vec![format!("group-{}", identity % COMMON_TAGS)],
                 _ => Vec::new(),
             };
-            Probe { embedding, tags, mated }
+            Probe { embedding, tags, mated, subject_id: format!("subject-{identity}") }
         })
         .collect();
 
@@ -223,10 +236,20 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let qps_concurrent = throughput(&index, &probes, args.limit, args.concurrency.max(1));
 
     let exact = partition.is_none() && args.templates <= args.exact_rows;
+    // How often the mate ranks first among the mated probes without a filter (those with one
+    // may filter the mate out), by the exact scan and by the index: where the exact scan puts
+    // an impostor first, the population itself is ambiguous and recall against it says little.
+    let mut mate_first = (0usize, 0usize, 0usize);
     let recall = (!exact).then(|| {
         let queries = args.recall_queries.min(probes.len());
         let want: Vec<Vec<SubjectHit>> =
             probes[..queries].iter().map(|p| index.search_exact(TENANT, &p.embedding, args.limit, &p.tags)).collect();
+        for ((probe, got), exact) in probes.iter().zip(&results).zip(&want) {
+            if probe.mated && probe.tags.is_empty() {
+                let first = |hits: &[SubjectHit]| hits.first().is_some_and(|h| h.subject_id == probe.subject_id);
+                mate_first = (mate_first.0 + 1, mate_first.1 + usize::from(first(exact)), mate_first.2 + usize::from(first(got)));
+            }
+        }
         recall(probes.iter().zip(&results).zip(&want).map(|((probe, got), exact)| Compared {
             exact,
             got,
@@ -235,6 +258,19 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         }))
     });
 
+    if let Some(export) = export {
+        let exported: Vec<ExportedProbe<'_>> =
+            probes.iter().map(|p| ExportedProbe { embedding: &p.embedding, mated: p.mated }).collect();
+        // Unfiltered: a peer's filters are not facegate's tags.
+        let exact_tops: Vec<u64> = probes[..args.recall_queries.min(probes.len())]
+            .iter()
+            .map(|p| {
+                let hits = index.search_exact(TENANT, &p.embedding, 1, &[]);
+                hits.first().and_then(|h| h.subject_id.strip_prefix("subject-")?.parse().ok()).unwrap_or(u64::MAX)
+            })
+            .collect();
+        export.finish(args.dim, &exported, &exact_tops)?;
+    }
     let row_bytes = index.row_bytes();
     let memory = rss_after.zip(rss_before).map(|(a, b)| a.saturating_sub(b));
     let snapshot = if args.no_snapshot {
@@ -260,7 +296,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         },
         "index": args.index.name(),
         "lists": partition.map(|p| p.lists),
-        "probes": partition.map(|_| ivf.probes),
+        "probes": partition.map(|_| ivf.probes_at(args.dim)),
         "build_s": insert_seconds + rebuild_wait_seconds,
         "rebuild_wait_s": rebuild_wait_seconds,
         "memory_bytes": memory,
@@ -276,6 +312,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         "recall_at_1_mated": recall.as_ref().map(|r| r.at_1_mated),
         "recall_at_1_filtered": recall.as_ref().map(|r| r.at_1_filtered),
         "recall_queries": recall.as_ref().map(|r| r.queries),
+        "mate_first_exact": (mate_first.0 > 0).then(|| mate_first.1 as f64 / mate_first.0 as f64),
+        "mate_first": (mate_first.0 > 0).then(|| mate_first.2 as f64 / mate_first.0 as f64),
         "snapshot_bytes": snapshot.as_ref().map(|s| s.bytes),
         "snapshot_write_s": snapshot.as_ref().map(|s| s.write_s),
         "snapshot_load_s": snapshot.as_ref().map(|s| s.load_s),
@@ -292,7 +330,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     println!("  {:<28} {}", "search", summary["search"].as_str().unwrap_or(""));
     println!("  {:<28} {:.1} s (inserts {:.1} s)", "build", insert_seconds + rebuild_wait_seconds, insert_seconds);
     if let Some(p) = partition {
-        println!("  {:<28} {} lists, {} probed", "partition", p.lists, ivf.probes);
+        println!("  {:<28} {} lists, {} probed", "partition", p.lists, ivf.probes_at(args.dim));
     }
     println!("  {:<28} {:.0} MiB", "index rows", mib(row_bytes as u64));
     if let Some(m) = memory {
