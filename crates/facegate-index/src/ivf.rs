@@ -543,6 +543,24 @@ impl VectorSearch for IvfSearch {
         self.add_to_list(slot, group, tags, embedding, placement, None)
     }
 
+    fn add_coded(
+        &mut self,
+        slot: u32,
+        group: u32,
+        tags: u64,
+        codes: &[i8],
+        scale: f32,
+        placement: Option<u32>,
+    ) -> Result<(), &'static str> {
+        match placement {
+            Some(list) if list < self.fresh() && codes.len() == self.dim && scale.is_finite() && scale > 0.0 => {
+                self.add_codes_to_list(slot, group, tags, codes, scale, list)
+            }
+            // A fresh row needs its home list worked out from its values.
+            _ => self.add_placed(slot, group, tags, &crate::kernels::decode_codes(codes, scale), placement),
+        }
+    }
+
     fn add_recent(
         &mut self,
         slot: u32,
@@ -675,15 +693,7 @@ impl IvfSearch {
             return Err("tenant holds too many templates");
         }
         let s = slot as usize;
-        if self.list_of.len() <= s {
-            let n = s + 1;
-            self.list_of.resize(n, NO_LIST);
-            self.position.resize(n, 0);
-            self.codes.resize(n * self.dim, 0);
-            self.scales.resize(n, 0.0);
-            self.groups.resize(n, 0);
-            self.tags.resize(n, 0);
-        }
+        self.make_room(s);
         let max = embedding.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         let inverse = 1.0 / scale;
@@ -716,12 +726,71 @@ impl IvfSearch {
                 (home, home)
             }
         };
+        self.file_row(slot, group, tags, sketch, list, home);
+        Ok(())
+    }
+
+    /// As [`Self::add_to_list`] for a row already coded, into a learnt list: the codes are
+    /// taken as they are, with no round trip through f32 (most of restoring a snapshot at 512
+    /// values). The sketch is the codes' signs, as it is of the values they decode to.
+    fn add_codes_to_list(
+        &mut self,
+        slot: u32,
+        group: u32,
+        tags: u64,
+        codes: &[i8],
+        scale: f32,
+        list: u32,
+    ) -> Result<(), &'static str> {
+        if self.in_use(slot) {
+            return Err("slot already in use");
+        }
+        if slot == u32::MAX {
+            return Err("tenant holds too many templates");
+        }
+        let s = slot as usize;
+        self.make_room(s);
+        self.codes[s * self.dim..(s + 1) * self.dim].copy_from_slice(codes);
+        self.scales[s] = scale;
+        self.groups[s] = group;
+        self.tags[s] = tags;
+        let mut stack = [0u64; 16];
+        let mut heap = Vec::new();
+        let sketch = if self.words <= stack.len() {
+            &mut stack[..self.words]
+        } else {
+            heap.resize(self.words, 0);
+            &mut heap[..]
+        };
+        for (i, &c) in codes.iter().enumerate() {
+            if c > 0 {
+                sketch[i / 64] |= 1 << (i % 64);
+            }
+        }
+        self.file_row(slot, group, tags, sketch, list, list);
+        Ok(())
+    }
+
+    /// Room in the per-slot arrays for slot `s`.
+    fn make_room(&mut self, s: usize) {
+        if self.list_of.len() <= s {
+            let n = s + 1;
+            self.list_of.resize(n, NO_LIST);
+            self.position.resize(n, 0);
+            self.codes.resize(n * self.dim, 0);
+            self.scales.resize(n, 0.0);
+            self.groups.resize(n, 0);
+            self.tags.resize(n, 0);
+        }
+    }
+
+    /// Puts a stored row into `list` and counts it.
+    fn file_row(&mut self, slot: u32, group: u32, tags: u64, sketch: &[u64], list: u32, home: u32) {
         self.push_to_list(slot, list, sketch, home);
         self.settle_fresh();
         self.count_bits(slot, tags, true);
         self.len += 1;
         self.group_bound = self.group_bound.max(group as usize + 1);
-        Ok(())
     }
 
     fn remove_row(&mut self, slot: u32) {

@@ -206,6 +206,11 @@ fn dot_f16_portable(row: &[f16], query: &[f32]) -> f32 {
     sum_lanes(acc) + tail
 }
 
+/// The values int8 `codes` times `scale` stand for.
+pub fn decode_codes(codes: &[i8], scale: f32) -> Vec<f32> {
+    codes.iter().map(|&c| f32::from(c) * scale).collect()
+}
+
 /// The sign sketch of a vector: bit `i` is set when component `i` is positive. The Hamming
 /// distance between two sketches estimates the angle between the vectors.
 pub fn sketch_into(vector: &[f32], out: &mut [u64]) {

@@ -291,8 +291,11 @@ struct RowBatch {
     /// Where each row's sample and subject end in `ids`.
     id_ends: Vec<(usize, usize)>,
     lists: Vec<u32>,
-    /// `dim` values a row.
+    /// `dim` values a row, of a flat snapshot (f16 rows).
     vectors: Vec<f32>,
+    /// `dim` codes a row and one scale, of a partitioned snapshot (int8 rows).
+    codes: Vec<i8>,
+    scales: Vec<f32>,
     /// Each row's slot, subject number and tag bits, once numbered.
     numbers: Vec<(u32, u32, u64)>,
 }
@@ -308,6 +311,8 @@ impl RowBatch {
             id_ends: Vec::with_capacity(BATCH),
             lists: Vec::with_capacity(BATCH),
             vectors: Vec::new(),
+            codes: Vec::new(),
+            scales: Vec::new(),
             numbers: Vec::new(),
         }
     }
@@ -336,12 +341,31 @@ fn decode_rows(
         input.str_onto(&mut scratch, &mut batch.ids)?;
         batch.id_ends.push((sample_end, batch.ids.len()));
         batch.lists.push(input.u32()?);
-        decode_vector(input, encoding, &mut scratch, &mut vector)?;
-        // A row the index would refuse (a non-finite vector) is damage too.
-        if !vector.iter().all(|x| x.is_finite()) {
-            return Err(invalid("a non-finite vector"));
+        match encoding {
+            Encoding::F16 => {
+                decode_f16(input, &mut scratch, &mut vector)?;
+                // A row the index would refuse (a non-finite vector) is damage too.
+                if !vector.iter().all(|x| x.is_finite()) {
+                    return Err(invalid("a non-finite vector"));
+                }
+                batch.vectors.extend_from_slice(&vector);
+            }
+            Encoding::I8 => {
+                // Kept as codes: the lists store them as they are (`VectorSearch::add_coded`).
+                let scale = input.f32()?;
+                if !(scale.is_finite() && scale > 0.0) {
+                    return Err(invalid("a bad row scale"));
+                }
+                scratch.resize(dim, 0);
+                input.read(&mut scratch)?;
+                // Codes are rounded into -127..=127; -128 is no code the lists write.
+                if scratch.contains(&0x80) {
+                    return Err(invalid("a code out of range"));
+                }
+                batch.codes.extend(scratch.iter().map(|&b| b as i8));
+                batch.scales.push(scale);
+            }
         }
-        batch.vectors.extend_from_slice(&vector);
         decoded += 1;
         if batch.id_ends.len() == BATCH && sender.send(std::mem::replace(&mut batch, RowBatch::new())).is_err() {
             return Ok(());
@@ -392,8 +416,13 @@ fn place_rows(
             waited += asked.elapsed();
             for (i, (&(slot, group, tags), &list)) in batch.numbers.iter().zip(&batch.lists).enumerate() {
                 let placement = (list != u32::MAX).then_some(list);
-                let vector = &batch.vectors[i * dim..(i + 1) * dim];
-                vectors.add_placed(slot, group, tags, vector, placement).map_err(invalid)?;
+                if let Some(&scale) = batch.scales.get(i) {
+                    let codes = &batch.codes[i * dim..(i + 1) * dim];
+                    vectors.add_coded(slot, group, tags, codes, scale, placement).map_err(invalid)?;
+                } else {
+                    let vector = &batch.vectors[i * dim..(i + 1) * dim];
+                    vectors.add_placed(slot, group, tags, vector, placement).map_err(invalid)?;
+                }
                 rows += 1;
             }
         }
@@ -444,29 +473,12 @@ fn encode_vector(out: &mut Encoder<'_>, encoding: Encoding, vector: &[f32]) {
     }
 }
 
-/// Reads one row's values into `vector`, through `bytes` (reused: no allocation a row).
-fn decode_vector(
-    input: &mut Decoder<'_>,
-    encoding: Encoding,
-    bytes: &mut Vec<u8>,
-    vector: &mut [f32],
-) -> io::Result<()> {
-    match encoding {
-        Encoding::F16 => {
-            bytes.resize(vector.len() * 2, 0);
-            input.read(bytes)?;
-            for (x, b) in vector.iter_mut().zip(bytes.chunks_exact(2)) {
-                *x = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        Encoding::I8 => {
-            let scale = input.f32()?;
-            bytes.resize(vector.len(), 0);
-            input.read(bytes)?;
-            for (x, &b) in vector.iter_mut().zip(bytes.iter()) {
-                *x = f32::from(b as i8) * scale;
-            }
-        }
+/// Reads one f16 row's values into `vector`, through `bytes` (reused: no allocation a row).
+fn decode_f16(input: &mut Decoder<'_>, bytes: &mut Vec<u8>, vector: &mut [f32]) -> io::Result<()> {
+    bytes.resize(vector.len() * 2, 0);
+    input.read(bytes)?;
+    for (x, b) in vector.iter_mut().zip(bytes.chunks_exact(2)) {
+        *x = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
     }
     Ok(())
 }

@@ -112,6 +112,19 @@ pub trait VectorSearch: Send + Sync {
     ) -> Result<(), &'static str> {
         self.add_placed(slot, group, tags, embedding, home)
     }
+    /// As [`Self::add_placed`] for a row stored as int8 `codes` times `scale` (a snapshot of a
+    /// partitioned search); a search that keeps such codes may take them as they are.
+    fn add_coded(
+        &mut self,
+        slot: u32,
+        group: u32,
+        tags: u64,
+        codes: &[i8],
+        scale: f32,
+        placement: Option<u32>,
+    ) -> Result<(), &'static str> {
+        self.add_placed(slot, group, tags, &crate::kernels::decode_codes(codes, scale), placement)
+    }
     /// As `add`, with the row's [`Self::placement`] when it was worked out.
     fn add_placed(
         &mut self,
