@@ -252,7 +252,12 @@ impl FlatIndex {
             let numberer = scope.spawn(move || number_rows(ids, decoded, numbered_sender));
             let (placed, waited) = place_rows(vectors.as_mut(), dim, numbered);
             let gone = || invalid("a snapshot restoring thread panicked");
-            (placed, waited, numberer.join().unwrap_or_else(|_| Err(gone())), decoder.join().unwrap_or_else(|_| Err(gone())))
+            (
+                placed,
+                waited,
+                numberer.join().unwrap_or_else(|_| Err(gone())),
+                decoder.join().unwrap_or_else(|_| Err(gone())),
+            )
         });
         decoding?;
         numbering?;
@@ -409,22 +414,20 @@ fn place_rows(
 ) -> (io::Result<u64>, std::time::Duration) {
     let mut rows = 0u64;
     let mut waited = std::time::Duration::ZERO;
-    let placed = (|| {
-        loop {
-            let asked = std::time::Instant::now();
-            let Ok(batch) = batches.recv() else { return Ok(rows) };
-            waited += asked.elapsed();
-            for (i, (&(slot, group, tags), &list)) in batch.numbers.iter().zip(&batch.lists).enumerate() {
-                let placement = (list != u32::MAX).then_some(list);
-                if let Some(&scale) = batch.scales.get(i) {
-                    let codes = &batch.codes[i * dim..(i + 1) * dim];
-                    vectors.add_coded(slot, group, tags, codes, scale, placement).map_err(invalid)?;
-                } else {
-                    let vector = &batch.vectors[i * dim..(i + 1) * dim];
-                    vectors.add_placed(slot, group, tags, vector, placement).map_err(invalid)?;
-                }
-                rows += 1;
+    let placed = (|| loop {
+        let asked = std::time::Instant::now();
+        let Ok(batch) = batches.recv() else { return Ok(rows) };
+        waited += asked.elapsed();
+        for (i, (&(slot, group, tags), &list)) in batch.numbers.iter().zip(&batch.lists).enumerate() {
+            let placement = (list != u32::MAX).then_some(list);
+            if let Some(&scale) = batch.scales.get(i) {
+                let codes = &batch.codes[i * dim..(i + 1) * dim];
+                vectors.add_coded(slot, group, tags, codes, scale, placement).map_err(invalid)?;
+            } else {
+                let vector = &batch.vectors[i * dim..(i + 1) * dim];
+                vectors.add_placed(slot, group, tags, vector, placement).map_err(invalid)?;
             }
+            rows += 1;
         }
     })();
     (placed, waited)

@@ -8,7 +8,7 @@ use facegate_core::{FaceSample, ReindexTally, StagedSample, StaleTemplates, Stal
 use super::sql::{to_i64, to_u64};
 use super::PgStore;
 use crate::error::{to_core, Result, StoreError};
-use crate::staging::{OTHER_MODELS, open_image, tallies, StagedRow};
+use crate::staging::{open_image, tallies, StagedRow, OTHER_MODELS};
 
 const SAMPLE_COLUMNS: &str = "s.id, s.subject_id, s.image_name, s.bbox_left, s.bbox_top, s.bbox_right, \
      s.bbox_bottom, s.detector_score, s.model_id, s.created_at";
@@ -27,11 +27,7 @@ impl facegate_core::ReindexStore for PgStore {
             let mut conn = self.conn()?;
             // OTHER_MODELS answers this from the index; the per-subject count below reads every
             // sample, and runs only when there is something stale.
-            let models: Vec<String> = conn
-                .query(OTHER_MODELS, &[&model_id])?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+            let models: Vec<String> = conn.query(OTHER_MODELS, &[&model_id])?.iter().map(|row| row.get(0)).collect();
             if models.is_empty() {
                 return Ok(StaleTemplates::default());
             }

@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 use super::gallery::{sample_from_row, SAMPLE_COLUMNS};
 use super::{scrub_wal, SqliteStore};
 use crate::error::{to_core, Result, StoreError};
-use crate::staging::{OTHER_MODELS, open_image, tallies, StagedRow};
+use crate::staging::{open_image, tallies, StagedRow, OTHER_MODELS};
 
 /// Counts of `reindex_staging` per tenant and failure (none: re-embedded).
 const STAGED_COUNTS: &str =

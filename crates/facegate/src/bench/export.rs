@@ -35,9 +35,17 @@ impl GalleryExport {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let open = |name: &str| -> anyhow::Result<BufWriter<File>> {
             let path = dir.join(name);
-            Ok(BufWriter::with_capacity(1 << 20, File::create(&path).with_context(|| format!("creating {}", path.display()))?))
+            Ok(BufWriter::with_capacity(
+                1 << 20,
+                File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+            ))
         };
-        Ok(Self { dir: dir.to_owned(), gallery: open("gallery.f16")?, subjects: open("gallery_subjects.u64")?, rows: 0 })
+        Ok(Self {
+            dir: dir.to_owned(),
+            gallery: open("gallery.f16")?,
+            subjects: open("gallery_subjects.u64")?,
+            rows: 0,
+        })
     }
 
     pub fn row(&mut self, subject: u64, embedding: &[f32]) -> anyhow::Result<()> {

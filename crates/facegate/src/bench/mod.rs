@@ -1,7 +1,7 @@
 //! `facegate bench`: speed figures measured in the repo, printed as a table or as JSON.
 
-mod http;
 mod export;
+mod http;
 mod pipeline;
 pub(crate) mod recall;
 mod replication;

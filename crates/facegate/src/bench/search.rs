@@ -247,7 +247,11 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         for ((probe, got), exact) in probes.iter().zip(&results).zip(&want) {
             if probe.mated && probe.tags.is_empty() {
                 let first = |hits: &[SubjectHit]| hits.first().is_some_and(|h| h.subject_id == probe.subject_id);
-                mate_first = (mate_first.0 + 1, mate_first.1 + usize::from(first(exact)), mate_first.2 + usize::from(first(got)));
+                mate_first = (
+                    mate_first.0 + 1,
+                    mate_first.1 + usize::from(first(exact)),
+                    mate_first.2 + usize::from(first(got)),
+                );
             }
         }
         recall(probes.iter().zip(&results).zip(&want).map(|((probe, got), exact)| Compared {
