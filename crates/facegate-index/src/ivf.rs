@@ -703,16 +703,6 @@ impl IvfSearch {
         self.scales[s] = scale;
         self.groups[s] = group;
         self.tags[s] = tags;
-        // On the stack up to 1,024 values: an allocation a row was a tenth of loading a snapshot.
-        let mut stack = [0u64; 16];
-        let mut heap = Vec::new();
-        let sketch = if self.words <= stack.len() {
-            &mut stack[..self.words]
-        } else {
-            heap.resize(self.words, 0);
-            &mut heap[..]
-        };
-        sketch_into(embedding, sketch);
         let fresh = self.fresh();
         let known_home = home.filter(|&h| h < fresh);
         let (list, home) = match list {
@@ -726,7 +716,7 @@ impl IvfSearch {
                 (home, home)
             }
         };
-        self.file_row(slot, group, tags, sketch, list, home);
+        self.file_row(slot, group, tags, list, home, |sketch| sketch_into(embedding, sketch));
         Ok(())
     }
 
@@ -754,20 +744,13 @@ impl IvfSearch {
         self.scales[s] = scale;
         self.groups[s] = group;
         self.tags[s] = tags;
-        let mut stack = [0u64; 16];
-        let mut heap = Vec::new();
-        let sketch = if self.words <= stack.len() {
-            &mut stack[..self.words]
-        } else {
-            heap.resize(self.words, 0);
-            &mut heap[..]
-        };
-        for (i, &c) in codes.iter().enumerate() {
-            if c > 0 {
-                sketch[i / 64] |= 1 << (i % 64);
+        self.file_row(slot, group, tags, list, list, |sketch| {
+            for (i, &c) in codes.iter().enumerate() {
+                if c > 0 {
+                    sketch[i / 64] |= 1 << (i % 64);
+                }
             }
-        }
-        self.file_row(slot, group, tags, sketch, list, list);
+        });
         Ok(())
     }
 
@@ -784,9 +767,20 @@ impl IvfSearch {
         }
     }
 
-    /// Puts a stored row into `list` and counts it.
-    fn file_row(&mut self, slot: u32, group: u32, tags: u64, sketch: &[u64], list: u32, home: u32) {
-        self.push_to_list(slot, list, sketch, home);
+    /// Puts a stored row into `list` and counts it, its sketch written by `sketch` into a zeroed
+    /// buffer: on the stack up to 1,024 values (an allocation a row was a tenth of loading a
+    /// snapshot).
+    fn file_row(&mut self, slot: u32, group: u32, tags: u64, list: u32, home: u32, sketch: impl FnOnce(&mut [u64])) {
+        let mut stack = [0u64; 16];
+        let mut heap = Vec::new();
+        let buffer = if self.words <= stack.len() {
+            &mut stack[..self.words]
+        } else {
+            heap.resize(self.words, 0);
+            &mut heap[..]
+        };
+        sketch(buffer);
+        self.push_to_list(slot, list, buffer, home);
         self.settle_fresh();
         self.count_bits(slot, tags, true);
         self.len += 1;
