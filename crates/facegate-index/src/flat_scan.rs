@@ -22,7 +22,7 @@ use std::collections::{BinaryHeap, HashSet};
 
 use half::f16;
 
-use crate::kernels::{dot_f16, hamming_distances, prefetch, sketch_into, TagFilter};
+use crate::kernels::{dot_f16, hamming_distances, prefetch, sketch_cutoff, sketch_into, TagFilter};
 use crate::vectors::{RowCopy, ScoredRow, VectorSearch};
 
 /// Per-thread buffers of the sketch stage, kept between searches: a million-row search would
@@ -247,23 +247,13 @@ impl FlatScan {
         distances: &[u16],
         histogram: &[u32],
     ) -> Vec<ScoredRow> {
-        let max_distance = self.words * 64;
-        let mut cutoff = 0usize;
-        let mut below = 0usize;
-        for (d, &count) in histogram.iter().enumerate() {
-            cutoff = d;
-            let count = count as usize;
-            if below + count >= candidates {
-                break;
-            }
-            below += count;
-        }
-        // Rows under the cutoff all pass; rows at it fill what is left of the budget.
-        let mut at_cutoff_left = candidates.saturating_sub(below);
+        // Rows under the cutoff all pass; rows at it fill what is left of the budget. A row
+        // the filter left out is at u16::MAX, past any cutoff.
+        let (cutoff, mut at_cutoff_left) = sketch_cutoff(histogram, candidates);
         let mut rows: Vec<u32> = Vec::with_capacity(candidates.min(self.len()));
         for (row, &d) in distances.iter().enumerate() {
             let d = usize::from(d);
-            if d > cutoff || d > max_distance {
+            if d > cutoff {
                 continue;
             }
             if d == cutoff {

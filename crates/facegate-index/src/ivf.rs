@@ -25,10 +25,11 @@
 //! own; rows added later go straight to their nearest list. The shell retrains in the
 //! background as the tenant grows (`crate::flat`).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::kernels::{dot_i8, hamming, prefetch, sketch_into};
+use crate::kernels::{dot_i8, hamming_distances, prefetch, sketch_cutoff, sketch_into, TagFilter};
 use crate::quantizer::{sample_indices, Quantizer, SplitMix, TRAINING_ROWS_PER_LIST};
 use crate::vectors::{Learnt, Partition, RowCopy, ScoredRow, VectorSearch};
 
@@ -103,6 +104,21 @@ const NO_LIST: u32 = u32::MAX;
 /// are the ones most likely searched for next, and a retrain takes every row into the lists it
 /// learns.
 const FRESH_ROWS: usize = 16_384;
+
+/// Per-thread buffers of a search, kept between searches: the sketch distances of every row
+/// read (a few hundred thousand) and their histogram, from which the rows to score are picked
+/// without sorting them.
+#[derive(Default)]
+struct ListScratch {
+    distances: Vec<u16>,
+    histogram: Vec<u32>,
+    /// The lists read, each with where its distances start.
+    read: Vec<(u32, usize)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<ListScratch> = RefCell::new(ListScratch::default());
+}
 
 #[derive(Default, Clone)]
 struct List {
@@ -345,7 +361,10 @@ impl IvfSearch {
         let mut scored: Vec<(f32, u32)> = Vec::with_capacity(slots.len());
         for (i, &slot) in slots.iter().enumerate() {
             if let Some(&ahead) = slots.get(i + PREFETCH_AHEAD) {
+                // The scale is a second read from elsewhere: fetched late, it stalled a
+                // search as long as the codes did.
                 prefetch(self.row_code(ahead as usize));
+                prefetch(std::slice::from_ref(&self.scales[ahead as usize]));
             }
             let score = self.score_slot(slot as usize, query);
             if !score.is_nan() {
@@ -629,39 +648,56 @@ impl IvfSearch {
         self.quantizer.ranked_lists(query, probes, &mut ranked);
         let mut query_sketch = vec![0u64; self.words];
         sketch_into(query, &mut query_sketch);
-        let words = self.words;
-        // (distance, slot) of every row read that passed the filter.
-        let mut scanned: Vec<(u16, u32)> = Vec::new();
-        let mut lists_read = 0;
-        for (read, &list) in ranked.iter().enumerate() {
-            if read >= probes && (scanned.len() >= need_passing || read >= max_lists) {
-                break;
-            }
-            lists_read += 1;
-            let l = &self.lists[list as usize];
-            for (i, (&slot, &tags)) in l.slots.iter().zip(&l.tags).enumerate() {
-                if filter.is_some_and(|f| f & tags == 0) {
-                    continue;
+        let slots = SCRATCH.with_borrow_mut(|scratch| {
+            let ListScratch { distances, histogram, read } = scratch;
+            distances.clear();
+            histogram.clear();
+            histogram.resize(self.words * 64 + 1, 0);
+            read.clear();
+            // Each list's sketch distances go after the previous list's, counted in `histogram`;
+            // a row the filter leaves out is at u16::MAX, past any cutoff.
+            let mut scan = |list: u32, passing: &mut usize| {
+                let l = &self.lists[list as usize];
+                let from = distances.len();
+                distances.resize(from + l.slots.len(), 0);
+                let row_filter = filter.map(|any_of| TagFilter { row_tags: &l.tags, any_of });
+                hamming_distances(&l.sketches, &query_sketch, row_filter, &mut distances[from..], histogram);
+                if filter.is_some() {
+                    *passing += distances[from..].iter().filter(|&&d| d != u16::MAX).count();
+                } else {
+                    *passing += l.slots.len();
                 }
-                let d = hamming(&l.sketches[i * words..(i + 1) * words], &query_sketch);
-                scanned.push((d as u16, slot));
+                read.push((list, from));
+            };
+            let mut passing = 0usize;
+            let mut lists_read = 0;
+            for (i, &list) in ranked.iter().enumerate() {
+                if i >= probes && (passing >= need_passing || i >= max_lists) {
+                    break;
+                }
+                lists_read += 1;
+                scan(list, &mut passing);
             }
-        }
-        // The fresh list is read by every search, as one more list.
-        let fresh = &self.lists[self.fresh() as usize];
-        for (i, (&slot, &tags)) in fresh.slots.iter().zip(&fresh.tags).enumerate() {
-            if filter.is_none_or(|f| f & tags != 0) {
-                scanned.push((hamming(&fresh.sketches[i * words..(i + 1) * words], &query_sketch) as u16, slot));
+            // The fresh list is read by every search, as one more list.
+            scan(self.fresh(), &mut passing);
+            let every_list = lists_read == ranked.len();
+            let budget = self.rerank_budget(passing).saturating_mul(widen);
+            let every_row = every_list && passing <= budget;
+            let (cutoff, mut at_cutoff_left) = sketch_cutoff(histogram, budget);
+            let mut slots = Vec::with_capacity(budget.min(passing));
+            for &(list, from) in read.iter() {
+                let l = &self.lists[list as usize];
+                for (&d, &slot) in distances[from..from + l.slots.len()].iter().zip(&l.slots) {
+                    let d = usize::from(d);
+                    if d < cutoff || (d == cutoff && at_cutoff_left > 0) {
+                        at_cutoff_left -= usize::from(d == cutoff);
+                        slots.push(slot);
+                    }
+                }
             }
-        }
-        let every_list = lists_read == ranked.len();
-        let budget = self.rerank_budget(scanned.len()).saturating_mul(widen);
-        let every_row = every_list && scanned.len() <= budget;
-        if scanned.len() > budget {
-            scanned.select_nth_unstable(budget);
-            scanned.truncate(budget);
-        }
-        let slots: Vec<u32> = scanned.into_iter().map(|(_, slot)| slot).collect();
+            (slots, every_row)
+        });
+        let (slots, every_row) = slots;
         let hits = self.best_per_group(&slots, query, limit);
         if hits.len() < limit && !every_row && passing_total > hits.len() {
             return Scan::Short;

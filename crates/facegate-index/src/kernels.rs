@@ -156,22 +156,24 @@ fn dot_i8_portable(row: &[i8], query: &[f32]) -> f32 {
     sum_lanes(acc) + tail
 }
 
-/// Hamming distance between two sign sketches of the same length.
-#[inline(always)]
-pub fn hamming(a: &[u64], b: &[u64]) -> u32 {
-    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
-}
-
 /// Asks the CPU to start loading `values` into cache: the exact stage reads rows scattered
 /// over a gigabyte, and waiting for each one in turn would cost more than scoring it.
 #[inline(always)]
 pub fn prefetch<T>(values: &[T]) {
+    // Every cache line the values touch, from the one holding their first byte: a 128-byte
+    // row that does not start on a line boundary spans three lines, not two.
     #[cfg(target_arch = "x86_64")]
-    for line in values.chunks((64 / std::mem::size_of::<T>().max(1)).max(1)) {
-        // SAFETY: a prefetch is a hint that never faults, and the address is in bounds anyway.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast::<i8>());
+    {
+        let start = values.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(values);
+        let mut line = start & !63;
+        while line < end {
+            // SAFETY: a prefetch is a hint that never faults, whatever the address.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line as *const i8);
+            }
+            line += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -264,8 +266,8 @@ fn hamming_distances_popcnt(
     hamming_distances_portable(sketches, query, filter, out, histogram);
 }
 
-/// 512-d embeddings, the common case, get a loop with the row width known at compile time,
-/// which the compiler unrolls; other widths take the general loop.
+/// 512, 128 and 256 values, the packs' lengths, get a loop with the row width known at compile
+/// time, which the compiler unrolls; other widths take the general loop.
 #[inline(always)]
 fn hamming_distances_portable(
     sketches: &[u64],
@@ -274,9 +276,14 @@ fn hamming_distances_portable(
     out: &mut [u16],
     histogram: &mut [u32],
 ) {
-    match <&[u64; 8]>::try_from(query) {
-        Ok(query) => distances_fixed(sketches, query, filter, out, histogram),
-        Err(_) => distances_any(sketches, query, filter, out, histogram),
+    if let Ok(query) = <&[u64; 8]>::try_from(query) {
+        distances_fixed(sketches, query, filter, out, histogram)
+    } else if let Ok(query) = <&[u64; 2]>::try_from(query) {
+        distances_fixed(sketches, query, filter, out, histogram)
+    } else if let Ok(query) = <&[u64; 4]>::try_from(query) {
+        distances_fixed(sketches, query, filter, out, histogram)
+    } else {
+        distances_any(sketches, query, filter, out, histogram)
     }
 }
 
@@ -343,9 +350,35 @@ fn distances_any(sketches: &[u64], query: &[u64], filter: Option<TagFilter>, out
     }
 }
 
+/// Which rows of smallest sketch distance make up a budget of `budget`, from the distances'
+/// `histogram`: every row closer than the returned cutoff, and the first `.1` rows at it.
+pub fn sketch_cutoff(histogram: &[u32], budget: usize) -> (usize, usize) {
+    let mut below = 0usize;
+    for (d, &count) in histogram.iter().enumerate() {
+        let count = count as usize;
+        if below + count >= budget {
+            return (d, budget - below);
+        }
+        below += count;
+    }
+    (histogram.len(), 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sketch_cutoff_takes_the_closest_rows_and_splits_the_last_distance() {
+        // Distances 0..=4 held by 1, 0, 3, 2 and 5 rows.
+        let histogram = [1, 0, 3, 2, 5];
+        assert_eq!(sketch_cutoff(&histogram, 1), (0, 1));
+        assert_eq!(sketch_cutoff(&histogram, 3), (2, 2));
+        assert_eq!(sketch_cutoff(&histogram, 4), (2, 3));
+        assert_eq!(sketch_cutoff(&histogram, 5), (3, 1));
+        // A budget past every row takes them all.
+        assert_eq!(sketch_cutoff(&histogram, 100), (5, 0));
+    }
 
     #[test]
     fn dot_matches_the_naive_sum_for_every_length() {
@@ -381,7 +414,13 @@ mod tests {
 
     #[test]
     fn hamming_distances_count_differing_signs_and_honour_the_filter() {
-        let dim: usize = 130;
+        // The packs' lengths take loops of their own width; 130 takes the general one.
+        for dim in [130usize, 128, 256, 512] {
+            differing_signs_counted_at(dim);
+        }
+    }
+
+    fn differing_signs_counted_at(dim: usize) {
         let words = dim.div_ceil(64);
         let a: Vec<f32> = (0..dim).map(|i| if i % 3 == 0 { 1.0 } else { -1.0 }).collect();
         let mut b = a.clone();
