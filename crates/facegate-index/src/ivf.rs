@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::kernels::{dot_i8, hamming_distances, prefetch, sketch_cutoff, sketch_into, TagFilter};
+use crate::kernels::{dot_i8, hamming_distances, prefetch, sketch_cutoff, sketch_into, sketch_of_codes, TagFilter};
 use crate::quantizer::{sample_indices, Quantizer, SplitMix, TRAINING_ROWS_PER_LIST};
 use crate::vectors::{Learnt, Partition, RowCopy, ScoredRow, VectorSearch};
 
@@ -613,6 +613,12 @@ fn round_small(x: f32) -> f32 {
     (x + SHIFT) - SHIFT
 }
 
+/// The int8 code of value `x` at `inverse` = 1 / scale.
+#[inline(always)]
+fn code_of(x: f32, inverse: f32) -> i8 {
+    round_small((x * inverse).clamp(-127.0, 127.0)) as i8
+}
+
 /// What one pass over the nearest lists came to.
 enum Scan {
     Found(Vec<ScoredRow>),
@@ -683,18 +689,28 @@ impl IvfSearch {
             let every_list = lists_read == ranked.len();
             let budget = self.rerank_budget(passing).saturating_mul(widen);
             let every_row = every_list && passing <= budget;
-            let (cutoff, mut at_cutoff_left) = sketch_cutoff(histogram, budget);
+            let (cutoff, at_cutoff) = sketch_cutoff(histogram, budget);
             let mut slots = Vec::with_capacity(budget.min(passing));
+            let mut tied = Vec::new();
             for &(list, from) in read.iter() {
                 let l = &self.lists[list as usize];
                 for (&d, &slot) in distances[from..from + l.slots.len()].iter().zip(&l.slots) {
                     let d = usize::from(d);
-                    if d < cutoff || (d == cutoff && at_cutoff_left > 0) {
-                        at_cutoff_left -= usize::from(d == cutoff);
+                    if d < cutoff {
                         slots.push(slot);
+                    } else if d == cutoff {
+                        tied.push(slot);
                     }
                 }
             }
+            // Rows at the cutoff are taken by lowest slot, not in the order the lists hold
+            // them, so that a search answers the same after a snapshot restores the lists in
+            // another order.
+            if tied.len() > at_cutoff {
+                tied.select_nth_unstable(at_cutoff);
+                tied.truncate(at_cutoff);
+            }
+            slots.extend(tied);
             (slots, every_row)
         });
         let (slots, every_row) = slots;
@@ -734,7 +750,7 @@ impl IvfSearch {
         let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         let inverse = 1.0 / scale;
         for (c, &x) in self.codes[s * self.dim..(s + 1) * self.dim].iter_mut().zip(embedding) {
-            *c = round_small((x * inverse).clamp(-127.0, 127.0)) as i8;
+            *c = code_of(x, inverse);
         }
         self.scales[s] = scale;
         self.groups[s] = group;
@@ -752,7 +768,16 @@ impl IvfSearch {
                 (home, home)
             }
         };
-        self.file_row(slot, group, tags, list, home, |sketch| sketch_into(embedding, sketch));
+        // The sketch is taken from the codes, as a restored row's is: a value that rounds to
+        // code 0 would otherwise set a bit here and not there, and a search would answer
+        // differently after a restart.
+        self.file_row(slot, group, tags, list, home, |sketch| {
+            for (i, &x) in embedding.iter().enumerate() {
+                if code_of(x, inverse) > 0 {
+                    sketch[i / 64] |= 1 << (i % 64);
+                }
+            }
+        });
         Ok(())
     }
 
@@ -780,13 +805,7 @@ impl IvfSearch {
         self.scales[s] = scale;
         self.groups[s] = group;
         self.tags[s] = tags;
-        self.file_row(slot, group, tags, list, list, |sketch| {
-            for (i, &c) in codes.iter().enumerate() {
-                if c > 0 {
-                    sketch[i / 64] |= 1 << (i % 64);
-                }
-            }
-        });
+        self.file_row(slot, group, tags, list, list, |sketch| sketch_of_codes(codes, sketch));
         Ok(())
     }
 

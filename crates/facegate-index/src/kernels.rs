@@ -226,6 +226,17 @@ pub fn sketch_into(vector: &[f32], out: &mut [u64]) {
     }
 }
 
+/// The sign sketch of int8 codes (a zeroed `out`): bit `i` is set when code `i` is positive.
+pub fn sketch_of_codes(codes: &[i8], out: &mut [u64]) {
+    for (i, &c) in codes.iter().enumerate() {
+        if c > 0 {
+            if let Some(word) = out.get_mut(i / 64) {
+                *word |= 1 << (i % 64);
+            }
+        }
+    }
+}
+
 /// Which rows a search may return: those whose tag mask shares a bit with `any_of`.
 #[derive(Clone, Copy)]
 pub struct TagFilter<'a> {
