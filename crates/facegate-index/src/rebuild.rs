@@ -68,10 +68,48 @@ fn short_of(needed: u64, available: u64) -> Option<MemoryShort> {
 
 /// `MemAvailable` of `/proc/meminfo`, in bytes: what can be allocated without swapping.
 fn available_memory() -> Option<u64> {
+    meminfo("MemAvailable:")
+}
+
+fn meminfo(field: &str) -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let line = info.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The share of the machine's memory below which a running rebuild gives up (at least
+/// [`MIN_MEMORY_FLOOR`]). The check before a rebuild cannot see a bulk load that goes on
+/// growing the tenant while it runs, and both the old and the new search grow with it: a 50M ×
+/// 128 load peaked at 23.5 GB resident of 24 GB at the end of its last rebuild, and got through.
+/// Close to nothing available the kernel evicts the process's own code and then kills it; a
+/// rebuild put off costs a slower search until memory allows, a node killed costs every search.
+/// The floor is low so that a rebuild that fits, however tightly, is not given up.
+const MEMORY_FLOOR_SHARE: f64 = 0.01;
+const MIN_MEMORY_FLOOR: u64 = 256 << 20;
+/// Chunks copied between two looks at the memory left: about a quarter of a million rows.
+const CHUNKS_PER_MEMORY_CHECK: u32 = 64;
+
+/// The memory available, when it has fallen under the floor a running rebuild keeps clear of.
+fn memory_running_out() -> Option<u64> {
+    let (available, total) = (available_memory()?, meminfo("MemTotal:")?);
+    under_floor(available, total).then_some(available)
+}
+
+fn under_floor(available: u64, total: u64) -> bool {
+    available < ((total as f64 * MEMORY_FLOOR_SHARE) as u64).max(MIN_MEMORY_FLOOR)
+}
+
+/// Ends a rebuild that memory cannot hold, keeping the tenant's search; true when it did.
+fn gave_up_for_memory<T: Rebuildable>(tenant: &RwLock<T>, new: &dyn VectorSearch) -> bool {
+    let Some(available) = memory_running_out() else { return false };
+    tracing::warn!(
+        built = new.len(),
+        available_mb = available >> 20,
+        "index rebuild abandoned: memory is running out; the tenant keeps its search, and the rebuild waits for memory"
+    );
+    tenant.write().abandon();
+    true
 }
 
 /// A change to the vectors made while a rebuild runs.
@@ -156,7 +194,12 @@ pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Tar
     };
     let trained_ms = started.elapsed().as_millis() as u64;
     let mut start = 0;
+    let mut chunk = 0u32;
     while start < bound {
+        chunk += 1;
+        if chunk % CHUNKS_PER_MEMORY_CHECK == 0 && gave_up_for_memory(tenant, new.as_ref()) {
+            return;
+        }
         let end = start.saturating_add(CHUNK_SLOTS).min(bound);
         let rows: Vec<(u32, RowCopy)> = {
             let t = tenant.read();
@@ -166,10 +209,19 @@ pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Tar
         start = end;
     }
     for round in 0.. {
+        if gave_up_for_memory(tenant, new.as_ref()) {
+            return;
+        }
         let mut t = tenant.write();
-        if target == Target::Partitioned && t.vectors().len() >= rows.saturating_mul(RETRAIN_GROWTH) {
+        let overtaken = target == Target::Partitioned && t.vectors().len() >= rows.saturating_mul(RETRAIN_GROWTH);
+        if overtaken && t.vectors().partition().is_some() {
             // The tenant doubled while these lists were learnt (a bulk load): they would be due
-            // for retraining the moment they were in. The next rebuild starts from today's rows.
+            // for retraining the moment they were in, and the tenant's own lists serve until
+            // then. The next rebuild starts from today's rows. A tenant still scanned flat takes
+            // them all the same (below): lists learnt from half its rows search it in a fraction
+            // of a flat scan's time, and hold a row in about half the memory of its f16 row,
+            // where starting over let a bulk load of 50M rows of 128 values fill 20 GB of flat
+            // rows before any lists were in.
             tracing::info!(
                 learnt_from = rows,
                 now = t.vectors().len(),
@@ -200,7 +252,9 @@ pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Tar
             return;
         }
         drop(t);
-        replay_unlocked(tenant, new.as_mut(), &changes, threads);
+        if replay_unlocked(tenant, new.as_mut(), &changes, threads).is_err() {
+            return;
+        }
     }
 }
 
@@ -277,11 +331,19 @@ fn replay<T: Rebuildable>(tenant: &T, new: &mut dyn VectorSearch, changes: &[Cha
 }
 
 /// As [`replay`], reading the tenant a chunk at a time under its read lock.
-fn replay_unlocked<T: Rebuildable>(tenant: &RwLock<T>, new: &mut dyn VectorSearch, changes: &[Change], threads: usize) {
+fn replay_unlocked<T: Rebuildable>(
+    tenant: &RwLock<T>,
+    new: &mut dyn VectorSearch,
+    changes: &[Change],
+    threads: usize,
+) -> Result<(), GaveUp> {
     for segment in segments(changes) {
         match segment {
             Segment::Slots(slots) => {
-                for chunk in slots.chunks(CHUNK_SLOTS as usize) {
+                for (i, chunk) in slots.chunks(CHUNK_SLOTS as usize).enumerate() {
+                    if (i + 1) % CHUNKS_PER_MEMORY_CHECK as usize == 0 && gave_up_for_memory(tenant, new) {
+                        return Err(GaveUp);
+                    }
                     let rows: Vec<(u32, RowCopy)> = {
                         let t = tenant.read();
                         chunk.iter().filter_map(|&slot| Some((slot, t.vectors().row(slot)?))).collect()
@@ -295,7 +357,11 @@ fn replay_unlocked<T: Rebuildable>(tenant: &RwLock<T>, new: &mut dyn VectorSearc
             Segment::Move { from, to } => new.move_tag_bits(from, to),
         }
     }
+    Ok(())
 }
+
+/// A rebuild ended for want of memory ([`gave_up_for_memory`]).
+struct GaveUp;
 
 enum Segment {
     /// Distinct slots, in order.
@@ -358,5 +424,17 @@ mod tests {
         // This machine says what it has: a search of no rows always fits.
         assert!(available_memory().is_some_and(|bytes| bytes > 0));
         assert!(memory_short(&FlatScan::new(IndexConfig::default().flat)).is_none());
+    }
+
+    #[test]
+    fn a_running_rebuild_gives_up_only_near_the_end_of_memory() {
+        const MIB: u64 = 1 << 20;
+        // 1 % of 24 GiB is 246 MiB.
+        assert!(under_floor(200 * MIB, 24 * 1024 * MIB));
+        assert!(!under_floor(512 * MIB, 24 * 1024 * MIB));
+        // A small machine keeps at least 256 MiB clear.
+        assert!(under_floor(200 * MIB, 4 * 1024 * MIB));
+        assert!(!under_floor(300 * MIB, 4 * 1024 * MIB));
+        assert!(meminfo("MemTotal:").is_some_and(|bytes| bytes > 0));
     }
 }
