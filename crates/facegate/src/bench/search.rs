@@ -300,7 +300,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         },
         "index": args.index.name(),
         "lists": partition.map(|p| p.lists),
-        "probes": partition.map(|p| ivf.probes_for(args.dim, args.templates, p.lists)),
+        "probes": partition.map(|_| ivf.probes_at(args.dim)),
         "build_s": insert_seconds + rebuild_wait_seconds,
         "rebuild_wait_s": rebuild_wait_seconds,
         "memory_bytes": memory,
@@ -334,7 +334,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     println!("  {:<28} {}", "search", summary["search"].as_str().unwrap_or(""));
     println!("  {:<28} {:.1} s (inserts {:.1} s)", "build", insert_seconds + rebuild_wait_seconds, insert_seconds);
     if let Some(p) = partition {
-        println!("  {:<28} {} lists, {} probed", "partition", p.lists, ivf.probes_for(args.dim, args.templates, p.lists));
+        println!("  {:<28} {} lists, {} probed", "partition", p.lists, ivf.probes_at(args.dim));
     }
     println!("  {:<28} {:.0} MiB", "index rows", mib(row_bytes as u64));
     if let Some(m) = memory {
