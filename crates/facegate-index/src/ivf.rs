@@ -654,7 +654,7 @@ impl IvfSearch {
         self.quantizer.ranked_lists(query, probes, &mut ranked);
         let mut query_sketch = vec![0u64; self.words];
         sketch_into(query, &mut query_sketch);
-        let slots = SCRATCH.with_borrow_mut(|scratch| {
+        let (slots, every_row) = SCRATCH.with_borrow_mut(|scratch| {
             let ListScratch { distances, histogram, read } = scratch;
             distances.clear();
             histogram.clear();
@@ -713,7 +713,6 @@ impl IvfSearch {
             slots.extend(tied);
             (slots, every_row)
         });
-        let (slots, every_row) = slots;
         let hits = self.best_per_group(&slots, query, limit);
         if hits.len() < limit && !every_row && passing_total > hits.len() {
             return Scan::Short;
@@ -768,16 +767,7 @@ impl IvfSearch {
                 (home, home)
             }
         };
-        // The sketch is taken from the codes, as a restored row's is: a value that rounds to
-        // code 0 would otherwise set a bit here and not there, and a search would answer
-        // differently after a restart.
-        self.file_row(slot, group, tags, list, home, |sketch| {
-            for (i, &x) in embedding.iter().enumerate() {
-                if code_of(x, inverse) > 0 {
-                    sketch[i / 64] |= 1 << (i % 64);
-                }
-            }
-        });
+        self.file_row(slot, group, tags, list, home);
         Ok(())
     }
 
@@ -805,7 +795,7 @@ impl IvfSearch {
         self.scales[s] = scale;
         self.groups[s] = group;
         self.tags[s] = tags;
-        self.file_row(slot, group, tags, list, list, |sketch| sketch_of_codes(codes, sketch));
+        self.file_row(slot, group, tags, list, list);
         Ok(())
     }
 
@@ -822,10 +812,12 @@ impl IvfSearch {
         }
     }
 
-    /// Puts a stored row into `list` and counts it, its sketch written by `sketch` into a zeroed
-    /// buffer: on the stack up to 1,024 values (an allocation a row was a tenth of loading a
-    /// snapshot).
-    fn file_row(&mut self, slot: u32, group: u32, tags: u64, list: u32, home: u32, sketch: impl FnOnce(&mut [u64])) {
+    /// Puts a row whose codes are stored into `list` and counts it. Its sketch is the signs of
+    /// its codes, for a new row as for a restored one (a snapshot keeps only codes): a value
+    /// that rounds to code 0 would otherwise set a bit before a restart and not after, and a
+    /// search would answer differently. The sketch is built on the stack up to 1,024 values (an
+    /// allocation a row was a tenth of loading a snapshot).
+    fn file_row(&mut self, slot: u32, group: u32, tags: u64, list: u32, home: u32) {
         let mut stack = [0u64; 16];
         let mut heap = Vec::new();
         let buffer = if self.words <= stack.len() {
@@ -834,7 +826,8 @@ impl IvfSearch {
             heap.resize(self.words, 0);
             &mut heap[..]
         };
-        sketch(buffer);
+        let s = slot as usize;
+        sketch_of_codes(&self.codes[s * self.dim..(s + 1) * self.dim], buffer);
         self.push_to_list(slot, list, buffer, home);
         self.settle_fresh();
         self.count_bits(slot, tags, true);

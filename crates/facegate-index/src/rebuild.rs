@@ -68,14 +68,19 @@ fn short_of(needed: u64, available: u64) -> Option<MemoryShort> {
 
 /// `MemAvailable` of `/proc/meminfo`, in bytes: what can be allocated without swapping.
 fn available_memory() -> Option<u64> {
-    meminfo("MemAvailable:")
+    meminfo(&["MemAvailable:"]).map(|[available]| available)
 }
 
-fn meminfo(field: &str) -> Option<u64> {
+/// The `fields` of one read of `/proc/meminfo`, in bytes.
+fn meminfo<const N: usize>(fields: &[&str; N]) -> Option<[u64; N]> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let mut out = [0u64; N];
+    for (value, field) in out.iter_mut().zip(fields) {
+        let line = info.lines().find(|l| l.starts_with(field))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        *value = kib * 1024;
+    }
+    Some(out)
 }
 
 /// The share of the machine's memory below which a running rebuild gives up (at least
@@ -92,7 +97,7 @@ const CHUNKS_PER_MEMORY_CHECK: u32 = 64;
 
 /// The memory available, when it has fallen under the floor a running rebuild keeps clear of.
 fn memory_running_out() -> Option<u64> {
-    let (available, total) = (available_memory()?, meminfo("MemTotal:")?);
+    let [available, total] = meminfo(&["MemAvailable:", "MemTotal:"])?;
     under_floor(available, total).then_some(available)
 }
 
@@ -197,7 +202,7 @@ pub fn run<T: Rebuildable>(tenant: &RwLock<T>, config: &IndexConfig, target: Tar
     let mut chunk = 0u32;
     while start < bound {
         chunk += 1;
-        if chunk % CHUNKS_PER_MEMORY_CHECK == 0 && gave_up_for_memory(tenant, new.as_ref()) {
+        if chunk.is_multiple_of(CHUNKS_PER_MEMORY_CHECK) && gave_up_for_memory(tenant, new.as_ref()) {
             return;
         }
         let end = start.saturating_add(CHUNK_SLOTS).min(bound);
@@ -341,7 +346,7 @@ fn replay_unlocked<T: Rebuildable>(
         match segment {
             Segment::Slots(slots) => {
                 for (i, chunk) in slots.chunks(CHUNK_SLOTS as usize).enumerate() {
-                    if (i + 1) % CHUNKS_PER_MEMORY_CHECK as usize == 0 && gave_up_for_memory(tenant, new) {
+                    if (i + 1).is_multiple_of(CHUNKS_PER_MEMORY_CHECK as usize) && gave_up_for_memory(tenant, new) {
                         return Err(GaveUp);
                     }
                     let rows: Vec<(u32, RowCopy)> = {
@@ -435,6 +440,6 @@ mod tests {
         // A small machine keeps at least 256 MiB clear.
         assert!(under_floor(200 * MIB, 4 * 1024 * MIB));
         assert!(!under_floor(300 * MIB, 4 * 1024 * MIB));
-        assert!(meminfo("MemTotal:").is_some_and(|bytes| bytes > 0));
+        assert!(meminfo(&["MemTotal:"]).is_some_and(|[bytes]| bytes > 0));
     }
 }
