@@ -57,15 +57,45 @@ pub fn similarity_transform(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<Affine
     Some([[a as f32, -b as f32, tx as f32], [b as f32, a as f32, ty as f32]])
 }
 
+/// Where a recognizer wants a face: a `size` px square crop with the five keypoints on
+/// `template`.
+///
+/// The keypoints are fitted onto the template, as InsightFace and OpenCV crop. dlib fits the
+/// other way (the template onto the keypoints, then inverts); for dlib's ResNet in the
+/// yunet_sface_dlib pack, that made no difference to the fused FNMR over LFW (docs/accuracy.md),
+/// so there is one way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropGeometry {
+    pub size: u32,
+    pub template: [[f32; 2]; 5],
+}
+
+impl CropGeometry {
+    /// ArcFace's crop, `size` px on a side.
+    pub fn arcface(size: u32) -> CropGeometry {
+        CropGeometry { size, template: arcface_template(size) }
+    }
+}
+
+/// ArcFace's template scaled to a `size` px crop.
+pub fn arcface_template(size: u32) -> [[f32; 2]; 5] {
+    let k = size as f32 / 112.0;
+    ARCFACE_TEMPLATE.map(|[x, y]| [x * k, y * k])
+}
+
 /// The crop transform for one face: the keypoints onto the ArcFace template (scaled to
 /// `input_size`). Degenerate keypoints fall back to fitting the box into the crop, so that a
 /// face is never dropped between detection and embedding.
 pub fn crop_transform(det: &Detection, input_size: u32) -> Affine {
-    let k = input_size as f32 / 112.0;
-    let template = ARCFACE_TEMPLATE.map(|[x, y]| [x * k, y * k]);
-    if let Some(m) = similarity_transform(&det.landmarks, &template) {
+    crop_transform_onto(det, &CropGeometry::arcface(input_size))
+}
+
+/// [`crop_transform`] onto any crop geometry.
+pub fn crop_transform_onto(det: &Detection, geometry: &CropGeometry) -> Affine {
+    if let Some(m) = similarity_transform(&det.landmarks, &geometry.template) {
         return m;
     }
+    let input_size = geometry.size;
     let b = &det.bbox;
     let side = b.width().max(b.height()).max(1.0);
     let s = input_size as f32 / side;
@@ -87,10 +117,16 @@ pub struct AlignedFace {
 }
 
 impl AlignedFace {
-    /// Aligns `detection` of `img` into a `size`×`size` crop.
+    /// Aligns `detection` of `img` into a `size`×`size` crop on the ArcFace template.
     pub fn new(img: &RgbImage, detection: Detection, size: u32) -> AlignedFace {
+        AlignedFace::onto(img, detection, &CropGeometry::arcface(size))
+    }
+
+    /// Aligns `detection` of `img` into the crop `geometry` describes.
+    pub fn onto(img: &RgbImage, detection: Detection, geometry: &CropGeometry) -> AlignedFace {
+        let size = geometry.size;
         let mut crop = vec![0.0; 3 * (size * size) as usize];
-        let made = warp_to_planar(img, &crop_transform(&detection, size), size, 0.0, 1.0, &mut crop);
+        let made = warp_to_planar(img, &crop_transform_onto(&detection, geometry), size, 0.0, 1.0, &mut crop);
         AlignedFace { detection, size, crop: made.then_some(crop) }
     }
 }

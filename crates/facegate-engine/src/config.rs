@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::align::{arcface_template, CropGeometry};
 use crate::attributes::LandmarkParams;
 use crate::decode::{DecodeLimits, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS};
 use crate::detect::{DetectorParams, PadFill};
 use crate::embed::RecognizerParams;
 use crate::error::{EngineError, Result};
-use crate::pack::{pack_dir, Manifest, Pack};
+use crate::pack::{pack_dir, Manifest, Pack, RecognizerSpec};
 
 /// The pack used when none is named: the licence-clean yunet_sface (MIT and Apache-2.0 weights),
 /// so that a fresh install may go to production as it is. buffalo_s, whose weights are for
@@ -143,16 +144,20 @@ impl EngineConfig {
     }
 }
 
-/// The recognizer's settings from the manifest, one face a run until the model's input shape
-/// says it takes more (`session::check_recognizer`).
-pub(crate) fn recognizer_params(m: &Manifest) -> RecognizerParams {
+/// A recognizer's settings from its manifest table, one face a run until the model's input
+/// shape says it takes more (`session::check_recognizer`).
+pub(crate) fn recognizer_params(spec: &RecognizerSpec) -> RecognizerParams {
     RecognizerParams {
-        input_size: m.recognizer.input_size,
-        mean: m.recognizer.mean,
-        std: m.recognizer.std,
-        embedding_size: m.recognizer.embedding_size,
+        input_size: spec.input_size,
+        mean: spec.mean,
+        std: spec.std,
+        embedding_size: spec.embedding_size,
         max_batch: 1,
-        flip_test: m.recognizer.flip_test,
+        flip_test: spec.flip_test,
+        crop: CropGeometry {
+            size: spec.input_size,
+            template: spec.template.unwrap_or_else(|| arcface_template(spec.input_size)),
+        },
     }
 }
 
@@ -256,9 +261,11 @@ mean = 0.0
     #[test]
     fn recognizer_and_landmark_settings_come_from_the_manifest() {
         let m = manifest(MANIFEST);
-        let r = recognizer_params(&m);
+        let r = recognizer_params(&m.recognizer);
         assert_eq!((r.input_size, r.mean, r.std, r.embedding_size), (112, 127.5, 128.0, 128));
         assert_eq!((r.max_batch, r.flip_test), (1, true));
+        // Without a template in the manifest, the crop is ArcFace's.
+        assert_eq!(r.crop, CropGeometry::arcface(112));
 
         let path = Path::new("manifest.toml");
         let pack = |manifest: Manifest, landmarks_path: Option<PathBuf>| Pack {
@@ -267,6 +274,7 @@ mean = 0.0
             manifest,
             detector_path: PathBuf::from("/p/det.onnx"),
             recognizer_path: PathBuf::from("/p/rec.onnx"),
+            fused_recognizer_path: None,
             landmarks_path,
         };
         let (file, params) =

@@ -3,7 +3,7 @@
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::align::AlignedFace;
+use crate::align::{AlignedFace, CropGeometry};
 use crate::error::{EngineError, Result};
 
 /// Settings of one recognizer, from the pack manifest and the model's input shape.
@@ -17,6 +17,8 @@ pub struct RecognizerParams {
     pub max_batch: usize,
     /// Also embed the mirrored crop and add the two before normalising ("flip test").
     pub flip_test: bool,
+    /// The crop it reads: `input_size` on a side, the keypoints where the manifest says.
+    pub crop: CropGeometry,
 }
 
 /// Embeds every aligned face, batched; returns L2-normalised vectors in the same order. The
@@ -82,6 +84,20 @@ pub fn embed(
     Ok(embeddings)
 }
 
+/// Joins each face's two unit embeddings into one unit template `(√(1 − w)·a, √w·b)`, so that
+/// the cosine of two templates is `(1 − w)·cos_a + w·cos_b` (see `pack::FusedRecognizerSpec`).
+pub fn fuse(first: Vec<Vec<f32>>, second: Vec<Vec<f32>>, weight: f32) -> Result<Vec<Vec<f32>>> {
+    if first.len() != second.len() {
+        return Err(EngineError::Runtime(format!("{} and {} embeddings to fuse", first.len(), second.len())));
+    }
+    let (ka, kb) = ((1.0 - weight).sqrt(), weight.sqrt());
+    Ok(first
+        .into_iter()
+        .zip(second)
+        .map(|(a, b)| a.iter().map(|v| v * ka).chain(b.iter().map(|v| v * kb)).collect())
+        .collect())
+}
+
 /// Writes `(v − mean) / std` of each raw sample into `out`, with the same operations, in the
 /// same order, as a crop warped straight into normalised values: templates do not change by a
 /// bit for being made from the shared crop.
@@ -125,6 +141,19 @@ mod tests {
         assert!(l2_normalized(&[0.0, 0.0]).is_err());
         assert!(l2_normalized(&[f32::NAN, 1.0]).is_err());
         assert!((cosine(&v, &v) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_fused_template_is_unit_and_its_cosine_the_weighted_mean_of_the_two() {
+        let a = [l2_normalized(&[1.0, 2.0, 3.0]).expect("a"), l2_normalized(&[3.0, -1.0, 0.5]).expect("a")];
+        let b = [l2_normalized(&[0.5, 0.5]).expect("b"), l2_normalized(&[-1.0, 0.2]).expect("b")];
+        let w = 0.3;
+        let fused = fuse(a.to_vec(), b.to_vec(), w).expect("same count");
+        assert_eq!(fused[0].len(), 5);
+        assert!(fused.iter().all(|t| (cosine(t, t) - 1.0).abs() < 1e-6));
+        let expected = (1.0 - w) * cosine(&a[0], &a[1]) + w * cosine(&b[0], &b[1]);
+        assert!((cosine(&fused[0], &fused[1]) - expected).abs() < 1e-6);
+        assert!(fuse(a.to_vec(), b[..1].to_vec(), w).is_err());
     }
 
     #[test]

@@ -55,8 +55,17 @@ pub struct Manifest {
     /// `false` when the weights' licence forbids commercial use: `serve` then warns at start.
     #[serde(default)]
     pub commercial_use: Option<bool>,
+    /// What the pack misses at the score users act on, in a line (FNMR at FMR 1e-4, 7000, over
+    /// all LFW genuine pairs): `facegate packs` lists it beside the licence, so that choosing the
+    /// licence-clean pack is choosing knowing its cost.
+    #[serde(default)]
+    pub accuracy: Option<String>,
     pub detector: DetectorSpec,
     pub recognizer: RecognizerSpec,
+    /// A second recognizer whose template is joined to the first one's (see
+    /// [`FusedRecognizerSpec`]); the pack's template is then both, one after the other.
+    #[serde(default)]
+    pub fused_recognizer: Option<FusedRecognizerSpec>,
     #[serde(default)]
     pub landmarks: Option<LandmarksSpec>,
     #[serde(default)]
@@ -129,6 +138,31 @@ pub struct RecognizerSpec {
     /// templates, so a pack that turns it on or off needs a new `model_id` and calibration.
     #[serde(default)]
     pub flip_test: bool,
+    /// Where the detector's five keypoints (eyes, nose tip, mouth corners, the image's left
+    /// first) are placed in this recognizer's crop, in crop pixels. Default: ArcFace's 112 px
+    /// template scaled to `input_size`, the crop the ArcFace family is trained on.
+    #[serde(default)]
+    pub template: Option<[[f32; 2]; 5]>,
+}
+
+/// `[fused_recognizer]`: a second network on its own crop of the same face. Its L2-normalised
+/// embedding `b` is joined to the first one's `a` as `(√(1 − w)·a, √w·b)`, a unit vector whose
+/// cosine with another such template is `(1 − w)·cos_a + w·cos_b`: score fusion by a weighted
+/// mean of the two similarities, carried by one template, so that storage, the index and the
+/// calibration see one pack.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FusedRecognizerSpec {
+    #[serde(flatten)]
+    pub recognizer: RecognizerSpec,
+    /// `w` above, in (0, 1).
+    pub weight: f32,
+}
+
+impl Manifest {
+    /// Values in one template: the recognizer's, plus the fused recognizer's when there is one.
+    pub fn template_size(&self) -> usize {
+        self.recognizer.embedding_size + self.fused_recognizer.as_ref().map_or(0, |f| f.recognizer.embedding_size)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +203,7 @@ pub struct Pack {
     pub manifest: Manifest,
     pub detector_path: PathBuf,
     pub recognizer_path: PathBuf,
+    pub fused_recognizer_path: Option<PathBuf>,
     pub landmarks_path: Option<PathBuf>,
     pub calibration: Calibration,
 }
@@ -187,11 +222,23 @@ impl Pack {
 
         let detector_path = model_file(dir, &manifest.detector.file, &manifest.detector.sha256, &manifest_path)?;
         let recognizer_path = model_file(dir, &manifest.recognizer.file, &manifest.recognizer.sha256, &manifest_path)?;
+        let fused_recognizer_path = match &manifest.fused_recognizer {
+            Some(spec) => Some(model_file(dir, &spec.recognizer.file, &spec.recognizer.sha256, &manifest_path)?),
+            None => None,
+        };
         let landmarks_path = match &manifest.landmarks {
             Some(spec) => Some(model_file(dir, &spec.file, &spec.sha256, &manifest_path)?),
             None => None,
         };
-        Ok(Pack { dir: dir.to_path_buf(), manifest, detector_path, recognizer_path, landmarks_path, calibration })
+        Ok(Pack {
+            dir: dir.to_path_buf(),
+            manifest,
+            detector_path,
+            recognizer_path,
+            fused_recognizer_path,
+            landmarks_path,
+            calibration,
+        })
     }
 }
 
@@ -227,6 +274,7 @@ pub fn list_packs(packs_dir: &Path) -> Result<Vec<PackListing>> {
         let missing = match &manifest {
             Ok(m) => std::iter::once(&m.detector.file)
                 .chain(std::iter::once(&m.recognizer.file))
+                .chain(m.fused_recognizer.as_ref().map(|f| &f.recognizer.file))
                 .chain(m.landmarks.as_ref().map(|l| &l.file))
                 .filter(|file| !dir.join(file).is_file())
                 .cloned()
@@ -265,21 +313,38 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
     if d.refine_canvas.is_some_and(|side| side < 128 || side % 32 != 0) {
         return Err(bad("detector.refine_canvas must be a multiple of 32, at least 128".into()));
     }
-    let r = &manifest.recognizer;
-    if r.input_size == 0 || r.embedding_size == 0 {
-        return Err(bad("recognizer.input_size and embedding_size must be positive".into()));
+    check_recognizer_spec(&manifest.recognizer, "recognizer").map_err(bad)?;
+    if let Some(f) = &manifest.fused_recognizer {
+        check_recognizer_spec(&f.recognizer, "fused_recognizer").map_err(bad)?;
+        if !(f.weight > 0.0 && f.weight < 1.0) {
+            return Err(bad("fused_recognizer.weight must lie in (0, 1)".into()));
+        }
     }
     if let Some(l) = &manifest.landmarks {
         if l.input_size < 2 || !l.std.is_finite() || l.std == 0.0 {
             return Err(bad("landmarks.input_size must be at least 2 and landmarks.std a non-zero number".into()));
         }
     }
-    for (what, std) in [("detector.std", d.std), ("recognizer.std", r.std)] {
-        if !std.is_finite() || std == 0.0 {
-            return Err(bad(format!("{what} must be a non-zero number")));
-        }
+    if !d.std.is_finite() || d.std == 0.0 {
+        return Err(bad("detector.std must be a non-zero number".into()));
     }
     Ok(manifest)
+}
+
+fn check_recognizer_spec(r: &RecognizerSpec, table: &str) -> std::result::Result<(), String> {
+    if r.input_size == 0 || r.embedding_size == 0 {
+        return Err(format!("{table}.input_size and embedding_size must be positive"));
+    }
+    if !r.std.is_finite() || r.std == 0.0 {
+        return Err(format!("{table}.std must be a non-zero number"));
+    }
+    if let Some(points) = &r.template {
+        let side = r.input_size as f32;
+        if points.iter().flatten().any(|v| !(v.is_finite() && (0.0..=side).contains(v))) {
+            return Err(format!("{table}.template: every point must lie inside the {side} px crop"));
+        }
+    }
+    Ok(())
 }
 
 /// The pack's calibration, or [`PROVISIONAL_CALIBRATION`] when the manifest has none.
@@ -362,6 +427,31 @@ embedding_size = 512
         let c = manifest_calibration(&m, Path::new("m.toml")).expect("default calibration");
         assert_eq!(c.score(0.28199), 7000);
         assert_eq!(c.score(1.0), 9999);
+    }
+
+    #[test]
+    fn a_fused_recognizer_adds_its_values_to_the_template() {
+        assert_eq!(parse_manifest(MINIMAL, Path::new("m.toml")).expect("valid").template_size(), 512);
+        let fused = |weight: &str, template: &str| {
+            format!(
+                "{MINIMAL}\n[fused_recognizer]\nfile = \"second.onnx\"\nsha256 = \"00\"\ninput_size = 150\n\
+                 mean = 0.0\nstd = 1.0\nembedding_size = 128\nweight = {weight}\n{template}"
+            )
+        };
+        let five = "template = [[50.0, 60.0], [100.0, 60.0], [75.0, 90.0], [55.0, 110.0], [95.0, 110.0]]\n";
+        let m = parse_manifest(&fused("0.4", five), Path::new("m.toml")).expect("valid");
+        assert_eq!(m.template_size(), 640);
+        let f = m.fused_recognizer.expect("fused");
+        assert_eq!((f.weight, f.recognizer.input_size), (0.4, 150));
+        assert_eq!(f.recognizer.template.map(|t| t[2]), Some([75.0, 90.0]));
+        assert!(parse_manifest(&fused("0.4", ""), Path::new("m.toml")).is_ok(), "the template is optional");
+        for weight in ["0.0", "1.0", "-0.5", "nan"] {
+            assert!(parse_manifest(&fused(weight, five), Path::new("m.toml")).is_err(), "weight {weight}");
+        }
+        let outside = five.replace("110.0]]", "151.0]]");
+        assert!(parse_manifest(&fused("0.4", &outside), Path::new("m.toml")).is_err());
+        assert!(parse_manifest(&fused("0.4", "").replace("input_size = 150", "input_size = 0"), Path::new("m.toml"))
+            .is_err());
     }
 
     #[test]

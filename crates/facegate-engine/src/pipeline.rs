@@ -29,6 +29,8 @@ pub struct OrtEngine {
     detector: DetectorParams,
     detector_outputs: OutputMap,
     recognizer: RecognizerParams,
+    /// The second recognizer and its weight, when the pack fuses two (`FusedRecognizerSpec`).
+    fused: Option<(RecognizerParams, f32)>,
     /// The landmark model's file and settings, when the pack has one.
     landmarks: Option<(PathBuf, LandmarkParams)>,
     env: Environment,
@@ -65,24 +67,34 @@ impl OrtEngine {
         let m = &pack.manifest;
 
         let detector = config.detector_params(m);
-        let mut recognizer = recognizer_params(m);
+        let mut recognizer = recognizer_params(&m.recognizer);
+        let mut fused = m.fused_recognizer.as_ref().map(|f| (recognizer_params(&f.recognizer), f.weight));
 
         let workers = config.workers.max(1);
         let mut sessions = Vec::with_capacity(workers);
         for _ in 0..workers {
             let det = session(&env, &pack.detector_path, config.intra_threads, false, false)?;
             let rec = session(&env, &pack.recognizer_path, config.intra_threads, true, true)?;
-            sessions.push((det, rec));
+            let fused_rec = match &pack.fused_recognizer_path {
+                Some(path) => Some(session(&env, path, config.intra_threads, true, true)?),
+                None => None,
+            };
+            sessions.push(Worker::new(det, rec, fused_rec));
         }
-        let (det, rec) = sessions.first().ok_or_else(|| EngineError::Config("no workers".into()))?;
-        let names: Vec<&str> = det.outputs().iter().map(|o| o.name()).collect();
+        let first = sessions.first().ok_or_else(|| EngineError::Config("no workers".into()))?;
+        let names: Vec<&str> = first.detector.outputs().iter().map(|o| o.name()).collect();
         let detector_outputs = OutputMap::new(detector.kind, &names, &detector.strides, &pack.manifest.detector.file)?;
-        recognizer.max_batch = check_recognizer(rec, &recognizer, &pack.manifest.recognizer.file)?;
+        recognizer.max_batch = check_recognizer(&first.recognizer, &recognizer, &pack.manifest.recognizer.file)?;
+        if let (Some((params, _)), Some(session), Some(spec)) =
+            (fused.as_mut(), first.fused_recognizer.as_ref(), m.fused_recognizer.as_ref())
+        {
+            params.max_batch = check_recognizer(session, params, &spec.recognizer.file)?;
+        }
 
-        let pool = Pool::new(sessions.into_iter().map(|(det, rec)| Worker::new(det, rec)).collect());
+        let pool = Pool::new(sessions);
         let info = ModelInfo {
             model_id: m.model_id.clone(),
-            embedding_size: m.recognizer.embedding_size,
+            embedding_size: m.template_size(),
             calibration: pack.calibration.clone(),
         };
         let landmarks = landmark_params(&pack);
@@ -112,6 +124,7 @@ impl OrtEngine {
             detector,
             detector_outputs,
             recognizer,
+            fused,
             pool,
         })
     }
@@ -154,22 +167,41 @@ impl OrtEngine {
 
     /// Aligns each detection of `img` into the recognizer's crop, in order.
     pub fn align(&self, img: &RgbImage, faces: &[Detection]) -> Vec<AlignedFace> {
-        faces.iter().map(|d| AlignedFace::new(img, d.clone(), self.recognizer.input_size)).collect()
+        faces.iter().map(|d| self.align_one(img, d.clone())).collect()
     }
 
-    /// Embeds aligned faces in one batch; L2-normalised, in order.
-    pub fn embed(&self, faces: &[AlignedFace]) -> Result<Vec<Vec<f32>>> {
-        if faces.is_empty() {
+    fn align_one(&self, img: &RgbImage, face: Detection) -> AlignedFace {
+        AlignedFace::onto(img, face, &self.recognizer.crop)
+    }
+
+    /// Aligns and embeds the given faces of `img` in one batch: the pack's unit templates, in
+    /// order.
+    pub fn embed_faces(&self, img: &RgbImage, faces: &[Detection]) -> Result<Vec<Vec<f32>>> {
+        self.embed(img, &self.align(img, faces))
+    }
+
+    /// The templates of faces of `img` aligned by [`OrtEngine::align`], in one batch, in order.
+    pub fn embed(&self, img: &RgbImage, aligned: &[AlignedFace]) -> Result<Vec<Vec<f32>>> {
+        if aligned.is_empty() {
             return Ok(Vec::new());
         }
         let mut lease = self.pool.lease();
         let w = lease.get()?;
-        embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, faces)
+        self.embed_on(w, img, aligned)
     }
 
-    /// Aligns and embeds the given faces of `img` in one batch; L2-normalised, in order.
-    pub fn embed_faces(&self, img: &RgbImage, faces: &[Detection]) -> Result<Vec<Vec<f32>>> {
-        self.embed(&self.align(img, faces))
+    /// The templates of faces of `img` already aligned for the first recognizer, on a leased
+    /// worker: that recognizer's embeddings, fused with the second one's when the pack has two
+    /// (which aligns its own crops, from the same keypoints).
+    fn embed_on(&self, w: &mut Worker, img: &RgbImage, aligned: &[AlignedFace]) -> Result<Vec<Vec<f32>>> {
+        let first = embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, aligned)?;
+        let (Some((params, weight)), Some(session)) = (&self.fused, w.fused_recognizer.as_mut()) else {
+            return Ok(first);
+        };
+        let crops: Vec<AlignedFace> =
+            aligned.iter().map(|a| AlignedFace::onto(img, a.detection.clone(), &params.crop)).collect();
+        let second = embed::embed(session, params, &mut w.embed_input, &crops)?;
+        embed::fuse(first, second, *weight)
     }
 
     /// The face attributes of aligned faces of `img`, in order, with the measurements behind
@@ -212,16 +244,10 @@ impl OrtEngine {
         let mut lease = self.pool.lease();
         let w = lease.get()?;
         let dets = time_stage(stage::DETECT, || self.detect_on(w, img, options.max_faces))?;
-        let aligned: Vec<AlignedFace> = time_stage(stage::ALIGN, || {
-            dets.into_iter().map(|d| AlignedFace::new(img, d, self.recognizer.input_size)).collect()
-        });
-        let embeddings = if aligned.is_empty() {
-            Vec::new()
-        } else {
-            time_stage(stage::EMBED, || {
-                embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, &aligned)
-            })?
-        };
+        let aligned: Vec<AlignedFace> =
+            time_stage(stage::ALIGN, || dets.into_iter().map(|d| self.align_one(img, d)).collect());
+        let embeddings =
+            if aligned.is_empty() { Vec::new() } else { time_stage(stage::EMBED, || self.embed_on(w, img, &aligned))? };
         let attributes_started = std::time::Instant::now();
         let points = if options.attributes && !aligned.is_empty() { self.landmarks(w, img, &aligned)? } else { None };
         drop(lease);

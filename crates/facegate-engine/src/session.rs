@@ -19,6 +19,8 @@ use crate::error::{EngineError, Result};
 pub(crate) struct Worker {
     pub(crate) detector: Session,
     pub(crate) recognizer: Session,
+    /// The pack's second recognizer, when it fuses two.
+    pub(crate) fused_recognizer: Option<Session>,
     pub(crate) landmarks: Option<Session>,
     pub(crate) detect_scratch: DetectScratch,
     pub(crate) embed_input: Vec<f32>,
@@ -26,10 +28,11 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(detector: Session, recognizer: Session) -> Worker {
+    pub(crate) fn new(detector: Session, recognizer: Session, fused_recognizer: Option<Session>) -> Worker {
         Worker {
             detector,
             recognizer,
+            fused_recognizer,
             landmarks: None,
             detect_scratch: DetectScratch::default(),
             embed_input: Vec::new(),
@@ -145,6 +148,7 @@ mod tests {
             embedding_size: 512,
             max_batch: 1,
             flip_test: false,
+            crop: crate::align::CropGeometry::arcface(112),
         }
     }
 

@@ -29,8 +29,9 @@ pub fn run(args: PacksArgs, file: &FileConfig) -> anyhow::Result<()> {
         match &pack.manifest {
             Ok(m) => {
                 println!("    model_id:   {}", m.model_id);
-                println!("    embedding:  {} values", m.recognizer.embedding_size);
+                println!("    template:   {} values", m.template_size());
                 println!("    licence:    {}", m.license.as_deref().unwrap_or("not stated"));
+                println!("    accuracy:   {}", m.accuracy.as_deref().unwrap_or("not measured"));
                 if let Some(data) = &m.trained_on {
                     println!("    trained on: {data}");
                 }

@@ -118,7 +118,7 @@ fn time_stages(engine: &OrtEngine, images: &[Vec<u8>], rounds: usize) -> anyhow:
             let t2 = Instant::now();
             let aligned = engine.align(&img, &faces);
             let t3 = Instant::now();
-            engine.embed(&aligned)?;
+            engine.embed(&img, &aligned)?;
             let t4 = Instant::now();
             stages.decode.push(ms(t1 - t0));
             stages.detect.push(ms(t2 - t1));
