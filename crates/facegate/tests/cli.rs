@@ -96,6 +96,12 @@ fn packs_are_listed_with_their_licences_and_chosen_by_name() {
         "{listed}"
     );
     assert!(listed.contains("not legal advice"), "{listed}");
+    // The fused clean pack: both templates in one, and each pack says what it misses.
+    assert!(
+        listed.contains("  yunet_sface_dlib") && listed.contains("256 values") && listed.contains("CC0-1.0"),
+        "{listed}"
+    );
+    assert_eq!(listed.matches("at score 7000 (FMR 1e-4)").count(), 3, "{listed}");
     let chosen = run_ok(facegate().arg("packs").env("FACEGATE_PACK", "buffalo_s"));
     assert!(chosen.contains("* buffalo_s") && chosen.contains("  yunet_sface"), "{chosen}");
 
