@@ -148,7 +148,6 @@ impl EngineConfig {
 /// shape says it takes more (`session::check_recognizer`).
 pub(crate) fn recognizer_params(spec: &RecognizerSpec) -> RecognizerParams {
     RecognizerParams {
-        input_size: spec.input_size,
         mean: spec.mean,
         std: spec.std,
         embedding_size: spec.embedding_size,
@@ -262,7 +261,7 @@ mean = 0.0
     fn recognizer_and_landmark_settings_come_from_the_manifest() {
         let m = manifest(MANIFEST);
         let r = recognizer_params(&m.recognizer);
-        assert_eq!((r.input_size, r.mean, r.std, r.embedding_size), (112, 127.5, 128.0, 128));
+        assert_eq!((r.crop.size, r.mean, r.std, r.embedding_size), (112, 127.5, 128.0, 128));
         assert_eq!((r.max_batch, r.flip_test), (1, true));
         // Without a template in the manifest, the crop is ArcFace's.
         assert_eq!(r.crop, CropGeometry::arcface(112));

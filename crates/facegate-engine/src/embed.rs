@@ -9,7 +9,6 @@ use crate::error::{EngineError, Result};
 /// Settings of one recognizer, from the pack manifest and the model's input shape.
 #[derive(Debug, Clone)]
 pub struct RecognizerParams {
-    pub input_size: u32,
     pub mean: f32,
     pub std: f32,
     pub embedding_size: usize,
@@ -17,12 +16,12 @@ pub struct RecognizerParams {
     pub max_batch: usize,
     /// Also embed the mirrored crop and add the two before normalising ("flip test").
     pub flip_test: bool,
-    /// The crop it reads: `input_size` on a side, the keypoints where the manifest says.
+    /// The crop it reads: its side, and where the keypoints go in it.
     pub crop: CropGeometry,
 }
 
 /// Embeds every aligned face, batched; returns L2-normalised vectors in the same order. The
-/// crops must be `params.input_size` on a side.
+/// crops must be `params.crop.size` on a side.
 ///
 /// With `flip_test`, each face is embedded twice, as aligned and mirrored, and the two raw
 /// outputs are added: a face and its mirror image are the same person, so the sum cancels
@@ -33,7 +32,7 @@ pub fn embed(
     input: &mut Vec<f32>,
     faces: &[AlignedFace],
 ) -> Result<Vec<Vec<f32>>> {
-    let size = params.input_size;
+    let size = params.crop.size;
     let item = 3 * (size * size) as usize;
     let views = if params.flip_test { 2 } else { 1 };
     let dim = params.embedding_size;

@@ -195,9 +195,13 @@ impl OrtEngine {
     /// (which aligns its own crops, from the same keypoints).
     fn embed_on(&self, w: &mut Worker, img: &RgbImage, aligned: &[AlignedFace]) -> Result<Vec<Vec<f32>>> {
         let first = embed::embed(&mut w.recognizer, &self.recognizer, &mut w.embed_input, aligned)?;
-        let (Some((params, weight)), Some(session)) = (&self.fused, w.fused_recognizer.as_mut()) else {
+        let Some((params, weight)) = &self.fused else {
             return Ok(first);
         };
+        let session = w
+            .fused_recognizer
+            .as_mut()
+            .ok_or_else(|| EngineError::Runtime("a fused pack's worker without its second recognizer".into()))?;
         let crops: Vec<AlignedFace> =
             aligned.iter().map(|a| AlignedFace::onto(img, a.detection.clone(), &params.crop)).collect();
         let second = embed::embed(session, params, &mut w.embed_input, &crops)?;

@@ -109,7 +109,7 @@ pub(crate) fn check_recognizer(session: &Session, params: &RecognizerParams, fil
 /// The batch size for a recognizer whose input is `dims` (negative: dynamic): up to 32 faces a
 /// run when the batch dimension is dynamic (a group photo in one call), 1 when it is fixed.
 fn recognizer_batch(dims: &[i64], params: &RecognizerParams, file: &str) -> Result<usize> {
-    let size = i64::from(params.input_size);
+    let size = i64::from(params.crop.size);
     match dims {
         [batch, c, h, w] if (*c == 3 || *c < 0) && (*h == size || *h < 0) && (*w == size || *w < 0) => {
             Ok(if *batch < 0 { 32 } else { 1 })
@@ -142,7 +142,6 @@ mod tests {
 
     fn params() -> RecognizerParams {
         RecognizerParams {
-            input_size: 112,
             mean: 127.5,
             std: 127.5,
             embedding_size: 512,
