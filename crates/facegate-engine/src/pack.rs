@@ -76,6 +76,10 @@ pub struct Manifest {
 pub struct DetectorSpec {
     pub file: String,
     pub sha256: String,
+    /// The weights' licence, and where the file comes from, in a line each: `facegate packs`
+    /// lists them beside the file.
+    #[serde(flatten)]
+    pub provenance: Provenance,
     /// The family of the detector's outputs, which decides how they are decoded.
     #[serde(default)]
     pub kind: DetectorKind,
@@ -130,6 +134,10 @@ pub enum ChannelOrder {
 pub struct RecognizerSpec {
     pub file: String,
     pub sha256: String,
+    /// The weights' licence, and where the file comes from, in a line each: `facegate packs`
+    /// lists them beside the file.
+    #[serde(flatten)]
+    pub provenance: Provenance,
     pub input_size: u32,
     pub mean: f32,
     pub std: f32,
@@ -158,7 +166,31 @@ pub struct FusedRecognizerSpec {
     pub weight: f32,
 }
 
+/// `license` and `source` of one model file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Provenance {
+    #[serde(default)]
+    pub license: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
 impl Manifest {
+    /// Every model file the pack loads, with its role and provenance, in load order.
+    pub fn model_files(&self) -> Vec<(&'static str, &str, &Provenance)> {
+        let mut files = vec![
+            ("detector", self.detector.file.as_str(), &self.detector.provenance),
+            ("recognizer", self.recognizer.file.as_str(), &self.recognizer.provenance),
+        ];
+        if let Some(f) = &self.fused_recognizer {
+            files.push(("fused recognizer", f.recognizer.file.as_str(), &f.recognizer.provenance));
+        }
+        if let Some(l) = &self.landmarks {
+            files.push(("landmarks", l.file.as_str(), &l.provenance));
+        }
+        files
+    }
+
     /// Values in one template: the recognizer's, plus the fused recognizer's when there is one.
     pub fn template_size(&self) -> usize {
         self.recognizer.embedding_size + self.fused_recognizer.as_ref().map_or(0, |f| f.recognizer.embedding_size)
@@ -169,6 +201,10 @@ impl Manifest {
 pub struct LandmarksSpec {
     pub file: String,
     pub sha256: String,
+    /// The weights' licence, and where the file comes from, in a line each: `facegate packs`
+    /// lists them beside the file.
+    #[serde(flatten)]
+    pub provenance: Provenance,
     pub input_size: u32,
     /// Input normalisation, `(x - mean) / std` on RGB. InsightFace's 2d106det normalises inside
     /// its graph, hence the defaults 0 and 1.
@@ -272,12 +308,12 @@ pub fn list_packs(packs_dir: &Path) -> Result<Vec<PackListing>> {
             .map_err(|source| EngineError::Io { path: manifest_path.clone(), source })
             .and_then(|text| parse_manifest(&text, &manifest_path));
         let missing = match &manifest {
-            Ok(m) => std::iter::once(&m.detector.file)
-                .chain(std::iter::once(&m.recognizer.file))
-                .chain(m.fused_recognizer.as_ref().map(|f| &f.recognizer.file))
-                .chain(m.landmarks.as_ref().map(|l| &l.file))
+            Ok(m) => m
+                .model_files()
+                .into_iter()
+                .map(|(_, file, _)| file)
                 .filter(|file| !dir.join(file).is_file())
-                .cloned()
+                .map(str::to_owned)
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -452,6 +488,25 @@ embedding_size = 512
         assert!(parse_manifest(&fused("0.4", &outside), Path::new("m.toml")).is_err());
         assert!(parse_manifest(&fused("0.4", "").replace("input_size = 150", "input_size = 0"), Path::new("m.toml"))
             .is_err());
+    }
+
+    /// The packs this repository ships name every model file's licence and source.
+    #[test]
+    fn shipped_manifests_name_each_files_licence_and_source() {
+        let packs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&packs).expect("packs/") {
+            let path = entry.expect("entry").path().join(MANIFEST_FILE);
+            let text = std::fs::read_to_string(&path).expect("manifest");
+            let m = parse_manifest(&text, &path).expect("valid");
+            for (role, file, provenance) in m.model_files() {
+                let named = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+                assert!(named(&provenance.license) && named(&provenance.source), "{}: {role} {file}", path.display());
+            }
+            assert!(m.accuracy.is_some(), "{}: what the pack misses", path.display());
+            seen += 1;
+        }
+        assert_eq!(seen, 3);
     }
 
     #[test]

