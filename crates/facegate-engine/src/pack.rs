@@ -76,8 +76,6 @@ pub struct Manifest {
 pub struct DetectorSpec {
     pub file: String,
     pub sha256: String,
-    /// The weights' licence, and where the file comes from, in a line each: `facegate packs`
-    /// lists them beside the file.
     #[serde(flatten)]
     pub provenance: Provenance,
     /// The family of the detector's outputs, which decides how they are decoded.
@@ -134,8 +132,6 @@ pub enum ChannelOrder {
 pub struct RecognizerSpec {
     pub file: String,
     pub sha256: String,
-    /// The weights' licence, and where the file comes from, in a line each: `facegate packs`
-    /// lists them beside the file.
     #[serde(flatten)]
     pub provenance: Provenance,
     pub input_size: u32,
@@ -166,7 +162,8 @@ pub struct FusedRecognizerSpec {
     pub weight: f32,
 }
 
-/// `license` and `source` of one model file.
+/// `license` and `source` of one model file: the weights' licence, and where the file comes
+/// from, in a line each, which `facegate packs` lists beside the file.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Provenance {
     #[serde(default)]
@@ -201,8 +198,6 @@ impl Manifest {
 pub struct LandmarksSpec {
     pub file: String,
     pub sha256: String,
-    /// The weights' licence, and where the file comes from, in a line each: `facegate packs`
-    /// lists them beside the file.
     #[serde(flatten)]
     pub provenance: Provenance,
     pub input_size: u32,
@@ -258,14 +253,12 @@ impl Pack {
 
         let detector_path = model_file(dir, &manifest.detector.file, &manifest.detector.sha256, &manifest_path)?;
         let recognizer_path = model_file(dir, &manifest.recognizer.file, &manifest.recognizer.sha256, &manifest_path)?;
-        let fused_recognizer_path = match &manifest.fused_recognizer {
-            Some(spec) => Some(model_file(dir, &spec.recognizer.file, &spec.recognizer.sha256, &manifest_path)?),
-            None => None,
-        };
-        let landmarks_path = match &manifest.landmarks {
-            Some(spec) => Some(model_file(dir, &spec.file, &spec.sha256, &manifest_path)?),
-            None => None,
-        };
+        let fused_recognizer_path = (manifest.fused_recognizer.as_ref())
+            .map(|spec| model_file(dir, &spec.recognizer.file, &spec.recognizer.sha256, &manifest_path))
+            .transpose()?;
+        let landmarks_path = (manifest.landmarks.as_ref())
+            .map(|spec| model_file(dir, &spec.file, &spec.sha256, &manifest_path))
+            .transpose()?;
         Ok(Pack {
             dir: dir.to_path_buf(),
             manifest,

@@ -68,7 +68,6 @@ impl OrtEngine {
 
         let detector = config.detector_params(m);
         let mut recognizer = recognizer_params(&m.recognizer);
-        let mut fused = m.fused_recognizer.as_ref().map(|f| (recognizer_params(&f.recognizer), f.weight));
 
         let workers = config.workers.max(1);
         let mut sessions = Vec::with_capacity(workers);
@@ -85,11 +84,14 @@ impl OrtEngine {
         let names: Vec<&str> = first.detector.outputs().iter().map(|o| o.name()).collect();
         let detector_outputs = OutputMap::new(detector.kind, &names, &detector.strides, &pack.manifest.detector.file)?;
         recognizer.max_batch = check_recognizer(&first.recognizer, &recognizer, &pack.manifest.recognizer.file)?;
-        if let (Some((params, _)), Some(session), Some(spec)) =
-            (fused.as_mut(), first.fused_recognizer.as_ref(), m.fused_recognizer.as_ref())
-        {
-            params.max_batch = check_recognizer(session, params, &spec.recognizer.file)?;
-        }
+        let fused = match (&m.fused_recognizer, &first.fused_recognizer) {
+            (Some(spec), Some(session)) => {
+                let mut params = recognizer_params(&spec.recognizer);
+                params.max_batch = check_recognizer(session, &params, &spec.recognizer.file)?;
+                Some((params, spec.weight))
+            }
+            _ => None,
+        };
 
         let pool = Pool::new(sessions);
         let info = ModelInfo {
