@@ -1,11 +1,11 @@
-# facegate in a container: the binary, ONNX Runtime and both model packs, fetched by the same
+# facegate in a container: the binary, ONNX Runtime and the three model packs, fetched by the same
 # pinned, hash-checked `scripts/setup` that `make setup` runs, with the same pins.
 #
 #   docker build -t facegate .
 #   docker run -d --name facegate -p 127.0.0.1:8080:8080 -v facegate-data:/var/lib/facegate facegate
 #   docker exec facegate facegate tenant create acme     # refused while serve holds SQLite: see README
 #
-# The pack is chosen at run time (`-e FACEGATE_PACK=buffalo_s` for the non-commercial one); both are in the image.
+# The pack is chosen at run time (`-e FACEGATE_PACK=buffalo_s` for the non-commercial one); all three are in the image.
 
 # The toolchain the project is built and tested with (rust-version in Cargo.toml is the floor).
 ARG RUST_VERSION=1.95

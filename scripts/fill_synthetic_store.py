@@ -10,8 +10,9 @@ the server from a pool sent once (with `psql`), which is far faster than sending
 template gets its own subject and a sample row as the server writes them (f16, schema v6), but
 no image file: start-up reads only the rows.
 
-MODEL_ID defaults to the default pack's, yunet_sface/sface_2021dec@1. A template has the length
-of MODEL_ID's pack (128 values for yunet_sface, 512 for buffalo_s); give DIM for another pack.
+MODEL_ID defaults to the default pack's, yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1. A
+template has the length of MODEL_ID's pack (256 values for yunet_sface, 128 for yunet_sface_fast,
+whose model id is yunet_sface/sface_2021dec@1, 512 for buffalo_s); give DIM for another model.
 
 The vectors are varied enough for the index to learn a partition from them: each is one of 1,000
 random unit vectors with each half of its values rotated by its own random amount. A rotation
@@ -22,9 +23,13 @@ points to learn from.
 """
 import math, random, sqlite3, struct, subprocess, sys, time, uuid
 
-DEFAULT_MODEL_ID = "yunet_sface/sface_2021dec@1"
-# Template length of each shipped pack, by the pack part of its model id (packs/*/manifest.toml).
-PACK_DIMS = {"yunet_sface": 128, "buffalo_s": 512}
+DEFAULT_MODEL_ID = "yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1"
+# Template length of each shipped pack's model id (packs/*/manifest.toml).
+MODEL_DIMS = {
+    "yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1": 256,
+    "yunet_sface/sface_2021dec@1": 128,
+    "buffalo_s/w600k_mbf@1": 512,
+}
 POOL = 1000
 
 
@@ -83,7 +88,7 @@ def main():
     if len(sys.argv) == 6:
         dim = int(sys.argv[5])
     else:
-        dim = PACK_DIMS.get(model_id.split("/")[0])
+        dim = MODEL_DIMS.get(model_id)
         if dim is None:
             sys.exit(f"no known template length for model id {model_id!r}: give DIM")
     if dim < 2 or dim % 2:

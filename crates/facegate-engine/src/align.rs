@@ -62,7 +62,7 @@ pub fn similarity_transform(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<Affine
 ///
 /// The keypoints are fitted onto the template, as InsightFace and OpenCV crop. dlib fits the
 /// other way (the template onto the keypoints, then inverts); for dlib's ResNet in the
-/// yunet_sface_dlib pack, that made no difference to the fused FNMR over LFW (docs/accuracy.md),
+/// yunet_sface pack, that made no difference to the fused FNMR over LFW (docs/accuracy.md),
 /// so there is one way.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CropGeometry {

@@ -53,9 +53,14 @@ fn engine() -> Arc<OrtEngine> {
     engine_of("buffalo_s")
 }
 
-/// The licence-clean default pack.
+/// The licence-clean default pack: YuNet, SFace and dlib's ResNet fused.
 fn clean_engine() -> Arc<OrtEngine> {
     engine_of("yunet_sface")
+}
+
+/// The licence-clean pack without dlib's ResNet.
+fn fast_engine() -> Arc<OrtEngine> {
+    engine_of("yunet_sface_fast")
 }
 
 fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
@@ -71,7 +76,12 @@ fn sample_images_have_the_expected_faces() {
 
 #[test]
 fn sample_images_have_the_expected_faces_with_the_clean_pack() {
-    sample_images_have_faces(&clean_engine(), "yunet_sface/sface_2021dec@1", 128);
+    sample_images_have_faces(&clean_engine(), "yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1", 256);
+}
+
+#[test]
+fn sample_images_have_the_expected_faces_with_the_fast_pack() {
+    sample_images_have_faces(&fast_engine(), "yunet_sface/sface_2021dec@1", 128);
 }
 
 fn sample_images_have_faces(engine: &OrtEngine, model_id: &str, dim: usize) {
@@ -178,34 +188,35 @@ fn faceapi_identities_are_found_and_separated() {
 
 #[test]
 fn faceapi_identities_are_found_and_separated_with_the_clean_pack() {
-    faceapi_identities_separated(&clean_engine(), (0.5, 0.15, 0.35));
-}
-
-#[test]
-fn faceapi_identities_are_found_and_separated_with_the_fused_pack() {
     // Fused similarities sit higher (dlib's cosines between strangers are high): no two
     // different people reach 7000, similarity 0.688 in this pack.
-    faceapi_identities_separated(&engine_of("yunet_sface_dlib"), (0.75, 0.55, 0.68));
+    faceapi_identities_separated(&clean_engine(), (0.75, 0.55, 0.68));
 }
 
-/// The fused pack's template is SFace's template of yunet_sface, scaled by √(1 − w), followed by
-/// dlib's unit embedding of its own crop, scaled by √w: the same detector and keypoints feed both.
 #[test]
-fn a_fused_template_is_the_clean_packs_template_joined_to_dlibs() {
-    let fused = engine_of("yunet_sface_dlib");
+fn faceapi_identities_are_found_and_separated_with_the_fast_pack() {
+    faceapi_identities_separated(&fast_engine(), (0.5, 0.15, 0.35));
+}
+
+/// The default pack's template is SFace's template of yunet_sface_fast, scaled by √(1 − w),
+/// followed by dlib's unit embedding of its own crop, scaled by √w: the same detector and
+/// keypoints feed both.
+#[test]
+fn a_fused_template_is_the_fast_packs_template_joined_to_dlibs() {
+    let fused = clean_engine();
     let info = fused.model_info();
-    assert_eq!((info.model_id.as_str(), info.embedding_size), ("yunet_sface_dlib/sface_2021dec+dlib_resnet_v1@1", 256));
+    assert_eq!((info.model_id.as_str(), info.embedding_size), ("yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1", 256));
     let weight = fused.pack().manifest.fused_recognizer.as_ref().expect("a second recognizer").weight;
     let photo = decode(&pack_file("players.jpg"));
-    let faces = clean_engine().detect(&photo).expect("detect");
+    let faces = fast_engine().detect(&photo).expect("detect");
     assert!(faces.len() >= 3, "{} faces", faces.len());
-    let plain = clean_engine().embed_faces(&photo, &faces).expect("embed");
+    let plain = fast_engine().embed_faces(&photo, &faces).expect("embed");
     let joined = fused.embed_faces(&photo, &faces).expect("embed");
     for (p, j) in plain.iter().zip(&joined) {
         assert_eq!(j.len(), 256);
         let (first, second) = j.split_at(128);
         let unscaled: Vec<f32> = first.iter().map(|v| v / (1.0 - weight).sqrt()).collect();
-        assert!(cosine(&unscaled, p) > 0.99999, "SFace's part differs from the clean pack's template");
+        assert!(cosine(&unscaled, p) > 0.99999, "SFace's part differs from the fast pack's template");
         let norm = second.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - weight.sqrt()).abs() < 1e-4, "dlib's part has norm {norm}");
         assert!((cosine(j, j) - 1.0).abs() < 1e-5);

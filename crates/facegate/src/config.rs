@@ -310,9 +310,10 @@ config! {
         runtime_library: PathBuf = EngineConfig::default().runtime_library, env "FACEGATE_RUNTIME_LIBRARY";
         /// Model pack by name, one of those `facegate packs` lists
         ///
-        /// yunet_sface (YuNet + SFace, MIT and Apache-2.0 weights), the default, is the one for
+        /// yunet_sface (YuNet, SFace and dlib's ResNet: MIT, Apache-2.0 and CC0 weights), the
+        /// default, and yunet_sface_fast (without dlib's ResNet: faster, misses more) are for
         /// commercial use; buffalo_s (InsightFace's weights, non-commercial research only) misses
-        /// fewer genuine pairs on LFW. `scripts/setup` fetches both; docs/accuracy.md compares them.
+        /// fewer genuine pairs on LFW. `scripts/setup` fetches all three; docs/accuracy.md compares them.
         pack: String = DEFAULT_PACK.to_owned(), env "FACEGATE_PACK";
         /// A pack directory of your own with manifest.toml, instead of `pack` [default: <home>/models/<pack>]
         model_dir: PathBuf, env "FACEGATE_MODEL_DIR";

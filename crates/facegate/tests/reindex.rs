@@ -16,7 +16,7 @@ mod common;
 use common::{facegate, match_faces, root, SandboxServer};
 
 /// The pack the tests switch to. The gallery is enrolled with the default pack (yunet_sface,
-/// 128-d templates); this is the other pack `scripts/setup` installs (buffalo_s, 512-d), so the
+/// 256-d templates); this is another pack `scripts/setup` installs (buffalo_s, 512-d), so the
 /// switch changes the detector, the recognizer and the template size. Nothing else in these tests
 /// assumes which pack it is.
 fn other_pack() -> PathBuf {
@@ -185,7 +185,10 @@ fn pack_change_needs_a_reindex_and_then_everyone_is_found(gallery: &Gallery) {
     let refused = gallery.serve_refused(&pack);
     assert!(refused.contains(&format!("{subjects} subjects of tenant \"sandbox\"")), "{refused}");
     assert!(refused.contains("facegate reindex") && refused.contains("--allow-stale-templates"), "{refused}");
-    assert!(refused.contains("yunet_sface/sface_2021dec@1") && refused.contains("--pack NAME"), "{refused}");
+    assert!(
+        refused.contains("yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1") && refused.contains("--pack NAME"),
+        "{refused}"
+    );
 
     // Asked to, it serves, says so, and /readyz counts what it cannot search.
     let server = gallery.serve(&pack, &["--allow-stale-templates"]);
