@@ -4,6 +4,7 @@
 //! This crate knows nothing of HTTP, ONNX Runtime or SQL; dependencies point inward to it.
 
 pub mod error;
+pub mod grouping;
 pub mod jobs;
 pub mod model;
 pub mod pool;

@@ -1,5 +1,6 @@
-//! `facegate eval pairs|identify|calibrate`: accuracy and score calibration on labelled photos,
-//! through the same engine code path as the server.
+//! `facegate eval pairs|identify|calibrate|registration|index-recall|grouping`: accuracy, score
+//! calibration and the grouping of unknown faces on labelled photos, through the same engine code
+//! path as the server.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use serde_json::json;
 use crate::config::{Config, EngineArgs, FileConfig, Flags};
 use crate::runtime::load_engine;
 
+mod grouping;
 mod index_recall;
 
 #[derive(Subcommand, Debug)]
@@ -38,6 +40,11 @@ pub enum EvalCommand {
     /// of people with mirrored, shifted and scaled copies as the gallery (100,000+ rows from
     /// LFW), some photos and people held out as mated and non-mated probes. Prints JSON.
     IndexRecall(index_recall::IndexRecallArgs),
+    /// Unknown faces grouped into unknown people: every photo of a folder of people fed as a
+    /// sighting in a random order, grouped one at a time, and the groups scored against the true
+    /// identities (pairwise and BCubed precision and recall, people split, groups mixed), over a
+    /// grid of grouping scores and neighbour counts.
+    Grouping(grouping::GroupingArgs),
 }
 
 #[derive(Args, Debug)]
@@ -182,6 +189,7 @@ pub fn run(cmd: EvalCommand, file: &FileConfig) -> anyhow::Result<()> {
         EvalCommand::Calibrate(args) => calibrate(args, file),
         EvalCommand::Registration(args) => registration(args, file),
         EvalCommand::IndexRecall(args) => index_recall::run(args, file),
+        EvalCommand::Grouping(args) => grouping::run(args, file),
     }
 }
 

@@ -186,6 +186,29 @@ fn eval_identify_reports_nist_metrics_as_json() {
     }
 }
 
+/// `eval grouping` on the faceapi people (8 × 5 tightly cropped photos): a lax score chains
+/// everyone into one group; the default policy's score keeps every group to one person and still
+/// groups most photos of each.
+#[test]
+fn eval_grouping_scores_the_groups_against_the_identities() {
+    let Some(identities) = faceapi_identities() else { return };
+    let out = run_ok(
+        facegate()
+            .args(["eval", "grouping", "--json", "--scores", "3000,9250", "--neighbours", "2", "--images"])
+            .arg(&identities),
+    );
+    let report: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((report["sightings"].as_u64(), report["people"].as_u64()), (Some(40), Some(8)), "{report}");
+    let results = report["results"].as_array().expect("results");
+    let (lax, strict) = (&results[0], &results[1]);
+    assert_eq!((lax["score"].as_u64(), strict["score"].as_u64()), (Some(3000), Some(9250)), "{report}");
+    assert_eq!(lax["groups"], 1, "{report}");
+    assert!(lax["bcubed_precision"].as_f64().unwrap_or(1.0) < 0.2, "{report}");
+    assert_eq!(strict["groups_mixed"], 0, "{report}");
+    assert_eq!(strict["bcubed_precision"], 1.0, "{report}");
+    assert!(strict["bcubed_recall_3plus"].as_f64().unwrap_or(0.0) > 0.8, "{report}");
+}
+
 #[test]
 fn eval_index_recall_compares_with_the_exact_scan_and_reuses_its_cache() {
     let Some(identities) = faceapi_identities() else { return };
