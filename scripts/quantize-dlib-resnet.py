@@ -18,8 +18,8 @@ Dev only, to measure the ranges again (also needs opencv-python-headless for YuN
         --detector face_detection_yunet_2023mar.onnx [--people 500]
 
 which runs the float model on the faces of the first photo of each of the first --people people
-(sorted) of LFW, aligned as the pack aligns them: YuNet's five points onto the pack's dlib
-template by a least-squares similarity, bilinear, 150x150.
+(sorted) of LFW, aligned as the pack aligns them: YuNet's five points onto the template of
+packs/yunet_sface/manifest.toml's [fused_recognizer] by a least-squares similarity, bilinear.
 
 The settings, and why:
   - QDQ format, the one ONNX Runtime's CPU kernels fuse into integer convolutions.
@@ -36,16 +36,20 @@ import hashlib
 import logging
 import os
 import sys
+import tomllib
 
 import numpy as np
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 
-SIZE = 150
-# The [fused_recognizer] template of packs/yunet_sface/manifest.toml: YuNet's five points (eye
-# centres, nose tip, mouth corners) in dlib's 150 px chip, pixel centres at whole numbers.
-TEMPLATE = np.array([[47.0492, 46.0990], [99.9761, 46.0990], [73.5127, 76.0625], [49.9149, 102.5233],
-                     [97.1104, 102.5233]])
+MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'packs', 'yunet_sface', 'manifest.toml')
+
+
+def dlib_crop():
+    """The pack's crop for dlib's network: its side, and where YuNet's five points go in it."""
+    with open(MANIFEST, 'rb') as f:
+        spec = tomllib.load(f)['fused_recognizer']
+    return spec['input_size'], np.array(spec['template'], dtype=float)
 
 
 def quantize(float_model, out, ranges, reader=None):
@@ -77,6 +81,7 @@ class LfwChips(CalibrationDataReader):
         names = sorted(d for d in os.listdir(images) if os.path.isdir(os.path.join(images, d)))[:people]
         self.photos = [os.path.join(images, n, sorted(os.listdir(os.path.join(images, n)))[0]) for n in names]
         self.used = 0
+        self.size, self.template = dlib_crop()
 
     def chip(self, path):
         cv2 = self.cv2
@@ -89,7 +94,7 @@ class LfwChips(CalibrationDataReader):
         centre = np.array([w / 2, h / 2])
         face = min(faces, key=lambda f: np.hypot(*(f[:2] + f[2:4] / 2 - centre)))
         points = face[4:14].reshape(5, 2).astype(float)
-        chip = cv2.warpAffine(img, similarity(points, TEMPLATE), (SIZE, SIZE), flags=cv2.INTER_LINEAR)
+        chip = cv2.warpAffine(img, similarity(points, self.template), (self.size, self.size), flags=cv2.INTER_LINEAR)
         return chip[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)  # RGB, NCHW
 
     def get_next(self):
