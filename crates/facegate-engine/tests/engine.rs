@@ -76,7 +76,7 @@ fn sample_images_have_the_expected_faces() {
 
 #[test]
 fn sample_images_have_the_expected_faces_with_the_clean_pack() {
-    sample_images_have_faces(&clean_engine(), "yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1", 256);
+    sample_images_have_faces(&clean_engine(), "yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1", 256);
 }
 
 #[test]
@@ -198,14 +198,17 @@ fn faceapi_identities_are_found_and_separated_with_the_fast_pack() {
     faceapi_identities_separated(&fast_engine(), (0.5, 0.15, 0.35));
 }
 
-/// The default pack's template is SFace's template of yunet_sface_fast, scaled by √(1 − w),
-/// followed by dlib's unit embedding of its own crop, scaled by √w: the same detector and
-/// keypoints feed both.
+/// The default pack's template is SFace's unit embedding (in 8 bits, so close to but not the
+/// float template of yunet_sface_fast), scaled by √(1 − w), followed by dlib's unit embedding of
+/// its own crop, scaled by √w: the same detector and keypoints feed both.
 #[test]
-fn a_fused_template_is_the_fast_packs_template_joined_to_dlibs() {
+fn a_fused_template_is_sfaces_in_8_bits_joined_to_dlibs() {
     let fused = clean_engine();
     let info = fused.model_info();
-    assert_eq!((info.model_id.as_str(), info.embedding_size), ("yunet_sface/sface_2021dec+dlib_resnet_v1_int8@1", 256));
+    assert_eq!(
+        (info.model_id.as_str(), info.embedding_size),
+        ("yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1", 256)
+    );
     let weight = fused.pack().manifest.fused_recognizer.as_ref().expect("a second recognizer").weight;
     let photo = decode(&pack_file("players.jpg"));
     let faces = fast_engine().detect(&photo).expect("detect");
@@ -216,7 +219,10 @@ fn a_fused_template_is_the_fast_packs_template_joined_to_dlibs() {
         assert_eq!(j.len(), 256);
         let (first, second) = j.split_at(128);
         let unscaled: Vec<f32> = first.iter().map(|v| v / (1.0 - weight).sqrt()).collect();
-        assert!(cosine(&unscaled, p) > 0.99999, "SFace's part differs from the fast pack's template");
+        // The default runs SFace's heavy layers in 8 bits; on 300 LFW faces its part kept a cosine
+        // of 0.993 or more with the float model's (scripts/quantize-recognizer.py).
+        let close = cosine(&unscaled, p);
+        assert!(close > 0.98 && close < 0.99999, "SFace's part against the fast pack's float template: {close}");
         let norm = second.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - weight.sqrt()).abs() < 1e-4, "dlib's part has norm {norm}");
         assert!((cosine(j, j) - 1.0).abs() < 1e-5);

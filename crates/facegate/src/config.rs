@@ -311,7 +311,8 @@ config! {
         /// Model pack by name, one of those `facegate packs` lists
         ///
         /// yunet_sface (YuNet, SFace and dlib's ResNet: MIT, Apache-2.0 and CC0 weights), the
-        /// default, and yunet_sface_fast (without dlib's ResNet: faster, misses more) are for
+        /// default, and yunet_sface_fast (float SFace without dlib's ResNet: the default's model
+        /// id before 2026-12-07, half the template, misses more) are for
         /// commercial use; buffalo_s (InsightFace's weights, non-commercial research only) misses
         /// fewer genuine pairs on LFW. `scripts/setup` fetches all three; docs/accuracy.md compares them.
         pack: String = DEFAULT_PACK.to_owned(), env "FACEGATE_PACK";
