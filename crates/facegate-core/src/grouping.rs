@@ -25,14 +25,15 @@ pub struct GroupingPolicy {
 }
 
 impl GroupingPolicy {
-    /// Score 9250 with 2 neighbours. Over all LFW (6,917 photos of 3,549 people fed in a random
-    /// order, `facegate eval grouping`, docs/accuracy.md) with the default pack it gives a BCubed
-    /// precision of 0.994–0.995 and a BCubed recall of 0.96–0.97 over the people with three photos
-    /// or more, for two orders. 9000 was the lowest score at which the precision passed 0.99
-    /// (0.992); 9250 leaves a margin on that side, the costly one, for 0.005 of recall. One
-    /// neighbour chains people together through single resemblances; three cost recall and
-    /// bought no precision.
-    pub const DEFAULT: GroupingPolicy = GroupingPolicy { min_score: 9250, neighbours: 2 };
+    /// Score 8750 with 2 neighbours. Over all LFW (6,917 photos of 3,549 people fed in a random
+    /// order, `facegate eval grouping`, docs/accuracy.md) it gives a BCubed precision of
+    /// 0.995–0.996 and a BCubed recall of 0.95–0.96 over the people with three photos or more with
+    /// the default pack, 0.996 and 0.98 with buffalo_s, for two orders. 8500 is the lowest score
+    /// at which both packs pass a precision of 0.99 (0.994); 8750 keeps one step of margin on that
+    /// side, the costly one, for 0.01 of recall; each step up costs about as much recall again
+    /// for less precision. One neighbour chains people together through single resemblances at
+    /// lower scores; three cost recall and bought no precision.
+    pub const DEFAULT: GroupingPolicy = GroupingPolicy { min_score: 8750, neighbours: 2 };
 }
 
 /// One earlier sighting the new one resembles: the group it is in and their score.
