@@ -142,6 +142,13 @@ pub trait TenantStore: Send + Sync {
     /// Forgets a recorded digest, for a write refused before it did anything (503), so that the
     /// client's retry of the very same request is not taken for a replay.
     fn forget_signature(&self, digest: &[u8]) -> Result<()>;
+    /// How long the tenant keeps the faces its searches find nobody for, or `None`, the default,
+    /// when it keeps none (its opt-in, `facegate tenant set --unknown-faces`). `NotFound` for no
+    /// such tenant.
+    fn unknown_faces_retention(&self, tenant_id: &str) -> Result<Option<std::time::Duration>>;
+    /// Turns the opt-in on with `retention` (whole seconds), or off with `None`. `NotFound` for no
+    /// such tenant.
+    fn set_unknown_faces_retention(&self, tenant_id: &str, retention: Option<std::time::Duration>) -> Result<()>;
     /// Deletes the tenant and everything stored under it (subjects, samples and their images,
     /// tags, bulk jobs and records, credentials, staged reindex outcomes), as `delete_subject`
     /// purges a subject; a shared gallery also tells the other processes to forget the tenant.

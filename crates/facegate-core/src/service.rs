@@ -52,6 +52,6 @@ pub use state::{
 pub use tags::{MAX_TAGS, MAX_TAG_CHARS};
 pub use tenants::{
     hash_secret, random_credentials, random_token, validate_tenant_name, NewTenant, RotatedCredentials, TenantAdmin,
-    DEFAULT_CREDENTIAL_GRACE, MAX_TENANT_NAME_CHARS,
+    DEFAULT_CREDENTIAL_GRACE, MAX_TENANT_NAME_CHARS, MAX_UNKNOWN_FACES_RETENTION,
 };
 pub use text::{image_extension, now_rfc3339, rfc3339_after, stored_image_name};

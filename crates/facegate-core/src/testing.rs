@@ -87,6 +87,8 @@ struct MemoryData {
     credentials: Vec<(String, String, String, String)>,
     /// Signature digest -> when it may be forgotten.
     signatures: HashMap<Vec<u8>, std::time::Instant>,
+    /// Tenant id -> how long it keeps unknown faces, for the tenants that opted in.
+    unknown_faces_retention: HashMap<String, std::time::Duration>,
     subjects: Vec<Subject>,
     samples: Vec<(FaceSample, Vec<f32>, String)>,
     /// sample id -> image bytes
@@ -284,12 +286,33 @@ impl TenantStore for MemoryStore {
         Ok(())
     }
 
+    fn unknown_faces_retention(&self, tenant_id: &str) -> Result<Option<std::time::Duration>> {
+        let d = self.lock();
+        if !d.tenants.iter().any(|(t, _)| t.id == tenant_id) {
+            return Err(Error::NotFound("tenant"));
+        }
+        Ok(d.unknown_faces_retention.get(tenant_id).copied())
+    }
+
+    fn set_unknown_faces_retention(&self, tenant_id: &str, retention: Option<std::time::Duration>) -> Result<()> {
+        let mut d = self.lock();
+        if !d.tenants.iter().any(|(t, _)| t.id == tenant_id) {
+            return Err(Error::NotFound("tenant"));
+        }
+        match retention {
+            Some(keep) => d.unknown_faces_retention.insert(tenant_id.to_owned(), keep),
+            None => d.unknown_faces_retention.remove(tenant_id),
+        };
+        Ok(())
+    }
+
     fn delete_tenant(&self, tenant_id: &str) -> Result<TenantPurge> {
         let mut d = self.lock();
         let Some(at) = d.tenants.iter().position(|(t, _)| t.id == tenant_id) else {
             return Err(Error::NotFound("tenant"));
         };
         let (_, tokens) = d.tenants.remove(at);
+        d.unknown_faces_retention.remove(tenant_id);
         let mut purge = TenantPurge { credentials: tokens.len() as u64, ..TenantPurge::default() };
         let count = |before: usize, after: usize| (before - after) as u64;
         let n = d.credentials.len();

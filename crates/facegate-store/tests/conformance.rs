@@ -134,11 +134,30 @@ conformance!(
     sixteen_writers_and_four_readers_lose_nothing,
     persons_list_page_by_page_in_byte_order_with_a_prefix,
     a_signature_is_admitted_once_across_nodes_and_restarts_until_it_expires,
+    unknown_faces_are_kept_by_no_tenant_until_it_opts_in,
 );
 
 /// A template as the store gives it back: rounded to half precision.
 fn as_stored(embedding: &[f32]) -> Vec<f32> {
     embedding.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+fn unknown_faces_are_kept_by_no_tenant_until_it_opts_in(h: &Harness) {
+    use std::time::Duration;
+    let store = h.store();
+    let acme = store.create_tenant("acme", "hash-a").expect("create");
+    let globex = store.create_tenant("globex", "hash-g").expect("create");
+    assert_eq!(store.unknown_faces_retention(&acme.id).expect("read"), None, "off for a new tenant");
+    let month = Duration::from_secs(30 * 86_400);
+    store.set_unknown_faces_retention(&acme.id, Some(month)).expect("on");
+    // Another connection (a restart, or another node on PostgreSQL) reads the same setting.
+    let reopened = h.store();
+    assert_eq!(reopened.unknown_faces_retention(&acme.id).expect("read"), Some(month));
+    assert_eq!(reopened.unknown_faces_retention(&globex.id).expect("read"), None, "one tenant's choice only");
+    reopened.set_unknown_faces_retention(&acme.id, None).expect("off");
+    assert_eq!(h.store().unknown_faces_retention(&acme.id).expect("read"), None);
+    assert!(matches!(store.unknown_faces_retention("no-such-tenant"), Err(Error::NotFound(_))));
+    assert!(matches!(store.set_unknown_faces_retention("no-such-tenant", Some(month)), Err(Error::NotFound(_))));
 }
 
 fn tenants_round_trip_and_conflict_rules(h: &Harness) {

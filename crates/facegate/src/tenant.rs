@@ -1,4 +1,4 @@
-//! `facegate tenant create|list|rotate-credentials|delete`: works on the data directory or the
+//! `facegate tenant create|list|set|rotate-credentials|delete`: works on the data directory or the
 //! PostgreSQL database directly.
 
 use std::sync::Arc;
@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use facegate_core::service::{validate_tenant_name, TenantAdmin, DEFAULT_CREDENTIAL_GRACE};
+use facegate_core::service::{
+    validate_tenant_name, TenantAdmin, DEFAULT_CREDENTIAL_GRACE, MAX_UNKNOWN_FACES_RETENTION,
+};
 use facegate_core::Store;
 
 use crate::config::{Config, FileConfig, Flags, StoreArgs};
@@ -48,6 +50,25 @@ pub enum TenantCommand {
         #[command(flatten)]
         data: StoreArgs,
     },
+    /// Change a tenant's settings, or with no setting show them, and print them as JSON. Works
+    /// beside a running server; on PostgreSQL every node reads the same settings.
+    Set {
+        name: String,
+        /// Keep the faces the tenant's searches find nobody for (`on`, with --unknown-retention),
+        /// to group them into unknown people, or not (`off`, the default for every tenant, with
+        /// --yes: it deletes what was kept)
+        #[arg(long, value_enum)]
+        unknown_faces: Option<Switch>,
+        /// How long a kept face lives before it is deleted: a number with s, m, h or d, at most
+        /// 365d. Required with --unknown-faces on
+        #[arg(long, value_parser = parse_period)]
+        unknown_retention: Option<Duration>,
+        /// Confirms --unknown-faces off, which deletes every face kept for the tenant
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        data: StoreArgs,
+    },
     /// Issue a tenant new credentials (miiCloud token, NEC API key, access key id and secret) and
     /// print them once as JSON. The old ones keep working for the grace period, then stop. Works
     /// beside a running server.
@@ -57,7 +78,7 @@ pub enum TenantCommand {
         /// or a number with `s`, `m`, `h` or `d` (`90s`, `30m`, `24h`, `7d`) [default: 24h: a
         /// day for every client of the tenant to switch over, and no longer for a leaked
         /// credential to stay good]
-        #[arg(long, value_parser = parse_grace)]
+        #[arg(long, value_parser = parse_period)]
         grace: Option<Duration>,
         #[command(flatten)]
         data: StoreArgs,
@@ -81,6 +102,19 @@ pub enum TenantCommand {
         #[command(flatten)]
         data: StoreArgs,
     },
+}
+
+/// A setting's two states on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// What `tenant set` and `tenant list` say of a tenant's keeping of unknown faces: `on` or `off`,
+/// and the retention in seconds when on.
+fn unknown_faces_shown(retention: Option<Duration>) -> (&'static str, Option<u64>) {
+    (if retention.is_some() { "on" } else { "off" }, retention.map(|keep| keep.as_secs()))
 }
 
 pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
@@ -116,12 +150,60 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
             );
         }
         TenantCommand::List { data } => {
-            let tenants = store(&data, file)?.list_tenants()?;
-            let list: Vec<_> = tenants
-                .iter()
-                .map(|t| serde_json::json!({"id": t.id, "name": t.name, "created_at": t.created_at}))
-                .collect();
+            let store = store(&data, file)?;
+            let mut list = Vec::new();
+            for t in store.list_tenants()? {
+                let (unknown_faces, retention_secs) = unknown_faces_shown(store.unknown_faces_retention(&t.id)?);
+                list.push(serde_json::json!({
+                    "id": t.id,
+                    "name": t.name,
+                    "created_at": t.created_at,
+                    "unknown_faces": unknown_faces,
+                    "unknown_retention_secs": retention_secs,
+                }));
+            }
             println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        TenantCommand::Set { name, unknown_faces, unknown_retention, yes, data } => {
+            let max_days = MAX_UNKNOWN_FACES_RETENTION.as_secs() / 86_400;
+            let change = match (unknown_faces, unknown_retention) {
+                (None, None) => None,
+                (None, Some(_)) => anyhow::bail!("--unknown-retention goes with --unknown-faces on"),
+                (Some(Switch::On), None) => {
+                    anyhow::bail!("--unknown-faces on needs --unknown-retention, how long a kept face lives (at most {max_days}d)")
+                }
+                (Some(Switch::On), Some(keep)) => Some(Some(keep)),
+                (Some(Switch::Off), Some(_)) => {
+                    anyhow::bail!("--unknown-retention goes with --unknown-faces on, not off")
+                }
+                (Some(Switch::Off), None) => {
+                    anyhow::ensure!(
+                        yes,
+                        "turning unknown faces off deletes every face kept for tenant {name:?} and the unknown people \
+                         grouped from them, for good; add --yes to confirm"
+                    );
+                    Some(None)
+                }
+            };
+            let config = Config::resolve(file, Flags { store: Some(&data), ..Flags::default() })?;
+            let admin = TenantAdmin::new(open_store(&config.store)?);
+            if let Some(retention) = change {
+                crate::audit_log::open_in(&config.store.data_dir)?;
+                admin
+                    .set_unknown_faces(&name, retention)
+                    .with_context(|| format!("changing the settings of tenant {name:?}"))?;
+            }
+            let (tenant, retention) = admin.unknown_faces(&name).with_context(|| format!("tenant {name:?}"))?;
+            let (unknown_faces, retention_secs) = unknown_faces_shown(retention);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": tenant.id,
+                    "name": tenant.name,
+                    "unknown_faces": unknown_faces,
+                    "unknown_retention_secs": retention_secs,
+                })
+            );
         }
         TenantCommand::RotateCredentials { name, grace, data } => {
             let config = Config::resolve(file, Flags { store: Some(&data), ..Flags::default() })?;
@@ -228,8 +310,8 @@ fn store(flags: &StoreArgs, file: &FileConfig) -> anyhow::Result<Arc<dyn Store>>
     open_store(&flags.resolve(file))
 }
 
-/// `0`, or a whole number with `s`, `m`, `h` or `d`.
-fn parse_grace(text: &str) -> Result<Duration, String> {
+/// `0`, or a whole number with `s`, `m`, `h` or `d`: a grace period or a retention.
+fn parse_period(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);
@@ -253,13 +335,13 @@ mod tests {
 
     #[test]
     fn grace_periods_read_as_operators_write_them() {
-        assert_eq!(parse_grace("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_grace("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_grace("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_grace("24h"), Ok(DEFAULT_CREDENTIAL_GRACE));
-        assert_eq!(parse_grace("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_period("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_period("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_period("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_period("24h"), Ok(DEFAULT_CREDENTIAL_GRACE));
+        assert_eq!(parse_period("7d"), Ok(Duration::from_secs(7 * 86_400)));
         for bad in ["", "10", "h", "1.5h", "-1h", "1w", "99999999999999999999d"] {
-            assert!(parse_grace(bad).is_err(), "{bad:?}");
+            assert!(parse_period(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The operator's tenant commands and the audit trail around them, run as real processes:
-//! `tenant rotate-credentials` beside a running server (both dialects, over HTTP), `tenant
-//! delete` on a stopped server's directory, the audit lines of a direct `import`, and
+//! `tenant rotate-credentials` beside a running server (both dialects, over HTTP), `tenant set`
+//! for unknown faces, `tenant delete` on a stopped server's directory, the audit lines of a direct `import`, and
 //! `audit.log` reopened on SIGHUP.
 
 use std::ffi::OsString;
@@ -126,6 +126,60 @@ fn rotated_credentials_work_beside_the_new_ones_until_the_grace_ends() {
             assert!(!log.contains(secret), "the audit log holds a {key}");
         }
     }
+}
+
+/// `facegate tenant set`: unknown faces are off for every tenant until one is turned on with a
+/// retention; turning them off needs `--yes`; each change is an audit line.
+#[test]
+fn unknown_faces_are_off_until_a_tenant_sets_them_on_with_a_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    run_json(&mut tenant(&["create", "acme"], data));
+    run_json(&mut tenant(&["create", "globex"], data));
+    let shown = run_json(&mut tenant(&["set", "acme"], data));
+    assert_eq!((shown["unknown_faces"].as_str(), shown["unknown_retention_secs"].as_u64()), (Some("off"), None));
+
+    let refused = |args: &[&str], why: &str| {
+        let out = tenant(args, data).output().expect("run facegate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(why), "{args:?}: {stderr}");
+    };
+    refused(&["set", "acme", "--unknown-faces", "on"], "needs --unknown-retention");
+    refused(&["set", "acme", "--unknown-faces", "on", "--unknown-retention", "366d"], "1 second to 365 days");
+    refused(&["set", "acme", "--unknown-faces", "on", "--unknown-retention", "0"], "1 second to 365 days");
+    refused(&["set", "acme", "--unknown-faces", "on", "--unknown-retention", "30 days"], "unit of s, m, h or d");
+    refused(&["set", "nobody", "--unknown-faces", "on", "--unknown-retention", "30d"], "nobody");
+
+    let on = run_json(&mut tenant(&["set", "acme", "--unknown-faces", "on", "--unknown-retention", "30d"], data));
+    assert_eq!((on["unknown_faces"].as_str(), on["unknown_retention_secs"].as_u64()), (Some("on"), Some(30 * 86_400)));
+    let listed = run_json(&mut tenant(&["list"], data));
+    let state: Vec<(&str, &str)> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap_or(""), t["unknown_faces"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(state, [("acme", "on"), ("globex", "off")]);
+
+    refused(&["set", "acme", "--unknown-faces", "off"], "add --yes");
+    assert_eq!(
+        run_json(&mut tenant(&["set", "acme"], data))["unknown_faces"],
+        "on",
+        "a refused change changes nothing"
+    );
+    let off = run_json(&mut tenant(&["set", "acme", "--unknown-faces", "off", "--yes"], data));
+    assert_eq!((off["unknown_faces"].as_str(), off["unknown_retention_secs"].as_u64()), (Some("off"), None));
+
+    let audited: Vec<(String, String)> = audit_events(data)
+        .iter()
+        .filter(|e| e["fields"]["action"] == "set_unknown_faces")
+        .map(|e| (e["fields"]["input"].as_str().unwrap_or("").to_owned(), e["fields"]["outcome"].to_string()))
+        .collect();
+    assert_eq!(
+        audited,
+        [("on retention_secs=2592000".to_owned(), "\"ok\"".to_owned()), ("off".to_owned(), "\"ok\"".to_owned())],
+        "the refused ones never reached the store"
+    );
 }
 
 #[test]

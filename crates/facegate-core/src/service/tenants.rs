@@ -24,6 +24,11 @@ pub const MAX_TENANT_NAME_CHARS: usize = 64;
 /// credential known to be compromised.
 pub const DEFAULT_CREDENTIAL_GRACE: Duration = Duration::from_secs(24 * 3600);
 
+/// The longest a tenant may keep the faces its searches find nobody for: a year. Faces of people
+/// who never enrolled are personal data kept without their asking, so the keeping is bounded;
+/// a year covers a yearly visitor (a conference, a season ticket) and no more.
+pub const MAX_UNKNOWN_FACES_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A freshly created tenant with its plaintext credentials, shown once.
 #[derive(Debug, Clone)]
 pub struct NewTenant {
@@ -183,6 +188,35 @@ impl TenantAdmin {
         }
     }
 
+    /// The tenant `name` and how long it keeps unknown faces (`None`: it keeps none).
+    pub fn unknown_faces(&self, name: &str) -> Result<(Tenant, Option<Duration>)> {
+        let tenant = self.tenant_named(name)?;
+        let retention = self.store.unknown_faces_retention(&tenant.id)?;
+        Ok((tenant, retention))
+    }
+
+    /// Turns the tenant's keeping of unknown faces on, for `retention` (whole seconds, at most
+    /// [`MAX_UNKNOWN_FACES_RETENTION`]), or off with `None`. Audited as `set_unknown_faces`.
+    pub fn set_unknown_faces(&self, name: &str, retention: Option<Duration>) -> Result<Tenant> {
+        if let Some(keep) = retention {
+            if keep.as_secs() == 0 || keep > MAX_UNKNOWN_FACES_RETENTION {
+                return Err(Error::InvalidRequest(format!(
+                    "the retention of unknown faces must be 1 second to {} days",
+                    MAX_UNKNOWN_FACES_RETENTION.as_secs() / 86_400
+                )));
+            }
+        }
+        let tenant = self.tenant_named(name)?;
+        let retention = retention.map(|keep| Duration::from_secs(keep.as_secs()));
+        let input = match retention {
+            Some(keep) => format!("on retention_secs={}", keep.as_secs()),
+            None => "off".to_owned(),
+        };
+        let outcome = self.store.set_unknown_faces_retention(&tenant.id, retention);
+        record(&tenant, "set_unknown_faces", &input, "", outcome.as_ref().map_or_else(|e| e.code().name(), |()| "ok"));
+        outcome.map(|()| tenant)
+    }
+
     /// The tenant called `name`; `NotFound` when there is none.
     fn tenant_named(&self, name: &str) -> Result<Tenant> {
         self.store.list_tenants()?.into_iter().find(|t| t.name == name).ok_or(Error::NotFound("tenant"))
@@ -225,6 +259,26 @@ mod tests {
         for bad in ["", "evil/sub", "..", "evil/..", ".hidden", "a b", "ünï", "a\\b", &"x".repeat(65)] {
             assert!(validate_tenant_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn unknown_faces_are_off_until_set_and_their_retention_is_bounded() {
+        let store = Arc::new(crate::testing::MemoryStore::default());
+        let admin = TenantAdmin::new(store);
+        admin.create_tenant("acme").expect("create");
+        assert_eq!(admin.unknown_faces("acme").expect("read").1, None, "off by default");
+        let month = Duration::from_secs(30 * 86_400);
+        admin.set_unknown_faces("acme", Some(month)).expect("on");
+        assert_eq!(admin.unknown_faces("acme").expect("read").1, Some(month));
+        for bad in [Duration::ZERO, Duration::from_millis(500), MAX_UNKNOWN_FACES_RETENTION + Duration::from_secs(1)] {
+            let refused = admin.set_unknown_faces("acme", Some(bad));
+            assert!(matches!(refused, Err(Error::InvalidRequest(_))), "{bad:?}: {refused:?}");
+        }
+        assert_eq!(admin.unknown_faces("acme").expect("read").1, Some(month), "a refused change changes nothing");
+        admin.set_unknown_faces("acme", Some(MAX_UNKNOWN_FACES_RETENTION)).expect("a year is allowed");
+        admin.set_unknown_faces("acme", None).expect("off");
+        assert_eq!(admin.unknown_faces("acme").expect("read").1, None);
+        assert!(matches!(admin.set_unknown_faces("nobody", None), Err(Error::NotFound("tenant"))));
     }
 
     #[test]

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_reindex_staging.sql"),
     include_str!("migrations/0003_credential_expiry.sql"),
     include_str!("migrations/0004_used_signatures.sql"),
+    include_str!("migrations/0005_unknown_faces.sql"),
 ];
 
 /// Serialises schema changes between nodes (an arbitrary, fixed 64-bit key: "facegate").

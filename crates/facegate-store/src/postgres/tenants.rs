@@ -240,6 +240,27 @@ impl facegate_core::TenantStore for PgStore {
         Ok(())
     }
 
+    fn unknown_faces_retention(&self, tenant_id: &str) -> facegate_core::Result<Option<Duration>> {
+        let row = self
+            .conn()?
+            .query_opt("SELECT unknown_faces_retention_secs FROM tenants WHERE id = $1", &[&tenant_id])
+            .map_err(StoreError::from)?;
+        let secs: Option<i64> = row.ok_or(facegate_core::Error::NotFound("tenant"))?.get(0);
+        Ok(secs.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))))
+    }
+
+    fn set_unknown_faces_retention(&self, tenant_id: &str, retention: Option<Duration>) -> facegate_core::Result<()> {
+        let secs = retention.map(|keep| i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
+        let changed = self
+            .conn()?
+            .execute("UPDATE tenants SET unknown_faces_retention_secs = $2 WHERE id = $1", &[&tenant_id, &secs])
+            .map_err(StoreError::from)?;
+        if changed == 0 {
+            return Err(facegate_core::Error::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
     /// Deletes the tenant's rows in one transaction, with its earlier change-log rows, and
     /// appends one `tenant_removed` change, on which every node drops the tenant's index.
     fn delete_tenant(&self, tenant_id: &str) -> facegate_core::Result<TenantPurge> {

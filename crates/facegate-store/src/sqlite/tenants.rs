@@ -237,6 +237,31 @@ impl facegate_core::TenantStore for SqliteStore {
         Ok(())
     }
 
+    fn unknown_faces_retention(&self, tenant_id: &str) -> facegate_core::Result<Option<Duration>> {
+        let conn = self.reader()?;
+        let row: Option<Option<i64>> = conn
+            .prepare_cached("SELECT unknown_faces_retention_secs FROM tenants WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([tenant_id], |row| row.get(0)).optional())
+            .map_err(StoreError::from)?;
+        let secs = row.ok_or(facegate_core::Error::NotFound("tenant"))?;
+        Ok(secs.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))))
+    }
+
+    fn set_unknown_faces_retention(&self, tenant_id: &str, retention: Option<Duration>) -> facegate_core::Result<()> {
+        let secs = retention.map(|keep| i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
+        to_core(|| {
+            self.write(|tx| {
+                let changed = tx
+                    .prepare_cached("UPDATE tenants SET unknown_faces_retention_secs = ?2 WHERE id = ?1")?
+                    .execute(params![tenant_id, secs])?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound("tenant"));
+                }
+                Ok(())
+            })
+        })
+    }
+
     /// Deletes the tenant's rows in one transaction (zeroed by `secure_delete`), then its image
     /// folder, then checkpoints the WAL, as deleting a subject does. Image files are written only
     /// by the holder of the directory's lock, which the caller should be.
