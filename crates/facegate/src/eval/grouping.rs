@@ -27,8 +27,9 @@ pub struct GroupingArgs {
     /// label noise, such as one person filed under two spellings.
     #[arg(long)]
     exclude_people: Option<PathBuf>,
-    /// Grouping scores to try (the least score at which an earlier sighting counts).
-    #[arg(long, value_delimiter = ',', default_values_t = [7000u32, 7500, 8000, 8500, 9000])]
+    /// Grouping scores to try (the least score at which an earlier sighting counts). The default
+    /// grid brackets the service's default, 8750 (`GroupingPolicy::DEFAULT`).
+    #[arg(long, value_delimiter = ',', default_values_t = [7000u32, 8000, 8500, 8750, 9000, 9250])]
     scores: Vec<u32>,
     /// Neighbour counts to try (how many of a group's sightings must reach the score).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 3])]
