@@ -54,6 +54,7 @@ import logging
 import os
 import sys
 import tomllib
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import onnx
@@ -81,12 +82,21 @@ def sface_crop():
 
 SFACE_QUANTIZED = [f'conv_{i}_conv2d' for i in range(8, 15)] + ['pre_fc1']
 
-# name: (input name, crop, nodes to quantize or None for all, fold batch norms first,
-#        calibration method, its options, default --people). Why each: the docstring.
+class Recipe(NamedTuple):
+    """How one network is quantized. Why each setting: the docstring."""
+    input_name: str
+    crop: Callable
+    nodes: Optional[list]  # the nodes to quantize; None for all
+    fold_batch_norms: bool
+    method: CalibrationMethod
+    options: dict
+    people: int  # the default --people
+
+
 MODELS = {
-    'dlib': ('input', dlib_crop, None, False, CalibrationMethod.MinMax, {}, 500),
-    'sface': ('data', sface_crop, SFACE_QUANTIZED, True, CalibrationMethod.Percentile,
-              {'CalibPercentile': 99.999}, 120),
+    'dlib': Recipe('input', dlib_crop, None, False, CalibrationMethod.MinMax, {}, 500),
+    'sface': Recipe('data', sface_crop, SFACE_QUANTIZED, True, CalibrationMethod.Percentile,
+                    {'CalibPercentile': 99.999}, 120),
 }
 
 
@@ -135,12 +145,12 @@ def fold_constants_and_batch_norms(model):
     return model
 
 
-def quantize(float_model, out, ranges, model, reader=None):
-    _, _, nodes, _, method, options, _ = MODELS[model]
+def quantize(float_model, out, ranges, recipe, reader=None):
     quantize_static(float_model, out, calibration_data_reader=reader, calibration_cache_path=ranges,
                     quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=method, nodes_to_quantize=nodes, extra_options=options)
+                    calibrate_method=recipe.method, nodes_to_quantize=recipe.nodes,
+                    extra_options=recipe.options)
 
 
 def similarity(src, dst):
@@ -201,7 +211,7 @@ def main():
     parser.add_argument('--detector')
     parser.add_argument('--people', type=int)
     args = parser.parse_args()
-    input_name, crop, _, fold, _, _, people = MODELS[args.model]
+    recipe = MODELS[args.model]
     # The quantizer advises its own pre-processing pass on every run; the ranges were measured on
     # this very graph, so the advice does not apply.
     logging.getLogger().setLevel(logging.ERROR)
@@ -212,19 +222,20 @@ def main():
             sys.exit('--calibrate needs --detector')
         if os.path.exists(args.ranges):
             os.remove(args.ranges)  # the quantizer would read it instead of measuring
-        reader = LfwChips(args.calibrate, args.detector, args.people or people, input_name, crop)
+        reader = LfwChips(args.calibrate, args.detector, args.people or recipe.people, recipe.input_name,
+                          recipe.crop)
     elif not os.path.isfile(args.ranges):
         sys.exit(f'{args.ranges}: no such file (measure it with --calibrate)')
 
     source = args.float_model
-    if fold:
+    if recipe.fold_batch_norms:
         source = args.out + '.folded'
         with open(source, 'wb') as f:
             f.write(fold_constants_and_batch_norms(onnx.load(args.float_model)).SerializeToString(deterministic=True))
     try:
-        quantize(source, args.out + '.part', args.ranges, args.model, reader)
+        quantize(source, args.out + '.part', args.ranges, recipe, reader)
     finally:
-        if fold:
+        if recipe.fold_batch_norms:
             os.remove(source)
     os.replace(args.out + '.part', args.out)
     if reader is not None:

@@ -14,8 +14,8 @@ use crate::pack::{pack_dir, Manifest, Pack, RecognizerSpec};
 /// The pack used when none is named: the licence-clean yunet_sface (MIT, Apache-2.0 and CC0
 /// weights), so that a fresh install may go to production as it is. buffalo_s, whose weights are
 /// for non-commercial research only (`serve` warns at start), stays available by name; it is a
-/// little more accurate on LFW (99.63 % against 99.53 % 5-fold on `pairs_dev.txt`, inside the
-/// folds' spread, but 0.31 % against 0.63 % of genuine pairs missed at score 7000)
+/// little more accurate on LFW (99.63 % against 99.50 % 5-fold on `pairs_dev.txt`, inside the
+/// folds' spread, but 0.31 % against 0.65 % of genuine pairs missed at score 7000)
 /// (docs/accuracy.md, "The licence-clean pack").
 pub const DEFAULT_PACK: &str = "yunet_sface";
 

@@ -187,8 +187,8 @@ fn eval_identify_reports_nist_metrics_as_json() {
 }
 
 /// `eval grouping` on the faceapi people (8 × 5 tightly cropped photos): a lax score chains
-/// everyone into one group; the default policy's score keeps every group to one person and still
-/// groups most photos of each.
+/// everyone into one group; a strict one (9250, above the default policy's 8750) keeps every group
+/// to one person and still groups most photos of each.
 #[test]
 fn eval_grouping_scores_the_groups_against_the_identities() {
     let Some(identities) = faceapi_identities() else { return };
