@@ -22,13 +22,15 @@ pub use jobs::{
 pub use model::*;
 pub use ports::{
     BulkJobStore, Change, ChangeFeed, ChangeKind, Engine, GalleryStore, Index, IndexSnapshots, ReindexStore,
-    RestoredSnapshot, SavedSnapshot, Store, TagStore, TenantStore,
+    RestoredSnapshot, SavedSnapshot, Store, TagStore, TenantStore, UnknownFaceStore,
 };
 
 /// The store's role traits, for code that calls a concrete store's methods:
 /// `use facegate_core::store_roles::*;`.
 pub mod store_roles {
-    pub use crate::ports::{BulkJobStore, ChangeFeed, GalleryStore, ReindexStore, Store, TagStore, TenantStore};
+    pub use crate::ports::{
+        BulkJobStore, ChangeFeed, GalleryStore, ReindexStore, Store, TagStore, TenantStore, UnknownFaceStore,
+    };
 }
 pub use score::Calibration;
 pub use service::{BulkConfig, FaceService, ServiceConfig};

@@ -47,6 +47,12 @@ pub struct TenantPurge {
     pub credentials: u64,
     /// Outcomes a `facegate reindex` had staged for the tenant's samples.
     pub reindex_staging: u64,
+    /// Kept faces its searches found nobody for, with their crops, and the unknown people they
+    /// were grouped into.
+    #[serde(default)]
+    pub sightings: u64,
+    #[serde(default)]
+    pub unknown_people: u64,
 }
 
 /// Axis-aligned face box in source-image pixels. May extend past the image edges.
@@ -406,4 +412,54 @@ pub enum StoredImage {
     Missing,
     /// An image is stored but cannot be opened; the reason is for the log.
     Unreadable(String),
+}
+
+/// A face that a search of an opted-in tenant found nobody for, to be kept (issue 29).
+#[derive(Debug, Clone)]
+pub struct NewSighting {
+    /// UUID.
+    pub id: String,
+    pub tenant_id: String,
+    /// The unknown person it is grouped into: a new one, or one kept before.
+    pub unknown_person_id: String,
+    pub model_id: String,
+    /// L2-normalised template, as the search embedded it.
+    pub embedding: Vec<f32>,
+    /// The face's region of the probe, JPEG-encoded.
+    pub crop: Vec<u8>,
+    /// The face's quality (0–1).
+    pub quality: f32,
+    pub seen_unix_ms: i64,
+    /// The id of the request that searched.
+    pub request_id: String,
+}
+
+/// A kept sighting, without its template and crop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sighting {
+    pub id: String,
+    pub unknown_person_id: String,
+    pub model_id: String,
+    pub quality: f32,
+    pub seen_unix_ms: i64,
+    pub request_id: String,
+}
+
+/// A group of sightings believed to be one person nobody enrolled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPerson {
+    /// UUID.
+    pub id: String,
+    pub tenant_id: String,
+    pub sightings: u64,
+    pub first_seen_unix_ms: i64,
+    pub last_seen_unix_ms: i64,
+}
+
+/// What a deletion of sightings removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SightingPurge {
+    pub sightings: u64,
+    /// Unknown people left without a sighting, and so deleted with them.
+    pub unknown_people: u64,
 }

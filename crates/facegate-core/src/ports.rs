@@ -4,8 +4,9 @@
 use crate::error::Result;
 use crate::jobs::{BulkJob, BulkJobSummary, BulkRecord, PendingRecord};
 use crate::model::{
-    AnalyzeOptions, FaceSample, ImageAnalysis, ModelInfo, NewSample, ReindexTally, StagedSample, StaleTemplates,
-    StoredCredentials, StoredImage, Subject, SubjectHit, SubjectSummary, Template, Tenant, TenantPurge,
+    AnalyzeOptions, BoundingBox, FaceSample, ImageAnalysis, ModelInfo, NewSample, NewSighting, ReindexTally, Sighting,
+    SightingPurge, StagedSample, StaleTemplates, StoredCredentials, StoredImage, Subject, SubjectHit, SubjectSummary,
+    Template, Tenant, TenantPurge, UnknownPerson,
 };
 
 /// Face detection and recognition on encoded image bytes.
@@ -16,13 +17,19 @@ pub trait Engine: Send + Sync + 'static {
     /// each one and, when `options.attributes` asks, measures its attributes.
     /// Errors: `TooLarge`, `UnsupportedImage`, `InvalidImage` for bad input; `Engine` otherwise.
     fn analyze(&self, image: &[u8], options: AnalyzeOptions) -> Result<ImageAnalysis>;
+
+    /// The region of each box of `image` (boxes as `analyze` found them), with a margin, as a
+    /// small JPEG: what is kept of a face nobody enrolled, for a person to look at.
+    fn face_crops(&self, image: &[u8], boxes: &[BoundingBox]) -> Result<Vec<Vec<u8>>>;
 }
 
 /// Durable storage: every role below, and whether it can serve. The service holds one
 /// `Arc<dyn Store>`; each backend implements the roles in a file of its own.
 ///
 /// Every method that writes commits before it returns.
-pub trait Store: TenantStore + GalleryStore + TagStore + BulkJobStore + ReindexStore + 'static {
+pub trait Store:
+    TenantStore + GalleryStore + TagStore + BulkJobStore + ReindexStore + UnknownFaceStore + 'static
+{
     /// Whether the store can serve: it answers a query, and has room to write. `StorageFull`
     /// when free space is below the configured headroom, `Storage` when the database fails.
     fn check_ready(&self) -> Result<()>;
@@ -146,9 +153,14 @@ pub trait TenantStore: Send + Sync {
     /// when it keeps none (its opt-in, `facegate tenant set --unknown-faces`). `NotFound` for no
     /// such tenant.
     fn unknown_faces_retention(&self, tenant_id: &str) -> Result<Option<std::time::Duration>>;
-    /// Turns the opt-in on with `retention` (whole seconds), or off with `None`. `NotFound` for no
-    /// such tenant.
-    fn set_unknown_faces_retention(&self, tenant_id: &str, retention: Option<std::time::Duration>) -> Result<()>;
+    /// Turns the opt-in on with `retention` (whole seconds), or off with `None`, which deletes
+    /// every sighting and unknown person of the tenant in the same transaction. Returns what was
+    /// deleted. `NotFound` for no such tenant.
+    fn set_unknown_faces_retention(
+        &self,
+        tenant_id: &str,
+        retention: Option<std::time::Duration>,
+    ) -> Result<SightingPurge>;
     /// Deletes the tenant and everything stored under it (subjects, samples and their images,
     /// tags, bulk jobs and records, credentials, staged reindex outcomes), as `delete_subject`
     /// purges a subject; a shared gallery also tells the other processes to forget the tenant.
@@ -201,6 +213,55 @@ pub trait GalleryStore: Send + Sync {
             }
         })
     }
+}
+
+/// The faces a tenant's searches found nobody for, kept while it opts in (issue 29), and the
+/// unknown people they are grouped into. An unknown person exists while it has a sighting: each
+/// write that takes its last sighting away deletes it too.
+pub trait UnknownFaceStore: Send + Sync {
+    /// Keeps a sighting, and creates its unknown person first when `new_person`. In the same
+    /// transaction, checks that the tenant still opts in: `Ok(false)`, keeping nothing, when it
+    /// does not (it turned the setting off meanwhile). `NotFound("unknown person")` when it joins
+    /// one that is gone (merged or deleted since it was chosen).
+    fn keep_sighting(&self, sighting: &NewSighting, new_person: bool) -> Result<bool>;
+    /// Streams the templates of every sighting made by `model_id` (of one tenant, or of all), as
+    /// index templates: the subject is the unknown person, the sample the sighting.
+    fn for_each_sighting_template(
+        &self,
+        tenant_id: Option<&str>,
+        model_id: &str,
+        visit: &mut dyn FnMut(Template),
+    ) -> Result<()>;
+    /// Up to `limit` unknown people of the tenant in id order, after `after`: a page.
+    fn list_unknown_people(&self, tenant_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<UnknownPerson>>;
+    fn unknown_person(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Option<UnknownPerson>>;
+    /// The sightings of one unknown person, oldest first.
+    fn sightings_of(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Vec<Sighting>>;
+    /// A sighting's face crop, opened; `None` when there is no such sighting.
+    fn sighting_crop(&self, tenant_id: &str, sighting_id: &str) -> Result<Option<Vec<u8>>>;
+    /// Moves every sighting of `from` to `into` and deletes `from`. Returns how many moved.
+    /// `NotFound("unknown person")` when either is missing; `InvalidRequest` when they are one.
+    fn merge_unknown_people(&self, tenant_id: &str, into: &str, from: &str) -> Result<u64>;
+    /// Moves the given sightings of `from` to a new unknown person `new_person_id`.
+    /// `NotFound("sighting")` when one of them is not `from`'s; `InvalidRequest` when they are
+    /// none, or every one of `from`'s (nothing would be split).
+    fn split_sightings(&self, tenant_id: &str, from: &str, sighting_ids: &[String], new_person_id: &str) -> Result<()>;
+    /// Deletes an unknown person and its sightings; `None` when it did not exist.
+    fn delete_unknown_person(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Option<SightingPurge>>;
+    /// In one transaction: creates `subject` with `samples` (made from the person's sightings),
+    /// and deletes the unknown person and all its sightings. `NotFound("unknown person")` when it
+    /// is gone, `Conflict` when the tenant has the subject's `customer_person_id`.
+    fn promote_unknown_person(
+        &self,
+        tenant_id: &str,
+        unknown_person_id: &str,
+        subject: &Subject,
+        samples: &[NewSample],
+    ) -> Result<()>;
+    /// Deletes, for every tenant, the sightings older than its retention at `now_unix_ms`, and
+    /// the unknown people left with none. Returns what went, per tenant id, for the tenants that
+    /// lost some.
+    fn purge_expired_sightings(&self, now_unix_ms: i64) -> Result<Vec<(String, SightingPurge)>>;
 }
 
 /// A tenant's tags, and the tag labels its subjects carry.

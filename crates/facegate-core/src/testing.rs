@@ -8,10 +8,13 @@ use crate::jobs::{BulkJob, BulkJobSummary, BulkRecord, PendingRecord, RecordStat
 use crate::error::{Error, Result};
 use crate::model::{
     AnalyzeOptions, AnalyzedFace, BoundingBox, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ModelInfo,
-    NewSample, Point, Pose, ReindexOutcome, ReindexTally, StagedSample, StaleTemplates, StaleTenant, StoredCredentials,
-    StoredImage, Subject, SubjectHit, SubjectSummary, Template, Tenant, TenantPurge,
+    NewSample, NewSighting, Point, Pose, ReindexOutcome, ReindexTally, Sighting, SightingPurge, StagedSample,
+    StaleTemplates, StaleTenant, StoredCredentials, StoredImage, Subject, SubjectHit, SubjectSummary, Template, Tenant,
+    TenantPurge, UnknownPerson,
 };
-use crate::ports::{BulkJobStore, Engine, GalleryStore, Index, ReindexStore, Store, TagStore, TenantStore};
+use crate::ports::{
+    BulkJobStore, Engine, GalleryStore, Index, ReindexStore, Store, TagStore, TenantStore, UnknownFaceStore,
+};
 use crate::score::Calibration;
 
 /// Reads "images" written as text: `face:<label>` lines. Each label becomes a face whose
@@ -74,6 +77,11 @@ impl Engine for FakeEngine {
             .collect();
         Ok(ImageAnalysis { width: 200, height: 200, faces })
     }
+
+    /// Each crop names its box: `crop:<left>,<top>,<right>,<bottom>`.
+    fn face_crops(&self, _image: &[u8], boxes: &[BoundingBox]) -> Result<Vec<Vec<u8>>> {
+        Ok(boxes.iter().map(|b| format!("crop:{},{},{},{}", b.left, b.top, b.right, b.bottom).into_bytes()).collect())
+    }
 }
 
 #[derive(Default)]
@@ -96,9 +104,31 @@ struct MemoryData {
     /// (target model id, outcome)
     staging: Vec<(String, StagedSample)>,
     bulk_jobs: Vec<(BulkJob, Vec<BulkRecord>)>,
+    /// (unknown person id, tenant id)
+    unknown_people: Vec<(String, String)>,
+    /// Kept with their templates as stored.
+    sightings: Vec<NewSighting>,
 }
 
 impl MemoryData {
+    fn has_unknown_person(&self, tenant_id: &str, id: &str) -> bool {
+        self.unknown_people.iter().any(|(p, t)| p == id && t == tenant_id)
+    }
+
+    /// Deletes the tenant's sightings that `gone` picks, then its unknown people left with none.
+    fn purge_sightings(&mut self, tenant_id: &str, gone: impl Fn(&NewSighting) -> bool) -> SightingPurge {
+        let before = self.sightings.len();
+        self.sightings.retain(|s| s.tenant_id != tenant_id || !gone(s));
+        let sightings = (before - self.sightings.len()) as u64;
+        let before = self.unknown_people.len();
+        let kept: Vec<(String, String)> = std::mem::take(&mut self.unknown_people)
+            .into_iter()
+            .filter(|(p, t)| t != tenant_id || self.sightings.iter().any(|s| &s.unknown_person_id == p))
+            .collect();
+        self.unknown_people = kept;
+        SightingPurge { sightings, unknown_people: (before - self.unknown_people.len()) as u64 }
+    }
+
     fn add_sample(&mut self, ns: &NewSample, tenant_id: &str) {
         self.images.insert(ns.sample.id.clone(), ns.image.clone());
         self.staging.retain(|(_, s)| s.sample_id != ns.sample.id);
@@ -294,16 +324,25 @@ impl TenantStore for MemoryStore {
         Ok(d.unknown_faces_retention.get(tenant_id).copied())
     }
 
-    fn set_unknown_faces_retention(&self, tenant_id: &str, retention: Option<std::time::Duration>) -> Result<()> {
+    fn set_unknown_faces_retention(
+        &self,
+        tenant_id: &str,
+        retention: Option<std::time::Duration>,
+    ) -> Result<SightingPurge> {
         let mut d = self.lock();
         if !d.tenants.iter().any(|(t, _)| t.id == tenant_id) {
             return Err(Error::NotFound("tenant"));
         }
-        match retention {
-            Some(keep) => d.unknown_faces_retention.insert(tenant_id.to_owned(), keep),
-            None => d.unknown_faces_retention.remove(tenant_id),
-        };
-        Ok(())
+        Ok(match retention {
+            Some(keep) => {
+                d.unknown_faces_retention.insert(tenant_id.to_owned(), keep);
+                SightingPurge::default()
+            }
+            None => {
+                d.unknown_faces_retention.remove(tenant_id);
+                d.purge_sightings(tenant_id, |_| true)
+            }
+        })
     }
 
     fn delete_tenant(&self, tenant_id: &str) -> Result<TenantPurge> {
@@ -313,7 +352,13 @@ impl TenantStore for MemoryStore {
         };
         let (_, tokens) = d.tenants.remove(at);
         d.unknown_faces_retention.remove(tenant_id);
-        let mut purge = TenantPurge { credentials: tokens.len() as u64, ..TenantPurge::default() };
+        let sightings = d.purge_sightings(tenant_id, |_| true);
+        let mut purge = TenantPurge {
+            credentials: tokens.len() as u64,
+            sightings: sightings.sightings,
+            unknown_people: sightings.unknown_people,
+            ..TenantPurge::default()
+        };
         let count = |before: usize, after: usize| (before - after) as u64;
         let n = d.credentials.len();
         d.credentials.retain(|c| c.0 != tenant_id);
@@ -810,6 +855,198 @@ fn tally<'a>(staged: impl Iterator<Item = &'a StagedSample>) -> Vec<(String, Rei
         }
     }
     out.into_iter().collect()
+}
+
+impl UnknownFaceStore for MemoryStore {
+    fn keep_sighting(&self, sighting: &NewSighting, new_person: bool) -> Result<bool> {
+        let mut d = self.lock();
+        if !d.tenants.iter().any(|(t, _)| t.id == sighting.tenant_id) {
+            return Err(Error::NotFound("tenant"));
+        }
+        if !d.unknown_faces_retention.contains_key(&sighting.tenant_id) {
+            return Ok(false);
+        }
+        if d.sightings.iter().any(|s| s.id == sighting.id) {
+            return Err(Error::Conflict(format!("a sighting with id '{}' already exists", sighting.id)));
+        }
+        let person = &sighting.unknown_person_id;
+        if new_person {
+            if d.unknown_people.iter().any(|(p, _)| p == person) {
+                return Err(Error::Conflict(format!("an unknown person with id '{person}' already exists")));
+            }
+            d.unknown_people.push((person.clone(), sighting.tenant_id.clone()));
+        } else if !d.has_unknown_person(&sighting.tenant_id, person) {
+            return Err(Error::NotFound("unknown person"));
+        }
+        d.sightings.push(NewSighting { embedding: as_stored(&sighting.embedding), ..sighting.clone() });
+        Ok(true)
+    }
+
+    fn for_each_sighting_template(
+        &self,
+        tenant_id: Option<&str>,
+        model_id: &str,
+        visit: &mut dyn FnMut(Template),
+    ) -> Result<()> {
+        let templates: Vec<Template> = self
+            .lock()
+            .sightings
+            .iter()
+            .filter(|s| s.model_id == model_id && tenant_id.is_none_or(|t| t == s.tenant_id))
+            .map(|s| Template {
+                tenant_id: s.tenant_id.clone(),
+                subject_id: s.unknown_person_id.clone(),
+                sample_id: s.id.clone(),
+                embedding: s.embedding.clone(),
+            })
+            .collect();
+        templates.into_iter().for_each(visit);
+        Ok(())
+    }
+
+    fn list_unknown_people(&self, tenant_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<UnknownPerson>> {
+        let d = self.lock();
+        let mut ids: Vec<&String> = d
+            .unknown_people
+            .iter()
+            .filter(|(p, t)| t == tenant_id && after.is_none_or(|a| p.as_str() > a))
+            .map(|(p, _)| p)
+            .collect();
+        ids.sort();
+        Ok(ids.into_iter().take(limit).filter_map(|id| unknown_person_of(&d, tenant_id, id)).collect())
+    }
+
+    fn unknown_person(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Option<UnknownPerson>> {
+        Ok(unknown_person_of(&self.lock(), tenant_id, unknown_person_id))
+    }
+
+    fn sightings_of(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Vec<Sighting>> {
+        let d = self.lock();
+        let mut found: Vec<Sighting> = d
+            .sightings
+            .iter()
+            .filter(|s| s.tenant_id == tenant_id && s.unknown_person_id == unknown_person_id)
+            .map(|s| Sighting {
+                id: s.id.clone(),
+                unknown_person_id: s.unknown_person_id.clone(),
+                model_id: s.model_id.clone(),
+                quality: s.quality,
+                seen_unix_ms: s.seen_unix_ms,
+                request_id: s.request_id.clone(),
+            })
+            .collect();
+        found.sort_by(|a, b| (a.seen_unix_ms, &a.id).cmp(&(b.seen_unix_ms, &b.id)));
+        Ok(found)
+    }
+
+    fn sighting_crop(&self, tenant_id: &str, sighting_id: &str) -> Result<Option<Vec<u8>>> {
+        let d = self.lock();
+        Ok(d.sightings.iter().find(|s| s.tenant_id == tenant_id && s.id == sighting_id).map(|s| s.crop.clone()))
+    }
+
+    fn merge_unknown_people(&self, tenant_id: &str, into: &str, from: &str) -> Result<u64> {
+        let mut d = self.lock();
+        if !d.has_unknown_person(tenant_id, into) || !d.has_unknown_person(tenant_id, from) {
+            return Err(Error::NotFound("unknown person"));
+        }
+        if into == from {
+            return Err(Error::InvalidRequest("an unknown person cannot be merged into itself".into()));
+        }
+        let mut moved = 0;
+        for s in d.sightings.iter_mut().filter(|s| s.tenant_id == tenant_id && s.unknown_person_id == from) {
+            s.unknown_person_id = into.to_owned();
+            moved += 1;
+        }
+        d.unknown_people.retain(|(p, _)| p != from);
+        Ok(moved)
+    }
+
+    fn split_sightings(&self, tenant_id: &str, from: &str, sighting_ids: &[String], new_person_id: &str) -> Result<()> {
+        let mut d = self.lock();
+        if !d.has_unknown_person(tenant_id, from) {
+            return Err(Error::NotFound("unknown person"));
+        }
+        let of_from = |d: &MemoryData, id: &str| {
+            d.sightings.iter().any(|s| s.tenant_id == tenant_id && s.unknown_person_id == from && s.id == id)
+        };
+        if sighting_ids.iter().any(|id| !of_from(&d, id)) {
+            return Err(Error::NotFound("sighting"));
+        }
+        let wanted: std::collections::HashSet<&str> = sighting_ids.iter().map(String::as_str).collect();
+        let total = d.sightings.iter().filter(|s| s.tenant_id == tenant_id && s.unknown_person_id == from).count();
+        if wanted.is_empty() || wanted.len() == total {
+            return Err(Error::InvalidRequest("a split must leave some sightings, and take some".into()));
+        }
+        if d.unknown_people.iter().any(|(p, _)| p == new_person_id) {
+            return Err(Error::Conflict(format!("an unknown person with id '{new_person_id}' already exists")));
+        }
+        d.unknown_people.push((new_person_id.to_owned(), tenant_id.to_owned()));
+        for s in d.sightings.iter_mut().filter(|s| s.tenant_id == tenant_id && wanted.contains(s.id.as_str())) {
+            s.unknown_person_id = new_person_id.to_owned();
+        }
+        Ok(())
+    }
+
+    fn delete_unknown_person(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Option<SightingPurge>> {
+        let mut d = self.lock();
+        if !d.has_unknown_person(tenant_id, unknown_person_id) {
+            return Ok(None);
+        }
+        Ok(Some(d.purge_sightings(tenant_id, |s| s.unknown_person_id == unknown_person_id)))
+    }
+
+    fn promote_unknown_person(
+        &self,
+        tenant_id: &str,
+        unknown_person_id: &str,
+        subject: &Subject,
+        samples: &[NewSample],
+    ) -> Result<()> {
+        let mut d = self.lock();
+        if subject.tenant_id != tenant_id || !d.has_unknown_person(tenant_id, unknown_person_id) {
+            return Err(Error::NotFound("unknown person"));
+        }
+        d.check_new_subject(subject)?;
+        for ns in samples {
+            d.check_new_sample(subject, ns, false)?;
+        }
+        d.subjects.push(subject.clone());
+        for ns in samples {
+            d.add_sample(ns, tenant_id);
+        }
+        d.purge_sightings(tenant_id, |s| s.unknown_person_id == unknown_person_id);
+        Ok(())
+    }
+
+    fn purge_expired_sightings(&self, now_unix_ms: i64) -> Result<Vec<(String, SightingPurge)>> {
+        let mut d = self.lock();
+        let retention: Vec<(String, std::time::Duration)> =
+            d.unknown_faces_retention.iter().map(|(t, r)| (t.clone(), *r)).collect();
+        let mut purged = Vec::new();
+        for (tenant_id, keep) in retention {
+            let cutoff = now_unix_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            let purge = d.purge_sightings(&tenant_id, |s| s.seen_unix_ms < cutoff);
+            if purge.sightings > 0 {
+                purged.push((tenant_id, purge));
+            }
+        }
+        purged.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(purged)
+    }
+}
+
+fn unknown_person_of(d: &MemoryData, tenant_id: &str, id: &str) -> Option<UnknownPerson> {
+    if !d.has_unknown_person(tenant_id, id) {
+        return None;
+    }
+    let seen: Vec<i64> = d.sightings.iter().filter(|s| s.unknown_person_id == id).map(|s| s.seen_unix_ms).collect();
+    Some(UnknownPerson {
+        id: id.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        sightings: seen.len() as u64,
+        first_seen_unix_ms: seen.iter().copied().min().unwrap_or(0),
+        last_seen_unix_ms: seen.iter().copied().max().unwrap_or(0),
+    })
 }
 
 impl Store for MemoryStore {

@@ -19,7 +19,8 @@
 //!
 //! One module per stage, in the image's order: [`decode`], [`detect`] and [`refine`], [`align`],
 //! [`embed`], [`attributes`]. [`pipeline`] runs them on a leased worker (`session.rs`, `pool.rs`),
-//! with the settings [`config`] resolves from the engine config and the model [`pack`].
+//! with the settings [`config`] resolves from the engine config and the model [`pack`]. Beside
+//! them, [`crop`] cuts the thumbnails of faces kept for a person to look at.
 //!
 //! Inference runs on a pool of `workers` session sets (one detector and one recognizer each,
 //! single-threaded by default): `ort` sessions need `&mut` to run, and on a small machine N
@@ -29,6 +30,7 @@
 pub mod align;
 pub mod attributes;
 pub mod config;
+pub mod crop;
 pub mod decode;
 pub mod detect;
 pub mod embed;

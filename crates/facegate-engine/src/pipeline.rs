@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use facegate_core::telemetry::{stage, time_stage};
-use facegate_core::{AnalyzeOptions, AnalyzedFace, DetectedFace, ImageAnalysis, ModelInfo};
+use facegate_core::{AnalyzeOptions, AnalyzedFace, BoundingBox, DetectedFace, ImageAnalysis, ModelInfo};
 use image::RgbImage;
 use ort::environment::Environment;
 
 use crate::align::AlignedFace;
 use crate::attributes::{self, FaceDiagnostics, LandmarkParams, MeasuredAttributes};
 use crate::config::{landmark_params, recognizer_params, EngineConfig};
+use crate::crop;
 use crate::decode::{decode_image, DecodeLimits};
 use crate::detect::{self, Detection, DetectorParams, OutputMap};
 use crate::embed::{self, RecognizerParams};
@@ -324,6 +325,12 @@ impl facegate_core::Engine for OrtEngine {
 
     fn analyze(&self, image: &[u8], options: AnalyzeOptions) -> facegate_core::Result<ImageAnalysis> {
         Ok(self.analyze_bytes(image, options)?.analysis)
+    }
+
+    fn face_crops(&self, image: &[u8], boxes: &[BoundingBox]) -> facegate_core::Result<Vec<Vec<u8>>> {
+        // Decoded with the same limits as `analyze`, so its boxes fall on the same pixels; not
+        // timed as the decode stage, which counts the decodes of analyses only.
+        crop::face_crops(image, &self.limits, boxes)
     }
 }
 

@@ -162,6 +162,8 @@ pub(crate) fn check_key_state(
 pub struct RotationReport {
     pub templates: usize,
     pub images: usize,
+    /// Sightings (template and crop) of faces nobody enrolled.
+    pub sightings: usize,
     /// Values found already under the new key (left by an earlier, interrupted rotation).
     pub already_rotated: usize,
 }

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// A subject's new tag labels name a tag the tenant does not have (any more).
     #[error("tag '{0}' does not exist; create it first")]
     UnknownTag(String),
+    /// A request the data refuses, such as merging an unknown person into itself.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -112,9 +115,10 @@ impl From<StoreError> for facegate_core::Error {
         match e {
             StoreError::Conflict(msg) => facegate_core::Error::Conflict(msg),
             StoreError::NotFound(what) => facegate_core::Error::NotFound(what),
-            StoreError::InvalidImageName(_) | StoreError::LimitReached(_) | StoreError::UnknownTag(_) => {
-                facegate_core::Error::InvalidRequest(e.to_string())
-            }
+            StoreError::InvalidImageName(_)
+            | StoreError::LimitReached(_)
+            | StoreError::UnknownTag(_)
+            | StoreError::Invalid(_) => facegate_core::Error::InvalidRequest(e.to_string()),
             StoreError::Sqlite(_)
             | StoreError::Postgres(_)
             | StoreError::Pool(_)

@@ -34,6 +34,7 @@ mod image_path;
 mod listing;
 mod postgres;
 pub mod private_fs;
+mod sightings;
 mod sqlite;
 mod staging;
 mod stored_attributes;

@@ -30,6 +30,8 @@ pub(crate) fn delete_tenant_rows<E>(
     purge.bulk_records =
         run("DELETE FROM bulk_records WHERE job_id IN (SELECT id FROM bulk_jobs WHERE tenant_id = {id})")?;
     purge.bulk_jobs = run("DELETE FROM bulk_jobs WHERE tenant_id = {id}")?;
+    purge.sightings = run("DELETE FROM sightings WHERE tenant_id = {id}")?;
+    purge.unknown_people = run("DELETE FROM unknown_people WHERE tenant_id = {id}")?;
     for table in CREDENTIAL_TABLES {
         purge.credentials += run(&format!("DELETE FROM {table} WHERE tenant_id = {{id}}"))?;
     }

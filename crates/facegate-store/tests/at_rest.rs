@@ -242,3 +242,86 @@ fn deleting_a_subject_leaves_no_trace_in_the_raw_files() {
     assert!(!files_containing(dir.path(), b"person-s2").is_empty());
     assert_eq!(files_containing(dir.path(), b"person-s1"), Vec::<String>::new(), "deleted profile still on disk");
 }
+
+/// A kept sighting of `tenant` with a distinctive crop and template.
+fn sighting(tenant: &Tenant, id: &str, seed: u8) -> facegate_core::NewSighting {
+    facegate_core::NewSighting {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        unknown_person_id: format!("person-{id}"),
+        model_id: "m".into(),
+        embedding: template(f32::from(seed)),
+        crop: jpeg_bytes(seed),
+        quality: 0.8,
+        seen_unix_ms: 1_000,
+        request_id: format!("req-{id}"),
+    }
+}
+
+fn keep_two_sightings(store: &SqliteStore) -> Vec<facegate_core::NewSighting> {
+    let tenant = store.create_tenant("acme", "hash").expect("tenant");
+    store.set_unknown_faces_retention(&tenant.id, Some(std::time::Duration::from_secs(3600))).expect("on");
+    ["v1", "v2"]
+        .iter()
+        .zip([7u8, 11])
+        .map(|(id, seed)| {
+            let kept = sighting(&tenant, id, seed);
+            assert!(store.keep_sighting(&kept, true).expect("keep"));
+            kept
+        })
+        .collect()
+}
+
+fn sighting_templates(store: &SqliteStore) -> Vec<Template> {
+    let mut out = Vec::new();
+    store.for_each_sighting_template(None, "m", &mut |t| out.push(t)).expect("templates");
+    out.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    out
+}
+
+#[test]
+fn sightings_are_sealed_at_rest_and_rotated_with_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, lock) = open_as_holder(dir.path(), key(1));
+    let kept = keep_two_sightings(&store);
+    drop(store);
+    drop(lock);
+    assert_eq!(files_containing(dir.path(), JPEG_HEAD), Vec::<String>::new(), "a crop in the clear");
+    for window in f16_bytes(&kept[0].embedding).chunks(16) {
+        assert_eq!(files_containing(dir.path(), window), Vec::<String>::new(), "a template in the clear");
+    }
+
+    let report = rotate_key(dir.path(), Some(&key(1)), &key(2)).expect("rotate");
+    assert_eq!((report.sightings, report.already_rotated), (2, 0));
+    let store = SqliteStore::open_with_key(dir.path(), Some(key(2))).expect("new key");
+    let tenant_id = t_id(&store);
+    assert_eq!(store.sighting_crop(&tenant_id, "v1").expect("crop"), Some(kept[0].crop.clone()));
+    for (t, s) in sighting_templates(&store).iter().zip(&kept) {
+        assert_close(&t.embedding, &s.embedding);
+    }
+    drop(store);
+    let rerun = rotate_key(dir.path(), Some(&key(1)), &key(2)).expect("rerun");
+    assert_eq!((rerun.sightings, rerun.already_rotated), (0, 2));
+}
+
+#[test]
+fn turning_unknown_faces_off_leaves_no_trace_in_the_raw_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let kept = keep_two_sightings(&store);
+    let marks: Vec<Vec<u8>> =
+        kept.iter().flat_map(|s| [s.crop[20..52].to_vec(), f16_bytes(&s.embedding)[64..96].to_vec()]).collect();
+    for mark in &marks {
+        assert!(!files_containing(dir.path(), mark).is_empty(), "the grep finds what is kept");
+    }
+    let tenant_id = t_id(&store);
+    let purge = store.set_unknown_faces_retention(&tenant_id, None).expect("off");
+    assert_eq!((purge.sightings, purge.unknown_people), (2, 2));
+    for mark in &marks {
+        assert_eq!(files_containing(dir.path(), mark), Vec::<String>::new(), "while open");
+    }
+    drop(store);
+    for mark in &marks {
+        assert_eq!(files_containing(dir.path(), mark), Vec::<String>::new(), "after close");
+    }
+}

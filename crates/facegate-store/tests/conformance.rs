@@ -135,7 +135,181 @@ conformance!(
     persons_list_page_by_page_in_byte_order_with_a_prefix,
     a_signature_is_admitted_once_across_nodes_and_restarts_until_it_expires,
     unknown_faces_are_kept_by_no_tenant_until_it_opts_in,
+    sightings_group_into_unknown_people_that_merge_split_and_delete,
+    a_promoted_unknown_person_becomes_a_subject_in_one_step,
+    sightings_expire_by_their_tenants_retention_and_go_with_the_setting_and_the_tenant,
 );
+
+fn sighting(tenant: &Tenant, id: &str, person: &str, seen_unix_ms: i64, seed: f32) -> facegate_core::NewSighting {
+    facegate_core::NewSighting {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        unknown_person_id: person.into(),
+        model_id: "m@1".into(),
+        embedding: vec![seed, -seed, 0.25, 1.0 / 3.0],
+        crop: format!("\u{FF}crop of {id}").into_bytes(),
+        quality: 0.75,
+        seen_unix_ms,
+        request_id: format!("req-{id}"),
+    }
+}
+
+fn person_counts(store: &dyn Store, tenant: &Tenant) -> Vec<(String, u64, i64, i64)> {
+    store
+        .list_unknown_people(&tenant.id, None, 100)
+        .expect("list")
+        .into_iter()
+        .map(|p| (p.id, p.sightings, p.first_seen_unix_ms, p.last_seen_unix_ms))
+        .collect()
+}
+
+fn sightings_group_into_unknown_people_that_merge_split_and_delete(h: &Harness) {
+    let store = h.store();
+    let acme = store.create_tenant("acme", "hash-a").expect("create");
+    let globex = store.create_tenant("globex", "hash-g").expect("create");
+    // Off: nothing is kept, and no error.
+    assert!(!store.keep_sighting(&sighting(&acme, "s0", "p-a", 1_000, 0.5), true).expect("keep while off"));
+    assert!(person_counts(store.as_ref(), &acme).is_empty());
+
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    store.set_unknown_faces_retention(&acme.id, Some(month)).expect("on");
+    assert!(store.keep_sighting(&sighting(&acme, "s1", "p-a", 1_000, 0.5), true).expect("keep"));
+    assert!(store.keep_sighting(&sighting(&acme, "s2", "p-a", 3_000, 0.5), false).expect("keep"));
+    assert!(store.keep_sighting(&sighting(&acme, "s3", "p-b", 2_000, 0.25), true).expect("keep"));
+    assert!(matches!(
+        store.keep_sighting(&sighting(&acme, "s4", "p-gone", 2_000, 0.25), false),
+        Err(Error::NotFound("unknown person"))
+    ));
+    // Another tenant's person cannot be joined, and that tenant keeps nothing while off.
+    store.set_unknown_faces_retention(&globex.id, Some(month)).expect("on");
+    assert!(matches!(
+        store.keep_sighting(&sighting(&globex, "g1", "p-a", 2_000, 0.25), false),
+        Err(Error::NotFound("unknown person"))
+    ));
+
+    let store = h.store(); // survives reopening
+    assert_eq!(
+        person_counts(store.as_ref(), &acme),
+        vec![("p-a".into(), 2, 1_000, 3_000), ("p-b".into(), 1, 2_000, 2_000)]
+    );
+    assert!(person_counts(store.as_ref(), &globex).is_empty());
+    let page = store.list_unknown_people(&acme.id, Some("p-a"), 10).expect("page");
+    assert_eq!(page.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), vec!["p-b"]);
+    assert_eq!(store.list_unknown_people(&acme.id, None, 1).expect("page").len(), 1);
+    let sightings = store.sightings_of(&acme.id, "p-a").expect("sightings");
+    assert_eq!(
+        sightings.iter().map(|s| (s.id.as_str(), s.seen_unix_ms, s.request_id.as_str())).collect::<Vec<_>>(),
+        vec![("s1", 1_000, "req-s1"), ("s2", 3_000, "req-s2")]
+    );
+    assert_eq!((sightings[0].model_id.as_str(), sightings[0].quality), ("m@1", 0.75));
+    assert!(store.sightings_of(&globex.id, "p-a").expect("other tenant").is_empty());
+    assert_eq!(store.sighting_crop(&acme.id, "s2").expect("crop"), Some(sighting(&acme, "s2", "", 0, 0.0).crop));
+    assert_eq!(store.sighting_crop(&globex.id, "s2").expect("crop"), None, "another tenant's crop");
+    let mut templates = Vec::new();
+    store.for_each_sighting_template(Some(&acme.id), "m@1", &mut |t| templates.push(t)).expect("templates");
+    templates.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    assert_eq!(
+        templates.iter().map(|t| (t.subject_id.as_str(), t.sample_id.as_str())).collect::<Vec<_>>(),
+        vec![("p-a", "s1"), ("p-a", "s2"), ("p-b", "s3")]
+    );
+    assert_eq!(templates[2].embedding, as_stored(&[0.25, -0.25, 0.25, 1.0 / 3.0]));
+    let mut other_model = 0;
+    store.for_each_sighting_template(None, "m@2", &mut |_| other_model += 1).expect("templates");
+    assert_eq!(other_model, 0);
+
+    // Merge: p-b's sighting moves to p-a, and p-b is gone.
+    assert!(matches!(store.merge_unknown_people(&acme.id, "p-a", "p-a"), Err(Error::InvalidRequest(_))));
+    assert!(matches!(store.merge_unknown_people(&acme.id, "p-a", "nobody"), Err(Error::NotFound(_))));
+    assert!(matches!(store.merge_unknown_people(&globex.id, "p-a", "p-b"), Err(Error::NotFound(_))));
+    assert_eq!(store.merge_unknown_people(&acme.id, "p-a", "p-b").expect("merge"), 1);
+    assert_eq!(person_counts(store.as_ref(), &acme), vec![("p-a".into(), 3, 1_000, 3_000)]);
+    assert_eq!(store.unknown_person(&acme.id, "p-b").expect("read"), None);
+
+    // Split s3 out again, into a new person.
+    let split = |ids: &[&str], new: &str| {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        store.split_sightings(&acme.id, "p-a", &ids, new)
+    };
+    assert!(matches!(split(&[], "p-c"), Err(Error::InvalidRequest(_))));
+    assert!(matches!(split(&["s1", "s2", "s3"], "p-c"), Err(Error::InvalidRequest(_))), "nothing left");
+    assert!(matches!(split(&["s3", "nope"], "p-c"), Err(Error::NotFound("sighting"))));
+    split(&["s3"], "p-c").expect("split");
+    assert_eq!(
+        person_counts(store.as_ref(), &acme),
+        vec![("p-a".into(), 2, 1_000, 3_000), ("p-c".into(), 1, 2_000, 2_000)]
+    );
+
+    // Delete: the person and its sightings go; another tenant's delete finds nothing.
+    assert_eq!(store.delete_unknown_person(&globex.id, "p-a").expect("delete"), None);
+    let purge = store.delete_unknown_person(&acme.id, "p-a").expect("delete").expect("existed");
+    assert_eq!((purge.sightings, purge.unknown_people), (2, 1));
+    assert_eq!(store.sighting_crop(&acme.id, "s1").expect("crop"), None);
+    assert_eq!(person_counts(h.store().as_ref(), &acme), vec![("p-c".into(), 1, 2_000, 2_000)]);
+}
+
+fn a_promoted_unknown_person_becomes_a_subject_in_one_step(h: &Harness) {
+    let store = h.store();
+    let acme = store.create_tenant("acme", "hash-a").expect("create");
+    store.set_unknown_faces_retention(&acme.id, Some(std::time::Duration::from_secs(3600))).expect("on");
+    store.keep_sighting(&sighting(&acme, "s1", "p-a", 1_000, 0.5), true).expect("keep");
+    store.keep_sighting(&sighting(&acme, "s2", "p-a", 2_000, 0.5), false).expect("keep");
+    let taken = subject(&acme, "subj-0", Some("taken"));
+    store.create_subject(&taken, None).expect("subject");
+
+    let will = subject(&acme, "subj-1", Some("will"));
+    let samples =
+        vec![sample("subj-1", "e1", "2024-01-01T00:00:00.000000Z", "m@1", 0.5), sample("subj-1", "e2", "", "m@1", 0.5)];
+    let clash = subject(&acme, "subj-1", Some("taken"));
+    let clashed = store.promote_unknown_person(&acme.id, "p-a", &clash, &samples);
+    assert!(matches!(clashed, Err(Error::Conflict(_))), "{clashed:?}");
+    assert!(matches!(store.promote_unknown_person(&acme.id, "p-z", &will, &samples), Err(Error::NotFound(_))));
+    assert_eq!(person_counts(store.as_ref(), &acme).len(), 1, "a refused promotion changes nothing");
+    assert_eq!(store.subject_by_customer_id(&acme.id, "will").expect("read"), None);
+
+    store.promote_unknown_person(&acme.id, "p-a", &will, &samples).expect("promote");
+    let store = h.store();
+    assert_eq!(store.subject_by_customer_id(&acme.id, "will").expect("read"), Some(will.clone()));
+    assert_eq!(store.samples_of(&acme.id, "subj-1").expect("samples").len(), 2);
+    assert_eq!(h.image(&acme.id, &samples[0].sample.image_name), Some(samples[0].image.clone()));
+    assert!(person_counts(store.as_ref(), &acme).is_empty());
+    assert_eq!(store.sighting_crop(&acme.id, "s1").expect("crop"), None);
+    h.check_integrity(store.as_ref());
+}
+
+fn sightings_expire_by_their_tenants_retention_and_go_with_the_setting_and_the_tenant(h: &Harness) {
+    let store = h.store();
+    let acme = store.create_tenant("acme", "hash-a").expect("create");
+    let globex = store.create_tenant("globex", "hash-g").expect("create");
+    let hour = std::time::Duration::from_secs(3600);
+    store.set_unknown_faces_retention(&acme.id, Some(hour)).expect("on");
+    store.set_unknown_faces_retention(&globex.id, Some(2 * hour)).expect("on");
+    let now = 10 * 3_600_000;
+    // acme: one sighting past its hour, one within; its person with only the old one goes.
+    store.keep_sighting(&sighting(&acme, "a-old", "p-old", now - 3_600_001, 0.5), true).expect("keep");
+    store.keep_sighting(&sighting(&acme, "a-mixed-old", "p-mixed", now - 3_700_000, 0.5), true).expect("keep");
+    store.keep_sighting(&sighting(&acme, "a-mixed-new", "p-mixed", now - 60_000, 0.5), false).expect("keep");
+    // globex keeps two hours: the same age stays.
+    store.keep_sighting(&sighting(&globex, "g-old", "q-old", now - 3_600_001, 0.5), true).expect("keep");
+
+    let purged = store.purge_expired_sightings(now).expect("purge");
+    assert_eq!(purged, vec![(acme.id.clone(), facegate_core::SightingPurge { sightings: 2, unknown_people: 1 })]);
+    assert_eq!(person_counts(store.as_ref(), &acme), vec![("p-mixed".into(), 1, now - 60_000, now - 60_000)]);
+    assert_eq!(person_counts(store.as_ref(), &globex).len(), 1);
+    assert!(store.purge_expired_sightings(now).expect("again").is_empty());
+
+    // Off deletes all the tenant kept, in the same step.
+    let off = store.set_unknown_faces_retention(&acme.id, None).expect("off");
+    assert_eq!((off.sightings, off.unknown_people), (1, 1));
+    assert!(person_counts(h.store().as_ref(), &acme).is_empty());
+    assert_eq!(store.sighting_crop(&acme.id, "a-mixed-new").expect("crop"), None);
+
+    let purge = store.delete_tenant(&globex.id).expect("delete tenant");
+    assert_eq!((purge.sightings, purge.unknown_people), (1, 1));
+    let mut left = 0;
+    store.for_each_sighting_template(None, "m@1", &mut |_| left += 1).expect("templates");
+    assert_eq!(left, 0);
+    h.check_integrity(store.as_ref());
+}
 
 /// A template as the store gives it back: rounded to half precision.
 fn as_stored(embedding: &[f32]) -> Vec<f32> {

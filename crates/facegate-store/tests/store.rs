@@ -67,7 +67,7 @@ fn a_reopened_directory_is_at_the_current_schema_with_nothing_to_sweep() {
     }
     for _ in 0..2 {
         let store = open(dir.path());
-        assert_eq!(store.schema_version().expect("version"), 12);
+        assert_eq!(store.schema_version().expect("version"), 13);
         assert_eq!(store.sweep_orphans().expect("sweep"), 0);
         assert_eq!(templates(&store, "m").len(), 1);
     }

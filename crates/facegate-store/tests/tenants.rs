@@ -112,6 +112,19 @@ fn populate(store: &dyn Store, tenant: &Tenant, tag: &str) -> Vec<String> {
         outcome: ReindexOutcome::Failed(ReindexFailure::NoFace),
     };
     store.stage_reindexed("other-model", &[staged]).expect("stage");
+    store.set_unknown_faces_retention(&tenant.id, Some(Duration::from_secs(3600))).expect("unknown faces on");
+    let seen = facegate_core::NewSighting {
+        id: format!("{tag}-sighting"),
+        tenant_id: tenant.id.clone(),
+        unknown_person_id: format!("{tag}-unknown-person"),
+        model_id: "m".into(),
+        embedding: vec![0.5, -0.5, 0.25],
+        crop: format!("{tag}-crop-bytes").into_bytes(),
+        quality: 0.9,
+        seen_unix_ms: 1,
+        request_id: format!("{tag}-request"),
+    };
+    assert!(store.keep_sighting(&seen, true).expect("sighting"));
     let rotated = Plain::new(&format!("{tag}r"));
     store.rotate_credentials(&tenant.id, &rotated.stored(), Duration::from_secs(3600)).expect("rotate");
     vec![
@@ -123,6 +136,10 @@ fn populate(store: &dyn Store, tenant: &Tenant, tag: &str) -> Vec<String> {
         x3,
         customer,
         job.id,
+        seen.id,
+        seen.unknown_person_id,
+        format!("{tag}-crop-bytes"),
+        format!("{tag}-request"),
         format!("{tag}-op-0"),
         format!("{tag}-vip"),
         rotated.access_key_id,
@@ -144,6 +161,8 @@ fn populated_purge() -> TenantPurge {
         // The first token, API key and access key, and the rotated three.
         credentials: 6,
         reindex_staging: 1,
+        sightings: 1,
+        unknown_people: 1,
     }
 }
 

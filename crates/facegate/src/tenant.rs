@@ -187,11 +187,13 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
             };
             let config = Config::resolve(file, Flags { store: Some(&data), ..Flags::default() })?;
             let admin = TenantAdmin::new(open_store(&config.store)?);
+            let mut deleted = None;
             if let Some(retention) = change {
                 crate::audit_log::open_in(&config.store.data_dir)?;
-                admin
+                let (_, purge) = admin
                     .set_unknown_faces(&name, retention)
                     .with_context(|| format!("changing the settings of tenant {name:?}"))?;
+                deleted = retention.is_none().then_some(purge);
             }
             let (tenant, retention) = admin.unknown_faces(&name).with_context(|| format!("tenant {name:?}"))?;
             let (unknown_faces, retention_secs) = unknown_faces_shown(retention);
@@ -202,6 +204,7 @@ pub fn run(cmd: TenantCommand, file: &FileConfig) -> anyhow::Result<()> {
                     "name": tenant.name,
                     "unknown_faces": unknown_faces,
                     "unknown_retention_secs": retention_secs,
+                    "deleted": deleted,
                 })
             );
         }

@@ -11,7 +11,7 @@ use super::audit::record;
 use super::state::FaceService;
 use super::text::rfc3339_after;
 use crate::error::{Error, Result};
-use crate::model::{ApiCredentials, StoredCredentials, Tenant, TenantPurge};
+use crate::model::{ApiCredentials, SightingPurge, StoredCredentials, Tenant, TenantPurge};
 use crate::ports::Store;
 
 /// Longest tenant name, in characters.
@@ -196,8 +196,9 @@ impl TenantAdmin {
     }
 
     /// Turns the tenant's keeping of unknown faces on, for `retention` (whole seconds, at most
-    /// [`MAX_UNKNOWN_FACES_RETENTION`]), or off with `None`. Audited as `set_unknown_faces`.
-    pub fn set_unknown_faces(&self, name: &str, retention: Option<Duration>) -> Result<Tenant> {
+    /// [`MAX_UNKNOWN_FACES_RETENTION`]), or off with `None`, which deletes what it kept (the
+    /// returned counts). Audited as `set_unknown_faces`.
+    pub fn set_unknown_faces(&self, name: &str, retention: Option<Duration>) -> Result<(Tenant, SightingPurge)> {
         if let Some(keep) = retention {
             if keep.as_secs() == 0 || keep > MAX_UNKNOWN_FACES_RETENTION {
                 return Err(Error::InvalidRequest(format!(
@@ -213,8 +214,18 @@ impl TenantAdmin {
             None => "off".to_owned(),
         };
         let outcome = self.store.set_unknown_faces_retention(&tenant.id, retention);
-        record(&tenant, "set_unknown_faces", &input, "", outcome.as_ref().map_or_else(|e| e.code().name(), |()| "ok"));
-        outcome.map(|()| tenant)
+        let output = outcome
+            .as_ref()
+            .map(|p| format!("sightings={} unknown_people={}", p.sightings, p.unknown_people))
+            .unwrap_or_default();
+        record(
+            &tenant,
+            "set_unknown_faces",
+            &input,
+            &output,
+            outcome.as_ref().map_or_else(|e| e.code().name(), |_| "ok"),
+        );
+        outcome.map(|purge| (tenant, purge))
     }
 
     /// The tenant called `name`; `NotFound` when there is none.

@@ -20,7 +20,7 @@ const SAMPLE_COLUMNS: &str =
 
 impl PgStore {
     /// Inserts a sample's row, its template and its image inside `tx`.
-    fn insert_sample(&self, tx: &mut Transaction<'_>, subject: &Subject, ns: &NewSample) -> Result<()> {
+    pub(super) fn insert_sample(&self, tx: &mut Transaction<'_>, subject: &Subject, ns: &NewSample) -> Result<()> {
         let s = &ns.sample;
         if s.subject_id != subject.id {
             return Err(StoreError::Inconsistent(format!(
@@ -401,7 +401,7 @@ impl PgStore {
     }
 }
 
-fn insert_subject(tx: &mut Transaction<'_>, subject: &Subject) -> Result<()> {
+pub(super) fn insert_subject(tx: &mut Transaction<'_>, subject: &Subject) -> Result<()> {
     let p = &subject.profile;
     tx.execute(
         &format!("INSERT INTO subjects ({SUBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_credential_expiry.sql"),
     include_str!("migrations/0004_used_signatures.sql"),
     include_str!("migrations/0005_unknown_faces.sql"),
+    include_str!("migrations/0006_sightings.sql"),
 ];
 
 /// Serialises schema changes between nodes (an arbitrary, fixed 64-bit key: "facegate").

@@ -20,6 +20,7 @@ pub mod rotate;
 mod sql;
 mod tags;
 mod tenants;
+mod unknown;
 
 use std::time::Duration;
 
@@ -184,7 +185,8 @@ fn check_key(conn: &mut Conn, key: Option<&DataKey>, may_record: bool) -> Result
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEY_LOCK])?;
     let recorded: Option<String> =
         tx.query_opt("SELECT value FROM store_meta WHERE name = $1", &[&META_KEY_ID])?.map(|row| row.get(0));
-    let has_samples: bool = tx.query_one("SELECT EXISTS (SELECT 1 FROM face_samples)", &[])?.get(0);
+    let has_samples: bool =
+        tx.query_one("SELECT EXISTS (SELECT 1 FROM face_samples) OR EXISTS (SELECT 1 FROM sightings)", &[])?.get(0);
     let record = crate::crypto::check_key_state(recorded, key, may_record, &|| Ok(has_samples))?;
     if let (true, Some(key)) = (record, key) {
         tx.execute("INSERT INTO store_meta (name, value) VALUES ($1, $2)", &[&META_KEY_ID, &key.id_hex()])?;

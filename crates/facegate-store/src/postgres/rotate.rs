@@ -9,6 +9,7 @@ use postgres::{Client, NoTls};
 use super::{migrations, META_KEY_ID, NODES_LOCK};
 use crate::crypto::{reseal_image, DataKey, RotationReport};
 use crate::error::{Result, StoreError};
+use crate::sightings::reseal_sighting;
 use crate::templates::reseal_template;
 
 /// Rows read per round trip while rotating.
@@ -83,6 +84,28 @@ pub fn rotate_key_postgres(url: &str, old: Option<&DataKey>, new: &DataKey) -> R
             report.images += 1;
         }
     }
+    let mut after = String::new();
+    loop {
+        let rows = tx.query(
+            "SELECT id, embedding, embedding_encoding, crop FROM sightings WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &BATCH],
+        )?;
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        for row in &rows {
+            let sighting_id: String = row.get(0);
+            let (blob, encoding, crop): (Vec<u8>, String, Vec<u8>) = (row.get(1), row.get(2), row.get(3));
+            let Some(sealed) = reseal_sighting(&sighting_id, &blob, &encoding, &crop, old, new)? else {
+                report.already_rotated += 1;
+                continue;
+            };
+            tx.execute(
+                "UPDATE sightings SET embedding = $2, embedding_encoding = $3, crop = $4 WHERE id = $1",
+                &[&sighting_id, &sealed.template, &sealed.encoding, &sealed.crop],
+            )?;
+            report.sightings += 1;
+        }
+    }
     // Templates staged by an unfinished reindex are sealed under the old key. They are only work
     // saved, so they go rather than being re-sealed: the next reindex run redoes them.
     tx.execute("DELETE FROM reindex_staging", &[])?;
@@ -95,6 +118,7 @@ pub fn rotate_key_postgres(url: &str, old: Option<&DataKey>, new: &DataKey) -> R
         key_id = %new.id_hex(),
         templates = report.templates,
         images = report.images,
+        sightings = report.sightings,
         "PostgreSQL gallery re-encrypted"
     );
     Ok(report)

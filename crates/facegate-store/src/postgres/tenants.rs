@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::tenant_purge::{delete_tenant_rows, CREDENTIAL_TABLES};
-use facegate_core::{StoredCredentials, Tenant, TenantPurge};
+use facegate_core::{SightingPurge, StoredCredentials, Tenant, TenantPurge};
 use postgres::Transaction;
 
 use super::changes::{self, Change, Kind};
@@ -249,16 +249,29 @@ impl facegate_core::TenantStore for PgStore {
         Ok(secs.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))))
     }
 
-    fn set_unknown_faces_retention(&self, tenant_id: &str, retention: Option<Duration>) -> facegate_core::Result<()> {
+    /// Off deletes in the same transaction; the UPDATE's row lock makes a keep that began before
+    /// it finish first (its `FOR SHARE`), so nothing it keeps outlives the deletion.
+    fn set_unknown_faces_retention(
+        &self,
+        tenant_id: &str,
+        retention: Option<Duration>,
+    ) -> facegate_core::Result<SightingPurge> {
         let secs = retention.map(|keep| i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
-        let changed = self
-            .conn()?
-            .execute("UPDATE tenants SET unknown_faces_retention_secs = $2 WHERE id = $1", &[&tenant_id, &secs])
-            .map_err(StoreError::from)?;
-        if changed == 0 {
-            return Err(facegate_core::Error::NotFound("tenant"));
-        }
-        Ok(())
+        to_core(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let changed =
+                tx.execute("UPDATE tenants SET unknown_faces_retention_secs = $2 WHERE id = $1", &[&tenant_id, &secs])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("tenant"));
+            }
+            let purge = match secs {
+                Some(_) => SightingPurge::default(),
+                None => super::unknown::delete_all_sightings(&mut tx, tenant_id)?,
+            };
+            tx.commit()?;
+            Ok(purge)
+        })
     }
 
     /// Deletes the tenant's rows in one transaction, with its earlier change-log rows, and

@@ -20,6 +20,7 @@ mod reindex;
 pub(crate) mod rotate;
 mod tags;
 mod tenants;
+mod unknown;
 
 use self::blobs::{BlobInfo, BlobStore, StagedBlob};
 use self::lock::DataDirLock;
@@ -215,15 +216,23 @@ impl SqliteStore {
         image: Option<StagedBlob>,
         f: impl FnOnce(&Transaction<'_>, Option<&BlobInfo>) -> Result<T>,
     ) -> Result<T> {
+        self.write_with_images(image.into_iter().collect(), |tx, blobs| f(tx, blobs.first()))
+    }
+
+    /// As [`Self::write_with_image`], with any number of images.
+    fn write_with_images<T>(
+        &self,
+        images: Vec<StagedBlob>,
+        f: impl FnOnce(&Transaction<'_>, &[BlobInfo]) -> Result<T>,
+    ) -> Result<T> {
         let mut conn = self.writer.lock();
-        let published = image.map(StagedBlob::publish).transpose()?;
+        let published = images.into_iter().map(StagedBlob::publish).collect::<Result<Vec<_>>>()?;
+        let infos: Vec<BlobInfo> = published.iter().map(|p| p.info().clone()).collect();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx, published.as_ref().map(|p| p.info()))?;
+        let out = f(&tx, &infos)?;
         tx.commit()?;
         self.commits.committed();
-        if let Some(p) = published {
-            p.keep();
-        }
+        published.into_iter().for_each(|p| p.keep());
         Ok(out)
     }
 
@@ -421,8 +430,13 @@ pub(crate) fn recorded_key_id(conn: &Connection) -> Result<Option<String>> {
 /// Checks `key` against the directory's recorded key, recording it when
 /// [`crate::crypto::check_key_state`] says so.
 fn check_key(conn: &Connection, key: Option<&DataKey>, may_record: bool) -> Result<()> {
-    let has_samples =
-        || -> Result<bool> { Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM face_samples)", [], |r| r.get(0))?) };
+    let has_samples = || -> Result<bool> {
+        Ok(conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM face_samples) OR EXISTS (SELECT 1 FROM sightings)",
+            [],
+            |r| r.get(0),
+        )?)
+    };
     if crate::crypto::check_key_state(recorded_key_id(conn)?, key, may_record, &has_samples)? {
         if let Some(key) = key {
             conn.execute("INSERT INTO store_meta (name, value) VALUES (?1, ?2)", params![META_KEY_ID, key.id_hex()])?;

@@ -15,6 +15,7 @@ use super::lock::DataDirLock;
 use super::{migrations, recorded_key_id, META_KEY_ID};
 use crate::crypto::{reseal_image, DataKey, RotationReport};
 use crate::error::{Result, StoreError};
+use crate::sightings::reseal_sighting;
 use crate::templates::reseal_template;
 
 /// Re-encrypts the data directory under `new`. `old` is the key it is encrypted under now, or
@@ -77,6 +78,22 @@ pub fn rotate_key(data_dir: &Path, old: Option<&DataKey>, new: &DataKey) -> Resu
             report.templates += 1;
         }
     }
+    {
+        let mut select = tx.prepare("SELECT id, embedding, embedding_encoding, crop FROM sightings")?;
+        let mut update =
+            tx.prepare("UPDATE sightings SET embedding = ?2, embedding_encoding = ?3, crop = ?4 WHERE id = ?1")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let sighting_id: String = row.get(0)?;
+            let (blob, encoding, crop): (Vec<u8>, String, Vec<u8>) = (row.get(1)?, row.get(2)?, row.get(3)?);
+            let Some(sealed) = reseal_sighting(&sighting_id, &blob, &encoding, &crop, old, new)? else {
+                report.already_rotated += 1;
+                continue;
+            };
+            update.execute(params![sighting_id, sealed.template, sealed.encoding, sealed.crop])?;
+            report.sightings += 1;
+        }
+    }
     // Templates staged by an unfinished reindex are sealed under the old key. They are only work
     // saved, so they go rather than being re-sealed: the next reindex run redoes them.
     tx.execute("DELETE FROM reindex_staging", [])?;
@@ -93,6 +110,7 @@ pub fn rotate_key(data_dir: &Path, old: Option<&DataKey>, new: &DataKey) -> Resu
         key_id = %new.id_hex(),
         templates = report.templates,
         images = report.images,
+        sightings = report.sightings,
         already_rotated = report.already_rotated,
         "data directory re-encrypted"
     );

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::tenant_purge::{delete_tenant_rows, CREDENTIAL_TABLES};
-use facegate_core::{StoredCredentials, Tenant, TenantPurge};
+use facegate_core::{SightingPurge, StoredCredentials, Tenant, TenantPurge};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{scrub_wal, tenant_from_row, SqliteStore};
@@ -247,18 +247,29 @@ impl facegate_core::TenantStore for SqliteStore {
         Ok(secs.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))))
     }
 
-    fn set_unknown_faces_retention(&self, tenant_id: &str, retention: Option<Duration>) -> facegate_core::Result<()> {
+    fn set_unknown_faces_retention(
+        &self,
+        tenant_id: &str,
+        retention: Option<Duration>,
+    ) -> facegate_core::Result<SightingPurge> {
         let secs = retention.map(|keep| i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
         to_core(|| {
-            self.write(|tx| {
+            let purge = self.write(|tx| {
                 let changed = tx
                     .prepare_cached("UPDATE tenants SET unknown_faces_retention_secs = ?2 WHERE id = ?1")?
                     .execute(params![tenant_id, secs])?;
                 if changed == 0 {
                     return Err(StoreError::NotFound("tenant"));
                 }
-                Ok(())
-            })
+                match secs {
+                    Some(_) => Ok(SightingPurge::default()),
+                    None => super::unknown::delete_all_sightings(tx, tenant_id),
+                }
+            })?;
+            if purge.sightings > 0 || purge.unknown_people > 0 {
+                scrub_wal(&self.writer.lock());
+            }
+            Ok(purge)
         })
     }
 

@@ -22,6 +22,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("0010_used_signatures.sql"),
     include_str!("0011_changes.sql"),
     include_str!("0012_unknown_faces.sql"),
+    include_str!("0013_sightings.sql"),
 ];
 
 /// Brings the schema up to date and returns the version it is at.
