@@ -427,11 +427,30 @@ pub struct NewSighting {
     pub embedding: Vec<f32>,
     /// The face's region of the probe, JPEG-encoded.
     pub crop: Vec<u8>,
+    /// The face's box in the crop's pixels.
+    pub crop_face: BoundingBox,
     /// The face's quality (0–1).
     pub quality: f32,
     pub seen_unix_ms: i64,
     /// The id of the request that searched.
     pub request_id: String,
+}
+
+/// A face's region cut from a probe image, for a person to look at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceCrop {
+    /// JPEG-encoded.
+    pub jpeg: Vec<u8>,
+    /// The face's box in the crop's pixels.
+    pub face: BoundingBox,
+}
+
+/// What a kept sighting holds of the face: its crop and template, opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SightingFace {
+    pub crop: FaceCrop,
+    pub model_id: String,
+    pub embedding: Vec<f32>,
 }
 
 /// A kept sighting, without its template and crop.

@@ -4,9 +4,9 @@
 use crate::error::Result;
 use crate::jobs::{BulkJob, BulkJobSummary, BulkRecord, PendingRecord};
 use crate::model::{
-    AnalyzeOptions, BoundingBox, FaceSample, ImageAnalysis, ModelInfo, NewSample, NewSighting, ReindexTally, Sighting,
-    SightingPurge, StagedSample, StaleTemplates, StoredCredentials, StoredImage, Subject, SubjectHit, SubjectSummary,
-    Template, Tenant, TenantPurge, UnknownPerson,
+    AnalyzeOptions, BoundingBox, FaceCrop, FaceSample, ImageAnalysis, ModelInfo, NewSample, NewSighting, ReindexTally,
+    Sighting, SightingFace, SightingPurge, StagedSample, StaleTemplates, StoredCredentials, StoredImage, Subject,
+    SubjectHit, SubjectSummary, Template, Tenant, TenantPurge, UnknownPerson,
 };
 
 /// Face detection and recognition on encoded image bytes.
@@ -20,7 +20,7 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The region of each box of `image` (boxes as `analyze` found them), with a margin, as a
     /// small JPEG: what is kept of a face nobody enrolled, for a person to look at.
-    fn face_crops(&self, image: &[u8], boxes: &[BoundingBox]) -> Result<Vec<Vec<u8>>>;
+    fn face_crops(&self, image: &[u8], boxes: &[BoundingBox]) -> Result<Vec<FaceCrop>>;
 }
 
 /// Durable storage: every role below, and whether it can serve. The service holds one
@@ -237,8 +237,8 @@ pub trait UnknownFaceStore: Send + Sync {
     fn unknown_person(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Option<UnknownPerson>>;
     /// The sightings of one unknown person, oldest first.
     fn sightings_of(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Vec<Sighting>>;
-    /// A sighting's face crop, opened; `None` when there is no such sighting.
-    fn sighting_crop(&self, tenant_id: &str, sighting_id: &str) -> Result<Option<Vec<u8>>>;
+    /// A sighting's crop and template, opened; `None` when there is no such sighting.
+    fn sighting_face(&self, tenant_id: &str, sighting_id: &str) -> Result<Option<SightingFace>>;
     /// Moves every sighting of `from` to `into` and deletes `from`. Returns how many moved.
     /// `NotFound("unknown person")` when either is missing; `InvalidRequest` when they are one.
     fn merge_unknown_people(&self, tenant_id: &str, into: &str, from: &str) -> Result<u64>;

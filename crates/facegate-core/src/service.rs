@@ -11,6 +11,8 @@
 //!   gallery other processes write; `background`: starting and stopping those two beside the
 //!   requests; `audit`: the audit trail;
 //! - `reindex`: re-embedding every stored face with the active model (`facegate reindex`);
+//! - `unknown`: the faces searches found nobody for, kept for the tenants that opt in, grouped
+//!   into unknown people, searched back, merged, split, deleted and promoted;
 //!
 //! A use case is a method of the object that holds the ports it needs: [`FaceService`] (engine,
 //! store, index) for everything a running server does, [`TenantAdmin`] (store) and
@@ -30,6 +32,7 @@ mod state;
 mod tags;
 mod tenants;
 mod text;
+mod unknown;
 
 pub use audit::{escape_controls, AUDIT_TARGET};
 pub use background::{BackgroundWork, BulkRunner, BULK_STOP_GRACE};
@@ -47,7 +50,7 @@ pub use snapshots::SNAPSHOT_EVERY;
 pub use state::{
     registrable_face, FacePolicy, FaceService, ServiceConfig, DEFAULT_INFERENCE_QUEUE_PER_WORKER,
     DEFAULT_KNOWN_THRESHOLD, DEFAULT_MAX_BULK_QUEUED_PER_TENANT, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MIN_FACE_QUALITY,
-    REGISTRATION_FACES_EXAMINED, RIVAL_MIN_AREA_RATIO,
+    DEFAULT_SIGHTING_PURGE_EVERY, REGISTRATION_FACES_EXAMINED, RIVAL_MIN_AREA_RATIO,
 };
 pub use tags::{MAX_TAGS, MAX_TAG_CHARS};
 pub use tenants::{
@@ -55,3 +58,4 @@ pub use tenants::{
     DEFAULT_CREDENTIAL_GRACE, MAX_TENANT_NAME_CHARS, MAX_UNKNOWN_FACES_RETENTION,
 };
 pub use text::{image_extension, now_rfc3339, rfc3339_after, stored_image_name};
+pub use unknown::{UnknownMatch, UnknownSearch, MAX_PROMOTED_FACES, MAX_UNKNOWN_PAGE, UNKNOWN_MATCHES_PER_FACE};

@@ -29,6 +29,14 @@ pub const AUTH_FAILURES: &str = "facegate_auth_failures_total";
 /// Requests refused because their address failed authentication too often, by `dialect`.
 pub const AUTH_THROTTLED: &str = "facegate_auth_throttled_total";
 
+/// Faces that searches found nobody for, kept as sightings (tenants that opt in), by `tenant_id`.
+pub const SIGHTINGS_KEPT: &str = "facegate_sightings_kept_total";
+/// Sightings deleted, by `reason`: `expired` (the tenant's retention) or `deleted` (an unknown
+/// person deleted by a client).
+pub const SIGHTINGS_PURGED: &str = "facegate_sightings_purged_total";
+/// Unknown people in the store, by `tenant_id`, for the tenants that opt in.
+pub const UNKNOWN_PEOPLE: &str = "facegate_unknown_people";
+
 /// The inference stages [`INFERENCE_STAGE`] is labelled with.
 pub mod stage {
     pub const DECODE: &str = "decode";
@@ -55,6 +63,9 @@ pub fn describe() {
     describe_gauge!(TEMPLATES, "Templates in this node's index, by tenant id");
     describe_counter!(BULK_RECORDS, "Bulk registration records finished, by status");
     describe_counter!(AUTH_FAILURES, "Requests refused for their credentials, by dialect");
+    describe_counter!(SIGHTINGS_KEPT, "Faces searches found nobody for, kept as sightings, by tenant id");
+    describe_counter!(SIGHTINGS_PURGED, "Sightings deleted, by reason (expired, deleted)");
+    describe_gauge!(UNKNOWN_PEOPLE, "Unknown people kept, by tenant id");
     describe_counter!(AUTH_THROTTLED, "Requests refused after too many failed authentications, by dialect");
 }
 

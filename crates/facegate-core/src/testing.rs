@@ -7,10 +7,10 @@ use crate::jobs::{BulkJob, BulkJobSummary, BulkRecord, PendingRecord, RecordStat
 
 use crate::error::{Error, Result};
 use crate::model::{
-    AnalyzeOptions, AnalyzedFace, BoundingBox, DetectedFace, FaceAttributes, FaceSample, ImageAnalysis, ModelInfo,
-    NewSample, NewSighting, Point, Pose, ReindexOutcome, ReindexTally, Sighting, SightingPurge, StagedSample,
-    StaleTemplates, StaleTenant, StoredCredentials, StoredImage, Subject, SubjectHit, SubjectSummary, Template, Tenant,
-    TenantPurge, UnknownPerson,
+    AnalyzeOptions, AnalyzedFace, BoundingBox, DetectedFace, FaceAttributes, FaceCrop, FaceSample, ImageAnalysis,
+    ModelInfo, NewSample, NewSighting, Point, Pose, ReindexOutcome, ReindexTally, Sighting, SightingFace,
+    SightingPurge, StagedSample, StaleTemplates, StaleTenant, StoredCredentials, StoredImage, Subject, SubjectHit,
+    SubjectSummary, Template, Tenant, TenantPurge, UnknownPerson,
 };
 use crate::ports::{
     BulkJobStore, Engine, GalleryStore, Index, ReindexStore, Store, TagStore, TenantStore, UnknownFaceStore,
@@ -78,9 +78,28 @@ impl Engine for FakeEngine {
         Ok(ImageAnalysis { width: 200, height: 200, faces })
     }
 
-    /// Each crop names its box: `crop:<left>,<top>,<right>,<bottom>`.
-    fn face_crops(&self, _image: &[u8], boxes: &[BoundingBox]) -> Result<Vec<Vec<u8>>> {
-        Ok(boxes.iter().map(|b| format!("crop:{},{},{},{}", b.left, b.top, b.right, b.bottom).into_bytes()).collect())
+    /// Each crop is a fake image of the face's label (so that it enrolls as the same face) and
+    /// names its box; the face fills the crop.
+    fn face_crops(&self, image: &[u8], boxes: &[BoundingBox]) -> Result<Vec<FaceCrop>> {
+        let analysis = self.analyze(image, AnalyzeOptions::default())?;
+        let text = std::str::from_utf8(image).map_err(|_| Error::UnsupportedImage("not a fake image".into()))?;
+        let labels: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("face:")).collect();
+        boxes
+            .iter()
+            .map(|b| {
+                let label = analysis
+                    .faces
+                    .iter()
+                    .position(|f| f.face.bbox == *b)
+                    .and_then(|at| labels.get(at))
+                    .ok_or_else(|| Error::InvalidRequest(format!("no face at {b:?}")))?;
+                let (w, h) = (b.right - b.left, b.bottom - b.top);
+                Ok(FaceCrop {
+                    jpeg: format!("face:{label}\ncrop:{},{},{},{}", b.left, b.top, b.right, b.bottom).into_bytes(),
+                    face: BoundingBox { left: 0.0, top: 0.0, right: w, bottom: h },
+                })
+            })
+            .collect()
     }
 }
 
@@ -939,9 +958,13 @@ impl UnknownFaceStore for MemoryStore {
         Ok(found)
     }
 
-    fn sighting_crop(&self, tenant_id: &str, sighting_id: &str) -> Result<Option<Vec<u8>>> {
+    fn sighting_face(&self, tenant_id: &str, sighting_id: &str) -> Result<Option<SightingFace>> {
         let d = self.lock();
-        Ok(d.sightings.iter().find(|s| s.tenant_id == tenant_id && s.id == sighting_id).map(|s| s.crop.clone()))
+        Ok(d.sightings.iter().find(|s| s.tenant_id == tenant_id && s.id == sighting_id).map(|s| SightingFace {
+            crop: FaceCrop { jpeg: s.crop.clone(), face: s.crop_face },
+            model_id: s.model_id.clone(),
+            embedding: s.embedding.clone(),
+        }))
     }
 
     fn merge_unknown_people(&self, tenant_id: &str, into: &str, from: &str) -> Result<u64> {

@@ -6,7 +6,7 @@
 
 use std::io::Cursor;
 
-use facegate_core::{BoundingBox, Error};
+use facegate_core::{BoundingBox, Error, FaceCrop};
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::{self, FilterType};
 use image::RgbImage;
@@ -33,7 +33,7 @@ pub const CROP_JPEG_QUALITY: u8 = 85;
 ///
 /// Errors: `TooLarge`, `UnsupportedImage`, `InvalidImage` for bad bytes, exactly as `analyze`;
 /// `InvalidRequest` for a box with no area inside the image.
-pub fn face_crops(bytes: &[u8], limits: &DecodeLimits, boxes: &[BoundingBox]) -> facegate_core::Result<Vec<Vec<u8>>> {
+pub fn face_crops(bytes: &[u8], limits: &DecodeLimits, boxes: &[BoundingBox]) -> facegate_core::Result<Vec<FaceCrop>> {
     let img = decode_image(bytes, limits)?;
     crop_faces(&img, boxes)
 }
@@ -44,11 +44,11 @@ pub fn face_crops(bytes: &[u8], limits: &DecodeLimits, boxes: &[BoundingBox]) ->
 ///
 /// Errors: `InvalidRequest` when a box is not finite or has no area left inside the image; a
 /// box is never skipped, so that crop `i` always belongs to box `i`.
-pub fn crop_faces(img: &RgbImage, boxes: &[BoundingBox]) -> facegate_core::Result<Vec<Vec<u8>>> {
+pub fn crop_faces(img: &RgbImage, boxes: &[BoundingBox]) -> facegate_core::Result<Vec<FaceCrop>> {
     boxes.iter().enumerate().map(|(i, b)| crop_face(img, i, b)).collect()
 }
 
-fn crop_face(img: &RgbImage, index: usize, bbox: &BoundingBox) -> facegate_core::Result<Vec<u8>> {
+fn crop_face(img: &RgbImage, index: usize, bbox: &BoundingBox) -> facegate_core::Result<FaceCrop> {
     let (x, y, width, height) = region(img.width(), img.height(), bbox).ok_or_else(|| {
         Error::InvalidRequest(format!(
             "face box {index} ({}, {}, {}, {}) has no area inside the {}×{} image",
@@ -74,7 +74,15 @@ fn crop_face(img: &RgbImage, index: usize, bbox: &BoundingBox) -> facegate_core:
     JpegEncoder::new_with_quality(&mut out, CROP_JPEG_QUALITY)
         .encode_image(&thumb)
         .map_err(|e| Error::Engine(format!("encoding face crop {index} as JPEG: {e}")))?;
-    Ok(out.into_inner())
+    // The box in the thumbnail's pixels: shifted by the crop's corner, scaled as it was.
+    let (sx, sy) = (to_width as f32 / width as f32, to_height as f32 / height as f32);
+    let face = BoundingBox {
+        left: (bbox.left - x as f32) * sx,
+        top: (bbox.top - y as f32) * sy,
+        right: (bbox.right - x as f32) * sx,
+        bottom: (bbox.bottom - y as f32) * sy,
+    };
+    Ok(FaceCrop { jpeg: out.into_inner(), face })
 }
 
 /// The pixels to crop for `bbox` in a `width`×`height` image: `(x, y, width, height)`, or
@@ -147,7 +155,7 @@ mod tests {
     }
 
     fn crops(bytes: &[u8], boxes: &[BoundingBox]) -> facegate_core::Result<Vec<Vec<u8>>> {
-        face_crops(bytes, &DecodeLimits::default(), boxes)
+        Ok(face_crops(bytes, &DecodeLimits::default(), boxes)?.into_iter().map(|c| c.jpeg).collect())
     }
 
     /// Decodes a crop, checking that it is a baseline JPEG of three channels.
@@ -285,5 +293,31 @@ mod tests {
         t.extend_from_slice(&[0, 0]);
         t.extend_from_slice(&0u32.to_le_bytes());
         t
+    }
+
+    #[test]
+    fn the_face_box_is_given_in_the_crops_pixels() {
+        let img = RgbImage::from_pixel(1000, 800, Rgb([90, 90, 90]));
+        let face = bbox(400.0, 300.0, 600.0, 500.0);
+        let crop = crop_faces(&img, &[face]).expect("crop").remove(0);
+        let thumb = open(&crop.jpeg);
+        // 200 px widened by a quarter on each side is 300 px square, scaled to 160: the face is
+        // the middle 200 / 300 of it.
+        assert_eq!((thumb.width(), thumb.height()), (160, 160));
+        let expect = bbox(26.666_668, 26.666_668, 133.333_33, 133.333_33);
+        for (got, want) in [crop.face.left, crop.face.top, crop.face.right, crop.face.bottom].into_iter().zip([
+            expect.left,
+            expect.top,
+            expect.right,
+            expect.bottom,
+        ]) {
+            assert!((got - want).abs() < 0.01, "{:?}", crop.face);
+        }
+        // Clipped at the top-left corner, the face keeps its place relative to the image edge.
+        let corner = crop_faces(&img, &[bbox(0.0, 0.0, 100.0, 100.0)]).expect("crop").remove(0);
+        assert_eq!(
+            (corner.face.left, corner.face.top, corner.face.right, corner.face.bottom),
+            (0.0, 0.0, 100.0, 100.0)
+        );
     }
 }

@@ -327,7 +327,7 @@ impl facegate_core::Engine for OrtEngine {
         Ok(self.analyze_bytes(image, options)?.analysis)
     }
 
-    fn face_crops(&self, image: &[u8], boxes: &[BoundingBox]) -> facegate_core::Result<Vec<Vec<u8>>> {
+    fn face_crops(&self, image: &[u8], boxes: &[BoundingBox]) -> facegate_core::Result<Vec<facegate_core::FaceCrop>> {
         // Decoded with the same limits as `analyze`, so its boxes fall on the same pixels; not
         // timed as the decode stage, which counts the decodes of analyses only.
         crop::face_crops(image, &self.limits, boxes)

@@ -23,6 +23,12 @@ pub fn is_fit(id: &[u8]) -> bool {
         && id.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
 }
 
+/// The request's id as `SetRequestIdLayer` gave it (a fit client id or a UUID), for the use
+/// cases that record it (a kept sighting names the search that produced it).
+pub fn id_of(id: &tower_http::request_id::RequestId) -> String {
+    id.header_value().to_str().unwrap_or_default().to_owned()
+}
+
 /// Drops an `x-request-id` that is not fit, so that a new one is made for the request.
 pub async fn drop_unfit(mut request: Request, next: Next) -> Response {
     let headers = request.headers_mut();

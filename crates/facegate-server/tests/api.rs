@@ -526,6 +526,7 @@ async fn faceapi_people_are_found_by_nec_search() {
                 tags: Vec::new(),
                 sample_scores: true,
                 with_subjects: false,
+                keep_unknown: None,
             };
             match server.service.find_subjects(&tenant, bytes, options).await {
                 Ok(faces) if faces[0].candidates.first().and_then(|c| subjects.get(&c.subject_id)) == Some(&p) => {}

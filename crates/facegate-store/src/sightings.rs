@@ -2,7 +2,7 @@
 //! sealed with the data key when the gallery is encrypted. Both use the sighting's own id as the
 //! associated data: unlike a sample, a sighting moves between (unknown) people.
 
-use facegate_core::NewSighting;
+use facegate_core::{BoundingBox, FaceCrop, NewSighting, SightingFace};
 
 use crate::crypto::DataKey;
 use crate::error::Result;
@@ -35,10 +35,36 @@ pub(crate) fn open_sighting_template(
 }
 
 /// A stored crop, opened when the gallery is encrypted.
-pub(crate) fn open_crop(stored: Vec<u8>, sighting_id: &str, key: Option<&DataKey>) -> Result<Vec<u8>> {
+fn open_crop(stored: Vec<u8>, sighting_id: &str, key: Option<&DataKey>) -> Result<Vec<u8>> {
     match key {
         Some(key) => key.open(&stored, sighting_id.as_bytes()),
         None => Ok(stored),
+    }
+}
+
+/// The columns a [`StoredFace`] is read from, in its order.
+pub(crate) const STORED_FACE: &str =
+    "crop, crop_face_left, crop_face_top, crop_face_right, crop_face_bottom, model_id, embedding, embedding_encoding";
+
+/// A sighting's face as stored: sealed when the gallery is encrypted.
+pub(crate) struct StoredFace {
+    pub crop: Vec<u8>,
+    pub crop_face: BoundingBox,
+    pub model_id: String,
+    pub template: Vec<u8>,
+    pub encoding: String,
+}
+
+impl StoredFace {
+    pub(crate) fn open(self, sighting_id: &str, key: Option<&DataKey>) -> Result<SightingFace> {
+        let embedding = open_sighting_template(&self.template, &self.encoding, sighting_id, key)?.ok_or_else(|| {
+            crate::error::StoreError::Inconsistent(format!("sighting {sighting_id} holds no readable template"))
+        })?;
+        Ok(SightingFace {
+            crop: FaceCrop { jpeg: open_crop(self.crop, sighting_id, key)?, face: self.crop_face },
+            model_id: self.model_id,
+            embedding,
+        })
     }
 }
 

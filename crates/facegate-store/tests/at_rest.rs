@@ -252,6 +252,7 @@ fn sighting(tenant: &Tenant, id: &str, seed: u8) -> facegate_core::NewSighting {
         model_id: "m".into(),
         embedding: template(f32::from(seed)),
         crop: jpeg_bytes(seed),
+        crop_face: facegate_core::BoundingBox { left: 4.0, top: 5.0, right: 60.0, bottom: 70.0 },
         quality: 0.8,
         seen_unix_ms: 1_000,
         request_id: format!("req-{id}"),
@@ -295,7 +296,7 @@ fn sightings_are_sealed_at_rest_and_rotated_with_the_key() {
     assert_eq!((report.sightings, report.already_rotated), (2, 0));
     let store = SqliteStore::open_with_key(dir.path(), Some(key(2))).expect("new key");
     let tenant_id = t_id(&store);
-    assert_eq!(store.sighting_crop(&tenant_id, "v1").expect("crop"), Some(kept[0].crop.clone()));
+    assert_eq!(store.sighting_face(&tenant_id, "v1").expect("face").map(|f| f.crop.jpeg), Some(kept[0].crop.clone()));
     for (t, s) in sighting_templates(&store).iter().zip(&kept) {
         assert_close(&t.embedding, &s.embedding);
     }

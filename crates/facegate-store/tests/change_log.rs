@@ -49,6 +49,7 @@ async fn indexed(node: &FaceService, tenant: &Tenant) -> Vec<String> {
         tags: Vec::new(),
         sample_scores: false,
         with_subjects: false,
+        keep_unknown: None,
     };
     let found = node.find_subjects(tenant, b"face:probe".to_vec(), options).await.expect("search");
     let mut ids: Vec<String> = found.into_iter().flat_map(|f| f.candidates).map(|c| c.subject_id).collect();

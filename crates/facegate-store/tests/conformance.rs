@@ -148,6 +148,7 @@ fn sighting(tenant: &Tenant, id: &str, person: &str, seen_unix_ms: i64, seed: f3
         model_id: "m@1".into(),
         embedding: vec![seed, -seed, 0.25, 1.0 / 3.0],
         crop: format!("\u{FF}crop of {id}").into_bytes(),
+        crop_face: facegate_core::BoundingBox { left: 4.0, top: 5.0, right: 60.0, bottom: 70.0 },
         quality: 0.75,
         seen_unix_ms,
         request_id: format!("req-{id}"),
@@ -203,8 +204,11 @@ fn sightings_group_into_unknown_people_that_merge_split_and_delete(h: &Harness) 
     );
     assert_eq!((sightings[0].model_id.as_str(), sightings[0].quality), ("m@1", 0.75));
     assert!(store.sightings_of(&globex.id, "p-a").expect("other tenant").is_empty());
-    assert_eq!(store.sighting_crop(&acme.id, "s2").expect("crop"), Some(sighting(&acme, "s2", "", 0, 0.0).crop));
-    assert_eq!(store.sighting_crop(&globex.id, "s2").expect("crop"), None, "another tenant's crop");
+    let face = store.sighting_face(&acme.id, "s2").expect("face").expect("kept");
+    let kept = sighting(&acme, "s2", "p-a", 3_000, 0.5);
+    assert_eq!((face.crop.jpeg, face.crop.face, face.model_id), (kept.crop, kept.crop_face, kept.model_id));
+    assert_eq!(face.embedding, as_stored(&kept.embedding));
+    assert_eq!(store.sighting_face(&globex.id, "s2").expect("crop"), None, "another tenant's crop");
     let mut templates = Vec::new();
     store.for_each_sighting_template(Some(&acme.id), "m@1", &mut |t| templates.push(t)).expect("templates");
     templates.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
@@ -243,7 +247,7 @@ fn sightings_group_into_unknown_people_that_merge_split_and_delete(h: &Harness) 
     assert_eq!(store.delete_unknown_person(&globex.id, "p-a").expect("delete"), None);
     let purge = store.delete_unknown_person(&acme.id, "p-a").expect("delete").expect("existed");
     assert_eq!((purge.sightings, purge.unknown_people), (2, 1));
-    assert_eq!(store.sighting_crop(&acme.id, "s1").expect("crop"), None);
+    assert_eq!(store.sighting_face(&acme.id, "s1").expect("crop"), None);
     assert_eq!(person_counts(h.store().as_ref(), &acme), vec![("p-c".into(), 1, 2_000, 2_000)]);
 }
 
@@ -272,7 +276,7 @@ fn a_promoted_unknown_person_becomes_a_subject_in_one_step(h: &Harness) {
     assert_eq!(store.samples_of(&acme.id, "subj-1").expect("samples").len(), 2);
     assert_eq!(h.image(&acme.id, &samples[0].sample.image_name), Some(samples[0].image.clone()));
     assert!(person_counts(store.as_ref(), &acme).is_empty());
-    assert_eq!(store.sighting_crop(&acme.id, "s1").expect("crop"), None);
+    assert_eq!(store.sighting_face(&acme.id, "s1").expect("crop"), None);
     h.check_integrity(store.as_ref());
 }
 
@@ -301,7 +305,7 @@ fn sightings_expire_by_their_tenants_retention_and_go_with_the_setting_and_the_t
     let off = store.set_unknown_faces_retention(&acme.id, None).expect("off");
     assert_eq!((off.sightings, off.unknown_people), (1, 1));
     assert!(person_counts(h.store().as_ref(), &acme).is_empty());
-    assert_eq!(store.sighting_crop(&acme.id, "a-mixed-new").expect("crop"), None);
+    assert_eq!(store.sighting_face(&acme.id, "a-mixed-new").expect("crop"), None);
 
     let purge = store.delete_tenant(&globex.id).expect("delete tenant");
     assert_eq!((purge.sightings, purge.unknown_people), (1, 1));

@@ -120,6 +120,7 @@ fn populate(store: &dyn Store, tenant: &Tenant, tag: &str) -> Vec<String> {
         model_id: "m".into(),
         embedding: vec![0.5, -0.5, 0.25],
         crop: format!("{tag}-crop-bytes").into_bytes(),
+        crop_face: facegate_core::BoundingBox { left: 4.0, top: 5.0, right: 60.0, bottom: 70.0 },
         quality: 0.9,
         seen_unix_ms: 1,
         request_id: format!("{tag}-request"),

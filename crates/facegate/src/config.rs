@@ -496,6 +496,7 @@ impl Config {
             inference_queue: self.service.inference_queue.unwrap_or(workers * DEFAULT_INFERENCE_QUEUE_PER_WORKER),
             min_face_quality: self.service.min_face_quality,
             max_bulk_queued_per_tenant: self.server.bulk_max_queued_per_tenant,
+            ..ServiceConfig::default()
         }
     }
 

@@ -142,7 +142,8 @@ pub fn build_service(config: &Config, intra_threads: usize) -> anyhow::Result<(A
     let backend = open_backend(config, PgRole::Node)?;
     let engine = Arc::new(load_engine(config, intra_threads)?);
     let index = Arc::new(FlatIndex::with_config(config.index_config()?));
-    let mut service = FaceService::new(engine, backend.store(), index.clone(), config.service_config());
+    let mut service = FaceService::new(engine, backend.store(), index.clone(), config.service_config())
+        .with_unknown_index(Arc::new(FlatIndex::new()));
     if config.store.encryption_key_file.is_some() {
         // A snapshot holds every template in the clear; the store keeps them sealed. Snapshots
         // from before the gallery was encrypted go.

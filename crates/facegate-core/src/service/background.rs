@@ -28,6 +28,7 @@ pub struct BackgroundWork {
     stop: watch::Sender<bool>,
     follower: JoinHandle<()>,
     snapshots: JoinHandle<()>,
+    purger: JoinHandle<()>,
     bulk_runner: Option<JoinHandle<()>>,
 }
 
@@ -39,9 +40,27 @@ impl FaceService {
         let (stop, stopped) = watch::channel(false);
         let follower = tokio::spawn(self.clone().follow_changes(stopped.clone()));
         let snapshots = tokio::spawn(self.clone().keep_snapshots(stopped.clone()));
+        let purger = tokio::spawn(self.clone().purge_sightings_regularly());
         let bulk_runner =
             bulk.map(|runner| tokio::spawn(self.clone().run_bulk_jobs(runner.source, runner.config, stopped)));
-        BackgroundWork { stop, follower, snapshots, bulk_runner }
+        BackgroundWork { stop, follower, snapshots, purger, bulk_runner }
+    }
+
+    /// Deletes the sightings past their tenant's retention every
+    /// [`ServiceConfig::sighting_purge_every`](super::ServiceConfig), whether or not any tenant
+    /// opts in now: one that turned the setting off has nothing left, and a store shared with
+    /// other nodes may hold their tenants' sightings.
+    async fn purge_sightings_regularly(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.config.sighting_purge_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match self.purge_expired_sightings().await {
+                Ok(0) => {}
+                Ok(sightings) => tracing::info!(sightings, "deleted the sightings past their tenant's retention"),
+                Err(e) => tracing::warn!(error = %e, "could not delete the sightings past their retention; retrying"),
+            }
+        }
     }
 }
 
@@ -54,6 +73,7 @@ impl BackgroundWork {
         self.follower.abort();
         // A snapshot being written is left as a temporary file, removed at the next start.
         self.snapshots.abort();
+        self.purger.abort();
         if let Some(mut runner) = self.bulk_runner {
             if tokio::time::timeout(grace, &mut runner).await.is_err() {
                 tracing::warn!("bulk records still in progress at shutdown are left for the next start");

@@ -4,6 +4,7 @@
 use super::audit::audited;
 use super::gallery::SubjectKey;
 use super::state::{blocking, only_face, FaceService};
+use super::unknown::UnknownFace;
 use crate::error::Result;
 use crate::model::{AttributedFace, BoundingBox, DetectedFace, FaceAttributes, Subject, Tenant};
 
@@ -33,6 +34,10 @@ pub struct SearchOptions {
     /// deleted between the search and the read is then left out). Without, the search reads
     /// the index only.
     pub with_subjects: bool,
+    /// The id of the request, when the faces it finds nobody for are to be kept as sightings
+    /// should the tenant opt in (issue 29): a 1:N search of a client's. `None` for every other
+    /// search (the console's, a search back), which keeps nothing.
+    pub keep_unknown: Option<String>,
 }
 
 impl SearchOptions {
@@ -46,6 +51,7 @@ impl SearchOptions {
             tags: Vec::new(),
             sample_scores: false,
             with_subjects: true,
+            keep_unknown: None,
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct FaceSearch {
     pub candidates: Vec<Candidate>,
     /// The best candidate's score reaches the service's known threshold.
     pub known: bool,
+    /// The face's template, for a use case that searches on with it.
+    pub(crate) embedding: Vec<f32>,
 }
 
 impl FaceService {
@@ -89,8 +97,21 @@ impl FaceService {
         let input = format!("limit={} min_score={} tags={}", options.limit, options.min_score, options.tags.join(","));
         audited(tenant, "find_subjects", input, |faces: &Vec<FaceSearch>| audit_faces(faces), async {
             let tags = self.known_tags(tenant, &options.tags).await?;
+            let keep_as = match &options.keep_unknown {
+                Some(request_id) => self.unknown_retention(tenant).await?.map(|_| request_id.clone()),
+                None => None,
+            };
+            // Kept faces need their quality, which only attributes measure, and the image to crop.
+            let kept_image = keep_as.as_ref().map(|_| image.clone());
+            let probes = match (options.faces, &keep_as) {
+                (FaceSelection::Every, Some(_)) => {
+                    self.extract(image, usize::MAX).await?.into_iter().map(|f| (f.face, Some(f.attributes))).collect()
+                }
+                _ => self.probe_faces(image, options.faces).await?,
+            };
             let mut found = Vec::new();
-            for (face, attributes) in self.probe_faces(image, options.faces).await? {
+            let mut unknown = Vec::new();
+            for (face, attributes) in probes {
                 let (index, tenant_id, embedding) = (self.index.clone(), tenant.id.clone(), face.embedding.clone());
                 let (limit, tags) = (options.limit, tags.clone());
                 // A scan of a large gallery takes milliseconds: off the async threads.
@@ -127,11 +148,38 @@ impl FaceService {
                         samples,
                     });
                 }
-                found.push(self.face_search(&face, attributes, candidates));
+                let mut searched = self.face_search(&face, attributes, candidates);
+                if keep_as.is_some() {
+                    let quality = searched.attributes.as_ref().map_or(0.0, |a| a.quality);
+                    if quality >= self.config.min_face_quality
+                        && !self.known_anywhere(tenant, &searched, &options).await?
+                    {
+                        unknown.push(UnknownFace { bbox: face.bbox, embedding: face.embedding.clone(), quality });
+                    }
+                    if options.faces == FaceSelection::Every {
+                        searched.attributes = None;
+                    }
+                }
+                found.push(searched);
+            }
+            if let (Some(request_id), Some(image)) = (keep_as, kept_image) {
+                self.keep_sightings(tenant, image, unknown, &request_id).await;
             }
             Ok(found)
         })
         .await
+    }
+
+    /// Whether a face matches an enrolled subject at the known threshold, in the whole gallery:
+    /// a search narrowed by tags or by a minimum score above the threshold may not show it.
+    async fn known_anywhere(&self, tenant: &Tenant, face: &FaceSearch, options: &SearchOptions) -> Result<bool> {
+        if face.known || (options.tags.is_empty() && options.min_score <= self.config.known_threshold) {
+            return Ok(face.known);
+        }
+        let (index, tenant_id, embedding) = (self.index.clone(), tenant.id.clone(), face.embedding.clone());
+        let best = blocking(move || Ok(index.search(&tenant_id, &embedding, 1))).await?;
+        let calibration = &self.engine.model_info().calibration;
+        Ok(best.first().is_some_and(|hit| calibration.score(hit.similarity) >= self.config.known_threshold))
     }
 
     /// 1:1: each selected face of `image` against one subject's samples only; the subject is
@@ -200,7 +248,14 @@ impl FaceService {
         candidates: Vec<Candidate>,
     ) -> FaceSearch {
         let known = candidates.first().is_some_and(|c| c.score >= self.config.known_threshold);
-        FaceSearch { bbox: face.bbox, detector_score: face.detector_score, attributes, candidates, known }
+        FaceSearch {
+            bbox: face.bbox,
+            detector_score: face.detector_score,
+            attributes,
+            candidates,
+            known,
+            embedding: face.embedding.clone(),
+        }
     }
 }
 

@@ -52,7 +52,15 @@ pub struct ServiceConfig {
     /// Bulk registration records a tenant may have waiting, over all its jobs; see
     /// [`DEFAULT_MAX_BULK_QUEUED_PER_TENANT`].
     pub max_bulk_queued_per_tenant: u64,
+    /// How often the sightings past their tenant's retention are deleted; see
+    /// [`DEFAULT_SIGHTING_PURGE_EVERY`].
+    pub sighting_purge_every: std::time::Duration,
 }
+
+/// A minute between retention purges: retentions are days, so a kept face outlives its
+/// retention by at most a minute, and the purge (an indexed delete per opted-in tenant) costs
+/// nothing when there is nothing to delete.
+pub const DEFAULT_SIGHTING_PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for ServiceConfig {
     fn default() -> Self {
@@ -63,6 +71,7 @@ impl Default for ServiceConfig {
             inference_queue: cores * DEFAULT_INFERENCE_QUEUE_PER_WORKER,
             min_face_quality: DEFAULT_MIN_FACE_QUALITY,
             max_bulk_queued_per_tenant: DEFAULT_MAX_BULK_QUEUED_PER_TENANT,
+            sighting_purge_every: DEFAULT_SIGHTING_PURGE_EVERY,
         }
     }
 }
@@ -87,6 +96,8 @@ pub struct FaceService {
     pub(super) stale: parking_lot::RwLock<StaleTemplates>,
     /// Snapshots of the index on local disk (`snapshots.rs`); `None` loads from the store.
     pub(super) snapshots: Option<Arc<dyn IndexSnapshots>>,
+    /// The kept sightings' templates (`unknown.rs`); `None` keeps no unknown face.
+    pub(super) unknown: Option<Arc<dyn Index>>,
 }
 
 /// Striped locks keyed by (tenant, subject). 256 stripes make two unrelated subjects share a
@@ -123,6 +134,7 @@ impl FaceService {
             applied_change: std::sync::atomic::AtomicU64::new(0),
             stale: parking_lot::RwLock::new(StaleTemplates::default()),
             snapshots: None,
+            unknown: None,
         }
     }
 
@@ -155,6 +167,11 @@ impl FaceService {
         self.index.loading(true);
         let loaded = self.load_index_inner();
         self.index.loading(false);
+        if let Some(unknown) = &self.unknown {
+            unknown.clear();
+            let sightings = self.load_sightings(None)?;
+            tracing::info!(sightings, "loaded the kept sightings of unknown faces");
+        }
         loaded
     }
 

@@ -83,6 +83,8 @@ pub async fn search(
         tags: Vec::new(),
         sample_scores: false,
         with_subjects: true,
+        // The console's searches are an operator's look, not a client's sighting.
+        keep_unknown: None,
     };
     let found = state.service.find_subjects(&tenant, image, options).await?;
     let threshold = state.service.config().known_threshold;

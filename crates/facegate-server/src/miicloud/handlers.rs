@@ -166,6 +166,7 @@ pub async fn match_faces(
     Extension(tenant): Extension<Tenant>,
     req: Request,
 ) -> MiiResult<MatchFaces> {
+    let request_id = req.extensions().get::<tower_http::request_id::RequestId>().map(crate::request_id::id_of);
     let form = read_form(req, IMAGE_FIELD).await?;
     let image = image_of(&form)?.ok_or_else(|| ApiError::invalid("image_path is required: upload the image file"))?;
     let verify_against = form.text("customer_person_id").map(str::trim).filter(|v| !v.is_empty());
@@ -176,7 +177,8 @@ pub async fn match_faces(
         }
         None => {
             // The best subject of each face; whether it counts as known is the service's threshold.
-            let options = SearchOptions::best_of_every_face();
+            // Its faces that match nobody are kept when the tenant opted in (issue 29).
+            let options = SearchOptions { keep_unknown: request_id, ..SearchOptions::best_of_every_face() };
             state.service.find_subjects(&tenant, image.bytes, options).await?
         }
     };

@@ -215,6 +215,7 @@ pub async fn extract(State(state): State<AppState>, body: Bytes) -> NecResult<Js
 pub async fn search(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
+    request_id: Option<Extension<tower_http::request_id::RequestId>>,
     body: Bytes,
 ) -> NecResult<Json<SearchResult>> {
     let req: SearchRequest = parse_json(&body)?;
@@ -235,6 +236,8 @@ pub async fn search(
         tags: req.tags,
         sample_scores: true,
         with_subjects: false,
+        // A probe that matches nobody is kept when the tenant opted in (issue 29).
+        keep_unknown: request_id.map(|Extension(id)| crate::request_id::id_of(&id)),
     };
     let found = state.service.find_subjects(&tenant, image, options).await?;
     let Some(face) = found.into_iter().next().filter(|f| !f.candidates.is_empty()) else {

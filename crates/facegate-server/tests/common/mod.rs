@@ -126,7 +126,10 @@ impl TestServer {
         let dir = data_dir.to_owned();
         let (service, cluster) = tokio::task::spawn_blocking(move || {
             let (store, cluster) = open_store(&dir, max_database_bytes, min_free_disk_bytes, kept.cluster);
-            let service = Arc::new(FaceService::new(engine, store, Arc::new(FlatIndex::new()), config));
+            let service = Arc::new(
+                FaceService::new(engine, store, Arc::new(FlatIndex::new()), config)
+                    .with_unknown_index(Arc::new(FlatIndex::new())),
+            );
             service.load_index().expect("load index");
             (service, cluster)
         })

@@ -2,7 +2,9 @@
 //! (`sqlite/unknown.rs`), with a promotion's new samples in the change log, so that every node
 //! indexes the new subject.
 
-use facegate_core::{NewSample, NewSighting, Sighting, SightingPurge, Subject, Template, UnknownPerson};
+use facegate_core::{
+    BoundingBox, NewSample, NewSighting, Sighting, SightingFace, SightingPurge, Subject, Template, UnknownPerson,
+};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Transaction;
 
@@ -10,7 +12,7 @@ use super::changes::{self, Change, Kind};
 use super::gallery::insert_subject;
 use super::{to_i64, to_u64, PgStore};
 use crate::error::{pg_unique_violation, to_core, Result, StoreError};
-use crate::sightings::{open_crop, open_sighting_template, seal_sighting};
+use crate::sightings::{open_sighting_template, seal_sighting, StoredFace, STORED_FACE};
 
 fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
@@ -88,7 +90,8 @@ impl facegate_core::UnknownFaceStore for PgStore {
             }
             tx.execute(
                 "INSERT INTO sightings (id, tenant_id, unknown_person_id, model_id, embedding, embedding_encoding, \
-                 crop, quality, seen_unix_ms, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 crop, quality, seen_unix_ms, request_id, crop_face_left, crop_face_top, crop_face_right, \
+                 crop_face_bottom) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 &[
                     &sighting.id,
                     &sighting.tenant_id,
@@ -100,6 +103,10 @@ impl facegate_core::UnknownFaceStore for PgStore {
                     &sighting.quality,
                     &sighting.seen_unix_ms,
                     &sighting.request_id,
+                    &sighting.crop_face.left,
+                    &sighting.crop_face.top,
+                    &sighting.crop_face.right,
+                    &sighting.crop_face.bottom,
                 ],
             )
             .map_err(|e| match pg_unique_violation(&e) {
@@ -192,13 +199,23 @@ impl facegate_core::UnknownFaceStore for PgStore {
         })
     }
 
-    fn sighting_crop(&self, tenant_id: &str, sighting_id: &str) -> facegate_core::Result<Option<Vec<u8>>> {
+    fn sighting_face(&self, tenant_id: &str, sighting_id: &str) -> facegate_core::Result<Option<SightingFace>> {
         to_core(|| {
             let row = self.conn()?.query_opt(
-                "SELECT crop FROM sightings WHERE tenant_id = $1 AND id = $2",
+                &format!("SELECT {STORED_FACE} FROM sightings WHERE tenant_id = $1 AND id = $2"),
                 &[&tenant_id, &sighting_id],
             )?;
-            row.map(|r| open_crop(r.get(0), sighting_id, self.key.as_ref())).transpose()
+            row.map(|r| {
+                StoredFace {
+                    crop: r.get(0),
+                    crop_face: BoundingBox { left: r.get(1), top: r.get(2), right: r.get(3), bottom: r.get(4) },
+                    model_id: r.get(5),
+                    template: r.get(6),
+                    encoding: r.get(7),
+                }
+                .open(sighting_id, self.key.as_ref())
+            })
+            .transpose()
         })
     }
 

@@ -2,14 +2,16 @@
 //! files, so that a deletion is one transaction that `secure_delete` zeroes, and the WAL is
 //! scrubbed after it as after a subject's.
 
-use facegate_core::{NewSample, NewSighting, Sighting, SightingPurge, Subject, Template, UnknownPerson};
+use facegate_core::{
+    BoundingBox, NewSample, NewSighting, Sighting, SightingFace, SightingPurge, Subject, Template, UnknownPerson,
+};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::gallery::{insert_sample, insert_subject};
 use super::tenants::now_unix_ms;
 use super::{scrub_wal, SqliteStore};
 use crate::error::{to_core, unique_violation, Result, StoreError};
-use crate::sightings::{open_crop, open_sighting_template, seal_sighting};
+use crate::sightings::{open_sighting_template, seal_sighting, StoredFace, STORED_FACE};
 
 /// Counts the rows of `sql` (a `SELECT COUNT(*)`).
 fn count(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
@@ -92,8 +94,9 @@ impl facegate_core::UnknownFaceStore for SqliteStore {
                 }
                 tx.prepare_cached(
                     "INSERT INTO sightings (id, tenant_id, unknown_person_id, model_id, embedding, \
-                     embedding_encoding, crop, quality, seen_unix_ms, request_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     embedding_encoding, crop, quality, seen_unix_ms, request_id, crop_face_left, crop_face_top, \
+                     crop_face_right, crop_face_bottom) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )?
                 .execute(params![
                     sighting.id,
@@ -105,7 +108,11 @@ impl facegate_core::UnknownFaceStore for SqliteStore {
                     sealed.crop,
                     sighting.quality,
                     sighting.seen_unix_ms,
-                    sighting.request_id
+                    sighting.request_id,
+                    sighting.crop_face.left,
+                    sighting.crop_face.top,
+                    sighting.crop_face.right,
+                    sighting.crop_face.bottom
                 ])
                 .map_err(|e| match unique_violation(&e) {
                     Some(_) => StoreError::Conflict(format!("a sighting with id '{}' already exists", sighting.id)),
@@ -191,14 +198,22 @@ impl facegate_core::UnknownFaceStore for SqliteStore {
         })
     }
 
-    fn sighting_crop(&self, tenant_id: &str, sighting_id: &str) -> facegate_core::Result<Option<Vec<u8>>> {
+    fn sighting_face(&self, tenant_id: &str, sighting_id: &str) -> facegate_core::Result<Option<SightingFace>> {
         to_core(|| {
             let conn = self.reader()?;
-            let stored: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT crop FROM sightings WHERE tenant_id = ?1 AND id = ?2")?
-                .query_row([tenant_id, sighting_id], |r| r.get(0))
+            let stored = conn
+                .prepare_cached(&format!("SELECT {STORED_FACE} FROM sightings WHERE tenant_id = ?1 AND id = ?2"))?
+                .query_row([tenant_id, sighting_id], |r| {
+                    Ok(StoredFace {
+                        crop: r.get(0)?,
+                        crop_face: BoundingBox { left: r.get(1)?, top: r.get(2)?, right: r.get(3)?, bottom: r.get(4)? },
+                        model_id: r.get(5)?,
+                        template: r.get(6)?,
+                        encoding: r.get(7)?,
+                    })
+                })
                 .optional()?;
-            stored.map(|crop| open_crop(crop, sighting_id, self.key.as_ref())).transpose()
+            stored.map(|face| face.open(sighting_id, self.key.as_ref())).transpose()
         })
     }
 

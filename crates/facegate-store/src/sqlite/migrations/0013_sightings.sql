@@ -17,6 +17,11 @@ CREATE TABLE sightings (
     embedding          BLOB NOT NULL,
     embedding_encoding TEXT NOT NULL,
     crop               BLOB NOT NULL,
+    -- The face's box in the crop's pixels: a promoted sighting's sample box.
+    crop_face_left     REAL NOT NULL,
+    crop_face_top      REAL NOT NULL,
+    crop_face_right    REAL NOT NULL,
+    crop_face_bottom   REAL NOT NULL,
     quality            REAL NOT NULL,
     seen_unix_ms       INTEGER NOT NULL,
     request_id         TEXT NOT NULL
