@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""schemathesis against a live facegate, one run per OpenAPI document (miiCloud, NEC ID v1.1).
+"""schemathesis against a live facegate, one run per OpenAPI document (miiCloud, NEC ID v1.1, facegate's own).
 
 usage: schemathesis_run.py --base-url URL [--spec-miicloud URL_OR_PATH] [--spec-necid URL_OR_PATH]
+       [--spec-native URL_OR_PATH]
        [--token T] [--api-key K --access-key-id A --secret-access-key S] [--region R]
        [--seed N] [--max-examples N] [--workers N] [--phases P,...]
 needs: python3 with schemathesis (4.x), botocore and requests
@@ -16,7 +17,7 @@ operation, no example database, and nothing written outside a temporary folder. 
 phase is left out: it follows the documents' links for as long as its budget lasts.
 
 Authentication is added to each request as it leaves, after schemathesis has built it: miiCloud
-gets `Authorization: Token ...`; NEC ID gets `x-api-key` and an AWS Signature V4
+and facegate's own API (unknown people) get `Authorization: Token ...`; NEC ID gets `x-api-key` and an AWS Signature V4
 (service execute-api) over the final method, URL, headers and body, by botocore's SigV4Auth as
 tests/python/necid_botocore_client.py signs. Whatever the generator put in those headers is
 replaced, so that requests reach the handlers: the contract is fuzzed behind authentication,
@@ -50,6 +51,9 @@ class TokenAuth(requests.auth.AuthBase):
 
     def __call__(self, r):
         r.headers["Authorization"] = f"Token {self.token}"
+        # facegate's own API also lists NEC's scheme, so the generator may add an x-api-key,
+        # which would select NEC's credentials; this run is the token's.
+        r.headers.pop("x-api-key", None)
         return r
 
 
@@ -162,6 +166,7 @@ def main():
     p.add_argument("--base-url", required=True, help="where facegate listens, e.g. http://127.0.0.1:8080")
     p.add_argument("--spec-miicloud", help="URL or path of the miiCloud OpenAPI document")
     p.add_argument("--spec-necid", help="URL or path of the NEC ID v1.1 OpenAPI document")
+    p.add_argument("--spec-native", help="URL or path of facegate's own OpenAPI document (unknown people)")
     p.add_argument("--token", help="miiCloud token of a tenant")
     p.add_argument("--api-key", help="NEC ID API key of a tenant")
     p.add_argument("--access-key-id", help="NEC ID access key id (SigV4)")
@@ -184,8 +189,12 @@ def main():
             p.error("--spec-necid needs --api-key, --access-key-id and --secret-access-key")
         auth = NecSigV4Auth(args.api_key, args.access_key_id, args.secret_access_key, args.region)
         runs.append(("NEC ID v1.1", args.spec_necid, auth))
+    if args.spec_native:
+        if not args.token:
+            p.error("--spec-native needs --token")
+        runs.append(("facegate (unknown people)", args.spec_native, TokenAuth(args.token)))
     if not runs:
-        p.error("give --spec-miicloud, --spec-necid or both")
+        p.error("give --spec-miicloud, --spec-necid, --spec-native or several")
 
     # Relative paths are the caller's; the runs themselves happen in a throwaway folder, so that
     # nothing Hypothesis or schemathesis might write lands in the repository.

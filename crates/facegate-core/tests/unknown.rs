@@ -99,7 +99,8 @@ async fn a_search_back_finds_who_was_seen_and_a_promoted_person_is_known_from_th
     assert_eq!(group_sizes(&w, &w.acme).await, vec![2, 1], "a search back keeps nothing");
 
     let ann = back[0].unknown_people[0].person.id.clone();
-    let subject = w.svc.promote_unknown_person(&w.acme, &ann, Some("ann-1".into())).await.expect("promote");
+    let (subject, faces) = w.svc.promote_unknown_person(&w.acme, &ann, Some("ann-1".into())).await.expect("promote");
+    assert_eq!(faces, 2);
     assert_eq!(subject.customer_person_id.as_deref(), Some("ann-1"));
     assert_eq!(get_person(&w.svc, &w.acme, "ann-1").await.expect("person").samples.len(), 2);
     assert_eq!(group_sizes(&w, &w.acme).await, vec![1], "the promoted group is gone");
@@ -111,7 +112,7 @@ async fn a_search_back_finds_who_was_seen_and_a_promoted_person_is_known_from_th
     let bob = people(&w, &w.acme).await.remove(0).id;
     let taken = w.svc.promote_unknown_person(&w.acme, &bob, Some("ann-1".into())).await;
     assert!(matches!(taken, Err(Error::Conflict(_))), "{taken:?}");
-    let nec = w.svc.promote_unknown_person(&w.acme, &bob, None).await.expect("promote as an NEC subject");
+    let (nec, _) = w.svc.promote_unknown_person(&w.acme, &bob, None).await.expect("promote as an NEC subject");
     assert_eq!(nec.customer_person_id, None);
     assert!(matches!(w.svc.promote_unknown_person(&w.acme, &bob, None).await, Err(Error::NotFound(_))));
 }

@@ -1,5 +1,6 @@
 //! The published contract: each dialect's OpenAPI 3.1 document, built from the route
-//! definitions that serve it, at `/openapi/{miicloud,necid}.json`, and Swagger UI at `/docs`
+//! definitions that serve it, at `/openapi/{miicloud,necid}.json`, and facegate's own (unknown
+//! people) at `/openapi/facegate.json`, and Swagger UI at `/docs`
 //! (assets compiled into the binary; nothing is fetched at run time).
 
 use axum::http::header::{CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS};
@@ -9,10 +10,11 @@ use axum::Router;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::state::AppState;
-use crate::{miicloud, necid};
+use crate::{miicloud, native, necid};
 
 pub const MIICLOUD_DOCUMENT: &str = "/openapi/miicloud.json";
 pub const NECID_DOCUMENT: &str = "/openapi/necid.json";
+pub const NATIVE_DOCUMENT: &str = "/openapi/facegate.json";
 
 /// What Swagger UI 5 needs, and nothing more: its page loads only its own scripts and
 /// stylesheets (no inline script), React sets element styles through the DOM (allowed without
@@ -34,7 +36,8 @@ pub fn router() -> Router<AppState> {
             SwaggerUi::new("/docs")
                 .config(config)
                 .url(MIICLOUD_DOCUMENT, miicloud::openapi())
-                .url(NECID_DOCUMENT, necid::openapi()),
+                .url(NECID_DOCUMENT, necid::openapi())
+                .url(NATIVE_DOCUMENT, native::openapi()),
         )
         .layer(axum::middleware::map_response(security_headers))
 }

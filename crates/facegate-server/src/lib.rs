@@ -14,6 +14,7 @@ pub mod http_limits;
 pub mod listener;
 pub mod metrics;
 pub mod miicloud;
+pub mod native;
 pub mod necid;
 pub mod parse_errors;
 pub mod request_id;
@@ -47,6 +48,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(miicloud::router(state.clone()))
         .merge(necid::router(state.clone()))
+        .merge(native::router(state.clone()))
         .merge(console::router(state.clone()))
         .merge(docs::router())
         .fallback(health::not_found)

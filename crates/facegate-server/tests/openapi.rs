@@ -80,7 +80,7 @@ async fn both_documents_are_served_match_their_snapshots_and_cover_the_reference
     let server = TestServer::start_on_fakes(dir.path(), Settings::default()).await;
     let client = client();
     let mut served = Vec::new();
-    for dialect in ["miicloud", "necid"] {
+    for dialect in ["miicloud", "necid", "facegate"] {
         let res = client.get(server.url(&format!("/openapi/{dialect}.json"))).send().await.expect("get document");
         assert_eq!(res.status(), StatusCode::OK, "{dialect}");
         let doc: Value = res.json().await.expect("json");

@@ -1,5 +1,6 @@
-//! The published contract, enforced: schemathesis generates requests from the two OpenAPI
-//! documents the live server publishes (`/openapi/miicloud.json`, `/openapi/necid.json`) and
+//! The published contract, enforced: schemathesis generates requests from the three OpenAPI
+//! documents the live server publishes (`/openapi/miicloud.json`, `/openapi/necid.json`, and
+//! facegate's own `/openapi/facegate.json`) and
 //! checks every answer against them: no 5xx, and each response a status, media type and body
 //! shape the document lists. The run is `tests/python/schemathesis_run.py`, with a fixed seed and
 //! a bounded number of examples per operation, so that it repeats and fits the test budget.
@@ -41,12 +42,19 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_documents() {
     assert!(out.status.success(), "tenant create: {}", String::from_utf8_lossy(&out.stderr));
     let tenant: Value = serde_json::from_slice(&out.stdout).expect("tenant create prints JSON");
     let credential = |name: &str| tenant[name].as_str().unwrap_or_else(|| panic!("no {name} in {tenant}")).to_owned();
+    // Opted in, so that the unknown-people routes keep and answer something.
+    let out = facegate()
+        .args(["tenant", "set", "schemathesis", "--unknown-faces", "on", "--unknown-retention", "1d", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "tenant set: {}", String::from_utf8_lossy(&out.stderr));
 
     let args: Vec<OsString> = vec!["--data-dir".into(), dir.path().into()];
     let server = SandboxServer::spawn(&args, &[]);
     // Served, and OpenAPI 3.1, before schemathesis is pointed at them: a missing document is then
     // named as such rather than as a schemathesis load error.
-    for path in ["/openapi/miicloud.json", "/openapi/necid.json"] {
+    for path in ["/openapi/miicloud.json", "/openapi/necid.json", "/openapi/facegate.json"] {
         served_document(&server, path);
     }
 
@@ -58,6 +66,7 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_documents() {
             .args(["--base-url", &base])
             .args(["--spec-miicloud", &format!("{base}/openapi/miicloud.json")])
             .args(["--spec-necid", &format!("{base}/openapi/necid.json")])
+            .args(["--spec-native", &format!("{base}/openapi/facegate.json")])
             .args(["--token", &credential("token")])
             .args(["--api-key", &credential("api_key")])
             .args(["--access-key-id", &credential("access_key_id")])
@@ -75,11 +84,11 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_documents() {
          --- server log ---\n{}",
         server.logs()
     );
-    // Both documents ran to the end: a harness that ran neither would also exit 0.
-    for name in ["miiCloud", "NEC ID v1.1"] {
+    // Every document ran to the end: a harness that ran none would also exit 0.
+    for name in ["miiCloud", "NEC ID v1.1", "facegate (unknown people)"] {
         assert!(stdout.contains(&format!("{name}: passed")), "{name} did not run:\n{stdout}\n{stderr}");
     }
     let logs = server.logs();
     assert!(!logs.contains("panicked"), "the server panicked under schemathesis:\n{logs}");
-    eprintln!("schemathesis: both documents passed in {:?}", started.elapsed());
+    eprintln!("schemathesis: the three documents passed in {:?}", started.elapsed());
 }

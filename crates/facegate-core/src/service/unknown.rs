@@ -338,15 +338,17 @@ impl FaceService {
     /// Makes an unknown person an enrolled subject, with `customer_id` (miiCloud) or without
     /// (an NEC subject), whose faces are its best [`MAX_PROMOTED_FACES`] sightings of the active
     /// model; the unknown person and all its sightings go in the same transaction. From then on
-    /// a search finds the subject. Audited as `promote_unknown_person`.
+    /// a search finds the subject. Returns it with how many faces it got. Audited as
+    /// `promote_unknown_person`.
     pub async fn promote_unknown_person(
         &self,
         tenant: &Tenant,
         id: &str,
         customer_id: Option<String>,
-    ) -> Result<Subject> {
+    ) -> Result<(Subject, usize)> {
         let input = format!("unknown_person={id} customer_id={}", customer_id.as_deref().unwrap_or("-"));
-        audited(tenant, "promote_unknown_person", input, |s: &Subject| format!("subject={}", s.id), async {
+        let output = |(s, faces): &(Subject, usize)| format!("subject={} faces={faces}", s.id);
+        audited(tenant, "promote_unknown_person", input, output, async {
             if let Some(customer_id) = &customer_id {
                 validate_name("customer id", customer_id, super::gallery::MAX_ID_CHARS)?;
             }
@@ -404,7 +406,7 @@ impl FaceService {
             for sample in &samples {
                 self.index.insert(super::state::template_of(&subject, sample));
             }
-            Ok(subject)
+            Ok((subject, samples.len()))
         })
         .await
     }

@@ -15,7 +15,7 @@ use crate::miicloud::wire::{
 };
 use crate::state::AppState;
 
-const IMAGE_FIELD: &str = "image_path";
+pub(crate) const IMAGE_FIELD: &str = "image_path";
 
 type MiiResult<T> = Result<Json<T>, MiiError>;
 
@@ -208,7 +208,7 @@ fn profile_of(form: &FormData) -> Profile {
 /// The uploaded image. A text `image_path` naming a remote URL is refused, since facegate
 /// does not fetch images; a text local path next to an uploaded file (as the document's
 /// Python example sends) is ignored.
-fn image_of(form: &FormData) -> Result<Option<ImageUpload>, ApiError> {
+pub(crate) fn image_of(form: &FormData) -> Result<Option<ImageUpload>, ApiError> {
     if let Some(image) = &form.image {
         if image.bytes.is_empty() {
             return Err(ApiError::invalid("the uploaded image_path file is empty"));

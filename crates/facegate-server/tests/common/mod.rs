@@ -164,6 +164,18 @@ impl TestServer {
         self.service.create_tenant(name).await
     }
 
+    /// The gallery as a command beside the server opens it (`facegate tenant set`): a second
+    /// store on the same SQLite directory or PostgreSQL database.
+    pub fn side_store(&self) -> Arc<dyn facegate_core::Store> {
+        match &self.cluster {
+            Some(cluster) => Arc::new(
+                facegate_store::PgStore::connect(cluster.url(), None, facegate_store::PgRole::Tool)
+                    .expect("open the PostgreSQL store beside the server"),
+            ),
+            None => Arc::new(SqliteStore::open(&self.data_dir).expect("open the store beside the server")),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
