@@ -6,6 +6,7 @@ mod pipeline;
 pub(crate) mod recall;
 mod replication;
 mod search;
+mod unknown;
 
 use clap::{Args, Subcommand};
 use facegate_index::{IndexConfig, IvfTuning};
@@ -24,6 +25,9 @@ pub enum BenchCommand {
     /// 1:N search over N synthetic templates: build time, memory, p50/p99 latency of top-10
     /// search (some with tag filters), and recall against exact search.
     Search(search::SearchArgs),
+    /// What keeping the faces nobody enrolled adds to a 1:N search, at a tenant holding
+    /// `--sightings` of them already: p50/p99 of searches with and without it.
+    UnknownFaces(unknown::UnknownArgs),
 }
 
 pub fn run(command: BenchCommand, file: &crate::config::FileConfig) -> anyhow::Result<()> {
@@ -32,6 +36,7 @@ pub fn run(command: BenchCommand, file: &crate::config::FileConfig) -> anyhow::R
         BenchCommand::Pipeline(args) => pipeline::run(args, file),
         BenchCommand::Replication(args) => replication::run(args),
         BenchCommand::Search(args) => search::run(args),
+        BenchCommand::UnknownFaces(args) => unknown::run(args, file),
     }
 }
 

@@ -130,7 +130,7 @@ impl Population {
     }
 }
 
-fn random_unit(rng: &mut SmallRng, dim: usize) -> Vec<f32> {
+pub(crate) fn random_unit(rng: &mut SmallRng, dim: usize) -> Vec<f32> {
     // Box–Muller: a Gaussian vector has a uniformly random direction.
     let gaussian: Vec<f32> = (0..dim)
         .map(|_| {
