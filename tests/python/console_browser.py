@@ -3,14 +3,19 @@ Debian's chromedriver by Selenium (both paths given, so Selenium Manager never d
 
 Against a running server: signs in with a miiCloud token, uploads a group photo and checks that
 the boxes drawn match the API's face count, enrolls a face from one photo of a person, searches
-with another photo of that person and sees the match, then deletes the person. With
---screenshots DIR it also saves the main screens at laptop size and one at phone size (and
-enrolls a few more people first, so that the gallery looks like one).
+with another photo of that person and sees the match, then deletes the person. With --unknown
+photos (of people nobody enrolled, for a tenant that keeps unknown faces: `facegate tenant set
+--unknown-faces on`), it first searches with each (miiCloud 1:N `match_faces`), so that the
+server keeps their faces as sightings, and then on the Unknown people page checks the groups and
+their crops, merges two groups, promotes one to a person and deletes one. With --screenshots DIR
+it also saves the main screens at laptop size and one at phone size (and enrolls a few more
+people first, so that the gallery looks like one).
 
-Prints one JSON line: {"faces_api": n, "faces_drawn": n, "match": {...}, "screenshots": [...]}.
+Prints one JSON line: {"faces_api": n, "faces_drawn": n, "match": {...}, "unknown": {...}, "screenshots": [...]}.
 
     PYTHONPATH=.facegate/python python3 -S tests/python/console_browser.py --url http://127.0.0.1:8080 \
-        --token TOKEN --group players.jpg --enroll a1.png --probe a2.png [--extra DIR ...] [--screenshots docs/console]
+        --token TOKEN --group players.jpg --enroll a1.png --probe a2.png [--unknown b1.png ...] \
+        [--extra DIR ...] [--screenshots docs/console]
 """
 
 import argparse
@@ -43,6 +48,9 @@ def main():
     ap.add_argument("--group", required=True, help="a photo of many faces (players.jpg)")
     ap.add_argument("--enroll", required=True, help="a photo of one person")
     ap.add_argument("--probe", required=True, help="another photo of the same person")
+    ap.add_argument("--unknown", action="append", default=[],
+                    help="a photo of someone nobody enrolled, searched 1:N before the browser starts; give at least "
+                         "three people's, so that the page can merge, promote and delete")
     ap.add_argument("--extra", action="append", default=[], help="photos of other people, for the screenshots")
     ap.add_argument("--screenshots", help="a folder to save screenshots in")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
@@ -56,6 +64,9 @@ def main():
     faces_api = len(detected.json()["faces"])
 
     cpid = "console-e2e-%d" % os.getpid()
+    promoted = "console-unknown-%d" % os.getpid()
+    # Before anyone is enrolled: each face of these searches matches nobody, so the server keeps it.
+    kept = search_unknown(args, auth)
     extras = []
     if args.screenshots:
         os.makedirs(args.screenshots, exist_ok=True)
@@ -67,6 +78,8 @@ def main():
                  "--hide-scrollbars", "--force-device-scale-factor=1", "--lang=en-US",
                  "--window-size=%d,%d" % LAPTOP):
         options.add_argument(flag)
+    # The page's console messages, to find script errors and Content-Security-Policy refusals.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=args.chromedriver), options=options)
     # A page or script that never finishes fails the run instead of holding it.
     driver.set_page_load_timeout(WAIT)
@@ -167,6 +180,15 @@ def main():
         assert gone.status_code == 404, gone.status_code
         result["deleted"] = True
 
+        if args.unknown:
+            result["unknown"] = unknown_people(driver, wait, click, notice, shot, args, auth, kept, promoted)
+
+        # Nothing the page did raised a script error or was refused by its Content-Security-Policy
+        # (a wrong token's 401, above, is the one failed load expected).
+        problems = [e["message"] for e in driver.get_log("browser")
+                    if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]]
+        assert not problems, problems
+
         # The same console on a phone.
         if args.screenshots:
             click(driver.find_element(By.ID, "tab-detect"))
@@ -177,10 +199,108 @@ def main():
     finally:
         driver.quit()
         # Whatever failed, the test leaves no person behind (a 404 for one already deleted).
-        for extra in extras + [cpid]:
+        for extra in extras + [cpid, promoted]:
             requests.delete(args.url + "/miicloud/person/" + extra, headers=auth, timeout=30)
     result["screenshots"] = shots
     print(json.dumps(result))
+
+
+def search_unknown(args, auth):
+    """Searches 1:N with each --unknown photo; answers how many faces matched nobody (the server
+    keeps each as a sighting)."""
+    kept = 0
+    for i, path in enumerate(args.unknown):
+        with open(path, "rb") as f:
+            r = requests.post(args.url + "/miicloud/match_faces", headers=dict(auth, **{"x-request-id": "unknown-%d" % i}),
+                              files={"image_path": f}, timeout=60)
+        r.raise_for_status()
+        kept += sum(1 for face in r.json()["faces"] if face["match_status"] == "unknown")
+    return kept
+
+
+def unknown_people(driver, wait, click, notice, shot, args, auth, kept, promoted):
+    """The Unknown people page: the API's groups with their crops and counts, then a merge, a
+    promotion and a deletion, each seen on the page and through the API."""
+    api = args.url + "/facegate/v1/unknown-people"
+
+    def listed():
+        r = requests.get(api + "?limit=100", headers=auth, timeout=30)
+        r.raise_for_status()
+        return {p["id"]: p["sightings"] for p in r.json()["unknown_people"]}
+
+    def shown():
+        """The page's groups: id -> (count text, loaded crops, crops still loading or broken)."""
+        return driver.execute_script("""
+            const groups = {};
+            for (const card of document.querySelectorAll('#unknown-list .unknown-group')) {
+              const imgs = Array.from(card.querySelectorAll('.sighting-crop img'));
+              const loaded = imgs.filter((i) => i.complete && i.naturalWidth > 0).length;
+              groups[card.dataset.id] = [card.querySelector('.sighting-count').textContent, loaded,
+                card.querySelectorAll('.sighting-crop').length - loaded];
+            }
+            return groups;""")
+
+    def count_text(n):
+        return "1 sighting" if n == 1 else "%d sightings" % n
+
+    def settled(expected):
+        """Waits until the page shows exactly `expected` (id -> sightings), every crop loaded."""
+        def ok(_):
+            now = shown()
+            return set(now) == set(expected) and all(
+                now[i][0] == count_text(n) and now[i][1] == min(8, n) and now[i][2] == 0 for i, n in expected.items())
+        try:
+            wait.until(ok)
+        except Exception:
+            raise AssertionError("the page shows %s, the API %s" % (shown(), expected))
+
+    def card(pid):
+        return driver.find_element(By.CSS_SELECTOR, '#unknown-list .unknown-group[data-id="%s"]' % pid)
+
+    groups = listed()
+    assert sum(groups.values()) == kept, (groups, kept)
+    assert len(groups) >= 3, "merge, promote and delete need three groups: %s" % groups
+    click(driver.find_element(By.ID, "tab-unknown"))
+    settled(groups)
+    result = {"groups": len(groups), "sightings": kept, "largest": max(groups.values())}
+    shot("unknown")
+
+    # Merge: tick two groups; the second moves into the first.
+    into, source = sorted(groups)[:2]
+    click(card(into).find_element(By.CSS_SELECTOR, ".unknown-pick"))
+    click(card(source).find_element(By.CSS_SELECTOR, ".unknown-pick"))
+    click(driver.find_element(By.ID, "unknown-merge"))
+    notice("Merged two unknown people")
+    merged = groups[into] + groups.pop(source)
+    groups[into] = merged
+    assert listed() == groups, (listed(), groups)
+    settled(groups)
+    result["merged"] = merged
+
+    # Promote the merged group to a person: it leaves the page, and miiCloud knows the person.
+    click(card(into).find_element(By.CSS_SELECTOR, ".promote"))
+    card(into).find_element(By.CSS_SELECTOR, ".promote-cpid").send_keys(promoted)
+    click(card(into).find_element(By.CSS_SELECTOR, ".promote-go"))
+    notice("Enrolled the unknown person as " + promoted)
+    del groups[into]
+    settled(groups)
+    person = requests.get(args.url + "/miicloud/person/" + promoted, headers=auth, timeout=30)
+    assert person.status_code == 200, (person.status_code, person.text)
+    result["promoted"] = promoted
+
+    # Delete another after confirming: it leaves the page and the API.
+    victim = sorted(groups)[0]
+    click(card(victim).find_element(By.CSS_SELECTOR, ".delete"))
+    click(wait.until(EC.visibility_of(card(victim).find_element(By.CSS_SELECTOR, ".confirm-delete"))))
+    notice("Deleted the unknown person")
+    del groups[victim]
+    settled(groups)
+    assert listed() == groups, (listed(), groups)
+    result["deleted"] = victim
+    if not groups:
+        wait.until(EC.visibility_of_element_located((By.ID, "unknown-empty")))
+    result["left"] = len(groups)
+    return result
 
 
 def enroll_extras(args, auth):

@@ -2,8 +2,11 @@
 //! (Debian's `chromium` and `chromium-driver`, which `scripts/setup-test-tools` installs) through
 //! Selenium against `facegate serve --sandbox`: it signs in, checks the boxes drawn on
 //! players.jpg against the API's face count, enrolls a face, finds that person with another of
-//! their photos, and deletes them. With `FACEGATE_CONSOLE_SCREENSHOTS=DIR` it also saves the
-//! main screens there (`docs/console/` holds the committed ones).
+//! their photos, and deletes them. The sandbox tenant keeps unknown faces (`facegate tenant set`
+//! beside the server), so the script's 1:N searches with photos of people nobody enrolled leave
+//! unknown people, which the Unknown people page shows with their crops, merges, promotes and
+//! deletes. With `FACEGATE_CONSOLE_SCREENSHOTS=DIR` it also saves the main screens there
+//! (`docs/console/` holds the committed ones).
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod common;
-use common::{root, SandboxServer, SANDBOX_TOKEN};
+use common::{facegate, root, SandboxServer, SANDBOX_TOKEN};
 
 /// Debian's browser and its driver, given to Selenium by path so that it never fetches one.
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -21,6 +24,14 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// enrolls for the screenshots.
 const PERSON: &str = "amy";
 const OTHERS: [&str; 7] = ["bernadette", "howard", "leonard", "penny", "raj", "sheldon", "stuart"];
+
+/// Photos of people nobody has enrolled when the script searches with them: two of one person,
+/// to be kept as one unknown person, and one each of two more, for a merge, a promotion and a
+/// deletion.
+const UNKNOWN: [(&str, u32); 4] = [("howard", 2), ("howard", 4), ("raj", 2), ("sheldon", 2)];
+
+/// The tenant `serve --sandbox` creates.
+const SANDBOX_TENANT: &str = "sandbox";
 
 #[test]
 fn the_console_detects_enrolls_finds_and_deletes_in_a_real_browser() {
@@ -44,6 +55,13 @@ fn the_console_detects_enrolls_finds_and_deletes_in_a_real_browser() {
 
     let data = tempfile::tempdir().expect("tempdir");
     let server = SandboxServer::start(data.path());
+    // Beside the running server, as an operator would: each search reads the setting.
+    let opted_in = facegate()
+        .args(["tenant", "set", SANDBOX_TENANT, "--unknown-faces", "on", "--unknown-retention", "1d", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("facegate tenant set");
+    assert!(opted_in.status.success(), "tenant set: {}", String::from_utf8_lossy(&opted_in.stderr));
     command
         .arg(root().join("tests/python/console_browser.py"))
         .args([
@@ -63,6 +81,9 @@ fn the_console_detects_enrolls_finds_and_deletes_in_a_real_browser() {
         .arg("--probe")
         .arg(photo(PERSON, 3))
         .current_dir(root());
+    for (who, n) in UNKNOWN {
+        command.arg("--unknown").arg(photo(who, n));
+    }
     if let Some(dir) = std::env::var_os("FACEGATE_CONSOLE_SCREENSHOTS") {
         command.arg("--screenshots").arg(root().join(dir));
         for other in OTHERS {
@@ -80,4 +101,10 @@ fn the_console_detects_enrolls_finds_and_deletes_in_a_real_browser() {
     assert_eq!(summary["faces_drawn"], summary["faces_api"], "{summary}");
     assert_eq!(summary["match"]["verdict"], "Known", "{summary}");
     assert_eq!(summary["deleted"], true, "{summary}");
+    let unknown = &summary["unknown"];
+    assert_eq!(unknown["sightings"], UNKNOWN.len(), "one face per photo is kept: {summary}");
+    assert_eq!(unknown["groups"], 3, "howard's two photos are one unknown person: {summary}");
+    assert_eq!(unknown["largest"], 2, "{summary}");
+    assert!(unknown["merged"].as_u64().unwrap_or(0) >= 2, "{summary}");
+    assert_eq!(unknown["left"], 0, "{summary}");
 }

@@ -19,8 +19,12 @@
     person: null,
     jobsTimer: null,
     view: "detect",
+    unknownAfter: null, // the `after` of the next page of unknown people
+    unknownPicked: [], // ids ticked for a merge, in the order ticked
+    unknownLoads: 0, // counts the loads of that page, so that only the latest one shows
   };
   const faceImages = new Map(); // face id -> Promise<HTMLImageElement>, from blob URLs
+  const cropUrls = []; // blob URLs of the sighting crops shown on the unknown people page
 
   // ---- messages -------------------------------------------------------------------------------
   function showError(message) {
@@ -45,11 +49,17 @@
   }
 
   // Calls the API with the token; answers the parsed JSON, or throws with the API's message.
+  // `options.json` is sent as a JSON body.
   async function api(path, options = {}) {
     const headers = { Authorization: "Token " + state.token };
+    let sent = options.body;
+    if (options.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      sent = JSON.stringify(options.json);
+    }
     let response;
     try {
-      response = await fetch(path, { method: options.method || "GET", headers, body: options.body, cache: "no-store" });
+      response = await fetch(path, { method: options.method || "GET", headers, body: sent, cache: "no-store" });
     } catch (e) {
       throw new ApiError(0, "The server cannot be reached (" + e.message + ").");
     }
@@ -161,6 +171,7 @@
     stopJobsTimer();
     for (const loading of faceImages.values()) loading.then((img) => URL.revokeObjectURL(img.src), () => {});
     faceImages.clear();
+    forgetCrops();
     $("app").hidden = true;
     $("login").hidden = false;
     $("token").value = "";
@@ -193,7 +204,7 @@
   // ---- views ----------------------------------------------------------------------------------
   function showView(view) {
     state.view = view;
-    for (const name of ["detect", "gallery", "jobs"]) {
+    for (const name of ["detect", "gallery", "unknown", "jobs"]) {
       $("view-" + name).hidden = name !== view;
       $("tab-" + name).classList.toggle("active", name === view);
     }
@@ -202,6 +213,8 @@
       showGalleryList();
       loadPersons();
       loadTags();
+    } else if (view === "unknown") {
+      loadUnknown(true);
     } else if (view === "jobs") {
       loadJobs();
     }
@@ -666,6 +679,181 @@
       await loadPersons();
     }, $("confirm-delete"));
   });
+
+  // ---- unknown people -------------------------------------------------------------------------
+  const UNKNOWN = "/facegate/v1/unknown-people";
+  const UNKNOWN_PAGE = 20;
+  const CROPS_SHOWN = 8;
+
+  $("unknown-refresh").addEventListener("click", () => { clearMessage(); loadUnknown(true); });
+  $("unknown-more").addEventListener("click", () => loadUnknown(false));
+  $("unknown-merge").addEventListener("click", () => {
+    const [into, from] = state.unknownPicked;
+    if (!into || !from) return;
+    clearMessage();
+    guarded(async () => {
+      const merged = await api(UNKNOWN + "/" + encodeURIComponent(into) + "/merge", { method: "POST", json: { from } });
+      showNotice("Merged two unknown people: the group now holds " + sightingCount(merged.sightings) + ".");
+      await loadUnknown(true);
+    }, $("unknown-merge"));
+  });
+
+  function forgetCrops() {
+    for (const url of cropUrls.splice(0)) URL.revokeObjectURL(url);
+  }
+
+  function sightingCount(n) { return n === 1 ? "1 sighting" : n + " sightings"; }
+
+  function when(time) { return time.replace("T", " ").slice(0, 19); }
+
+  // The first page again (`fresh`), or the next one added below those shown.
+  async function loadUnknown(fresh) {
+    const query = new URLSearchParams({ limit: String(UNKNOWN_PAGE) });
+    if (!fresh && state.unknownAfter) query.set("after", state.unknownAfter);
+    const load = ++state.unknownLoads;
+    const page = await guarded(() => api(UNKNOWN + "?" + query), $("unknown-more"));
+    if (!page || state.view !== "unknown" || load !== state.unknownLoads) return;
+    const list = $("unknown-list");
+    if (fresh) {
+      forgetCrops();
+      list.replaceChildren();
+      state.unknownPicked = [];
+    }
+    for (const person of page.unknown_people) list.appendChild(unknownCard(person));
+    state.unknownAfter = page.next_after || null;
+    $("unknown-more").hidden = !state.unknownAfter;
+    const shown = list.children.length;
+    $("unknown-empty").hidden = shown > 0;
+    $("unknown-note").textContent = shown === 0 ? "" :
+      (shown === 1 ? "1 group" : shown + " groups") + (state.unknownAfter ? " shown, more below" : "");
+    pickedChanged();
+  }
+
+  function unknownCard(person) {
+    const card = el("article", "unknown-group");
+    card.dataset.id = person.id;
+    const head = el("div", "unknown-head");
+    const pick = el("label", "pick");
+    const box = el("input");
+    box.type = "checkbox";
+    box.className = "unknown-pick";
+    box.addEventListener("change", () => {
+      state.unknownPicked = state.unknownPicked.filter((id) => id !== person.id);
+      if (box.checked) state.unknownPicked.push(person.id);
+      pickedChanged();
+    });
+    pick.appendChild(box);
+    pick.appendChild(el("span", "mono", person.id));
+    head.appendChild(pick);
+    head.appendChild(el("span", "pill sighting-count", sightingCount(person.sightings)));
+    card.appendChild(head);
+
+    const crops = el("div", "sighting-crops");
+    card.appendChild(crops);
+    showCrops(person, crops);
+
+    const times = el("dl", "fields seen");
+    for (const [name, value] of [["first seen", person.first_seen], ["last seen", person.last_seen]]) {
+      times.appendChild(el("dt", "", name));
+      times.appendChild(el("dd", "", when(value)));
+    }
+    card.appendChild(times);
+    card.appendChild(unknownActions(person));
+    return card;
+  }
+
+  // Up to CROPS_SHOWN of the person's sightings, each fetched with the token, and how many more.
+  async function showCrops(person, crops) {
+    const seen = await guarded(() => api(UNKNOWN + "/" + encodeURIComponent(person.id) + "/sightings"));
+    if (!seen) return;
+    const shown = seen.sightings.slice(0, CROPS_SHOWN);
+    for (const sighting of shown) {
+      const slot = el("div", "sighting-crop");
+      slot.title = when(sighting.seen_at) + " · quality " + Math.round(sighting.quality * 100);
+      crops.appendChild(slot);
+      api("/facegate/v1/sightings/" + encodeURIComponent(sighting.id) + "/crop", { raw: true })
+        .then((response) => response.blob())
+        .then((blob) => {
+          const url = URL.createObjectURL(blob);
+          cropUrls.push(url);
+          return loadImage(url);
+        })
+        .then((img) => { img.alt = "A face of this unknown person"; slot.appendChild(img); }, (e) => showError(e.message));
+    }
+    const more = seen.sightings.length - shown.length;
+    if (more > 0) crops.appendChild(el("div", "sighting-more", "+" + more));
+  }
+
+  function unknownActions(person) {
+    const bar = el("div", "unknown-actions");
+    const promote = el("button", "ghost small promote", "Promote");
+    const remove = el("button", "ghost small delete", "Delete");
+    promote.type = remove.type = "button";
+    bar.append(promote, remove);
+
+    // Promote: asks for the customer_person_id to enroll the group as.
+    const form = el("form", "promote-form");
+    form.autocomplete = "off";
+    form.hidden = true;
+    const cpid = el("input", "promote-cpid");
+    cpid.placeholder = "customer_person_id";
+    cpid.maxLength = 128;
+    cpid.spellcheck = false;
+    cpid.required = true;
+    cpid.setAttribute("aria-label", "customer_person_id to enroll this group as");
+    const enroll = el("button", "primary small promote-go", "Enroll");
+    const cancelPromote = el("button", "ghost small", "Cancel");
+    cancelPromote.type = "button";
+    form.append(cpid, enroll, cancelPromote);
+
+    const confirm = el("div", "confirm");
+    confirm.hidden = true;
+    const confirmDelete = el("button", "danger small confirm-delete", "Delete");
+    const cancelDelete = el("button", "ghost small", "Cancel");
+    confirmDelete.type = cancelDelete.type = "button";
+    confirm.append(el("span", "", "Delete this group and its " + sightingCount(person.sightings) + "?"),
+      confirmDelete, cancelDelete);
+
+    const idle = () => { bar.hidden = false; form.hidden = true; confirm.hidden = true; };
+    promote.addEventListener("click", () => { bar.hidden = true; form.hidden = false; cpid.focus(); });
+    remove.addEventListener("click", () => { bar.hidden = true; confirm.hidden = false; });
+    cancelPromote.addEventListener("click", idle);
+    cancelDelete.addEventListener("click", idle);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      clearMessage();
+      const id = cpid.value.trim();
+      if (!id) { showError("customer_person_id is required."); return; }
+      guarded(async () => {
+        const done = await api(UNKNOWN + "/" + encodeURIComponent(person.id) + "/promote",
+          { method: "POST", json: { customer_person_id: id } });
+        if (state.session) state.session.templates += done.faces;
+        showNotice("Enrolled the unknown person as " + done.customer_person_id + " with " +
+          (done.faces === 1 ? "1 face" : done.faces + " faces") + ".");
+        await loadUnknown(true);
+      }, enroll);
+    });
+    confirmDelete.addEventListener("click", () => {
+      clearMessage();
+      guarded(async () => {
+        const done = await api(UNKNOWN + "/" + encodeURIComponent(person.id), { method: "DELETE" });
+        showNotice("Deleted the unknown person and its " + sightingCount(done.deleted_sightings) + ".");
+        await loadUnknown(true);
+      }, confirmDelete);
+    });
+
+    const actions = el("div", "unknown-foot");
+    actions.append(bar, form, confirm);
+    return actions;
+  }
+
+  function pickedChanged() {
+    const picked = state.unknownPicked.length;
+    const merge = $("unknown-merge");
+    merge.disabled = picked !== 2;
+    merge.textContent = picked === 2 ? "Merge selected (2)" : "Merge selected";
+    merge.title = picked === 2 ? "Moves the second ticked group into the first" : "Tick two groups to merge";
+  }
 
   // ---- bulk jobs ------------------------------------------------------------------------------
   $("jobs-refresh").addEventListener("click", () => loadJobs());
