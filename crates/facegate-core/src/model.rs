@@ -448,6 +448,8 @@ pub struct FaceCrop {
 /// What a kept sighting holds of the face: its crop and template, opened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SightingFace {
+    /// The unknown person it is in now.
+    pub unknown_person_id: String,
     pub crop: FaceCrop,
     pub model_id: String,
     pub embedding: Vec<f32>,

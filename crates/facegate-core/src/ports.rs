@@ -53,6 +53,12 @@ pub enum ChangeKind {
     TagRenamed,
     /// The tenant and everything of it were deleted: forget its whole gallery.
     TenantRemoved,
+    /// A sighting of a face nobody enrolled was kept (subject: its unknown person; sample: the
+    /// sighting): load it and index it.
+    SightingKept,
+    /// The tenant's unknown people were changed otherwise (merged, split, deleted, promoted,
+    /// purged): load its sightings anew.
+    UnknownPeopleChanged,
 }
 
 /// One entry of a shared gallery's change log, in commit order.
@@ -235,6 +241,8 @@ pub trait UnknownFaceStore: Send + Sync {
     /// Up to `limit` unknown people of the tenant in id order, after `after`: a page.
     fn list_unknown_people(&self, tenant_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<UnknownPerson>>;
     fn unknown_person(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Option<UnknownPerson>>;
+    /// How many unknown people the tenant has.
+    fn count_unknown_people(&self, tenant_id: &str) -> Result<u64>;
     /// The sightings of one unknown person, oldest first.
     fn sightings_of(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Vec<Sighting>>;
     /// A sighting's crop and template, opened; `None` when there is no such sighting.

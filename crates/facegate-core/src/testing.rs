@@ -939,6 +939,10 @@ impl UnknownFaceStore for MemoryStore {
         Ok(unknown_person_of(&self.lock(), tenant_id, unknown_person_id))
     }
 
+    fn count_unknown_people(&self, tenant_id: &str) -> Result<u64> {
+        Ok(self.lock().unknown_people.iter().filter(|(_, t)| t == tenant_id).count() as u64)
+    }
+
     fn sightings_of(&self, tenant_id: &str, unknown_person_id: &str) -> Result<Vec<Sighting>> {
         let d = self.lock();
         let mut found: Vec<Sighting> = d
@@ -961,6 +965,7 @@ impl UnknownFaceStore for MemoryStore {
     fn sighting_face(&self, tenant_id: &str, sighting_id: &str) -> Result<Option<SightingFace>> {
         let d = self.lock();
         Ok(d.sightings.iter().find(|s| s.tenant_id == tenant_id && s.id == sighting_id).map(|s| SightingFace {
+            unknown_person_id: s.unknown_person_id.clone(),
             crop: FaceCrop { jpeg: s.crop.clone(), face: s.crop_face },
             model_id: s.model_id.clone(),
             embedding: s.embedding.clone(),

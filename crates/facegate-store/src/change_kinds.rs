@@ -43,6 +43,8 @@ fn kind_of(name: &str) -> Option<ChangeKind> {
         "subject_tags_set" => ChangeKind::SubjectTagsSet,
         "tag_renamed" => ChangeKind::TagRenamed,
         "tenant_removed" => ChangeKind::TenantRemoved,
+        "sighting_kept" => ChangeKind::SightingKept,
+        "unknown_people_changed" => ChangeKind::UnknownPeopleChanged,
         _ => return None,
     })
 }

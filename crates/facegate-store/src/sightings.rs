@@ -44,7 +44,8 @@ fn open_crop(stored: Vec<u8>, sighting_id: &str, key: Option<&DataKey>) -> Resul
 
 /// The columns a [`StoredFace`] is read from, in its order.
 pub(crate) const STORED_FACE: &str =
-    "crop, crop_face_left, crop_face_top, crop_face_right, crop_face_bottom, model_id, embedding, embedding_encoding";
+    "crop, crop_face_left, crop_face_top, crop_face_right, crop_face_bottom, model_id, embedding, embedding_encoding, \
+     unknown_person_id";
 
 /// A sighting's face as stored: sealed when the gallery is encrypted.
 pub(crate) struct StoredFace {
@@ -53,6 +54,7 @@ pub(crate) struct StoredFace {
     pub model_id: String,
     pub template: Vec<u8>,
     pub encoding: String,
+    pub unknown_person_id: String,
 }
 
 impl StoredFace {
@@ -61,6 +63,7 @@ impl StoredFace {
             crate::error::StoreError::Inconsistent(format!("sighting {sighting_id} holds no readable template"))
         })?;
         Ok(SightingFace {
+            unknown_person_id: self.unknown_person_id,
             crop: FaceCrop { jpeg: open_crop(self.crop, sighting_id, key)?, face: self.crop_face },
             model_id: self.model_id,
             embedding,

@@ -114,3 +114,68 @@ async fn a_node_follows_the_log_and_reloads_when_what_it_missed_was_pruned() {
     assert_eq!(indexed(&node, &tenant).await, ["bob", "cy"]);
     blocking(move || drop((node, other))).await;
 }
+
+/// Two nodes on one PostgreSQL gallery, each with its unknown-faces index: what one keeps,
+/// merges or deletes, the other groups against and searches back after following the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_groups_and_searches_back_the_sightings_another_node_kept() {
+    let Some(cluster) = PgCluster::start() else { return };
+    let url = cluster.url().to_owned();
+    let node = |url: String| {
+        blocking(move || {
+            let store = Arc::new(PgStore::connect(&url, None, PgRole::Node).expect("connect"));
+            let node = Arc::new(
+                FaceService::new(
+                    Arc::new(FakeEngine::default()),
+                    store.clone(),
+                    Arc::new(BruteForceIndex::default()),
+                    ServiceConfig::default(),
+                )
+                .with_unknown_index(Arc::new(BruteForceIndex::default())),
+            );
+            node.load_index().expect("load");
+            (node, store)
+        })
+    };
+    let (a, store) = node(url.clone()).await;
+    let (b, _) = node(url).await;
+    let tenant = a.create_tenant("acme").await.expect("tenant").tenant;
+    let t = tenant.id.clone();
+    blocking(move || store.set_unknown_faces_retention(&t, Some(Duration::from_secs(3600))).expect("on")).await;
+    let keep = |node: Arc<FaceService>, label: &'static str| {
+        let tenant = tenant.clone();
+        async move {
+            let options = SearchOptions { keep_unknown: Some(label.into()), ..SearchOptions::best_of_every_face() };
+            node.find_subjects(&tenant, format!("face:{label}").into_bytes(), options).await.expect("search");
+        }
+    };
+    let back = |node: Arc<FaceService>, label: &'static str| {
+        let tenant = tenant.clone();
+        async move {
+            let found = node.search_unknown_people(&tenant, format!("face:{label}").into_bytes()).await.expect("back");
+            found[0].unknown_people.iter().map(|m| (m.person.id.clone(), m.person.sightings)).collect::<Vec<_>>()
+        }
+    };
+
+    // Kept on A; B finds it after following, and its own sighting of ann joins A's group.
+    keep(a.clone(), "ann").await;
+    assert!(back(b.clone(), "ann").await.is_empty(), "B has not followed yet");
+    b.sync_index().await.expect("sync");
+    let on_b = back(b.clone(), "ann").await;
+    assert_eq!(on_b.len(), 1);
+    keep(b.clone(), "ann").await;
+    a.sync_index().await.expect("sync");
+    assert_eq!(back(a.clone(), "ann").await, vec![(on_b[0].0.clone(), 2)], "one group, across nodes");
+
+    // A merges bob into ann's group and then deletes it: B follows each step.
+    keep(a.clone(), "bob").await;
+    b.sync_index().await.expect("sync");
+    let bob = back(b.clone(), "bob").await[0].0.clone();
+    a.merge_unknown_people(&tenant, &on_b[0].0, &bob).await.expect("merge");
+    b.sync_index().await.expect("sync");
+    assert_eq!(back(b.clone(), "bob").await, vec![(on_b[0].0.clone(), 3)], "bob's sighting moved on B too");
+    a.delete_unknown_person(&tenant, &on_b[0].0).await.expect("delete");
+    b.sync_index().await.expect("sync");
+    assert!(back(b.clone(), "ann").await.is_empty(), "deleted on A, forgotten on B");
+    blocking(move || drop((a, b))).await;
+}

@@ -194,6 +194,8 @@ fn sightings_group_into_unknown_people_that_merge_split_and_delete(h: &Harness) 
         vec![("p-a".into(), 2, 1_000, 3_000), ("p-b".into(), 1, 2_000, 2_000)]
     );
     assert!(person_counts(store.as_ref(), &globex).is_empty());
+    assert_eq!(store.count_unknown_people(&acme.id).expect("count"), 2);
+    assert_eq!(store.count_unknown_people(&globex.id).expect("count"), 0);
     let page = store.list_unknown_people(&acme.id, Some("p-a"), 10).expect("page");
     assert_eq!(page.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), vec!["p-b"]);
     assert_eq!(store.list_unknown_people(&acme.id, None, 1).expect("page").len(), 1);

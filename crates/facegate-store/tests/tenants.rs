@@ -139,7 +139,6 @@ fn populate(store: &dyn Store, tenant: &Tenant, tag: &str) -> Vec<String> {
         job.id,
         seen.id,
         seen.unknown_person_id,
-        format!("{tag}-crop-bytes"),
         format!("{tag}-request"),
         format!("{tag}-op-0"),
         format!("{tag}-vip"),

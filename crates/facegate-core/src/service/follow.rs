@@ -123,8 +123,18 @@ impl FaceService {
             })
             .await?;
             let Some(last) = batch.last().map(|c| c.seq) else { return Ok(after) };
+            // Tenants whose sightings changed in bulk: loaded anew once, after the batch, which
+            // reflects every change in it however many rows a merge or purge touched.
+            let mut reload = std::collections::BTreeSet::new();
             for change in batch {
-                self.apply_change(change).await?;
+                if change.kind == ChangeKind::UnknownPeopleChanged {
+                    reload.insert(change.tenant_id);
+                } else {
+                    self.apply_change(change).await?;
+                }
+            }
+            for tenant_id in reload {
+                self.reload_sightings(&tenant_id).await?;
             }
             self.applied_change.store(last, Ordering::Release);
         }
@@ -170,8 +180,16 @@ impl FaceService {
             // request can name it any more.
             ChangeKind::TenantRemoved => {
                 self.index.remove_tenant(&tenant_id);
+                if let Some(unknown) = &self.unknown {
+                    unknown.remove_tenant(&tenant_id);
+                }
                 self.forget_snapshot(&tenant_id);
             }
+            ChangeKind::SightingKept => {
+                let sighting = sample_id.ok_or_else(|| missing("sighting"))?;
+                self.index_sighting(&tenant_id, &sighting).await?;
+            }
+            ChangeKind::UnknownPeopleChanged => self.reload_sightings(&tenant_id).await?,
             ChangeKind::SubjectTagsSet => {
                 let subject = subject_id.ok_or_else(|| missing("subject"))?;
                 let _subject_lock = self.subject_locks.lock(&tenant_id, &subject).await;

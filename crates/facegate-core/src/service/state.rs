@@ -281,6 +281,12 @@ impl FaceService {
         metrics::gauge!(POOL_CAPACITY).set(self.pool.capacity() as f64);
         for tenant in self.list_tenants().await? {
             metrics::gauge!(TEMPLATES, "tenant_id" => tenant.id.clone()).set(self.index.len(&tenant.id) as f64);
+            // Only the tenants whose sightings this node holds: one count each, none for the rest.
+            if self.unknown.as_ref().is_some_and(|u| u.len(&tenant.id) > 0) {
+                let tenant_id = tenant.id.clone();
+                let people = self.with_store(move |store| store.count_unknown_people(&tenant_id)).await?;
+                metrics::gauge!(crate::telemetry::UNKNOWN_PEOPLE, "tenant_id" => tenant.id.clone()).set(people as f64);
+            }
         }
         Ok(())
     }

@@ -91,6 +91,53 @@ impl FaceService {
         Ok(count)
     }
 
+    /// Indexes a sighting kept by any process (the change log's `SightingKept`), in the person
+    /// the store has it in now; nothing when it is gone or of another model.
+    pub(super) async fn index_sighting(&self, tenant_id: &str, sighting_id: &str) -> Result<()> {
+        let Some(unknown) = self.unknown.clone() else { return Ok(()) };
+        let _lock = self.subject_locks.lock(tenant_id, UNKNOWN_LOCK_KEY).await;
+        let (tid, sid, model_id) =
+            (tenant_id.to_owned(), sighting_id.to_owned(), self.engine.model_info().model_id.clone());
+        let template = self
+            .with_store(move |store| {
+                let Some(face) = store.sighting_face(&tid, &sid)? else { return Ok(None) };
+                if face.model_id != model_id {
+                    return Ok(None);
+                }
+                // The person it is in now: a merge since moved it, and a reload follows.
+                Ok(Some(Template {
+                    tenant_id: tid,
+                    subject_id: face.unknown_person_id,
+                    sample_id: sid,
+                    embedding: face.embedding,
+                }))
+            })
+            .await?;
+        if let Some(template) = template {
+            unknown.remove_sample(tenant_id, sighting_id);
+            unknown.insert(template);
+        }
+        Ok(())
+    }
+
+    /// Loads the tenant's sightings anew into the unknown-faces index, after writes of any
+    /// process that changed many at once (the change log's `UnknownPeopleChanged`).
+    pub(super) async fn reload_sightings(&self, tenant_id: &str) -> Result<()> {
+        let Some(unknown) = self.unknown.clone() else { return Ok(()) };
+        let _lock = self.subject_locks.lock(tenant_id, UNKNOWN_LOCK_KEY).await;
+        let (store, tid, model_id) =
+            (self.store.clone(), tenant_id.to_owned(), self.engine.model_info().model_id.clone());
+        let templates = blocking(move || {
+            let mut templates = Vec::new();
+            store.for_each_sighting_template(Some(&tid), &model_id, &mut |t| templates.push(t))?;
+            Ok(templates)
+        })
+        .await?;
+        unknown.remove_tenant(tenant_id);
+        templates.into_iter().for_each(|t| unknown.insert(t));
+        Ok(())
+    }
+
     /// How long the tenant keeps unknown faces, `None` when it keeps none. Read from the store at
     /// each search, so that a setting turned off (by `facegate tenant set`, or on another node)
     /// takes effect at once; the index then forgets what it held of the tenant.

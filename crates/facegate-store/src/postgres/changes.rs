@@ -31,6 +31,10 @@ pub(crate) enum Kind {
     TagRenamed,
     /// The tenant and everything of it were deleted.
     TenantRemoved,
+    /// A sighting was kept.
+    SightingKept,
+    /// The tenant's unknown people changed otherwise.
+    UnknownPeopleChanged,
 }
 
 impl Kind {
@@ -42,6 +46,8 @@ impl Kind {
             Kind::SubjectTagsSet => "subject_tags_set",
             Kind::TagRenamed => "tag_renamed",
             Kind::TenantRemoved => "tenant_removed",
+            Kind::SightingKept => "sighting_kept",
+            Kind::UnknownPeopleChanged => "unknown_people_changed",
         }
     }
 }

@@ -269,7 +269,8 @@ impl facegate_core::TenantStore for PgStore {
                 Some(_) => SightingPurge::default(),
                 None => super::unknown::delete_all_sightings(&mut tx, tenant_id)?,
             };
-            tx.commit()?;
+            let log = if purge == SightingPurge::default() { vec![] } else { vec![super::unknown::changed(tenant_id)] };
+            changes::commit_with(tx, &log)?;
             Ok(purge)
         })
     }

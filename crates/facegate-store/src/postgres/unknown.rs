@@ -28,6 +28,11 @@ fn lock_person(tx: &mut Transaction<'_>, tenant_id: &str, id: &str) -> Result<bo
         .is_some())
 }
 
+/// The change that makes every node load the tenant's sightings anew.
+pub(super) fn changed(tenant_id: &str) -> (Kind, Change<'_>) {
+    (Kind::UnknownPeopleChanged, Change { tenant_id, ..Change::default() })
+}
+
 /// Deletes every sighting and unknown person of a tenant, inside the caller's transaction.
 pub(super) fn delete_all_sightings(tx: &mut Transaction<'_>, tenant_id: &str) -> Result<SightingPurge> {
     let sightings = tx.execute("DELETE FROM sightings WHERE tenant_id = $1", &[&tenant_id])?;
@@ -113,7 +118,13 @@ impl facegate_core::UnknownFaceStore for PgStore {
                 true => StoreError::Conflict(format!("a sighting with id '{}' already exists", sighting.id)),
                 false => e.into(),
             })?;
-            tx.commit()?;
+            let kept = Change {
+                tenant_id: &sighting.tenant_id,
+                subject_id: Some(person),
+                sample_id: Some(&sighting.id),
+                ..Change::default()
+            };
+            changes::commit_with(tx, &[(Kind::SightingKept, kept)])?;
             Ok(true)
         })
     }
@@ -178,6 +189,14 @@ impl facegate_core::UnknownFaceStore for PgStore {
         })
     }
 
+    fn count_unknown_people(&self, tenant_id: &str) -> facegate_core::Result<u64> {
+        to_core(|| {
+            let row =
+                self.conn()?.query_one("SELECT COUNT(*) FROM unknown_people WHERE tenant_id = $1", &[&tenant_id])?;
+            Ok(to_u64(row.get(0)))
+        })
+    }
+
     fn sightings_of(&self, tenant_id: &str, unknown_person_id: &str) -> facegate_core::Result<Vec<Sighting>> {
         to_core(|| {
             let rows = self.conn()?.query(
@@ -212,6 +231,7 @@ impl facegate_core::UnknownFaceStore for PgStore {
                     model_id: r.get(5),
                     template: r.get(6),
                     encoding: r.get(7),
+                    unknown_person_id: r.get(8),
                 }
                 .open(sighting_id, self.key.as_ref())
             })
@@ -236,7 +256,7 @@ impl facegate_core::UnknownFaceStore for PgStore {
                 &[&tenant_id, &into, &from],
             )?;
             tx.execute("DELETE FROM unknown_people WHERE tenant_id = $1 AND id = $2", &[&tenant_id, &from])?;
-            tx.commit()?;
+            changes::commit_with(tx, &[changed(tenant_id)])?;
             Ok(moved)
         })
     }
@@ -280,7 +300,7 @@ impl facegate_core::UnknownFaceStore for PgStore {
                 "UPDATE sightings SET unknown_person_id = $2 WHERE tenant_id = $1 AND id = ANY($3)",
                 &[&tenant_id, &new_person_id, &wanted],
             )?;
-            tx.commit()?;
+            changes::commit_with(tx, &[changed(tenant_id)])?;
             Ok(())
         })
     }
@@ -304,7 +324,7 @@ impl facegate_core::UnknownFaceStore for PgStore {
                 "DELETE FROM unknown_people WHERE tenant_id = $1 AND id = $2",
                 &[&tenant_id, &unknown_person_id],
             )?;
-            tx.commit()?;
+            changes::commit_with(tx, &[changed(tenant_id)])?;
             Ok(Some(SightingPurge { sightings, unknown_people }))
         })
     }
@@ -326,7 +346,7 @@ impl facegate_core::UnknownFaceStore for PgStore {
                 return Err(StoreError::NotFound("unknown person"));
             }
             insert_subject(&mut tx, subject)?;
-            let mut log = Vec::new();
+            let mut log = vec![changed(tenant_id)];
             for ns in samples {
                 self.insert_sample(&mut tx, subject, ns)?;
                 log.push((
@@ -380,7 +400,8 @@ impl facegate_core::UnknownFaceStore for PgStore {
                     purged.push((tenant_id, SightingPurge { sightings, unknown_people }));
                 }
             }
-            tx.commit()?;
+            let log: Vec<(Kind, Change<'_>)> = purged.iter().map(|(tenant_id, _)| changed(tenant_id)).collect();
+            changes::commit_with(tx, &log)?;
             Ok(purged)
         })
     }

@@ -177,6 +177,16 @@ impl facegate_core::UnknownFaceStore for SqliteStore {
         })
     }
 
+    fn count_unknown_people(&self, tenant_id: &str) -> facegate_core::Result<u64> {
+        to_core(|| {
+            let conn = self.reader()?;
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM unknown_people WHERE tenant_id = ?1")?
+                .query_row([tenant_id], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     fn sightings_of(&self, tenant_id: &str, unknown_person_id: &str) -> facegate_core::Result<Vec<Sighting>> {
         to_core(|| {
             let conn = self.reader()?;
@@ -210,6 +220,7 @@ impl facegate_core::UnknownFaceStore for SqliteStore {
                         model_id: r.get(5)?,
                         template: r.get(6)?,
                         encoding: r.get(7)?,
+                        unknown_person_id: r.get(8)?,
                     })
                 })
                 .optional()?;

@@ -29,3 +29,19 @@ CREATE TABLE sightings (
 CREATE INDEX sightings_by_person ON sightings (unknown_person_id, seen_unix_ms);
 -- The retention purge and the template stream read a tenant's sightings by age.
 CREATE INDEX sightings_by_tenant_seen ON sightings (tenant_id, seen_unix_ms);
+
+-- The change log (0011), so that the unknown-faces index follows as the gallery's does. A
+-- merge, split or purge changes many rows at once; the follower reloads the tenant's sightings
+-- once per batch of such changes, however many there are.
+CREATE TRIGGER changes_sighting_kept AFTER INSERT ON sightings BEGIN
+    INSERT INTO changes (tenant_id, kind, subject_id, sample_id)
+    VALUES (NEW.tenant_id, 'sighting_kept', NEW.unknown_person_id, NEW.id);
+END;
+
+CREATE TRIGGER changes_sighting_moved AFTER UPDATE OF unknown_person_id ON sightings BEGIN
+    INSERT INTO changes (tenant_id, kind) VALUES (NEW.tenant_id, 'unknown_people_changed');
+END;
+
+CREATE TRIGGER changes_sighting_removed AFTER DELETE ON sightings BEGIN
+    INSERT INTO changes (tenant_id, kind) VALUES (OLD.tenant_id, 'unknown_people_changed');
+END;
