@@ -273,26 +273,12 @@ mod tests {
         let stored = imageops::rotate270(&scene());
         let mut bytes = Vec::new();
         let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
-        encoder.set_exif_metadata(exif_orientation(6)).expect("png takes exif");
+        encoder.set_exif_metadata(crate::decode::tests::exif_orientation(6)).expect("png takes exif");
         encoder.write_image(stored.as_raw(), 200, 300, image::ExtendedColorType::Rgb8).expect("encode");
         let out = crops(&bytes, &[bbox(40.0, 40.0, 100.0, 100.0)]).expect("crops");
         let crop = open(&out[0]);
         assert_eq!(crop.dimensions(), (90, 90));
         assert!(near(centre(&crop), RED), "{:?}", centre(&crop));
-    }
-
-    /// A little-endian TIFF block with one IFD entry: Orientation.
-    fn exif_orientation(value: u16) -> Vec<u8> {
-        let mut t = b"II*\0".to_vec();
-        t.extend_from_slice(&8u32.to_le_bytes());
-        t.extend_from_slice(&1u16.to_le_bytes());
-        t.extend_from_slice(&0x0112u16.to_le_bytes());
-        t.extend_from_slice(&3u16.to_le_bytes());
-        t.extend_from_slice(&1u32.to_le_bytes());
-        t.extend_from_slice(&value.to_le_bytes());
-        t.extend_from_slice(&[0, 0]);
-        t.extend_from_slice(&0u32.to_le_bytes());
-        t
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn image_error(e: ImageError) -> EngineError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use image::{ImageEncoder, Rgb};
 

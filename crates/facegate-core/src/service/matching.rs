@@ -4,7 +4,6 @@
 use super::audit::audited;
 use super::gallery::SubjectKey;
 use super::state::{blocking, only_face, FaceService};
-use super::unknown::UnknownFace;
 use crate::error::Result;
 use crate::model::{AttributedFace, BoundingBox, DetectedFace, FaceAttributes, Subject, Tenant};
 
@@ -69,6 +68,13 @@ pub struct Candidate {
     pub score: u32,
     /// (sample id, score) of every sample, best first, when asked for.
     pub samples: Vec<(String, u32)>,
+}
+
+/// One face of a probe that a search found nobody for, to be kept (`unknown.rs`).
+pub(super) struct UnknownFace {
+    pub bbox: BoundingBox,
+    pub embedding: Vec<f32>,
+    pub quality: f32,
 }
 
 /// One face of a probe with the subjects found for it.

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::audit::{audited, record};
-use super::matching::{Candidate, SearchOptions};
+use super::matching::{Candidate, FaceSearch, SearchOptions, UnknownFace};
 use super::state::{blocking, FaceService};
 use super::text::{now_rfc3339, stored_image_name, validate_name};
 use crate::error::{Error, Result};
@@ -40,13 +40,6 @@ const GROUPS_EXAMINED: usize = 8;
 /// The key under which a tenant's unknown-faces writes take a subject lock: no subject id is
 /// empty, so it shares a stripe with no subject of the tenant by design, only by hash.
 const UNKNOWN_LOCK_KEY: &str = "";
-
-/// One face of a probe that a search found nobody for, to be kept.
-pub(super) struct UnknownFace {
-    pub bbox: BoundingBox,
-    pub embedding: Vec<f32>,
-    pub quality: f32,
-}
 
 /// An unknown person a face matches, with the best score of its sightings.
 #[derive(Debug, Clone)]
@@ -528,7 +521,7 @@ impl FaceService {
     }
 }
 
-fn unknown_search(face: super::matching::FaceSearch, unknown_people: Vec<UnknownMatch>) -> UnknownSearch {
+fn unknown_search(face: FaceSearch, unknown_people: Vec<UnknownMatch>) -> UnknownSearch {
     UnknownSearch {
         bbox: face.bbox,
         detector_score: face.detector_score,

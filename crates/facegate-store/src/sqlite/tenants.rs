@@ -1,22 +1,17 @@
 //! Tenants and their credentials in SQLite.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::tenant_purge::{delete_tenant_rows, CREDENTIAL_TABLES};
 use facegate_core::{SightingPurge, StoredCredentials, Tenant, TenantPurge};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{scrub_wal, tenant_from_row, SqliteStore};
+use super::{now_unix_ms, scrub_wal, tenant_from_row, SqliteStore};
 use crate::error::{to_core, unique_violation, Result, StoreError};
 
 /// Expired signature records each admission deletes at most: more than the one it adds, so the
 /// table shrinks back to one window's writes, and few enough that no write waits on a long prune.
 const PRUNE_PER_ADMISSION: i64 = 64;
-
-/// Now, as credentials' `expires_unix_ms` counts.
-pub(super) fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 impl SqliteStore {
     /// The tenant a hashed credential belongs to, unless it expired; `sql` selects the tenant row
