@@ -98,6 +98,9 @@ pub struct FaceService {
     pub(super) snapshots: Option<Arc<dyn IndexSnapshots>>,
     /// The kept sightings' templates (`unknown.rs`); `None` keeps no unknown face.
     pub(super) unknown: Option<Arc<dyn Index>>,
+    /// Serialises a tenant's unknown-faces writes with their index updates, as `subject_locks`
+    /// does a subject's. A set of its own: a promotion holds one of these and a subject lock.
+    pub(super) unknown_locks: SubjectLocks,
 }
 
 /// Striped locks keyed by (tenant, subject). 256 stripes make two unrelated subjects share a
@@ -109,6 +112,11 @@ impl SubjectLocks {
 
     fn new() -> Self {
         Self((0..Self::STRIPES).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+
+    /// The lock of a whole tenant (its unknown faces).
+    pub(super) async fn lock_tenant(&self, tenant_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock(tenant_id, "").await
     }
 
     pub(super) async fn lock(&self, tenant_id: &str, subject_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
@@ -135,6 +143,7 @@ impl FaceService {
             stale: parking_lot::RwLock::new(StaleTemplates::default()),
             snapshots: None,
             unknown: None,
+            unknown_locks: SubjectLocks::new(),
         }
     }
 

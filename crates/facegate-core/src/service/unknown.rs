@@ -37,10 +37,6 @@ pub const UNKNOWN_MATCHES_PER_FACE: usize = 5;
 /// sightings.
 const GROUPS_EXAMINED: usize = 8;
 
-/// The key under which a tenant's unknown-faces writes take a subject lock: no subject id is
-/// empty, so it shares a stripe with no subject of the tenant by design, only by hash.
-const UNKNOWN_LOCK_KEY: &str = "";
-
 /// An unknown person a face matches, with the best score of its sightings.
 #[derive(Debug, Clone)]
 pub struct UnknownMatch {
@@ -88,7 +84,7 @@ impl FaceService {
     /// the store has it in now; nothing when it is gone or of another model.
     pub(super) async fn index_sighting(&self, tenant_id: &str, sighting_id: &str) -> Result<()> {
         let Some(unknown) = self.unknown.clone() else { return Ok(()) };
-        let _lock = self.subject_locks.lock(tenant_id, UNKNOWN_LOCK_KEY).await;
+        let _lock = self.unknown_locks.lock_tenant(tenant_id).await;
         let (tid, sid, model_id) =
             (tenant_id.to_owned(), sighting_id.to_owned(), self.engine.model_info().model_id.clone());
         let template = self
@@ -117,7 +113,7 @@ impl FaceService {
     /// process that changed many at once (the change log's `UnknownPeopleChanged`).
     pub(super) async fn reload_sightings(&self, tenant_id: &str) -> Result<()> {
         let Some(unknown) = self.unknown.clone() else { return Ok(()) };
-        let _lock = self.subject_locks.lock(tenant_id, UNKNOWN_LOCK_KEY).await;
+        let _lock = self.unknown_locks.lock_tenant(tenant_id).await;
         let (store, tid, model_id) =
             (self.store.clone(), tenant_id.to_owned(), self.engine.model_info().model_id.clone());
         let templates = blocking(move || {
@@ -189,7 +185,7 @@ impl FaceService {
     /// Groups and keeps one sighting; `false` when the tenant turned the setting off meanwhile.
     async fn keep_sighting(&self, tenant: &Tenant, mut sighting: NewSighting) -> Result<bool> {
         let unknown = self.unknown_index()?.clone();
-        let _lock = self.subject_locks.lock(&tenant.id, UNKNOWN_LOCK_KEY).await;
+        let _lock = self.unknown_locks.lock_tenant(&tenant.id).await;
         let placed = self.place(&tenant.id, &sighting.embedding);
         // A person chosen from the index may be gone from the store (deleted by another node):
         // then the sighting starts a person of its own.
@@ -297,7 +293,7 @@ impl FaceService {
             |p: &UnknownPerson| format!("sightings={}", p.sightings),
             async {
                 let unknown = self.unknown_index()?.clone();
-                let _lock = self.subject_locks.lock(&tenant.id, UNKNOWN_LOCK_KEY).await;
+                let _lock = self.unknown_locks.lock_tenant(&tenant.id).await;
                 let (tenant_id, into, from_id) = (tenant.id.clone(), into.to_owned(), from.to_owned());
                 let model_id = self.engine.model_info().model_id.clone();
                 let (person, moved) = self
@@ -329,7 +325,7 @@ impl FaceService {
         let input = format!("from={from} sightings={}", sighting_ids.join(","));
         audited(tenant, "split_unknown_person", input, |p: &UnknownPerson| format!("unknown_person={}", p.id), async {
             let unknown = self.unknown_index()?.clone();
-            let _lock = self.subject_locks.lock(&tenant.id, UNKNOWN_LOCK_KEY).await;
+            let _lock = self.unknown_locks.lock_tenant(&tenant.id).await;
             let (tenant_id, from) = (tenant.id.clone(), from.to_owned());
             let model_id = self.engine.model_info().model_id.clone();
             let new_id = uuid::Uuid::new_v4().to_string();
@@ -361,7 +357,7 @@ impl FaceService {
             |p: &SightingPurge| format!("sightings={}", p.sightings),
             async {
                 let unknown = self.unknown_index()?.clone();
-                let _lock = self.subject_locks.lock(&tenant.id, UNKNOWN_LOCK_KEY).await;
+                let _lock = self.unknown_locks.lock_tenant(&tenant.id).await;
                 let (tenant_id, person_id) = (tenant.id.clone(), id.to_owned());
                 let purge = self.with_store(move |store| store.delete_unknown_person(&tenant_id, &person_id)).await?;
                 let purge = purge.ok_or(Error::NotFound("unknown person"))?;
@@ -393,7 +389,7 @@ impl FaceService {
                 validate_name("customer id", customer_id, super::gallery::MAX_ID_CHARS)?;
             }
             let unknown = self.unknown_index()?.clone();
-            let _lock = self.subject_locks.lock(&tenant.id, UNKNOWN_LOCK_KEY).await;
+            let _lock = self.unknown_locks.lock_tenant(&tenant.id).await;
             let now = now_rfc3339();
             let subject = Subject {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -505,7 +501,7 @@ impl FaceService {
             let output = format!("sightings={} unknown_people={}", purge.sightings, purge.unknown_people);
             record(&tenant, "purge_expired_sightings", "", &output, "ok");
             if let Some(unknown) = &self.unknown {
-                let _lock = self.subject_locks.lock(&tenant_id, UNKNOWN_LOCK_KEY).await;
+                let _lock = self.unknown_locks.lock_tenant(&tenant_id).await;
                 unknown.remove_tenant(&tenant_id);
                 let (store, model_id) = (self.store.clone(), self.engine.model_info().model_id.clone());
                 let templates = blocking(move || {
