@@ -500,17 +500,9 @@ impl FaceService {
             let tenant = Tenant { id: tenant_id.clone(), name: String::new(), created_at: String::new() };
             let output = format!("sightings={} unknown_people={}", purge.sightings, purge.unknown_people);
             record(&tenant, "purge_expired_sightings", "", &output, "ok");
-            if let Some(unknown) = &self.unknown {
-                let _lock = self.unknown_locks.lock_tenant(&tenant_id).await;
-                unknown.remove_tenant(&tenant_id);
-                let (store, model_id) = (self.store.clone(), self.engine.model_info().model_id.clone());
-                let templates = blocking(move || {
-                    let mut templates = Vec::new();
-                    store.for_each_sighting_template(Some(&tenant_id), &model_id, &mut |t| templates.push(t))?;
-                    Ok(templates)
-                })
-                .await?;
-                templates.into_iter().for_each(|t| unknown.insert(t));
+            // A store with a change log logged the purge: the follower loads the tenant anew.
+            if self.store.change_feed().is_none() {
+                self.reload_sightings(&tenant_id).await?;
             }
         }
         Ok(total)

@@ -5,6 +5,8 @@ use facegate_core::{Sighting, UnknownPerson};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoResponses, ToSchema};
 
+// The generic error body is miiCloud's failure body, field for field.
+pub use crate::miicloud::wire::Failure;
 use crate::miicloud::wire::WireBox;
 
 /// `unix_ms` as RFC 3339 UTC with milliseconds.
@@ -166,14 +168,6 @@ pub struct SearchAnswer {
 pub struct SearchForm {
     #[schema(value_type = String, format = Binary)]
     pub image_path: Vec<u8>,
-}
-
-/// A failure, as every native route words it (the server's generic body).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Failure {
-    /// Always "fail".
-    pub status: String,
-    pub message: String,
 }
 
 /// NEC's failure body: a request made with NEC credentials is refused in NEC's words.

@@ -11,14 +11,9 @@ use postgres::Transaction;
 use super::changes::{self, Change, Kind};
 use super::gallery::insert_subject;
 use super::{to_i64, to_u64, PgStore};
+use crate::clock::now_unix_ms;
 use crate::error::{pg_unique_violation, to_core, Result, StoreError};
 use crate::sightings::{open_sighting_template, seal_sighting, StoredFace, STORED_FACE};
-
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Whether the tenant has the unknown person; takes its row lock, so that a merge, split, delete
 /// or promotion of it waits for this transaction (and this one for theirs).

@@ -389,13 +389,6 @@ fn safe_tenant_name(name: &str) -> String {
     safe
 }
 
-/// Now, as the schema's `*_unix_ms` columns count (credentials' expiry, sightings' times).
-pub(super) fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Settings that are per connection, so every connection needs them.
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;

@@ -6,7 +6,8 @@ use crate::tenant_purge::{delete_tenant_rows, CREDENTIAL_TABLES};
 use facegate_core::{SightingPurge, StoredCredentials, Tenant, TenantPurge};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{now_unix_ms, scrub_wal, tenant_from_row, SqliteStore};
+use super::{scrub_wal, tenant_from_row, SqliteStore};
+use crate::clock::now_unix_ms;
 use crate::error::{to_core, unique_violation, Result, StoreError};
 
 /// Expired signature records each admission deletes at most: more than the one it adds, so the

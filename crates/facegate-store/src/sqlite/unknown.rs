@@ -8,7 +8,8 @@ use facegate_core::{
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::gallery::{insert_sample, insert_subject};
-use super::{now_unix_ms, scrub_wal, SqliteStore};
+use super::{scrub_wal, SqliteStore};
+use crate::clock::now_unix_ms;
 use crate::error::{to_core, unique_violation, Result, StoreError};
 use crate::sightings::{open_sighting_template, seal_sighting, StoredFace, STORED_FACE};
 
