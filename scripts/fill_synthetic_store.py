@@ -10,7 +10,7 @@ the server from a pool sent once (with `psql`), which is far faster than sending
 template gets its own subject and a sample row as the server writes them (f16, schema v6), but
 no image file: start-up reads only the rows.
 
-MODEL_ID defaults to the default pack's, yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1. A
+MODEL_ID defaults to the default pack's, yunet_sface/sface_2021dec_int8_centred+dlib_resnet_v1_int8@1. A
 template has the length of MODEL_ID's pack (256 values for yunet_sface, 128 for yunet_sface_fast,
 whose model id is yunet_sface/sface_2021dec@1, 512 for buffalo_s); give DIM for another model.
 
@@ -23,10 +23,10 @@ points to learn from.
 """
 import math, random, sqlite3, struct, subprocess, sys, time, uuid
 
-DEFAULT_MODEL_ID = "yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1"
+DEFAULT_MODEL_ID = "yunet_sface/sface_2021dec_int8_centred+dlib_resnet_v1_int8@1"
 # Template length of each shipped pack's model id (packs/*/manifest.toml).
 MODEL_DIMS = {
-    "yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1": 256,
+    "yunet_sface/sface_2021dec_int8_centred+dlib_resnet_v1_int8@1": 256,
     "yunet_sface/sface_2021dec@1": 128,
     "buffalo_s/w600k_mbf@1": 512,
 }

@@ -14,8 +14,8 @@ use crate::pack::{pack_dir, Manifest, Pack, RecognizerSpec};
 /// The pack used when none is named: the licence-clean yunet_sface (MIT, Apache-2.0 and CC0
 /// weights), so that a fresh install may go to production as it is. buffalo_s, whose weights are
 /// for non-commercial research only (`serve` warns at start), stays available by name; it is a
-/// little more accurate on LFW (99.63 % against 99.50 % 5-fold on `pairs_dev.txt`, inside the
-/// folds' spread, but 0.31 % against 0.65 % of genuine pairs missed at score 7000)
+/// little more accurate on LFW (99.63 % against 99.47 % 5-fold on `pairs_dev.txt`, inside the
+/// folds' spread, but 0.31 % against 0.56 % of genuine pairs missed at score 7000)
 /// (docs/accuracy.md, "The licence-clean pack").
 pub const DEFAULT_PACK: &str = "yunet_sface";
 
@@ -153,6 +153,7 @@ pub(crate) fn recognizer_params(spec: &RecognizerSpec) -> RecognizerParams {
         embedding_size: spec.embedding_size,
         max_batch: 1,
         flip_test: spec.flip_test,
+        centre: spec.centre.clone(),
         crop: CropGeometry {
             size: spec.input_size,
             template: spec.template.unwrap_or_else(|| arcface_template(spec.input_size)),

@@ -16,6 +16,8 @@ pub struct RecognizerParams {
     pub max_batch: usize,
     /// Also embed the mirrored crop and add the two before normalising ("flip test").
     pub flip_test: bool,
+    /// Subtracted from the unit embedding, which is then normalised again (`RecognizerSpec::centre`).
+    pub centre: Option<Vec<f32>>,
     /// The crop it reads: its side, and where the keypoints go in it.
     pub crop: CropGeometry,
 }
@@ -77,10 +79,20 @@ pub fn embed(
             for view in face.chunks_exact(dim) {
                 raw_sum.iter_mut().zip(view).for_each(|(s, v)| *s += v);
             }
-            embeddings.push(l2_normalized(&raw_sum)?);
+            let unit = l2_normalized(&raw_sum)?;
+            embeddings.push(match &params.centre {
+                Some(centre) => centred(&unit, centre)?,
+                None => unit,
+            });
         }
     }
     Ok(embeddings)
+}
+
+/// `(v − c) / |v − c|` of a unit `v`: the embedding with the recognizer's common direction taken out.
+fn centred(unit: &[f32], centre: &[f32]) -> Result<Vec<f32>> {
+    let moved: Vec<f32> = unit.iter().zip(centre).map(|(v, c)| v - c).collect();
+    l2_normalized(&moved)
 }
 
 /// Joins each face's two unit embeddings into one unit template `(√(1 − w)·a, √w·b)`, so that
@@ -153,6 +165,19 @@ mod tests {
         let expected = (1.0 - w) * cosine(&a[0], &a[1]) + w * cosine(&b[0], &b[1]);
         assert!((cosine(&fused[0], &fused[1]) - expected).abs() < 1e-6);
         assert!(fuse(a.to_vec(), b[..1].to_vec(), w).is_err());
+    }
+
+    #[test]
+    fn a_centred_embedding_is_unit_and_points_away_from_the_centre() {
+        let centre = [0.3, 0.2, 0.0];
+        let a = l2_normalized(&[1.0, 1.0, 0.2]).expect("a");
+        let b = l2_normalized(&[1.0, 0.8, -0.3]).expect("b");
+        let (ca, cb) = (centred(&a, &centre).expect("a"), centred(&b, &centre).expect("b"));
+        assert!((cosine(&ca, &ca) - 1.0).abs() < 1e-6);
+        let along = |v: &[f32]| cosine(v, &l2_normalized(&centre).expect("centre"));
+        assert!(along(&ca) < along(&a) - 0.03, "the centre's direction is taken out");
+        // Two embeddings that share the centre's direction come out less alike.
+        assert!(cosine(&ca, &cb) < cosine(&a, &b));
     }
 
     #[test]

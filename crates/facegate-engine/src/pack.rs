@@ -147,6 +147,13 @@ pub struct RecognizerSpec {
     /// template scaled to `input_size`, the crop the ArcFace family is trained on.
     #[serde(default)]
     pub template: Option<[[f32; 2]; 5]>,
+    /// A vector subtracted from the unit embedding before it is normalised again; absent for
+    /// none. A recognizer whose embeddings share a common direction (the mean over many people
+    /// is far from zero) scores every two strangers a little alike; taking that direction out
+    /// spreads the impostors apart. `embedding_size` values, of norm under 1 so that no unit
+    /// embedding can become zero. Changes the templates: a new `model_id` and calibration.
+    #[serde(default)]
+    pub centre: Option<Vec<f32>>,
 }
 
 /// `[fused_recognizer]`: a second network on its own crop of the same face. Its L2-normalised
@@ -367,6 +374,15 @@ fn check_recognizer_spec(r: &RecognizerSpec, table: &str) -> std::result::Result
     if !r.std.is_finite() || r.std == 0.0 {
         return Err(format!("{table}.std must be a non-zero number"));
     }
+    if let Some(centre) = &r.centre {
+        let norm = centre.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt();
+        if centre.len() != r.embedding_size || !norm.is_finite() || norm >= 1.0 {
+            return Err(format!(
+                "{table}.centre must hold embedding_size ({}) numbers, of norm under 1",
+                r.embedding_size
+            ));
+        }
+    }
     if let Some(points) = &r.template {
         let side = r.input_size as f32;
         if points.iter().flatten().any(|v| !(v.is_finite() && (0.0..=side).contains(v))) {
@@ -477,6 +493,15 @@ embedding_size = 512
         for weight in ["0.0", "1.0", "-0.5", "nan"] {
             assert!(parse_manifest(&fused(weight, five), Path::new("m.toml")).is_err(), "weight {weight}");
         }
+        let centre = |values: &str| fused("0.4", &format!("centre = [{values}]\n"));
+        let two = |a: &str, b: &str| {
+            std::iter::repeat_n(a, 64).chain(std::iter::repeat_n(b, 64)).collect::<Vec<_>>().join(", ")
+        };
+        let m = parse_manifest(&centre(&two("0.05", "-0.05")), Path::new("m.toml")).expect("a valid centre");
+        assert_eq!(m.fused_recognizer.and_then(|f| f.recognizer.centre).map(|c| c.len()), Some(128));
+        assert!(parse_manifest(&centre("0.1, 0.2"), Path::new("m.toml")).is_err(), "a centre of the wrong length");
+        assert!(parse_manifest(&centre(&two("0.1", "0.1")), Path::new("m.toml")).is_err(), "a centre of norm over 1");
+        assert!(parse_manifest(&centre(&two("nan", "0.0")), Path::new("m.toml")).is_err(), "a centre not a number");
         let outside = five.replace("110.0]]", "151.0]]");
         assert!(parse_manifest(&fused("0.4", &outside), Path::new("m.toml")).is_err());
         assert!(parse_manifest(&fused("0.4", "").replace("input_size = 150", "input_size = 0"), Path::new("m.toml"))

@@ -147,6 +147,7 @@ mod tests {
             embedding_size: 512,
             max_batch: 1,
             flip_test: false,
+            centre: None,
             crop: crate::align::CropGeometry::arcface(112),
         }
     }

@@ -76,7 +76,7 @@ fn sample_images_have_the_expected_faces() {
 
 #[test]
 fn sample_images_have_the_expected_faces_with_the_clean_pack() {
-    sample_images_have_faces(&clean_engine(), "yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1", 256);
+    sample_images_have_faces(&clean_engine(), "yunet_sface/sface_2021dec_int8_centred+dlib_resnet_v1_int8@1", 256);
 }
 
 #[test]
@@ -199,17 +199,24 @@ fn faceapi_identities_are_found_and_separated_with_the_fast_pack() {
 }
 
 /// The default pack's template is SFace's unit embedding (in 8 bits, so close to but not the
-/// float template of yunet_sface_fast), scaled by √(1 − w), followed by dlib's unit embedding of
-/// its own crop, scaled by √w: the same detector and keypoints feed both.
+/// float template of yunet_sface_fast) with the manifest's centre taken out, scaled by √(1 − w),
+/// followed by dlib's unit embedding of its own crop, scaled by √w: the same detector and
+/// keypoints feed both.
 #[test]
 fn a_fused_template_is_sfaces_in_8_bits_joined_to_dlibs() {
     let fused = clean_engine();
     let info = fused.model_info();
     assert_eq!(
         (info.model_id.as_str(), info.embedding_size),
-        ("yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1", 256)
+        ("yunet_sface/sface_2021dec_int8_centred+dlib_resnet_v1_int8@1", 256)
     );
     let weight = fused.pack().manifest.fused_recognizer.as_ref().expect("a second recognizer").weight;
+    let centre = fused.pack().manifest.recognizer.centre.clone().expect("SFace's centre");
+    let centred = |unit: &[f32]| {
+        let moved: Vec<f32> = unit.iter().zip(&centre).map(|(v, c)| v - c).collect();
+        let norm = moved.iter().map(|v| v * v).sum::<f32>().sqrt();
+        moved.into_iter().map(|v| v / norm).collect::<Vec<f32>>()
+    };
     let photo = decode(&pack_file("players.jpg"));
     let faces = fast_engine().detect(&photo).expect("detect");
     assert!(faces.len() >= 3, "{} faces", faces.len());
@@ -221,8 +228,9 @@ fn a_fused_template_is_sfaces_in_8_bits_joined_to_dlibs() {
         let unscaled: Vec<f32> = first.iter().map(|v| v / (1.0 - weight).sqrt()).collect();
         // The default runs SFace's heavy layers in 8 bits; on 300 LFW faces its part kept a cosine
         // of 0.993 or more with the float model's (scripts/quantize-recognizer.py).
-        let close = cosine(&unscaled, p);
+        let close = cosine(&unscaled, &centred(p));
         assert!(close > 0.98 && close < 0.99999, "SFace's part against the fast pack's float template: {close}");
+        assert!(cosine(&unscaled, p) < close, "the centre is taken out");
         let norm = second.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - weight.sqrt()).abs() < 1e-4, "dlib's part has norm {norm}");
         assert!((cosine(j, j) - 1.0).abs() < 1e-5);

@@ -117,7 +117,10 @@ fn packs_are_listed_with_their_licences_and_chosen_by_name() {
     let out = facegate().arg("detect").arg(&yao).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1") && log.contains("MIT"), "{log}");
+    assert!(
+        log.contains("yunet_sface/sface_2021dec_int8_centred+dlib_resnet_v1_int8@1") && log.contains("MIT"),
+        "{log}"
+    );
     assert!(!log.contains("not licensed for commercial use"), "the default pack is licence-clean: {log}");
     let out = facegate().args(["detect", "--pack", "buffalo_s"]).arg(&yao).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -145,7 +148,10 @@ fn logs_can_be_written_as_json_lines() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect();
     let loaded = lines.iter().find(|l| l["fields"]["message"] == "face engine loaded").expect("the load line");
-    assert_eq!(loaded["fields"]["model_id"], "yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1", "{loaded}");
+    assert_eq!(
+        loaded["fields"]["model_id"], "yunet_sface/sface_2021dec_int8_centred+dlib_resnet_v1_int8@1",
+        "{loaded}"
+    );
     assert_eq!(loaded["level"], "INFO");
 
     let text = facegate().args(["detect", "--log", "info"]).arg(&yao).output().expect("run");

@@ -186,7 +186,8 @@ fn pack_change_needs_a_reindex_and_then_everyone_is_found(gallery: &Gallery) {
     assert!(refused.contains(&format!("{subjects} subjects of tenant \"sandbox\"")), "{refused}");
     assert!(refused.contains("facegate reindex") && refused.contains("--allow-stale-templates"), "{refused}");
     assert!(
-        refused.contains("yunet_sface/sface_2021dec_int8+dlib_resnet_v1_int8@1") && refused.contains("--pack NAME"),
+        refused.contains("yunet_sface/sface_2021dec_int8_centred+dlib_resnet_v1_int8@1")
+            && refused.contains("--pack NAME"),
         "{refused}"
     );
 
