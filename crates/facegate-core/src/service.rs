@@ -57,5 +57,5 @@ pub use tenants::{
     hash_secret, random_credentials, random_token, validate_tenant_name, NewTenant, RotatedCredentials, TenantAdmin,
     DEFAULT_CREDENTIAL_GRACE, MAX_TENANT_NAME_CHARS, MAX_UNKNOWN_FACES_RETENTION,
 };
-pub use text::{image_extension, now_rfc3339, rfc3339_after, stored_image_name};
+pub use text::{image_extension, now_rfc3339, now_unix_ms, rfc3339_after, stored_image_name};
 pub use unknown::{UnknownMatch, UnknownSearch, MAX_PROMOTED_FACES, MAX_UNKNOWN_PAGE, UNKNOWN_MATCHES_PER_FACE};

@@ -28,7 +28,6 @@
 
 mod bulk_source;
 mod change_kinds;
-mod clock;
 pub mod crypto;
 pub mod error;
 mod image_path;

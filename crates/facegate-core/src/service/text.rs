@@ -21,6 +21,14 @@ pub fn rfc3339_after(after: std::time::Duration) -> String {
     at.format(&format).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
+/// Now, in milliseconds since the Unix epoch: how both stores' `*_unix_ms` columns count time
+/// (sightings, credentials' expiry).
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// `enroll/<stem>_<7 random letters>.<ext>`, from the client's file name, made safe for a path,
 /// with the extension taken from the bytes rather than trusted from the name.
 pub fn stored_image_name(file_name: &str, bytes: &[u8]) -> String {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::audit::{audited, record};
 use super::matching::{Candidate, FaceSearch, SearchOptions, UnknownFace};
 use super::state::{blocking, FaceService};
-use super::text::{now_rfc3339, stored_image_name, validate_name};
+use super::text::{now_rfc3339, now_unix_ms, stored_image_name, validate_name};
 use crate::error::{Error, Result};
 use crate::grouping::{GroupingPolicy, Neighbour};
 use crate::model::{
@@ -532,12 +532,6 @@ fn audit_matches(faces: &[UnknownSearch]) -> String {
         })
         .collect();
     format!("faces={} unknown_people={}", faces.len(), listed.join(","))
-}
-
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The templates of `sightings` of `model_id`, now of `person`, read back from the store.

@@ -11,9 +11,9 @@ use postgres::Transaction;
 use super::changes::{self, Change, Kind};
 use super::gallery::insert_subject;
 use super::{to_i64, to_u64, PgStore};
-use crate::clock::now_unix_ms;
 use crate::error::{pg_unique_violation, to_core, Result, StoreError};
 use crate::sightings::{open_sighting_template, seal_sighting, StoredFace, STORED_FACE};
+use facegate_core::service::now_unix_ms;
 
 /// Whether the tenant has the unknown person; takes its row lock, so that a merge, split, delete
 /// or promotion of it waits for this transaction (and this one for theirs).

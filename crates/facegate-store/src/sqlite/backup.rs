@@ -175,7 +175,7 @@ const CREDENTIAL_EXPIRY_SCHEMA: i64 = 9;
 
 /// Credentials not yet expired, in every tenant.
 fn live_credentials(conn: &Connection, schema_version: i64) -> Result<u64> {
-    let now = crate::clock::now_unix_ms();
+    let now = facegate_core::service::now_unix_ms();
     let mut live = 0u64;
     for table in CREDENTIAL_TABLES {
         let sql = if schema_version >= CREDENTIAL_EXPIRY_SCHEMA {

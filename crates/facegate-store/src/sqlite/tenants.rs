@@ -7,8 +7,8 @@ use facegate_core::{SightingPurge, StoredCredentials, Tenant, TenantPurge};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{scrub_wal, tenant_from_row, SqliteStore};
-use crate::clock::now_unix_ms;
 use crate::error::{to_core, unique_violation, Result, StoreError};
+use facegate_core::service::now_unix_ms;
 
 /// Expired signature records each admission deletes at most: more than the one it adds, so the
 /// table shrinks back to one window's writes, and few enough that no write waits on a long prune.

@@ -9,9 +9,9 @@ use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::gallery::{insert_sample, insert_subject};
 use super::{scrub_wal, SqliteStore};
-use crate::clock::now_unix_ms;
 use crate::error::{to_core, unique_violation, Result, StoreError};
 use crate::sightings::{open_sighting_template, seal_sighting, StoredFace, STORED_FACE};
+use facegate_core::service::now_unix_ms;
 
 /// Counts the rows of `sql` (a `SELECT COUNT(*)`).
 fn count(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
